@@ -1,13 +1,15 @@
 package pgxleak
 
 import (
-	"database/sql/driver"
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -728,9 +730,6 @@ func (p *pool) stillOut() []Checkout {
 		p.stillOutLeaks.Add(1)
 		p.emit(report{kind: LeakStillOut, snap: s})
 	}
-	if len(out) > 0 {
-		openPools.keepLeftovers(out)
-	}
 	return out
 }
 
@@ -945,9 +944,8 @@ func (p *pool) close() {
 var openPools = &poolRegistry{pools: make(map[*pool]struct{})}
 
 type poolRegistry struct {
-	mu        sync.Mutex
-	pools     map[*pool]struct{}
-	leftovers []Checkout // still out when their pool closed
+	mu    sync.Mutex
+	pools map[*pool]struct{}
 }
 
 func (r *poolRegistry) add(p *pool) {
@@ -962,21 +960,21 @@ func (r *poolRegistry) remove(p *pool) {
 	r.mu.Unlock()
 }
 
-func (r *poolRegistry) keepLeftovers(cs []Checkout) {
-	r.mu.Lock()
-	r.leftovers = append(r.leftovers, cs...)
-	r.mu.Unlock()
-}
-
-func (r *poolRegistry) snapshot() ([]*pool, []Checkout) {
+func (r *poolRegistry) list() []*pool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	ps := make([]*pool, 0, len(r.pools))
 	for p := range r.pools {
 		ps = append(ps, p)
 	}
-	return ps, slices.Clone(r.leftovers)
+	return ps
 }
+
+// Seams for testing VerifyTestMain without exiting.
+var (
+	osExit             = os.Exit
+	osStderr io.Writer = os.Stderr
+)
 
 // A VerifyOption configures [Find], [VerifyNone] and [VerifyTestMain].
 type VerifyOption interface {
@@ -990,8 +988,6 @@ func (f verifyOptionFunc) applyVerify(c *verifyConfig) { f(c) }
 type verifyConfig struct {
 	grace  time.Duration
 	ignore []string
-	exit   func(int) // test seam for VerifyTestMain
-	stderr func(string)
 }
 
 // DefaultGracePeriod is how long [Find] waits for connections to come back
@@ -1075,8 +1071,8 @@ type TestingM interface {
 
 // VerifyNone fails the test if any connection is still checked out of db
 // after the grace period, listing each with its culprit, stack and held
-// time. Call it from t.Cleanup, after t.Context() is cancelled, so that
-// Rows and Tx on that context have been given back:
+// time. Call it from t.Cleanup, which runs after t.Context() is cancelled,
+// so that Rows and Tx on that context have been given back:
 //
 //	db, _ := pgxleak.Open("pgx", dsn)
 //	t.Cleanup(func() { pgxleak.VerifyNone(t, db); db.Close() })
@@ -1090,37 +1086,20 @@ func VerifyNone(t TestingT, db *sql.DB, opts ...VerifyOption) {
 }
 
 // VerifyTestMain runs the tests and, if they passed, checks every pool
-// opened through pgxleak that is still open, and every pool that was closed
-// with connections still out, then exits. Use it in TestMain:
+// opened through pgxleak that is still open, failing the run (exit code 1)
+// if any connection is still checked out after the grace period. Pools
+// closed during the tests reported their leftovers when they were closed
+// (see [LeakStillOut]). Use it in TestMain:
 //
 //	func TestMain(m *testing.M) { pgxleak.VerifyTestMain(m) }
 func VerifyTestMain(m TestingM, opts ...VerifyOption) {
 	cfg := newVerifyConfig(opts)
-	if cfg.exit == nil {
-		cfg.exit = osExit
-	}
-	if cfg.stderr == nil {
-		cfg.stderr = func(s string) { fmt.Fprintln(osStderr, s) }
-	}
 	code := m.Run()
 	if code == 0 {
-		pools, leftovers := openPools.snapshot()
-		err := findIn(pools, cfg)
-		var le *LeakError
-		if errors.As(err, &le) || len(leftovers) > 0 {
-			if le == nil {
-				le = &LeakError{}
-			}
-			for _, c := range leftovers {
-				if !cfg.ignored(c) {
-					le.Checkouts = append(le.Checkouts, c)
-				}
-			}
-			if len(le.Checkouts) > 0 {
-				cfg.stderr("pgxleak: connections left checked out after the tests passed:\n" + le.Error())
-				code = 1
-			}
+		if err := findIn(openPools.list(), cfg); err != nil {
+			fmt.Fprintln(osStderr, "pgxleak: connections left checked out after the tests passed:\n"+err.Error())
+			code = 1
 		}
 	}
-	cfg.exit(code)
+	osExit(code)
 }

@@ -1,0 +1,104 @@
+package pgxleak_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/pgtest"
+)
+
+// TestMain checks, after the tests passed, that no pool opened through
+// pgxleak has a connection still out and that no goroutine leaked. Tests
+// that leak on purpose close their pools; the Tx and Rows goroutines such
+// leaks strand inside database/sql are expected.
+func TestMain(m *testing.M) {
+	pgxleak.VerifyTestMain(testMain{m}, pgxleak.GracePeriod(2*time.Second))
+}
+
+type testMain struct{ m *testing.M }
+
+func (r testMain) Run() int {
+	code := pgtest.M(r.m).Run()
+	if code != 0 {
+		return code
+	}
+	if err := goleak.Find(
+		goleak.IgnoreTopFunction("database/sql.(*Tx).awaitDone"),
+		goleak.IgnoreTopFunction("database/sql.(*Rows).awaitDone"),
+		goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"), // pools leaked on purpose
+	); err != nil {
+		fmt.Fprintln(os.Stderr, "goleak:", err)
+		return 1
+	}
+	return 0
+}
+
+// openTest opens a tracked pool on a fresh database of its own, and closes
+// it when t ends. Reports go to a quiet logger unless opts set one.
+func openTest(t testing.TB, opts ...pgxleak.Option) (*sql.DB, string) {
+	t.Helper()
+	dsn := pgtest.NewDatabase(t)
+	opts = append([]pgxleak.Option{pgxleak.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))}, opts...)
+	db, err := pgxleak.Open("pgx", dsn, opts...)
+	if err != nil {
+		t.Fatalf("pgxleak.Open: %v", err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db, dsn
+}
+
+// leakRecorder collects leak reports for assertions.
+type leakRecorder struct {
+	mu    sync.Mutex
+	leaks []pgxleak.Leak
+	added chan struct{}
+}
+
+func newLeakRecorder() *leakRecorder { return &leakRecorder{added: make(chan struct{}, 1000)} }
+
+func (r *leakRecorder) option() pgxleak.Option {
+	return pgxleak.WithOnLeak(func(l pgxleak.Leak) {
+		r.mu.Lock()
+		r.leaks = append(r.leaks, l)
+		r.mu.Unlock()
+		select {
+		case r.added <- struct{}{}:
+		default:
+		}
+	})
+}
+
+func (r *leakRecorder) all() []pgxleak.Leak {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]pgxleak.Leak(nil), r.leaks...)
+}
+
+// wait returns the first report matching match, failing t after timeout.
+func (r *leakRecorder) wait(t testing.TB, timeout time.Duration, match func(pgxleak.Leak) bool) pgxleak.Leak {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for {
+		for _, l := range r.all() {
+			if match(l) {
+				return l
+			}
+		}
+		select {
+		case <-r.added:
+		case <-ctx.Done():
+			t.Fatalf("no matching leak report within %v; got %v", timeout, r.all())
+		}
+	}
+}
