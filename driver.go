@@ -84,6 +84,9 @@ func Open(driverName, dsn string, opts ...Option) (*sql.DB, error) {
 		d = probe.Driver()
 		_ = probe.Close() // it never connected; closing only stops its goroutine
 	}
+	if dsn, err = pgBouncerDSN(d, dsn, opts); err != nil {
+		return nil, err
+	}
 	c, err := connectorFor(d, dsn)
 	if err != nil {
 		return nil, err // the driver's own error, untouched
@@ -102,7 +105,7 @@ func OpenDB(c driver.Connector, opts ...Option) (*sql.DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	return openDB(c, cfg, "")
+	return openDB(pgBouncerConnector(c, opts), cfg, "")
 }
 
 func openDB(c driver.Connector, cfg *config, defaultName string) (*sql.DB, error) {
