@@ -1,0 +1,239 @@
+package faultproxy
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// echoServer echoes every connection until the test ends, and can send n
+// bytes on request: a client line "big\n" is answered with 256 KiB.
+func echoServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				buf := make([]byte, 4096)
+				for {
+					n, err := c.Read(buf)
+					if n > 0 {
+						if bytes.Equal(buf[:n], []byte("big\n")) {
+							_, _ = c.Write(bytes.Repeat([]byte("x"), 256<<10))
+						} else {
+							_, _ = c.Write(buf[:n])
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+func newProxy(t *testing.T) *Proxy {
+	t.Helper()
+	p, err := New(echoServer(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	return p
+}
+
+func dial(t *testing.T, p *Proxy) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// roundTrip writes msg and reads it back, returning how long it took.
+func roundTrip(t *testing.T, c net.Conn, msg string, deadline time.Duration) (time.Duration, error) {
+	t.Helper()
+	start := time.Now()
+	_ = c.SetDeadline(start.Add(deadline))
+	if _, err := c.Write([]byte(msg)); err != nil {
+		return time.Since(start), err
+	}
+	buf := make([]byte, len(msg))
+	_, err := io.ReadFull(c, buf)
+	if err == nil && string(buf) != msg {
+		t.Fatalf("echo = %q, want %q", buf, msg)
+	}
+	return time.Since(start), err
+}
+
+func TestForwards(t *testing.T) {
+	p := newProxy(t)
+	c := dial(t, p)
+	if _, err := roundTrip(t, c, "hello", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if p.Conns() != 1 || p.Accepted() != 1 {
+		t.Fatalf("Conns = %d, Accepted = %d, want 1, 1", p.Conns(), p.Accepted())
+	}
+}
+
+func TestLatency(t *testing.T) {
+	p := newProxy(t)
+	c := dial(t, p)
+	if d, err := roundTrip(t, c, "warm", 5*time.Second); err != nil || d > 100*time.Millisecond {
+		t.Fatalf("untoxic round trip took %v, %v", d, err)
+	}
+	p.Set(Toxics{Latency: 100 * time.Millisecond})
+	d, err := roundTrip(t, c, "slow", 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d < 200*time.Millisecond { // 100 ms each way
+		t.Fatalf("round trip with 100ms latency each way took %v", d)
+	}
+	p.Clear()
+	if d, err := roundTrip(t, c, "fast", 5*time.Second); err != nil || d > 150*time.Millisecond {
+		t.Fatalf("round trip after Clear took %v, %v", d, err)
+	}
+}
+
+func TestTimeoutDropsData(t *testing.T) {
+	p := newProxy(t)
+	c := dial(t, p)
+	if _, err := roundTrip(t, c, "warm", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	p.Set(Toxics{Timeout: true})
+	d, err := roundTrip(t, c, "lost", 300*time.Millisecond)
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("read through a black hole: %v after %v, want a timeout", err, d)
+	}
+	// The dropped bytes never arrive, even after the black hole ends.
+	p.Clear()
+	if _, err := roundTrip(t, c, "back", 5*time.Second); err != nil {
+		t.Fatalf("after Clear: %v", err)
+	}
+	if p.Conns() != 1 {
+		t.Fatalf("the black hole closed the connection: Conns = %d", p.Conns())
+	}
+}
+
+func TestTimeoutCloseAfter(t *testing.T) {
+	p := newProxy(t)
+	c := dial(t, p)
+	if _, err := roundTrip(t, c, "warm", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	p.Set(Toxics{Timeout: true, CloseAfter: 100 * time.Millisecond})
+	d, err := roundTrip(t, c, "lost", 5*time.Second)
+	if err == nil || d < 90*time.Millisecond || d > 3*time.Second {
+		t.Fatalf("read: %v after %v, want the connection closed after ~100ms", err, d)
+	}
+	if errors.Is(err, syscall.ETIMEDOUT) {
+		t.Fatalf("got a timeout, want EOF or reset: %v", err)
+	}
+}
+
+func TestResetPeer(t *testing.T) {
+	p := newProxy(t)
+	c := dial(t, p)
+	if _, err := roundTrip(t, c, "warm", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	p.Set(Toxics{ResetPeer: true})
+	_, err := roundTrip(t, c, "x", 5*time.Second)
+	if !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
+		t.Fatalf("open connection after ResetPeer: %v, want connection reset", err)
+	}
+	// New connections are reset too.
+	c2 := dial(t, p)
+	if _, err := roundTrip(t, c2, "y", 5*time.Second); !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, io.EOF) && !errors.Is(err, syscall.EPIPE) {
+		t.Fatalf("new connection under ResetPeer: %v, want reset", err)
+	}
+	p.Clear()
+	c3 := dial(t, p)
+	if _, err := roundTrip(t, c3, "z", 5*time.Second); err != nil {
+		t.Fatalf("after Clear: %v", err)
+	}
+}
+
+func TestBandwidth(t *testing.T) {
+	p := newProxy(t)
+	c := dial(t, p)
+	p.Set(Toxics{Bandwidth: 512 << 10}) // 256 KiB takes ~0.5 s
+	start := time.Now()
+	_ = c.SetDeadline(start.Add(10 * time.Second))
+	if _, err := c.Write([]byte("big\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, 256<<10)); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < 400*time.Millisecond || d > 5*time.Second {
+		t.Fatalf("256 KiB at 512 KiB/s took %v, want ~500ms", d)
+	}
+}
+
+func TestCloseEndsEverything(t *testing.T) {
+	p, err := New(echoServer(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, p)
+	if _, err := roundTrip(t, c, "warm", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	p.Set(Toxics{Latency: time.Hour}) // a pipe goroutine now sleeps for an hour
+	_, _ = c.Write([]byte("stuck"))
+	done := make(chan struct{})
+	go func() { _ = p.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not return while a pipe slept in a latency toxic")
+	}
+	if _, err := net.DialTimeout("tcp", p.Addr(), time.Second); err == nil {
+		t.Fatal("the proxy still accepts after Close")
+	}
+	// goleak in TestMain checks that no goroutine of the proxy survived.
+}
