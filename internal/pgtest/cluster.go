@@ -83,6 +83,37 @@ func (c *Cluster) Start() error {
 	return nil
 }
 
+// RequirePassword makes TCP connections of every role except the superuser
+// "postgres" authenticate with scram-sha-256 (so DSN keeps working), and
+// restarts the server so that the rule is in force when it returns. Create
+// the roles with CREATE ROLE ... LOGIN PASSWORD '...'; PostgreSQL 14 and
+// later store such passwords as SCRAM verifiers.
+func (c *Cluster) RequirePassword() error {
+	hba := "local all all trust\n" +
+		"host all postgres 127.0.0.1/32 trust\n" +
+		"host all postgres ::1/128 trust\n" +
+		"host all all 127.0.0.1/32 scram-sha-256\n" +
+		"host all all ::1/128 scram-sha-256\n"
+	path := filepath.Join(c.dir, "pg_hba.conf")
+	if err := os.WriteFile(path, []byte(hba), 0o600); err != nil {
+		return err
+	}
+	if c.cred != nil {
+		if err := os.Chown(path, int(c.cred.Uid), int(c.cred.Gid)); err != nil {
+			return err
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.running {
+		return nil // read when the server starts
+	}
+	if err := c.pgctl("stop", "-m", "fast"); err != nil {
+		return err
+	}
+	return c.start()
+}
+
 func (c *Cluster) stop() {
 	_ = c.Stop("immediate")
 	_ = os.RemoveAll(filepath.Dir(c.dir))
