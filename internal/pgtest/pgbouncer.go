@@ -261,7 +261,7 @@ logfile = %s
 			return nil, fmt.Errorf("pgbouncer exited at start-up: %s", log)
 		default:
 		}
-		if err := ping(console); err == nil {
+		if err := pingConsole(console); err == nil {
 			return b, nil
 		} else if time.Now().After(deadline) {
 			log := b.log()
@@ -272,10 +272,29 @@ logfile = %s
 	}
 }
 
-// log returns pgbouncer's log file and output, for error messages.
+// pingConsole asks pgbouncer's admin console for its version; the console
+// speaks only the simple protocol and knows only its own commands.
+func pingConsole(dsn string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer c.Close(context.Background())
+	_, err = c.PgConn().Exec(ctx, "SHOW VERSION").ReadAll()
+	return err
+}
+
+// log returns the end of pgbouncer's log file and its output, for error
+// messages.
 func (b *PgBouncer) log() string {
 	data, _ := os.ReadFile(filepath.Join(b.dir, "pgbouncer.log"))
-	return string(data) + b.output.String()
+	out := string(data) + b.output.String()
+	if len(out) > 4000 {
+		out = "...\n" + out[len(out)-4000:]
+	}
+	return out
 }
 
 // stop shuts pgbouncer down (SIGTERM is its fast shutdown), killing it if

@@ -1,0 +1,422 @@
+package pgxleak_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/pgtest"
+)
+
+// openBouncer starts a pgbouncer in transaction pooling mode for t, makes a
+// database of t's own on the shared server, and opens a tracked pool through
+// the bouncer with opts (which come after a quiet logger).
+func compatOpenBouncer(t *testing.T, poolSize int, opts ...pgxleak.Option) (*sql.DB, *pgtest.PgBouncer, string) {
+	t.Helper()
+	dsn := pgtest.NewDatabase(t)
+	b := pgtest.NewPgBouncer(t, pgtest.PoolSize(poolSize))
+	opts = append([]pgxleak.Option{pgxleak.WithLogger(compatLogger())}, opts...)
+	db, err := pgxleak.Open("pgx", b.DSN(dsn), opts...)
+	if err != nil {
+		t.Fatalf("pgxleak.Open through pgbouncer: %v", err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db, b, compatDBName(t, dsn)
+}
+
+func compatDBName(t *testing.T, dsn string) string {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg.Database
+}
+
+// TestPgBouncerQueriesAndTransactions runs queries and transactions through
+// a real pgbouncer in transaction pooling mode with WithPgBouncer, from more
+// client connections than the bouncer has server connections.
+func TestPgBouncerQueriesAndTransactions(t *testing.T) {
+	t.Parallel()
+	const clients, servers = 6, 2
+	db, _, name := compatOpenBouncer(t, servers, pgxleak.WithPgBouncer(), pgxleak.WithMaxOpenConns(clients))
+	ctx := t.Context()
+
+	compatExec(t, db, `CREATE TABLE accounts (id int PRIMARY KEY, owner uuid NOT NULL, balance numeric NOT NULL, meta jsonb)`)
+	for i := range clients {
+		if _, err := db.ExecContext(ctx, `INSERT INTO accounts VALUES ($1, $2, $3, $4)`,
+			i, fmt.Sprintf("00000000-0000-0000-0000-00000000000%d", i), "100.50", `{"n":1}`); err != nil {
+			t.Fatalf("insert %d: %v", i, err)
+		}
+	}
+
+	// Every client holds its own connection at the same time, then runs
+	// transactions on it: clients connections share servers connections.
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	ready := make(chan struct{})
+	var held sync.WaitGroup
+	held.Add(clients)
+	for i := range clients {
+		wg.Go(func() {
+			conn, err := db.Conn(ctx)
+			held.Done()
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer conn.Close()
+			<-ready
+			for j := range 20 {
+				tx, err := conn.BeginTx(ctx, nil)
+				if err != nil {
+					errs <- fmt.Errorf("client %d begin: %w", i, err)
+					return
+				}
+				if _, err := tx.ExecContext(ctx, `UPDATE accounts SET balance = balance + $1 WHERE id = $2`, 1, i); err != nil {
+					_ = tx.Rollback()
+					errs <- fmt.Errorf("client %d update: %w", i, err)
+					return
+				}
+				var owner string
+				if err := tx.QueryRowContext(ctx, `SELECT owner FROM accounts WHERE id = $1 AND meta->>'n' = $2`, i, "1").Scan(&owner); err != nil {
+					_ = tx.Rollback()
+					errs <- fmt.Errorf("client %d select: %w", i, err)
+					return
+				}
+				if j%5 == 4 { // every fifth one is rolled back
+					err = tx.Rollback()
+				} else {
+					err = tx.Commit()
+				}
+				if err != nil {
+					errs <- fmt.Errorf("client %d end: %w", i, err)
+					return
+				}
+			}
+		})
+	}
+	held.Wait()
+	if got := db.Stats().OpenConnections; got != clients {
+		t.Errorf("open client connections = %d, want %d", got, clients)
+	}
+	close(ready)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+
+	rows, err := db.QueryContext(ctx, `SELECT id, balance::text FROM accounts ORDER BY id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int
+		var bal string
+		if err := rows.Scan(&id, &bal); err != nil {
+			t.Fatal(err)
+		}
+		if bal != "116.50" { // 16 of 20 committed
+			t.Errorf("account %d balance = %s, want 116.50", id, bal)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n := pgtest.ServerConnections(t, name); n > servers {
+		t.Errorf("%d server connections for %d clients; pgbouncer's pool is %d", n, clients, servers)
+	}
+	pgxleak.VerifyNone(t, db)
+}
+
+// TestPgBouncerLeakDetection leaks a transaction through pgbouncer and
+// checks that the tracker reports it with this file's line, and that the
+// server connection it pins is the one pgbouncer cannot give to others.
+func TestPgBouncerLeakDetection(t *testing.T) {
+	t.Parallel()
+	rec := newLeakRecorder()
+	db, _, _ := compatOpenBouncer(t, 1, pgxleak.WithPgBouncer(), rec.option(), pgxleak.WithLeakThreshold(50*time.Millisecond))
+	ctx := t.Context()
+
+	_, file, line, _ := runtime.Caller(0)
+	tx, err := db.BeginTx(ctx, nil) // the leak
+	if err != nil {
+		t.Fatal(err)
+	}
+	line++
+	if _, err := tx.ExecContext(ctx, "SELECT $1::int", 1); err != nil {
+		t.Fatal(err)
+	}
+
+	l := rec.wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected && !l.Resolved })
+	if l.Culprit.File != file || l.Culprit.Line != line {
+		t.Errorf("culprit = %s:%d, want %s:%d\n%s", l.Culprit.File, l.Culprit.Line, file, line, l.StackString())
+	}
+	if l.TxStatus != "in transaction" {
+		t.Errorf("tx status = %q, want in transaction", l.TxStatus)
+	}
+	var lerr *pgxleak.LeakError
+	if err := pgxleak.Find(db, pgxleak.GracePeriod(0)); !errors.As(err, &lerr) || len(lerr.Checkouts) != 1 {
+		t.Fatalf("Find = %v, want one checkout", err)
+	}
+
+	// The transaction pins pgbouncer's only server connection: another
+	// client waits for it, which is what a leak behind a bouncer costs
+	// everyone else.
+	other, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var one int
+	qctx, qcancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	qerr := other.QueryRowContext(qctx, "SELECT 1").Scan(&one)
+	qcancel()
+	if qerr == nil {
+		t.Error("a query got a server connection while the leaked transaction held the only one")
+	}
+	_ = other.Close()
+
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	rec.wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Resolved })
+	pgxleak.VerifyNone(t, db)
+}
+
+// TestPgBouncerExecModes proves why WithPgBouncer exists: with pgx's default
+// exec mode a query prepared on one server connection fails once pgbouncer
+// gives the client another; with WithPgBouncer, or with simple_protocol in
+// the DSN, it works. The sequence is deterministic: the bouncer's pool
+// starts empty and has room for two server connections.
+func TestPgBouncerExecModes(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name     string
+		dsnParam string
+		opts     []pgxleak.Option
+		wantCode string // "" means success
+	}{
+		{name: "pgx default cache_statement", wantCode: "26000"}, // prepared statement does not exist
+		{name: "WithPgBouncer", opts: []pgxleak.Option{pgxleak.WithPgBouncer()}},
+		{name: "DSN simple_protocol", dsnParam: "simple_protocol"},
+		{name: "DSN simple_protocol with WithPgBouncer", dsnParam: "simple_protocol", opts: []pgxleak.Option{pgxleak.WithPgBouncer()}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dsn := pgtest.NewDatabase(t)
+			b := pgtest.NewPgBouncer(t, pgtest.PoolSize(2))
+			bdsn := b.DSN(dsn)
+			if tc.dsnParam != "" {
+				bdsn = pgtest.WithParams(bdsn, map[string]string{"default_query_exec_mode": tc.dsnParam})
+			}
+			db, err := pgxleak.Open("pgx", bdsn, append([]pgxleak.Option{pgxleak.WithLogger(compatLogger()), pgxleak.WithMaxOpenConns(2)}, tc.opts...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			ctx := t.Context()
+
+			a, err := db.Conn(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a.Close()
+			const q = "SELECT $1::int + 1"
+			var n int
+			if err := a.QueryRowContext(ctx, q, 1).Scan(&n); err != nil || n != 2 {
+				t.Fatalf("first query: %d, %v", n, err)
+			}
+			// Another client opens a transaction: pgbouncer gives it the
+			// only server connection so far, the one a's query ran on.
+			c, err := db.Conn(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			tx, err := c.BeginTx(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback()
+			// a's next query gets a new server connection.
+			err = a.QueryRowContext(ctx, q, 2).Scan(&n)
+			if tc.wantCode == "" {
+				if err != nil || n != 3 {
+					t.Fatalf("query on another server connection: %d, %v", n, err)
+				}
+				return
+			}
+			var pgErr *pgconn.PgError
+			if !errors.As(err, &pgErr) || pgErr.Code != tc.wantCode {
+				t.Fatalf("query on another server connection: err = %v, want SQLSTATE %s", err, tc.wantCode)
+			}
+		})
+	}
+}
+
+// TestPgBouncerPreparedStatementLimit documents what no exec mode fixes
+// before PgBouncer 1.21: pgx prepares a *sql.Stmt under a name derived from
+// its query, so a second client preparing the same query on the same server
+// connection is refused (SQLSTATE 42P05).
+func TestPgBouncerPreparedStatementLimit(t *testing.T) {
+	t.Parallel()
+	db, b, _ := compatOpenBouncer(t, 1, pgxleak.WithPgBouncer(), pgxleak.WithMaxOpenConns(2))
+	if b.VersionAtLeast(1, 21) {
+		t.Skipf("pgbouncer %s may keep prepared statements (max_prepared_statements); this test pins the behaviour before 1.21", b.Version())
+	}
+	ctx := t.Context()
+	a, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	c, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const q = "SELECT $1::int * 2"
+	s1, err := a.PrepareContext(ctx, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s1.Close()
+	s2, err := c.PrepareContext(ctx, q)
+	if err == nil {
+		s2.Close()
+		t.Fatal("a second client prepared the same statement on pgbouncer's only server connection; README's PgBouncer limits are out of date")
+	}
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "42P05" {
+		t.Fatalf("second prepare: %v, want SQLSTATE 42P05 (duplicate prepared statement)", err)
+	}
+}
+
+// TestWithPgBouncerDSN checks the DSN WithPgBouncer gives pgx, through the
+// escape hatch: exec mode added to URL and key=value DSNs, an explicit safe
+// mode kept, an unsafe one refused, other drivers' DSNs untouched.
+func TestWithPgBouncerDSN(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv := fmt.Sprintf("host=%s port=%d user=%s dbname=%s sslmode=disable", cfg.Host, cfg.Port, cfg.User, cfg.Database)
+	for _, tc := range []struct {
+		name    string
+		dsn     string
+		want    pgx.QueryExecMode
+		wantErr string
+	}{
+		{name: "URL", dsn: dsn, want: pgx.QueryExecModeExec},
+		{name: "key=value", dsn: kv, want: pgx.QueryExecModeExec},
+		{name: "explicit simple_protocol kept", dsn: kv + " default_query_exec_mode=simple_protocol", want: pgx.QueryExecModeSimpleProtocol},
+		{name: "explicit exec kept", dsn: pgtest.WithParams(dsn, map[string]string{"default_query_exec_mode": "exec"}), want: pgx.QueryExecModeExec},
+		{name: "explicit cache_statement refused", dsn: pgtest.WithParams(dsn, map[string]string{"default_query_exec_mode": "cache_statement"}), wantErr: "pgxleak: WithPgBouncer"},
+		{name: "explicit describe_exec refused", dsn: kv + " default_query_exec_mode=describe_exec", wantErr: "pgxleak: WithPgBouncer"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			db, err := pgxleak.Open("pgx", tc.dsn, pgxleak.WithPgBouncer(), pgxleak.WithLogger(compatLogger()))
+			if tc.wantErr != "" {
+				if err == nil || !strings.HasPrefix(err.Error(), tc.wantErr) {
+					t.Fatalf("Open = %v, want an error starting %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			if got := compatExecMode(t, db); got != tc.want {
+				t.Errorf("exec mode = %v, want %v", got, tc.want)
+			}
+		})
+	}
+	t.Run("without WithPgBouncer pgx's default stays", func(t *testing.T) {
+		db, err := pgxleak.Open("pgx", dsn, pgxleak.WithLogger(compatLogger()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		if got := compatExecMode(t, db); got != pgx.QueryExecModeCacheStatement {
+			t.Errorf("exec mode = %v, want pgx's default", got)
+		}
+	})
+}
+
+// TestWithPgBouncerOpenDB checks WithPgBouncer over a connector it cannot
+// reconfigure: a pgx config in the default mode is refused at connect time
+// with a pgxleak error, one in exec mode works.
+func TestWithPgBouncerOpenDB(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad, err := pgxleak.OpenDB(stdlib.GetConnector(*cfg), pgxleak.WithPgBouncer(), pgxleak.WithLogger(compatLogger()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.Close()
+	if err := bad.PingContext(t.Context()); err == nil || !strings.HasPrefix(err.Error(), "pgxleak: WithPgBouncer") ||
+		!strings.Contains(err.Error(), "QueryExecModeExec") {
+		t.Errorf("Ping with a cache_statement connector = %v, want a pgxleak error naming QueryExecModeExec", err)
+	}
+	if n := bad.Stats().OpenConnections; n != 0 {
+		t.Errorf("%d connections left open after refusing them", n)
+	}
+
+	cfg.DefaultQueryExecMode = pgx.QueryExecModeExec
+	good, err := pgxleak.OpenDB(stdlib.GetConnector(*cfg), pgxleak.WithPgBouncer(), pgxleak.WithLogger(compatLogger()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer good.Close()
+	var n int
+	if err := good.QueryRowContext(t.Context(), "SELECT $1::int", 7).Scan(&n); err != nil || n != 7 {
+		t.Fatalf("query with an exec-mode connector: %d, %v", n, err)
+	}
+	if got := compatExecMode(t, good); got != pgx.QueryExecModeExec {
+		t.Errorf("exec mode = %v", got)
+	}
+	pgxleak.VerifyNone(t, good)
+}
+
+// execMode returns the default query exec mode of one of db's pgx
+// connections, read through the escape hatch.
+func compatExecMode(t *testing.T, db *sql.DB) pgx.QueryExecMode {
+	t.Helper()
+	conn, err := db.Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var mode pgx.QueryExecMode
+	err = conn.Raw(func(dc any) error {
+		pc, ok := pgxleak.PgxConn(dc)
+		if !ok {
+			return fmt.Errorf("not a pgx connection: %T", dc)
+		}
+		mode = pc.Config().DefaultQueryExecMode
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mode
+}
