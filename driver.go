@@ -409,6 +409,7 @@ func (c *connSessionResetter) ResetSession(ctx context.Context) error {
 		c.checkoutLocked(ctx)
 	}
 	c.mu.Unlock()
+	c.pool.tel.handoff(ctx) // a waiter handed this connection: attribute its wait (tracing.go)
 	return c.inner.(driver.SessionResetter).ResetSession(ctx)
 }
 

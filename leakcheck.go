@@ -513,6 +513,7 @@ type snapshot struct {
 	txStatus   byte
 	suspected  bool
 	ctx        context.Context
+	conn       *connState // which connection, for telemetry to match a leak with its return
 }
 
 func (c *connState) snapshotLocked(now int64) snapshot {
@@ -525,6 +526,7 @@ func (c *connState) snapshotLocked(now int64) snapshot {
 		txStatus:   c.txStatus,
 		suspected:  c.suspected,
 		ctx:        c.ctx,
+		conn:       c,
 	}
 }
 

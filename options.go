@@ -57,6 +57,7 @@ type config struct {
 	tracerProvider    trace.TracerProvider
 	meterProvider     metric.MeterProvider
 	slowWaitThreshold time.Duration
+	slowWaitSet       bool
 	waitInterval      time.Duration
 
 	errs []error // invalid option values, reported by newConfig

@@ -1,0 +1,761 @@
+package pgxleak_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/pgtest"
+)
+
+// otelTest is an in-memory OpenTelemetry setup: every span ends up in
+// spans, every metric is read on demand through reader.
+type otelTest struct {
+	spans  *tracetest.SpanRecorder
+	tp     *sdktrace.TracerProvider
+	reader *sdkmetric.ManualReader
+	mp     *sdkmetric.MeterProvider
+	tracer trace.Tracer // for the test's own parent spans
+}
+
+func newOTelTest(t *testing.T) *otelTest {
+	o := &otelTest{spans: tracetest.NewSpanRecorder(), reader: sdkmetric.NewManualReader()}
+	o.tp = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(o.spans))
+	o.mp = sdkmetric.NewMeterProvider(sdkmetric.WithReader(o.reader))
+	o.tracer = o.tp.Tracer("pgxleak_test")
+	t.Cleanup(func() {
+		_ = o.tp.Shutdown(context.Background())
+		_ = o.mp.Shutdown(context.Background())
+	})
+	return o
+}
+
+func (o *otelTest) options(more ...pgxleak.Option) []pgxleak.Option {
+	return append([]pgxleak.Option{pgxleak.WithTracerProvider(o.tp), pgxleak.WithMeterProvider(o.mp)}, more...)
+}
+
+// ended returns the ended spans with the given name.
+func (o *otelTest) ended(name string) []sdktrace.ReadOnlySpan {
+	var out []sdktrace.ReadOnlySpan
+	for _, s := range o.spans.Ended() {
+		if s.Name() == name {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// waitEnded polls until n spans with the given name have ended.
+func (o *otelTest) waitEnded(t *testing.T, name string, n int) []sdktrace.ReadOnlySpan {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if got := o.ended(name); len(got) >= n {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %d %q span(s); have %d", n, name, len(o.ended(name)))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// collect reads every metric, by name.
+func (o *otelTest) collect(t *testing.T) map[string]metricdata.Metrics {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := o.reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatalf("collecting metrics: %v", err)
+	}
+	out := make(map[string]metricdata.Metrics)
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			out[m.Name] = m
+		}
+	}
+	return out
+}
+
+func attrs(kvs []attribute.KeyValue) map[attribute.Key]attribute.Value {
+	m := make(map[attribute.Key]attribute.Value, len(kvs))
+	for _, kv := range kvs {
+		m[kv.Key] = kv.Value
+	}
+	return m
+}
+
+// site is a line of code, as the culprit frame names it.
+type site struct {
+	fn, file string
+	line     int
+}
+
+// nextLine returns the site of the line after the call.
+func nextLine() site {
+	pc, file, line, _ := runtime.Caller(1)
+	return site{runtime.FuncForPC(pc).Name(), file, line + 1}
+}
+
+// poolName is the default pool name for dsn: host:port/database.
+func poolName(t *testing.T, dsn string) string {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("%s:%d/%s", cfg.Host, cfg.Port, cfg.Database)
+}
+
+// TestTracingLeakSpans leaks a connection in each of the ways the tracker
+// reports, and checks that each leak produces exactly one span that starts
+// at the checkout, ends at detection (or at the return, for a leak that
+// resolved), names the culprit line and the connection's state, and links
+// to the span that was active at the checkout.
+func TestTracingLeakSpans(t *testing.T) {
+	const stmt = "SELECT $1::int"
+	tests := []struct {
+		name      string
+		threshold time.Duration
+		// leak leaks a connection on ctx and returns the culprit site, the
+		// report the span must match, and a func that ends the scenario.
+		leak     func(t *testing.T, db *pgxleakDB, ctx context.Context) (site, pgxleak.Leak, func())
+		kind     pgxleak.LeakKind
+		resolved bool
+		status   codes.Code
+		// then runs after the span was checked, with that span.
+		then func(t *testing.T, o *otelTest, first sdktrace.ReadOnlySpan, done func())
+	}{
+		{
+			name:      "suspected, returned within the grace",
+			threshold: 300 * time.Millisecond,
+			leak: func(t *testing.T, db *pgxleakDB, ctx context.Context) (site, pgxleak.Leak, func()) {
+				at := nextLine()
+				conn, err := db.Conn(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := conn.ExecContext(ctx, stmt, 1); err != nil {
+					t.Fatal(err)
+				}
+				db.rec.wait(t, 10*time.Second, suspected)
+				_ = conn.Close() // within one more threshold: the span ends here
+				return at, db.rec.wait(t, 10*time.Second, resolved), func() {}
+			},
+			kind: pgxleak.LeakSuspected, resolved: true, status: codes.Ok,
+		},
+		{
+			name:      "suspected, never returned",
+			threshold: 50 * time.Millisecond,
+			leak: func(t *testing.T, db *pgxleakDB, ctx context.Context) (site, pgxleak.Leak, func()) {
+				at := nextLine()
+				tx, err := db.BeginTx(ctx, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := tx.ExecContext(ctx, stmt, 1); err != nil {
+					t.Fatal(err)
+				}
+				return at, db.rec.wait(t, 10*time.Second, suspected), func() { _ = tx.Rollback() }
+			},
+			kind: pgxleak.LeakSuspected, status: codes.Error,
+			then: func(t *testing.T, o *otelTest, first sdktrace.ReadOnlySpan, done func()) {
+				// Returned after its span was exported: a second span,
+				// linked to the first, marks the resolution.
+				done()
+				spans := o.waitEnded(t, "pgxleak.connection.leak", 2)
+				late := spans[1]
+				if a := attrs(late.Attributes()); !a["pgxleak.leak.resolved"].AsBool() || late.Status().Code != codes.Ok {
+					t.Errorf("late resolution span: resolved=%v status=%v", a["pgxleak.leak.resolved"], late.Status())
+				}
+				if !slices.ContainsFunc(late.Links(), func(l sdktrace.Link) bool { return l.SpanContext.Equal(first.SpanContext()) }) {
+					t.Errorf("late resolution span does not link to the leak's span")
+				}
+			},
+		},
+		{
+			name:      "garbage collected",
+			threshold: time.Hour,
+			leak: func(t *testing.T, db *pgxleakDB, ctx context.Context) (site, pgxleak.Leak, func()) {
+				at := dropRows(t, db, ctx, stmt)
+				deadline := time.Now().Add(10 * time.Second)
+				for {
+					runtime.GC()
+					for _, l := range db.rec.all() {
+						if l.Kind == pgxleak.LeakGarbageCollected {
+							return at, l, func() {}
+						}
+					}
+					if time.Now().After(deadline) {
+						t.Fatal("the dropped Rows were never reported")
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+			},
+			kind: pgxleak.LeakGarbageCollected, status: codes.Error,
+		},
+		{
+			name:      "still out at Drain",
+			threshold: time.Hour,
+			leak: func(t *testing.T, db *pgxleakDB, ctx context.Context) (site, pgxleak.Leak, func()) {
+				at := nextLine()
+				conn, err := db.Conn(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := conn.ExecContext(ctx, stmt, 1); err != nil {
+					t.Fatal(err)
+				}
+				cancelled, cancel := context.WithCancel(ctx)
+				cancel()
+				var lerr *pgxleak.LeakError
+				if err := pgxleak.Drain(cancelled, db.DB); !errors.As(err, &lerr) {
+					t.Fatalf("Drain = %v, want a *LeakError", err)
+				}
+				return at, db.rec.wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut }),
+					func() { _ = conn.Close() }
+			},
+			kind: pgxleak.LeakStillOut, status: codes.Error,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := newOTelTest(t)
+			rec := newLeakRecorder()
+			sqlDB, dsn := openTest(t, o.options(rec.option(), pgxleak.WithMaxOpenConns(2), pgxleak.WithLeakThreshold(tt.threshold))...)
+			db := &pgxleakDB{DB: sqlDB, rec: rec}
+
+			// The parent span's context has no Done channel, like a
+			// request's context in a handler that uses
+			// context.WithoutCancel, so that dropped Rows are watched.
+			ctx, parent := o.tracer.Start(context.Background(), "request")
+			at, l, done := tt.leak(t, db, ctx)
+			parent.End()
+
+			spans := o.waitEnded(t, "pgxleak.connection.leak", 1)
+			if len(spans) != 1 {
+				t.Fatalf("%d leak spans, want 1", len(spans))
+			}
+			s := spans[0]
+			a := attrs(s.Attributes())
+			checks := []struct {
+				key  attribute.Key
+				got  any
+				want any
+			}{
+				{"db.system.name", a["db.system.name"].AsString(), "postgresql"},
+				{"db.client.connection.pool.name", a["db.client.connection.pool.name"].AsString(), poolName(t, dsn)},
+				{"pgxleak.leak.kind", a["pgxleak.leak.kind"].AsString(), tt.kind.String()},
+				{"pgxleak.leak.resolved", a["pgxleak.leak.resolved"].AsBool(), tt.resolved},
+				{"code.function.name", a["code.function.name"].AsString(), at.fn},
+				{"code.file.path", a["code.file.path"].AsString(), at.file},
+				{"code.line.number", a["code.line.number"].AsInt64(), int64(at.line)},
+				{"pgxleak.connection.backend_pid", a["pgxleak.connection.backend_pid"].AsInt64(), int64(l.BackendPID)},
+				{"pgxleak.connection.last_statement", a["pgxleak.connection.last_statement"].AsString(), stmt},
+				{"pgxleak.connection.tx_status", a["pgxleak.connection.tx_status"].AsString(), l.TxStatus},
+				{"pgxleak.connection.held_duration", a["pgxleak.connection.held_duration"].AsFloat64(), l.Held.Seconds()},
+			}
+			for _, c := range checks {
+				if c.got != c.want {
+					t.Errorf("%s = %v, want %v", c.key, c.got, c.want)
+				}
+			}
+			if l.BackendPID == 0 {
+				t.Error("the report has no backend PID")
+			}
+			if st := a["code.stacktrace"].AsString(); !strings.Contains(st, fmt.Sprintf("%s:%d", at.file, at.line)) {
+				t.Errorf("code.stacktrace does not contain the culprit line %s:%d:\n%s", at.file, at.line, st)
+			}
+			if !s.StartTime().Equal(l.CheckedOutAt) {
+				t.Errorf("span starts at %v, want the checkout at %v", s.StartTime(), l.CheckedOutAt)
+			}
+			if end := l.CheckedOutAt.Add(l.Held); !s.EndTime().Equal(end) {
+				t.Errorf("span ends at %v, want %v (checkout + held %v)", s.EndTime(), end, l.Held)
+			}
+			if s.Status().Code != tt.status {
+				t.Errorf("status = %v, want %v", s.Status(), tt.status)
+			}
+			if len(s.Links()) != 1 || !s.Links()[0].SpanContext.Equal(parent.SpanContext()) {
+				t.Errorf("links = %v, want one to the parent span %v", s.Links(), parent.SpanContext())
+			}
+			if s.Parent().IsValid() {
+				t.Errorf("leak span has a parent %v; it should be a root linked to the request", s.Parent())
+			}
+			if tt.then != nil {
+				tt.then(t, o, s, done)
+			} else {
+				done()
+			}
+		})
+	}
+}
+
+// pgxleakDB is a pool with its leak recorder.
+type pgxleakDB struct {
+	*sql.DB
+	rec *leakRecorder
+}
+
+func suspected(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected && !l.Resolved }
+func resolved(l pgxleak.Leak) bool  { return l.Kind == pgxleak.LeakSuspected && l.Resolved }
+
+// dropRows runs a query and drops its Rows without closing them.
+//
+//go:noinline
+func dropRows(t *testing.T, db *pgxleakDB, ctx context.Context, stmt string) site {
+	at := nextLine()
+	rows, err := db.QueryContext(ctx, stmt, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = rows
+	return at
+}
+
+// TestTracingSlowWaitEpisode holds both connections of a pool of 2 with
+// slow queries while 4 callers wait, and checks that one wait-episode span
+// reports the 4 waits, their total and mean as database/sql measured them,
+// the pool's limits, and both holders' culprit lines; and that a waiter's
+// own span carries the estimate of its wait.
+func TestTracingSlowWaitEpisode(t *testing.T) {
+	o := newOTelTest(t)
+	db, _ := openTest(t, o.options(
+		pgxleak.WithMaxOpenConns(2),
+		pgxleak.WithSlowWaitThreshold(50*time.Millisecond),
+		pgxleak.WithWaitSampleInterval(10*time.Millisecond),
+	)...)
+	const hold = "SELECT pg_sleep(0.5)" // a slow holder
+	ctx := context.Background()
+	errs := make(chan error, 6)
+	var wg sync.WaitGroup
+	var sites [2]site
+	var holderSpans [2]trace.SpanContext
+	wg.Go(func() {
+		ctx, span := o.tracer.Start(ctx, "holder 1")
+		defer span.End()
+		holderSpans[0] = span.SpanContext()
+		sites[0] = nextLine()
+		_, err := db.ExecContext(ctx, hold)
+		errs <- err
+	})
+	wg.Go(func() {
+		ctx, span := o.tracer.Start(ctx, "holder 2")
+		defer span.End()
+		holderSpans[1] = span.SpanContext()
+		sites[1] = nextLine()
+		_, err := db.ExecContext(ctx, hold)
+		errs <- err
+	})
+	waitFor(t, "both holders to check out", func() bool { return db.Stats().InUse == 2 })
+	for range 4 {
+		wg.Go(func() {
+			ctx, span := o.tracer.Start(ctx, "waiter")
+			defer span.End()
+			_, err := db.ExecContext(ctx, "SELECT 1")
+			errs <- err
+		})
+	}
+	waitFor(t, "4 callers to wait", func() bool { return db.Stats().WaitCount == 4 })
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	spans := o.waitEnded(t, "pgxleak.connection.wait", 1)
+	st := db.Stats()
+	if len(spans) != 1 {
+		t.Fatalf("%d wait-episode spans, want 1", len(spans))
+	}
+	s := spans[0]
+	a := attrs(s.Attributes())
+	total := a["pgxleak.wait.total_duration"].AsFloat64()
+	if n := a["pgxleak.wait.count"].AsInt64(); n != 4 {
+		t.Errorf("pgxleak.wait.count = %d, want 4", n)
+	}
+	if want := st.WaitDuration.Seconds(); math.Abs(total-want) > 1e-9 {
+		t.Errorf("pgxleak.wait.total_duration = %v, want db.Stats().WaitDuration = %v", total, want)
+	}
+	if mean := a["pgxleak.wait.mean_duration"].AsFloat64(); math.Abs(mean-total/4) > 1e-9 || mean < 0.2 || mean > 10 {
+		t.Errorf("pgxleak.wait.mean_duration = %v, want total/4 = %v, about 0.5s", mean, total/4)
+	}
+	if a["pgxleak.wait.stalled_duration"].AsFloat64() < 0.05 {
+		t.Errorf("pgxleak.wait.stalled_duration = %v, want at least the threshold", a["pgxleak.wait.stalled_duration"])
+	}
+	for key, want := range map[attribute.Key]int64{
+		"pgxleak.pool.max_open_connections": 2,
+		"pgxleak.pool.max_idle_connections": 2,
+		"pgxleak.pool.min_idle_connections": 0,
+		"pgxleak.pool.peak_in_use":          2,
+	} {
+		if got := a[key].AsInt64(); got != want {
+			t.Errorf("%s = %d, want %d", key, got, want)
+		}
+	}
+	if a["db.system.name"].AsString() != "postgresql" || a["db.client.connection.pool.name"].AsString() == "" {
+		t.Errorf("missing pool attributes: %v", s.Attributes())
+	}
+	if !s.StartTime().Before(s.EndTime()) {
+		t.Errorf("episode span from %v to %v", s.StartTime(), s.EndTime())
+	}
+
+	for i, at := range sites {
+		found := slices.ContainsFunc(s.Events(), func(e sdktrace.Event) bool {
+			ea := attrs(e.Attributes)
+			return e.Name == "pgxleak.connection.holder" &&
+				ea["code.file.path"].AsString() == at.file && ea["code.line.number"].AsInt64() == int64(at.line) &&
+				ea["code.function.name"].AsString() == at.fn &&
+				ea["pgxleak.connection.held_duration"].AsFloat64() > 0.2 &&
+				strings.Contains(ea["code.stacktrace"].AsString(), fmt.Sprintf("%s:%d", at.file, at.line))
+		})
+		if !found {
+			t.Errorf("no holder event names holder %d at %s:%d; events: %v", i+1, at.file, at.line, s.Events())
+		}
+		if !slices.ContainsFunc(s.Links(), func(l sdktrace.Link) bool { return l.SpanContext.Equal(holderSpans[i]) }) {
+			t.Errorf("the episode span does not link to holder %d's span", i+1)
+		}
+	}
+
+	// The waiters' own spans: a handoff in ResetSession attributes a wait.
+	var estimates []float64
+	for _, w := range o.ended("waiter") {
+		for _, e := range w.Events() {
+			if e.Name == "pgxleak.connection.wait" {
+				estimates = append(estimates, attrs(e.Attributes)["pgxleak.wait.estimated_duration"].AsFloat64())
+			}
+		}
+	}
+	if len(estimates) == 0 {
+		t.Fatal("no waiter span has a pgxleak.connection.wait event")
+	}
+	for _, e := range estimates {
+		if e <= 0 || e > total {
+			t.Errorf("estimated wait %v, want in (0, %v]", e, total)
+		}
+	}
+	if slices.Max(estimates) < 0.2 {
+		t.Errorf("estimated waits %v, want one near the 0.5s hold", estimates)
+	}
+	if n := len(o.ended("pgxleak.connection.leak")); n != 0 {
+		t.Errorf("%d leak spans, want none", n)
+	}
+	t.Logf("episode: %d waits, total %.3fs, %d holder events, %d waiter estimates %v",
+		a["pgxleak.wait.count"].AsInt64(), total, len(s.Events()), len(estimates), estimates)
+}
+
+// waitFor polls cond until it holds, failing t after 10 seconds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// TestTracingHealthyPoolEmitsNoSpans runs a concurrent workload that never
+// exceeds the pool and leaks nothing, with a short sampling interval, and
+// checks that not a single span was started.
+func TestTracingHealthyPoolEmitsNoSpans(t *testing.T) {
+	o := newOTelTest(t)
+	db, _ := openTest(t, o.options(
+		pgxleak.WithMaxOpenConns(4),
+		pgxleak.WithMinIdleConns(2),
+		pgxleak.WithWaitSampleInterval(5*time.Millisecond),
+		pgxleak.WithLeakThreshold(5*time.Second),
+	)...)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for range 4 {
+		wg.Go(func() {
+			for range 50 {
+				var n int
+				if err := db.QueryRowContext(ctx, "SELECT 1").Scan(&n); err != nil {
+					errs <- err
+					return
+				}
+				tx, err := db.BeginTx(ctx, nil)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if _, err := tx.ExecContext(ctx, "SELECT $1::int", n); err != nil {
+					errs <- err
+					return
+				}
+				if err := tx.Commit(); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if st := db.Stats(); st.WaitCount != 0 {
+		t.Fatalf("the workload waited %d times; it must stay within the pool", st.WaitCount)
+	}
+	if err := db.Close(); err != nil { // flushes whatever telemetry is pending
+		t.Fatal(err)
+	}
+	if n := len(o.spans.Started()); n != 0 {
+		t.Errorf("a healthy pool started %d spans, want 0: %v", n, o.spans.Ended())
+	}
+}
+
+// TestMetricsPoolSignals drives a pool through checkouts, a wait and a leak
+// and checks every metric pgxleak reports: names, units, the pool-name
+// attribute (without the password in the DSN), and values that agree with
+// db.Stats() and the tracker's counters.
+func TestMetricsPoolSignals(t *testing.T) {
+	o := newOTelTest(t)
+	rec := newLeakRecorder()
+	const secret = "s3cret-do-not-export"
+	dsn := withPassword(t, pgtest.NewDatabase(t), secret)
+	db, err := pgxleak.Open("pgx", dsn, o.options(
+		rec.option(),
+		pgxleak.WithLogger(nil),
+		pgxleak.WithMaxOpenConns(2),
+		pgxleak.WithMinIdleConns(1),
+		pgxleak.WithLeakThreshold(100*time.Millisecond),
+		pgxleak.WithWaitSampleInterval(10*time.Millisecond),
+	)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	name := poolName(t, dsn)
+	ctx := context.Background()
+
+	for range 10 {
+		if _, err := db.ExecContext(ctx, "SELECT 1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A leak: held past the threshold.
+	leaked, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.wait(t, 10*time.Second, suspected)
+	m := o.collect(t)
+	checkSum(t, m, "pgxleak.connection.suspected", "{connection}", name, nil, 1)
+	checkSum(t, m, "pgxleak.connection.leaks", "{leak}", name, attribute.String("pgxleak.leak.kind", "suspected"), 1)
+
+	// A wait: the other connection is held too, and one caller waits.
+	held, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() { _, err := db.ExecContext(ctx, "SELECT 1"); waited <- err }()
+	waitFor(t, "a caller to wait", func() bool { return db.Stats().WaitCount == 1 })
+	if err := held.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-waited; err != nil {
+		t.Fatal(err)
+	}
+	if err := leaked.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rec.wait(t, 10*time.Second, resolved)
+
+	// wait_time appears at the sampler's next tick.
+	var waitTime metricdata.HistogramDataPoint[float64]
+	waitFor(t, "wait_time to record the wait", func() bool {
+		h, ok := histogram(o.collect(t), "db.client.connection.wait_time")
+		if ok && len(h.DataPoints) == 1 {
+			waitTime = h.DataPoints[0]
+		}
+		return waitTime.Count == 1
+	})
+	if want := db.Stats().WaitDuration.Seconds(); math.Abs(waitTime.Sum-want) > 1e-9 {
+		t.Errorf("wait_time sum = %v, want db.Stats().WaitDuration = %v", waitTime.Sum, want)
+	}
+
+	m = o.collect(t)
+	st := pgxleak.PoolStats(db)
+	checkSum(t, m, "db.client.connection.count", "{connection}", name, attribute.String("db.client.connection.state", "used"), int64(st.InUse))
+	checkSum(t, m, "db.client.connection.count", "{connection}", name, attribute.String("db.client.connection.state", "idle"), int64(st.Idle))
+	checkSum(t, m, "db.client.connection.max", "{connection}", name, nil, 2)
+	checkSum(t, m, "db.client.connection.idle.max", "{connection}", name, nil, 2)
+	checkSum(t, m, "db.client.connection.idle.min", "{connection}", name, nil, 1)
+	checkSum(t, m, "pgxleak.connection.suspected", "{connection}", name, nil, 0)
+	checkSum(t, m, "pgxleak.connection.leaks", "{leak}", name, attribute.String("pgxleak.leak.kind", "suspected"), 1)
+	if st.Idle+st.InUse != st.OpenConnections || st.OpenConnections == 0 {
+		t.Errorf("db.Stats() = %+v", st.DBStats)
+	}
+
+	use := checkHistogram(t, m, "db.client.connection.use_time", name)
+	if use.Count != st.Returns {
+		t.Errorf("use_time count = %d, want one per return: %d", use.Count, st.Returns)
+	}
+	if use.Sum < 0.1 || use.Sum > 60 { // the leak alone was held past 100ms
+		t.Errorf("use_time sum = %vs, implausible", use.Sum)
+	}
+	create := checkHistogram(t, m, "db.client.connection.create_time", name)
+	if create.Count < 2 || create.Sum <= 0 || create.Sum > 30 {
+		t.Errorf("create_time count = %d, sum = %vs; want at least the 2 connections opened", create.Count, create.Sum)
+	}
+	checkHistogram(t, m, "db.client.connection.wait_time", name)
+
+	for _, absent := range []string{"db.client.connection.pending_requests", "db.client.connection.timeouts"} {
+		if _, ok := m[absent]; ok {
+			t.Errorf("%s is reported; database/sql cannot tell it honestly", absent)
+		}
+	}
+	if dump := fmt.Sprintf("%+v", m); strings.Contains(dump, secret) {
+		t.Errorf("the metrics contain the DSN's password")
+	}
+}
+
+// withPassword returns dsn with a password: the local server trusts its
+// clients and ignores it, so it only serves to check it is never exported.
+func withPassword(t *testing.T, dsn, password string) string {
+	t.Helper()
+	if cfg, err := pgx.ParseConfig(dsn); err != nil || cfg.Password != "" {
+		t.Skipf("the test server needs a real password (%v)", err)
+	}
+	return pgtest.WithParams(dsn, map[string]string{"password": password})
+}
+
+// checkSum checks an int64 sum metric's unit and the value of its data
+// point with the pool name and the extra attribute (if any).
+func checkSum(t *testing.T, m map[string]metricdata.Metrics, name, unit, pool string, extra any, want int64) {
+	t.Helper()
+	md, ok := m[name]
+	if !ok {
+		t.Errorf("no metric %s", name)
+		return
+	}
+	if md.Unit != unit {
+		t.Errorf("%s unit = %q, want %q", name, md.Unit, unit)
+	}
+	sum, ok := md.Data.(metricdata.Sum[int64])
+	if !ok {
+		t.Errorf("%s is a %T, want an int64 sum", name, md.Data)
+		return
+	}
+	for _, dp := range sum.DataPoints {
+		if v, _ := dp.Attributes.Value("db.client.connection.pool.name"); v.AsString() != pool {
+			t.Errorf("%s data point with pool name %q, want %q", name, v.AsString(), pool)
+			continue
+		}
+		if kv, ok := extra.(attribute.KeyValue); ok {
+			if v, _ := dp.Attributes.Value(kv.Key); v != kv.Value {
+				continue
+			}
+		}
+		if dp.Value != want {
+			t.Errorf("%s%v = %d, want %d", name, dp.Attributes.ToSlice(), dp.Value, want)
+		}
+		return
+	}
+	t.Errorf("%s has no data point for %v: %+v", name, extra, sum.DataPoints)
+}
+
+func histogram(m map[string]metricdata.Metrics, name string) (metricdata.Histogram[float64], bool) {
+	h, ok := m[name].Data.(metricdata.Histogram[float64])
+	return h, ok
+}
+
+// checkHistogram checks a duration histogram's unit and pool attribute and
+// returns its one data point.
+func checkHistogram(t *testing.T, m map[string]metricdata.Metrics, name, pool string) metricdata.HistogramDataPoint[float64] {
+	t.Helper()
+	if u := m[name].Unit; u != "s" {
+		t.Errorf("%s unit = %q, want s", name, u)
+	}
+	h, ok := histogram(m, name)
+	if !ok || len(h.DataPoints) != 1 {
+		t.Errorf("%s: %+v, want a histogram with one data point", name, m[name])
+		return metricdata.HistogramDataPoint[float64]{}
+	}
+	dp := h.DataPoints[0]
+	if v, _ := dp.Attributes.Value("db.client.connection.pool.name"); v.AsString() != pool || dp.Attributes.Len() != 1 {
+		t.Errorf("%s attributes = %v, want only the pool name %q", name, dp.Attributes.ToSlice(), pool)
+	}
+	return dp
+}
+
+// TestMetricsUseTimeAllocatesNothing checks that recording use_time on
+// every return allocates nothing: with the SDK's meter, a checkout and
+// return through pgxleak costs no more allocations than through plain
+// database/sql over pgx.
+func TestMetricsUseTimeAllocatesNothing(t *testing.T) {
+	o := newOTelTest(t)
+	dsn := pgtest.NewDatabase(t)
+	allocs := func(db *sql.DB) float64 {
+		t.Cleanup(func() { _ = db.Close() })
+		db.SetMaxOpenConns(1)
+		ctx := context.Background()
+		return testing.AllocsPerRun(200, func() {
+			c, err := db.Conn(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = c.Close()
+		})
+	}
+	plain, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tracked, err := pgxleak.Open("pgx", dsn, pgxleak.WithMeterProvider(o.mp), pgxleak.WithLogger(nil),
+		pgxleak.WithMaxOpenConns(1), pgxleak.WithWaitSampleInterval(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, with := allocs(plain), allocs(tracked)
+	t.Logf("allocations per checkout and return: %.0f with database/sql alone, %.0f through pgxleak with the SDK's meter", base, with)
+	if with > base {
+		t.Errorf("the return path allocates: %.0f allocations per checkout through pgxleak, %.0f without", with, base)
+	}
+	if h, ok := histogram(o.collect(t), "db.client.connection.use_time"); !ok || h.DataPoints[0].Count < 200 {
+		t.Errorf("use_time did not record the checkouts: %+v", h)
+	}
+}
+
+// TestTracingOptionsValidation checks the telemetry options' errors.
+func TestTracingOptionsValidation(t *testing.T) {
+	tests := []struct {
+		opt  pgxleak.Option
+		want string
+	}{
+		{pgxleak.WithSlowWaitThreshold(-time.Second), "WithSlowWaitThreshold"},
+		{pgxleak.WithWaitSampleInterval(0), "WithWaitSampleInterval"},
+		{pgxleak.WithWaitSampleInterval(-time.Second), "WithWaitSampleInterval"},
+	}
+	for _, tt := range tests {
+		_, err := pgxleak.Open(pgxleak.DriverName, "postgres://u@127.0.0.1:1/db", tt.opt)
+		if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.HasPrefix(err.Error(), "pgxleak: ") {
+			t.Errorf("Open with an invalid %s: err = %v", tt.want, err)
+		}
+	}
+}
