@@ -1,0 +1,166 @@
+package pgxleak_test
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"database/sql/driver"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/DATA-DOG/go-sqlmock"
+
+	"github.com/pgxleak/pgxleak"
+)
+
+// sqlmockConnector hands out go-sqlmock's mock connection for dsn: the
+// connector go-sqlmock does not export, in three lines.
+type sqlmockConnector struct {
+	drv driver.Driver
+	dsn string
+}
+
+func (c sqlmockConnector) Connect(context.Context) (driver.Conn, error) { return c.drv.Open(c.dsn) }
+func (c sqlmockConnector) Driver() driver.Driver                        { return c.drv }
+
+// newMockDB returns a tracked pool over a fresh go-sqlmock mock, opened with
+// OpenDB, or with Open("sqlmock", dsn) when viaOpen is set.
+func newMockDB(t *testing.T, viaOpen bool) (*sql.DB, sqlmock.Sqlmock) {
+	t.Helper()
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	dsn := "pgxleak_mock_" + hex.EncodeToString(b[:])
+	mockDB, mock, err := sqlmock.NewWithDSN(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := []pgxleak.Option{pgxleak.WithMaxOpenConns(1), pgxleak.WithLogger(compatLogger())}
+	var db *sql.DB
+	if viaOpen {
+		db, err = pgxleak.Open("sqlmock", dsn, opts...)
+	} else {
+		db, err = pgxleak.OpenDB(sqlmockConnector{drv: mockDB.Driver(), dsn: dsn}, opts...)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = db.Close()     // sqlmock answers the driver's Close with "not expected"; that is fine here
+		_ = mockDB.Close() // likewise
+	})
+	return db, mock
+}
+
+// tRecorder is a pgxleak.TestingT that records instead of failing.
+type tRecorder struct{ errs []string }
+
+func (r *tRecorder) Error(args ...any) { r.errs = append(r.errs, fmt.Sprint(args...)) }
+
+// TestSqlmock gives a unit test with no database leak detection: the mock's
+// expectations are met and VerifyNone passes when the code under test
+// cleans up, and VerifyNone fails, naming the line, when it does not.
+func TestSqlmock(t *testing.T) {
+	t.Parallel()
+	for _, viaOpen := range []bool{false, true} {
+		name := "OpenDB(connector)"
+		if viaOpen {
+			name = `Open("sqlmock", dsn)`
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			db, mock := newMockDB(t, viaOpen)
+			ctx := t.Context()
+
+			// Code under test that cleans up.
+			mock.ExpectQuery(`SELECT name FROM users WHERE id = \$1`).WithArgs(7).
+				WillReturnRows(sqlmock.NewRows([]string{"name"}).AddRow("ada"))
+			mock.ExpectBegin()
+			mock.ExpectExec(`UPDATE users SET name`).WithArgs("bob", 7).WillReturnResult(sqlmock.NewResult(0, 1))
+			mock.ExpectCommit()
+			var got string
+			if err := db.QueryRowContext(ctx, `SELECT name FROM users WHERE id = $1`, 7).Scan(&got); err != nil || got != "ada" {
+				t.Fatalf("query = %q, %v", got, err)
+			}
+			tx, err := db.BeginTx(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r, err := tx.ExecContext(ctx, `UPDATE users SET name = $1 WHERE id = $2`, "bob", 7); err != nil {
+				t.Fatal(err)
+			} else if n, _ := r.RowsAffected(); n != 1 {
+				t.Fatalf("rows affected = %d", n)
+			}
+			if err := tx.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			if err := mock.ExpectationsWereMet(); err != nil {
+				t.Fatal(err)
+			}
+			var clean tRecorder
+			pgxleak.VerifyNone(&clean, db, pgxleak.GracePeriod(0))
+			if len(clean.errs) != 0 {
+				t.Fatalf("VerifyNone failed a clean test: %v", clean.errs)
+			}
+			if st := pgxleak.PoolStats(db); st.Checkouts != 2 || st.Returns != 2 {
+				t.Errorf("tracker: %d checkouts, %d returns; want 2 and 2", st.Checkouts, st.Returns)
+			}
+
+			// Code under test that leaks its Rows.
+			mock.ExpectQuery(`SELECT id FROM users`).WillReturnRows(sqlmock.NewRows([]string{"id"}).AddRow(1).AddRow(2))
+			_, file, line, _ := runtime.Caller(0)
+			rows, err := db.QueryContext(context.Background(), `SELECT id FROM users`) // the leak
+			if err != nil {
+				t.Fatal(err)
+			}
+			line++
+			var leaky tRecorder
+			pgxleak.VerifyNone(&leaky, db, pgxleak.GracePeriod(0))
+			if len(leaky.errs) != 1 || !strings.Contains(leaky.errs[0], fmt.Sprintf("compat_sqlmock_test.go:%d", line)) {
+				t.Errorf("VerifyNone reported %q, want one leak at compat_sqlmock_test.go:%d", leaky.errs, line)
+			}
+			var lerr *pgxleak.LeakError
+			if err := pgxleak.Find(db, pgxleak.GracePeriod(0)); !errors.As(err, &lerr) || len(lerr.Checkouts) != 1 {
+				t.Fatalf("Find = %v", err)
+			} else if c := lerr.Checkouts[0].Culprit; c.File != file || c.Line != line {
+				t.Errorf("culprit %s:%d, want %s:%d", c.File, c.Line, file, line)
+			}
+			if err := rows.Close(); err != nil {
+				t.Fatal(err)
+			}
+			pgxleak.VerifyNone(t, db)
+		})
+	}
+}
+
+// TestSqlmockLeakedTransaction leaks a transaction on the mock: the tracker
+// names its line, and it comes back when rolled back.
+func TestSqlmockLeakedTransaction(t *testing.T) {
+	t.Parallel()
+	db, mock := newMockDB(t, false)
+	mock.ExpectBegin()
+	mock.ExpectRollback()
+	_, file, line, _ := runtime.Caller(0)
+	tx, err := db.Begin() // the leak
+	if err != nil {
+		t.Fatal(err)
+	}
+	line++
+	cos := pgxleak.Checkouts(db)
+	if len(cos) != 1 || cos[0].Culprit.File != file || cos[0].Culprit.Line != line {
+		t.Fatalf("checkouts %v, want one at %s:%d", cos, file, line)
+	}
+	if cos[0].TxStatus != "in transaction" {
+		t.Errorf("tx status %q, want in transaction", cos[0].TxStatus)
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if err := mock.ExpectationsWereMet(); err != nil {
+		t.Fatal(err)
+	}
+	pgxleak.VerifyNone(t, db)
+}
