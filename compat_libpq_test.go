@@ -1,0 +1,112 @@
+package pgxleak_test
+
+import (
+	"database/sql"
+	"errors"
+	"runtime"
+	"testing"
+
+	"github.com/lib/pq"
+
+	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/pgtest"
+)
+
+// TestLibpq runs lib/pq under pgxleak, opened by driver name and over its
+// connector: queries, transactions, lib/pq's own error type passed through,
+// and a leak attributed to this file's line.
+func TestLibpq(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		open func(dsn string) (*sql.DB, error)
+	}{
+		{`Open("postgres", dsn)`, func(dsn string) (*sql.DB, error) {
+			return pgxleak.Open("postgres", dsn, pgxleak.WithLogger(compatLogger()))
+		}},
+		{"OpenDB(pq.NewConnector(dsn))", func(dsn string) (*sql.DB, error) {
+			c, err := pq.NewConnector(dsn)
+			if err != nil {
+				return nil, err
+			}
+			return pgxleak.OpenDB(c, pgxleak.WithLogger(compatLogger()))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			db, err := tc.open(pgtest.NewDatabase(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = db.Close() })
+			if _, ok := db.Driver().(*pgxleak.Driver); !ok {
+				t.Fatalf("the pool runs on %T, not pgxleak", db.Driver())
+			}
+			libpqWorkload(t, db)
+
+			_, file, line, _ := runtime.Caller(0)
+			tx, err := db.Begin() // the leak
+			if err != nil {
+				t.Fatal(err)
+			}
+			line++
+			cos := pgxleak.Checkouts(db)
+			if len(cos) != 1 || cos[0].Culprit.File != file || cos[0].Culprit.Line != line {
+				t.Fatalf("checkouts %v, want one at %s:%d", cos, file, line)
+			}
+			if err := tx.Rollback(); err != nil {
+				t.Fatal(err)
+			}
+			pgxleak.VerifyNone(t, db)
+		})
+	}
+}
+
+// TestLibpqThroughPgBouncer runs lib/pq through pgbouncer in transaction
+// pooling mode with binary_parameters=yes, the DSN setting that makes lib/pq
+// send a query with its parameters in one round trip.
+func TestLibpqThroughPgBouncer(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	b := pgtest.NewPgBouncer(t, pgtest.PoolSize(1))
+	db, err := pgxleak.Open("postgres", pgtest.WithParams(b.DSN(dsn), map[string]string{"binary_parameters": "yes"}),
+		pgxleak.WithPgBouncer(), pgxleak.WithLogger(compatLogger()), pgxleak.WithMaxOpenConns(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	libpqWorkload(t, db)
+	pgxleak.VerifyNone(t, db)
+}
+
+func libpqWorkload(t *testing.T, db *sql.DB) {
+	t.Helper()
+	ctx := t.Context()
+	compatExec(t, db, `CREATE TABLE kv (k text PRIMARY KEY, v int NOT NULL)`)
+	for i, k := range []string{"a", "b", "c"} {
+		if _, err := db.ExecContext(ctx, `INSERT INTO kv VALUES ($1, $2)`, k, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE kv SET v = v + $1`, 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	var sum int
+	if err := db.QueryRowContext(ctx, `SELECT sum(v) FROM kv WHERE k <> $1`, "z").Scan(&sum); err != nil || sum != 3 {
+		t.Errorf("sum = %d, %v; want 3 (the update was rolled back)", sum, err)
+	}
+	_, err = db.ExecContext(ctx, `INSERT INTO kv VALUES ($1, $2)`, "a", 1)
+	var pqErr *pq.Error
+	if !errors.As(err, &pqErr) || pqErr.Code != "23505" {
+		t.Errorf("duplicate insert = %v (%T), want a *pq.Error 23505", err, err)
+	} else if _, ok := err.(*pq.Error); !ok {
+		t.Errorf("the error is a %T wrapping lib/pq's; drivers' errors must pass through unwrapped", err)
+	}
+}
