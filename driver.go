@@ -46,9 +46,10 @@ func (d *Driver) Open(name string) (driver.Conn, error) {
 // It is what sql.Open("pgxleak", dsn) calls. Pool tuning needs the *sql.DB,
 // which a driver never sees; use [Open] for the tuned defaults.
 func (d *Driver) OpenConnector(name string) (driver.Connector, error) {
+	secrets := dsnSecrets(name)
 	c, err := connectorFor(d.inner, name)
 	if err != nil {
-		return nil, err
+		return nil, redactError(err, secrets)
 	}
 	cfg, err := newConfig(nil)
 	if err != nil {
@@ -56,7 +57,9 @@ func (d *Driver) OpenConnector(name string) (driver.Connector, error) {
 	}
 	p := newPool(cfg, poolNameFromDSN(name))
 	p.start()
-	return newConnector(c, p), nil
+	wc := newConnector(c, p)
+	wc.secrets = secrets
+	return wc, nil
 }
 
 // Open opens a database like [sql.Open], over the driver registered as
@@ -79,19 +82,20 @@ func Open(driverName, dsn string, opts ...Option) (*sql.DB, error) {
 	} else {
 		probe, err := sql.Open(driverName, dsn)
 		if err != nil {
-			return nil, fmt.Errorf("pgxleak: %w", err)
+			return nil, fmt.Errorf("pgxleak: %w", redactError(err, dsnSecrets(dsn)))
 		}
 		d = probe.Driver()
 		_ = probe.Close() // it never connected; closing only stops its goroutine
 	}
+	secrets := dsnSecrets(dsn)
 	if dsn, err = pgBouncerDSN(d, dsn, opts); err != nil {
-		return nil, err
+		return nil, redactError(err, secrets)
 	}
 	c, err := connectorFor(d, dsn)
 	if err != nil {
-		return nil, err // the driver's own error, untouched
+		return nil, redactError(err, secrets) // the driver's own error, its password masked
 	}
-	return openDB(c, cfg, poolNameFromDSN(dsn))
+	return openDB(c, cfg, poolNameFromDSN(dsn), secrets...)
 }
 
 // OpenDB opens a database over any [driver.Connector] (pgx's
@@ -108,15 +112,17 @@ func OpenDB(c driver.Connector, opts ...Option) (*sql.DB, error) {
 	return openDB(pgBouncerConnector(c, opts), cfg, "")
 }
 
-func openDB(c driver.Connector, cfg *config, defaultName string) (*sql.DB, error) {
+func openDB(c driver.Connector, cfg *config, defaultName string, secrets ...string) (*sql.DB, error) {
 	p := newPool(cfg, defaultName)
-	db := sql.OpenDB(newConnector(c, p))
+	wc := newConnector(c, p)
+	wc.secrets = secrets
+	db := sql.OpenDB(wc)
 	p.db = db
+	p.start()
 	if err := p.tune(db); err != nil {
 		_ = db.Close()
 		return nil, err
 	}
-	p.start()
 	return db, nil
 }
 
@@ -155,9 +161,10 @@ var errNotTracked = errors.New("pgxleak: this *sql.DB was not opened by pgxleak 
 // connector wraps the user's connector. It is an io.Closer, so that
 // (*sql.DB).Close stops the pool's monitor and reports what is still out.
 type connector struct {
-	inner  driver.Connector
-	pool   *pool
-	driver *Driver
+	inner   driver.Connector
+	pool    *pool
+	driver  *Driver
+	secrets []string // the DSN's passwords, masked in connection errors (redact.go)
 }
 
 func newConnector(c driver.Connector, p *pool) *connector {
@@ -175,10 +182,12 @@ func (c *connector) Connect(ctx context.Context) (driver.Conn, error) {
 	start := p.now()
 	inner, err := c.inner.Connect(ctx)
 	if err != nil {
-		return nil, err
+		// A DSN that does not parse is quoted back with best-effort
+		// redaction only, and the server may echo a misplaced one.
+		return nil, redactError(err, c.secrets)
 	}
-	p.observeCreate(p.now() - start)
 	wc := p.newConn(inner)
+	p.observeCreate(p.now() - start) // after newConn, which may name the pool
 	if !calledByOpener() {
 		wc.mu.Lock()
 		wc.checkoutLocked(ctx)

@@ -1,0 +1,257 @@
+package pgxleak_test
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/DATA-DOG/go-sqlmock"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/pgtest"
+)
+
+// optional lists the optional driver interfaces database/sql asserts.
+var optional = []struct {
+	name string
+	typ  reflect.Type
+}{
+	{"Pinger", reflect.TypeFor[driver.Pinger]()},
+	{"Execer", reflect.TypeFor[driver.Execer]()},
+	{"ExecerContext", reflect.TypeFor[driver.ExecerContext]()},
+	{"Queryer", reflect.TypeFor[driver.Queryer]()},
+	{"QueryerContext", reflect.TypeFor[driver.QueryerContext]()},
+	{"ConnPrepareContext", reflect.TypeFor[driver.ConnPrepareContext]()},
+	{"ConnBeginTx", reflect.TypeFor[driver.ConnBeginTx]()},
+	{"NamedValueChecker", reflect.TypeFor[driver.NamedValueChecker]()},
+	{"SessionResetter", reflect.TypeFor[driver.SessionResetter]()},
+	{"StmtExecContext", reflect.TypeFor[driver.StmtExecContext]()},
+	{"StmtQueryContext", reflect.TypeFor[driver.StmtQueryContext]()},
+	{"ColumnConverter", reflect.TypeFor[driver.ColumnConverter]()},
+	{"RowsNextResultSet", reflect.TypeFor[driver.RowsNextResultSet]()},
+	{"RowsColumnTypeScanType", reflect.TypeFor[driver.RowsColumnTypeScanType]()},
+	{"RowsColumnTypeDatabaseTypeName", reflect.TypeFor[driver.RowsColumnTypeDatabaseTypeName]()},
+	{"RowsColumnTypeLength", reflect.TypeFor[driver.RowsColumnTypeLength]()},
+	{"RowsColumnTypeNullable", reflect.TypeFor[driver.RowsColumnTypeNullable]()},
+	{"RowsColumnTypePrecisionScale", reflect.TypeFor[driver.RowsColumnTypePrecisionScale]()},
+}
+
+func implements(v any, t reflect.Type) bool { return reflect.TypeOf(v).Implements(t) }
+
+// TestOptionalInterfacesMatchPgx checks, interface by interface, that the
+// wrapped conn, stmt and rows implement exactly what pgx's do, plus
+// driver.Validator on the conn.
+func TestOptionalInterfacesMatchPgx(t *testing.T) {
+	db, _ := openTest(t)
+	ctx := t.Context()
+	c, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	err = c.Raw(func(dc any) error {
+		inner := dc.(interface{ Unwrap() driver.Conn }).Unwrap()
+		if _, ok := inner.(*stdlib.Conn); !ok {
+			t.Fatalf("Unwrap() = %T, want *stdlib.Conn", inner)
+		}
+		ws, err := dc.(driver.ConnPrepareContext).PrepareContext(ctx, "SELECT $1::int")
+		if err != nil {
+			return err
+		}
+		defer ws.Close()
+		is, err := inner.(driver.ConnPrepareContext).PrepareContext(ctx, "SELECT $1::int")
+		if err != nil {
+			return err
+		}
+		defer is.Close()
+		wr, err := dc.(driver.QueryerContext).QueryContext(ctx, "SELECT 1", nil)
+		if err != nil {
+			return err
+		}
+		wr.Close()
+		ir, err := inner.(driver.QueryerContext).QueryContext(ctx, "SELECT 1", nil)
+		if err != nil {
+			return err
+		}
+		ir.Close()
+		pairs := []struct {
+			what           string
+			wrapped, plain any
+		}{{"conn", dc, inner}, {"stmt", ws, is}, {"rows", wr, ir}}
+		for _, p := range pairs {
+			for _, o := range optional {
+				if w, pl := implements(p.wrapped, o.typ), implements(p.plain, o.typ); w != pl {
+					t.Errorf("%s: wrapped implements %s = %v, pgx = %v", p.what, o.name, w, pl)
+				}
+			}
+		}
+		if _, ok := dc.(driver.Validator); !ok {
+			t.Error("wrapped conn is not a driver.Validator")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPgErrorPassesThroughUnwrapped(t *testing.T) {
+	db, _ := openTest(t)
+	_, err := db.Exec("SELECT * FROM no_such_table")
+	pgErr, ok := err.(*pgconn.PgError) // GORM does exactly this
+	if !ok {
+		t.Fatalf("error is %T (%v), want *pgconn.PgError by plain type assertion", err, err)
+	}
+	if pgErr.Code != "42P01" {
+		t.Fatalf("code = %s, want 42P01 (undefined_table)", pgErr.Code)
+	}
+}
+
+func TestRegisteredDriver(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	db, err := sql.Open("pgxleak", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, ok := db.Driver().(*pgxleak.Driver); !ok {
+		t.Fatalf("Driver() = %T, want *pgxleak.Driver", db.Driver())
+	}
+	var n int
+	if err := db.QueryRow("SELECT 41 + 1").Scan(&n); err != nil || n != 42 {
+		t.Fatalf("query = %d, %v", n, err)
+	}
+	st := pgxleak.PoolStats(db)
+	if st.Checkouts != 1 || st.Returns != 1 || st.InUse != 0 {
+		t.Fatalf("tracker stats = %+v, want 1 checkout, 1 return", st)
+	}
+	pgxleak.VerifyNone(t, db)
+}
+
+func TestOpenUnknownDriver(t *testing.T) {
+	_, err := pgxleak.Open("no-such-driver", "whatever")
+	if err == nil || !strings.HasPrefix(err.Error(), "pgxleak:") || !strings.Contains(err.Error(), "no-such-driver") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestOpenErrorsHidePassword covers bad DSNs and unreachable hosts: the
+// error must say what went wrong without the password.
+func TestOpenErrorsHidePassword(t *testing.T) {
+	const pw = "s3cr3t-pa55"
+	for _, tc := range []struct{ name, dsn string }{
+		{"bad port", "postgres://app:" + pw + "@127.0.0.1:notaport/db"},
+		{"bad url", "postgres://app:" + pw + "@[::1/db"},
+		{"unreachable", "postgres://app:" + pw + "@127.0.0.1:1/db?connect_timeout=2"},
+		{"keyword form", "host=127.0.0.1 port=1 user=app password=" + pw + " connect_timeout=2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			db, err := pgxleak.Open("pgx", tc.dsn, pgxleak.WithMinIdleConns(1))
+			if err == nil {
+				db.Close()
+				t.Fatal("Open succeeded")
+			}
+			if strings.Contains(err.Error(), pw) {
+				t.Fatalf("error contains the password: %v", err)
+			}
+		})
+	}
+}
+
+func TestPgxConnEscapeHatch(t *testing.T) {
+	db, _ := openTest(t)
+	c, err := db.Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	err = c.Raw(func(dc any) error {
+		pc, ok := pgxleak.PgxConn(dc)
+		if !ok {
+			t.Fatalf("PgxConn(%T) failed", dc)
+		}
+		var n int
+		return pc.QueryRow(t.Context(), "SELECT 7").Scan(&n)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := pgxleak.PgxConn("not a conn"); ok {
+		t.Fatal("PgxConn accepted a string")
+	}
+}
+
+// TestConnectionLeftInTransactionIsDiscarded: IsValid reports a connection
+// whose transaction is still open as invalid, so database/sql closes it
+// instead of handing it to the next caller mid-transaction.
+func TestConnectionLeftInTransactionIsDiscarded(t *testing.T) {
+	db, _ := openTest(t, pgxleak.WithMaxOpenConns(1))
+	ctx := t.Context()
+	c, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid1 int
+	if err := c.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&pid1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ExecContext(ctx, "BEGIN"); err != nil { // a transaction database/sql doesn't know of
+		t.Fatal(err)
+	}
+	c.Close()
+	var pid2 int
+	if err := db.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&pid2); err != nil {
+		t.Fatal(err)
+	}
+	if pid1 == pid2 {
+		t.Fatalf("connection %d was reused although it was left inside a transaction", pid1)
+	}
+}
+
+// TestSqlmockErrorsPassThrough uses go-sqlmock for the wrapper's unit
+// behaviour: the driver's errors reach the caller as the same values.
+func TestSqlmockErrorsPassThrough(t *testing.T) {
+	sentinel := errors.New("mock failure")
+	mdb, mock, err := sqlmock.NewWithDSN("sqlmock_errors_pass_through")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mdb.Close()
+	db, err := pgxleak.Open("sqlmock", "sqlmock_errors_pass_through", pgxleak.WithMaxOpenConns(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	mock.ExpectExec("UPDATE t").WillReturnError(sentinel)
+	mock.ExpectQuery("SELECT x").WillReturnRows(sqlmock.NewRows([]string{"x"}).AddRow(5))
+	mock.ExpectBegin()
+	mock.ExpectRollback()
+	if _, err := db.Exec("UPDATE t SET a = 1"); err != sentinel {
+		t.Fatalf("Exec error = %v, want the driver's own error value", err)
+	}
+	var x int
+	if err := db.QueryRow("SELECT x").Scan(&x); err != nil || x != 5 {
+		t.Fatalf("query = %d, %v", x, err)
+	}
+	tx, err := db.BeginTx(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if err := mock.ExpectationsWereMet(); err != nil {
+		t.Fatal(err)
+	}
+	st := pgxleak.PoolStats(db)
+	if st.Checkouts != 3 || st.Returns != 3 {
+		t.Fatalf("tracker saw %d checkouts, %d returns; want 3, 3", st.Checkouts, st.Returns)
+	}
+	pgxleak.VerifyNone(t, db)
+}
