@@ -161,10 +161,9 @@ type telemetry struct {
 	armedAt     atomic.Int64 // pool time when armed
 	handoffWait atomic.Int64 // db.Stats().WaitDuration already attributed, in ns
 
-	mu            sync.Mutex
-	pendingCreate []int64 // create times measured before the pool's name was known
-	leakSpans     map[*connState]*leakSpan
-	closed        bool
+	mu        sync.Mutex
+	leakSpans map[*connState]*leakSpan
+	closed    bool
 
 	w waitState // the monitor goroutine's, and close's after the monitor stopped
 }
@@ -212,6 +211,9 @@ func newTelemetry(p *pool) *telemetry {
 	if cfg.slowWaitSet {
 		t.threshold = cfg.slowWaitThreshold
 	}
+	if p.poolName != "" {
+		t.attrs.Store(newPoolAttrs(p.poolName))
+	}
 	tp := cfg.tracerProvider
 	if tp == nil {
 		tp = otel.GetTracerProvider()
@@ -258,8 +260,10 @@ func (t *telemetry) instruments(m metric.Meter) error {
 }
 
 // poolAttrs returns the pool's measurement options, or nil while its name
-// is not known yet: a pool opened with OpenDB over pgx, without
-// WithPoolName, takes its name from its first connection.
+// is not known yet: a pool opened with OpenDB without WithPoolName takes
+// its name from its first pgx connection (and stays unnamed over another
+// driver). It locks p.mu until the name is known, so it must not be called
+// with p.mu or a connection's lock held.
 func (t *telemetry) poolAttrs() *poolAttrs {
 	if a := t.attrs.Load(); a != nil {
 		return a
@@ -271,43 +275,31 @@ func (t *telemetry) poolAttrs() *poolAttrs {
 	if !known {
 		return nil
 	}
-	if t.attrs.CompareAndSwap(nil, newPoolAttrs(name)) {
-		t.mu.Lock()
-		pending := t.pendingCreate
-		t.pendingCreate = nil
-		t.mu.Unlock()
-		a := t.attrs.Load()
-		for _, ns := range pending {
-			t.createTime.Record(context.Background(), seconds(ns), a.record...)
-		}
-	}
+	t.attrs.CompareAndSwap(nil, newPoolAttrs(name))
 	return t.attrs.Load()
 }
 
 func seconds(ns int64) float64 { return time.Duration(ns).Seconds() }
 
-// observeCreate records how long a successful Connect took.
+// observeCreate records how long a successful Connect took. Connect calls
+// it after registering the connection, so the pool's name is known from
+// then on.
 func (p *pool) observeCreate(ns int64) {
 	t := p.tel
-	a := t.poolAttrs()
-	if a == nil {
-		t.mu.Lock()
-		if a = t.attrs.Load(); a == nil {
-			t.pendingCreate = append(t.pendingCreate, ns)
-			t.mu.Unlock()
-			return
-		}
-		t.mu.Unlock()
+	if a := t.poolAttrs(); a != nil {
+		t.createTime.Record(context.Background(), seconds(ns), a.record...)
 	}
-	t.createTime.Record(context.Background(), seconds(ns), a.record...)
 }
 
-// observeUse records how long a connection was out, at its return. It is
-// on the return path: one atomic load and one histogram record with a
-// precomputed attribute set, no allocation.
+// observeUse records how long a connection was out, at its return. It runs
+// on the return path, under the connection's lock (and the pool's, when
+// database/sql closes the connection), so it takes no lock: one atomic load
+// and one histogram record with a precomputed attribute set, no
+// allocation. The name is always known by then: every connection was
+// created through observeCreate.
 func (p *pool) observeUse(ns int64) {
 	t := p.tel
-	if a := t.poolAttrs(); a != nil {
+	if a := t.attrs.Load(); a != nil {
 		t.useTime.Record(context.Background(), seconds(ns), a.record...)
 	}
 }
@@ -664,7 +656,7 @@ func (t *telemetry) handoff(ctx context.Context) {
 	}
 	estimate := min(total-prev, t.p.now()-t.armedAt.Load()+int64(t.interval))
 	name := ""
-	if a := t.poolAttrs(); a != nil {
+	if a := t.attrs.Load(); a != nil {
 		name = a.name
 	}
 	span.AddEvent(waitEventName, trace.WithAttributes(

@@ -14,13 +14,17 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric/noop"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
@@ -757,5 +761,133 @@ func TestTracingOptionsValidation(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.HasPrefix(err.Error(), "pgxleak: ") {
 			t.Errorf("Open with an invalid %s: err = %v", tt.want, err)
 		}
+	}
+}
+
+// TestMetricsPoolName checks the pool name every metric carries, for each
+// way of opening a pool: host:port/database from the DSN or, for OpenDB,
+// from the first connection, or the name given with WithPoolName. The
+// first connection's create time is recorded under the final name.
+func TestMetricsPoolName(t *testing.T) {
+	tests := []struct {
+		name string
+		open func(t *testing.T, dsn string, opts ...pgxleak.Option) *sql.DB
+		want func(t *testing.T, dsn string) string
+	}{
+		{
+			name: "Open",
+			open: func(t *testing.T, dsn string, opts ...pgxleak.Option) *sql.DB {
+				db, err := pgxleak.Open("pgx", dsn, opts...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return db
+			},
+			want: poolName,
+		},
+		{
+			name: "OpenDB over pgx, named by its first connection",
+			open: func(t *testing.T, dsn string, opts ...pgxleak.Option) *sql.DB {
+				cfg, err := pgx.ParseConfig(dsn)
+				if err != nil {
+					t.Fatal(err)
+				}
+				db, err := pgxleak.OpenDB(stdlib.GetConnector(*cfg), opts...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return db
+			},
+			want: poolName,
+		},
+		{
+			name: "WithPoolName",
+			open: func(t *testing.T, dsn string, opts ...pgxleak.Option) *sql.DB {
+				db, err := pgxleak.Open("pgx", dsn, append(opts, pgxleak.WithPoolName("orders"))...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return db
+			},
+			want: func(*testing.T, string) string { return "orders" },
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := newOTelTest(t)
+			dsn := pgtest.NewDatabase(t)
+			db := tt.open(t, dsn, pgxleak.WithMeterProvider(o.mp), pgxleak.WithLogger(nil), pgxleak.WithMaxOpenConns(1))
+			t.Cleanup(func() { _ = db.Close() })
+			if _, err := db.ExecContext(context.Background(), "SELECT 1"); err != nil {
+				t.Fatal(err)
+			}
+			name := tt.want(t, dsn)
+			m := o.collect(t)
+			if create := checkHistogram(t, m, "db.client.connection.create_time", name); create.Count != 1 {
+				t.Errorf("create_time count = %d, want 1", create.Count)
+			}
+			if use := checkHistogram(t, m, "db.client.connection.use_time", name); use.Count != 1 {
+				t.Errorf("use_time count = %d, want 1", use.Count)
+			}
+			checkSum(t, m, "db.client.connection.count", "{connection}", name, attribute.String("db.client.connection.state", "idle"), 1)
+			checkSum(t, m, "db.client.connection.max", "{connection}", name, nil, 1)
+		})
+	}
+}
+
+// TestTracingGlobalProvidersByDefault opens a pool with
+// sql.Open("pgxleak", dsn), which takes no options, and checks that its
+// spans and metrics go to the global providers, with the connection counts
+// from the tracker and no limits (only the *sql.DB knows them).
+func TestTracingGlobalProvidersByDefault(t *testing.T) {
+	o := newOTelTest(t)
+	otel.SetTracerProvider(o.tp)
+	otel.SetMeterProvider(o.mp)
+	t.Cleanup(func() {
+		otel.SetTracerProvider(tracenoop.NewTracerProvider())
+		otel.SetMeterProvider(noop.NewMeterProvider())
+	})
+	dsn := pgtest.NewDatabase(t)
+	db, err := sql.Open(pgxleak.DriverName, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	name := poolName(t, dsn)
+	ctx := context.Background()
+	if _, err := db.ExecContext(ctx, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+
+	m := o.collect(t)
+	checkSum(t, m, "db.client.connection.count", "{connection}", name, attribute.String("db.client.connection.state", "used"), 1)
+	checkSum(t, m, "db.client.connection.count", "{connection}", name, attribute.String("db.client.connection.state", "idle"), 0)
+	for _, limit := range []string{"db.client.connection.max", "db.client.connection.idle.max", "db.client.connection.idle.min"} {
+		if sum, ok := m[limit].Data.(metricdata.Sum[int64]); ok && slices.ContainsFunc(sum.DataPoints, func(dp metricdata.DataPoint[int64]) bool {
+			v, _ := dp.Attributes.Value("db.client.connection.pool.name")
+			return v.AsString() == name
+		}) {
+			t.Errorf("%s is reported for a pool whose *sql.DB pgxleak never saw", limit)
+		}
+	}
+
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := pgxleak.Drain(cancelled, db); err == nil {
+		t.Fatal("Drain = nil, want the connection still out")
+	}
+	var mine []sdktrace.ReadOnlySpan
+	for _, s := range o.ended("pgxleak.connection.leak") {
+		if attrs(s.Attributes())["db.client.connection.pool.name"].AsString() == name {
+			mine = append(mine, s)
+		}
+	}
+	if len(mine) != 1 || attrs(mine[0].Attributes())["pgxleak.leak.kind"].AsString() != "still_out" {
+		t.Errorf("leak spans of this pool: %v, want one still_out span", mine)
 	}
 }
