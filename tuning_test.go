@@ -1,0 +1,312 @@
+package pgxleak_test
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/pgtest"
+)
+
+// holdConcurrently checks out n connections so that all n are out at once,
+// then returns them.
+func holdConcurrently(t testing.TB, db *sql.DB, n int) {
+	t.Helper()
+	conns := make([]*sql.Conn, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			c, err := db.Conn(context.Background())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if err := c.PingContext(context.Background()); err != nil {
+				t.Error(err)
+			}
+			conns[i] = c
+		})
+	}
+	wg.Wait()
+	for _, c := range conns {
+		if c != nil {
+			c.Close()
+		}
+	}
+}
+
+func TestDefaultsReplaceDatabaseSQLs(t *testing.T) {
+	db, _ := openTest(t)
+	st := db.Stats()
+	if st.MaxOpenConnections != pgxleak.DefaultMaxOpenConns {
+		t.Fatalf("MaxOpenConnections = %d, want %d", st.MaxOpenConnections, pgxleak.DefaultMaxOpenConns)
+	}
+	// Idle defaults to max: after a burst every connection stays idle,
+	// where database/sql would close all but two.
+	holdConcurrently(t, db, pgxleak.DefaultMaxOpenConns)
+	st = db.Stats()
+	if st.Idle != pgxleak.DefaultMaxOpenConns || st.MaxIdleClosed != 0 {
+		t.Fatalf("after a burst: Idle = %d, MaxIdleClosed = %d; want %d idle, none closed", st.Idle, st.MaxIdleClosed, pgxleak.DefaultMaxOpenConns)
+	}
+	if st.OpenConnections != st.Idle {
+		t.Fatalf("OpenConnections = %d, want %d", st.OpenConnections, st.Idle)
+	}
+}
+
+// TestMaxOpenAndIdle checks WithMaxOpenConns and WithMaxIdleConns through
+// db.Stats() and through the server's own count of the pool's backends.
+func TestMaxOpenAndIdle(t *testing.T) {
+	db, dsn := openTest(t, pgxleak.WithMaxOpenConns(3), pgxleak.WithMaxIdleConns(1))
+	app := pgtest.ApplicationName(dsn)
+	// Eight goroutines want a connection for a while; only three may have one.
+	var wg sync.WaitGroup
+	release := make(chan struct{})
+	started := make(chan struct{}, 8)
+	for range 8 {
+		wg.Go(func() {
+			c, err := db.Conn(context.Background())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer c.Close()
+			started <- struct{}{}
+			<-release
+		})
+	}
+	for range 3 {
+		<-started
+	}
+	pgtest.WaitFor(t, 5*time.Second, "five goroutines waiting", func() bool { return db.Stats().WaitCount >= 5 })
+	if n := pgtest.CountConnections(t, dsn, app); n != 3 {
+		t.Fatalf("server sees %d connections, want 3", n)
+	}
+	if st := db.Stats(); st.OpenConnections != 3 || st.InUse != 3 {
+		t.Fatalf("stats %+v, want 3 open, 3 in use", st)
+	}
+	close(release)
+	wg.Wait()
+	st := db.Stats()
+	if st.Idle != 1 || st.OpenConnections != 1 || st.MaxIdleClosed != 2 {
+		t.Fatalf("after release: %+v; want 1 idle, 1 open, 2 closed for MaxIdle", st)
+	}
+	pgtest.WaitFor(t, 5*time.Second, "server to see 1 connection", func() bool { return pgtest.CountConnections(t, dsn, app) == 1 })
+}
+
+// TestMinIdleWarmUp: Open opens exactly the minimum before it returns.
+func TestMinIdleWarmUp(t *testing.T) {
+	db, dsn := openTest(t, pgxleak.WithMaxOpenConns(6), pgxleak.WithMinIdleConns(4))
+	st := db.Stats()
+	if st.OpenConnections != 4 || st.Idle != 4 || st.InUse != 0 {
+		t.Fatalf("right after Open: %+v; want 4 open and idle", st)
+	}
+	if n := pgtest.CountConnections(t, dsn, pgtest.ApplicationName(dsn)); n != 4 {
+		t.Fatalf("server sees %d connections right after Open, want 4", n)
+	}
+	if st := pgxleak.PoolStats(db); st.Checkouts != 0 || st.InUse != 0 {
+		t.Fatalf("the warm-up counted as user checkouts: %+v", st)
+	}
+}
+
+// TestMinIdleKept: with a short idle time, database/sql would close every
+// idle connection; the pool keeps the minimum, and only the surplus goes.
+func TestMinIdleKept(t *testing.T) {
+	const idle = 150 * time.Millisecond
+	db, dsn := openTest(t, pgxleak.WithMaxOpenConns(5), pgxleak.WithMinIdleConns(2), pgxleak.WithConnMaxIdleTime(idle))
+	app := pgtest.ApplicationName(dsn)
+	holdConcurrently(t, db, 5)
+	pgtest.WaitFor(t, 10*time.Second, "surplus connections to expire", func() bool { return db.Stats().MaxIdleTimeClosed >= 3 })
+	// Over several idle periods the minimum must hold every time we look.
+	deadline := time.Now().Add(6 * idle)
+	for time.Now().Before(deadline) {
+		if n := pgtest.CountConnections(t, dsn, app); n < 2 {
+			t.Fatalf("server sees %d connections; the minimum of 2 idle was not kept", n)
+		}
+		time.Sleep(idle / 3)
+	}
+	if st := pgxleak.PoolStats(db); st.Checkouts != 5 || st.Returns != 5 {
+		t.Fatalf("want only the burst's 5 checkouts counted, not the pool's own: %+v", st)
+	}
+}
+
+func TestMinIdleUnreachable(t *testing.T) {
+	start := time.Now()
+	_, err := pgxleak.Open("pgx", "postgres://postgres:pw@127.0.0.1:1/test?connect_timeout=2", pgxleak.WithMinIdleConns(2))
+	if err == nil {
+		t.Fatal("Open succeeded with an unreachable server")
+	}
+	if !strings.Contains(err.Error(), "WithMinIdleConns") || !strings.HasPrefix(err.Error(), "pgxleak:") {
+		t.Fatalf("error does not say what failed: %v", err)
+	}
+	if time.Since(start) > 10*time.Second {
+		t.Fatalf("Open took %v", time.Since(start))
+	}
+}
+
+// TestMaxUses: with one connection and three uses each, the backend PID
+// changes every third query.
+func TestMaxUses(t *testing.T) {
+	db, _ := openTest(t, pgxleak.WithMaxOpenConns(1), pgxleak.WithMaxUses(3))
+	var pids []int
+	for range 9 {
+		var pid int
+		if err := db.QueryRow("SELECT pg_backend_pid()").Scan(&pid); err != nil {
+			t.Fatal(err)
+		}
+		pids = append(pids, pid)
+	}
+	for i := range pids {
+		sameAsPrev := i > 0 && pids[i] == pids[i-1]
+		if want := i%3 != 0; sameAsPrev != want {
+			t.Fatalf("backend PIDs %v: want a new backend every 3 uses", pids)
+		}
+	}
+}
+
+// TestLifetimeExpiresOnReturn: a connection past its (jittered) lifetime is
+// discarded when it comes back, not reused.
+func TestLifetimeExpiresOnReturn(t *testing.T) {
+	db2, _ := openTest(t, pgxleak.WithMaxOpenConns(1),
+		pgxleak.WithConnMaxLifetime(100*time.Millisecond), pgxleak.WithConnMaxLifetimeJitter(50*time.Millisecond))
+	var pid1, pid2 int
+	c, err := db2.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.QueryRowContext(context.Background(), "SELECT pg_backend_pid()").Scan(&pid1); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	pgtest.WaitFor(t, time.Second, "the lifetime to pass", func() bool { return time.Since(start) > 120*time.Millisecond })
+	c.Close() // returned after its lifetime: IsValid says no
+	if st := db2.Stats(); st.OpenConnections != 0 {
+		t.Fatalf("expired connection kept: %+v", st)
+	}
+	if err := db2.QueryRow("SELECT pg_backend_pid()").Scan(&pid2); err != nil {
+		t.Fatal(err)
+	}
+	if pid1 == pid2 {
+		t.Fatal("expired connection reused")
+	}
+}
+
+func TestInvalidOptions(t *testing.T) {
+	for _, tc := range []struct {
+		opt  pgxleak.Option
+		want string
+	}{
+		{pgxleak.WithMaxOpenConns(0), "WithMaxOpenConns(0)"},
+		{pgxleak.WithMaxOpenConns(-5), "WithMaxOpenConns(-5)"},
+		{pgxleak.WithMaxIdleConns(-1), "WithMaxIdleConns(-1)"},
+		{pgxleak.WithMaxIdleConns(1000), "WithMaxIdleConns(1000)"},
+		{pgxleak.WithMinIdleConns(-1), "WithMinIdleConns(-1)"},
+		{pgxleak.WithMinIdleConns(999), "WithMinIdleConns(999)"},
+		{pgxleak.WithConnMaxLifetime(-time.Second), "WithConnMaxLifetime(-1s)"},
+		{pgxleak.WithConnMaxLifetimeJitter(-time.Second), "WithConnMaxLifetimeJitter(-1s)"},
+		{pgxleak.WithConnMaxLifetimeJitter(time.Hour), "WithConnMaxLifetimeJitter(1h0m0s)"},
+		{pgxleak.WithConnMaxIdleTime(-time.Second), "WithConnMaxIdleTime(-1s)"},
+		{pgxleak.WithMaxUses(-1), "WithMaxUses(-1)"},
+		{pgxleak.WithPoolName(""), "WithPoolName"},
+		{pgxleak.WithCapacityCheck(0), "WithCapacityCheck(0)"},
+		{pgxleak.WithLeakThreshold(-time.Second), "WithLeakThreshold(-1s)"},
+		{pgxleak.WithStackDepth(-1), "WithStackDepth(-1)"},
+		{pgxleak.WithStackSampling(0), "WithStackSampling(0)"},
+		{pgxleak.WithReportInterval(-time.Second), "WithReportInterval(-1s)"},
+		{nil, "nil Option"},
+	} {
+		t.Run(tc.want, func(t *testing.T) {
+			db, err := pgxleak.Open("pgx", "postgres://u:pw@127.0.0.1:5432/db", tc.opt)
+			if err == nil {
+				db.Close()
+				t.Fatal("Open accepted it")
+			}
+			if !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "pgxleak:") {
+				t.Fatalf("error %q does not name %s", err, tc.want)
+			}
+			if _, err := pgxleak.OpenDB(nil, tc.opt); err == nil {
+				t.Fatal("OpenDB accepted a nil connector")
+			}
+		})
+	}
+}
+
+func TestCheckCapacity(t *testing.T) {
+	db, _ := openTest(t, pgxleak.WithMaxOpenConns(10))
+	ctx := t.Context()
+	one, err := pgxleak.CheckCapacity(ctx, db, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if one.MaxConnections < 10 || one.Available != one.MaxConnections-one.ReservedConnections || one.InUse < 1 {
+		t.Fatalf("implausible: %+v", one)
+	}
+	if !one.Fits || one.Demand != 10 {
+		t.Fatalf("one instance of 10 should fit: %s", one)
+	}
+	many, err := pgxleak.CheckCapacity(ctx, db, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if many.Fits || many.Demand != 10000 || !strings.Contains(many.String(), "do not fit") {
+		t.Fatalf("1000 instances of 10 should not fit: %s", many)
+	}
+	if _, err := pgxleak.CheckCapacity(ctx, db, 0); err == nil {
+		t.Fatal("instances 0 accepted")
+	}
+}
+
+func TestCapacityCheckOnOpenWarns(t *testing.T) {
+	var buf bytes.Buffer
+	var mu sync.Mutex
+	logger := slog.New(slog.NewTextHandler(lockedWriter{&mu, &buf}, nil))
+	dsn := pgtest.NewDatabase(t)
+	db, err := pgxleak.Open("pgx", dsn, pgxleak.WithMaxOpenConns(50), pgxleak.WithCapacityCheck(100), pgxleak.WithLogger(logger))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(buf.String(), "100 instances × 50 connections = 5000 do not fit") {
+		t.Fatalf("no capacity warning logged; log: %s", buf.String())
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// TestPoolNameHasNoCredentials: the default name is host:port/database.
+func TestPoolNameHasNoCredentials(t *testing.T) {
+	dsn := pgtest.WithParams(pgtest.NewDatabase(t), map[string]string{"password": "hunter2"})
+	db, err := pgxleak.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	c, err := db.Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cs := pgxleak.Checkouts(db)
+	if len(cs) != 1 {
+		t.Fatalf("Checkouts = %v", cs)
+	}
+	if name := cs[0].Pool; strings.Contains(name, "hunter2") || strings.Contains(name, "postgres@") || !strings.Contains(name, ":") {
+		t.Fatalf("pool name %q", name)
+	}
+}
