@@ -62,7 +62,7 @@ func TestPgBouncerQueriesAndTransactions(t *testing.T) {
 	}
 
 	// Every client holds its own connection at the same time, then runs
-	// transactions on it: clients connections share servers connections.
+	// transactions on it: client connections share server connections.
 	var wg sync.WaitGroup
 	errs := make(chan error, clients)
 	ready := make(chan struct{})
@@ -112,7 +112,21 @@ func TestPgBouncerQueriesAndTransactions(t *testing.T) {
 		t.Errorf("open client connections = %d, want %d", got, clients)
 	}
 	close(ready)
-	wg.Wait()
+	// Sample the server's view while the clients run.
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+	maxServers := 0
+	for running := true; running; {
+		select {
+		case <-finished:
+			running = false
+		default:
+		}
+		maxServers = max(maxServers, pgtest.ServerConnections(t, name))
+	}
+	if maxServers > servers {
+		t.Errorf("pg_stat_activity saw %d server connections for %d clients; pgbouncer's pool is %d", maxServers, clients, servers)
+	}
 	close(errs)
 	for err := range errs {
 		t.Error(err)
@@ -136,9 +150,7 @@ func TestPgBouncerQueriesAndTransactions(t *testing.T) {
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
-	if n := pgtest.ServerConnections(t, name); n > servers {
-		t.Errorf("%d server connections for %d clients; pgbouncer's pool is %d", n, clients, servers)
-	}
+	t.Logf("%d client connections ran their transactions on at most %d server connections", clients, maxServers)
 	pgxleak.VerifyNone(t, db)
 }
 
