@@ -105,12 +105,16 @@ func TestSqlx(t *testing.T) {
 			}
 
 			// Beginx: commit.
-			tx, err := dbx.BeginTxx(ctx, nil)
+			tx, err := dbx.Beginx()
 			if err != nil {
 				t.Fatal(err)
 			}
 			if _, err := tx.NamedExecContext(ctx, `UPDATE users SET email = :email WHERE id = :id`, map[string]any{"id": 2, "email": "bob@example.com"}); err != nil {
 				t.Fatal(err)
+			}
+			var inTxEmail string
+			if err := tx.GetContext(ctx, &inTxEmail, tx.Rebind(`SELECT email FROM users WHERE id = ?`), 2); err != nil || inTxEmail != "bob@example.com" {
+				t.Errorf("Get inside Beginx = %q, %v", inTxEmail, err)
 			}
 			if err := tx.Commit(); err != nil {
 				t.Fatal(err)
