@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -365,14 +366,35 @@ type connState struct {
 	uses       int64 // user checkouts, for WithMaxUses and sampling
 	checkouts  uint64
 	returns    uint64
+
+	// watch is the connection's garbage-collection watch while no Rows
+	// holds it (see gcWatch). Like the owner-only fields below, it is used
+	// only inside driver calls on this connection, which database/sql
+	// serialises, and needs no lock.
+	watch *gcWatch
 }
+
+// Owner-only fields. state, statement, txStatus and checkouts are written
+// only by driver calls on the connection (checkout, use, return), under mu,
+// and database/sql makes those calls one at a time, with happens-before
+// edges between the goroutines that make them. Those calls may therefore
+// read these fields without mu: only the monitor and inspections read
+// them from other goroutines, under mu, and they never write them. That
+// lets the per-operation path (use, afterStatement) skip the lock when
+// nothing changes.
 
 // checkoutLocked records a checkout. It is the hot path: no allocation, no
 // symbolising; the stack goes into the connection's own buffer.
 func (c *connState) checkoutLocked(ctx context.Context) {
+	c.checkoutAtLocked(ctx, c.pool.now())
+}
+
+// checkoutAtLocked is checkoutLocked with the pool time already read (a
+// clock read costs as much as the rest of the checkout).
+func (c *connState) checkoutAtLocked(ctx context.Context, now int64) {
 	p := c.pool
 	c.state = stateOut
-	c.checkoutAt = p.now()
+	c.checkoutAt = now
 	c.ctx = ctx
 	_, c.internal = ctx.(*internalContext)
 	c.suspected, c.gcLeaked = false, false
@@ -393,6 +415,11 @@ func (c *connState) checkoutLocked(ctx context.Context) {
 // opener handed to a waiting goroutine, or one that was returned without a
 // session reset.
 func (c *connState) use(ctx context.Context, query string) error {
+	// The common case: checked out already, and the statement is the one
+	// recorded (or none is recorded). Owner-only fields, read without mu.
+	if c.state == stateOut && (query == "" || !c.pool.cfg.statements || c.statement == query) {
+		return nil
+	}
 	c.mu.Lock()
 	if c.state == stateIdle {
 		if c.pool.draining.Load() {
@@ -444,6 +471,11 @@ func (c *connState) reusable() bool {
 	return !c.pool.draining.Load() && (c.expiresAt == 0 || c.pool.now() < c.expiresAt)
 }
 
+// reusableAt is reusable at pool time now.
+func (c *connState) reusableAt(now int64) bool {
+	return !c.pool.draining.Load() && (c.expiresAt == 0 || now < c.expiresAt)
+}
+
 // afterStatement refreshes the transaction status from pgx, on the
 // goroutine that ran the statement.
 func (c *connState) afterStatement() {
@@ -451,6 +483,9 @@ func (c *connState) afterStatement() {
 		return
 	}
 	st := c.pgx.PgConn().TxStatus()
+	if st == c.txStatus { // owner-only field: no lock to read it
+		return
+	}
 	c.mu.Lock()
 	c.txStatus = st
 	c.mu.Unlock()
@@ -481,9 +516,58 @@ type gcToken struct {
 }
 
 func (c *connState) gcToken() gcToken {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return gcToken{c, c.checkouts}
+	return gcToken{c, c.checkouts} // owner-only field: no lock to read it
+}
+
+// gcWatch detects a Rows dropped without Close, with no allocation and no
+// cleanup registration per query. Each connection has one watch, made
+// (with its cleanup) the first time it is needed. wrapRows lends it to the
+// wrapper of a Rows read on a context that cannot be cancelled, and the
+// wrapper's Close gives it back. While lent, the wrapper holds the only
+// reference to it, and database/sql's *sql.Rows the only reference to the
+// wrapper; if that *sql.Rows is garbage-collected without Close, so is the
+// watch, and its cleanup reports the leak. A second Rows open on the same
+// connection at the same time gets a watch of its own.
+type gcWatch struct {
+	w *gcWatchState
+}
+
+// gcWatchState is the cleanup's argument; it must not reach the watch.
+type gcWatchState struct {
+	c   *connState
+	seq atomic.Uint64 // the checkout being watched; 0 while not lent
+}
+
+// lendWatch returns the connection's watch, marked with the current
+// checkout, for a Rows wrapper to hold. Owner-only.
+func (c *connState) lendWatch() *gcWatch {
+	w := c.watch
+	if w == nil {
+		st := &gcWatchState{c: c}
+		w = &gcWatch{w: st}
+		runtime.AddCleanup(w, watchCollected, st)
+	} else {
+		c.watch = nil
+	}
+	w.w.seq.Store(c.checkouts)
+	return w
+}
+
+// returnWatch takes back a watch lent by lendWatch. Owner-only.
+func (c *connState) returnWatch(w *gcWatch) {
+	w.w.seq.Store(0)
+	if c.state != stateClosed { // a closed connection must not keep it (see closeConn)
+		c.watch = w
+	}
+}
+
+// watchCollected runs on the runtime's cleanup goroutine when a watch was
+// garbage-collected: while lent, that means its Rows was dropped without
+// Close; otherwise the connection is gone and it means nothing.
+func watchCollected(st *gcWatchState) {
+	if seq := st.seq.Load(); seq != 0 {
+		rowsCollected(gcToken{st.c, seq})
+	}
 }
 
 // rowsCollected runs on the runtime's cleanup goroutine when a watched Rows
@@ -646,6 +730,7 @@ func (p *pool) closeConn(c *connState) {
 	}
 	if c.state != stateClosed {
 		c.state = stateClosed
+		c.watch = nil // its cleanup's argument reaches c, and c reached it
 		p.closedCounts[0] += c.checkouts
 		p.closedCounts[1] += c.returns
 		delete(p.conns, c)
@@ -831,9 +916,6 @@ func (p *pool) emit(r report) {
 	l.Repeats, rate.suppressed, rate.last = rate.suppressed, 0, now
 	p.reportMu.Unlock()
 
-	if p.cfg.onLeak != nil {
-		p.cfg.onLeak(l)
-	}
 	if lg := p.logger(); lg != nil {
 		level := slog.LevelWarn
 		if l.Resolved {
@@ -860,6 +942,9 @@ func (p *pool) emit(r report) {
 			attrs = append(attrs, slog.String("stack", l.StackString()))
 		}
 		lg.LogAttrs(context.Background(), level, l.String(), attrs...)
+	}
+	if p.cfg.onLeak != nil {
+		p.cfg.onLeak(l) // after the log line, so a callback sees it written
 	}
 }
 
