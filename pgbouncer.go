@@ -96,7 +96,7 @@ func pgBouncerDSN(d driver.Driver, dsn string, opts []Option) (string, error) {
 	if strings.Contains(dsn, "default_query_exec_mode") {
 		if !bouncerSafe(cfg.DefaultQueryExecMode) {
 			return "", fmt.Errorf("pgxleak: WithPgBouncer: the DSN sets default_query_exec_mode to %q, which PgBouncer's transaction pooling breaks; use %q or \"simple_protocol\"",
-				cfg.DefaultQueryExecMode, PgBouncerQueryExecMode)
+				strings.ReplaceAll(cfg.DefaultQueryExecMode.String(), " ", "_"), PgBouncerQueryExecMode)
 		}
 		return dsn, nil
 	}
