@@ -1,0 +1,154 @@
+// Command leakdemo is a small HTTP service with three handlers: one leaks a
+// connection, one holds a connection too long, one is healthy. It calls each
+// once, prints the reports pgxleak makes (each names the leaking line of this
+// file), then drains the pool: the drain lists what is still out instead of
+// hanging, and the program exits.
+//
+//	go run ./examples/leakdemo
+//
+// It connects to DATABASE_URL, or to the local server at 127.0.0.1:5432
+// (user postgres, database test).
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // registers "pgx"
+
+	"github.com/pgxleak/pgxleak"
+)
+
+type server struct{ db *sql.DB }
+
+// leaky begins a transaction on a context that never ends and forgets it:
+// the connection never comes back to the pool.
+func (s *server) leaky(w http.ResponseWriter, r *http.Request) {
+	tx, err := s.db.Begin() // BUG: never committed or rolled back
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	var n int
+	_ = tx.QueryRow("SELECT count(*) FROM pg_stat_activity").Scan(&n)
+	fmt.Fprintln(w, n)
+}
+
+// slow holds a connection longer than the leak threshold, then gives it
+// back: a suspected leak, and then a "returned after" follow-up.
+func (s *server) slow(w http.ResponseWriter, r *http.Request) {
+	conn, err := s.db.Conn(r.Context()) // held across slow work
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	defer conn.Close()
+	time.Sleep(700 * time.Millisecond) // "calling another service" while holding the connection
+	fmt.Fprintln(w, "done")
+}
+
+// healthy takes a connection for one query only.
+func (s *server) healthy(w http.ResponseWriter, r *http.Request) {
+	var now time.Time
+	if err := s.db.QueryRowContext(r.Context(), "SELECT now()").Scan(&now); err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	fmt.Fprintln(w, now)
+}
+
+func main() {
+	dsn := os.Getenv("DATABASE_URL")
+	if dsn == "" {
+		dsn = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+	}
+	// Reports go to stdout, without timestamps, stack attributes or the
+	// checkout time, so the demo's output is easy to read.
+	logger := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{
+		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			switch a.Key {
+			case slog.TimeKey, "stack", "checked_out_at":
+				return slog.Attr{}
+			}
+			return a
+		},
+	}))
+	reports := make(chan pgxleak.Leak, 16)
+	db, err := pgxleak.Open("pgx", dsn,
+		pgxleak.WithMaxOpenConns(4),
+		pgxleak.WithMinIdleConns(2),
+		pgxleak.WithLeakThreshold(300*time.Millisecond),
+		pgxleak.WithLogger(logger),
+		pgxleak.WithOnLeak(func(l pgxleak.Leak) { reports <- l }),
+	)
+	if err != nil {
+		log.Fatalf("leakdemo: %v (set DATABASE_URL or start PostgreSQL on 127.0.0.1:5432)", err)
+	}
+
+	s := &server{db: db}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/leaky", s.leaky)
+	mux.HandleFunc("/slow", s.slow)
+	mux.HandleFunc("/healthy", s.healthy)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	for _, path := range []string{"/healthy", "/leaky", "/slow", "/healthy"} {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			log.Fatalf("leakdemo: GET %s: %v", path, err)
+		}
+		resp.Body.Close()
+		fmt.Printf("GET %-8s -> %s\n", path, resp.Status)
+	}
+
+	// Wait for the three reports: the leak, the slow holder, and the slow
+	// holder's follow-up once it returned.
+	want := map[string]bool{"leak": false, "slow": false, "slow returned": false}
+	timeout := time.After(10 * time.Second)
+	for !want["leak"] || !want["slow"] || !want["slow returned"] {
+		select {
+		case l := <-reports:
+			switch fn := l.Culprit.Function; {
+			case fn == "main.(*server).leaky":
+				want["leak"] = true
+			case fn == "main.(*server).slow" && l.Resolved:
+				want["slow returned"] = true
+			case fn == "main.(*server).slow":
+				want["slow"] = true
+			}
+		case <-timeout:
+			log.Fatalf("leakdemo: expected reports did not arrive: %v", want)
+		}
+	}
+
+	st := pgxleak.PoolStats(db)
+	fmt.Printf("\npool: %d checkouts, %d returns, %d still out; %d suspected, %d resolved\n",
+		st.Checkouts, st.Returns, st.InUse, st.Suspected, st.Resolved)
+
+	// Shut down: wait up to a second for connections to come back, then
+	// close the pool and list whatever is still out.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	err = pgxleak.Drain(ctx, db)
+	var leaks *pgxleak.LeakError
+	switch {
+	case errors.As(err, &leaks):
+		fmt.Printf("\ndrained; still out at shutdown:\n")
+		for _, c := range leaks.Checkouts {
+			fmt.Printf("  %s (%s, last statement %q)\n", c, c.TxStatus, c.LastStatement)
+		}
+	case err != nil:
+		log.Fatalf("leakdemo: drain: %v", err)
+	default:
+		fmt.Println("\ndrained cleanly")
+	}
+}
