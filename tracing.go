@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/semconv/v1.43.0/dbconv"
 	"go.opentelemetry.io/otel/trace"
@@ -230,7 +231,8 @@ func newTelemetry(p *pool) *telemetry {
 }
 
 // instruments creates the metric instruments and registers the callback
-// for the observed ones. On error the failed instruments are no-ops.
+// for the observed ones. An instrument the meter fails to create is a
+// no-op, and the error is returned.
 func (t *telemetry) instruments(m metric.Meter) error {
 	buckets := metric.WithExplicitBucketBoundaries(durationBuckets...)
 	createTime, err1 := dbconv.NewClientConnectionCreateTime(m, buckets)
@@ -250,10 +252,13 @@ func (t *telemetry) instruments(m metric.Meter) error {
 	t.suspected, err9 = m.Int64ObservableUpDownCounter("pgxleak.connection.suspected",
 		metric.WithUnit("{connection}"),
 		metric.WithDescription("Connections checked out now that were reported as leaks and have not come back."))
-	err := errors.Join(err1, err2, err3, err4, err5, err6, err7, err8, err9)
-	if t.leaks == nil || t.suspected == nil {
-		return err // the meter gave no instrument to observe
+	if t.leaks == nil {
+		t.leaks = noop.Int64Counter{}
 	}
+	if t.suspected == nil {
+		t.suspected = noop.Int64ObservableUpDownCounter{}
+	}
+	err := errors.Join(err1, err2, err3, err4, err5, err6, err7, err8, err9)
 	reg, rerr := m.RegisterCallback(t.observe, t.count, t.maxConns, t.idleMax, t.idleMin, t.suspected)
 	t.callback = reg
 	return errors.Join(err, rerr)
