@@ -210,7 +210,7 @@ func (l Leak) String() string {
 	case l.Kind == LeakGarbageCollected:
 		fmt.Fprintf(&b, "pgxleak: leaked connection: Rows garbage-collected without Close; %s; it never returns to the pool", l.Checkout)
 	default:
-		fmt.Fprintf(&b, "pgxleak: %s, still out when the pool was closed", l.Checkout)
+		fmt.Fprintf(&b, "pgxleak: %s, still out when the pool was drained or closed", l.Checkout)
 	}
 	if l.Repeats > 0 {
 		fmt.Fprintf(&b, " (+%d more like it)", l.Repeats)
