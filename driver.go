@@ -413,13 +413,20 @@ func (c *connSessionResetter) ResetSession(ctx context.Context) error {
 	if !c.reusable() {
 		return driver.ErrBadConn
 	}
+	// The wrapped reset first: a connection it finds dead (pgx pings one
+	// idle for over a second) is closed by database/sql and never reaches
+	// the caller, so it must not count as a checkout.
+	err := c.inner.(driver.SessionResetter).ResetSession(ctx)
+	if errors.Is(err, driver.ErrBadConn) {
+		return err
+	}
 	c.mu.Lock()
 	if c.state == stateIdle {
 		c.checkoutLocked(ctx)
 	}
 	c.mu.Unlock()
 	c.pool.tel.handoff(ctx) // a waiter handed this connection: attribute its wait (tracing.go)
-	return c.inner.(driver.SessionResetter).ResetSession(ctx)
+	return err // database/sql hands the connection out despite any other error
 }
 
 // Narrow interfaces for the optional methods that need no interception:
