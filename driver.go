@@ -426,7 +426,8 @@ func (c *connSessionResetter) ResetSession(ctx context.Context) error {
 	}
 	c.mu.Unlock()
 	c.pool.tel.handoff(ctx) // a waiter handed this connection: attribute its wait (tracing.go)
-	return err // database/sql hands the connection out despite any other error
+	// database/sql hands the connection out despite any other error.
+	return err
 }
 
 // Narrow interfaces for the optional methods that need no interception:
