@@ -636,6 +636,7 @@ type pool struct {
 	poolName       string
 	closedCounts   [2]uint64 // checkouts, returns of connections already closed
 	closed         bool
+	started        bool // the monitor goroutine runs
 	stillOutIssued bool // Drain reported the leftovers already
 
 	suspectedLeaks atomic.Uint64
@@ -967,6 +968,9 @@ func (p *pool) scan() {
 
 // start registers the pool for VerifyTestMain and starts its monitor.
 func (p *pool) start() {
+	p.mu.Lock()
+	p.started = true
+	p.mu.Unlock()
 	openPools.add(p)
 	go p.run()
 }
@@ -1018,11 +1022,16 @@ func (p *pool) close() {
 		return
 	}
 	p.closed = true
+	started := p.started
 	p.mu.Unlock()
 	p.cancel()
 	p.stillOut()
-	close(p.stop)
-	<-p.done
+	if started {
+		close(p.stop)
+		<-p.done // the monitor flushes the queue before it exits
+	} else {
+		p.flush()
+	}
 	p.tel.close()
 	openPools.remove(p)
 }

@@ -21,6 +21,7 @@ func TestJitterSpreadsLifetimes(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := newPool(cfg, "jitter")
+	t.Cleanup(p.close)
 	lo, hi := time.Duration(1<<62), time.Duration(0)
 	for range 200 {
 		created := p.now()
@@ -36,6 +37,7 @@ func TestJitterSpreadsLifetimes(t *testing.T) {
 	}
 	cfg, _ = newConfig([]Option{WithConnMaxLifetime(life), WithConnMaxLifetimeJitter(0)})
 	p = newPool(cfg, "nojitter")
+	t.Cleanup(p.close)
 	c := p.newConn(fullConn{})
 	if got := time.Duration(c.expiresAt - p.now()); got > life || got < life-time.Second {
 		t.Fatalf("without jitter the lifetime is %v, want %v", got, life)
@@ -58,6 +60,7 @@ func TestDefaultConfig(t *testing.T) {
 func TestExpiredConnectionDiscarded(t *testing.T) {
 	cfg, _ := newConfig([]Option{WithMaxUses(2)})
 	p := newPool(cfg, "expiry")
+	t.Cleanup(p.close)
 	c := p.newConn(fullConn{})
 	w := c.wrapper
 	if err := w.(driver.SessionResetter).ResetSession(context.Background()); err != nil {

@@ -69,6 +69,7 @@ func TestGeneratedWrappersExact(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := newPool(cfg, "test")
+	t.Cleanup(p.close)
 	c := &conn{connState: connState{pool: p}, inner: fullConn{}}
 	for m := range len(connWrappers) {
 		w := connWrappers[m](c)
