@@ -1,0 +1,132 @@
+package pgxleak_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"time"
+
+	"github.com/DATA-DOG/go-sqlmock"
+
+	"github.com/pgxleak/pgxleak"
+)
+
+// Open is a drop-in for sql.Open with pool defaults that suit PostgreSQL
+// and leak detection on every checkout.
+func ExampleOpen() {
+	db, err := pgxleak.Open("pgx", os.Getenv("DATABASE_URL"),
+		pgxleak.WithMaxOpenConns(20),
+		pgxleak.WithMinIdleConns(4), // warm up 4 connections now, keep 4 idle
+		pgxleak.WithLeakThreshold(10*time.Second),
+		pgxleak.WithCapacityCheck(6), // 6 instances × 20 must fit in max_connections
+	)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pgxleak.Drain(context.Background(), db)
+}
+
+// OpenDB wraps any connector; here go-sqlmock's, so unit tests without a
+// database get checkout tracking too.
+func ExampleOpenDB() {
+	mockDB, mock, _ := sqlmock.NewWithDSN("example-opendb")
+	defer mockDB.Close()
+	mock.ExpectQuery("SELECT 1").WillReturnRows(sqlmock.NewRows([]string{"n"}).AddRow(1))
+
+	db, err := pgxleak.Open("sqlmock", "example-opendb", pgxleak.WithMaxOpenConns(2))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer db.Close()
+	var n int
+	if err := db.QueryRow("SELECT 1").Scan(&n); err != nil {
+		log.Fatal(err)
+	}
+	st := pgxleak.PoolStats(db)
+	fmt.Printf("n=%d checkouts=%d returns=%d in use=%d\n", n, st.Checkouts, st.Returns, st.InUse)
+	// Output: n=1 checkouts=1 returns=1 in use=0
+}
+
+// Find is the verb behind VerifyNone: it lists connections still checked
+// out, each with the function that took it.
+func ExampleFind() {
+	mockDB, _, _ := sqlmock.NewWithDSN("example-find")
+	defer mockDB.Close()
+	db, _ := pgxleak.Open("sqlmock", "example-find", pgxleak.WithLogger(nil))
+	defer db.Close()
+
+	conn, _ := db.Conn(context.Background()) // forgotten: never closed
+
+	err := pgxleak.Find(db, pgxleak.GracePeriod(0))
+	var leaks *pgxleak.LeakError
+	if errors.As(err, &leaks) {
+		for _, c := range leaks.Checkouts {
+			fmt.Println("still out, taken by", c.Culprit.Function)
+		}
+	}
+	conn.Close()
+	fmt.Println("after Close:", pgxleak.Find(db, pgxleak.GracePeriod(0)))
+	// Output:
+	// still out, taken by github.com/pgxleak/pgxleak_test.ExampleFind
+	// after Close: <nil>
+}
+
+// WithOnLeak receives every report; here a connection held past the
+// threshold, then its follow-up once it comes back.
+func ExampleWithOnLeak() {
+	mockDB, _, _ := sqlmock.NewWithDSN("example-onleak")
+	defer mockDB.Close()
+	reports := make(chan pgxleak.Leak, 4)
+	db, _ := pgxleak.Open("sqlmock", "example-onleak",
+		pgxleak.WithLeakThreshold(20*time.Millisecond),
+		pgxleak.WithLogger(nil),
+		pgxleak.WithOnLeak(func(l pgxleak.Leak) { reports <- l }),
+	)
+	defer db.Close()
+
+	conn, _ := db.Conn(context.Background())
+	l := <-reports
+	fmt.Println(l.Kind, "resolved:", l.Resolved, "culprit:", l.Culprit.Function)
+	conn.Close()
+	l = <-reports
+	fmt.Println(l.Kind, "resolved:", l.Resolved, "held at least the threshold:", l.Held >= 20*time.Millisecond)
+	// Output:
+	// suspected resolved: false culprit: github.com/pgxleak/pgxleak_test.ExampleWithOnLeak
+	// suspected resolved: true held at least the threshold: true
+}
+
+// Drain stops new checkouts, waits for the ones out to come back, then
+// closes the pool; what did not come back in time is listed.
+func ExampleDrain() {
+	mockDB, mock, _ := sqlmock.NewWithDSN("example-drain")
+	defer mockDB.Close()
+	mock.ExpectClose() // the mock wants to be told that closing is expected
+	db, _ := pgxleak.Open("sqlmock", "example-drain", pgxleak.WithLogger(nil))
+
+	conn, _ := db.Conn(context.Background())
+	go func() {
+		time.Sleep(10 * time.Millisecond) // a request finishing
+		conn.Close()
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	fmt.Println("drain:", pgxleak.Drain(ctx, db))
+	// Output: drain: <nil>
+}
+
+// Checkouts shows what is out right now, e.g. for a debug endpoint.
+func ExampleCheckouts() {
+	mockDB, _, _ := sqlmock.NewWithDSN("example-checkouts")
+	defer mockDB.Close()
+	db, _ := pgxleak.Open("sqlmock", "example-checkouts", pgxleak.WithLogger(nil))
+	defer db.Close()
+
+	conn, _ := db.Conn(context.Background())
+	defer conn.Close()
+	for _, c := range pgxleak.Checkouts(db) {
+		fmt.Println(c.Culprit.Function, c.TxStatus)
+	}
+	// Output: github.com/pgxleak/pgxleak_test.ExampleCheckouts idle
+}
