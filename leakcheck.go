@@ -225,6 +225,8 @@ type LeakError struct {
 	cause     error
 }
 
+// Error lists every checkout, each with its culprit, pool, backend PID,
+// transaction status, last statement and stack.
 func (e *LeakError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "pgxleak: %d connection(s) still checked out", len(e.Checkouts))
@@ -533,9 +535,12 @@ type gcWatch struct {
 }
 
 // gcWatchState is the cleanup's argument; it must not reach the watch.
+// seq is written by the owner only; the runtime orders a cleanup after the
+// writes to its argument that preceded the collection (and tells the race
+// detector so), so it needs no atomic.
 type gcWatchState struct {
 	c   *connState
-	seq atomic.Uint64 // the checkout being watched; 0 while not lent
+	seq uint64 // the checkout being watched; 0 while not lent
 }
 
 // lendWatch returns the connection's watch, marked with the current
@@ -549,13 +554,13 @@ func (c *connState) lendWatch() *gcWatch {
 	} else {
 		c.watch = nil
 	}
-	w.w.seq.Store(c.checkouts)
+	w.w.seq = c.checkouts
 	return w
 }
 
 // returnWatch takes back a watch lent by lendWatch. Owner-only.
 func (c *connState) returnWatch(w *gcWatch) {
-	w.w.seq.Store(0)
+	w.w.seq = 0
 	if c.state != stateClosed { // a closed connection must not keep it (see closeConn)
 		c.watch = w
 	}
@@ -565,7 +570,7 @@ func (c *connState) returnWatch(w *gcWatch) {
 // garbage-collected: while lent, that means its Rows was dropped without
 // Close; otherwise the connection is gone and it means nothing.
 func watchCollected(st *gcWatchState) {
-	if seq := st.seq.Load(); seq != 0 {
+	if seq := st.seq; seq != 0 {
 		rowsCollected(gcToken{st.c, seq})
 	}
 }
