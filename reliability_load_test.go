@@ -1,0 +1,302 @@
+package pgxleak_test
+
+// Load tests (issue 7, RELIABILITY.md). They are not parallel: the
+// throughput and heap figures they log and assert on must not be disturbed
+// by other tests. PGXLEAK_FULL=1 runs the long forms.
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"io"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pgxleak/pgxleak"
+)
+
+func relFull() bool { return os.Getenv("PGXLEAK_FULL") == "1" }
+
+// relOp runs one of five ways of using a connection, chosen by n, each of
+// which is exactly one checkout: QueryRow, Exec, Query on a context that
+// cannot be cancelled (the Rows are watched for garbage collection), a
+// transaction, and a dedicated *sql.Conn.
+func relOp(ctx context.Context, db *sql.DB, n int) error {
+	switch n % 5 {
+	case 0:
+		var v int
+		return db.QueryRowContext(ctx, "SELECT $1::int", n).Scan(&v)
+	case 1:
+		_, err := db.ExecContext(ctx, "SELECT 1")
+		return err
+	case 2:
+		rows, err := db.QueryContext(context.Background(), "SELECT generate_series(1, 3)")
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		return rows.Close()
+	case 3:
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		var v int
+		if err := tx.QueryRowContext(ctx, "SELECT 1").Scan(&v); err != nil {
+			_ = tx.Rollback()
+			return err
+		}
+		return tx.Commit()
+	default:
+		c, err := db.Conn(ctx)
+		if err != nil {
+			return err
+		}
+		if err := c.PingContext(ctx); err != nil {
+			_ = c.Close()
+			return err
+		}
+		return c.Close()
+	}
+}
+
+// TestLoadManyGoroutines: 10,000 goroutines share a pool of 10 for a bounded
+// time (3 s; 30 s with PGXLEAK_FULL=1), under -race in CI. Every goroutine
+// completes at least one operation. With a 1 s leak threshold there is no
+// report, the tracker counts exactly one checkout per operation and as
+// many returns, and nothing is left out.
+func TestLoadManyGoroutines(t *testing.T) {
+	const goroutines, poolSize = 10_000, 10
+	duration := 3 * time.Second
+	if relFull() {
+		duration = 30 * time.Second
+	}
+	rec := newLeakRecorder()
+	db, _ := openTest(t, rec.option(), pgxleak.WithMaxOpenConns(poolSize),
+		pgxleak.WithLeakThreshold(time.Second), pgxleak.WithReportInterval(0))
+
+	var ops, failures atomic.Int64
+	var firstErr atomic.Value
+	start := time.Now()
+	deadline := start.Add(duration)
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			for n := g; ; n += goroutines {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+				err := relOp(ctx, db, n)
+				cancel()
+				if err != nil {
+					failures.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+				ops.Add(1)
+				if time.Now().After(deadline) {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if n := failures.Load(); n > 0 {
+		t.Fatalf("%d operations failed; first: %v", n, firstErr.Load())
+	}
+	st := relBalanced(t, db)
+	t.Logf("%d goroutines, pool of %d, %v: %d operations, %.0f ops/s; database/sql waited %d times, %v in all",
+		goroutines, poolSize, elapsed.Round(time.Millisecond), ops.Load(), float64(ops.Load())/elapsed.Seconds(),
+		st.WaitCount, st.WaitDuration.Round(time.Millisecond))
+	if ops.Load() < goroutines {
+		t.Errorf("%d operations for %d goroutines", ops.Load(), goroutines)
+	}
+	if st.Checkouts != uint64(ops.Load()) || st.Returns != st.Checkouts {
+		t.Errorf("tracker: %d checkouts and %d returns for %d operations", st.Checkouts, st.Returns, ops.Load())
+	}
+	if st.MaxOpenConnections != poolSize || st.OpenConnections > poolSize {
+		t.Errorf("pool: %d open of max %d", st.OpenConnections, st.MaxOpenConnections)
+	}
+	if st.Suspected != 0 || st.GarbageCollected != 0 || st.StillOut != 0 {
+		t.Errorf("false leak reports: suspected %d, garbage-collected %d, still out %d", st.Suspected, st.GarbageCollected, st.StillOut)
+	}
+	if leaks := rec.all(); len(leaks) != 0 {
+		t.Errorf("%d false leak reports, first: %v", len(leaks), leaks[0])
+	}
+}
+
+// relHeap returns the live heap after two collections (the second frees
+// what the first one's cleanups released).
+func relHeap() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// relCheckouts runs n operations on db from 10 goroutines.
+func relCheckouts(t *testing.T, db *sql.DB, n int) {
+	t.Helper()
+	const workers = 10
+	var next atomic.Int64
+	var failed atomic.Value
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			ctx := context.Background()
+			for {
+				i := int(next.Add(1))
+				if i > n {
+					return
+				}
+				if err := relOp(ctx, db, i); err != nil {
+					failed.CompareAndSwap(nil, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := failed.Load(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// relMemoryFlat measures the live heap after warm checkouts, after small
+// and after large more, and fails if the growth between small and large is
+// more than limit: a per-checkout cost of even a few bytes would show as
+// (large-small) times that.
+func relMemoryFlat(t *testing.T, db *sql.DB, small, large int, limit uint64) {
+	t.Helper()
+	relCheckouts(t, db, 1000) // warm: connections, statement caches, pools
+	base := relHeap()
+	relCheckouts(t, db, small)
+	atSmall := relHeap()
+	relCheckouts(t, db, large-small)
+	atLarge := relHeap()
+	st := relBalanced(t, db)
+	growth := int64(atLarge) - int64(atSmall)
+	t.Logf("live heap: %d B warm, %d B after %d checkouts, %d B after %d (growth %+d B, %.3f B per checkout)",
+		base, atSmall, small, atLarge, large, growth, float64(growth)/float64(large-small))
+	if growth > int64(limit) {
+		t.Errorf("live heap grew %d B over %d checkouts (limit %d B): memory is retained per checkout", growth, large-small, limit)
+	}
+	if st.Checkouts != st.Returns || st.InUse != 0 {
+		t.Errorf("tracker: %d checkouts, %d returns, %d in use", st.Checkouts, st.Returns, st.InUse)
+	}
+}
+
+// TestLoadMemoryFlat checks that the tracker retains no memory per
+// checkout: the live heap after 100,000 checkouts is the heap after 10,000
+// plus a constant. It runs over an in-process driver, so that only
+// pgxleak's own memory is measured and the run takes seconds, once with a
+// steady pool and once with every connection replaced after 10 uses (the
+// tracker must also forget closed connections).
+func TestLoadMemoryFlat(t *testing.T) {
+	small, large := 10_000, 100_000
+	if relFull() {
+		large = 1_000_000
+	}
+	for _, tc := range []struct {
+		name string
+		opts []pgxleak.Option
+	}{
+		{"steady", nil},
+		{"churning", []pgxleak.Option{pgxleak.WithMaxUses(10)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := newLeakRecorder()
+			opts := append([]pgxleak.Option{rec.option(), pgxleak.WithMaxOpenConns(10), pgxleak.WithLeakThreshold(time.Second),
+				pgxleak.WithLogger(nil)}, tc.opts...)
+			fc := &relFakeConnector{}
+			db, err := pgxleak.OpenDB(fc, opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			relMemoryFlat(t, db, small, large, 64<<10)
+			t.Logf("%d connections opened", fc.opened.Load())
+			if leaks := rec.all(); len(leaks) != 0 {
+				t.Errorf("false leak reports: %v", leaks)
+			}
+		})
+	}
+}
+
+// TestLoadMemoryFlatPostgres is TestLoadMemoryFlat over pgx and the real
+// server: 5,000 against 30,000 checkouts (10,000 against 100,000 with
+// PGXLEAK_FULL=1). The limit is looser, since pgx's buffers and statement
+// cache are measured too.
+func TestLoadMemoryFlatPostgres(t *testing.T) {
+	small, large := 5_000, 30_000
+	if relFull() {
+		small, large = 10_000, 100_000
+	}
+	db, _ := openTest(t, pgxleak.WithMaxOpenConns(10), pgxleak.WithLeakThreshold(time.Second))
+	relMemoryFlat(t, db, small, large, 256<<10)
+}
+
+// relFakeConnector is an in-process driver: every statement succeeds at
+// once and returns one row with one column.
+type relFakeConnector struct{ opened atomic.Int64 }
+
+func (c *relFakeConnector) Connect(context.Context) (driver.Conn, error) {
+	c.opened.Add(1)
+	return &relFakeConn{}, nil
+}
+func (c *relFakeConnector) Driver() driver.Driver { return relFakeDriver{} }
+
+type relFakeDriver struct{}
+
+func (relFakeDriver) Open(string) (driver.Conn, error) { return &relFakeConn{}, nil }
+
+type relFakeConn struct{ inTx bool }
+
+func (c *relFakeConn) Prepare(q string) (driver.Stmt, error) { return relFakeStmt{}, nil }
+func (c *relFakeConn) Close() error                          { return nil }
+func (c *relFakeConn) Begin() (driver.Tx, error)             { c.inTx = true; return relFakeTx{c}, nil }
+func (c *relFakeConn) BeginTx(context.Context, driver.TxOptions) (driver.Tx, error) {
+	return c.Begin()
+}
+func (c *relFakeConn) Ping(context.Context) error         { return nil }
+func (c *relFakeConn) ResetSession(context.Context) error { return nil }
+func (c *relFakeConn) IsValid() bool                      { return !c.inTx }
+func (c *relFakeConn) ExecContext(context.Context, string, []driver.NamedValue) (driver.Result, error) {
+	return driver.RowsAffected(0), nil
+}
+func (c *relFakeConn) QueryContext(context.Context, string, []driver.NamedValue) (driver.Rows, error) {
+	return &relFakeRows{}, nil
+}
+
+type relFakeTx struct{ c *relFakeConn }
+
+func (t relFakeTx) Commit() error   { t.c.inTx = false; return nil }
+func (t relFakeTx) Rollback() error { t.c.inTx = false; return nil }
+
+type relFakeStmt struct{}
+
+func (relFakeStmt) Close() error                               { return nil }
+func (relFakeStmt) NumInput() int                              { return -1 }
+func (relFakeStmt) Exec([]driver.Value) (driver.Result, error) { return driver.RowsAffected(0), nil }
+func (relFakeStmt) Query([]driver.Value) (driver.Rows, error)  { return &relFakeRows{}, nil }
+
+type relFakeRows struct{ done bool }
+
+func (r *relFakeRows) Columns() []string { return []string{"v"} }
+func (r *relFakeRows) Close() error      { return nil }
+func (r *relFakeRows) Next(dest []driver.Value) error {
+	if r.done {
+		return io.EOF
+	}
+	r.done = true
+	dest[0] = int64(1)
+	return nil
+}
