@@ -262,6 +262,12 @@ type conn struct {
 	connState
 	inner   driver.Conn
 	wrapper driver.Conn
+
+	// The wrapper constructor for the last type of driver.Rows seen, so that
+	// its optional interfaces are not probed on every query. Used inside
+	// driver calls only, which database/sql serialises.
+	rowsType reflect.Type
+	rowsWrap func(r rows) (driver.Rows, *rows)
 }
 
 // Unwrap returns the wrapped driver connection, for code that used
@@ -410,7 +416,8 @@ type connSessionResetter conn
 // been used before. An expired connection, or any while the pool drains, is
 // answered with ErrBadConn, which makes database/sql discard it and retry.
 func (c *connSessionResetter) ResetSession(ctx context.Context) error {
-	if !c.reusable() {
+	now := c.pool.now() // one clock read for the expiry check and the checkout
+	if !c.reusableAt(now) {
 		return driver.ErrBadConn
 	}
 	// The wrapped reset first: a connection it finds dead (pgx pings one
@@ -422,7 +429,7 @@ func (c *connSessionResetter) ResetSession(ctx context.Context) error {
 	}
 	c.mu.Lock()
 	if c.state == stateIdle {
-		c.checkoutLocked(ctx)
+		c.checkoutAtLocked(ctx, now)
 	}
 	c.mu.Unlock()
 	c.pool.tel.handoff(ctx) // a waiter handed this connection: attribute its wait (tracing.go)
@@ -474,10 +481,12 @@ func (c *conn) wrapStmt(s driver.Stmt, query string) driver.Stmt {
 // watched for garbage collection: if database/sql's *sql.Rows is dropped
 // without Close, the connection can never come back, and that is reported.
 func (c *conn) wrapRows(ctx context.Context, r driver.Rows) driver.Rows {
-	w, rw := rowsWrappers[rowsMask(r)](rows{inner: r, c: c})
+	if t := reflect.TypeOf(r); t != c.rowsType {
+		c.rowsType, c.rowsWrap = t, rowsWrappers[rowsMask(r)]
+	}
+	w, rw := c.rowsWrap(rows{inner: r, c: c})
 	if ctx != nil && ctx.Done() == nil && c.pool.cfg.gcDetection {
-		rw.cleanup = runtime.AddCleanup(rw, rowsCollected, c.gcToken())
-		rw.watched = true
+		rw.watch = c.lendWatch() // see gcWatch
 	}
 	return w
 }
@@ -561,19 +570,18 @@ func (s *stmtQueryContext) QueryContext(ctx context.Context, args []driver.Named
 // rows wraps a driver.Rows; the wrappers in wrap_gen.go embed it by value,
 // so wrapping costs one allocation.
 type rows struct {
-	inner   driver.Rows
-	c       *conn
-	cleanup runtime.Cleanup
-	watched bool
+	inner driver.Rows
+	c     *conn
+	watch *gcWatch // held while the Rows is open, if watched (see gcWatch)
 }
 
 func (r *rows) Columns() []string              { return r.inner.Columns() }
 func (r *rows) Next(dest []driver.Value) error { return r.inner.Next(dest) }
 
 func (r *rows) Close() error {
-	if r.watched {
-		r.cleanup.Stop()
-		r.watched = false
+	if w := r.watch; w != nil {
+		r.watch = nil
+		r.c.returnWatch(w)
 	}
 	err := r.inner.Close()
 	r.c.afterStatement()
