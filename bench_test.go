@@ -1,0 +1,450 @@
+package pgxleak_test
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
+	"slices"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/pgtest"
+	"github.com/pgxleak/pgxleak/internal/stack"
+)
+
+// The benchmarks compare pgxleak with the plain database/sql pool it wraps,
+// in the same run, under names benchstat can pivot on:
+//
+//	go test -run '^$' -bench . -benchmem -count 6 . | tee bench.txt
+//	benchstat -col /impl bench.txt          # pgxleak configurations against plain
+//	benchstat -col /pool -filter /impl:plain bench.txt  # pooled against a connection per query
+//
+// See BENCHMARKS.md for the results and how to read them. Nothing here
+// asserts on timing.
+
+// benchImpl is one way to open a pool over a connector.
+type benchImpl struct {
+	name  string
+	plain bool             // sql.OpenDB, no pgxleak
+	opts  []pgxleak.Option // pgxleak options beyond the common ones
+	fp    bool             // frame-pointer unwinding (the default); false forces runtime.Callers
+}
+
+var (
+	implPlain   = benchImpl{name: "plain", plain: true, fp: true}
+	implStack32 = benchImpl{name: "stack32", fp: true} // the defaults: 32 frames on every checkout
+	implCallers = benchImpl{name: "stack32-callers"}   // the same with runtime.Callers instead of frame pointers
+	implSampled = benchImpl{name: "sampled16", opts: []pgxleak.Option{pgxleak.WithStackSampling(16)}, fp: true}
+	implNoStack = benchImpl{name: "nostack", opts: []pgxleak.Option{pgxleak.WithStackDepth(0)}, fp: true}
+)
+
+// fakeImpls are compared on the in-memory driver; the real server is
+// compared plain against the defaults.
+var fakeImpls = []benchImpl{implPlain, implStack32, implCallers, implSampled, implNoStack}
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// openPool opens a pool of maxOpen connections over connector, plain or
+// through pgxleak, with the same database/sql settings: pgxleak's defaults
+// for lifetime and idle time are applied to the plain pool too, since
+// database/sql checks them on every checkout.
+func openPool(tb testing.TB, impl benchImpl, connector driver.Connector, maxOpen, maxIdle int) *sql.DB {
+	tb.Helper()
+	var db *sql.DB
+	if impl.plain {
+		db = sql.OpenDB(connector)
+		db.SetMaxOpenConns(maxOpen)
+		db.SetMaxIdleConns(maxIdle)
+		db.SetConnMaxLifetime(pgxleak.DefaultConnMaxLifetime)
+		db.SetConnMaxIdleTime(pgxleak.DefaultConnMaxIdleTime)
+	} else {
+		opts := append([]pgxleak.Option{
+			pgxleak.WithLogger(quiet),
+			pgxleak.WithMaxOpenConns(maxOpen),
+			pgxleak.WithMaxIdleConns(maxIdle),
+		}, impl.opts...)
+		var err error
+		if db, err = pgxleak.OpenDB(connector, opts...); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	tb.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+// use sets the process-wide unwinding mode for impl until the benchmark ends.
+func (impl benchImpl) use(tb testing.TB) {
+	was := stack.SetFramePointers(impl.fp)
+	tb.Cleanup(func() { stack.SetFramePointers(was) })
+}
+
+// warm opens n connections at once and returns them idle, so that no
+// benchmark loop pays for connecting.
+func warm(tb testing.TB, db *sql.DB, n int) {
+	tb.Helper()
+	ctx := context.Background()
+	conns := make([]*sql.Conn, n)
+	for i := range conns {
+		c, err := db.Conn(ctx)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if err := c.PingContext(ctx); err != nil {
+			tb.Fatal(err)
+		}
+		conns[i] = c
+	}
+	for _, c := range conns {
+		_ = c.Close()
+	}
+}
+
+// benchOp is one pool operation: a checkout, some work, a return.
+type benchOp struct {
+	name string
+	run  func(ctx context.Context, db *sql.DB) error
+}
+
+var fakeOps = []benchOp{
+	{"exec", func(ctx context.Context, db *sql.DB) error { // checkout + Exec + return
+		_, err := db.ExecContext(ctx, "UPDATE t SET n = n + 1")
+		return err
+	}},
+	{"query", func(ctx context.Context, db *sql.DB) error { // checkout + Query + one-row Scan + return
+		var n int64
+		return db.QueryRowContext(ctx, "SELECT n FROM t").Scan(&n)
+	}},
+	{"tx", func(ctx context.Context, db *sql.DB) error { // checkout + Begin + Commit + return
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		return tx.Commit()
+	}},
+	{"conn", func(ctx context.Context, db *sql.DB) error { // checkout + return, nothing else
+		c, err := db.Conn(ctx)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	}},
+}
+
+// BenchmarkFake measures the pure overhead: database/sql over the
+// in-memory driver, one goroutine, pool of 10.
+func BenchmarkFake(b *testing.B) {
+	for _, op := range fakeOps {
+		for _, impl := range fakeImpls {
+			b.Run("op="+op.name+"/impl="+impl.name, func(b *testing.B) {
+				impl.use(b)
+				db := openPool(b, impl, &memConnector{}, 10, 10)
+				warm(b, db, 1)
+				ctx := context.Background()
+				b.ReportAllocs()
+				defer cpuTime(b)()
+				for b.Loop() {
+					if err := op.run(ctx, db); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkFakeParallel runs the same operations from 4×GOMAXPROCS
+// goroutines on a pool of 10, to expose contention on shared state.
+func BenchmarkFakeParallel(b *testing.B) {
+	for _, op := range fakeOps {
+		for _, impl := range fakeImpls {
+			b.Run("op="+op.name+"/impl="+impl.name, func(b *testing.B) {
+				impl.use(b)
+				db := openPool(b, impl, &memConnector{}, 10, 10)
+				warm(b, db, 10)
+				ctx := context.Background()
+				b.ReportAllocs()
+				b.SetParallelism(4)
+				defer cpuTime(b)()
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if err := op.run(ctx, db); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			})
+		}
+	}
+}
+
+// BenchmarkScale checks that the cost of a checkout does not depend on the
+// pool's size: all connections but one are held (checked out, so pgxleak
+// tracks 1,000 of them), and the benchmark loops on the last one.
+func BenchmarkScale(b *testing.B) {
+	for _, size := range []int{10, 1000} {
+		for _, impl := range []benchImpl{implPlain, implStack32} {
+			b.Run("pool="+strconv.Itoa(size)+"/impl="+impl.name, func(b *testing.B) {
+				impl.use(b)
+				db := openPool(b, impl, &memConnector{}, size, size)
+				held := hold(b, db, size-1)
+				defer release(held)
+				ctx := context.Background()
+				b.ReportAllocs()
+				defer cpuTime(b)()
+				for b.Loop() {
+					if _, err := db.ExecContext(ctx, "UPDATE t SET n = n + 1"); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkReport measures building a report of every connection held
+// (what a leak report, Find or VerifyNone does): the tracker copies each
+// connection's record under that connection's lock, then resolves the
+// stacks with no lock held, on the caller's goroutine. Checkouts and
+// returns never wait for it.
+func BenchmarkReport(b *testing.B) {
+	for _, held := range []int{10, 1000} {
+		b.Run("held="+strconv.Itoa(held)+"/what=checkouts", func(b *testing.B) {
+			db := openPool(b, implStack32, &memConnector{}, held, held)
+			conns := hold(b, db, held)
+			defer release(conns)
+			b.ReportAllocs()
+			for b.Loop() {
+				if n := len(pgxleak.Checkouts(db)); n != held {
+					b.Fatalf("%d checkouts, want %d", n, held)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(held), "ns/conn")
+		})
+		b.Run("held="+strconv.Itoa(held)+"/what=stats", func(b *testing.B) {
+			db := openPool(b, implStack32, &memConnector{}, held, held)
+			conns := hold(b, db, held)
+			defer release(conns)
+			b.ReportAllocs()
+			for b.Loop() {
+				if s := pgxleak.PoolStats(db); s.InUse != held {
+					b.Fatalf("%d in use, want %d", s.InUse, held)
+				}
+			}
+		})
+	}
+}
+
+// hold checks out n connections, each from a call site of its own depth,
+// and keeps them.
+func hold(tb testing.TB, db *sql.DB, n int) []*sql.Conn {
+	tb.Helper()
+	conns := make([]*sql.Conn, n)
+	for i := range conns {
+		c, err := holdAt(db, i%8)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		conns[i] = c
+	}
+	return conns
+}
+
+//go:noinline
+func holdAt(db *sql.DB, depth int) (*sql.Conn, error) {
+	if depth > 0 {
+		return holdAt(db, depth-1)
+	}
+	return db.Conn(context.Background())
+}
+
+func release(conns []*sql.Conn) {
+	for _, c := range conns {
+		_ = c.Close()
+	}
+}
+
+// Real PostgreSQL on loopback: pgx's stdlib against pgxleak over the same
+// pgx connector, both pools of 10 kept idle.
+
+var pgQueries = []benchOp{
+	{"select1", func(ctx context.Context, db *sql.DB) error {
+		var n int
+		return db.QueryRowContext(ctx, "SELECT 1").Scan(&n)
+	}},
+	{"rows100", func(ctx context.Context, db *sql.DB) error {
+		rows, err := db.QueryContext(ctx, "SELECT g, 'row ' || g FROM generate_series(1, 100) g")
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		var (
+			n int
+			s string
+		)
+		count := 0
+		for rows.Next() {
+			if err := rows.Scan(&n, &s); err != nil {
+				return err
+			}
+			count++
+		}
+		if count != 100 {
+			return fmt.Errorf("%d rows", count)
+		}
+		return rows.Err()
+	}},
+}
+
+var pgImpls = []benchImpl{implPlain, implStack32}
+
+func pgConnector(tb testing.TB) driver.Connector {
+	tb.Helper()
+	cfg, err := pgx.ParseConfig(pgtest.AdminDSN(tb))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return stdlib.GetConnector(*cfg)
+}
+
+// BenchmarkPG runs the queries sequentially (mode=seq) and from 50
+// goroutines on a pool of 10 (mode=par50), and reports the median and 99th
+// percentile latency of an operation next to the throughput.
+func BenchmarkPG(b *testing.B) {
+	for _, q := range pgQueries {
+		for _, mode := range []string{"seq", "par50"} {
+			for _, impl := range pgImpls {
+				b.Run("query="+q.name+"/mode="+mode+"/impl="+impl.name, func(b *testing.B) {
+					impl.use(b)
+					db := openPool(b, impl, pgConnector(b), 10, 10)
+					warm(b, db, 10)
+					ctx := context.Background()
+					var lat latencies
+					b.ReportAllocs()
+					b.ResetTimer()
+					stopCPU := cpuTime(b)
+					if mode == "seq" {
+						l := make([]time.Duration, 0, 1024)
+						for b.Loop() {
+							t0 := time.Now()
+							if err := q.run(ctx, db); err != nil {
+								b.Fatal(err)
+							}
+							l = append(l, time.Since(t0))
+						}
+						lat.add(l)
+					} else {
+						b.SetParallelism(max(1, 50/runtime.GOMAXPROCS(0)))
+						b.RunParallel(func(pb *testing.PB) {
+							l := make([]time.Duration, 0, 1024)
+							for pb.Next() {
+								t0 := time.Now()
+								if err := q.run(ctx, db); err != nil {
+									b.Error(err)
+									return
+								}
+								l = append(l, time.Since(t0))
+							}
+							lat.add(l)
+						})
+					}
+					b.StopTimer()
+					stopCPU()
+					lat.report(b)
+				})
+			}
+		}
+	}
+}
+
+// BenchmarkPGPool compares a pool with a new connection per query
+// (MaxIdleConns 0: every checkout connects and every return disconnects),
+// for SELECT 1 on one goroutine: the cost a pool saves.
+func BenchmarkPGPool(b *testing.B) {
+	for _, pooled := range []bool{true, false} {
+		for _, impl := range pgImpls {
+			name := "pooled"
+			idle := 10
+			if !pooled {
+				name, idle = "unpooled", 0
+			}
+			b.Run("pool="+name+"/impl="+impl.name, func(b *testing.B) {
+				impl.use(b)
+				db := openPool(b, impl, pgConnector(b), 10, idle)
+				if pooled {
+					warm(b, db, 1)
+				}
+				ctx := context.Background()
+				var lat latencies
+				l := make([]time.Duration, 0, 1024)
+				b.ReportAllocs()
+				stopCPU := cpuTime(b)
+				for b.Loop() {
+					t0 := time.Now()
+					if err := pgQueries[0].run(ctx, db); err != nil {
+						b.Fatal(err)
+					}
+					l = append(l, time.Since(t0))
+				}
+				stopCPU()
+				lat.add(l)
+				lat.report(b)
+			})
+		}
+	}
+}
+
+// latencies collects per-operation durations from any number of goroutines.
+type latencies struct {
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (l *latencies) add(d []time.Duration) {
+	l.mu.Lock()
+	l.d = append(l.d, d...)
+	l.mu.Unlock()
+}
+
+func (l *latencies) report(b *testing.B) {
+	if len(l.d) == 0 {
+		return
+	}
+	slices.Sort(l.d)
+	q := func(p float64) float64 { return float64(l.d[int(p*float64(len(l.d)-1))].Nanoseconds()) }
+	b.ReportMetric(q(0.50), "p50-ns")
+	b.ReportMetric(q(0.99), "p99-ns")
+}
+
+// cpuTime reports, when the returned function is called, the CPU time the
+// process spent per operation since cpuTime was called (user and system,
+// all threads: the garbage collector's work included), as cpu-ns/op. On a
+// shared machine it varies less than the elapsed time, which includes the
+// time other processes had the CPU.
+func cpuTime(b *testing.B) func() {
+	start := processCPU()
+	return func() {
+		if b.N > 0 {
+			b.ReportMetric(float64(processCPU()-start)/float64(b.N), "cpu-ns/op")
+		}
+	}
+}
+
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
