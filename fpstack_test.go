@@ -204,4 +204,3 @@ func hasFrame(fs []pgxleak.Frame, fn string) bool {
 	}
 	return false
 }
-
