@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql/driver"
 	"io"
+	"runtime"
 	"sync/atomic"
 )
 
@@ -14,13 +15,19 @@ import (
 // SessionResetter and Pinger, like pgx's stdlib.Conn (which has no
 // Validator either). Every query returns one row with one int64 column.
 type memConnector struct {
-	opened atomic.Int64 // connections opened
-	closed atomic.Int64 // connections closed
+	opened    atomic.Int64 // connections opened
+	closed    atomic.Int64 // connections closed
+	collected atomic.Int64 // connections garbage-collected, if trackGC
+	trackGC   bool
 }
 
 func (c *memConnector) Connect(context.Context) (driver.Conn, error) {
 	c.opened.Add(1)
-	return &memConn{connector: c}, nil
+	mc := &memConn{connector: c}
+	if c.trackGC {
+		runtime.AddCleanup(mc, func(c *memConnector) { c.collected.Add(1) }, c)
+	}
+	return mc, nil
 }
 
 func (c *memConnector) Driver() driver.Driver { return memDriver{c} }

@@ -1,0 +1,105 @@
+package pgxleak_test
+
+import (
+	"context"
+	"database/sql"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/pgxleak/pgxleak"
+)
+
+// pgxleak watches Rows read on a context that cannot be cancelled for
+// garbage collection with one reusable watch per connection (no cleanup
+// registered per query). These tests pin what the reuse must preserve.
+
+// TestGCWatchReuseNoFalseReports: many Rows closed normally, with
+// collections in between, report nothing; one dropped Rows is reported
+// once.
+func TestGCWatchReuseNoFalseReports(t *testing.T) {
+	rec := newLeakRecorder()
+	db, err := pgxleak.OpenDB(&memConnector{}, pgxleak.WithMaxOpenConns(2), pgxleak.WithLogger(quiet), rec.option())
+	must(t, err)
+	defer db.Close()
+	for i := range 200 {
+		rows, err := db.Query("SELECT n FROM t")
+		must(t, err)
+		for rows.Next() {
+		}
+		must(t, rows.Close())
+		if i%20 == 0 {
+			runtime.GC()
+		}
+	}
+	// Two Rows open at once on one connection: the second gets a watch
+	// of its own, and the spare one is dropped when both are closed.
+	conn, err := db.Conn(context.Background())
+	must(t, err)
+	r1, err := conn.QueryContext(context.Background(), "SELECT 1")
+	must(t, err)
+	r2, err := conn.QueryContext(context.Background(), "SELECT 2")
+	must(t, err)
+	must(t, r1.Close())
+	must(t, r2.Close())
+	must(t, conn.Close())
+	for range 5 {
+		runtime.GC()
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := pgxleak.PoolStats(db).GarbageCollected; n != 0 {
+		t.Fatalf("%d garbage-collection reports for Rows that were closed: %v", n, rec.all())
+	}
+
+	dropRows(t, db)
+	deadline := time.Now().Add(10 * time.Second)
+	for pgxleak.PoolStats(db).GarbageCollected == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("a dropped Rows was never reported")
+		}
+		runtime.GC()
+		time.Sleep(5 * time.Millisecond)
+	}
+	runtime.GC()
+	time.Sleep(20 * time.Millisecond)
+	if n := pgxleak.PoolStats(db).GarbageCollected; n != 1 {
+		t.Fatalf("%d reports for one dropped Rows", n)
+	}
+}
+
+// dropRows runs a query and drops its Rows without closing them.
+//
+//go:noinline
+func dropRows(t *testing.T, db *sql.DB) {
+	rows, err := db.Query("SELECT 1")
+	must(t, err)
+	_ = rows
+}
+
+// TestGCWatchConnectionsCollected: a connection keeps its watch between
+// queries, and the watch's cleanup refers back to the connection; closing
+// the connection must break that cycle, or every connection that ever ran
+// a query would stay in memory. With no idle connections kept, each query
+// opens and closes one; all of them must be collectable.
+func TestGCWatchConnectionsCollected(t *testing.T) {
+	mc := &memConnector{trackGC: true}
+	db, err := pgxleak.OpenDB(mc, pgxleak.WithMaxOpenConns(2), pgxleak.WithMaxIdleConns(0), pgxleak.WithLogger(quiet))
+	must(t, err)
+	defer db.Close()
+	const n = 50
+	for range n {
+		var v int64
+		must(t, db.QueryRow("SELECT n FROM t").Scan(&v))
+	}
+	if got := mc.closed.Load(); got != n {
+		t.Fatalf("%d connections closed, want %d", got, n)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for mc.collected.Load() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d closed connections garbage-collected", mc.collected.Load(), n)
+		}
+		runtime.GC()
+		time.Sleep(5 * time.Millisecond)
+	}
+}
