@@ -193,14 +193,38 @@ func BenchmarkFakeParallel(b *testing.B) {
 // BenchmarkScale checks that the cost of a checkout does not depend on the
 // pool's size: all connections but one are held (checked out, so pgxleak
 // tracks 1,000 of them), and the benchmark loops on the last one.
+//
+// impl=stack32-reporting runs the same while another goroutine builds
+// reports (pgxleak.Checkouts) over all the held connections, back to back:
+// the checkout path takes no lock a report holds for more than one
+// connection's copy, so what it costs is the CPU and the garbage the
+// reporter makes on this two-core machine, not waiting.
 func BenchmarkScale(b *testing.B) {
+	implReporting := implStack32
+	implReporting.name = "stack32-reporting"
 	for _, size := range []int{10, 1000} {
-		for _, impl := range []benchImpl{implPlain, implStack32} {
+		for _, impl := range []benchImpl{implPlain, implStack32, implReporting} {
 			b.Run("pool="+strconv.Itoa(size)+"/impl="+impl.name, func(b *testing.B) {
 				impl.use(b)
 				db := openPool(b, impl, &memConnector{}, size, size)
 				held := hold(b, db, size-1)
 				defer release(held)
+				if impl.name == implReporting.name {
+					stop := make(chan struct{})
+					done := make(chan struct{})
+					go func() {
+						defer close(done)
+						for {
+							select {
+							case <-stop:
+								return
+							default:
+								_ = pgxleak.Checkouts(db)
+							}
+						}
+					}()
+					defer func() { close(stop); <-done }()
+				}
 				ctx := context.Background()
 				b.ReportAllocs()
 				defer cpuTime(b)()
@@ -369,6 +393,90 @@ func BenchmarkPG(b *testing.B) {
 	}
 }
 
+// BenchmarkPGPaired measures the same as BenchmarkPG, but interleaved: a
+// plain pool and a pgxleak pool of 10 each, side by side, and every
+// iteration runs the query once on each, in alternating order (par50: 50
+// goroutines, each alternating). Both see the same server, the same load
+// from other processes and the same moment, which the separate
+// sub-benchmarks of BenchmarkPG cannot promise on a shared machine. It
+// reports the ratios directly: time-ratio is pgxleak's mean time per query
+// over plain's (its inverse is the throughput ratio), p50-ratio the ratio
+// of the medians.
+func BenchmarkPGPaired(b *testing.B) {
+	for _, q := range pgQueries {
+		for _, mode := range []string{"seq", "par50"} {
+			b.Run("query="+q.name+"/mode="+mode, func(b *testing.B) {
+				implStack32.use(b)
+				dbs := [2]*sql.DB{
+					openPool(b, implPlain, pgConnector(b), 10, 10),
+					openPool(b, implStack32, pgConnector(b), 10, 10),
+				}
+				warm(b, dbs[0], 10)
+				warm(b, dbs[1], 10)
+				ctx := context.Background()
+				var lat [2]latencies
+				pair := func(i int, l *[2][]time.Duration) error {
+					for k := range 2 {
+						which := (i + k) % 2
+						t0 := time.Now()
+						if err := q.run(ctx, dbs[which]); err != nil {
+							return err
+						}
+						l[which] = append(l[which], time.Since(t0))
+					}
+					return nil
+				}
+				b.ReportAllocs()
+				b.ResetTimer()
+				if mode == "seq" {
+					var l [2][]time.Duration
+					for i := 0; b.Loop(); i++ {
+						if err := pair(i, &l); err != nil {
+							b.Fatal(err)
+						}
+					}
+					lat[0].add(l[0])
+					lat[1].add(l[1])
+				} else {
+					b.SetParallelism(max(1, 50/runtime.GOMAXPROCS(0)))
+					var next sync.Mutex
+					start := 0
+					b.RunParallel(func(pb *testing.PB) {
+						next.Lock()
+						i := start // half the goroutines start with plain, half with pgxleak
+						start++
+						next.Unlock()
+						var l [2][]time.Duration
+						for ; pb.Next(); i++ {
+							if err := pair(i, &l); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+						lat[0].add(l[0])
+						lat[1].add(l[1])
+					})
+				}
+				b.StopTimer()
+				mean := func(l *latencies) float64 {
+					var sum time.Duration
+					for _, d := range l.d {
+						sum += d
+					}
+					return float64(sum) / float64(max(1, len(l.d)))
+				}
+				plainP50, leakP50 := lat[0].quantile(0.5), lat[1].quantile(0.5)
+				if plainP50 > 0 {
+					b.ReportMetric(mean(&lat[1])/mean(&lat[0]), "time-ratio")
+					b.ReportMetric(leakP50/plainP50, "p50-ratio")
+					b.ReportMetric(plainP50, "plain-p50-ns")
+					b.ReportMetric(leakP50, "pgxleak-p50-ns")
+				}
+			})
+		}
+	}
+}
+
 // BenchmarkPGPool compares a pool with a new connection per query
 // (MaxIdleConns 0: every checkout connects and every return disconnects),
 // for SELECT 1 on one goroutine: the cost a pool saves.
@@ -418,14 +526,23 @@ func (l *latencies) add(d []time.Duration) {
 	l.mu.Unlock()
 }
 
+// quantile returns the p-quantile in nanoseconds, 0 if there is no data.
+func (l *latencies) quantile(p float64) float64 {
+	if len(l.d) == 0 {
+		return 0
+	}
+	if !slices.IsSorted(l.d) {
+		slices.Sort(l.d)
+	}
+	return float64(l.d[int(p*float64(len(l.d)-1))].Nanoseconds())
+}
+
 func (l *latencies) report(b *testing.B) {
 	if len(l.d) == 0 {
 		return
 	}
-	slices.Sort(l.d)
-	q := func(p float64) float64 { return float64(l.d[int(p*float64(len(l.d)-1))].Nanoseconds()) }
-	b.ReportMetric(q(0.50), "p50-ns")
-	b.ReportMetric(q(0.99), "p99-ns")
+	b.ReportMetric(l.quantile(0.50), "p50-ns")
+	b.ReportMetric(l.quantile(0.99), "p99-ns")
 }
 
 // cpuTime reports, when the returned function is called, the CPU time the
