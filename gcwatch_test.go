@@ -51,7 +51,7 @@ func TestGCWatchReuseNoFalseReports(t *testing.T) {
 		t.Fatalf("%d garbage-collection reports for Rows that were closed: %v", n, rec.all())
 	}
 
-	dropRows(t, db)
+	gcwatchDropRows(t, db)
 	deadline := time.Now().Add(10 * time.Second)
 	for pgxleak.PoolStats(db).GarbageCollected == 0 {
 		if time.Now().After(deadline) {
@@ -67,10 +67,10 @@ func TestGCWatchReuseNoFalseReports(t *testing.T) {
 	}
 }
 
-// dropRows runs a query and drops its Rows without closing them.
+// gcwatchDropRows runs a query and drops its Rows without closing them.
 //
 //go:noinline
-func dropRows(t *testing.T, db *sql.DB) {
+func gcwatchDropRows(t *testing.T, db *sql.DB) {
 	rows, err := db.Query("SELECT 1")
 	must(t, err)
 	_ = rows

@@ -23,3 +23,7 @@ func FramePointers() bool { return false }
 
 // SetFramePointers has no effect here; it reports false.
 func SetFramePointers(bool) bool { return false }
+
+// Fallbacks counts captures that fell back to runtime.Callers; always 0
+// here, where there is nothing to fall back from.
+func Fallbacks() uint64 { return 0 }

@@ -51,9 +51,9 @@ func hasFunc(fs []Frame, suffix string) bool {
 
 func TestFramePointersEnabled(t *testing.T) {
 	switch {
-	case runtime.GOARCH != "amd64" && runtime.GOARCH != "arm64":
+	case runtime.GOARCH != "amd64" && runtime.GOARCH != "arm64" || callersTag:
 		if FramePointers() {
-			t.Fatal("frame pointers on, on an architecture without the helper")
+			t.Fatal("frame pointers on, on an architecture without the helper or with the pgxleak_callers tag")
 		}
 	case os.Getenv("PGXLEAK_FPUNWIND") == "0":
 		if FramePointers() {

@@ -1,0 +1,5 @@
+//go:build pgxleak_callers
+
+package stack
+
+const callersTag = true
