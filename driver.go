@@ -109,7 +109,7 @@ func OpenDB(c driver.Connector, opts ...Option) (*sql.DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	return openDB(pgBouncerConnector(c, opts), cfg, "")
+	return openDB(pgBouncerConnector(c, opts), cfg, "", connectorSecrets(c)...)
 }
 
 func openDB(c driver.Connector, cfg *config, defaultName string, secrets ...string) (*sql.DB, error) {

@@ -1,7 +1,9 @@
 package pgxleak
 
 import (
+	"database/sql/driver"
 	"net/url"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -122,3 +124,39 @@ type redactedError struct {
 
 func (e *redactedError) Error() string { return e.msg }
 func (e *redactedError) Unwrap() error { return e.err }
+
+// connectorSecrets returns the passwords of a connector made by pgx's
+// stdlib.GetConnector, which keeps its pgx.ConnConfig in an exported
+// embedded field: the configured password and whatever the connection
+// string it was parsed from carries. Other connectors yield none.
+func connectorSecrets(c driver.Connector) []string {
+	v := reflect.ValueOf(c)
+	if v.Kind() == reflect.Pointer {
+		v = v.Elem()
+	}
+	if v.Kind() != reflect.Struct {
+		return nil
+	}
+	f := v.FieldByName("ConnConfig")
+	if !f.IsValid() || !f.CanInterface() {
+		return nil
+	}
+	var cfg pgx.ConnConfig
+	switch x := f.Interface().(type) {
+	case pgx.ConnConfig:
+		cfg = x
+	case *pgx.ConnConfig:
+		if x == nil {
+			return nil
+		}
+		cfg = *x
+	default:
+		return nil
+	}
+	out := dsnSecrets(cfg.ConnString())
+	if cfg.Password != "" && !slices.Contains(out, cfg.Password) {
+		out = append(out, cfg.Password)
+		slices.SortStableFunc(out, func(a, b string) int { return len(b) - len(a) })
+	}
+	return out
+}

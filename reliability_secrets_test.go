@@ -1,0 +1,634 @@
+package pgxleak_test
+
+// Secrets tests (issue 7, RELIABILITY.md): every signal pgxleak emits
+// (errors, log lines at DEBUG, leak reports, spans, metrics, Checkouts,
+// LeakError) is captured and searched for the password of a role that must
+// authenticate with scram-sha-256, for the DSN, and for bound arguments.
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/stdlib"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/pgtest"
+)
+
+func relRandHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// relLockedBuffer is a bytes.Buffer that slog handlers on several
+// goroutines may write to.
+type relLockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (w *relLockedBuffer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *relLockedBuffer) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
+
+// relSignals captures everything a pool emits.
+type relSignals struct {
+	logs   relLockedBuffer
+	leaks  *leakRecorder
+	spans  *tracetest.SpanRecorder
+	tp     *sdktrace.TracerProvider
+	reader *sdkmetric.ManualReader
+	mp     *sdkmetric.MeterProvider
+
+	mu    sync.Mutex
+	extra []string // errors, Checkouts and LeakErrors, rendered
+}
+
+func newRelSignals(t *testing.T) *relSignals {
+	s := &relSignals{leaks: newLeakRecorder(), spans: tracetest.NewSpanRecorder(), reader: sdkmetric.NewManualReader()}
+	s.tp = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(s.spans))
+	s.mp = sdkmetric.NewMeterProvider(sdkmetric.WithReader(s.reader))
+	t.Cleanup(func() {
+		_ = s.tp.Shutdown(context.Background())
+		_ = s.mp.Shutdown(context.Background())
+	})
+	return s
+}
+
+// logger logs at DEBUG, as text and as JSON.
+func (s *relSignals) logger() *slog.Logger {
+	opts := &slog.HandlerOptions{Level: slog.LevelDebug, AddSource: true}
+	return slog.New(slog.NewMultiHandler(slog.NewTextHandler(&s.logs, opts), slog.NewJSONHandler(&s.logs, opts)))
+}
+
+func (s *relSignals) options() []pgxleak.Option {
+	return []pgxleak.Option{
+		pgxleak.WithLogger(s.logger()),
+		s.leaks.option(),
+		pgxleak.WithTracerProvider(s.tp),
+		pgxleak.WithMeterProvider(s.mp),
+	}
+}
+
+// addErr records an error as a logger would print it.
+func (s *relSignals) addErr(err error) {
+	if err == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.extra = append(s.extra, err.Error(), fmt.Sprintf("%v", err), fmt.Sprintf("%+v", err), fmt.Sprintf("%q", err))
+}
+
+func (s *relSignals) addCheckouts(cs []pgxleak.Checkout) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range cs {
+		s.extra = append(s.extra, fmt.Sprintf("%+v", c), c.String(), c.StackString())
+	}
+}
+
+// dump renders every signal captured so far as text.
+func (s *relSignals) dump(t *testing.T) string {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString("== logs\n")
+	b.WriteString(s.logs.String())
+	b.WriteString("== leak reports\n")
+	for _, l := range s.leaks.all() {
+		fmt.Fprintf(&b, "%s\n%+v\n%s\n", l, l, l.StackString())
+	}
+	b.WriteString("== spans\n")
+	var spans []sdktrace.ReadOnlySpan
+	for _, sp := range s.spans.Started() {
+		spans = append(spans, sp)
+	}
+	spans = append(spans, s.spans.Ended()...)
+	for _, sp := range spans {
+		fmt.Fprintf(&b, "span %q status %v %q\n", sp.Name(), sp.Status().Code, sp.Status().Description)
+		for _, a := range sp.Attributes() {
+			fmt.Fprintf(&b, "  %s=%s\n", a.Key, a.Value.Emit())
+		}
+		for _, e := range sp.Events() {
+			fmt.Fprintf(&b, "  event %q\n", e.Name)
+			for _, a := range e.Attributes {
+				fmt.Fprintf(&b, "    %s=%s\n", a.Key, a.Value.Emit())
+			}
+		}
+		for _, l := range sp.Links() {
+			for _, a := range l.Attributes {
+				fmt.Fprintf(&b, "  link %s=%s\n", a.Key, a.Value.Emit())
+			}
+		}
+		for _, a := range sp.Resource().Attributes() {
+			fmt.Fprintf(&b, "  resource %s=%s\n", a.Key, a.Value.Emit())
+		}
+	}
+	b.WriteString("== metrics\n")
+	var rm metricdata.ResourceMetrics
+	if err := s.reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatalf("collecting metrics: %v", err)
+	}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			fmt.Fprintf(&b, "metric %s %q %s\n", m.Name, m.Description, m.Unit)
+			for _, set := range relDataPointAttrs(m.Data) {
+				fmt.Fprintf(&b, "  %s\n", set)
+			}
+			fmt.Fprintf(&b, "  %+v\n", m.Data)
+		}
+	}
+	b.WriteString("== errors, checkouts, LeakErrors\n")
+	s.mu.Lock()
+	b.WriteString(strings.Join(s.extra, "\n"))
+	s.mu.Unlock()
+	return b.String()
+}
+
+// relDataPointAttrs returns the encoded attribute sets of every data point.
+func relDataPointAttrs(data metricdata.Aggregation) []string {
+	var out []string
+	add := func(enc string) { out = append(out, enc) }
+	switch d := data.(type) {
+	case metricdata.Gauge[int64]:
+		for _, p := range d.DataPoints {
+			add(p.Attributes.Encoded(nil))
+		}
+	case metricdata.Gauge[float64]:
+		for _, p := range d.DataPoints {
+			add(p.Attributes.Encoded(nil))
+		}
+	case metricdata.Sum[int64]:
+		for _, p := range d.DataPoints {
+			add(p.Attributes.Encoded(nil))
+		}
+	case metricdata.Sum[float64]:
+		for _, p := range d.DataPoints {
+			add(p.Attributes.Encoded(nil))
+		}
+	case metricdata.Histogram[int64]:
+		for _, p := range d.DataPoints {
+			add(p.Attributes.Encoded(nil))
+		}
+	case metricdata.Histogram[float64]:
+		for _, p := range d.DataPoints {
+			add(p.Attributes.Encoded(nil))
+		}
+	default:
+		add(fmt.Sprintf("%+v", d))
+	}
+	return out
+}
+
+// relAbsent fails t if any of secrets appears in text, showing where.
+func relAbsent(t *testing.T, what, text string, secrets ...string) {
+	t.Helper()
+	for _, s := range secrets {
+		if s == "" {
+			continue
+		}
+		if i := strings.Index(text, s); i >= 0 {
+			lo, hi := max(0, i-300), min(len(text), i+len(s)+100)
+			t.Errorf("%s contains %q:\n...%s...", what, s, text[lo:hi])
+		}
+	}
+}
+
+// relPasswordForms returns the spellings of pw an emitted text could carry:
+// raw, URL-encoded both ways, and its random core alone (which catches a
+// partial leak).
+func relPasswordForms(pw, core string) []string {
+	return []string{pw, url.PathEscape(pw), url.QueryEscape(pw), strings.TrimPrefix(url.UserPassword("", pw).String(), ":"), core}
+}
+
+// relScramCluster starts a private cluster where role app must log in over
+// TCP with scram-sha-256, and returns it with the role's password.
+func relScramCluster(t *testing.T) (cl *pgtest.Cluster, pw, core string) {
+	t.Helper()
+	cl = pgtest.NewCluster(t, pgtest.Setting("password_encryption", "scram-sha-256"))
+	core = relRandHex(8)
+	pw = "Pw7:" + core + "/@x"
+	admin := relAdmin(t, cl)
+	ctx := t.Context()
+	for _, q := range []string{
+		"CREATE ROLE app LOGIN PASSWORD '" + pw + "'",
+		"CREATE DATABASE appdb OWNER app",
+	} {
+		if _, err := admin.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	var scram bool
+	if err := admin.QueryRow(ctx, "SELECT rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid WHERE rolname = 'app'").Scan(&scram); err != nil || !scram {
+		t.Fatalf("app's password is not stored as a SCRAM verifier: %v, %v", scram, err)
+	}
+	if err := cl.RequirePassword(); err != nil {
+		t.Fatal(err)
+	}
+	// The role really needs its password now.
+	for _, bad := range []string{"", "wrong-" + relRandHex(4)} {
+		u := url.URL{Scheme: "postgres", User: url.UserPassword("app", bad), Host: fmt.Sprintf("127.0.0.1:%d", cl.Port()), Path: "/appdb", RawQuery: "sslmode=disable"}
+		c, err := pgx.Connect(ctx, u.String())
+		if err == nil {
+			_ = c.Close(ctx)
+			t.Fatalf("app connected with password %q: pg_hba does not require scram", bad)
+		}
+	}
+	return cl, pw, core
+}
+
+func relAppURL(port int, pw, db string, query string) string {
+	u := url.URL{Scheme: "postgres", User: url.UserPassword("app", pw), Host: fmt.Sprintf("127.0.0.1:%d", port), Path: "/" + db, RawQuery: query}
+	return u.String()
+}
+
+func relAppKV(port int, pw, db string) string {
+	return fmt.Sprintf("host=127.0.0.1 port=%d user=app password='%s' dbname=%s sslmode=disable", port, pw, db)
+}
+
+// TestSecretsNeverEmitted runs a pool authenticated with scram-sha-256
+// through every kind of signal: warm-up, capacity check, queries with
+// bound arguments, a suspected leak and its resolution, Rows dropped
+// unclosed, connection waits, a failing keep-idle task, Drain with
+// connections still out; and errors from wrong passwords, unreachable
+// hosts, malformed DSNs and a missing database. No signal may contain the
+// password (in any spelling, or its random core), the DSN, or a bound
+// argument. It is not parallel because it also captures slog.Default.
+func TestSecretsNeverEmitted(t *testing.T) {
+	cl, pw, core := relScramCluster(t)
+	port := cl.Port()
+	arg := "card-" + relRandHex(8) // a bound argument that must never be reported
+	sig := newRelSignals(t)
+	prev := slog.Default()
+	slog.SetDefault(sig.logger())
+	t.Cleanup(func() { slog.SetDefault(prev) })
+
+	dsns := map[string]string{
+		"url": relAppURL(port, pw, "appdb", "sslmode=disable"),
+		"kv":  relAppKV(port, pw, "appdb"),
+	}
+	for form, dsn := range dsns {
+		t.Run(form, func(t *testing.T) {
+			opts := append(sig.options(),
+				pgxleak.WithMaxOpenConns(3), pgxleak.WithMinIdleConns(1), pgxleak.WithCapacityCheck(1000),
+				pgxleak.WithLeakThreshold(100*time.Millisecond), pgxleak.WithReportInterval(0),
+				pgxleak.WithSlowWaitThreshold(time.Millisecond), pgxleak.WithWaitSampleInterval(20*time.Millisecond),
+				pgxleak.WithConnMaxIdleTime(100*time.Millisecond))
+			db, err := pgxleak.Open("pgx", dsn, opts...)
+			if err != nil {
+				t.Fatalf("Open: %v", err)
+			}
+			defer db.Close()
+			relExercise(t, sig, db, arg)
+
+			// A connection held to the end, for Drain below.
+			ctx := t.Context()
+			held, err := db.Conn(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer held.Close()
+			heldPID, err := relBackendPID(ctx, held)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := held.ExecContext(ctx, "SELECT $1::text", arg); err != nil {
+				t.Fatal(err)
+			}
+
+			// The keep-idle task fails once the role may no longer log in,
+			// and logs the server's error.
+			admin := relAdmin(t, cl)
+			if _, err := admin.Exec(ctx, "ALTER ROLE app NOLOGIN"); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _, _ = admin.Exec(context.Background(), "ALTER ROLE app LOGIN") }()
+			if _, err := admin.Exec(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'app' AND pid <> $1", heldPID); err != nil {
+				t.Fatal(err)
+			}
+			pgtest.WaitFor(t, 20*time.Second, "the keep-idle task to log its failure", func() bool {
+				return strings.Contains(sig.logs.String(), "is not permitted to log in")
+			})
+			if _, err := admin.Exec(ctx, "ALTER ROLE app LOGIN"); err != nil {
+				t.Fatal(err)
+			}
+
+			// Drain with connections still out: the one whose Rows were
+			// dropped, and the one held on purpose.
+			dctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+			defer cancel()
+			err = pgxleak.Drain(dctx, db)
+			var le *pgxleak.LeakError
+			if !errors.As(err, &le) || len(le.Checkouts) < 2 {
+				t.Fatalf("Drain: %v, want a LeakError with the dropped Rows' and the held connection", err)
+			}
+			sig.addErr(err)
+		})
+	}
+
+	// Errors, from every way of opening a pool.
+	closed := relClosedPort(t)
+	wrong := "Wr0ng:" + relRandHex(8) + "/@x"
+	errCases := []struct {
+		name, dsn, want string
+	}{
+		{"wrong password", relAppURL(port, wrong, "appdb", "sslmode=disable"), "28P01"},
+		{"wrong password kv", relAppKV(port, wrong, "appdb"), "28P01"},
+		{"unreachable host", relAppURL(closed, pw, "appdb", "sslmode=disable&connect_timeout=5"), "refused"},
+		{"unreachable host kv", relAppKV(closed, pw, "appdb"), "refused"},
+		{"wrong database", relAppURL(port, pw, "nosuchdb", "sslmode=disable"), "3D000"},
+		{"bad sslmode", relAppURL(port, pw, "appdb", "sslmode=bogus"), "sslmode is invalid"},
+		{"bad port", "postgres://app:" + pw + "@127.0.0.1:notaport/appdb", "invalid port"},
+		{"bad url", "postgres://app:" + pw + "@[::1/appdb", "cannot parse"},
+		{"unencoded password", "postgres://app:" + pw + "@127.0.0.1:" + fmt.Sprint(port) + "/appdb?sslmode=disable", ""},
+		{"kv password with spaces", fmt.Sprintf("host=127.0.0.1 port=%d user=app password = '%s' sslmode=bogus", port, pw), "sslmode is invalid"},
+		{"kv unterminated quote", fmt.Sprintf("host=127.0.0.1 port=%d user=app password='%s sslmode=disable", port, pw), "unterminated"},
+		// An upper-case scheme is not a URL to pgx: the whole DSN becomes one
+		// startup parameter, which the server quotes back.
+		{"dsn echoed by the server", fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=postgres sslmode=disable POSTGRES://app:%s@h/appdb?x=y", port, pw), "42704"},
+	}
+	for _, tc := range errCases {
+		t.Run("error/"+tc.name, func(t *testing.T) {
+			var errs []error
+			db, err := pgxleak.Open("pgx", tc.dsn, append(sig.options(), pgxleak.WithMinIdleConns(1))...)
+			if err == nil {
+				_ = db.Close()
+			}
+			errs = append(errs, err)
+			if db, err := pgxleak.Open("pgx", tc.dsn, sig.options()...); err != nil {
+				errs = append(errs, err)
+			} else {
+				errs = append(errs, db.PingContext(t.Context()))
+				_ = db.Close()
+			}
+			if db, err := sql.Open(pgxleak.DriverName, tc.dsn); err != nil {
+				errs = append(errs, err)
+			} else {
+				errs = append(errs, db.PingContext(t.Context()))
+				_ = db.Close()
+			}
+			if cfg, err := pgx.ParseConfig(tc.dsn); err == nil {
+				db, err := pgxleak.OpenDB(stdlib.GetConnector(*cfg), sig.options()...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				errs = append(errs, db.PingContext(t.Context()))
+				_ = db.Close()
+			}
+			if tc.name == "unencoded password" {
+				// pgx may or may not make sense of it; either way it must not
+				// be quoted back.
+				for _, err := range errs {
+					sig.addErr(err)
+				}
+				return
+			}
+			for i, err := range errs {
+				if err == nil {
+					t.Fatalf("way %d of opening succeeded", i)
+				}
+				if !strings.Contains(err.Error(), tc.want) {
+					t.Errorf("way %d: %v, want it to say %q", i, err, tc.want)
+				}
+				sig.addErr(err)
+			}
+			if tc.want == "28P01" {
+				var pgErr *pgconn.PgError
+				if !errors.As(errs[0], &pgErr) || pgErr.Code != "28P01" {
+					t.Errorf("the server's PgError did not pass through: %v", errs[0])
+				}
+			}
+			if !strings.Contains(errs[0].Error(), "WithMinIdleConns") {
+				t.Errorf("Open's warm-up error does not name WithMinIdleConns: %v", errs[0])
+			}
+		})
+	}
+
+	out := sig.dump(t)
+	// The capture is not vacuous: every kind of signal was emitted.
+	for _, want := range []string{
+		"kind=suspected", `"kind":"suspected"`, "garbage_collected", "still_out", "returned after",
+		"do not fit", "keeping idle connections", "SELECT $1::text",
+		"span ", "metric db.client.connection", "db.client.connection.pool.name=127.0.0.1:",
+		"password authentication failed", "connection refused", "does not exist", "xxxxx",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no signal says %q: the capture missed something", want)
+		}
+	}
+	secrets := append(relPasswordForms(pw, core), relPasswordForms(wrong, wrong[6:22])...)
+	for _, dsn := range dsns {
+		secrets = append(secrets, dsn)
+	}
+	relAbsent(t, "emitted signals", out, secrets...)
+	relAbsent(t, "emitted signals (bound argument)", out, arg)
+	if t.Failed() {
+		t.Logf("all signals:\n%s", out)
+	}
+}
+
+// relExercise makes db emit every kind of signal, with arg as a bound
+// argument wherever a statement takes one.
+func relExercise(t *testing.T, sig *relSignals, db *sql.DB, arg string) {
+	t.Helper()
+	ctx := t.Context()
+	var s string
+	if err := db.QueryRowContext(ctx, "SELECT $1::text", arg).Scan(&s); err != nil || s != arg {
+		t.Fatalf("query: %q, %v", s, err)
+	}
+	if _, err := db.ExecContext(ctx, "SELECT $1::text", arg); err != nil {
+		t.Fatal(err)
+	}
+	stmt, err := db.PrepareContext(ctx, "SELECT $1::text")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stmt.QueryRowContext(ctx, arg).Scan(&s); err != nil {
+		t.Fatal(err)
+	}
+	_ = stmt.Close()
+
+	// A suspected leak, then its return.
+	c, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.QueryRowContext(ctx, "SELECT $1::text", arg).Scan(&s); err != nil {
+		t.Fatal(err)
+	}
+	sig.leaks.wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected && !l.Resolved })
+	sig.addCheckouts(pgxleak.Checkouts(db))
+	for _, co := range pgxleak.Checkouts(db) {
+		if co.LastStatement != "SELECT $1::text" {
+			t.Errorf("LastStatement = %q, want the statement without its argument", co.LastStatement)
+		}
+	}
+	// Waiters behind all the pool's connections, held, for wait metrics
+	// and spans.
+	held := []*sql.Conn{c}
+	for len(held) < db.Stats().MaxOpenConnections {
+		c2, err := db.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c2.PingContext(ctx); err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c2)
+	}
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() {
+			var s string
+			if err := db.QueryRowContext(ctx, "SELECT $1::text", arg).Scan(&s); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	pgtest.WaitFor(t, 10*time.Second, "waiters", func() bool { return db.Stats().WaitCount >= 1 })
+	time.Sleep(100 * time.Millisecond) // let the waits last several sampling intervals
+	for _, c := range held {
+		_ = c.Close()
+	}
+	wg.Wait()
+	sig.leaks.wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Resolved })
+
+	// Rows dropped without Close, on a context that is never cancelled.
+	func() {
+		rows, err := db.QueryContext(context.Background(), "SELECT $1::text", arg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = rows
+	}()
+	pgtest.WaitFor(t, 20*time.Second, "the dropped Rows to be reported", func() bool {
+		runtime.GC()
+		for _, l := range sig.leaks.all() {
+			if l.Kind == pgxleak.LeakGarbageCollected {
+				return true
+			}
+		}
+		return false
+	})
+	sig.addCheckouts(pgxleak.Checkouts(db))
+}
+
+// relClosedPort returns a TCP port on 127.0.0.1 that nothing listens on.
+func relClosedPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	_ = l.Close()
+	return port
+}
+
+// TestSecretsWithoutStatements: with WithoutStatements, no statement text
+// reaches any signal; without it (the control), the same run reports the
+// statement, so the search is not vacuous.
+func TestSecretsWithoutStatements(t *testing.T) {
+	t.Parallel()
+	for _, without := range []bool{true, false} {
+		t.Run(fmt.Sprintf("WithoutStatements=%v", without), func(t *testing.T) {
+			t.Parallel()
+			marker := "stmt_marker_" + relRandHex(6)
+			q := "SELECT $1::text AS " + marker
+			sig := newRelSignals(t)
+			opts := append(sig.options(), pgxleak.WithLeakThreshold(100*time.Millisecond), pgxleak.WithReportInterval(0),
+				pgxleak.WithMaxOpenConns(2), pgxleak.WithSlowWaitThreshold(time.Millisecond), pgxleak.WithWaitSampleInterval(20*time.Millisecond))
+			if without {
+				opts = append(opts, pgxleak.WithoutStatements())
+			}
+			db, _ := openTest(t, opts...)
+			ctx := t.Context()
+			c, err := db.Conn(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var s string
+			if err := c.QueryRowContext(ctx, q, "x").Scan(&s); err != nil {
+				t.Fatal(err)
+			}
+			sig.leaks.wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected })
+			// A waiter behind the two held connections.
+			c2, err := db.Conn(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c2.ExecContext(ctx, q, "y"); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { _, err := db.ExecContext(ctx, q, "z"); done <- err }()
+			pgtest.WaitFor(t, 10*time.Second, "a waiter", func() bool { return db.Stats().WaitCount >= 1 })
+			time.Sleep(100 * time.Millisecond) // let the wait span several sampling intervals
+			sig.addCheckouts(pgxleak.Checkouts(db))
+			_ = c2.Close()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			func() {
+				rows, err := db.QueryContext(context.Background(), q, "w")
+				if err != nil {
+					t.Fatal(err)
+				}
+				_ = rows
+			}()
+			pgtest.WaitFor(t, 20*time.Second, "the dropped Rows to be reported", func() bool {
+				runtime.GC()
+				for _, l := range sig.leaks.all() {
+					if l.Kind == pgxleak.LeakGarbageCollected {
+						return true
+					}
+				}
+				return false
+			})
+			dctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+			defer cancel()
+			err = pgxleak.Drain(dctx, db)
+			sig.addErr(err)
+			_ = c.Close()
+			for _, l := range sig.leaks.all() {
+				if without && l.LastStatement != "" {
+					t.Errorf("%s report has LastStatement %q", l.Kind, l.LastStatement)
+				}
+			}
+			out := sig.dump(t)
+			if without {
+				relAbsent(t, "signals with WithoutStatements", out, marker)
+			} else if !strings.Contains(out, marker) {
+				t.Errorf("without WithoutStatements no signal carries the statement: the search is vacuous\n%s", out)
+			}
+		})
+	}
+}
