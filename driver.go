@@ -118,11 +118,15 @@ func openDB(c driver.Connector, cfg *config, defaultName string, secrets ...stri
 	wc.secrets = secrets
 	db := sql.OpenDB(wc)
 	p.db = db
-	p.start()
+	// The monitor starts after the warm-up: its keep-idle task holds
+	// connections while waiting for more, as the warm-up does, and the two
+	// at once can deadlock a small pool. Close copes with a pool whose
+	// monitor never started.
 	if err := p.tune(db); err != nil {
 		_ = db.Close()
 		return nil, err
 	}
+	p.start()
 	return db, nil
 }
 

@@ -718,3 +718,36 @@ func TestFaultNetwork(t *testing.T) {
 		byDeadline(t, "8 MiB at 256 KiB/s with a 300ms deadline", err, took, 300*time.Millisecond)
 	})
 }
+
+// TestFaultSlowWarmUp: while Open warms connections up, slowly (a remote
+// server, TLS, scram), the pool's keep-idle task must not run: both hold
+// the connections they got while waiting for the rest, so two of them at
+// once can deadlock a small pool until the 30 s warm-up timeout (fuzzing
+// found it). Here the connections only open when the test says so; over
+// ten keep-idle periods, only the warm-up's two may be attempted.
+func TestFaultSlowWarmUp(t *testing.T) {
+	t.Parallel()
+	fc := &relFakeConnector{gate: make(chan struct{})}
+	type result struct {
+		db  *sql.DB
+		err error
+	}
+	opened := make(chan result, 1)
+	go func() {
+		db, err := pgxleak.OpenDB(fc, pgxleak.WithMaxOpenConns(4), pgxleak.WithMinIdleConns(2),
+			pgxleak.WithConnMaxIdleTime(20*time.Millisecond), // keep-idle every 10 ms
+			pgxleak.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+		opened <- result{db, err}
+	}()
+	pgtest.WaitFor(t, 10*time.Second, "the warm-up's two connection attempts", func() bool { return fc.attempts.Load() >= 2 })
+	time.Sleep(100 * time.Millisecond) // ten keep-idle periods in which nothing else may connect
+	if n := fc.attempts.Load(); n != 2 {
+		t.Errorf("%d connection attempts during Open's warm-up of 2: the keep-idle task ran alongside it", n)
+	}
+	close(fc.gate)
+	r := <-opened
+	if r.err != nil {
+		t.Fatalf("Open: %v", r.err)
+	}
+	_ = r.db.Close()
+}

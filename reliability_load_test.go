@@ -257,9 +257,21 @@ func TestLoadMemoryFlatPostgres(t *testing.T) {
 
 // relFakeConnector is an in-process driver: every statement succeeds at
 // once and returns one row with one column.
-type relFakeConnector struct{ opened atomic.Int64 }
+type relFakeConnector struct {
+	opened   atomic.Int64
+	attempts atomic.Int64
+	gate     chan struct{} // if set, Connect waits until it is closed
+}
 
-func (c *relFakeConnector) Connect(context.Context) (driver.Conn, error) {
+func (c *relFakeConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	c.attempts.Add(1)
+	if c.gate != nil {
+		select {
+		case <-c.gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	c.opened.Add(1)
 	return &relFakeConn{}, nil
 }
