@@ -38,7 +38,15 @@ type Driver struct {
 // database/sql never calls it, because Driver implements
 // [driver.DriverContext]; it exists to satisfy [driver.Driver].
 func (d *Driver) Open(name string) (driver.Conn, error) {
-	return d.inner.Open(name)
+	return d.wrapped().Open(name)
+}
+
+// wrapped returns the wrapped driver; the zero Driver wraps pgx's.
+func (d *Driver) wrapped() driver.Driver {
+	if d.inner == nil {
+		return stdlib.GetDefaultDriver()
+	}
+	return d.inner
 }
 
 // OpenConnector parses name with the wrapped driver and returns a connector
@@ -47,7 +55,7 @@ func (d *Driver) Open(name string) (driver.Conn, error) {
 // which a driver never sees; use [Open] for the tuned defaults.
 func (d *Driver) OpenConnector(name string) (driver.Connector, error) {
 	secrets := dsnSecrets(name)
-	c, err := connectorFor(d.inner, name)
+	c, err := connectorFor(d.wrapped(), name)
 	if err != nil {
 		return nil, redactError(err, secrets)
 	}
@@ -180,6 +188,8 @@ func newConnector(c driver.Connector, p *pool) *connector {
 // connection is checked out right away and the checkout is recorded here.
 func (c *connector) Connect(ctx context.Context) (driver.Conn, error) {
 	p := c.pool
+	p.handingOut.Add(1) // before the draining check, so Drain sees it
+	defer p.handingOut.Add(-1)
 	if p.draining.Load() {
 		return nil, ErrDraining
 	}
@@ -189,6 +199,10 @@ func (c *connector) Connect(ctx context.Context) (driver.Conn, error) {
 		// A DSN that does not parse is quoted back with best-effort
 		// redaction only, and the server may echo a misplaced one.
 		return nil, redactError(err, c.secrets)
+	}
+	if p.draining.Load() { // Drain began while connecting
+		_ = inner.Close()
+		return nil, ErrDraining
 	}
 	wc := p.newConn(inner)
 	p.observeCreate(p.now() - start) // after newConn, which may name the pool
@@ -420,7 +434,10 @@ type connSessionResetter conn
 // been used before. An expired connection, or any while the pool drains, is
 // answered with ErrBadConn, which makes database/sql discard it and retry.
 func (c *connSessionResetter) ResetSession(ctx context.Context) error {
-	now := c.pool.now() // one clock read for the expiry check and the checkout
+	p := c.pool
+	p.handingOut.Add(1) // before the draining check in reusableAt, so Drain sees it
+	defer p.handingOut.Add(-1)
+	now := p.now() // one clock read for the expiry check and the checkout
 	if !c.reusableAt(now) {
 		return driver.ErrBadConn
 	}
@@ -430,6 +447,9 @@ func (c *connSessionResetter) ResetSession(ctx context.Context) error {
 	err := c.inner.(driver.SessionResetter).ResetSession(ctx)
 	if errors.Is(err, driver.ErrBadConn) {
 		return err
+	}
+	if p.draining.Load() { // Drain began during the reset
+		return driver.ErrBadConn
 	}
 	c.mu.Lock()
 	if c.state == stateIdle {
@@ -504,13 +524,13 @@ type tx struct {
 
 func (t *tx) Commit() error {
 	err := t.inner.Commit()
-	t.c.afterTx()
+	t.c.afterTx(err)
 	return err
 }
 
 func (t *tx) Rollback() error {
 	err := t.inner.Rollback()
-	t.c.afterTx()
+	t.c.afterTx(err)
 	return err
 }
 

@@ -205,6 +205,9 @@ func TestConnectionLeftInTransactionIsDiscarded(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Close()
+	if st := db.Stats(); st.Idle != 0 || st.OpenConnections != 0 {
+		t.Fatalf("a connection left inside a transaction went back to the pool: %+v", st)
+	}
 	var pid2 int
 	if err := db.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&pid2); err != nil {
 		t.Fatal(err)
@@ -254,4 +257,36 @@ func TestSqlmockErrorsPassThrough(t *testing.T) {
 		t.Fatalf("tracker saw %d checkouts, %d returns; want 3, 3", st.Checkouts, st.Returns)
 	}
 	pgxleak.VerifyNone(t, db)
+}
+
+// TestFailedRollbackDiscardsConnection: for a driver whose transaction
+// state pgxleak cannot read, a failed Rollback leaves the session in an
+// unknown state; the connection must not go back to the pool.
+func TestFailedRollbackDiscardsConnection(t *testing.T) {
+	mdb, mock, err := sqlmock.NewWithDSN("failed_rollback_discards")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mdb.Close()
+	db, err := pgxleak.Open("sqlmock", "failed_rollback_discards", pgxleak.WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	mock.ExpectBegin()
+	mock.ExpectRollback().WillReturnError(errors.New("connection lost during rollback"))
+	mock.ExpectClose()
+	tx, err := db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rollback(); err == nil {
+		t.Fatal("Rollback succeeded")
+	}
+	if st := db.Stats(); st.OpenConnections != 0 || st.Idle != 0 {
+		t.Fatalf("the connection went back to the pool: %+v", st)
+	}
+	if st := pgxleak.PoolStats(db); st.Checkouts != 1 || st.Returns != 1 {
+		t.Fatalf("tracker %+v", st)
+	}
 }

@@ -1,6 +1,7 @@
 package pgxleak
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"database/sql/driver"
@@ -16,6 +17,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -302,7 +304,7 @@ func Drain(ctx context.Context, db *sql.DB) error {
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	var cause error
-	for p.inUse() > 0 && cause == nil {
+	for (p.returnable() > 0 || p.handingOut.Load() > 0) && cause == nil {
 		select {
 		case <-ctx.Done():
 			cause = ctx.Err()
@@ -365,6 +367,7 @@ type connState struct {
 	txStatus   byte
 	suspected  bool
 	gcLeaked   bool
+	broken     bool  // a transaction ended in an unknown state; discard at return
 	uses       int64 // user checkouts, for WithMaxUses and sampling
 	checkouts  uint64
 	returns    uint64
@@ -399,7 +402,7 @@ func (c *connState) checkoutAtLocked(ctx context.Context, now int64) {
 	c.checkoutAt = now
 	c.ctx = ctx
 	_, c.internal = ctx.(*internalContext)
-	c.suspected, c.gcLeaked = false, false
+	c.suspected, c.gcLeaked, c.statement = false, false, ""
 	c.npcs = 0
 	if c.internal {
 		return
@@ -447,7 +450,8 @@ func (c *connState) checkin() (discard bool) {
 	if c.state == stateOut {
 		c.returnLocked(now)
 	}
-	discard = p.cfg.maxUses > 0 && c.uses >= p.cfg.maxUses ||
+	discard = c.broken ||
+		p.cfg.maxUses > 0 && c.uses >= p.cfg.maxUses ||
 		c.expiresAt != 0 && now >= c.expiresAt
 	c.mu.Unlock()
 	return discard
@@ -468,12 +472,8 @@ func (c *connState) returnLocked(now int64) {
 	c.ctx = nil
 }
 
-// reusable reports whether an idle connection may be checked out again.
-func (c *connState) reusable() bool {
-	return !c.pool.draining.Load() && (c.expiresAt == 0 || c.pool.now() < c.expiresAt)
-}
-
-// reusableAt is reusable at pool time now.
+// reusableAt reports whether an idle connection may be checked out again
+// at pool time now: not while draining, not past its jittered lifetime.
 func (c *connState) reusableAt(now int64) bool {
 	return !c.pool.draining.Load() && (c.expiresAt == 0 || now < c.expiresAt)
 }
@@ -493,12 +493,21 @@ func (c *connState) afterStatement() {
 	c.mu.Unlock()
 }
 
-func (c *connState) afterTx() {
+// afterTx records the end of a transaction. pgx reports its true state,
+// which IsValid checks; for another driver a failed Commit or Rollback
+// leaves the session's state unknown, so the connection is discarded at
+// its return rather than handed to the next caller mid-transaction.
+func (c *connState) afterTx(err error) {
 	if c.pgx != nil {
 		c.afterStatement()
 		return
 	}
-	c.setTxStatus(txIdle)
+	c.mu.Lock()
+	c.txStatus = txIdle
+	if err != nil {
+		c.txStatus, c.broken = txUnknown, true
+	}
+	c.mu.Unlock()
 }
 
 func (c *connState) setTxStatus(st byte) {
@@ -632,6 +641,9 @@ type pool struct {
 	db          *sql.DB // nil when opened by sql.Open("pgxleak", ...)
 	epoch       time.Time
 	draining    atomic.Bool
+	handingOut  atomic.Int64 // Connect and ResetSession calls under way; Drain waits for them
+	keeping     atomic.Bool  // a keepMinIdle runs
+	background  sync.WaitGroup
 	internalCtx context.Context
 	cancel      context.CancelFunc
 	tel         *telemetry
@@ -690,12 +702,18 @@ func (p *pool) name() string {
 	return p.poolName
 }
 
+// logger returns the pool's logger; WithLogger(nil) discards.
 func (p *pool) logger() *slog.Logger {
-	if p.cfg.loggerSet {
-		return p.cfg.logger
+	if !p.cfg.loggerSet {
+		return slog.Default()
 	}
-	return slog.Default()
+	if p.cfg.logger == nil {
+		return discardLogger
+	}
+	return p.cfg.logger
 }
+
+var discardLogger = slog.New(slog.DiscardHandler)
 
 // newConn registers a freshly connected driver connection.
 func (p *pool) newConn(inner driver.Conn) *conn {
@@ -757,9 +775,11 @@ func (p *pool) each(f func(c *connState)) {
 	}
 }
 
-func (p *pool) inUse() (n int) {
+// returnable counts the connections out that may still come back: a
+// connection whose Rows was garbage-collected never will.
+func (p *pool) returnable() (n int) {
 	p.each(func(c *connState) {
-		if c.state == stateOut && !c.internal {
+		if c.state == stateOut && !c.internal && !c.gcLeaked {
 			n++
 		}
 	})
@@ -774,7 +794,7 @@ func (p *pool) outSnapshots() []snapshot {
 			out = append(out, c.snapshotLocked(now))
 		}
 	})
-	slices.SortFunc(out, func(a, b snapshot) int { return int(a.checkoutAt - b.checkoutAt) })
+	slices.SortFunc(out, func(a, b snapshot) int { return cmp.Compare(a.checkoutAt, b.checkoutAt) })
 	return out
 }
 
@@ -821,7 +841,7 @@ func (p *pool) stillOut() []Checkout {
 	for i, s := range snaps {
 		out[i] = p.describe(s)
 		p.stillOutLeaks.Add(1)
-		p.emit(report{kind: LeakStillOut, snap: s})
+		p.enqueue(report{kind: LeakStillOut, snap: s}) // emitted by the monitor before close returns
 	}
 	return out
 }
@@ -839,10 +859,10 @@ func (p *pool) describe(s snapshot) Checkout {
 	c := Checkout{
 		Pool:          p.name(),
 		Stack:         fromStackFrames(frames),
-		CheckedOutAt:  p.epoch.Add(time.Duration(s.checkoutAt)),
+		CheckedOutAt:  p.epoch.Add(time.Duration(s.checkoutAt)).Round(0),
 		Held:          time.Duration(s.held),
 		BackendPID:    s.pid,
-		LastStatement: s.statement,
+		LastStatement: truncateStatement(s.statement),
 		TxStatus:      txStatusString(s.txStatus),
 		Suspected:     s.suspected,
 	}
@@ -850,6 +870,21 @@ func (p *pool) describe(s snapshot) Checkout {
 		c.Culprit = Frame(frames[i])
 	}
 	return c
+}
+
+// maxStatement bounds the statement text in reports and spans: generated
+// SQL can be megabytes long.
+const maxStatement = 1024
+
+func truncateStatement(s string) string {
+	if len(s) <= maxStatement {
+		return s
+	}
+	cut := maxStatement
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 func fromStackFrames(fs []stack.Frame) []Frame {
@@ -911,7 +946,10 @@ func (p *pool) emit(r report) {
 	key := reportKey{kind: l.Kind, resolved: l.Resolved, culprit: l.Culprit}
 	rate := p.seen[key]
 	now := time.Now()
-	if rate == nil {
+	if l.Kind == LeakStillOut {
+		// The final list at Drain or Close: nothing comes after it to
+		// carry a count, so every one is delivered.
+	} else if rate == nil {
 		rate = &reportRate{}
 		p.seen[key] = rate
 	} else if now.Sub(rate.last) < p.cfg.reportInterval {
@@ -919,36 +957,37 @@ func (p *pool) emit(r report) {
 		p.reportMu.Unlock()
 		return
 	}
-	l.Repeats, rate.suppressed, rate.last = rate.suppressed, 0, now
+	if rate != nil {
+		l.Repeats, rate.suppressed, rate.last = rate.suppressed, 0, now
+	}
 	p.reportMu.Unlock()
 
-	if lg := p.logger(); lg != nil {
-		level := slog.LevelWarn
-		if l.Resolved {
-			level = slog.LevelInfo
-		}
-		attrs := []slog.Attr{
-			slog.String("kind", l.Kind.String()),
-			slog.String("pool", l.Pool),
-			slog.String("culprit", l.Culprit.String()),
-			slog.Duration("held", l.Held),
-			slog.Time("checked_out_at", l.CheckedOutAt),
-			slog.String("tx_status", l.TxStatus),
-		}
-		if l.BackendPID != 0 {
-			attrs = append(attrs, slog.Any("backend_pid", l.BackendPID))
-		}
-		if l.LastStatement != "" {
-			attrs = append(attrs, slog.String("last_statement", l.LastStatement))
-		}
-		if l.Repeats > 0 {
-			attrs = append(attrs, slog.Int("repeats", l.Repeats))
-		}
-		if !l.Resolved && len(l.Stack) > 0 {
-			attrs = append(attrs, slog.String("stack", l.StackString()))
-		}
-		lg.LogAttrs(context.Background(), level, l.String(), attrs...)
+	lg := p.logger()
+	level := slog.LevelWarn
+	if l.Resolved {
+		level = slog.LevelInfo
 	}
+	attrs := []slog.Attr{
+		slog.String("kind", l.Kind.String()),
+		slog.String("pool", l.Pool),
+		slog.String("culprit", l.Culprit.String()),
+		slog.Duration("held", l.Held),
+		slog.Time("checked_out_at", l.CheckedOutAt),
+		slog.String("tx_status", l.TxStatus),
+	}
+	if l.BackendPID != 0 {
+		attrs = append(attrs, slog.Any("backend_pid", l.BackendPID))
+	}
+	if l.LastStatement != "" {
+		attrs = append(attrs, slog.String("last_statement", l.LastStatement))
+	}
+	if l.Repeats > 0 {
+		attrs = append(attrs, slog.Int("repeats", l.Repeats))
+	}
+	if !l.Resolved && len(l.Stack) > 0 {
+		attrs = append(attrs, slog.String("stack", l.StackString()))
+	}
+	lg.LogAttrs(context.Background(), level, l.String(), attrs...)
 	if p.cfg.onLeak != nil {
 		p.cfg.onLeak(l) // after the log line, so a callback sees it written
 	}
@@ -1011,7 +1050,14 @@ func (p *pool) run() {
 		case <-scan:
 			p.scan()
 		case <-keep:
-			p.keepMinIdle(p.internalCtx)
+			// On its own goroutine, so that scans and reports never wait
+			// behind a slow connect; one at a time.
+			if p.keeping.CompareAndSwap(false, true) {
+				p.background.Go(func() {
+					defer p.keeping.Store(false)
+					p.keepMinIdle(p.internalCtx)
+				})
+			}
 		case <-waits:
 			p.tel.sampleWaitStats()
 		}
@@ -1029,7 +1075,7 @@ func (p *pool) close() {
 	p.closed = true
 	started := p.started
 	p.mu.Unlock()
-	p.cancel()
+	p.cancel() // stops the keeper's checkouts
 	p.stillOut()
 	if started {
 		close(p.stop)
@@ -1037,6 +1083,7 @@ func (p *pool) close() {
 	} else {
 		p.flush()
 	}
+	p.background.Wait()
 	p.tel.close()
 	openPools.remove(p)
 }

@@ -564,3 +564,44 @@ func TestLogReportLeadsWithCulprit(t *testing.T) {
 		t.Fatalf("log:\n%s\nwant it to contain:\n%s", buf.String(), want)
 	}
 }
+
+// TestLastStatementBelongsToTheCheckout: a new checkout does not inherit
+// the previous holder's statement.
+func TestLastStatementBelongsToTheCheckout(t *testing.T) {
+	db, _ := openTest(t, pgxleak.WithMaxOpenConns(1))
+	if _, err := db.Exec("SELECT 'previous request'"); err != nil {
+		t.Fatal(err)
+	}
+	c, err := db.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if cs := pgxleak.Checkouts(db); len(cs) != 1 || cs[0].LastStatement != "" {
+		t.Fatalf("Checkouts = %+v, want no statement yet", cs)
+	}
+}
+
+// TestDrainDoesNotWaitForGarbageCollectedLeaks: a connection whose Rows
+// was garbage-collected never comes back, so Drain reports it at once
+// instead of waiting for ctx.
+func TestDrainDoesNotWaitForGarbageCollectedLeaks(t *testing.T) {
+	rec := newLeakRecorder()
+	db, _ := openTest(t, rec.option())
+	line := leakRows(t, db)
+	deadline := time.Now().Add(10 * time.Second)
+	for pgxleak.PoolStats(db).GarbageCollected == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no garbage-collection report")
+		}
+		runtime.GC()
+		time.Sleep(5 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err := pgxleak.Drain(ctx, db)
+	var le *pgxleak.LeakError
+	if !errors.As(err, &le) || errors.Is(err, context.DeadlineExceeded) || len(le.Checkouts) != 1 || le.Checkouts[0].Culprit.Line != line {
+		t.Fatalf("Drain = %v; want the lost connection listed at once", err)
+	}
+}

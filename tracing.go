@@ -646,6 +646,12 @@ func (t *telemetry) handoff(ctx context.Context) {
 	if !t.armed.Load() {
 		return
 	}
+	// Only a recording span can carry the event: don't take db.mu (in
+	// Stats) on every checkout of a saturated pool for nothing.
+	span := trace.SpanFromContext(ctx)
+	if !span.IsRecording() {
+		return
+	}
 	db := t.db.Load()
 	if db == nil {
 		return
@@ -653,10 +659,6 @@ func (t *telemetry) handoff(ctx context.Context) {
 	total := int64(db.Stats().WaitDuration)
 	prev := t.handoffWait.Load()
 	if total <= prev || !t.handoffWait.CompareAndSwap(prev, total) {
-		return
-	}
-	span := trace.SpanFromContext(ctx)
-	if !span.IsRecording() {
 		return
 	}
 	estimate := min(total-prev, t.p.now()-t.armedAt.Load()+int64(t.interval))

@@ -233,7 +233,7 @@ func (p *pool) tune(db *sql.DB) error {
 	if c.checkInstances > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		capa, err := CheckCapacity(ctx, db, c.checkInstances)
+		capa, err := CheckCapacity(&internalContext{ctx}, db, c.checkInstances) // not a user checkout
 		switch {
 		case err != nil:
 			p.logger().Warn("pgxleak: capacity check failed", slog.String("pool", p.name()), slog.Any("error", err))

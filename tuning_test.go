@@ -310,3 +310,17 @@ func TestPoolNameHasNoCredentials(t *testing.T) {
 		t.Fatalf("pool name %q", name)
 	}
 }
+
+// TestNilLoggerAndCapacityCheck: WithLogger(nil) turns logging off, also
+// for the capacity warning, and the check is not a user checkout.
+func TestNilLoggerAndCapacityCheck(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	db, err := pgxleak.Open("pgx", dsn, pgxleak.WithLogger(nil), pgxleak.WithMaxOpenConns(50), pgxleak.WithCapacityCheck(1000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if st := pgxleak.PoolStats(db); st.Checkouts != 0 {
+		t.Fatalf("the capacity check counted as a user checkout: %+v", st)
+	}
+}

@@ -39,7 +39,7 @@ func (f Frame) ShortFile() string {
 // Location returns "dir/file.go:42 (pkg.func)".
 func (f Frame) Location() string {
 	if f.IsZero() {
-		return "unknown location (stack capture disabled)"
+		return "unknown location (no stack recorded for this checkout)"
 	}
 	return f.ShortFile() + ":" + strconv.Itoa(f.Line) + " (" + ShortFunction(f.Function) + ")"
 }
