@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -394,14 +395,23 @@ func BenchmarkPG(b *testing.B) {
 }
 
 // BenchmarkPGPaired measures the same as BenchmarkPG, but interleaved: a
-// plain pool and a pgxleak pool of 10 each, side by side, and every
-// iteration runs the query once on each, in alternating order (par50: 50
-// goroutines, each alternating). Both see the same server, the same load
-// from other processes and the same moment, which the separate
-// sub-benchmarks of BenchmarkPG cannot promise on a shared machine. It
-// reports the ratios directly: time-ratio is pgxleak's mean time per query
-// over plain's (its inverse is the throughput ratio), p50-ratio the ratio
-// of the medians.
+// plain pool and a pgxleak pool of 10 each, side by side, taking turns.
+// Both see the same server, the same load from other processes and the
+// same moment, which the separate sub-benchmarks of BenchmarkPG cannot
+// promise on a shared machine. It reports ratios, pgxleak over plain:
+//
+//   - mode=seq: each iteration runs the query once on each pool, back to
+//     back, in alternating order. pair-ratio is the median over all pairs
+//     of the ratio of the two queries' times; time-ratio the ratio of the
+//     mean times (the inverse of the throughput ratio); p50-ratio the ratio
+//     of the medians.
+//   - mode=par50: each iteration runs a round of 500 queries from 50
+//     goroutines on each pool in turn. time-ratio is the median over rounds
+//     of the ratio of the rounds' elapsed times (the inverse of the
+//     throughput ratio), p50-ratio the median of the ratios of the rounds'
+//     median latencies. Per-query pairs would mean nothing here: the
+//     latency is mostly queueing for one of 10 connections, which depends
+//     on how many goroutines happen to be queued on that pool.
 func BenchmarkPGPaired(b *testing.B) {
 	for _, q := range pgQueries {
 		for _, mode := range []string{"seq", "par50"} {
@@ -413,68 +423,91 @@ func BenchmarkPGPaired(b *testing.B) {
 				}
 				warm(b, dbs[0], 10)
 				warm(b, dbs[1], 10)
-				ctx := context.Background()
-				var lat [2]latencies
-				pair := func(i int, l *[2][]time.Duration) error {
-					for k := range 2 {
-						which := (i + k) % 2
-						t0 := time.Now()
-						if err := q.run(ctx, dbs[which]); err != nil {
-							return err
-						}
-						l[which] = append(l[which], time.Since(t0))
-					}
-					return nil
-				}
 				b.ReportAllocs()
 				b.ResetTimer()
 				if mode == "seq" {
-					var l [2][]time.Duration
-					for i := 0; b.Loop(); i++ {
-						if err := pair(i, &l); err != nil {
-							b.Fatal(err)
-						}
-					}
-					lat[0].add(l[0])
-					lat[1].add(l[1])
+					pairedSeq(b, q, dbs)
 				} else {
-					b.SetParallelism(max(1, 50/runtime.GOMAXPROCS(0)))
-					var next sync.Mutex
-					start := 0
-					b.RunParallel(func(pb *testing.PB) {
-						next.Lock()
-						i := start // half the goroutines start with plain, half with pgxleak
-						start++
-						next.Unlock()
-						var l [2][]time.Duration
-						for ; pb.Next(); i++ {
-							if err := pair(i, &l); err != nil {
-								b.Error(err)
-								return
-							}
-						}
-						lat[0].add(l[0])
-						lat[1].add(l[1])
-					})
-				}
-				b.StopTimer()
-				mean := func(l *latencies) float64 {
-					var sum time.Duration
-					for _, d := range l.d {
-						sum += d
-					}
-					return float64(sum) / float64(max(1, len(l.d)))
-				}
-				plainP50, leakP50 := lat[0].quantile(0.5), lat[1].quantile(0.5)
-				if plainP50 > 0 {
-					b.ReportMetric(mean(&lat[1])/mean(&lat[0]), "time-ratio")
-					b.ReportMetric(leakP50/plainP50, "p50-ratio")
-					b.ReportMetric(plainP50, "plain-p50-ns")
-					b.ReportMetric(leakP50, "pgxleak-p50-ns")
+					pairedRounds(b, q, dbs, 50, 500)
 				}
 			})
 		}
 	}
+}
+
+func pairedSeq(b *testing.B, q benchOp, dbs [2]*sql.DB) {
+	ctx := context.Background()
+	var l [2][]time.Duration
+	for i := 0; b.Loop(); i++ {
+		for k := range 2 {
+			which := (i + k) % 2
+			t0 := time.Now()
+			if err := q.run(ctx, dbs[which]); err != nil {
+				b.Fatal(err)
+			}
+			l[which] = append(l[which], time.Since(t0))
+		}
+	}
+	b.StopTimer()
+	var lat [2]latencies
+	var pairs ratios
+	lat[0].add(l[0])
+	lat[1].add(l[1])
+	mean := [2]time.Duration{}
+	for w := range 2 {
+		for _, d := range l[w] {
+			mean[w] += d
+		}
+	}
+	for j := range min(len(l[0]), len(l[1])) {
+		pairs.add(float64(l[1][j]) / float64(l[0][j]))
+	}
+	if mean[0] > 0 {
+		b.ReportMetric(pairs.median(), "pair-ratio")
+		b.ReportMetric(float64(mean[1])/float64(mean[0]), "time-ratio")
+		b.ReportMetric(lat[1].quantile(0.5)/lat[0].quantile(0.5), "p50-ratio")
+	}
+}
+
+// pairedRounds runs, per iteration, a round of n queries from g goroutines
+// on each pool, in alternating order.
+func pairedRounds(b *testing.B, q benchOp, dbs [2]*sql.DB, g, n int) {
+	ctx := context.Background()
+	var times, p50s ratios
+	for i := 0; b.Loop(); i++ {
+		var elapsed [2]time.Duration
+		var p50 [2]float64
+		for k := range 2 {
+			which := (i + k) % 2
+			var lat latencies
+			var left atomic.Int64
+			left.Store(int64(n))
+			var wg sync.WaitGroup
+			t0 := time.Now()
+			for range g {
+				wg.Go(func() {
+					var l []time.Duration
+					for left.Add(-1) >= 0 {
+						t := time.Now()
+						if err := q.run(ctx, dbs[which]); err != nil {
+							b.Error(err)
+							return
+						}
+						l = append(l, time.Since(t))
+					}
+					lat.add(l)
+				})
+			}
+			wg.Wait()
+			elapsed[which] = time.Since(t0)
+			p50[which] = lat.quantile(0.5)
+		}
+		times.add(float64(elapsed[1]) / float64(elapsed[0]))
+		p50s.add(p50[1] / p50[0])
+	}
+	b.StopTimer()
+	b.ReportMetric(times.median(), "time-ratio")
+	b.ReportMetric(p50s.median(), "p50-ratio")
 }
 
 // BenchmarkPGPool compares a pool with a new connection per query
@@ -524,6 +557,26 @@ func (l *latencies) add(d []time.Duration) {
 	l.mu.Lock()
 	l.d = append(l.d, d...)
 	l.mu.Unlock()
+}
+
+// ratios collects ratios, pgxleak's over plain's, from any goroutine.
+type ratios struct {
+	mu sync.Mutex
+	r  []float64
+}
+
+func (p *ratios) add(r float64) {
+	p.mu.Lock()
+	p.r = append(p.r, r)
+	p.mu.Unlock()
+}
+
+func (p *ratios) median() float64 {
+	if len(p.r) == 0 {
+		return 0
+	}
+	slices.Sort(p.r)
+	return p.r[len(p.r)/2]
 }
 
 // quantile returns the p-quantile in nanoseconds, 0 if there is no data.
