@@ -432,3 +432,46 @@ func compatExecMode(t *testing.T, db *sql.DB) pgx.QueryExecMode {
 	}
 	return mode
 }
+
+// TestWithPgBouncerParsesLikePgx: the profile works on every DSN pgx
+// accepts, including ones net/url rejects (several hosts) or reads
+// differently (a '#' in the password), because it sets the exec mode on
+// pgx's parsed config instead of rewriting the DSN's text.
+func TestWithPgBouncerParsesLikePgx(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, dsn string }{
+		{"two hosts", fmt.Sprintf("postgres://%s@%s:%d,%s:%d/%s?sslmode=disable", cfg.User, cfg.Host, cfg.Port, cfg.Host, cfg.Port, cfg.Database)},
+		{"hash in password", fmt.Sprintf("postgres://%s:pa#ss@%s:%d/%s?sslmode=disable", cfg.User, cfg.Host, cfg.Port, cfg.Database)},
+		{"keyword form", fmt.Sprintf("host=%s port=%d user=%s dbname=%s sslmode=disable", cfg.Host, cfg.Port, cfg.User, cfg.Database)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := pgx.ParseConfig(tc.dsn); err != nil {
+				t.Skipf("pgx does not accept it either: %v", err)
+			}
+			db, err := pgxleak.Open("pgx", tc.dsn, pgxleak.WithPgBouncer(), pgxleak.WithLogger(nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			c, err := db.Conn(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			err = c.Raw(func(dc any) error {
+				pc, _ := pgxleak.PgxConn(dc)
+				if m := pc.Config().DefaultQueryExecMode; m != pgx.QueryExecModeExec {
+					t.Errorf("exec mode %v, want exec", m)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

@@ -96,10 +96,10 @@ func Open(driverName, dsn string, opts ...Option) (*sql.DB, error) {
 		_ = probe.Close() // it never connected; closing only stops its goroutine
 	}
 	secrets := dsnSecrets(dsn)
-	if dsn, err = pgBouncerDSN(d, dsn, opts); err != nil {
-		return nil, redactError(err, secrets)
+	c, err := pgBouncerConnectorFor(d, dsn, opts)
+	if c == nil && err == nil {
+		c, err = connectorFor(d, dsn)
 	}
-	c, err := connectorFor(d, dsn)
 	if err != nil {
 		return nil, redactError(err, secrets) // the driver's own error, its password masked
 	}
@@ -194,7 +194,18 @@ func (c *connector) Connect(ctx context.Context) (driver.Conn, error) {
 		return nil, ErrDraining
 	}
 	start := p.now()
-	inner, err := c.inner.Connect(ctx)
+	cctx := ctx
+	if _, ok := ctx.Deadline(); !ok {
+		// database/sql's background opener connects with a context only
+		// Close ends (sql.go: OpenDB, connectionOpener), and so does a
+		// caller without a deadline. One connection attempt the network
+		// swallows would then hold that single opener goroutine, and a
+		// pool slot, until the kernel gives up: bound it like the warm-up.
+		var cancel context.CancelFunc
+		cctx, cancel = context.WithTimeout(ctx, p.cfg.warmUpTimeout)
+		defer cancel()
+	}
+	inner, err := c.inner.Connect(cctx)
 	if err != nil {
 		// A DSN that does not parse is quoted back with best-effort
 		// redaction only, and the server may echo a misplaced one.

@@ -5,7 +5,6 @@ import (
 	"database/sql/driver"
 	"fmt"
 	"io"
-	"net/url"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -33,9 +32,10 @@ const PgBouncerQueryExecMode = "exec"
 
 // WithPgBouncer is the profile for a pool that connects through PgBouncer in
 // transaction pooling mode (pool_mode = transaction) before PgBouncer 1.21.
-// With [Open] over pgx's driver it sets pgx's default_query_exec_mode to
-// [PgBouncerQueryExecMode] in the DSN, unless the DSN already chose "exec"
-// or "simple_protocol"; a DSN that chose another mode makes Open fail.
+// With [Open] over pgx's driver it sets the parsed pgx.ConnConfig's
+// DefaultQueryExecMode to [PgBouncerQueryExecMode], unless the DSN already
+// chose "exec" or "simple_protocol"; a DSN that chose another mode makes
+// Open fail.
 // With [OpenDB] it cannot change the connector's pgx.ConnConfig, so it
 // checks it instead: every new pgx connection whose DefaultQueryExecMode is
 // not QueryExecModeExec or QueryExecModeSimpleProtocol is closed and the
@@ -66,7 +66,7 @@ func WithPgBouncer() Option { return pgBouncerOption{} }
 type pgBouncerOption struct{}
 
 // apply changes nothing in the pool's configuration: Open and OpenDB look
-// for the option themselves (see pgBouncerDSN and pgBouncerConnector).
+// for the option themselves (see pgBouncerConnectorFor and pgBouncerConnector).
 func (pgBouncerOption) apply(*config) {}
 
 func hasPgBouncer(opts []Option) bool {
@@ -78,39 +78,32 @@ func hasPgBouncer(opts []Option) bool {
 	return false
 }
 
-// pgBouncerDSN returns dsn with pgx's default_query_exec_mode set to
-// PgBouncerQueryExecMode when opts ask for WithPgBouncer and d is pgx's
-// driver. A DSN pgx cannot parse is returned unchanged, for the driver to
-// report.
-func pgBouncerDSN(d driver.Driver, dsn string, opts []Option) (string, error) {
+// pgBouncerConnectorFor returns, when opts ask for WithPgBouncer and d is
+// pgx's driver, a connector for dsn whose pgx.ConnConfig uses
+// PgBouncerQueryExecMode, unless the DSN already chose a mode PgBouncer can
+// work with. It parses the DSN with pgx and never rewrites its text, so
+// every DSN pgx accepts works. It returns a nil connector when the option
+// does not apply; a DSN pgx cannot parse is left for the driver to report.
+func pgBouncerConnectorFor(d driver.Driver, dsn string, opts []Option) (driver.Connector, error) {
 	if !hasPgBouncer(opts) {
-		return dsn, nil
+		return nil, nil
 	}
 	if _, ok := d.(*stdlib.Driver); !ok {
-		return dsn, nil
+		return nil, nil
 	}
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
-		return dsn, nil
+		return nil, nil
 	}
 	if strings.Contains(dsn, "default_query_exec_mode") {
 		if !bouncerSafe(cfg.DefaultQueryExecMode) {
-			return "", fmt.Errorf("pgxleak: WithPgBouncer: the DSN sets default_query_exec_mode to %q, which PgBouncer's transaction pooling breaks; use %q or \"simple_protocol\"",
+			return nil, fmt.Errorf("pgxleak: WithPgBouncer: the DSN sets default_query_exec_mode to %q, which PgBouncer's transaction pooling breaks; use %q or \"simple_protocol\"",
 				strings.ReplaceAll(cfg.DefaultQueryExecMode.String(), " ", "_"), PgBouncerQueryExecMode)
 		}
-		return dsn, nil
+	} else {
+		cfg.DefaultQueryExecMode = pgx.QueryExecModeExec
 	}
-	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		u, err := url.Parse(dsn)
-		if err != nil {
-			return dsn, nil
-		}
-		q := u.Query()
-		q.Set("default_query_exec_mode", PgBouncerQueryExecMode)
-		u.RawQuery = q.Encode()
-		return u.String(), nil
-	}
-	return dsn + " default_query_exec_mode=" + PgBouncerQueryExecMode, nil
+	return stdlib.GetConnector(*cfg), nil
 }
 
 func bouncerSafe(m pgx.QueryExecMode) bool {
