@@ -18,6 +18,8 @@ import (
 // sql.Open(pgxleak.DriverName, dsn) accepts every DSN pgx accepts.
 const DriverName = "pgxleak"
 
+//go:generate go run ./internal/wrapgen
+
 func init() {
 	sql.Register(DriverName, &Driver{inner: stdlib.GetDefaultDriver()})
 }
@@ -52,7 +54,10 @@ func (d *Driver) wrapped() driver.Driver {
 // OpenConnector parses name with the wrapped driver and returns a connector
 // whose connections are tracked in a new pool with the default options.
 // It is what sql.Open("pgxleak", dsn) calls. Pool tuning needs the *sql.DB,
-// which a driver never sees; use [Open] for the tuned defaults.
+// which a driver never sees, so such a pool keeps database/sql's limits;
+// only the per-connection lifetime ([DefaultConnMaxLifetime], jittered),
+// which the wrapper enforces itself, applies. Use [Open] for the tuned
+// defaults.
 func (d *Driver) OpenConnector(name string) (driver.Connector, error) {
 	secrets := dsnSecrets(name)
 	c, err := connectorFor(d.wrapped(), name)
@@ -77,7 +82,8 @@ func (d *Driver) OpenConnector(name string) (driver.Connector, error) {
 // other options).
 //
 // Unlike sql.Open, Open connects when [WithMinIdleConns] asks for warm
-// connections, and then fails if the server is unreachable. The returned
+// connections, and then fails if the server is unreachable, and when
+// [WithCapacityCheck] asks for the server's limits. The returned
 // *sql.DB is an ordinary one; the caller must Close it (or [Drain] it).
 func Open(driverName, dsn string, opts ...Option) (*sql.DB, error) {
 	cfg, err := newConfig(opts)

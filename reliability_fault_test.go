@@ -707,6 +707,65 @@ func TestFaultNetwork(t *testing.T) {
 		}
 	})
 
+	// database/sql opens connections for waiting callers on one background
+	// goroutine, with a context only Close ends. A connection attempt the
+	// network swallows must not hold it forever: pgxleak bounds every
+	// connect without a deadline by 30 s, and connect_timeout in the DSN
+	// by less. The 30 s case runs with PGXLEAK_FULL=1.
+	t.Run("background open into a black hole", func(t *testing.T) {
+		dsn, bound := base+"&connect_timeout=1", time.Second
+		if relFull() {
+			dsn, bound = base, 30*time.Second
+		}
+		proxy.Clear()
+		db := relOpen(t, dsn, pgxleak.WithMaxOpenConns(1))
+		ctx := t.Context()
+		held, err := db.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer held.Close()
+		if err := held.PingContext(ctx); err != nil {
+			t.Fatal(err)
+		}
+		waiter := make(chan error, 1)
+		go func() {
+			err, _ := timed(bound+time.Minute, query(db, "SELECT 'x'"))
+			waiter <- err
+		}()
+		pgtest.WaitFor(t, 10*time.Second, "a caller waiting for the only connection", func() bool { return db.Stats().WaitCount >= 1 })
+
+		// The held connection dies in the black hole; database/sql
+		// discards it and asks its opener for one for the waiter.
+		proxy.Set(faultproxy.Toxics{Timeout: true})
+		accepted := proxy.Accepted()
+		if err, _ := timed(200*time.Millisecond, held.PingContext); err == nil {
+			t.Fatal("ping through the black hole succeeded")
+		}
+		dropped := proxy.Dropped()
+		_ = held.Close()
+		pgtest.WaitFor(t, 10*time.Second, "the opener's connection attempt to vanish", func() bool {
+			return proxy.Accepted() > accepted && proxy.Dropped() > dropped
+		})
+		swallowed := time.Now()
+		proxy.Clear() // the network is back, but that attempt is lost
+
+		select {
+		case err := <-waiter:
+			took := time.Since(swallowed)
+			t.Logf("waiter: %v after %v", err, took.Round(time.Millisecond))
+			if took > bound+relSlack {
+				t.Fatalf("the waiter was served %v after the lost attempt, want within the %v connect bound", took, bound)
+			}
+		case <-time.After(bound + relSlack):
+			t.Fatalf("the waiter still waits %v after the opener's attempt was lost", bound+relSlack)
+		}
+		if err, _ := timed(10*time.Second, query(db, "SELECT 'x'")); err != nil {
+			t.Fatalf("the pool did not recover: %v", err)
+		}
+		relBalanced(t, db)
+	})
+
 	t.Run("bandwidth", func(t *testing.T) {
 		db := open(t)
 		proxy.Set(faultproxy.Toxics{Bandwidth: 256 << 10})

@@ -54,6 +54,7 @@ type Proxy struct {
 	changed  chan struct{} // closed and replaced whenever the toxics change
 	links    map[*link]struct{}
 	accepted int
+	dropped  int64 // bytes a Timeout toxic swallowed
 	closed   bool
 	done     chan struct{} // closed by Close
 	wg       sync.WaitGroup
@@ -118,6 +119,13 @@ func (p *Proxy) Accepted() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.accepted
+}
+
+// Dropped returns how many bytes Timeout toxics have swallowed so far.
+func (p *Proxy) Dropped() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.dropped
 }
 
 // Close stops accepting, closes every proxied connection and waits for all
@@ -268,7 +276,11 @@ func (l *link) pipe(dst, src net.Conn, down bool) {
 		n, err := src.Read(buf)
 		if n > 0 {
 			tox, _ := l.p.current()
-			if !tox.Timeout && !l.forward(dst, buf[:n], tox, down) {
+			if tox.Timeout {
+				l.p.mu.Lock()
+				l.p.dropped += int64(n)
+				l.p.mu.Unlock()
+			} else if !l.forward(dst, buf[:n], tox, down) {
 				return
 			}
 		}

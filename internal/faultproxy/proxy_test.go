@@ -144,6 +144,9 @@ func TestTimeoutDropsData(t *testing.T) {
 	}
 	p.Set(Toxics{Timeout: true})
 	d, err := roundTrip(t, c, "lost", 300*time.Millisecond)
+	if p.Dropped() != int64(len("lost")) {
+		t.Errorf("Dropped = %d, want %d", p.Dropped(), len("lost"))
+	}
 	var ne net.Error
 	if !errors.As(err, &ne) || !ne.Timeout() {
 		t.Fatalf("read through a black hole: %v after %v, want a timeout", err, d)
