@@ -21,11 +21,15 @@
 //
 // # How checkouts are seen
 //
-// database/sql makes no driver call when it hands out a pooled connection,
-// so pgxleak recognises a checkout by whichever comes first: Connect on the
-// caller's goroutine (a new connection), ResetSession (a reused one), or the
-// first operation on a connection the tracker holds as idle (one that
-// database/sql's background opener handed to a waiting goroutine). A return
+// database/sql has no driver call that means "checked out", so pgxleak
+// recognises a checkout by whichever comes first: Connect on the caller's
+// goroutine (a new connection), ResetSession (a reused one, when the driver
+// implements driver.SessionResetter, as pgx does), or the first operation on
+// a connection the tracker holds as idle (one that database/sql's background
+// opener handed to a waiting goroutine). A *sql.Conn taken and never used
+// from a driver without ResetSession (go-sqlmock, for one) is therefore only
+// seen at its first operation; pgxleak does not add ResetSession to such a
+// driver, since database/sql changes its behaviour on that interface. A return
 // is IsValid, which pgxleak implements for that reason, or Close. At each
 // checkout the program counters of the caller's stack are recorded into a
 // buffer owned by the connection; nothing is symbolised until a report is

@@ -1035,7 +1035,8 @@ func (p *pool) run() {
 		defer tk.Stop()
 		keep = tk.C
 	}
-	if p.db != nil && p.tel.sampleWaits() {
+	if p.db != nil {
+		p.tel.startWaitSampling()
 		tk := time.NewTicker(p.cfg.waitInterval)
 		defer tk.Stop()
 		waits = tk.C

@@ -25,21 +25,19 @@ func (f optionFunc) apply(c *config) { f(c) }
 // config is the resolved configuration of one pool.
 type config struct {
 	// Tuning; see tuning.go for the defaults and why.
-	maxOpen         int
-	maxIdle         int
-	maxIdleSet      bool
-	minIdle         int
-	maxLifetime     time.Duration
-	lifetimeJitter  time.Duration
-	jitterSet       bool
-	maxIdleTime     time.Duration
-	maxUses         int64
-	poolName        string
-	checkInstances  int
-	warmUpTimeout   time.Duration
-	keepIdleEvery   time.Duration
-	capacityLogger  *slog.Logger
-	capacityChecked bool
+	maxOpen        int
+	maxIdle        int
+	maxIdleSet     bool
+	minIdle        int
+	maxLifetime    time.Duration
+	lifetimeJitter time.Duration
+	jitterSet      bool
+	maxIdleTime    time.Duration
+	maxUses        int64
+	poolName       string
+	checkInstances int
+	warmUpTimeout  time.Duration
+	keepIdleEvery  time.Duration
 
 	// Leak detection; see leakcheck.go.
 	leakThreshold  time.Duration

@@ -141,7 +141,7 @@ type telemetry struct {
 	threshold time.Duration // slow-wait threshold; 0 is off
 	interval  time.Duration // wait sampling interval
 
-	db    atomic.Pointer[sql.DB]    // set by sampleWaits on the monitor goroutine
+	db    atomic.Pointer[sql.DB]    // set by startWaitSampling on the monitor goroutine
 	attrs atomic.Pointer[poolAttrs] // set once the pool's name is known
 
 	createTime metric.Float64Histogram
@@ -509,15 +509,14 @@ type holder struct {
 	seen time.Time
 }
 
-// sampleWaits is called once by the monitor goroutine when it starts, for a
-// pool opened with Open or OpenDB. It takes the first sample and reports
-// that the monitor should call sampleWaitStats every interval.
-func (t *telemetry) sampleWaits() bool {
+// startWaitSampling is called once by the monitor goroutine when it
+// starts, for a pool opened with Open or OpenDB. It takes the first sample;
+// the monitor then calls sampleWaitStats every interval.
+func (t *telemetry) startWaitSampling() {
 	db := t.p.db // written before the monitor started
 	t.db.Store(db)
 	st := db.Stats()
 	t.w.lastCount, t.w.lastDuration, t.w.lastTick = st.WaitCount, st.WaitDuration, time.Now()
-	return true
 }
 
 // sampleWaitStats runs every sampling interval on the monitor goroutine. It

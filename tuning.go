@@ -151,7 +151,9 @@ func WithConnMaxLifetime(d time.Duration) Option {
 // WithConnMaxLifetimeJitter gives each connection a lifetime drawn uniformly
 // from [lifetime−d, lifetime], so that connections opened together do not
 // all reconnect together. An expired connection is discarded when it is
-// returned or checked out again. d must not exceed the lifetime. Default: a
+// returned, or when it is checked out again if the driver implements
+// driver.SessionResetter (pgx does); database/sql's own cleaner closes idle
+// ones at the full lifetime. d must not exceed the lifetime. Default: a
 // tenth of the lifetime.
 func WithConnMaxLifetimeJitter(d time.Duration) Option {
 	return optionFunc(func(c *config) {

@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
@@ -229,8 +232,17 @@ func TestInvalidOptions(t *testing.T) {
 			if !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "pgxleak:") {
 				t.Fatalf("error %q does not name %s", err, tc.want)
 			}
-			if _, err := pgxleak.OpenDB(nil, tc.opt); err == nil {
-				t.Fatal("OpenDB accepted a nil connector")
+			cfg, err := pgx.ParseConfig("postgres://u:pw@127.0.0.1:5432/db")
+			if err != nil {
+				t.Fatal(err)
+			}
+			db, err = pgxleak.OpenDB(stdlib.GetConnector(*cfg), tc.opt)
+			if err == nil {
+				db.Close()
+				t.Fatal("OpenDB accepted it")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("OpenDB error %q does not name %s", err, tc.want)
 			}
 		})
 	}

@@ -185,6 +185,13 @@ func (c *Cluster) pgctl(args ...string) error {
 	return nil
 }
 
+// removeTemplate deletes the data directory initdb made for this process.
+func removeTemplate() {
+	if template.dir != "" {
+		_ = os.RemoveAll(filepath.Dir(template.dir))
+	}
+}
+
 func initTemplate() (dir, bin string, cred *syscall.Credential, err error) {
 	bin, err = findBin()
 	if err != nil {

@@ -63,6 +63,7 @@ func Shutdown() {
 		shared.cluster.stop()
 		shared.cluster = nil
 	}
+	removeTemplate()
 }
 
 // AdminDSN returns a DSN for the shared test server with rights to create
