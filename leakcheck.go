@@ -1150,10 +1150,11 @@ func GracePeriod(d time.Duration) VerifyOption {
 	return verifyOptionFunc(func(c *verifyConfig) { c.grace = max(d, 0) })
 }
 
-// IgnoreCulprit ignores checkouts whose stack contains a frame of the fully
-// qualified function fn, e.g. "github.com/acme/app.(*Cache).warm", for a
-// connection that is meant to outlive the test.
-func IgnoreCulprit(fn string) VerifyOption {
+// IgnoreFunction ignores checkouts with a frame of the fully qualified
+// function fn anywhere in their stack (not only as the culprit), e.g.
+// "github.com/acme/app.(*Cache).warm", for a connection that is meant to
+// outlive the test.
+func IgnoreFunction(fn string) VerifyOption {
 	return verifyOptionFunc(func(c *verifyConfig) { c.ignore = append(c.ignore, fn) })
 }
 

@@ -377,9 +377,9 @@ func TestVerifyNone(t *testing.T) {
 		t.Fatalf("VerifyNone reported %q", ft.errors)
 	}
 	ignoring := &fakeT{}
-	pgxleak.VerifyNone(ignoring, db, pgxleak.GracePeriod(0), pgxleak.IgnoreCulprit("github.com/pgxleak/pgxleak_test.TestVerifyNone"))
+	pgxleak.VerifyNone(ignoring, db, pgxleak.GracePeriod(0), pgxleak.IgnoreFunction("github.com/pgxleak/pgxleak_test.TestVerifyNone"))
 	if len(ignoring.errors) != 0 {
-		t.Fatalf("IgnoreCulprit did not ignore: %q", ignoring.errors)
+		t.Fatalf("IgnoreFunction did not ignore: %q", ignoring.errors)
 	}
 	// A connection on its way back within the grace period is not a leak.
 	go func() {
