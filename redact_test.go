@@ -1,0 +1,168 @@
+package pgxleak
+
+import (
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/stdlib"
+)
+
+func TestDSNSecrets(t *testing.T) {
+	for _, tc := range []struct{ dsn, want string }{
+		{"postgres://app:s3cret@h/db", "s3cret"},
+		{"postgres://app:s%40cret@h/db", "s@cret"},
+		{"postgres://app:sec:ret@h/db", "sec:ret"},
+		{"postgres://app:se@cret@h/db?sslmode=bogus", "se@cret"},
+		{"POSTGRES://app:s3cret@h/db", "s3cret"},
+		{"postgres://app@h/db?password=s3cret&sslmode=disable", "s3cret"},
+		{"postgres://app@h/db?pass%77ord=s3cret", "s3cret"},
+		{"postgres://app@h/db?sslpassword=s3cret", "s3cret"},
+		{"host=h password=s3cret", "s3cret"},
+		{"host=h password = s3cret sslmode=bogus", "s3cret"},
+		{"host=h PASSWORD=s3cret", "s3cret"},
+		{"host=h password='s3 cret'", "s3 cret"},
+		{`host=h password='s3\'cret'`, "s3'cret"},
+		{"host=h password='s3cret", "s3cret"},
+	} {
+		got := dsnSecrets(tc.dsn)
+		found := false
+		for _, s := range got {
+			found = found || s == tc.want
+		}
+		if !found {
+			t.Errorf("dsnSecrets(%q) = %q, want it to include %q", tc.dsn, got, tc.want)
+		}
+	}
+	if got := dsnSecrets("host=h user=app dbname=db"); len(got) != 0 {
+		t.Errorf("a DSN without a password yields secrets %q", got)
+	}
+}
+
+func TestRedactError(t *testing.T) {
+	// Untouched when the text has no secret: the same value, so type
+	// assertions work.
+	pgErr := &pgconn.PgError{Code: "28P01", Message: "password authentication failed"}
+	if err := redactError(pgErr, []string{"s3cret"}); err != error(pgErr) {
+		t.Errorf("redactError changed an error without the secret: %#v", err)
+	}
+	// Masked, and still the original underneath.
+	wrapped := fmt.Errorf("connecting with s3cret: %w", driver.ErrBadConn)
+	err := redactError(wrapped, []string{"s3cret"})
+	if strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), "xxxxx") {
+		t.Errorf("redactError = %q", err)
+	}
+	if !errors.Is(err, driver.ErrBadConn) || !errors.Is(err, wrapped) {
+		t.Errorf("the redacted error lost its chain: %v", err)
+	}
+	withPg := fmt.Errorf("s3cret: %w", pgErr)
+	var pe *pgconn.PgError
+	if !errors.As(redactError(withPg, []string{"s3cret"}), &pe) || pe.Code != "28P01" {
+		t.Error("errors.As cannot reach the PgError behind a redacted error")
+	}
+	// A mask can complete a secret ending in its own letter; all-x secrets
+	// need another mask.
+	for _, tc := range []struct{ secret, text string }{
+		{"xb", "xbb"},
+		{"xb", "xxbxbbb"},
+		{"x", "xxx"},
+		{"xxxxxxx", "xxxxxxxxxxxxxxx"},
+		{"xxxxx", "a xxxxx b"},
+	} {
+		err := redactError(errors.New(tc.text), []string{tc.secret})
+		if strings.Contains(err.Error(), tc.secret) {
+			t.Errorf("redactError(%q, %q) = %q", tc.text, tc.secret, err)
+		}
+	}
+	if redactError(nil, []string{"x"}) != nil {
+		t.Error("redactError(nil) != nil")
+	}
+}
+
+func TestConnectorSecrets(t *testing.T) {
+	cfg, err := pgx.ParseConfig("postgres://app:s3cret@127.0.0.1:1/db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := connectorSecrets(stdlib.GetConnector(*cfg))
+	if !strings.Contains(strings.Join(got, "\n"), "s3cret") {
+		t.Errorf("connectorSecrets = %q, want s3cret", got)
+	}
+	cfg.Password = "changed-after-parse"
+	if got := strings.Join(connectorSecrets(stdlib.GetConnector(*cfg)), "\n"); !strings.Contains(got, "changed-after-parse") || !strings.Contains(got, "s3cret") {
+		t.Errorf("connectorSecrets = %q, want both the parsed and the set password", got)
+	}
+	if got := connectorSecrets(dsnConnector{}); got != nil {
+		t.Errorf("connectorSecrets of a non-pgx connector = %q", got)
+	}
+}
+
+// FuzzRedactDSN builds DSNs in every form pgx reads with an arbitrary
+// password, and checks that the parse error (pgx's, its redaction being
+// best effort) never carries the password once pgxleak has masked it, and
+// that the pool name derived from the DSN never does either.
+func FuzzRedactDSN(f *testing.F) {
+	f.Add("s3cret-pass", 0, "sslmode=bogus")
+	f.Add("s3cret-pass", 1, "sslmode=bogus")
+	f.Add("sec:ret@/x", 2, "port=notaport")
+	f.Add("s3 cret'pass", 3, "sslmode=bogus")
+	f.Add("s3cret-pass", 4, "")
+	f.Add("xxxxxxxx", 5, "x=y")
+	f.Add(`b\a'ck"sla sh`, 6, "connect_timeout=abc")
+	f.Fuzz(func(t *testing.T, pw string, form int, extra string) {
+		if len(pw) < 4 || strings.ContainsAny(pw, "\x00") {
+			t.Skip()
+		}
+		// Parameters that make pgx read files are not what this is about.
+		for _, p := range []string{"passfile", "service", "sslcert", "sslkey", "sslrootcert", "sslcrl"} {
+			if strings.Contains(strings.ToLower(pw+extra), p) {
+				t.Skip()
+			}
+		}
+		var dsn string
+		switch uint(form) % 7 {
+		case 0: // URL with the password encoded
+			dsn = (&url.URL{Scheme: "postgres", User: url.UserPassword("app", pw), Host: "127.0.0.1:1", Path: "/db"}).String() + "?" + extra
+		case 1: // URL with the password as it is
+			dsn = "postgres://app:" + pw + "@127.0.0.1:1/db?" + extra
+		case 2: // URL with the password as a query parameter
+			dsn = "postgres://app@127.0.0.1:1/db?password=" + url.QueryEscape(pw) + "&" + extra
+		case 3: // keyword/value, quoted
+			dsn = "host=127.0.0.1 port=1 user=app password='" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(pw) + "' " + extra
+		case 4: // keyword/value, as it is
+			dsn = "host=127.0.0.1 port=1 user=app password=" + pw + " " + extra
+		case 5: // keyword/value with spaces around "="
+			dsn = "host=127.0.0.1 port=1 user=app password = " + pw + " " + extra
+		default: // a mistyped scheme: not a URL to pgx
+			dsn = "POSTGRES://app:" + pw + "@127.0.0.1:1/db?" + extra
+		}
+		// Only a password pgx would actually read is the user's secret:
+		// the one it parses, or the one a tolerant reading finds when it
+		// cannot parse. Ignore inputs where the password also makes up
+		// the rest of the DSN or the messages.
+		secrets := dsnSecrets(dsn)
+		isSecret := false
+		for _, s := range secrets {
+			isSecret = isSecret || s == pw
+		}
+		if !isSecret || strings.Contains(strings.Replace(dsn, pw, "", 1), pw) {
+			return
+		}
+		cfg, err := pgx.ParseConfig(dsn)
+		if err != nil {
+			msg := redactError(err, secrets).Error()
+			if strings.Contains(msg, pw) {
+				t.Fatalf("DSN %q: error %q contains the password %q", dsn, msg, pw)
+			}
+			return
+		}
+		if name := poolNameFromDSN(dsn); strings.Contains(name, pw) && !strings.Contains(cfg.Host+fmt.Sprint(cfg.Port)+cfg.Database, pw) {
+			t.Fatalf("pool name %q contains the password %q", name, pw)
+		}
+	})
+}
