@@ -282,8 +282,10 @@ func (p *pool) warmUp(ctx context.Context, n int) error {
 // keepMinIdle runs periodically while the pool lives. It checks out up to
 // MinIdleConns connections together and returns them, which both re-opens
 // connections database/sql closed and makes the most recently used ones
-// fresh again, so that only the surplus ones expire by idle time. It never
-// takes more than the pool has free, so users are not made to wait.
+// fresh again, so that only the surplus ones expire by idle time. It takes
+// no more than the pool has free when it starts; if users take the rest
+// meanwhile, the connections it holds could make them wait, so a round
+// gives up after keepIdleRound and the next one tries again.
 func (p *pool) keepMinIdle(ctx context.Context) {
 	if p.db == nil || p.draining.Load() {
 		return
@@ -293,12 +295,16 @@ func (p *pool) keepMinIdle(ctx context.Context) {
 	if n <= 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.warmUpTimeout)
+	ctx, cancel := context.WithTimeout(ctx, min(p.cfg.warmUpTimeout, keepIdleRound))
 	defer cancel()
 	if err := p.warmUp(ctx, n); err != nil && ctx.Err() == nil {
 		p.logger().Warn("pgxleak: keeping idle connections (WithMinIdleConns)", slog.String("pool", p.name()), slog.Any("error", err))
 	}
 }
+
+// keepIdleRound bounds one round of keepMinIdle, and so how long it can
+// hold connections that users are waiting for.
+const keepIdleRound = 2 * time.Second
 
 // Capacity is the result of [CheckCapacity].
 type Capacity struct {
