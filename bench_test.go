@@ -264,8 +264,8 @@ func BenchmarkReport(b *testing.B) {
 			defer release(conns)
 			b.ReportAllocs()
 			for b.Loop() {
-				if s := pgxleak.PoolStats(db); s.InUse != held {
-					b.Fatalf("%d in use, want %d", s.InUse, held)
+				if s := pgxleak.Stats(db); s.CheckedOut != held {
+					b.Fatalf("%d in use, want %d", s.CheckedOut, held)
 				}
 			}
 		})

@@ -163,7 +163,7 @@ func TestGorm(t *testing.T) {
 						t.Error("PrepareStmt mode prepared no statement")
 					}
 				}
-				if st := pgxleak.PoolStats(db); st.Checkouts < 15 {
+				if st := pgxleak.Stats(db); st.Checkouts < 15 {
 					t.Errorf("the tracker counted %d checkouts; it is not tracking GORM's calls", st.Checkouts)
 				}
 				pgxleak.VerifyNone(t, db)

@@ -278,7 +278,7 @@ func TestPgxCopyThroughEscapeHatch(t *testing.T) {
 	db, _ := openTest(t)
 	ctx := t.Context()
 	compatExec(t, db, `CREATE TABLE items (id int PRIMARY KEY, name text, tags text[])`)
-	before := pgxleak.PoolStats(db).Checkouts
+	before := pgxleak.Stats(db).Checkouts
 
 	conn, err := db.Conn(ctx)
 	if err != nil {
@@ -320,7 +320,7 @@ func TestPgxCopyThroughEscapeHatch(t *testing.T) {
 	if err := db.QueryRowContext(ctx, "SELECT count(*) FROM items").Scan(&count); err != nil || count != n {
 		t.Errorf("count = %d, %v; want %d", count, err, n)
 	}
-	if got := pgxleak.PoolStats(db).Checkouts - before; got != 2 {
+	if got := pgxleak.Stats(db).Checkouts - before; got != 2 {
 		t.Errorf("tracker counted %d checkouts for the Raw conn and the count query, want 2", got)
 	}
 	pgxleak.VerifyNone(t, db)

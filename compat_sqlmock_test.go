@@ -105,7 +105,7 @@ func TestSqlmock(t *testing.T) {
 			if len(clean.errs) != 0 {
 				t.Fatalf("VerifyNone failed a clean test: %v", clean.errs)
 			}
-			if st := pgxleak.PoolStats(db); st.Checkouts != 2 || st.Returns != 2 {
+			if st := pgxleak.Stats(db); st.Checkouts != 2 || st.Returns != 2 {
 				t.Errorf("tracker: %d checkouts, %d returns; want 2 and 2", st.Checkouts, st.Returns)
 			}
 

@@ -137,7 +137,7 @@ func TestSqlx(t *testing.T) {
 			if err := dbx.Get(&n, `SELECT count(*) FROM users`); err != nil || n != 4 {
 				t.Errorf("count after rollback = %d, %v; want 4", n, err)
 			}
-			if got := pgxleak.PoolStats(dbx.DB).Checkouts; got < 10 {
+			if got := pgxleak.Stats(dbx.DB).Checkouts; got < 10 {
 				t.Errorf("the tracker counted %d checkouts; it is not tracking sqlx's calls", got)
 			}
 			pgxleak.VerifyNone(t, dbx.DB)

@@ -452,8 +452,6 @@ type connSessionResetter conn
 // answered with ErrBadConn, which makes database/sql discard it and retry.
 func (c *connSessionResetter) ResetSession(ctx context.Context) error {
 	p := c.pool
-	p.handingOut.Add(1) // before the draining check in reusableAt, so Drain sees it
-	defer p.handingOut.Add(-1)
 	now := p.now() // one clock read for the expiry check and the checkout
 	if !c.reusableAt(now) {
 		return driver.ErrBadConn
@@ -465,10 +463,18 @@ func (c *connSessionResetter) ResetSession(ctx context.Context) error {
 	if errors.Is(err, driver.ErrBadConn) {
 		return err
 	}
-	if p.draining.Load() { // Drain began during the reset
+	// The draining check and the checkout are one step under the
+	// connection's lock, and Drain, once it has set draining, takes every
+	// connection's lock to count what is out: either Drain counts this
+	// checkout and waits for its return, or this sees Drain and refuses.
+	// (Connect counts itself in p.handingOut instead, because Drain cannot
+	// see a connection before it exists; here that would cost every
+	// checkout two atomic writes to a cache line all checkouts share.)
+	c.mu.Lock()
+	if p.draining.Load() {
+		c.mu.Unlock()
 		return driver.ErrBadConn
 	}
-	c.mu.Lock()
 	if c.state == stateIdle {
 		c.checkoutAtLocked(ctx, now)
 	}

@@ -127,8 +127,8 @@ func TestRegisteredDriver(t *testing.T) {
 	if err := db.QueryRow("SELECT 41 + 1").Scan(&n); err != nil || n != 42 {
 		t.Fatalf("query = %d, %v", n, err)
 	}
-	st := pgxleak.PoolStats(db)
-	if st.Checkouts != 1 || st.Returns != 1 || st.InUse != 0 {
+	st := pgxleak.Stats(db)
+	if st.Checkouts != 1 || st.Returns != 1 || st.CheckedOut != 0 {
 		t.Fatalf("tracker stats = %+v, want 1 checkout, 1 return", st)
 	}
 	pgxleak.VerifyNone(t, db)
@@ -252,7 +252,7 @@ func TestSqlmockErrorsPassThrough(t *testing.T) {
 	if err := mock.ExpectationsWereMet(); err != nil {
 		t.Fatal(err)
 	}
-	st := pgxleak.PoolStats(db)
+	st := pgxleak.Stats(db)
 	if st.Checkouts != 3 || st.Returns != 3 {
 		t.Fatalf("tracker saw %d checkouts, %d returns; want 3, 3", st.Checkouts, st.Returns)
 	}
@@ -286,7 +286,7 @@ func TestFailedRollbackDiscardsConnection(t *testing.T) {
 	if st := db.Stats(); st.OpenConnections != 0 || st.Idle != 0 {
 		t.Fatalf("the connection went back to the pool: %+v", st)
 	}
-	if st := pgxleak.PoolStats(db); st.Checkouts != 1 || st.Returns != 1 {
+	if st := pgxleak.Stats(db); st.Checkouts != 1 || st.Returns != 1 {
 		t.Fatalf("tracker %+v", st)
 	}
 }

@@ -44,9 +44,9 @@ func ExampleOpenDB() {
 	if err := db.QueryRow("SELECT 1").Scan(&n); err != nil {
 		log.Fatal(err)
 	}
-	st := pgxleak.PoolStats(db)
-	fmt.Printf("n=%d checkouts=%d returns=%d in use=%d\n", n, st.Checkouts, st.Returns, st.InUse)
-	// Output: n=1 checkouts=1 returns=1 in use=0
+	st := pgxleak.Stats(db)
+	fmt.Printf("n=%d checkouts=%d returns=%d checked out=%d\n", n, st.Checkouts, st.Returns, st.CheckedOut)
+	// Output: n=1 checkouts=1 returns=1 checked out=0
 }
 
 // Find is the verb behind VerifyNone: it lists connections still checked

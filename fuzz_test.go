@@ -226,7 +226,7 @@ func FuzzOptions(f *testing.F) {
 			t.Fatalf("OpenDB rejected valid options: %v", err)
 		}
 		defer db.Close()
-		st := pgxleak.PoolStats(db)
+		st := pgxleak.Stats(db)
 		if st.MaxOpenConnections != effOpen {
 			t.Fatalf("MaxOpenConnections = %d, want %d", st.MaxOpenConnections, effOpen)
 		}
@@ -235,7 +235,7 @@ func FuzzOptions(f *testing.F) {
 		if minIdle > 0 && lasting && st.Idle < minIdle {
 			t.Fatalf("%d idle after warming up %d", st.Idle, minIdle)
 		}
-		if st.InUse != 0 || st.Checkouts != 0 {
+		if st.CheckedOut != 0 || st.Checkouts != 0 {
 			t.Fatalf("warm-up counted as checkouts: %+v", st)
 		}
 	})
@@ -287,7 +287,7 @@ func FuzzOpenDSN(f *testing.F) {
 			db, err := pgxleak.Open(driverName, dsn, pgxleak.WithLogger(nil), pgxleak.WithPgBouncer())
 			check("Open "+driverName, err)
 			if err == nil {
-				if st := pgxleak.PoolStats(db); st.InUse != 0 || st.OpenConnections != 0 {
+				if st := pgxleak.Stats(db); st.CheckedOut != 0 || st.OpenConnections != 0 {
 					t.Fatalf("Open connected: %+v", st)
 				}
 				if err := db.Close(); err != nil {

@@ -253,12 +253,12 @@ func (e *LeakError) Error() string {
 // Unwrap returns the context error that ended the wait, if any.
 func (e *LeakError) Unwrap() error { return e.cause }
 
-// Stats is the tracker's counters next to database/sql's.
-type Stats struct {
+// PoolStats is the tracker's counters next to database/sql's.
+type PoolStats struct {
 	sql.DBStats
 	Checkouts        uint64 // checkouts seen by the tracker (the pool's own warm-ups excluded)
 	Returns          uint64 // returns matched to a checkout
-	InUse            int    // checked out now, by the tracker's count
+	CheckedOut       int    // checked out now by users, by the tracker's count (DBStats.InUse also counts the pool's own warm-ups)
 	Suspected        uint64 // suspected leaks reported
 	Resolved         uint64 // suspected leaks that came back
 	GarbageCollected uint64 // Rows garbage-collected without Close
@@ -275,10 +275,10 @@ func Checkouts(db *sql.DB) []Checkout {
 	return p.checkouts()
 }
 
-// PoolStats returns db.Stats() with the tracker's counters. For a *sql.DB not
+// Stats returns db.Stats() with the tracker's counters. For a *sql.DB not
 // opened through pgxleak only DBStats is filled.
-func PoolStats(db *sql.DB) Stats {
-	var s Stats
+func Stats(db *sql.DB) PoolStats {
+	var s PoolStats
 	if db == nil {
 		return s
 	}
@@ -807,7 +807,7 @@ func (p *pool) checkouts() []Checkout {
 	return out
 }
 
-func (p *pool) fillStats(s *Stats) {
+func (p *pool) fillStats(s *PoolStats) {
 	p.mu.Lock()
 	s.Checkouts, s.Returns = p.closedCounts[0], p.closedCounts[1]
 	for c := range p.conns {
@@ -815,7 +815,7 @@ func (p *pool) fillStats(s *Stats) {
 		s.Checkouts += c.checkouts
 		s.Returns += c.returns
 		if c.state == stateOut && !c.internal {
-			s.InUse++
+			s.CheckedOut++
 		}
 		c.mu.Unlock()
 	}

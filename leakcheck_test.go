@@ -77,7 +77,7 @@ func TestLeakConnNeverClosed(t *testing.T) {
 		t.Fatalf("resolved after %v, but it was already held %v", r.Held, l.Held)
 	}
 	pgxleak.VerifyNone(t, db)
-	if st := pgxleak.PoolStats(db); st.Suspected != 1 || st.Resolved != 1 {
+	if st := pgxleak.Stats(db); st.Suspected != 1 || st.Resolved != 1 {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -134,8 +134,8 @@ func TestLeakRowsNeverClosedThresholdAndGC(t *testing.T) {
 			t.Fatalf("no garbage-collection report; got %v", rec.all())
 		}
 	}
-	st := pgxleak.PoolStats(db)
-	if st.GarbageCollected != 1 || st.InUse != 1 || st.DBStats.InUse != 1 {
+	st := pgxleak.Stats(db)
+	if st.GarbageCollected != 1 || st.CheckedOut != 1 || st.DBStats.InUse != 1 {
 		t.Fatalf("stats %+v: the connection is lost for good, and counted once", st)
 	}
 }
@@ -270,8 +270,8 @@ func TestNoFalsePositives(t *testing.T) {
 	if got := rec.all(); len(got) != 0 {
 		t.Fatalf("%d false reports, first: %v", len(got), got[0])
 	}
-	st := pgxleak.PoolStats(db)
-	if st.Checkouts != st.Returns || st.InUse != 0 || st.Checkouts < uint64(total) {
+	st := pgxleak.Stats(db)
+	if st.Checkouts != st.Returns || st.CheckedOut != 0 || st.Checkouts < uint64(total) {
 		t.Fatalf("unbalanced after %d queries: %+v", total, st)
 	}
 	t.Logf("%d queries in %v (%.0f/s); %d checkouts, %d returns, %d waits",
@@ -329,7 +329,7 @@ func TestDrainReportsLeftovers(t *testing.T) {
 		t.Fatalf("Drain error does not name the culprit line %d: %v", line, err)
 	}
 	rec.wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut && isCulprit(line)(l) })
-	if st := pgxleak.PoolStats(db); st.StillOut != 1 {
+	if st := pgxleak.Stats(db); st.StillOut != 1 {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -437,11 +437,11 @@ func TestReportsDeduplicated(t *testing.T) {
 		}
 		conns = append(conns, c)
 	}
-	pgtest.WaitFor(t, 5*time.Second, "all ten to be suspected", func() bool { return pgxleak.PoolStats(db).Suspected == 10 })
+	pgtest.WaitFor(t, 5*time.Second, "all ten to be suspected", func() bool { return pgxleak.Stats(db).Suspected == 10 })
 	for _, c := range conns {
 		c.Close()
 	}
-	pgtest.WaitFor(t, 5*time.Second, "all ten to resolve", func() bool { return pgxleak.PoolStats(db).Resolved == 10 })
+	pgtest.WaitFor(t, 5*time.Second, "all ten to resolve", func() bool { return pgxleak.Stats(db).Resolved == 10 })
 	rec.wait(t, 5*time.Second, resolvedAt(line))
 	var suspected, resolved int
 	for _, l := range rec.all() {
@@ -537,7 +537,7 @@ func TestStackCaptureOffAndSampled(t *testing.T) {
 			if got != tc.withCulprits {
 				t.Fatalf("%d checkouts with a culprit, want %d", got, tc.withCulprits)
 			}
-			if st := pgxleak.PoolStats(db); st.Checkouts != 4 || st.Returns != 4 {
+			if st := pgxleak.Stats(db); st.Checkouts != 4 || st.Returns != 4 {
 				t.Fatalf("stats %+v", st)
 			}
 		})
@@ -590,7 +590,7 @@ func TestDrainDoesNotWaitForGarbageCollectedLeaks(t *testing.T) {
 	db, _ := openTest(t, rec.option())
 	line := leakRows(t, db)
 	deadline := time.Now().Add(10 * time.Second)
-	for pgxleak.PoolStats(db).GarbageCollected == 0 {
+	for pgxleak.Stats(db).GarbageCollected == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("no garbage-collection report")
 		}

@@ -78,13 +78,13 @@ func relTerminate(t testing.TB, admin *pgx.Conn, pid int) {
 // relBalanced waits until the tracker and database/sql agree that nothing
 // is checked out and every checkout was matched by a return, and fails t
 // with the numbers if that does not happen within the deadline.
-func relBalanced(t testing.TB, db *sql.DB) pgxleak.Stats {
+func relBalanced(t testing.TB, db *sql.DB) pgxleak.PoolStats {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		st := pgxleak.PoolStats(db)
+		st := pgxleak.Stats(db)
 		cos := pgxleak.Checkouts(db)
-		if st.InUse == 0 && st.DBStats.InUse == 0 && st.Checkouts == st.Returns && len(cos) == 0 {
+		if st.CheckedOut == 0 && st.DBStats.InUse == 0 && st.Checkouts == st.Returns && len(cos) == 0 {
 			return st
 		}
 		if time.Now().After(deadline) {
@@ -469,9 +469,9 @@ func TestFaultMaxConnections(t *testing.T) {
 	if !errors.As(err, &pgErr) || pgErr.Code != "53300" || !strings.Contains(err.Error(), "too many clients") {
 		t.Errorf("sixth checkout: %v, want the server's too many clients error (53300)", err)
 	}
-	if st := pgxleak.PoolStats(db); st.InUse != 5 || st.Checkouts != 5 || len(pgxleak.Checkouts(db)) != 5 {
+	if st := pgxleak.Stats(db); st.CheckedOut != 5 || st.Checkouts != 5 || len(pgxleak.Checkouts(db)) != 5 {
 		t.Errorf("tracker with 5 held and one refused: InUse %d, Checkouts %d, listed %d; want 5, 5, 5",
-			st.InUse, st.Checkouts, len(pgxleak.Checkouts(db)))
+			st.CheckedOut, st.Checkouts, len(pgxleak.Checkouts(db)))
 	}
 	for _, c := range held {
 		_ = c.Close()

@@ -200,8 +200,8 @@ func relMemoryFlat(t *testing.T, db *sql.DB, small, large int, limit uint64) {
 	if growth > int64(limit) {
 		t.Errorf("live heap grew %d B over %d checkouts (limit %d B): memory is retained per checkout", growth, large-small, limit)
 	}
-	if st.Checkouts != st.Returns || st.InUse != 0 {
-		t.Errorf("tracker: %d checkouts, %d returns, %d in use", st.Checkouts, st.Returns, st.InUse)
+	if st.Checkouts != st.Returns || st.CheckedOut != 0 {
+		t.Errorf("tracker: %d checkouts, %d returns, %d in use", st.Checkouts, st.Returns, st.CheckedOut)
 	}
 }
 

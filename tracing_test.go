@@ -604,15 +604,15 @@ func TestMetricsPoolSignals(t *testing.T) {
 	}
 
 	m = o.collect(t)
-	st := pgxleak.PoolStats(db)
-	checkSum(t, m, "db.client.connection.count", "{connection}", name, attribute.String("db.client.connection.state", "used"), int64(st.InUse))
+	st := pgxleak.Stats(db)
+	checkSum(t, m, "db.client.connection.count", "{connection}", name, attribute.String("db.client.connection.state", "used"), int64(st.CheckedOut))
 	checkSum(t, m, "db.client.connection.count", "{connection}", name, attribute.String("db.client.connection.state", "idle"), int64(st.Idle))
 	checkSum(t, m, "db.client.connection.max", "{connection}", name, nil, 2)
 	checkSum(t, m, "db.client.connection.idle.max", "{connection}", name, nil, 2)
 	checkSum(t, m, "db.client.connection.idle.min", "{connection}", name, nil, 1)
 	checkSum(t, m, "pgxleak.connection.suspected", "{connection}", name, nil, 0)
 	checkSum(t, m, "pgxleak.connection.leaks", "{leak}", name, attribute.String("pgxleak.leak.kind", "suspected"), 1)
-	if st.Idle+st.InUse != st.OpenConnections || st.OpenConnections == 0 {
+	if st.Idle+st.CheckedOut != st.OpenConnections || st.OpenConnections == 0 {
 		t.Errorf("db.Stats() = %+v", st.DBStats)
 	}
 

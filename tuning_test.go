@@ -112,7 +112,7 @@ func TestMinIdleWarmUp(t *testing.T) {
 	if n := pgtest.CountConnections(t, dsn, pgtest.ApplicationName(dsn)); n != 4 {
 		t.Fatalf("server sees %d connections right after Open, want 4", n)
 	}
-	if st := pgxleak.PoolStats(db); st.Checkouts != 0 || st.InUse != 0 {
+	if st := pgxleak.Stats(db); st.Checkouts != 0 || st.CheckedOut != 0 {
 		t.Fatalf("the warm-up counted as user checkouts: %+v", st)
 	}
 }
@@ -133,7 +133,7 @@ func TestMinIdleKept(t *testing.T) {
 		}
 		time.Sleep(idle / 3)
 	}
-	if st := pgxleak.PoolStats(db); st.Checkouts != 5 || st.Returns != 5 {
+	if st := pgxleak.Stats(db); st.Checkouts != 5 || st.Returns != 5 {
 		t.Fatalf("want only the burst's 5 checkouts counted, not the pool's own: %+v", st)
 	}
 }
@@ -332,7 +332,7 @@ func TestNilLoggerAndCapacityCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	if st := pgxleak.PoolStats(db); st.Checkouts != 0 {
+	if st := pgxleak.Stats(db); st.Checkouts != 0 {
 		t.Fatalf("the capacity check counted as a user checkout: %+v", st)
 	}
 }

@@ -130,9 +130,9 @@ func main() {
 		}
 	}
 
-	st := pgxleak.PoolStats(db)
+	st := pgxleak.Stats(db)
 	fmt.Printf("\npool: %d checkouts, %d returns, %d still out; %d suspected, %d resolved\n",
-		st.Checkouts, st.Returns, st.InUse, st.Suspected, st.Resolved)
+		st.Checkouts, st.Returns, st.CheckedOut, st.Suspected, st.Resolved)
 
 	// Shut down: wait up to a second for connections to come back, then
 	// close the pool and list whatever is still out.
