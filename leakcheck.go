@@ -641,7 +641,7 @@ type pool struct {
 	db          *sql.DB // nil when opened by sql.Open("pgxleak", ...)
 	epoch       time.Time
 	draining    atomic.Bool
-	handingOut  atomic.Int64 // Connect and ResetSession calls under way; Drain waits for them
+	handingOut  atomic.Int64 // Connect calls under way; Drain waits for them (ResetSession: see there)
 	keeping     atomic.Bool  // a keepMinIdle runs
 	background  sync.WaitGroup
 	internalCtx context.Context
