@@ -144,18 +144,7 @@ func (b *PgBouncer) DSN(serverDSN string) string {
 // pgbouncer, the server connections it opened for that database.
 func ServerConnections(t testing.TB, dbname string) int {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := pgx.Connect(ctx, WithParams(AdminDSN(t), map[string]string{"application_name": "pgtest_observer"}))
-	if err != nil {
-		t.Fatalf("pgtest: connecting: %v", err)
-	}
-	defer c.Close(ctx)
-	var n int
-	if err := c.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend'", dbname).Scan(&n); err != nil {
-		t.Fatalf("pgtest: counting server connections: %v", err)
-	}
-	return n
+	return countBackends(t, AdminDSN(t), "datname = $1 AND backend_type = 'client backend'", dbname)
 }
 
 func findPgBouncer() (string, error) {

@@ -172,6 +172,13 @@ func execSQL(t testing.TB, dsn, sql string) {
 // application_name, as pg_stat_activity sees them.
 func CountConnections(t testing.TB, dsn, applicationName string) int {
 	t.Helper()
+	return countBackends(t, dsn, "application_name = $1", applicationName)
+}
+
+// countBackends counts the pg_stat_activity rows matching where (with $1
+// bound to arg), from a connection of its own that where must not match.
+func countBackends(t testing.TB, dsn, where string, arg any) int {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, err := pgx.Connect(ctx, WithParams(dsn, map[string]string{"application_name": "pgtest_observer"}))
@@ -180,8 +187,8 @@ func CountConnections(t testing.TB, dsn, applicationName string) int {
 	}
 	defer c.Close(ctx)
 	var n int
-	if err := c.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", applicationName).Scan(&n); err != nil {
-		t.Fatalf("pgtest: counting connections: %v", err)
+	if err := c.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE "+where, arg).Scan(&n); err != nil {
+		t.Fatalf("pgtest: counting backends: %v", err)
 	}
 	return n
 }
