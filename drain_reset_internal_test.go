@@ -31,7 +31,7 @@ func (c *resetBlockingConn) ResetSession(context.Context) error {
 type resetBlockingConnector struct{ c *resetBlockingConn }
 
 func (r resetBlockingConnector) Connect(context.Context) (driver.Conn, error) { return r.c, nil }
-func (resetBlockingConnector) Driver() driver.Driver                        { return nil }
+func (resetBlockingConnector) Driver() driver.Driver                          { return nil }
 
 // TestDrainResetInFlight: a checkout of an idle connection whose session
 // reset is under way when Drain starts must not be handed out once Drain
