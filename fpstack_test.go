@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -105,7 +106,7 @@ func TestCheckoutStackDeeperThanBuffer(t *testing.T) {
 		got[i] = heldStack(t, &memConnector{}, path, fp)
 	}
 	fp, rc := got[0], got[1]
-	if len(fp) < len(rc) || !framesEqual(fp[:len(rc)], rc) {
+	if len(fp) < len(rc) || !slices.Equal(fp[:len(rc)], rc) {
 		t.Fatalf("frame pointers:\n%s\nruntime.Callers:\n%s",
 			pgxleak.Checkout{Stack: fp}.StackString(), pgxleak.Checkout{Stack: rc}.StackString())
 	}
@@ -151,7 +152,7 @@ func TestCheckoutStackFramePointersMatchCallers(t *testing.T) {
 					got[i] = heldStack(t, be.connector(t), path, fp)
 				}
 				t.Logf("%d frames:\n%s", len(got[0]), pgxleak.Checkout{Stack: got[0]}.StackString())
-				if !framesEqual(got[0], got[1]) {
+				if !slices.Equal(got[0], got[1]) {
 					t.Fatalf("frame pointers:\n%s\nruntime.Callers:\n%s",
 						pgxleak.Checkout{Stack: got[0]}.StackString(), pgxleak.Checkout{Stack: got[1]}.StackString())
 				}
@@ -182,18 +183,6 @@ func heldStack(t *testing.T, c driver.Connector, path holdPath, fp bool) []pgxle
 		t.Fatalf("%d checkouts, want 1", len(cos))
 	}
 	return cos[0].Stack
-}
-
-func framesEqual(a, b []pgxleak.Frame) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func hasFrame(fs []pgxleak.Frame, fn string) bool {

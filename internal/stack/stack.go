@@ -6,6 +6,7 @@ package stack
 
 import (
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -200,14 +201,4 @@ func Format(frames []Frame) string {
 }
 
 // Equal reports whether a and b are the same frames.
-func Equal(a, b []Frame) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
+func Equal(a, b []Frame) bool { return slices.Equal(a, b) }
