@@ -481,16 +481,9 @@ func (c *connState) reusableAt(now int64) bool {
 // afterStatement refreshes the transaction status from pgx, on the
 // goroutine that ran the statement.
 func (c *connState) afterStatement() {
-	if c.pgx == nil {
-		return
+	if c.pgx != nil {
+		c.setTxStatus(txUnknown) // pgx's own status replaces it
 	}
-	st := c.pgx.PgConn().TxStatus()
-	if st == c.txStatus { // owner-only field: no lock to read it
-		return
-	}
-	c.mu.Lock()
-	c.txStatus = st
-	c.mu.Unlock()
 }
 
 // afterTx records the end of a transaction. pgx reports its true state,
@@ -510,9 +503,14 @@ func (c *connState) afterTx(err error) {
 	c.mu.Unlock()
 }
 
+// setTxStatus records the transaction status st, or pgx's own status when
+// the driver is pgx. It runs on the goroutine using the connection.
 func (c *connState) setTxStatus(st byte) {
 	if c.pgx != nil {
 		st = c.pgx.PgConn().TxStatus()
+	}
+	if st == c.txStatus { // owner-only field: no lock to read it
+		return
 	}
 	c.mu.Lock()
 	c.txStatus = st
