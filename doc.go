@@ -46,7 +46,7 @@
 // with a "returned after" follow-up if it comes back), [LeakGarbageCollected]
 // (a *sql.Rows dropped without Close; that connection is lost for good) and
 // [LeakStillOut] (still out at [Drain] or Close). Reports go to log/slog,
-// to [WithOnLeak], and to OpenTelemetry (see tracing.go's options).
+// to [WithOnLeak], and to OpenTelemetry ([WithTracerProvider], [WithMeterProvider]).
 //
 // # Tests
 //

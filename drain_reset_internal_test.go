@@ -47,7 +47,7 @@ func TestDrainResetInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	rc.armed = true // set before any other goroutine calls ResetSession
-	p := poolOf(db)
+	p := trackerOf(db)
 	before := p.checkoutsSeen()
 	connErr := make(chan error, 1)
 	go func() {
@@ -74,7 +74,7 @@ func TestDrainResetInFlight(t *testing.T) {
 }
 
 // checkoutsSeen counts the user checkouts the tracker recorded.
-func (p *pool) checkoutsSeen() uint64 {
+func (p *tracker) checkoutsSeen() uint64 {
 	var s PoolStats
 	p.fillStats(&s)
 	return s.Checkouts

@@ -47,7 +47,7 @@ func TestInvalidOptionsNamed(t *testing.T) {
 		opt  pgxleak.Option
 		name string
 	}{
-		{pgxleak.WithMaxOpenConns(0), "WithMaxOpenConns"},
+		{pgxleak.WithMaxOpenConns(-1), "WithMaxOpenConns"},
 		{pgxleak.WithMaxOpenConns(-3), "WithMaxOpenConns"},
 		{pgxleak.WithMaxIdleConns(-1), "WithMaxIdleConns"},
 		{pgxleak.WithMinIdleConns(-1), "WithMinIdleConns"},
@@ -145,18 +145,21 @@ func FuzzOptions(f *testing.F) {
 		var want []string
 		bad := func(opt string) { want = append(want, opt) }
 		effOpen := pgxleak.DefaultMaxOpenConns
-		if maxOpen < 1 {
+		if maxOpen < 0 {
 			bad("WithMaxOpenConns")
 		} else {
 			effOpen = maxOpen
 		}
 		effIdle := effOpen
+		if effOpen == 0 { // unlimited
+			effIdle = pgxleak.DefaultMaxOpenConns
+		}
 		if useIdle {
 			if maxIdle < 0 {
 				bad("WithMaxIdleConns")
 			} else {
 				effIdle = maxIdle
-				if maxIdle > effOpen {
+				if effOpen > 0 && maxIdle > effOpen {
 					bad("WithMaxIdleConns")
 				}
 			}

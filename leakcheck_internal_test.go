@@ -41,7 +41,7 @@ func TestDrainWaitsForConnectInFlight(t *testing.T) {
 	<-bc.entered // Connect is under way
 	drained := make(chan error, 1)
 	go func() { drained <- Drain(context.Background(), db) }()
-	pollUntil(t, func() bool { return poolOf(db).draining.Load() })
+	pollUntil(t, func() bool { return trackerOf(db).draining.Load() })
 	select {
 	case err := <-drained:
 		t.Fatalf("Drain returned %v while a Connect was under way", err)

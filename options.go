@@ -4,16 +4,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 )
 
-// An Option configures a pool opened with [Open] or [OpenDB]: its tuning
-// (tuning.go), its leak detection (leakcheck.go) or its telemetry
-// (tracing.go). Options are applied in order; invalid values make Open
-// return an error that names the option.
+// An Option configures a pool opened with [Open] or [OpenDB]: its tuning,
+// its leak detection or its telemetry. Options are applied in order;
+// invalid values make Open return an error that names the option.
 type Option interface {
 	apply(*config)
 }
@@ -22,9 +22,86 @@ type optionFunc func(*config)
 
 func (f optionFunc) apply(c *config) { f(c) }
 
+// The defaults, each with its reason. database/sql's own defaults
+// (unlimited open connections, 2 idle, kept forever) let a traffic spike
+// open hundreds of connections, then close all but two of them, then open
+// them again on the next spike.
+const (
+	// DefaultConnMaxLifetime is 30 minutes: long enough that reconnecting
+	// costs nothing measurable, short enough that connections pick up
+	// failovers and DNS changes, and server-side memory growth is bounded.
+	DefaultConnMaxLifetime = 30 * time.Minute
+
+	// DefaultConnMaxIdleTime is 5 minutes: after a spike, surplus
+	// connections are given back to the server within minutes, not kept
+	// forever.
+	DefaultConnMaxIdleTime = 5 * time.Minute
+
+	// DefaultLeakThreshold is how long a connection may stay checked out
+	// before it is reported as a suspected leak: 30 seconds, longer than the
+	// request timeouts of most services, so a report means a connection
+	// outlived the request that took it. Batch jobs that legitimately hold a
+	// connection for minutes should raise it; a false positive explains
+	// itself with a "returned after" follow-up.
+	DefaultLeakThreshold = 30 * time.Second
+
+	// DefaultStackDepth is the number of program counters recorded per
+	// checkout: the user's frame is typically 8 to 12 deep below
+	// database/sql, sqlx or GORM, and 32 leaves room for handlers and
+	// middleware above it.
+	DefaultStackDepth = 32
+
+	// DefaultSlowWaitThreshold is the wait time per sampling interval above
+	// which a wait episode is reported: 100ms of waiting per second (the
+	// default interval) means callers spent a tenth of their time queueing
+	// for a connection, or that one caller waited a tenth of a second.
+	DefaultSlowWaitThreshold = 100 * time.Millisecond
+
+	// DefaultWaitSampleInterval is how often the pool's wait statistics are
+	// sampled: often enough that an exhausted pool is reported within about
+	// a second, rarely enough that db.Stats() (one lock of database/sql's
+	// pool mutex) costs nothing measurable.
+	DefaultWaitSampleInterval = time.Second
+)
+
+// Defaults that are not options of their own.
+const (
+	// defaultReportInterval: the same culprit is reported at most once a
+	// minute per kind, so a leak in a hot path gives a count, not a flood.
+	defaultReportInterval = time.Minute
+
+	// defaultConnectTimeout bounds the warm-up and every connect made
+	// without a deadline: database/sql's background opener connects with a
+	// context that only Close ends, and one attempt the network swallows
+	// would otherwise hold that goroutine, and a pool slot, until the
+	// kernel gives up.
+	defaultConnectTimeout = 30 * time.Second
+
+	// defaultKeepIdleEvery is the period of the min-idle keeper, at most
+	// half the idle time, so kept connections never reach it.
+	defaultKeepIdleEvery = 30 * time.Second
+)
+
+// defaultMaxOpenConns is max(4, 2×GOMAXPROCS at start). A pool should be a
+// small multiple of the server's cores ("connections = cores × 2 +
+// spindles"); the client's cores are the best guess available without
+// asking the server, and a small pool saturated with waiting goroutines
+// outperforms a large one contending on the server.
+func defaultMaxOpenConns() int { return max(4, 2*runtime.GOMAXPROCS(0)) }
+
+// The defaults that follow from other settings (see resolve):
+//   - MaxIdleConns defaults to MaxOpenConns, so that load never churns
+//     connections: a connection returned under load is kept, not closed.
+//   - ConnMaxLifetimeJitter defaults to a tenth of ConnMaxLifetime, so that
+//     connections opened together (at start-up, after a failover) do not all
+//     reconnect at the same moment.
+//   - MinIdleConns defaults to 0, so that Open, like sql.Open, does not
+//     connect; set it to warm the pool up before the first request.
+//   - MaxUses defaults to 0, unlimited.
+
 // config is the resolved configuration of one pool.
 type config struct {
-	// Tuning; see tuning.go for the defaults and why.
+	// Tuning.
 	maxOpen        int
 	maxIdle        int
 	maxIdleSet     bool
@@ -38,8 +115,9 @@ type config struct {
 	checkInstances int
 	warmUpTimeout  time.Duration
 	keepIdleEvery  time.Duration
+	pgBouncer      bool
 
-	// Leak detection; see leakcheck.go.
+	// Leak detection.
 	leakThreshold  time.Duration
 	onLeak         func(Leak)
 	logger         *slog.Logger
@@ -51,14 +129,30 @@ type config struct {
 	statements     bool
 	gcDetection    bool
 
-	// Telemetry; see tracing.go.
-	tracerProvider    trace.TracerProvider
-	meterProvider     metric.MeterProvider
+	// Telemetry.
+	tracerProvider    trace.TracerProvider // nil: otel.GetTracerProvider()
+	meterProvider     metric.MeterProvider // nil: otel.GetMeterProvider()
 	slowWaitThreshold time.Duration
-	slowWaitSet       bool
 	waitInterval      time.Duration
 
 	errs []error // invalid option values, reported by newConfig
+}
+
+func defaultConfig() *config {
+	return &config{
+		maxOpen:           defaultMaxOpenConns(),
+		maxLifetime:       DefaultConnMaxLifetime,
+		maxIdleTime:       DefaultConnMaxIdleTime,
+		warmUpTimeout:     defaultConnectTimeout,
+		leakThreshold:     DefaultLeakThreshold,
+		stackDepth:        DefaultStackDepth,
+		sampleEvery:       1,
+		reportInterval:    defaultReportInterval,
+		statements:        true,
+		gcDetection:       true,
+		slowWaitThreshold: DefaultSlowWaitThreshold,
+		waitInterval:      DefaultWaitSampleInterval,
+	}
 }
 
 // invalid records that an option got a value it cannot take.
@@ -80,4 +174,332 @@ func newConfig(opts []Option) (*config, error) {
 		return nil, errors.Join(c.errs...)
 	}
 	return c, nil
+}
+
+// resolve fills the defaults that depend on other settings and checks the
+// combination.
+func (c *config) resolve() {
+	if !c.maxIdleSet {
+		c.maxIdle = c.maxOpen
+		if c.maxOpen == 0 { // unlimited: keep what the default limit would
+			c.maxIdle = defaultMaxOpenConns()
+		}
+	}
+	if !c.jitterSet {
+		c.lifetimeJitter = c.maxLifetime / 10
+	}
+	if c.maxOpen > 0 && c.maxIdle > c.maxOpen {
+		c.invalid("WithMaxIdleConns", c.maxIdle, fmt.Sprintf("more idle connections than WithMaxOpenConns(%d) allows", c.maxOpen))
+	}
+	if c.minIdle > c.maxIdle {
+		c.invalid("WithMinIdleConns", c.minIdle, fmt.Sprintf("more than the %d idle connections the pool may keep (WithMaxIdleConns)", c.maxIdle))
+	}
+	if c.lifetimeJitter > 0 && c.maxLifetime == 0 {
+		c.invalid("WithConnMaxLifetimeJitter", c.lifetimeJitter, "jitter needs a finite WithConnMaxLifetime")
+	}
+	if c.maxLifetime > 0 && c.lifetimeJitter > c.maxLifetime {
+		c.invalid("WithConnMaxLifetimeJitter", c.lifetimeJitter, fmt.Sprintf("larger than WithConnMaxLifetime(%v)", c.maxLifetime))
+	}
+	if c.keepIdleEvery == 0 {
+		c.keepIdleEvery = defaultKeepIdleEvery
+		if c.maxIdleTime > 0 && c.maxIdleTime/2 < c.keepIdleEvery {
+			c.keepIdleEvery = max(c.maxIdleTime/2, 10*time.Millisecond)
+		}
+	}
+}
+
+// Pool tuning.
+
+// WithMaxOpenConns limits the number of open connections, in use plus idle
+// (see [sql.DB.SetMaxOpenConns]); 0 means unlimited, as in database/sql.
+// Default: max(4, 2×GOMAXPROCS at start). Keep instances × n below the
+// server's max_connections with headroom; [CheckCapacity] does the
+// arithmetic.
+func WithMaxOpenConns(n int) Option {
+	return optionFunc(func(c *config) {
+		if n < 0 {
+			c.invalid("WithMaxOpenConns", n, "must not be negative (0 means unlimited)")
+			return
+		}
+		c.maxOpen = n
+	})
+}
+
+// WithMaxIdleConns sets how many idle connections the pool keeps (see
+// [sql.DB.SetMaxIdleConns]). It must be between 0 and the maximum of open
+// connections (any n when that is unlimited). Default: equal to the maximum
+// of open connections, or max(4, 2×GOMAXPROCS) when that is unlimited.
+func WithMaxIdleConns(n int) Option {
+	return optionFunc(func(c *config) {
+		if n < 0 {
+			c.invalid("WithMaxIdleConns", n, "must not be negative")
+			return
+		}
+		c.maxIdle, c.maxIdleSet = n, true
+	})
+}
+
+// WithMinIdleConns makes Open warm up n connections, concurrently, before it
+// returns, and then keeps at least n connections idle for as long as the pool
+// lives: a background task re-opens the ones that database/sql closes
+// (idle time, lifetime, errors) and keeps n of them from going idle for
+// longer than ConnMaxIdleTime. database/sql has no such setting. Open fails
+// if n > 0 and the server is unreachable. Default: 0.
+func WithMinIdleConns(n int) Option {
+	return optionFunc(func(c *config) {
+		if n < 0 {
+			c.invalid("WithMinIdleConns", n, "must not be negative")
+			return
+		}
+		c.minIdle = n
+	})
+}
+
+// WithConnMaxLifetime closes connections that have been open longer than d
+// (see [sql.DB.SetConnMaxLifetime]); 0 keeps them forever. Each connection's
+// lifetime is shortened by a random part of the jitter
+// ([WithConnMaxLifetimeJitter]), so d is the maximum. Default:
+// [DefaultConnMaxLifetime].
+func WithConnMaxLifetime(d time.Duration) Option {
+	return optionFunc(func(c *config) {
+		if d < 0 {
+			c.invalid("WithConnMaxLifetime", d, "must not be negative")
+			return
+		}
+		c.maxLifetime = d
+	})
+}
+
+// WithConnMaxLifetimeJitter gives each connection a lifetime drawn uniformly
+// from [lifetime−d, lifetime], so that connections opened together do not
+// all reconnect together. An expired connection is discarded when it is
+// returned, or when it is checked out again if the driver implements
+// driver.SessionResetter (pgx does); database/sql's own cleaner closes idle
+// ones at the full lifetime. d must not exceed the lifetime. Default: a
+// tenth of the lifetime.
+func WithConnMaxLifetimeJitter(d time.Duration) Option {
+	return optionFunc(func(c *config) {
+		if d < 0 {
+			c.invalid("WithConnMaxLifetimeJitter", d, "must not be negative")
+			return
+		}
+		c.lifetimeJitter, c.jitterSet = d, true
+	})
+}
+
+// WithConnMaxIdleTime closes connections that have been idle longer than d
+// (see [sql.DB.SetConnMaxIdleTime]), except the ones [WithMinIdleConns]
+// keeps; 0 keeps them forever. Default: [DefaultConnMaxIdleTime].
+func WithConnMaxIdleTime(d time.Duration) Option {
+	return optionFunc(func(c *config) {
+		if d < 0 {
+			c.invalid("WithConnMaxIdleTime", d, "must not be negative")
+			return
+		}
+		c.maxIdleTime = d
+	})
+}
+
+// WithMaxUses discards a connection after it has been checked out n times,
+// bounding the server-side state (caches, prepared statements, memory) a
+// long-lived connection accumulates; 0 means unlimited. Default: 0.
+func WithMaxUses(n int64) Option {
+	return optionFunc(func(c *config) {
+		if n < 0 {
+			c.invalid("WithMaxUses", n, "must not be negative")
+			return
+		}
+		c.maxUses = n
+	})
+}
+
+// WithPoolName names the pool in reports, spans and metrics
+// (db.client.connection.pool.name). Default: "host:port/database" from the
+// DSN or the first connection, never with credentials.
+func WithPoolName(name string) Option {
+	return optionFunc(func(c *config) {
+		if name == "" {
+			c.invalid("WithPoolName", `""`, "must not be empty")
+			return
+		}
+		c.poolName = name
+	})
+}
+
+// WithCapacityCheck makes Open run [CheckCapacity] for the given number of
+// application instances sharing the server, and log a warning through
+// log/slog (the [WithLogger] logger) if the pools would not fit.
+func WithCapacityCheck(instances int) Option {
+	return optionFunc(func(c *config) {
+		if instances < 1 {
+			c.invalid("WithCapacityCheck", instances, "must be at least 1")
+			return
+		}
+		c.checkInstances = instances
+	})
+}
+
+// Leak detection.
+
+// WithLeakThreshold reports a connection held longer than d as a suspected
+// leak, once per checkout; 0 disables the check. Default:
+// [DefaultLeakThreshold].
+func WithLeakThreshold(d time.Duration) Option {
+	return optionFunc(func(c *config) {
+		if d < 0 {
+			c.invalid("WithLeakThreshold", d, "must not be negative")
+			return
+		}
+		c.leakThreshold = d
+	})
+}
+
+// WithOnLeak calls f with every leak report (after de-duplication), on the
+// pool's monitor goroutine. f must not block for long.
+func WithOnLeak(f func(Leak)) Option {
+	return optionFunc(func(c *config) { c.onLeak = f })
+}
+
+// WithLogger sends leak reports to l: suspected, garbage-collected and
+// still-out leaks at WARN, "returned after" follow-ups at INFO. A nil l
+// turns logging off. Default: slog.Default().
+func WithLogger(l *slog.Logger) Option {
+	return optionFunc(func(c *config) { c.logger, c.loggerSet = l, true })
+}
+
+// WithStackDepth sets how many frames each checkout records; 0 turns stack
+// capture off (checkouts are still tracked and counted, but reports have no
+// culprit). Default: [DefaultStackDepth].
+func WithStackDepth(n int) Option {
+	return optionFunc(func(c *config) {
+		if n < 0 || n > 256 {
+			c.invalid("WithStackDepth", n, "must be between 0 and 256")
+			return
+		}
+		c.stackDepth = n
+	})
+}
+
+// WithStackSampling records the stack on one checkout in every n of each
+// connection; the others are tracked and counted without a culprit. 1
+// records every checkout. Default: 1.
+func WithStackSampling(n int) Option {
+	return optionFunc(func(c *config) {
+		if n < 1 {
+			c.invalid("WithStackSampling", n, "must be at least 1")
+			return
+		}
+		c.sampleEvery = int64(n)
+	})
+}
+
+// WithLibraryPrefixes adds function-name prefixes (for example
+// "github.com/acme/dbutil.") that are skipped when picking the culprit, for
+// in-house wrappers around database/sql.
+func WithLibraryPrefixes(prefixes ...string) Option {
+	return optionFunc(func(c *config) { c.libraryPrefix = append(c.libraryPrefix, prefixes...) })
+}
+
+// WithReportInterval sets how often the same culprit may be reported for
+// the same kind of leak; reports in between are counted and the count is
+// carried by the next one ([Leak.Repeats]). Default: one minute.
+func WithReportInterval(d time.Duration) Option {
+	return optionFunc(func(c *config) {
+		if d < 0 {
+			c.invalid("WithReportInterval", d, "must not be negative")
+			return
+		}
+		c.reportInterval = d
+	})
+}
+
+// WithoutStatements keeps statement text out of reports, spans and
+// [Checkouts] entirely. Statement text never includes bound arguments.
+func WithoutStatements() Option {
+	return optionFunc(func(c *config) { c.statements = false })
+}
+
+// WithoutGCDetection turns off the detection of Rows dropped without Close,
+// which costs one runtime.AddCleanup per query on a context that cannot be
+// cancelled.
+func WithoutGCDetection() Option {
+	return optionFunc(func(c *config) { c.gcDetection = false })
+}
+
+// Telemetry.
+
+// WithTracerProvider sets where leak and slow-wait spans go. Default:
+// otel.GetTracerProvider().
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return optionFunc(func(c *config) { c.tracerProvider = tp })
+}
+
+// WithMeterProvider sets where the db.client.connection.* metrics go.
+// Default: otel.GetMeterProvider().
+func WithMeterProvider(mp metric.MeterProvider) Option {
+	return optionFunc(func(c *config) { c.meterProvider = mp })
+}
+
+// WithSlowWaitThreshold reports a wait episode when goroutines waited for a
+// connection for d or more within one sampling interval (their waits added
+// up; a single wait that long counts too), or when callers have been
+// waiting for d without any of them getting a connection. 0 turns wait
+// spans and wait events off; the wait_time metric stays. Default:
+// [DefaultSlowWaitThreshold].
+func WithSlowWaitThreshold(d time.Duration) Option {
+	return optionFunc(func(c *config) {
+		if d < 0 {
+			c.invalid("WithSlowWaitThreshold", d, "must not be negative")
+			return
+		}
+		c.slowWaitThreshold = d
+	})
+}
+
+// WithWaitSampleInterval sets how often the pool's wait statistics
+// (db.Stats().WaitCount and WaitDuration) are sampled for the wait_time
+// metric and for wait episodes. Default: [DefaultWaitSampleInterval].
+func WithWaitSampleInterval(d time.Duration) Option {
+	return optionFunc(func(c *config) {
+		if d <= 0 {
+			c.invalid("WithWaitSampleInterval", d, "must be positive")
+			return
+		}
+		c.waitInterval = d
+	})
+}
+
+// WithPgBouncer is the profile for a pool that connects through PgBouncer in
+// transaction pooling mode (pool_mode = transaction) before PgBouncer 1.21.
+// With [Open] over pgx's driver it sets the parsed pgx.ConnConfig's
+// DefaultQueryExecMode to [PgBouncerQueryExecMode], unless the DSN already
+// chose "exec" or "simple_protocol"; a DSN that chose another mode makes
+// Open fail.
+// With [OpenDB] it cannot change the connector's pgx.ConnConfig, so it
+// checks it instead: every new pgx connection whose DefaultQueryExecMode is
+// not QueryExecModeExec or QueryExecModeSimpleProtocol is closed and the
+// checkout fails with an error that says so. Set the mode on the config you
+// give the connector:
+//
+//	cfg, _ := pgx.ParseConfig(dsn)
+//	cfg.DefaultQueryExecMode = pgx.QueryExecModeExec
+//	db, err := pgxleak.OpenDB(stdlib.GetConnector(*cfg), pgxleak.WithPgBouncer())
+//
+// It leaves the DSN of other drivers alone (lib/pq wants binary_parameters=yes
+// behind PgBouncer, which the DSN must set), and it changes no pool size:
+// every client connection costs PgBouncer a client slot, not a server
+// connection, so size the pool against PgBouncer's max_client_conn and
+// default_pool_size (see the README's capacity arithmetic).
+//
+// Two things still do not work in transaction pooling mode, whatever the
+// exec mode: a statement prepared with (*sql.DB).Prepare or
+// (*sql.Conn).PrepareContext (pgx prepares it under a name derived from the
+// query on whichever server connection PgBouncer picked, so a second client
+// preparing the same query on that server connection gets "prepared
+// statement ... already exists", SQLSTATE 42P05), which includes GORM's
+// PrepareStmt mode; and session state (SET, LISTEN, advisory locks,
+// temporary tables) outside a transaction. The backend PID in reports is
+// PgBouncer's, not a server's.
+func WithPgBouncer() Option {
+	return optionFunc(func(c *config) { c.pgBouncer = true })
 }

@@ -24,7 +24,7 @@ var kvPassword = regexp.MustCompile(`(?i)password\s*=\s*('(?:[^'\\]|\\.)*'?|[^\s
 // does not parse is quoted back by the driver with only best-effort
 // redaction, whatever a tolerant scan finds in URL user info, password query
 // parameters and password keywords, raw and decoded. Longest first.
-func dsnSecrets(dsn string) []string {
+func dsnSecrets(dsn string, parsed *pgx.ConnConfig) []string {
 	var out []string
 	add := func(s string) {
 		if s != "" && !slices.Contains(out, s) {
@@ -34,8 +34,8 @@ func dsnSecrets(dsn string) []string {
 			out = append(out, d)
 		}
 	}
-	if cfg, err := pgx.ParseConfig(dsn); err == nil {
-		add(cfg.Password)
+	if parsed != nil {
+		add(parsed.Password)
 	}
 	if i := strings.Index(dsn, "://"); i >= 0 {
 		rest := dsn[i+3:]
@@ -123,6 +123,7 @@ type redactedError struct {
 }
 
 func (e *redactedError) Error() string { return e.msg }
+
 func (e *redactedError) Unwrap() error { return e.err }
 
 // connectorSecrets returns the passwords of a connector made by pgx's
@@ -153,10 +154,19 @@ func connectorSecrets(c driver.Connector) []string {
 	default:
 		return nil
 	}
-	out := dsnSecrets(cfg.ConnString())
+	out := dsnSecrets(cfg.ConnString(), parseOrNil(cfg.ConnString()))
 	if cfg.Password != "" && !slices.Contains(out, cfg.Password) {
 		out = append(out, cfg.Password)
 		slices.SortStableFunc(out, func(a, b string) int { return len(b) - len(a) })
 	}
 	return out
+}
+
+// parseOrNil parses dsn with pgx, or returns nil.
+func parseOrNil(dsn string) *pgx.ConnConfig {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil
+	}
+	return cfg
 }

@@ -30,7 +30,7 @@ func TestDSNSecrets(t *testing.T) {
 		{`host=h password='s3\'cret'`, "s3'cret"},
 		{"host=h password='s3cret", "s3cret"},
 	} {
-		got := dsnSecrets(tc.dsn)
+		got := dsnSecrets(tc.dsn, parseOrNil(tc.dsn))
 		found := false
 		for _, s := range got {
 			found = found || s == tc.want
@@ -39,7 +39,7 @@ func TestDSNSecrets(t *testing.T) {
 			t.Errorf("dsnSecrets(%q) = %q, want it to include %q", tc.dsn, got, tc.want)
 		}
 	}
-	if got := dsnSecrets("host=h user=app dbname=db"); len(got) != 0 {
+	if got := dsnSecrets("host=h user=app dbname=db", parseOrNil("host=h user=app dbname=db")); len(got) != 0 {
 		t.Errorf("a DSN without a password yields secrets %q", got)
 	}
 }
@@ -145,7 +145,7 @@ func FuzzRedactDSN(f *testing.F) {
 		// the one it parses, or the one a tolerant reading finds when it
 		// cannot parse. Ignore inputs where the password also makes up
 		// the rest of the DSN or the messages.
-		secrets := dsnSecrets(dsn)
+		secrets := dsnSecrets(dsn, parseOrNil(dsn))
 		isSecret := false
 		for _, s := range secrets {
 			isSecret = isSecret || s == pw
@@ -161,7 +161,7 @@ func FuzzRedactDSN(f *testing.F) {
 			}
 			return
 		}
-		if name := poolNameFromDSN(dsn); strings.Contains(name, pw) && !strings.Contains(cfg.Host+fmt.Sprint(cfg.Port)+cfg.Database, pw) {
+		if name := parseDSN(dsn).poolName; strings.Contains(name, pw) && !strings.Contains(cfg.Host+fmt.Sprint(cfg.Port)+cfg.Database, pw) {
 			t.Fatalf("pool name %q contains the password %q", name, pw)
 		}
 	})

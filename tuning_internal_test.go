@@ -20,12 +20,12 @@ func TestJitterSpreadsLifetimes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := newPool(cfg, "jitter")
+	p := newTracker(cfg, "jitter")
 	t.Cleanup(p.close)
 	lo, hi := time.Duration(1<<62), time.Duration(0)
 	for range 200 {
 		created := p.now()
-		c := p.newConn(fullConn{})
+		c := newConn(p, fullConn{})
 		got := time.Duration(c.expiresAt - created)
 		if got > life || got < life-jitter-time.Second {
 			t.Fatalf("lifetime %v outside [%v, %v]", got, life-jitter, life)
@@ -36,9 +36,9 @@ func TestJitterSpreadsLifetimes(t *testing.T) {
 		t.Fatalf("200 lifetimes spread over only %v of the %v jitter", hi-lo, jitter)
 	}
 	cfg, _ = newConfig([]Option{WithConnMaxLifetime(life), WithConnMaxLifetimeJitter(0)})
-	p = newPool(cfg, "nojitter")
+	p = newTracker(cfg, "nojitter")
 	t.Cleanup(p.close)
-	c := p.newConn(fullConn{})
+	c := newConn(p, fullConn{})
 	if got := time.Duration(c.expiresAt - p.now()); got > life || got < life-time.Second {
 		t.Fatalf("without jitter the lifetime is %v, want %v", got, life)
 	}
@@ -59,9 +59,9 @@ func TestDefaultConfig(t *testing.T) {
 // (IsValid → false), before database/sql's own, later, maximum.
 func TestExpiredConnectionDiscarded(t *testing.T) {
 	cfg, _ := newConfig([]Option{WithMaxUses(2)})
-	p := newPool(cfg, "expiry")
+	p := newTracker(cfg, "expiry")
 	t.Cleanup(p.close)
-	c := p.newConn(fullConn{})
+	c := newConn(p, fullConn{})
 	w := c.wrapper
 	if err := w.(driver.SessionResetter).ResetSession(context.Background()); err != nil {
 		t.Fatalf("fresh connection refused: %v", err)

@@ -204,7 +204,7 @@ func TestInvalidOptions(t *testing.T) {
 		opt  pgxleak.Option
 		want string
 	}{
-		{pgxleak.WithMaxOpenConns(0), "WithMaxOpenConns(0)"},
+		{pgxleak.WithMaxOpenConns(-1), "WithMaxOpenConns(-1)"},
 		{pgxleak.WithMaxOpenConns(-5), "WithMaxOpenConns(-5)"},
 		{pgxleak.WithMaxIdleConns(-1), "WithMaxIdleConns(-1)"},
 		{pgxleak.WithMaxIdleConns(1000), "WithMaxIdleConns(1000)"},

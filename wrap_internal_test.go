@@ -68,9 +68,9 @@ func TestGeneratedWrappersExact(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := newPool(cfg, "test")
+	p := newTracker(cfg, "test")
 	t.Cleanup(p.close)
-	c := &conn{connState: connState{pool: p}, inner: fullConn{}}
+	c := &conn{connState: connState{tracker: p}, inner: fullConn{}}
 	for m := range len(connWrappers) {
 		w := connWrappers[m](c)
 		if got := connMask(w); got != m {

@@ -1,7 +1,6 @@
 // Package stack captures call stacks cheaply and resolves them only when a
-// report is made. It also picks the culprit: the first frame that belongs to
-// the user's code rather than to the runtime, database/sql, a driver or a
-// known database wrapper.
+// report is made. Which frame is the culprit is a reporting policy, and
+// lives with the reports, not here.
 package stack
 
 import (
@@ -125,64 +124,6 @@ func allDigits(s string) bool {
 		}
 	}
 	return true
-}
-
-// LibraryPrefixes are the function-name prefixes of code that is never the
-// culprit: the runtime, database/sql, drivers, pgxleak itself and the
-// well-known wrappers over database/sql.
-var LibraryPrefixes = []string{
-	"runtime.",
-	"database/sql.",
-	"database/sql/driver.",
-	"context.",
-	"sync.",
-	"reflect.",
-	"github.com/pgxleak/pgxleak.",
-	"github.com/pgxleak/pgxleak/internal/",
-	"github.com/jackc/", // pgx, pgconn, pgtype, puddle
-	"github.com/lib/pq.",
-	"github.com/DATA-DOG/go-sqlmock.",
-	"github.com/jmoiron/sqlx.",
-	"gorm.io/",
-	"entgo.io/ent",
-	"github.com/uptrace/bun",
-	"github.com/uptrace/opentelemetry-go-extra/otelsql",
-	"github.com/XSAM/otelsql",
-	"github.com/ngrok/sqlmw",
-	"github.com/luna-duclos/instrumentedsql",
-	"github.com/pressly/goose",
-	"github.com/Masterminds/squirrel",
-	"github.com/doug-martin/goqu",
-	"github.com/volatiletech/sqlboiler",
-	"github.com/go-jet/jet",
-	"github.com/stephenafamo/bob",
-}
-
-// IsLibrary reports whether fn belongs to code that is never the culprit,
-// checking LibraryPrefixes and then extra.
-func IsLibrary(fn string, extra []string) bool {
-	for _, p := range LibraryPrefixes {
-		if strings.HasPrefix(fn, p) {
-			return true
-		}
-	}
-	for _, p := range extra {
-		if p != "" && strings.HasPrefix(fn, p) {
-			return true
-		}
-	}
-	return false
-}
-
-// Culprit returns the index in frames of the first frame outside the
-// libraries (see IsLibrary), or -1 when every frame is library code.
-func Culprit(frames []Frame, extra []string) int {
-	for i, f := range frames {
-		if !IsLibrary(f.Function, extra) {
-			return i
-		}
-	}
-	return -1
 }
 
 // Format renders frames like runtime.Stack does for one goroutine:

@@ -2,10 +2,8 @@ package pgxleak
 
 import (
 	"context"
-	"database/sql"
 	"database/sql/driver"
 	"errors"
-	"fmt"
 	"io"
 	"reflect"
 	"runtime"
@@ -14,186 +12,24 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
-// DriverName is the name pgxleak registers its driver under, so that
-// sql.Open(pgxleak.DriverName, dsn) accepts every DSN pgx accepts.
-const DriverName = "pgxleak"
-
-//go:generate go run ./internal/wrapgen
-
-func init() {
-	sql.Register(DriverName, &Driver{inner: stdlib.GetDefaultDriver()})
-}
-
-// Driver is a database/sql driver that wraps another driver, by default pgx
-// v5's stdlib driver, and tracks every checkout of its connections.
-//
-// The Driver registered as "pgxleak" opens a new, separately tracked pool for
-// every sql.Open. The Driver returned by (*sql.DB).Driver for a pool opened by
-// pgxleak carries that pool's state; that is how Stats, Checkouts, Drain and
-// VerifyNone find it from the *sql.DB alone.
-type Driver struct {
-	inner driver.Driver
-	pool  *pool // nil for the registered driver
-}
-
-// Open opens a connection with the wrapped driver, without tracking it.
-// database/sql never calls it, because Driver implements
-// [driver.DriverContext]; it exists to satisfy [driver.Driver].
-func (d *Driver) Open(name string) (driver.Conn, error) {
-	return d.wrapped().Open(name)
-}
-
-// wrapped returns the wrapped driver; the zero Driver wraps pgx's.
-func (d *Driver) wrapped() driver.Driver {
-	if d.inner == nil {
-		return stdlib.GetDefaultDriver()
-	}
-	return d.inner
-}
-
-// OpenConnector parses name with the wrapped driver and returns a connector
-// whose connections are tracked in a new pool with the default options.
-// It is what sql.Open("pgxleak", dsn) calls. Pool tuning needs the *sql.DB,
-// which a driver never sees, so such a pool keeps database/sql's limits;
-// only the per-connection lifetime ([DefaultConnMaxLifetime], jittered),
-// which the wrapper enforces itself, applies. Use [Open] for the tuned
-// defaults.
-func (d *Driver) OpenConnector(name string) (driver.Connector, error) {
-	secrets := dsnSecrets(name)
-	c, err := connectorFor(d.wrapped(), name)
-	if err != nil {
-		return nil, redactError(err, secrets)
-	}
-	cfg, err := newConfig(nil)
-	if err != nil {
-		return nil, err
-	}
-	p := newPool(cfg, poolNameFromDSN(name))
-	p.start()
-	wc := newConnector(c, p)
-	wc.secrets = secrets
-	return wc, nil
-}
-
-// Open opens a database like [sql.Open], over the driver registered as
-// driverName ("pgx" for pgx v5's stdlib is the common case; "pgxleak" means
-// the same), tracks every checkout of its connections, and applies the pool
-// tuning in opts over pgxleak's defaults (see [WithMaxOpenConns] and the
-// other options).
-//
-// Unlike sql.Open, Open connects when [WithMinIdleConns] asks for warm
-// connections, and then fails if the server is unreachable, and when
-// [WithCapacityCheck] asks for the server's limits. The returned
-// *sql.DB is an ordinary one; the caller must Close it (or [Drain] it).
-func Open(driverName, dsn string, opts ...Option) (*sql.DB, error) {
-	cfg, err := newConfig(opts)
-	if err != nil {
-		return nil, err
-	}
-	var d driver.Driver
-	if driverName == DriverName {
-		d = stdlib.GetDefaultDriver()
-	} else {
-		probe, err := sql.Open(driverName, dsn)
-		if err != nil {
-			return nil, fmt.Errorf("pgxleak: %w", redactError(err, dsnSecrets(dsn)))
-		}
-		d = probe.Driver()
-		_ = probe.Close() // it never connected; closing only stops its goroutine
-	}
-	secrets := dsnSecrets(dsn)
-	c, err := pgBouncerConnectorFor(d, dsn, opts)
-	if c == nil && err == nil {
-		c, err = connectorFor(d, dsn)
-	}
-	if err != nil {
-		return nil, redactError(err, secrets) // the driver's own error, its password masked
-	}
-	return openDB(c, cfg, poolNameFromDSN(dsn), secrets...)
-}
-
-// OpenDB opens a database over any [driver.Connector] (pgx's
-// stdlib.GetConnector, go-sqlmock, lib/pq, ...), like [sql.OpenDB], with
-// checkout tracking and the pool tuning in opts.
-func OpenDB(c driver.Connector, opts ...Option) (*sql.DB, error) {
-	if c == nil {
-		return nil, errors.New("pgxleak: OpenDB: nil connector")
-	}
-	cfg, err := newConfig(opts)
-	if err != nil {
-		return nil, err
-	}
-	return openDB(pgBouncerConnector(c, opts), cfg, "", connectorSecrets(c)...)
-}
-
-func openDB(c driver.Connector, cfg *config, defaultName string, secrets ...string) (*sql.DB, error) {
-	p := newPool(cfg, defaultName)
-	wc := newConnector(c, p)
-	wc.secrets = secrets
-	db := sql.OpenDB(wc)
-	p.db = db
-	// The monitor starts after the warm-up: its keep-idle task holds
-	// connections while waiting for more, as the warm-up does, and the two
-	// at once can deadlock a small pool. Close copes with a pool whose
-	// monitor never started.
-	if err := p.tune(db); err != nil {
-		_ = db.Close()
-		return nil, err
-	}
-	p.start()
-	return db, nil
-}
-
-// connectorFor returns d's connector for name, the way database/sql does.
-func connectorFor(d driver.Driver, name string) (driver.Connector, error) {
-	if dc, ok := d.(driver.DriverContext); ok {
-		return dc.OpenConnector(name)
-	}
-	return dsnConnector{name: name, driver: d}, nil
-}
-
-type dsnConnector struct {
-	name   string
-	driver driver.Driver
-}
-
-func (c dsnConnector) Connect(context.Context) (driver.Conn, error) { return c.driver.Open(c.name) }
-func (c dsnConnector) Driver() driver.Driver                        { return c.driver }
-
-// poolOf returns the pool state behind db, or nil if db was not opened
-// through pgxleak.
-func poolOf(db *sql.DB) *pool {
-	if db == nil {
-		return nil
-	}
-	if d, ok := db.Driver().(*Driver); ok {
-		return d.pool
-	}
-	return nil
-}
-
-// errNotTracked is returned by the inspection functions for a *sql.DB that
-// was not opened through pgxleak.
-var errNotTracked = errors.New("pgxleak: this *sql.DB was not opened by pgxleak (use pgxleak.Open, pgxleak.OpenDB or sql.Open(\"pgxleak\", dsn))")
-
 // connector wraps the user's connector. It is an io.Closer, so that
 // (*sql.DB).Close stops the pool's monitor and reports what is still out.
 type connector struct {
 	inner   driver.Connector
-	pool    *pool
+	tracker *tracker
 	driver  *Driver
-	secrets []string // the DSN's passwords, masked in connection errors (redact.go)
+	secrets []string // the DSN's passwords, masked in connection errors (see redactError)
 }
 
-func newConnector(c driver.Connector, p *pool) *connector {
-	return &connector{inner: c, pool: p, driver: &Driver{inner: c.Driver(), pool: p}}
+func newConnector(c driver.Connector, t *tracker, secrets []string) *connector {
+	return &connector{inner: c, tracker: t, driver: &Driver{inner: c.Driver(), tracker: t}, secrets: secrets}
 }
 
 // Connect opens a connection with the wrapped connector. When the caller is
 // database/sql on a user's goroutine (not its background opener), the new
 // connection is checked out right away and the checkout is recorded here.
 func (c *connector) Connect(ctx context.Context) (driver.Conn, error) {
-	p := c.pool
+	p := c.tracker
 	p.handingOut.Add(1) // before the draining check, so Drain sees it
 	defer p.handingOut.Add(-1)
 	if p.draining.Load() {
@@ -221,8 +57,8 @@ func (c *connector) Connect(ctx context.Context) (driver.Conn, error) {
 		_ = inner.Close()
 		return nil, ErrDraining
 	}
-	wc := p.newConn(inner)
-	p.observeCreate(p.now() - start) // after newConn, which may name the pool
+	wc := newConn(p, inner)
+	p.tel.observeCreate(p.now() - start) // after register, which may name the pool
 	if !calledByOpener() {
 		wc.mu.Lock()
 		wc.checkoutLocked(ctx)
@@ -237,7 +73,7 @@ func (c *connector) Driver() driver.Driver { return c.driver }
 
 // Close is called by (*sql.DB).Close after it closed the idle connections.
 func (c *connector) Close() error {
-	c.pool.close()
+	c.tracker.close()
 	if cl, ok := c.inner.(io.Closer); ok {
 		return cl.Close()
 	}
@@ -305,6 +141,19 @@ type conn struct {
 	rowsWrap func(r rows) (driver.Rows, *rows)
 }
 
+// newConn wraps a freshly connected driver connection and registers its
+// state with the tracker.
+func newConn(t *tracker, inner driver.Conn) *conn {
+	c := &conn{connState: connState{tracker: t, txStatus: txIdle}, inner: inner}
+	if sc, ok := inner.(*stdlib.Conn); ok {
+		c.pgx = sc.Conn()
+		c.pid = c.pgx.PgConn().PID()
+	}
+	c.wrapper = connWrappers[connMask(inner)](c)
+	t.register(&c.connState)
+	return c
+}
+
 // Unwrap returns the wrapped driver connection, for code that used
 // (*sql.Conn).Raw with a driver-specific type assertion.
 func (c *conn) Unwrap() driver.Conn { return c.inner }
@@ -324,7 +173,7 @@ func (c *conn) Prepare(query string) (driver.Stmt, error) {
 // Close implements [driver.Conn]. It is one of the two ways a connection
 // comes back: database/sql closes bad, expired and surplus connections.
 func (c *conn) Close() error {
-	c.pool.closeConn(&c.connState)
+	c.tracker.closeConn(&c.connState)
 	return c.inner.Close()
 }
 
@@ -451,7 +300,7 @@ type connSessionResetter conn
 // been used before. An expired connection, or any while the pool drains, is
 // answered with ErrBadConn, which makes database/sql discard it and retry.
 func (c *connSessionResetter) ResetSession(ctx context.Context) error {
-	p := c.pool
+	p := c.tracker
 	now := p.now() // one clock read for the expiry check and the checkout
 	if !c.reusableAt(now) {
 		return driver.ErrBadConn
@@ -479,41 +328,10 @@ func (c *connSessionResetter) ResetSession(ctx context.Context) error {
 		c.checkoutAtLocked(ctx, now)
 	}
 	c.mu.Unlock()
-	c.pool.tel.handoff(ctx) // a waiter handed this connection: attribute its wait (tracing.go)
+	c.tracker.tel.handoff(ctx) // a waiter handed this connection: attribute its wait (see telemetry.handoff)
 	// database/sql hands the connection out despite any other error.
 	return err
 }
-
-// Narrow interfaces for the optional methods that need no interception:
-// the wrappers embed the wrapped value under these, so the methods are
-// promoted straight from it.
-type (
-	namedValueChecker interface {
-		CheckNamedValue(*driver.NamedValue) error
-	}
-	columnConverter interface {
-		ColumnConverter(idx int) driver.ValueConverter
-	}
-	rowsNextResultSet interface {
-		HasNextResultSet() bool
-		NextResultSet() error
-	}
-	rowsColumnTypeScanType interface {
-		ColumnTypeScanType(index int) reflect.Type
-	}
-	rowsColumnTypeDatabaseTypeName interface {
-		ColumnTypeDatabaseTypeName(index int) string
-	}
-	rowsColumnTypeLength interface {
-		ColumnTypeLength(index int) (length int64, ok bool)
-	}
-	rowsColumnTypeNullable interface {
-		ColumnTypeNullable(index int) (nullable, ok bool)
-	}
-	rowsColumnTypePrecisionScale interface {
-		ColumnTypePrecisionScale(index int) (precision, scale int64, ok bool)
-	}
-)
 
 func (c *conn) wrapTx(t driver.Tx) driver.Tx {
 	c.setTxStatus(txInTransaction)
@@ -522,20 +340,6 @@ func (c *conn) wrapTx(t driver.Tx) driver.Tx {
 
 func (c *conn) wrapStmt(s driver.Stmt, query string) driver.Stmt {
 	return stmtWrappers[stmtMask(s)](&stmt{inner: s, c: c, query: query})
-}
-
-// wrapRows wraps r. Rows read on a context that can never be cancelled are
-// watched for garbage collection: if database/sql's *sql.Rows is dropped
-// without Close, the connection can never come back, and that is reported.
-func (c *conn) wrapRows(ctx context.Context, r driver.Rows) driver.Rows {
-	if t := reflect.TypeOf(r); t != c.rowsType {
-		c.rowsType, c.rowsWrap = t, rowsWrappers[rowsMask(r)]
-	}
-	w, rw := c.rowsWrap(rows{inner: r, c: c})
-	if ctx != nil && ctx.Done() == nil && c.pool.cfg.gcDetection {
-		rw.watch = c.lendWatch() // see gcWatch
-	}
-	return w
 }
 
 // tx wraps a driver.Tx. Commit and Rollback do not return the connection;
@@ -567,7 +371,8 @@ type stmt struct {
 
 // Close must not count as a use: database/sql closes statements on idle
 // connections too.
-func (s *stmt) Close() error  { return s.inner.Close() }
+func (s *stmt) Close() error { return s.inner.Close() }
+
 func (s *stmt) NumInput() int { return s.inner.NumInput() }
 
 func (s *stmt) Exec(args []driver.Value) (driver.Result, error) {
@@ -612,25 +417,4 @@ func (s *stmtQueryContext) QueryContext(ctx context.Context, args []driver.Named
 		return nil, err
 	}
 	return s.c.wrapRows(ctx, r), nil
-}
-
-// rows wraps a driver.Rows; the wrappers in wrap_gen.go embed it by value,
-// so wrapping costs one allocation.
-type rows struct {
-	inner driver.Rows
-	c     *conn
-	watch *gcWatch // held while the Rows is open, if watched (see gcWatch)
-}
-
-func (r *rows) Columns() []string              { return r.inner.Columns() }
-func (r *rows) Next(dest []driver.Value) error { return r.inner.Next(dest) }
-
-func (r *rows) Close() error {
-	if w := r.watch; w != nil {
-		r.watch = nil
-		r.c.returnWatch(w)
-	}
-	err := r.inner.Close()
-	r.c.afterStatement()
-	return err
 }

@@ -1,0 +1,239 @@
+package pgxleak
+
+import (
+	"context"
+	"slices"
+	"sync"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/pgxleak/pgxleak/internal/stack"
+)
+
+// connection states
+const (
+	stateIdle uint8 = iota
+	stateOut
+	stateClosed
+)
+
+// transaction states, as PostgreSQL's ReadyForQuery reports them
+const (
+	txUnknown       byte = 0
+	txIdle          byte = 'I'
+	txInTransaction byte = 'T'
+	txFailed        byte = 'E'
+)
+
+func txStatusString(b byte) string {
+	switch b {
+	case txIdle:
+		return "idle"
+	case txInTransaction:
+		return "in transaction"
+	case txFailed:
+		return "in failed transaction"
+	}
+	return "unknown"
+}
+
+// connState is the tracker's record of one connection: the per-connection
+// state machine idle → out → idle … → closed.
+//
+// Ownership:
+//   - tracker, pgx, pid and expiresAt are set once, before the connection
+//     is handed to database/sql, and never change.
+//   - mu guards the rest. database/sql uses a connection from one goroutine
+//     at a time, so mu is uncontended except when the monitor or an
+//     inspection reads it.
+//   - Owner-only fields (marked "owner") are written only inside driver
+//     calls on the connection (checkout, use, return), under mu. database/sql
+//     makes those calls one at a time, with happens-before edges between the
+//     goroutines that make them, so those calls may read owner fields
+//     without mu; the monitor and inspections read them only under mu and
+//     never write them. That lets the per-operation path (use,
+//     afterStatement) skip the lock when nothing changes.
+//   - watch is touched only inside driver calls and needs no lock at all.
+type connState struct {
+	tracker   *tracker
+	pgx       *pgx.Conn // nil unless the wrapped conn is pgx's
+	pid       uint32
+	expiresAt int64 // jittered end of life, in pool time; 0 means never
+
+	mu         sync.Mutex
+	state      uint8           // owner; guarded by mu
+	internal   bool            // guarded by mu; checked out by the pool itself (warm-up)
+	checkoutAt int64           // guarded by mu; pool time
+	ctx        context.Context // guarded by mu; the checkout's context, for trace links; nil once returned
+	pcs        []uintptr       // guarded by mu; capture buffer, allocated once per connection
+	npcs       int             // guarded by mu
+	statement  string          // owner; guarded by mu
+	txStatus   byte            // owner; guarded by mu
+	suspected  bool            // guarded by mu
+	gcLeaked   bool            // guarded by mu
+	broken     bool            // guarded by mu; a transaction ended in an unknown state: discard at return
+	uses       int64           // guarded by mu; user checkouts, for WithMaxUses and sampling
+	checkouts  uint64          // owner; guarded by mu
+	returns    uint64          // guarded by mu
+
+	// watch is the connection's garbage-collection watch while no Rows
+	// holds it (see gcWatch). It is used only inside driver calls on this
+	// connection, which database/sql serialises, and needs no lock.
+	watch *gcWatch
+}
+
+// checkoutLocked records a checkout. It is the hot path: no allocation, no
+// symbolising; the stack goes into the connection's own buffer.
+func (c *connState) checkoutLocked(ctx context.Context) {
+	c.checkoutAtLocked(ctx, c.tracker.now())
+}
+
+// checkoutAtLocked is checkoutLocked with the pool time already read (a
+// clock read costs as much as the rest of the checkout).
+func (c *connState) checkoutAtLocked(ctx context.Context, now int64) {
+	p := c.tracker
+	c.state = stateOut
+	c.checkoutAt = now
+	c.ctx = ctx
+	_, c.internal = ctx.(*internalContext)
+	c.suspected, c.gcLeaked, c.statement = false, false, ""
+	c.npcs = 0
+	if c.internal {
+		return
+	}
+	c.uses++
+	c.checkouts++
+	if len(c.pcs) > 0 && (p.cfg.sampleEvery == 1 || c.uses%p.cfg.sampleEvery == 1) {
+		c.npcs = stack.Capture(1, c.pcs)
+	}
+}
+
+// use is called at the start of every operation on the connection. An
+// operation on a connection the tracker holds as idle is a checkout that
+// made no earlier driver call: a connection database/sql's background
+// opener handed to a waiting goroutine, or one that was returned without a
+// session reset.
+func (c *connState) use(ctx context.Context, query string) error {
+	// The common case: checked out already, and the statement is the one
+	// recorded (or none is recorded). Owner-only fields, read without mu.
+	if c.state == stateOut && (query == "" || !c.tracker.cfg.statements || c.statement == query) {
+		return nil
+	}
+	c.mu.Lock()
+	if c.state == stateIdle {
+		if c.tracker.draining.Load() {
+			c.mu.Unlock()
+			return ErrDraining
+		}
+		c.checkoutLocked(ctx)
+	}
+	if query != "" && c.tracker.cfg.statements {
+		c.statement = query
+	}
+	c.mu.Unlock()
+	return nil
+}
+
+// checkin records a return through IsValid and reports whether the
+// connection has reached its end of life (maximum uses or jittered
+// lifetime) and must be discarded.
+func (c *connState) checkin() (discard bool) {
+	p := c.tracker
+	now := p.now()
+	c.mu.Lock()
+	if c.state == stateOut {
+		c.returnLocked(now)
+	}
+	discard = c.broken ||
+		p.cfg.maxUses > 0 && c.uses >= p.cfg.maxUses ||
+		c.expiresAt != 0 && now >= c.expiresAt
+	c.mu.Unlock()
+	return discard
+}
+
+func (c *connState) returnLocked(now int64) {
+	c.state = stateIdle
+	if !c.internal {
+		c.returns++
+		held := now - c.checkoutAt
+		c.tracker.tel.observeUse(held)
+		if c.suspected {
+			s := c.snapshotLocked(now)
+			c.tracker.resolvedLeaks.Add(1)
+			c.tracker.enqueue(report{kind: LeakSuspected, resolved: true, snap: s})
+		}
+	}
+	c.ctx = nil
+}
+
+// reusableAt reports whether an idle connection may be checked out again
+// at pool time now: not while draining, not past its jittered lifetime.
+func (c *connState) reusableAt(now int64) bool {
+	return !c.tracker.draining.Load() && (c.expiresAt == 0 || now < c.expiresAt)
+}
+
+// afterStatement refreshes the transaction status from pgx, on the
+// goroutine that ran the statement.
+func (c *connState) afterStatement() {
+	if c.pgx != nil {
+		c.setTxStatus(txUnknown) // pgx's own status replaces it
+	}
+}
+
+// afterTx records the end of a transaction. pgx reports its true state,
+// which IsValid checks; for another driver a failed Commit or Rollback
+// leaves the session's state unknown, so the connection is discarded at
+// its return rather than handed to the next caller mid-transaction.
+func (c *connState) afterTx(err error) {
+	if c.pgx != nil {
+		c.afterStatement()
+		return
+	}
+	c.mu.Lock()
+	c.txStatus = txIdle
+	if err != nil {
+		c.txStatus, c.broken = txUnknown, true
+	}
+	c.mu.Unlock()
+}
+
+// setTxStatus records the transaction status st, or pgx's own status when
+// the driver is pgx. It runs on the goroutine using the connection.
+func (c *connState) setTxStatus(st byte) {
+	if c.pgx != nil {
+		st = c.pgx.PgConn().TxStatus()
+	}
+	if st == c.txStatus { // owner-only field: no lock to read it
+		return
+	}
+	c.mu.Lock()
+	c.txStatus = st
+	c.mu.Unlock()
+}
+
+// snapshot is an unsymbolised copy of a checkout, taken under the
+// connection's lock; symbolising happens later, off the hot path.
+type snapshot struct {
+	pcs        []uintptr
+	checkoutAt int64
+	held       int64
+	pid        uint32
+	statement  string
+	txStatus   byte
+	suspected  bool
+	ctx        context.Context
+	conn       *connState // which connection, for telemetry to match a leak with its return
+}
+
+func (c *connState) snapshotLocked(now int64) snapshot {
+	return snapshot{
+		pcs:        slices.Clone(c.pcs[:c.npcs]),
+		checkoutAt: c.checkoutAt,
+		held:       now - c.checkoutAt,
+		pid:        c.pid,
+		statement:  c.statement,
+		txStatus:   c.txStatus,
+		suspected:  c.suspected,
+		ctx:        c.ctx,
+		conn:       c,
+	}
+}

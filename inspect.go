@@ -1,0 +1,125 @@
+package pgxleak
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"time"
+)
+
+// ErrDraining is returned for new checkouts while [Drain] runs.
+var ErrDraining = errors.New("pgxleak: pool is draining; no new connections are handed out")
+
+// PoolStats is the tracker's counters next to database/sql's.
+type PoolStats struct {
+	sql.DBStats
+	Checkouts        uint64 // checkouts seen by the tracker (the pool's own warm-ups excluded)
+	Returns          uint64 // returns matched to a checkout
+	CheckedOut       int    // checked out now by users, by the tracker's count (DBStats.InUse also counts the pool's own warm-ups)
+	Suspected        uint64 // suspected leaks reported
+	Resolved         uint64 // suspected leaks that came back
+	GarbageCollected uint64 // Rows garbage-collected without Close
+	StillOut         uint64 // connections still out at Drain or Close
+}
+
+// Checkouts returns every connection checked out of db right now, oldest
+// first. It returns nil for a *sql.DB not opened through pgxleak.
+func Checkouts(db *sql.DB) []Checkout {
+	p := trackerOf(db)
+	if p == nil {
+		return nil
+	}
+	return p.checkouts()
+}
+
+// Stats returns db.Stats() with the tracker's counters. For a *sql.DB not
+// opened through pgxleak only DBStats is filled.
+func Stats(db *sql.DB) PoolStats {
+	var s PoolStats
+	if db == nil {
+		return s
+	}
+	s.DBStats = db.Stats()
+	if p := trackerOf(db); p != nil {
+		p.fillStats(&s)
+	}
+	return s
+}
+
+// Drain stops new checkouts from db and waits until every checked-out
+// connection has come back, or ctx ends. It then closes db. If connections
+// were still out, it reports each as a [LeakStillOut] leak and returns a
+// *[LeakError] listing them with their culprits; those connections are not
+// forcibly closed, since their goroutines may still be using them, and
+// database/sql closes each when it is returned.
+func Drain(ctx context.Context, db *sql.DB) error {
+	p := trackerOf(db)
+	if p == nil {
+		return ErrNotTracked
+	}
+	p.draining.Store(true)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	var cause error
+	for (p.returnable() > 0 || p.handingOut.Load() > 0) && cause == nil {
+		select {
+		case <-ctx.Done():
+			cause = ctx.Err()
+		case <-tick.C:
+		}
+	}
+	out := p.stillOut() // reports them and keeps Close from reporting them again
+	err := db.Close()
+	if len(out) > 0 {
+		return &LeakError{Checkouts: out, cause: cause}
+	}
+	return err
+}
+
+func (p *tracker) checkouts() []Checkout {
+	snaps := p.outSnapshots()
+	out := make([]Checkout, len(snaps))
+	for i, s := range snaps {
+		out[i] = p.describe(s)
+	}
+	return out
+}
+
+func (p *tracker) fillStats(s *PoolStats) {
+	p.mu.Lock()
+	s.Checkouts, s.Returns = p.closedCounts[0], p.closedCounts[1]
+	for c := range p.conns {
+		c.mu.Lock()
+		s.Checkouts += c.checkouts
+		s.Returns += c.returns
+		if c.state == stateOut && !c.internal {
+			s.CheckedOut++
+		}
+		c.mu.Unlock()
+	}
+	p.mu.Unlock()
+	s.Suspected = p.suspectedLeaks.Load()
+	s.Resolved = p.resolvedLeaks.Load()
+	s.GarbageCollected = p.gcLeaks.Load()
+	s.StillOut = p.stillOutLeaks.Load()
+}
+
+// stillOut reports every connection still out as LeakStillOut, once per
+// pool, and returns them.
+func (p *tracker) stillOut() []Checkout {
+	p.mu.Lock()
+	issued := p.stillOutIssued
+	p.stillOutIssued = true
+	p.mu.Unlock()
+	if issued {
+		return nil
+	}
+	snaps := p.outSnapshots()
+	out := make([]Checkout, len(snaps))
+	for i, s := range snaps {
+		out[i] = p.describe(s)
+		p.stillOutLeaks.Add(1)
+		p.enqueue(report{kind: LeakStillOut, snap: s}) // emitted by the monitor before close returns
+	}
+	return out
+}

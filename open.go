@@ -1,0 +1,209 @@
+package pgxleak
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+)
+
+// DriverName is the name pgxleak registers its driver under, so that
+// sql.Open(pgxleak.DriverName, dsn) accepts every DSN pgx accepts.
+const DriverName = "pgxleak"
+
+//go:generate go run ./internal/wrapgen
+
+func init() {
+	sql.Register(DriverName, &Driver{inner: stdlib.GetDefaultDriver()})
+}
+
+// Driver is a database/sql driver that wraps another driver, by default pgx
+// v5's stdlib driver, and tracks every checkout of its connections.
+//
+// The Driver registered as "pgxleak" opens a new, separately tracked pool for
+// every sql.Open. The Driver returned by (*sql.DB).Driver for a pool opened by
+// pgxleak carries that pool's state; that is how Stats, Checkouts, Drain and
+// VerifyNone find it from the *sql.DB alone.
+type Driver struct {
+	inner   driver.Driver
+	tracker *tracker // nil for the registered driver
+}
+
+// Open opens a connection with the wrapped driver, without tracking it.
+// database/sql never calls it, because Driver implements
+// [driver.DriverContext]; it exists to satisfy [driver.Driver].
+func (d *Driver) Open(name string) (driver.Conn, error) {
+	return d.wrapped().Open(name)
+}
+
+// wrapped returns the wrapped driver; the zero Driver wraps pgx's.
+func (d *Driver) wrapped() driver.Driver {
+	if d.inner == nil {
+		return stdlib.GetDefaultDriver()
+	}
+	return d.inner
+}
+
+// OpenConnector returns a connector for the DSN name whose connections are
+// tracked in a new pool with the default options. It is what
+// sql.Open("pgxleak", dsn) calls. Pool tuning needs the *sql.DB, which a
+// driver never sees, so such a pool keeps database/sql's limits; only the
+// per-connection lifetime ([DefaultConnMaxLifetime], jittered), which the
+// wrapper enforces itself, applies. Use [Open] for the tuned defaults.
+func (d *Driver) OpenConnector(name string) (driver.Connector, error) {
+	cfg, err := newConfig(nil)
+	if err != nil {
+		return nil, err
+	}
+	dsn := parseDSN(name)
+	c, err := connectorFor(d.wrapped(), name, dsn, false)
+	if err != nil {
+		return nil, err
+	}
+	t := newTracker(cfg, dsn.poolName)
+	t.start()
+	return newConnector(c, t, dsn.secrets), nil
+}
+
+// Open opens a database like [sql.Open], over the driver registered as
+// driverName ("pgx" for pgx v5's stdlib is the common case; "pgxleak" means
+// the same), tracks every checkout of its connections, and applies the pool
+// tuning in opts over pgxleak's defaults (see [WithMaxOpenConns] and the
+// other options).
+//
+// Unlike sql.Open, Open connects when [WithMinIdleConns] asks for warm
+// connections, and then fails if the server is unreachable, and when
+// [WithCapacityCheck] asks for the server's limits. The returned
+// *sql.DB is an ordinary one; the caller must Close it (or [Drain] it).
+func Open(driverName, dsn string, opts ...Option) (*sql.DB, error) {
+	cfg, err := newConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	info := parseDSN(dsn)
+	var d driver.Driver
+	switch driverName {
+	case DriverName, "pgx", "pgx/v5":
+		d = stdlib.GetDefaultDriver()
+	default:
+		// database/sql has no lookup of a registered driver but sql.Open,
+		// which only records the name and starts the opener goroutine.
+		probe, err := sql.Open(driverName, dsn)
+		if err != nil {
+			return nil, fmt.Errorf("pgxleak: Open: %w", redactError(err, info.secrets))
+		}
+		d = probe.Driver()
+		_ = probe.Close() // it never connected; closing only stops its goroutine
+	}
+	c, err := connectorFor(d, dsn, info, cfg.pgBouncer)
+	if err != nil {
+		return nil, err
+	}
+	return openDB(c, cfg, info.poolName, info.secrets)
+}
+
+// OpenDB opens a database over any [driver.Connector] (pgx's
+// stdlib.GetConnector, go-sqlmock, lib/pq, ...), like [sql.OpenDB], with
+// checkout tracking and the pool tuning in opts.
+func OpenDB(c driver.Connector, opts ...Option) (*sql.DB, error) {
+	if c == nil {
+		return nil, errors.New("pgxleak: OpenDB: nil connector")
+	}
+	cfg, err := newConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	secrets := connectorSecrets(c)
+	if cfg.pgBouncer {
+		c = bouncerConnector{c}
+	}
+	return openDB(c, cfg, "", secrets)
+}
+
+func openDB(c driver.Connector, cfg *config, defaultName string, secrets []string) (*sql.DB, error) {
+	t := newTracker(cfg, defaultName)
+	db := sql.OpenDB(newConnector(c, t, secrets))
+	t.db = db
+	// The monitor starts after the warm-up: its keep-idle task holds
+	// connections while waiting for more, as the warm-up does, and the two
+	// at once can deadlock a small pool. Close copes with a pool whose
+	// monitor never started.
+	if err := t.tune(db); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	t.start()
+	return db, nil
+}
+
+// dsnInfo is what pgxleak reads from a DSN, parsed once per Open.
+type dsnInfo struct {
+	pgx      *pgx.ConnConfig // nil when pgx cannot parse it (a registered config's name, another driver's syntax)
+	secrets  []string        // the passwords to mask in errors (see dsnSecrets)
+	poolName string          // "host:port/database", never with credentials; "" when unparsed
+}
+
+func parseDSN(dsn string) dsnInfo {
+	var info dsnInfo
+	if cfg, err := pgx.ParseConfig(dsn); err == nil {
+		info.pgx = cfg
+		info.poolName = fmt.Sprintf("%s:%d/%s", cfg.Host, cfg.Port, cfg.Database)
+	}
+	info.secrets = dsnSecrets(dsn, info.pgx)
+	return info
+}
+
+// connectorFor returns the connector for dsn over d. Over pgx's driver it
+// connects with the configuration parsed already (and, for WithPgBouncer,
+// a query exec mode PgBouncer can work with); otherwise it asks d, the way
+// database/sql does. Errors are the driver's own, with the DSN's passwords
+// masked: a DSN that does not parse is quoted back with best-effort
+// redaction only.
+func connectorFor(d driver.Driver, dsn string, info dsnInfo, pgBouncer bool) (driver.Connector, error) {
+	if _, ok := d.(*stdlib.Driver); ok && info.pgx != nil {
+		cfg := info.pgx
+		if pgBouncer {
+			if err := pgBouncerExecMode(cfg, dsn); err != nil {
+				return nil, err
+			}
+		}
+		return stdlib.GetConnector(*cfg), nil
+	}
+	if dc, ok := d.(driver.DriverContext); ok {
+		c, err := dc.OpenConnector(dsn)
+		if err != nil {
+			return nil, redactError(err, info.secrets)
+		}
+		return c, nil
+	}
+	return dsnConnector{name: dsn, driver: d}, nil
+}
+
+type dsnConnector struct {
+	name   string
+	driver driver.Driver
+}
+
+func (c dsnConnector) Connect(context.Context) (driver.Conn, error) { return c.driver.Open(c.name) }
+
+func (c dsnConnector) Driver() driver.Driver { return c.driver }
+
+// trackerOf returns the tracker behind db, or nil if db was not opened
+// through pgxleak.
+func trackerOf(db *sql.DB) *tracker {
+	if db == nil {
+		return nil
+	}
+	if d, ok := db.Driver().(*Driver); ok {
+		return d.tracker
+	}
+	return nil
+}
+
+// ErrNotTracked is returned by [Drain], [Find] and [Inspect] for a *sql.DB
+// that was not opened through pgxleak.
+var ErrNotTracked = errors.New("pgxleak: this *sql.DB was not opened by pgxleak (use pgxleak.Open, pgxleak.OpenDB or sql.Open(\"pgxleak\", dsn))")

@@ -1,0 +1,304 @@
+package pgxleak
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"slices"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	semconv "go.opentelemetry.io/otel/semconv/v1.30.0"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// maxEpisodeIntervals bounds a wait-episode span, so that a pool that stays
+// exhausted is reported while it is exhausted, not when it recovers: after
+// this many sampling intervals the span ends and a linked one continues.
+const maxEpisodeIntervals = 60
+
+// maxHolderEvents bounds the holder events of one wait-episode span; the
+// holders that held their connection longest are kept.
+const maxHolderEvents = 64
+
+// waitState is the wait sampler's state.
+type waitState struct {
+	lastCount    int64
+	lastDuration time.Duration
+	lastTick     time.Time
+	pendingWaits int64         // waits counted but not yet recorded in wait_time
+	pendingTime  time.Duration // wait time not yet recorded in wait_time
+	stallSince   time.Time     // since when callers wait and none got a connection; zero if not stalled
+	episode      *episode
+	previous     trace.SpanContext // the truncated episode a new one continues
+}
+
+// episode is a run of sampling intervals in which callers waited.
+type episode struct {
+	start, end time.Time
+	waits      int64
+	total      time.Duration
+	stalled    time.Duration
+	peakInUse  int
+	maxOpen    int
+	slow       bool
+	holders    map[holderKey]holder
+}
+
+type holderKey struct {
+	c          *connState
+	checkoutAt int64
+}
+
+type holder struct {
+	snap snapshot
+	seen time.Time
+}
+
+// startWaitSampling is called once by the monitor goroutine when it
+// starts, for a pool opened with Open or OpenDB. It takes the first sample;
+// the monitor then calls sampleWaitStats every interval.
+func (t *telemetry) startWaitSampling() {
+	db := t.p.db // written before the monitor started
+	t.db.Store(db)
+	st := db.Stats()
+	t.w.lastCount, t.w.lastDuration, t.w.lastTick = st.WaitCount, st.WaitDuration, time.Now()
+}
+
+// sampleWaitStats runs every sampling interval on the monitor goroutine. It
+// reads db.Stats() once and works on the deltas of WaitCount, which
+// database/sql increments when a wait starts, and WaitDuration, to which it
+// adds a wait's length when the wait ends (cancelled waits included).
+func (t *telemetry) sampleWaitStats() {
+	db := t.db.Load()
+	if db == nil {
+		return
+	}
+	now := time.Now()
+	st := db.Stats()
+	w := &t.w
+	dCount := st.WaitCount - w.lastCount
+	dTime := st.WaitDuration - w.lastDuration
+	intervalStart := w.lastTick
+	w.lastCount, w.lastDuration, w.lastTick = st.WaitCount, st.WaitDuration, now
+	t.recordWaitTime(dCount, dTime)
+
+	// While no wait has ended since waits were counted, every one of them
+	// is still waiting: the oldest has waited at least since then.
+	switch {
+	case dTime > 0:
+		w.stallSince = time.Time{}
+	case dCount > 0 && w.stallSince.IsZero():
+		w.stallSince = now
+	}
+	var stalled time.Duration
+	if !w.stallSince.IsZero() {
+		stalled = now.Sub(w.stallSince)
+	}
+	waiting := dCount > 0 || !w.stallSince.IsZero() // callers may be waiting now
+	saturated := st.MaxOpenConnections > 0 && st.InUse >= st.MaxOpenConnections
+	t.arm(waiting || saturated, st)
+	if t.threshold <= 0 {
+		return
+	}
+	// An episode lasts while callers wait or waits end, and while the pool
+	// stays saturated after them (more waiters may be queued).
+	if !waiting && dTime == 0 && (w.episode == nil || !saturated) {
+		t.endEpisode(false)
+		return
+	}
+	ep := w.episode
+	if ep == nil {
+		ep = &episode{start: intervalStart, holders: make(map[holderKey]holder)}
+		w.episode = ep
+	}
+	ep.end = now
+	ep.waits += dCount
+	ep.total += dTime
+	ep.stalled = max(ep.stalled, stalled)
+	ep.peakInUse = max(ep.peakInUse, st.InUse)
+	ep.maxOpen = st.MaxOpenConnections
+	if dTime >= t.threshold || stalled >= t.threshold {
+		ep.slow = true
+	}
+	if waiting || saturated {
+		for _, s := range t.p.outSnapshots() {
+			ep.holders[holderKey{s.conn, s.checkoutAt}] = holder{snap: s, seen: now}
+		}
+	}
+	if now.Sub(ep.start) >= maxEpisodeIntervals*t.interval {
+		t.endEpisode(true)
+		w.episode = &episode{start: now, holders: make(map[holderKey]holder)}
+	}
+}
+
+// recordWaitTime records wait_time from the Stats deltas. database/sql
+// gives no individual waits, only their count and their sum, and it counts
+// a wait when it starts but adds its length when it ends. So each counted
+// wait is recorded once, with the mean of the wait time accumulated until
+// then: the histogram's count and sum are exact (sum: once the waits have
+// ended), its distribution is one of interval means. Waits counted while no
+// wait time has arrived yet, and wait time arriving with no new waits
+// counted, are carried to the next interval that has both.
+func (t *telemetry) recordWaitTime(dCount int64, dTime time.Duration) {
+	w := &t.w
+	w.pendingWaits += dCount
+	w.pendingTime += dTime
+	if w.pendingWaits == 0 || w.pendingTime == 0 {
+		return
+	}
+	n, mean := w.pendingWaits, w.pendingTime.Seconds()/float64(w.pendingWaits)
+	w.pendingWaits, w.pendingTime = 0, 0
+	a := t.poolAttrs()
+	if a == nil || !t.waitTime.Enabled(context.Background()) {
+		return
+	}
+	for range n {
+		t.waitTime.Record(context.Background(), mean, a.record...)
+	}
+}
+
+// arm turns handoff attribution on while callers wait or the pool is
+// saturated, and off otherwise. When it turns on, the wait time so far is
+// taken as already attributed.
+func (t *telemetry) arm(on bool, st sql.DBStats) {
+	on = on && t.threshold > 0
+	if on && !t.armed.Load() {
+		t.handoffWait.Store(int64(st.WaitDuration))
+		t.armedAt.Store(t.p.now())
+	}
+	t.armed.Store(on)
+}
+
+// handoff is called by ResetSession, on the goroutine of the caller that
+// checks out a connection, with its context. When a wait has just ended,
+// that caller is usually the waiter that was handed a returned connection,
+// and its wait is the growth of db.Stats().WaitDuration since the last
+// handoff: it is added as an event to the caller's span.
+//
+// It costs one atomic load unless the wait sampler saw callers waiting (or
+// the pool saturated) in its last interval. Then it reads db.Stats() (one
+// db.mu acquisition) on every ResetSession, span or not, so that each
+// caller's estimate starts where the previous one ended.
+//
+// The estimate is exact when one wait ended since the previous
+// ResetSession. It over-estimates when several did: waiters woken together
+// (the first to look gets their sum, the others nothing), cancelled waits,
+// and connections the background opener handed to waiters (they make no
+// ResetSession call). It is capped at the time since the sampler armed
+// attribution plus one interval, which bounds any wait it could cover.
+func (t *telemetry) handoff(ctx context.Context) {
+	if !t.armed.Load() {
+		return
+	}
+	// Only a recording span can carry the event: don't take db.mu (in
+	// Stats) on every checkout of a saturated pool for nothing.
+	span := trace.SpanFromContext(ctx)
+	if !span.IsRecording() {
+		return
+	}
+	db := t.db.Load()
+	if db == nil {
+		return
+	}
+	total := int64(db.Stats().WaitDuration)
+	prev := t.handoffWait.Load()
+	if total <= prev || !t.handoffWait.CompareAndSwap(prev, total) {
+		return
+	}
+	estimate := min(total-prev, t.p.now()-t.armedAt.Load()+int64(t.interval))
+	name := ""
+	if a := t.attrs.Load(); a != nil {
+		name = a.name
+	}
+	span.AddEvent(waitEventName, trace.WithAttributes(
+		semconv.DBClientConnectionPoolName(name),
+		keyWaitEstimate.Float64(seconds(estimate))))
+}
+
+// endEpisode ends the current wait episode and, if it was slow, emits its
+// span. truncated says the episode goes on in a new span.
+func (t *telemetry) endEpisode(truncated bool) {
+	w := &t.w
+	ep := w.episode
+	w.episode = nil
+	if ep == nil {
+		return
+	}
+	if !ep.slow {
+		w.previous = trace.SpanContext{}
+		return
+	}
+	sc := t.emitEpisode(ep, truncated, w.previous)
+	w.previous = trace.SpanContext{}
+	if truncated {
+		w.previous = sc
+	}
+}
+
+// emitEpisode emits the span of a slow wait episode: what was measured,
+// the pool's limits, and one event per holder, longest held first, each
+// also linked to the span active at its checkout.
+func (t *telemetry) emitEpisode(ep *episode, truncated bool, continues trace.SpanContext) trace.SpanContext {
+	holders := make([]holder, 0, len(ep.holders))
+	for _, h := range ep.holders {
+		holders = append(holders, h)
+	}
+	slices.SortFunc(holders, func(a, b holder) int {
+		return cmp.Or(cmp.Compare(b.snap.held, a.snap.held), cmp.Compare(a.snap.checkoutAt, b.snap.checkoutAt))
+	})
+	dropped := 0
+	if len(holders) > maxHolderEvents {
+		dropped = len(holders) - maxHolderEvents
+		holders = holders[:maxHolderEvents]
+	}
+	p := t.p
+	attrs := []attribute.KeyValue{
+		semconv.DBSystemNamePostgreSQL,
+		semconv.DBClientConnectionPoolName(p.name()),
+		keyWaitCount.Int64(ep.waits),
+		keyWaitTotal.Float64(ep.total.Seconds()),
+		keyWaitThreshold.Float64(t.threshold.Seconds()),
+		keyWaitInterval.Float64(t.interval.Seconds()),
+		keyMaxOpen.Int(ep.maxOpen),
+		keyMaxIdle.Int(p.cfg.maxIdle),
+		keyMinIdle.Int(p.cfg.minIdle),
+		keyPeakInUse.Int(ep.peakInUse),
+		keyHolders.Int(len(holders)),
+	}
+	if ep.waits > 0 {
+		attrs = append(attrs, keyWaitMean.Float64(ep.total.Seconds()/float64(ep.waits)))
+	}
+	if ep.stalled > 0 {
+		attrs = append(attrs, keyWaitStalled.Float64(ep.stalled.Seconds()))
+	}
+	if dropped > 0 {
+		attrs = append(attrs, keyHoldersDrop.Int(dropped))
+	}
+	if truncated {
+		attrs = append(attrs, keyWaitTruncated.Bool(true))
+	}
+	var links []trace.Link
+	if continues.IsValid() {
+		links = append(links, trace.Link{SpanContext: continues})
+	}
+	for _, h := range holders {
+		if h.snap.ctx == nil {
+			continue
+		}
+		if sc := trace.SpanContextFromContext(h.snap.ctx); sc.IsValid() {
+			links = append(links, trace.Link{SpanContext: sc})
+		}
+	}
+	_, span := t.tracer.Start(context.Background(), waitSpanName,
+		trace.WithTimestamp(ep.start),
+		trace.WithSpanKind(trace.SpanKindInternal),
+		trace.WithLinks(links...),
+		trace.WithAttributes(attrs...))
+	for _, h := range holders {
+		span.AddEvent(holderEventName, trace.WithTimestamp(h.seen),
+			trace.WithAttributes(checkoutAttrs(p.describe(h.snap))...))
+	}
+	span.End(trace.WithTimestamp(ep.end))
+	return span.SpanContext()
+}
