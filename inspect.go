@@ -1,9 +1,11 @@
 package pgxleak
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
+	"slices"
 	"time"
 )
 
@@ -13,13 +15,64 @@ var ErrDraining = errors.New("pgxleak: pool is draining; no new connections are 
 // PoolStats is the tracker's counters next to database/sql's.
 type PoolStats struct {
 	sql.DBStats
-	Checkouts        uint64 // checkouts seen by the tracker (the pool's own warm-ups excluded)
-	Returns          uint64 // returns matched to a checkout
-	CheckedOut       int    // checked out now by users, by the tracker's count (DBStats.InUse also counts the pool's own warm-ups)
-	Suspected        uint64 // suspected leaks reported
-	Resolved         uint64 // suspected leaks that came back
-	GarbageCollected uint64 // Rows garbage-collected without Close
-	StillOut         uint64 // connections still out at Drain or Close
+	Checkouts        uint64 `json:"checkouts"`         // checkouts seen by the tracker (the pool's own warm-ups excluded)
+	Returns          uint64 `json:"returns"`           // returns matched to a checkout
+	CheckedOut       int    `json:"checked_out"`       // checked out now by users, by the tracker's count (DBStats.InUse also counts the pool's own warm-ups)
+	Suspected        uint64 `json:"suspected"`         // suspected leaks reported
+	Resolved         uint64 `json:"resolved"`          // suspected leaks that came back
+	GarbageCollected uint64 `json:"garbage_collected"` // Rows garbage-collected without Close
+	StillOut         uint64 `json:"still_out"`         // connections still out at Drain or Close
+}
+
+// Waiter is a goroutine blocked waiting for a connection of the pool.
+type Waiter struct {
+	Goroutine uint64        `json:"goroutine"`
+	At        Frame         `json:"at"`              // its innermost frame of user code: the line that asked for a connection
+	Waited    time.Duration `json:"waited_ns"`       // as the goroutine dump reports it (whole minutes; 0 below one)
+	Stack     []Frame       `json:"stack,omitempty"` // innermost first
+	// Holds lists the connections of the same pool this goroutine holds
+	// while it waits: non-empty means a deadlock (it waits for itself).
+	Holds []Checkout `json:"holds,omitempty"`
+}
+
+// Inspection is the whole picture of one pool at one moment: what
+// [Inspect] returns, and what the live page shows.
+type Inspection struct {
+	Pool      string     `json:"pool"`
+	TakenAt   time.Time  `json:"taken_at"`
+	Stats     PoolStats  `json:"stats"`
+	Checkouts []Checkout `json:"checkouts"` // longest held first, with Holder and Server where known
+	Waiters   []Waiter   `json:"waiters"`
+	// Notes says what could not be seen and why, e.g. "server view
+	// unavailable: too many clients already". Empty when everything was.
+	Notes []string `json:"notes,omitempty"`
+}
+
+// Inspect returns the whole picture of db's pool: its counters, every
+// checkout with its holder goroutine and the server's view of its backend,
+// and the goroutines waiting for a connection. It takes a goroutine dump
+// and queries the server over a side connection, so it costs milliseconds;
+// [Checkouts] and [Stats] stay cheap. It returns [ErrNotTracked] for a
+// *sql.DB not opened through pgxleak.
+func Inspect(ctx context.Context, db *sql.DB) (Inspection, error) {
+	p := trackerOf(db)
+	if p == nil {
+		return Inspection{}, ErrNotTracked
+	}
+	return p.inspect(ctx), nil
+}
+
+// inspect assembles an Inspection. The holder goroutines, the waiters and
+// the server's view are joined in by the stuck-pool diagnosis.
+func (p *tracker) inspect(ctx context.Context) Inspection {
+	_ = ctx
+	in := Inspection{Pool: p.name(), TakenAt: time.Now(), Checkouts: p.checkouts()}
+	if p.db != nil {
+		in.Stats.DBStats = p.db.Stats()
+	}
+	p.fillStats(&in.Stats)
+	slices.SortStableFunc(in.Checkouts, func(a, b Checkout) int { return cmp.Compare(b.Held, a.Held) })
+	return in
 }
 
 // Checkouts returns every connection checked out of db right now, oldest

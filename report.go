@@ -13,26 +13,59 @@ import (
 
 // Frame is a resolved stack frame.
 type Frame struct {
-	Function string // fully qualified: "github.com/acme/app.(*Server).getUser"
-	File     string // absolute path
-	Line     int
+	Function string `json:"function"` // fully qualified: "github.com/acme/app.(*Server).getUser"
+	File     string `json:"file"`     // absolute path
+	Line     int    `json:"line"`
 }
 
 // String returns "dir/file.go:42 (pkg.func)", or a note that no stack was
 // recorded.
 func (f Frame) String() string { return stack.Frame(f).Location() }
 
-// Checkout describes a connection that is checked out.
+// Checkout describes a connection that is checked out. Its JSON field
+// names are stable (they are the live page's JSON).
 type Checkout struct {
-	Pool          string        // the pool's name
-	Culprit       Frame         // the first frame of the user's code; zero if no stack was recorded
-	Stack         []Frame       // the checkout's stack, from database/sql's caller outwards
-	CheckedOutAt  time.Time     // when database/sql handed it out
-	Held          time.Duration // how long it has been (or was) out
-	BackendPID    uint32        // the server process, for pg_stat_activity and pg_terminate_backend; 0 if unknown
-	LastStatement string        // the last statement run on it, without arguments; "" if none or WithoutStatements
-	TxStatus      string        // "idle", "in transaction", "in failed transaction" or "unknown"
-	Suspected     bool          // already reported as held too long
+	Pool          string        `json:"pool"`                     // the pool's name
+	Culprit       Frame         `json:"culprit"`                  // the first frame of the user's code; zero if no stack was recorded
+	Stack         []Frame       `json:"stack,omitempty"`          // the checkout's stack, from database/sql's caller outwards
+	CheckedOutAt  time.Time     `json:"checked_out_at"`           // when database/sql handed it out
+	Held          time.Duration `json:"held_ns"`                  // how long it has been (or was) out
+	BackendPID    uint32        `json:"backend_pid,omitempty"`    // the server process, for pg_stat_activity and pg_terminate_backend; 0 if unknown
+	LastStatement string        `json:"last_statement,omitempty"` // the last statement run on it, without arguments; "" if none or WithoutStatements
+	TxStatus      string        `json:"tx_status"`                // "idle", "in transaction", "in failed transaction" or "unknown"
+	Suspected     bool          `json:"suspected"`                // already reported as held too long
+
+	// Holder is the goroutine that checked the connection out, as a
+	// goroutine dump saw it when the report was made or the pool
+	// inspected; nil when unknown (Checkouts never takes a dump).
+	Holder *Holder `json:"holder,omitempty"`
+	// Server is what the server says of the connection's backend, read
+	// when the report was made or the pool inspected; nil when unknown.
+	Server *ServerActivity `json:"server,omitempty"`
+}
+
+// Holder is the goroutine that checked a connection out, joined from a
+// goroutine dump with the goroutine identity recorded at the checkout.
+type Holder struct {
+	Goroutine uint64        `json:"goroutine"`       // the goroutine's ID; 0 if not known
+	Exited    bool          `json:"exited"`          // the goroutine has exited: unless it handed its Rows, Tx or Conn to another goroutine, nothing can return the connection
+	State     string        `json:"state,omitempty"` // as the runtime names it: "IO wait", "select", "chan receive", "sync.Mutex.Lock", "running", ...
+	Waiting   time.Duration `json:"waiting_ns"`      // how long it has been in State, as the runtime reports it (whole minutes; 0 below one)
+	At        Frame         `json:"at"`              // its innermost frame of user code now
+	Stack     []Frame       `json:"stack,omitempty"` // its stack now, innermost first
+	MatchedBy string        `json:"matched_by"`      // how the goroutine was found: "goroutine id", or a fallback named here
+}
+
+// ServerActivity is the server's view of a checked-out connection's
+// backend, from pg_stat_activity.
+type ServerActivity struct {
+	State         string    `json:"state"`                     // "active", "idle", "idle in transaction", "idle in transaction (aborted)", ...
+	WaitEventType string    `json:"wait_event_type,omitempty"` // e.g. "Lock", "Client"
+	WaitEvent     string    `json:"wait_event,omitempty"`      // e.g. "transactionid", "ClientRead"
+	XactStart     time.Time `json:"xact_start,omitzero"`
+	QueryStart    time.Time `json:"query_start,omitzero"`
+	StateChange   time.Time `json:"state_change,omitzero"`
+	BlockedBy     []uint32  `json:"blocked_by,omitempty"` // pg_blocking_pids(): the backends holding the locks it waits for
 }
 
 // String leads with the culprit: "connection checked out at
