@@ -8,8 +8,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/DATA-DOG/go-sqlmock"
-
 	"github.com/pgxleak/pgxleak"
 )
 
@@ -28,14 +26,12 @@ func ExampleOpen() {
 	defer pgxleak.Drain(context.Background(), db)
 }
 
-// OpenDB wraps any connector; here go-sqlmock's, so unit tests without a
-// database get checkout tracking too.
+// OpenDB wraps any connector; here a tiny in-memory one (memConnector,
+// whose every query returns one row holding 1), so unit tests without a
+// database get checkout tracking too. go-sqlmock's driver works the same
+// way.
 func ExampleOpenDB() {
-	mockDB, mock, _ := sqlmock.NewWithDSN("example-opendb")
-	defer mockDB.Close()
-	mock.ExpectQuery("SELECT 1").WillReturnRows(sqlmock.NewRows([]string{"n"}).AddRow(1))
-
-	db, err := pgxleak.Open("sqlmock", "example-opendb", pgxleak.WithMaxOpenConns(2))
+	db, err := pgxleak.OpenDB(&memConnector{}, pgxleak.WithMaxOpenConns(2))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -52,9 +48,7 @@ func ExampleOpenDB() {
 // Find is the verb behind VerifyNone: it lists connections still checked
 // out, each with the function that took it.
 func ExampleFind() {
-	mockDB, _, _ := sqlmock.NewWithDSN("example-find")
-	defer mockDB.Close()
-	db, _ := pgxleak.Open("sqlmock", "example-find", pgxleak.WithLogger(nil))
+	db, _ := pgxleak.OpenDB(&memConnector{}, pgxleak.WithLogger(nil))
 	defer db.Close()
 
 	conn, _ := db.Conn(context.Background()) // forgotten: never closed
@@ -76,10 +70,8 @@ func ExampleFind() {
 // WithOnLeak receives every report; here a connection held past the
 // threshold, then its follow-up once it comes back.
 func ExampleWithOnLeak() {
-	mockDB, _, _ := sqlmock.NewWithDSN("example-onleak")
-	defer mockDB.Close()
 	reports := make(chan pgxleak.Leak, 4)
-	db, _ := pgxleak.Open("sqlmock", "example-onleak",
+	db, _ := pgxleak.OpenDB(&memConnector{},
 		pgxleak.WithLeakThreshold(20*time.Millisecond),
 		pgxleak.WithLogger(nil),
 		pgxleak.WithOnLeak(func(l pgxleak.Leak) { reports <- l }),
@@ -100,10 +92,7 @@ func ExampleWithOnLeak() {
 // Drain stops new checkouts, waits for the ones out to come back, then
 // closes the pool; what did not come back in time is listed.
 func ExampleDrain() {
-	mockDB, mock, _ := sqlmock.NewWithDSN("example-drain")
-	defer mockDB.Close()
-	mock.ExpectClose() // the mock wants to be told that closing is expected
-	db, _ := pgxleak.Open("sqlmock", "example-drain", pgxleak.WithLogger(nil))
+	db, _ := pgxleak.OpenDB(&memConnector{}, pgxleak.WithLogger(nil))
 
 	conn, _ := db.Conn(context.Background())
 	go func() {
@@ -118,9 +107,7 @@ func ExampleDrain() {
 
 // Checkouts shows what is out right now, e.g. for a debug endpoint.
 func ExampleCheckouts() {
-	mockDB, _, _ := sqlmock.NewWithDSN("example-checkouts")
-	defer mockDB.Close()
-	db, _ := pgxleak.Open("sqlmock", "example-checkouts", pgxleak.WithLogger(nil))
+	db, _ := pgxleak.OpenDB(&memConnector{}, pgxleak.WithLogger(nil))
 	defer db.Close()
 
 	conn, _ := db.Conn(context.Background())

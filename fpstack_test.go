@@ -11,10 +11,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
-	"github.com/jmoiron/sqlx"
-	"gorm.io/driver/postgres"
-	"gorm.io/gorm"
-	"gorm.io/gorm/logger"
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
@@ -26,8 +22,8 @@ import (
 // each real call path, once with frame pointers and once with
 // runtime.Callers, and require the reported stacks to be identical, frame
 // for frame: through database/sql's paths (Conn, Tx, Rows, prepared
-// statements, QueryRow), sqlx and GORM, over the in-memory driver and over
-// pgx against the real server.
+// statements, QueryRow), over the in-memory driver and over pgx against
+// the real server. The sqlx and GORM paths are in the integration module.
 
 // holdPath leaves one connection checked out of db and returns a function
 // that gives it back.
@@ -66,26 +62,6 @@ var holdPaths = []holdPath{
 		must(t, err)
 		return func() { _ = rows.Close(); _ = st.Close() }
 	}},
-	{"sqlx Queryx", "github.com/jmoiron/sqlx.(*DB).Queryx", func(t *testing.T, db *sql.DB) func() {
-		rows, err := sqlx.NewDb(db, "pgx").Queryx("SELECT 1")
-		must(t, err)
-		return func() { _ = rows.Close() }
-	}},
-	{"sqlx Beginx", "github.com/jmoiron/sqlx.(*DB).Beginx", func(t *testing.T, db *sql.DB) func() {
-		tx, err := sqlx.NewDb(db, "pgx").Beginx()
-		must(t, err)
-		return func() { _ = tx.Rollback() }
-	}},
-	{"GORM Raw.Rows", "gorm.io/gorm.(*DB).Rows", func(t *testing.T, db *sql.DB) func() {
-		rows, err := openGorm(t, db).Raw("SELECT 1").Rows()
-		must(t, err)
-		return func() { _ = rows.Close() }
-	}},
-	{"GORM Begin", "gorm.io/gorm.(*DB).Begin", func(t *testing.T, db *sql.DB) func() {
-		tx := openGorm(t, db).Begin()
-		must(t, tx.Error)
-		return func() { tx.Rollback() }
-	}},
 }
 
 // TestCheckoutStackDeeperThanBuffer: with a stack deeper than the 32
@@ -113,13 +89,6 @@ func TestCheckoutStackDeeperThanBuffer(t *testing.T) {
 	if !hasFrame(fp, "holdAt") {
 		t.Fatalf("no holdAt frame:\n%s", pgxleak.Checkout{Stack: fp}.StackString())
 	}
-}
-
-func openGorm(t *testing.T, db *sql.DB) *gorm.DB {
-	gdb, err := gorm.Open(postgres.New(postgres.Config{Conn: db}),
-		&gorm.Config{Logger: logger.Discard, DisableAutomaticPing: true, SkipDefaultTransaction: true})
-	must(t, err)
-	return gdb
 }
 
 func must(t *testing.T, err error) {

@@ -86,7 +86,7 @@ func newRelSignals(t *testing.T) *relSignals {
 // logger logs at DEBUG, as text and as JSON.
 func (s *relSignals) logger() *slog.Logger {
 	opts := &slog.HandlerOptions{Level: slog.LevelDebug, AddSource: true}
-	return slog.New(slog.NewMultiHandler(slog.NewTextHandler(&s.logs, opts), slog.NewJSONHandler(&s.logs, opts)))
+	return slog.New(newMultiHandler(slog.NewTextHandler(&s.logs, opts), slog.NewJSONHandler(&s.logs, opts)))
 }
 
 func (s *relSignals) options() []pgxleak.Option {

@@ -1,4 +1,6 @@
-// Copyright 2026 The pgxleak Authors. All rights reserved.
+// Copyright 2026 The pgxleak Authors.
+// SPDX-License-Identifier: MIT
+// Use of this source code is governed by the MIT licence in the LICENSE file.
 
 //go:build !pgxleak_callers
 

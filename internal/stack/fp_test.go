@@ -171,7 +171,7 @@ func (*inner) capture() ([]Frame, []Frame) { return both(64) }
 // outer promotes inner's method; calling it through an interface goes
 // through a compiler-generated wrapper.
 type outer struct {
-	x int
+	_ int // inner's pointer is not at offset 0, so the wrapper adjusts the receiver
 	*inner
 }
 
@@ -247,7 +247,7 @@ func generic[T any](n int) ([]Frame, []Frame) {
 	return both(n)
 }
 
-type genericMethod[T any] struct{ v T }
+type genericMethod[T any] struct{ _ T } // a receiver whose shape depends on T
 
 //go:noinline
 func (g genericMethod[T]) capture() ([]Frame, []Frame) { return both(64) }

@@ -1,4 +1,4 @@
-package pgxleak_test
+package integration_test
 
 import (
 	"database/sql"
