@@ -9,10 +9,6 @@ type gcToken struct {
 	seq uint64
 }
 
-func (c *connState) gcToken() gcToken {
-	return gcToken{c, c.checkouts} // owner-only field: no lock to read it
-}
-
 // gcWatch detects a Rows dropped without Close, with no allocation and no
 // cleanup registration per query. Each connection has one watch, made
 // (with its cleanup) the first time it is needed. wrapRows lends it to the

@@ -505,14 +505,14 @@ func TestFaultNetwork(t *testing.T) {
 	})
 	base := fmt.Sprintf("postgres://postgres@%s/postgres?sslmode=disable", proxy.Addr())
 
-	// timed runs f with a context that ends after d and returns f's error
-	// and how long it took.
-	timed := func(d time.Duration, f func(ctx context.Context) error) (error, time.Duration) {
+	// timed runs f with a context that ends after d and returns how long
+	// it took and f's error.
+	timed := func(d time.Duration, f func(ctx context.Context) error) (time.Duration, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), d)
 		defer cancel()
 		start := time.Now()
 		err := f(ctx)
-		return err, time.Since(start)
+		return time.Since(start), err
 	}
 	query := func(db *sql.DB, q string) func(ctx context.Context) error {
 		return func(ctx context.Context) error {
@@ -565,9 +565,9 @@ func TestFaultNetwork(t *testing.T) {
 	t.Run("latency", func(t *testing.T) {
 		db := open(t)
 		proxy.Set(faultproxy.Toxics{Latency: 200 * time.Millisecond}) // 400 ms per round trip
-		err, took := timed(150*time.Millisecond, query(db, "SELECT 'x'"))
+		took, err := timed(150*time.Millisecond, query(db, "SELECT 'x'"))
 		byDeadline(t, "query under 400ms round trips with a 150ms deadline", err, took, 150*time.Millisecond)
-		err, took = timed(10*time.Second, query(db, "SELECT 'x'"))
+		took, err = timed(10*time.Second, query(db, "SELECT 'x'"))
 		if err != nil || took < 400*time.Millisecond {
 			t.Fatalf("query with a 10s deadline: %v after %v, want success after at least one 400ms round trip", err, took)
 		}
@@ -580,14 +580,14 @@ func TestFaultNetwork(t *testing.T) {
 			t.Fatal(err)
 		}
 		proxy.Set(faultproxy.Toxics{ResetPeer: true})
-		err, took := timed(10*time.Second, conn.PingContext)
+		took, err := timed(10*time.Second, conn.PingContext)
 		quick(t, "ping on a reset connection", err, took)
 		t.Logf("reset connection: %v", err)
 		_ = conn.Close()
-		err, took = timed(10*time.Second, query(db, "SELECT 'x'"))
+		took, err = timed(10*time.Second, query(db, "SELECT 'x'"))
 		quick(t, "query while new connections are reset", err, took)
 		proxy.Clear()
-		if err, _ := timed(10*time.Second, query(db, "SELECT 'x'")); err != nil {
+		if _, err := timed(10*time.Second, query(db, "SELECT 'x'")); err != nil {
 			t.Fatalf("after the resets stopped: %v", err)
 		}
 		if n := db.Stats().OpenConnections; n != 1 {
@@ -630,9 +630,9 @@ func TestFaultNetwork(t *testing.T) {
 		if took := time.Since(start); err == nil || took > 500*time.Millisecond+relSlack {
 			t.Fatalf("Commit into a black hole: %v after %v, want an error by the BeginTx deadline", err, took)
 		}
-		err, took := timed(300*time.Millisecond, query(db, "SELECT 'x'"))
+		took, err := timed(300*time.Millisecond, query(db, "SELECT 'x'"))
 		byDeadline(t, "query (on a new connection) into a black hole", err, took, 300*time.Millisecond)
-		err, took = timed(300*time.Millisecond, db.PingContext)
+		took, err = timed(300*time.Millisecond, db.PingContext)
 		byDeadline(t, "ping (on a new connection) into a black hole", err, took, 300*time.Millisecond)
 
 		// Drain cannot wait longer than its context for a connection stuck
@@ -649,7 +649,7 @@ func TestFaultNetwork(t *testing.T) {
 			cos := pgxleak.Checkouts(db)
 			return len(cos) == 1 && cos[0].LastStatement == stuckSQL
 		})
-		err, took = timed(300*time.Millisecond, func(ctx context.Context) error { return pgxleak.Drain(ctx, db) })
+		took, err = timed(300*time.Millisecond, func(ctx context.Context) error { return pgxleak.Drain(ctx, db) })
 		var le *pgxleak.LeakError
 		if !errors.As(err, &le) || len(le.Checkouts) != 1 || took > 300*time.Millisecond+relSlack {
 			t.Fatalf("Drain with a connection in a black hole: %v after %v, want a LeakError by its deadline", err, took)
@@ -684,7 +684,7 @@ func TestFaultNetwork(t *testing.T) {
 	t.Run("timeout closing", func(t *testing.T) {
 		db := open(t)
 		proxy.Set(faultproxy.Toxics{Timeout: true, CloseAfter: 200 * time.Millisecond})
-		err, took := timed(10*time.Second, query(db, "SELECT 'x'"))
+		took, err := timed(10*time.Second, query(db, "SELECT 'x'"))
 		if err == nil || took < 150*time.Millisecond || took > 200*time.Millisecond+relSlack {
 			t.Fatalf("query through a black hole that closes after 200ms: %v after %v", err, took)
 		}
@@ -730,7 +730,7 @@ func TestFaultNetwork(t *testing.T) {
 		}
 		waiter := make(chan error, 1)
 		go func() {
-			err, _ := timed(bound+time.Minute, query(db, "SELECT 'x'"))
+			_, err := timed(bound+time.Minute, query(db, "SELECT 'x'"))
 			waiter <- err
 		}()
 		pgtest.WaitFor(t, 10*time.Second, "a caller waiting for the only connection", func() bool { return db.Stats().WaitCount >= 1 })
@@ -739,7 +739,7 @@ func TestFaultNetwork(t *testing.T) {
 		// discards it and asks its opener for one for the waiter.
 		proxy.Set(faultproxy.Toxics{Timeout: true})
 		accepted := proxy.Accepted()
-		if err, _ := timed(200*time.Millisecond, held.PingContext); err == nil {
+		if _, err := timed(200*time.Millisecond, held.PingContext); err == nil {
 			t.Fatal("ping through the black hole succeeded")
 		}
 		dropped := proxy.Dropped()
@@ -760,7 +760,7 @@ func TestFaultNetwork(t *testing.T) {
 		case <-time.After(bound + relSlack):
 			t.Fatalf("the waiter still waits %v after the opener's attempt was lost", bound+relSlack)
 		}
-		if err, _ := timed(10*time.Second, query(db, "SELECT 'x'")); err != nil {
+		if _, err := timed(10*time.Second, query(db, "SELECT 'x'")); err != nil {
 			t.Fatalf("the pool did not recover: %v", err)
 		}
 		relBalanced(t, db)
@@ -769,11 +769,11 @@ func TestFaultNetwork(t *testing.T) {
 	t.Run("bandwidth", func(t *testing.T) {
 		db := open(t)
 		proxy.Set(faultproxy.Toxics{Bandwidth: 256 << 10})
-		err, took := timed(10*time.Second, query(db, "SELECT repeat('x', 128*1024)"))
+		took, err := timed(10*time.Second, query(db, "SELECT repeat('x', 128*1024)"))
 		if err != nil || took < 350*time.Millisecond {
 			t.Fatalf("128 KiB at 256 KiB/s: %v after %v, want success after about 0.5s", err, took)
 		}
-		err, took = timed(300*time.Millisecond, query(db, "SELECT repeat('x', 8*1024*1024)"))
+		took, err = timed(300*time.Millisecond, query(db, "SELECT repeat('x', 8*1024*1024)"))
 		byDeadline(t, "8 MiB at 256 KiB/s with a 300ms deadline", err, took, 300*time.Millisecond)
 	})
 }

@@ -135,21 +135,21 @@ func (s *relSignals) dump(t *testing.T) string {
 	for _, sp := range spans {
 		fmt.Fprintf(&b, "span %q status %v %q\n", sp.Name(), sp.Status().Code, sp.Status().Description)
 		for _, a := range sp.Attributes() {
-			fmt.Fprintf(&b, "  %s=%s\n", a.Key, a.Value.Emit())
+			fmt.Fprintf(&b, "  %s=%s\n", a.Key, a.Value.String())
 		}
 		for _, e := range sp.Events() {
 			fmt.Fprintf(&b, "  event %q\n", e.Name)
 			for _, a := range e.Attributes {
-				fmt.Fprintf(&b, "    %s=%s\n", a.Key, a.Value.Emit())
+				fmt.Fprintf(&b, "    %s=%s\n", a.Key, a.Value.String())
 			}
 		}
 		for _, l := range sp.Links() {
 			for _, a := range l.Attributes {
-				fmt.Fprintf(&b, "  link %s=%s\n", a.Key, a.Value.Emit())
+				fmt.Fprintf(&b, "  link %s=%s\n", a.Key, a.Value.String())
 			}
 		}
 		for _, a := range sp.Resource().Attributes() {
-			fmt.Fprintf(&b, "  resource %s=%s\n", a.Key, a.Value.Emit())
+			fmt.Fprintf(&b, "  resource %s=%s\n", a.Key, a.Value.String())
 		}
 	}
 	b.WriteString("== metrics\n")
