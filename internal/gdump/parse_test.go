@@ -185,16 +185,16 @@ func TestArgs(t *testing.T) {
 
 func TestPackage(t *testing.T) {
 	for fn, want := range map[string]string{
-		"database/sql.(*DB).conn":                 "database/sql",
-		"main.main.func1":                         "main",
-		"main.(*G[...]).wait":                     "main",
-		"github.com/a/b.(*T).M":                   "github.com/a/b",
-		"github.com/a/b.F[go.shape.int]":          "github.com/a/b",
-		"gopkg.in/yaml.v3.Unmarshal":              "gopkg.in/yaml",
-		"panic":                                   "",
-		"":                                        "",
-		"runtime.gopark":                          "runtime",
-		"net/http.(*conn).serve":                  "net/http",
+		"database/sql.(*DB).conn":        "database/sql",
+		"main.main.func1":                "main",
+		"main.(*G[...]).wait":            "main",
+		"github.com/a/b.(*T).M":          "github.com/a/b",
+		"github.com/a/b.F[go.shape.int]": "github.com/a/b",
+		"gopkg.in/yaml.v3.Unmarshal":     "gopkg.in/yaml",
+		"panic":                          "",
+		"":                               "",
+		"runtime.gopark":                 "runtime",
+		"net/http.(*conn).serve":         "net/http",
 		"github.com/pgxleak/pgxleak.(*wconn).Ping": "github.com/pgxleak/pgxleak",
 	} {
 		if got := (Frame{Function: fn}).Package(); got != want {
