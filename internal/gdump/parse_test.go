@@ -364,3 +364,46 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// A crash dump under GOTRACEBACK=system: runtime.Stack always prints at
+// level 1, but a crash's output, pasted in, looks like this.
+const systemDump = `goroutine 8 gp=0xc000007a40 m=nil [select, 3 minutes]:
+runtime.gopark(0xc00004e738?, 0x2?, 0x0?, 0x0?, 0xc00004e6d4?)
+	/usr/local/go/src/runtime/proc.go:460 +0xce fp=0xc00004e588 sp=0xc00004e568 pc=0x47378e
+runtime.selectgo(0xc00004e738, 0xc00004e6d0, 0x0?, 0x0, 0x0?, 0x1)
+	/usr/local/go/src/runtime/select.go:351 +0x837 fp=0xc00004e6b0 sp=0xc00004e588 pc=0x44f8b7
+database/sql.(*DB).conn(0xc0000b4000, {0x5517b0, 0x665880}, 0x1)
+	/usr/local/go/src/database/sql/sql.go:1369 +0x725 fp=0xc00004e7b0 sp=0xc00004e6b0 pc=0x4e1b45
+main.handler()
+	/app/main.go:50 +0x1d fp=0xc00004e7e0 sp=0xc00004e7b0 pc=0x4e9b1d
+runtime.goexit({})
+	/usr/local/go/src/runtime/asm_amd64.s:1771 +0x1 fp=0xc00004e7e8 sp=0xc00004e7e0 pc=0x47a9a1
+created by main.main in goroutine 1
+	/app/main.go:60 +0x25
+
+goroutine 9 gp=0xc000007c00 m=nil [sync.Mutex.Lock]:
+runtime.gopark(0x0?, 0x0?, 0x0?, 0x0?, 0x0?)
+	/usr/local/go/src/runtime/proc.go:460 +0xce fp=0xc00004e588 sp=0xc00004e568 pc=0x47378e
+database/sql.(*DB).conn(0xc0000b4000, {0x5517b0, 0x665880}, 0x1)
+	/usr/local/go/src/database/sql/sql.go:1317 +0x25
+`
+
+func TestParseSystem(t *testing.T) {
+	gs := Parse(systemDump)
+	if len(gs) != 2 {
+		t.Fatalf("%d goroutines", len(gs))
+	}
+	g := gs[0]
+	if g.ID != 8 || g.State != "select" || g.Wait != 3*time.Minute || len(g.Frames) != 5 || g.Frames[0].PC != 0x47378e {
+		t.Fatalf("%+v", g)
+	}
+	if a, ok := g.WaitingDB(); !ok || a != 0xc0000b4000 {
+		t.Errorf("WaitingDB = %#x, %v (runtime frames come first)", a, ok)
+	}
+	if u, ok := g.UserFrame(nil); !ok || u.Function != "main.handler" || u.Line != 50 {
+		t.Errorf("UserFrame = %v", u)
+	}
+	if gs[1].WaitingForConn() {
+		t.Error("a goroutine on db.mu is not waiting for a connection")
+	}
+}
