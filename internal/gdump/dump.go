@@ -66,7 +66,7 @@ func Take(maxBytes int) *Snapshot {
 	}
 	start := time.Now()
 	size := int(lastSize.Load()) * 5 / 4
-	if est := runtime.NumGoroutine() * 512; est > size {
+	if est := runtime.NumGoroutine() * 256; est > size { // ~270 bytes each, parked with a short stack
 		size = est
 	}
 	size = max(size, 64<<10)

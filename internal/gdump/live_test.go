@@ -52,8 +52,7 @@ func TestLiveStates(t *testing.T) {
 	var wg sync.WaitGroup
 	defer func() { close(stop); wg.Wait() }()
 	var mu sync.Mutex
-	mu.Lock()
-	defer mu.Unlock()
+	mu.Lock() // unlocked at stop, by the goroutine below
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -91,6 +90,7 @@ func TestLiveStates(t *testing.T) {
 			go func() { <-stop; mu.Unlock() }()
 			ready <- result{goid.ID(), here() + 1}
 			mu.Lock()
+			mu.Unlock()
 		})},
 		{state: "IO wait", r: start(func(ready chan<- result) {
 			go func() { <-stop; ln.Close() }()

@@ -217,6 +217,12 @@ func (p *parser) cur() *Goroutine {
 func (p *parser) parse(s string) []Goroutine {
 	p.pendingIdx = pendNone
 	complete := strings.HasSuffix(s, "\n")
+	// Size the result and the frame arena once: growing them by doubling
+	// copies large structs and dominated the parse of big dumps.
+	ng := strings.Count(s, "\ngoroutine ") + 1
+	p.gs = make([]Goroutine, 0, ng)
+	p.spans = make([]span, 0, ng)
+	p.frames = make([]Frame, 0, strings.Count(s, "\n\t")) // location lines: an upper bound
 	for len(s) > 0 {
 		line := s
 		nl := strings.IndexByte(s, '\n')
@@ -447,8 +453,7 @@ func parseHeader(line string) (Goroutine, bool) {
 	if i := strings.Index(body, " labels:{"); i >= 0 {
 		g.Labels, body = body[i+1:], body[:i]
 	}
-	parts := strings.Split(body, ", ")
-	state := parts[0]
+	state, rest, _ := strings.Cut(body, ", ")
 	for {
 		switch {
 		case strings.HasSuffix(state, " (scan)"):
@@ -462,7 +467,9 @@ func parseHeader(line string) (Goroutine, bool) {
 		break
 	}
 	g.State = state
-	for _, part := range parts[1:] {
+	for rest != "" {
+		var part string
+		part, rest, _ = strings.Cut(rest, ", ")
 		switch {
 		case part == "locked to thread":
 			g.Locked = true
