@@ -22,15 +22,6 @@ func here() int {
 	return line
 }
 
-// parked starts a goroutine that records its ID and line, signals, and
-// then blocks in block until stop is closed. It waits until the goroutine
-// is really parked in the expected state, polling dumps (no sleeps).
-type parkedG struct {
-	id    uint64
-	line  int
-	state string
-}
-
 func waitState(t *testing.T, id uint64, state string) *Goroutine {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -89,7 +80,7 @@ func TestLiveStates(t *testing.T) {
 		{state: "sync.Mutex.Lock", r: start(func(ready chan<- result) {
 			go func() { <-stop; mu.Unlock() }()
 			ready <- result{goid.ID(), here() + 1}
-			mu.Lock()
+			mu.Lock() //lint:ignore SA2001 the goroutine must block here, holding nothing
 			mu.Unlock()
 		})},
 		{state: "IO wait", r: start(func(ready chan<- result) {
@@ -104,7 +95,7 @@ func TestLiveStates(t *testing.T) {
 			runtime.LockOSThread()
 			defer runtime.UnlockOSThread()
 			ready <- result{goid.ID(), here() + 2} // the case's line
-			select {
+			select { //lint:ignore S1000 the test is that a one-case select shows as a receive
 			case <-stop:
 			}
 		})},
