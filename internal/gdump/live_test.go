@@ -80,7 +80,8 @@ func TestLiveStates(t *testing.T) {
 		{state: "sync.Mutex.Lock", r: start(func(ready chan<- result) {
 			go func() { <-stop; mu.Unlock() }()
 			ready <- result{goid.ID(), here() + 1}
-			mu.Lock() //lint:ignore SA2001 the goroutine must block here, holding nothing
+			mu.Lock()
+			//lint:ignore SA2001 the goroutine must block on Lock; it holds nothing after
 			mu.Unlock()
 		})},
 		{state: "IO wait", r: start(func(ready chan<- result) {
@@ -94,8 +95,9 @@ func TestLiveStates(t *testing.T) {
 		{state: "chan receive", locked: true, r: start(func(ready chan<- result) { // a one-case select is a receive
 			runtime.LockOSThread()
 			defer runtime.UnlockOSThread()
-			ready <- result{goid.ID(), here() + 2} // the case's line
-			select { //lint:ignore S1000 the test is that a one-case select shows as a receive
+			ready <- result{goid.ID(), here() + 3} // the case's line
+			//lint:ignore S1000 the test is that a one-case select shows as a receive
+			select {
 			case <-stop:
 			}
 		})},
