@@ -1,57 +1,26 @@
 package pgxleak_test
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
-	"errors"
+	"database/sql/driver"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
+	"github.com/pgxleak/pgxleak/internal/stack"
 )
-
-// lineBelow returns the line after the caller's: put it right above the call
-// that checks a connection out.
-func lineBelow() int {
-	_, _, line, _ := runtime.Caller(1)
-	return line + 1
-}
-
-const thisFile = "leakcheck_test.go"
-
-// shortFile is how reports name this file: its directory and name.
-func shortFile() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Base(filepath.Dir(file)) + "/" + thisFile
-}
-
-func isCulprit(line int) func(pgxleak.Leak) bool {
-	return func(l pgxleak.Leak) bool {
-		return filepath.Base(l.Culprit.File) == thisFile && l.Culprit.Line == line
-	}
-}
-
-func suspectedAt(line int) func(pgxleak.Leak) bool {
-	return func(l pgxleak.Leak) bool {
-		return l.Kind == pgxleak.LeakSuspected && !l.Resolved && isCulprit(line)(l)
-	}
-}
-
-func resolvedAt(line int) func(pgxleak.Leak) bool {
-	return func(l pgxleak.Leak) bool { return l.Resolved && isCulprit(line)(l) }
-}
-
-const threshold = 100 * time.Millisecond
 
 func TestLeakConnNeverClosed(t *testing.T) {
 	rec := newLeakRecorder()
@@ -62,13 +31,13 @@ func TestLeakConnNeverClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := rec.wait(t, 5*time.Second, suspectedAt(line))
-	if l.Held < threshold || !strings.HasPrefix(l.Checkout.String(), fmt.Sprintf("connection checked out at %s:%d (pgxleak_test.TestLeakConnNeverClosed)", shortFile(), line)) {
+	if l.Held < threshold || !strings.HasPrefix(l.Checkout.String(), fmt.Sprintf("connection checked out at %s (pgxleak_test.TestLeakConnNeverClosed)", line.short())) {
 		t.Fatalf("report: %s (held %v)", l.Checkout, l.Held)
 	}
 	if l.BackendPID == 0 || l.Pool == "" || l.TxStatus != "idle" || len(l.Stack) == 0 {
 		t.Fatalf("report lacks fields: %+v", l)
 	}
-	if err := pgxleak.Find(db, pgxleak.GracePeriod(0)); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%s:%d", thisFile, line)) {
+	if err := pgxleak.Find(db, pgxleak.GracePeriod(0)); err == nil || !strings.Contains(err.Error(), line.String()) {
 		t.Fatalf("Find = %v, want the culprit line", err)
 	}
 	c.Close()
@@ -108,7 +77,7 @@ func TestLeakTxNeverEnded(t *testing.T) {
 // the *sql.Rows without closing it: that connection never comes back.
 //
 //go:noinline
-func leakRows(t *testing.T, db *sql.DB) (line int) {
+func leakRows(t *testing.T, db *sql.DB) (line site) {
 	line = lineBelow()
 	rows, err := db.Query("SELECT generate_series(1, 3)")
 	if err != nil {
@@ -140,17 +109,8 @@ func TestLeakRowsNeverClosedThresholdAndGC(t *testing.T) {
 	}
 }
 
-func hasLeak(r *leakRecorder, match func(pgxleak.Leak) bool) bool {
-	for _, l := range r.all() {
-		if match(l) {
-			return true
-		}
-	}
-	return false
-}
-
 //go:noinline
-func leakQueryRow(db *sql.DB) (line int) {
+func leakQueryRow(db *sql.DB) (line site) {
 	line = lineBelow()
 	_ = db.QueryRow("SELECT 1") // never scanned
 	return line
@@ -208,7 +168,7 @@ func TestLeakOpenerHandoffAttributedToWaiter(t *testing.T) {
 	if _, err := holder.ExecContext(ctx, "BEGIN"); err != nil { // makes it invalid on return
 		t.Fatal(err)
 	}
-	waiterLine := make(chan int, 1)
+	waiterLine := make(chan site, 1)
 	done := make(chan struct{})
 	var rows *sql.Rows
 	go func() {
@@ -223,7 +183,7 @@ func TestLeakOpenerHandoffAttributedToWaiter(t *testing.T) {
 		rows = r
 	}()
 	line := <-waiterLine
-	line++
+	line.line++
 	pgtest.WaitFor(t, 5*time.Second, "the waiter to queue", func() bool { return db.Stats().WaitCount == 1 })
 	holder.Close() // bad: closed, and the opener connects a new one for the waiter
 	<-done
@@ -231,8 +191,8 @@ func TestLeakOpenerHandoffAttributedToWaiter(t *testing.T) {
 		t.FailNow()
 	}
 	defer rows.Close()
-	l := rec.wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected && l.Culprit.Line == line })
-	if filepath.Base(l.Culprit.File) != thisFile || int(l.BackendPID) == firstPID {
+	l := rec.wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected && l.Culprit.Line == line.line })
+	if filepath.Base(l.Culprit.File) != filepath.Base(line.file) || int(l.BackendPID) == firstPID {
 		t.Fatalf("culprit %s, pid %d (first %d)", l.Culprit, l.BackendPID, firstPID)
 	}
 }
@@ -276,220 +236,6 @@ func TestNoFalsePositives(t *testing.T) {
 	}
 	t.Logf("%d queries in %v (%.0f/s); %d checkouts, %d returns, %d waits",
 		total, elapsed, float64(total)/elapsed.Seconds(), st.Checkouts, st.Returns, st.WaitCount)
-}
-
-func TestDrainWaitsForReturns(t *testing.T) {
-	db, _ := openTest(t)
-	c, err := db.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	drained := make(chan error, 1)
-	go func() { drained <- pgxleak.Drain(context.Background(), db) }()
-	pgtest.WaitFor(t, 5*time.Second, "drain to start refusing checkouts", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_, err := db.ExecContext(ctx, "SELECT 1")
-		return errors.Is(err, pgxleak.ErrDraining)
-	})
-	select {
-	case err := <-drained:
-		t.Fatalf("Drain returned %v while a connection was out", err)
-	default:
-	}
-	if _, err := c.ExecContext(context.Background(), "SELECT 1"); err != nil {
-		t.Fatalf("a connection already out must keep working during drain: %v", err)
-	}
-	c.Close()
-	if err := <-drained; err != nil {
-		t.Fatalf("Drain = %v", err)
-	}
-	if err := db.Ping(); err == nil {
-		t.Fatal("the pool is still open after Drain")
-	}
-}
-
-func TestDrainReportsLeftovers(t *testing.T) {
-	rec := newLeakRecorder()
-	db, _ := openTest(t, rec.option())
-	line := lineBelow()
-	tx, err := db.Begin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback()
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-	defer cancel()
-	err = pgxleak.Drain(ctx, db)
-	var le *pgxleak.LeakError
-	if !errors.As(err, &le) || len(le.Checkouts) != 1 || !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Drain = %v, want a LeakError with one checkout and the deadline", err)
-	}
-	if !strings.Contains(err.Error(), fmt.Sprintf("%s:%d", thisFile, line)) {
-		t.Fatalf("Drain error does not name the culprit line %d: %v", line, err)
-	}
-	rec.wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut && isCulprit(line)(l) })
-	if st := pgxleak.Stats(db); st.StillOut != 1 {
-		t.Fatalf("stats %+v", st)
-	}
-}
-
-func TestCloseReportsStillOut(t *testing.T) {
-	rec := newLeakRecorder()
-	dsn := pgtest.NewDatabase(t)
-	db, err := pgxleak.Open("pgx", dsn, rec.option(), pgxleak.WithLogger(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	line := lineBelow()
-	c, err := db.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-	rec.wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut && isCulprit(line)(l) })
-	c.Close()
-}
-
-// fakeT records what VerifyNone reports.
-type fakeT struct {
-	mu     sync.Mutex
-	errors []string
-}
-
-func (f *fakeT) Error(args ...any) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.errors = append(f.errors, fmt.Sprint(args...))
-}
-
-func TestVerifyNone(t *testing.T) {
-	db, _ := openTest(t)
-	line := lineBelow()
-	c, err := db.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ft := &fakeT{}
-	pgxleak.VerifyNone(ft, db, pgxleak.GracePeriod(50*time.Millisecond))
-	if len(ft.errors) != 1 || !strings.Contains(ft.errors[0], fmt.Sprintf("%s:%d", thisFile, line)) ||
-		!strings.Contains(ft.errors[0], "1 connection(s) still checked out") || !strings.Contains(ft.errors[0], "TestVerifyNone") {
-		t.Fatalf("VerifyNone reported %q", ft.errors)
-	}
-	ignoring := &fakeT{}
-	pgxleak.VerifyNone(ignoring, db, pgxleak.GracePeriod(0), pgxleak.IgnoreFunction("github.com/pgxleak/pgxleak_test.TestVerifyNone"))
-	if len(ignoring.errors) != 0 {
-		t.Fatalf("IgnoreFunction did not ignore: %q", ignoring.errors)
-	}
-	// A connection on its way back within the grace period is not a leak.
-	go func() {
-		time.Sleep(50 * time.Millisecond) // the holder finishes a little later
-		c.Close()
-	}()
-	clean := &fakeT{}
-	pgxleak.VerifyNone(clean, db, pgxleak.GracePeriod(5*time.Second))
-	if len(clean.errors) != 0 {
-		t.Fatalf("VerifyNone after return: %q", clean.errors)
-	}
-	notTracked := &fakeT{}
-	plain, _ := sql.Open("pgx", "postgres://x@127.0.0.1/x")
-	defer plain.Close()
-	pgxleak.VerifyNone(notTracked, plain)
-	if len(notTracked.errors) != 1 || !strings.Contains(notTracked.errors[0], "not opened by pgxleak") {
-		t.Fatalf("VerifyNone on a plain *sql.DB: %q", notTracked.errors)
-	}
-}
-
-// TestVerifyNoneAfterTestContext: rows on t.Context() are closed by
-// database/sql asynchronously once the test ends; VerifyNone in Cleanup
-// waits for that instead of failing.
-func TestVerifyNoneAfterTestContext(t *testing.T) {
-	db, _ := openTest(t)
-	ft := &fakeT{}
-	t.Run("leaves rows open on t.Context()", func(t *testing.T) {
-		t.Cleanup(func() { pgxleak.VerifyNone(ft, db) })
-		rows, err := db.QueryContext(t.Context(), "SELECT generate_series(1, 10)")
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = rows
-	})
-	if len(ft.errors) != 0 {
-		t.Fatalf("VerifyNone: %q", ft.errors)
-	}
-}
-
-// TestReportsDeduplicated: a leak in a loop is reported once per culprit
-// and counted, not logged a hundred times.
-func TestReportsDeduplicated(t *testing.T) {
-	rec := newLeakRecorder()
-	var buf bytes.Buffer
-	var mu sync.Mutex
-	logger := slog.New(slog.NewTextHandler(lockedWriter{&mu, &buf}, nil))
-	db, _ := openTest(t, pgxleak.WithMaxOpenConns(10), pgxleak.WithLeakThreshold(threshold), rec.option(), pgxleak.WithLogger(logger))
-	var conns []*sql.Conn
-	line := 0
-	for range 10 {
-		line = lineBelow()
-		c, err := db.Conn(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		conns = append(conns, c)
-	}
-	pgtest.WaitFor(t, 5*time.Second, "all ten to be suspected", func() bool { return pgxleak.Stats(db).Suspected == 10 })
-	for _, c := range conns {
-		c.Close()
-	}
-	pgtest.WaitFor(t, 5*time.Second, "all ten to resolve", func() bool { return pgxleak.Stats(db).Resolved == 10 })
-	rec.wait(t, 5*time.Second, resolvedAt(line))
-	var suspected, resolved int
-	for _, l := range rec.all() {
-		if !isCulprit(line)(l) {
-			t.Fatalf("culprit %s, want line %d", l.Culprit, line)
-		}
-		if l.Resolved {
-			resolved++
-		} else {
-			suspected++
-		}
-	}
-	if suspected != 1 || resolved != 1 {
-		t.Fatalf("%d suspected and %d resolved reports delivered, want 1 each", suspected, resolved)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if n := strings.Count(buf.String(), `msg="pgxleak: suspected leak:`); n != 1 {
-		t.Fatalf("%d log lines for one culprit:\n%s", n, buf.String())
-	}
-}
-
-func TestCheckoutsFields(t *testing.T) {
-	db, _ := openTest(t)
-	ctx := context.Background()
-	c, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	var pid int
-	if err := c.QueryRowContext(ctx, "SELECT pg_backend_pid() WHERE $1::text <> ''", "argument-value").Scan(&pid); err != nil {
-		t.Fatal(err)
-	}
-	cs := pgxleak.Checkouts(db)
-	if len(cs) != 1 {
-		t.Fatalf("Checkouts = %v", cs)
-	}
-	co := cs[0]
-	if int(co.BackendPID) != pid || co.TxStatus != "idle" || co.Suspected || co.Held <= 0 || time.Since(co.CheckedOutAt) < co.Held-time.Millisecond {
-		t.Fatalf("checkout %+v (pid %d)", co, pid)
-	}
-	if co.LastStatement != "SELECT pg_backend_pid() WHERE $1::text <> ''" || strings.Contains(co.String(), "argument-value") {
-		t.Fatalf("statement %q: want the text without arguments", co.LastStatement)
-	}
-	if pgxleak.Checkouts(nil) != nil {
-		t.Fatal("Checkouts(nil) should be nil")
-	}
 }
 
 func TestWithoutStatements(t *testing.T) {
@@ -544,27 +290,6 @@ func TestStackCaptureOffAndSampled(t *testing.T) {
 	}
 }
 
-func TestLogReportLeadsWithCulprit(t *testing.T) {
-	var buf bytes.Buffer
-	var mu sync.Mutex
-	logger := slog.New(slog.NewTextHandler(lockedWriter{&mu, &buf}, nil))
-	rec := newLeakRecorder()
-	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), pgxleak.WithLogger(logger), rec.option())
-	line := lineBelow()
-	c, err := db.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	rec.wait(t, 5*time.Second, suspectedAt(line))
-	mu.Lock()
-	defer mu.Unlock()
-	want := fmt.Sprintf(`level=WARN msg="pgxleak: suspected leak: connection checked out at %s:%d (pgxleak_test.TestLogReportLeadsWithCulprit), held `, shortFile(), line)
-	if !strings.Contains(buf.String(), want) || !strings.Contains(buf.String(), "kind=suspected") || !strings.Contains(buf.String(), "stack=") {
-		t.Fatalf("log:\n%s\nwant it to contain:\n%s", buf.String(), want)
-	}
-}
-
 // TestLastStatementBelongsToTheCheckout: a new checkout does not inherit
 // the previous holder's statement.
 func TestLastStatementBelongsToTheCheckout(t *testing.T) {
@@ -582,26 +307,148 @@ func TestLastStatementBelongsToTheCheckout(t *testing.T) {
 	}
 }
 
-// TestDrainDoesNotWaitForGarbageCollectedLeaks: a connection whose Rows
-// was garbage-collected never comes back, so Drain reports it at once
-// instead of waiting for ctx.
-func TestDrainDoesNotWaitForGarbageCollectedLeaks(t *testing.T) {
-	rec := newLeakRecorder()
-	db, _ := openTest(t, rec.option())
-	line := leakRows(t, db)
-	deadline := time.Now().Add(10 * time.Second)
-	for pgxleak.Stats(db).GarbageCollected == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("no garbage-collection report")
+// The checkout stacks pgxleak reports are captured by unwinding frame
+// pointers (internal/stack). These tests take the same checkout twice on
+// each real call path, once with frame pointers and once with
+// runtime.Callers, and require the reported stacks to be identical, frame
+// for frame: through database/sql's paths (Conn, Tx, Rows, prepared
+// statements, QueryRow), over the in-memory driver and over pgx against
+// the real server. The sqlx and GORM paths are in the integration module.
+
+// holdPath leaves one connection checked out of db and returns a function
+// that gives it back.
+type holdPath struct {
+	name string
+	want string // a function that must be in the stack
+	hold func(t *testing.T, db *sql.DB) (release func())
+}
+
+var holdPaths = []holdPath{
+	{"db.Conn", "database/sql.(*DB).Conn", func(t *testing.T, db *sql.DB) func() {
+		c, err := db.Conn(context.Background())
+		must(t, err)
+		return func() { _ = c.Close() }
+	}},
+	{"db.BeginTx", "database/sql.(*DB).BeginTx", func(t *testing.T, db *sql.DB) func() {
+		tx, err := db.BeginTx(context.Background(), nil)
+		must(t, err)
+		return func() { _ = tx.Rollback() }
+	}},
+	{"db.Query", "database/sql.(*DB).Query", func(t *testing.T, db *sql.DB) func() {
+		rows, err := db.Query("SELECT 1")
+		must(t, err)
+		return func() { _ = rows.Close() }
+	}},
+	{"db.QueryContext cancellable", "database/sql.(*DB).QueryContext", func(t *testing.T, db *sql.DB) func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		rows, err := db.QueryContext(ctx, "SELECT 1")
+		must(t, err)
+		return func() { _ = rows.Close(); cancel() }
+	}},
+	{"stmt.Query", "database/sql.(*Stmt).Query", func(t *testing.T, db *sql.DB) func() {
+		st, err := db.Prepare("SELECT 1")
+		must(t, err)
+		rows, err := st.Query()
+		must(t, err)
+		return func() { _ = rows.Close(); _ = st.Close() }
+	}},
+}
+
+// TestCheckoutStackDeeperThanBuffer: with a stack deeper than the 32
+// recorded frames, runtime.Callers records 32 logical frames, and
+// frame-pointer unwinding 32 physical ones, which expand to at least as
+// many; the innermost frames are the same.
+func TestCheckoutStackDeeperThanBuffer(t *testing.T) {
+	if !stack.FramePointers() {
+		t.Skip("frame-pointer unwinding is off")
+	}
+	path := holdPath{"deep db.Conn", "database/sql.(*DB).Conn", func(t *testing.T, db *sql.DB) func() {
+		c, err := holdAt(db, 40)
+		must(t, err)
+		return func() { _ = c.Close() }
+	}}
+	var got [2][]pgxleak.Frame
+	for i, fp := range []bool{true, false} {
+		got[i] = heldStack(t, &memConnector{}, path, fp)
+	}
+	fp, rc := got[0], got[1]
+	if len(fp) < len(rc) || !slices.Equal(fp[:len(rc)], rc) {
+		t.Fatalf("frame pointers:\n%s\nruntime.Callers:\n%s",
+			pgxleak.Checkout{Stack: fp}.StackString(), pgxleak.Checkout{Stack: rc}.StackString())
+	}
+	if !hasFrame(fp, "holdAt") {
+		t.Fatalf("no holdAt frame:\n%s", pgxleak.Checkout{Stack: fp}.StackString())
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCheckoutStackFramePointersMatchCallers(t *testing.T) {
+	if !stack.FramePointers() {
+		t.Skipf("frame-pointer unwinding is off on %s (PGXLEAK_FPUNWIND=0, build tag, or architecture)", runtime.GOARCH)
+	}
+	backends := []struct {
+		name      string
+		connector func(t *testing.T) driver.Connector
+	}{
+		{"memdriver", func(*testing.T) driver.Connector { return &memConnector{} }},
+		{"postgres", func(t *testing.T) driver.Connector {
+			cfg, err := pgx.ParseConfig(pgtest.AdminDSN(t))
+			must(t, err)
+			return stdlib.GetConnector(*cfg)
+		}},
+	}
+	for _, be := range backends {
+		for _, path := range holdPaths {
+			t.Run(be.name+"/"+path.name, func(t *testing.T) {
+				var got [2][]pgxleak.Frame
+				for i, fp := range []bool{true, false} {
+					got[i] = heldStack(t, be.connector(t), path, fp)
+				}
+				t.Logf("%d frames:\n%s", len(got[0]), pgxleak.Checkout{Stack: got[0]}.StackString())
+				if !slices.Equal(got[0], got[1]) {
+					t.Fatalf("frame pointers:\n%s\nruntime.Callers:\n%s",
+						pgxleak.Checkout{Stack: got[0]}.StackString(), pgxleak.Checkout{Stack: got[1]}.StackString())
+				}
+				if !hasFrame(got[0], path.want) || !hasFrame(got[0], "TestCheckoutStackFramePointersMatchCallers") {
+					t.Fatalf("expected %s and the test in the stack:\n%s", path.want, pgxleak.Checkout{Stack: got[0]}.StackString())
+				}
+			})
 		}
-		runtime.GC()
-		time.Sleep(5 * time.Millisecond)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	err := pgxleak.Drain(ctx, db)
-	var le *pgxleak.LeakError
-	if !errors.As(err, &le) || errors.Is(err, context.DeadlineExceeded) || len(le.Checkouts) != 1 || le.Checkouts[0].Culprit.Line != line {
-		t.Fatalf("Drain = %v; want the lost connection listed at once", err)
+}
+
+// heldStack opens a pool of one connection over c, checks that connection
+// out through path with frame-pointer unwinding on or off, and returns the
+// stack pgxleak reports for it. The connection has been used once before,
+// so the checkout goes through ResetSession in both runs.
+func heldStack(t *testing.T, c driver.Connector, path holdPath, fp bool) []pgxleak.Frame {
+	t.Helper()
+	db, err := pgxleak.OpenDB(c, pgxleak.WithMaxOpenConns(1), pgxleak.WithLogger(quiet))
+	must(t, err)
+	defer db.Close()
+	must(t, db.Ping())
+	was := stack.SetFramePointers(fp)
+	release := path.hold(t, db)
+	stack.SetFramePointers(was)
+	defer release()
+	cos := pgxleak.Checkouts(db)
+	if len(cos) != 1 {
+		t.Fatalf("%d checkouts, want 1", len(cos))
 	}
+	return cos[0].Stack
+}
+
+func hasFrame(fs []pgxleak.Frame, fn string) bool {
+	for _, f := range fs {
+		if strings.Contains(f.Function, fn) {
+			return true
+		}
+	}
+	return false
 }

@@ -1,17 +1,14 @@
 package pgxleak_test
 
 import (
-	"database/sql"
 	"database/sql/driver"
 	"reflect"
-	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/pgxleak/pgxleak"
-	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
 
 // optional lists the optional driver interfaces database/sql asserts.
@@ -107,57 +104,6 @@ func TestPgErrorPassesThroughUnwrapped(t *testing.T) {
 	}
 	if pgErr.Code != "42P01" {
 		t.Fatalf("code = %s, want 42P01 (undefined_table)", pgErr.Code)
-	}
-}
-
-func TestRegisteredDriver(t *testing.T) {
-	dsn := pgtest.NewDatabase(t)
-	db, err := sql.Open("pgxleak", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, ok := db.Driver().(*pgxleak.Driver); !ok {
-		t.Fatalf("Driver() = %T, want *pgxleak.Driver", db.Driver())
-	}
-	var n int
-	if err := db.QueryRow("SELECT 41 + 1").Scan(&n); err != nil || n != 42 {
-		t.Fatalf("query = %d, %v", n, err)
-	}
-	st := pgxleak.Stats(db)
-	if st.Checkouts != 1 || st.Returns != 1 || st.CheckedOut != 0 {
-		t.Fatalf("tracker stats = %+v, want 1 checkout, 1 return", st)
-	}
-	pgxleak.VerifyNone(t, db)
-}
-
-func TestOpenUnknownDriver(t *testing.T) {
-	_, err := pgxleak.Open("no-such-driver", "whatever")
-	if err == nil || !strings.HasPrefix(err.Error(), "pgxleak:") || !strings.Contains(err.Error(), "no-such-driver") {
-		t.Fatalf("err = %v", err)
-	}
-}
-
-// TestOpenErrorsHidePassword covers bad DSNs and unreachable hosts: the
-// error must say what went wrong without the password.
-func TestOpenErrorsHidePassword(t *testing.T) {
-	const pw = "s3cr3t-pa55"
-	for _, tc := range []struct{ name, dsn string }{
-		{"bad port", "postgres://app:" + pw + "@127.0.0.1:notaport/db"},
-		{"bad url", "postgres://app:" + pw + "@[::1/db"},
-		{"unreachable", "postgres://app:" + pw + "@127.0.0.1:1/db?connect_timeout=2"},
-		{"keyword form", "host=127.0.0.1 port=1 user=app password=" + pw + " connect_timeout=2"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			db, err := pgxleak.Open("pgx", tc.dsn, pgxleak.WithMinIdleConns(1))
-			if err == nil {
-				db.Close()
-				t.Fatal("Open succeeded")
-			}
-			if strings.Contains(err.Error(), pw) {
-				t.Fatalf("error contains the password: %v", err)
-			}
-		})
 	}
 }
 

@@ -1,12 +1,15 @@
 package pgxleak_test
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -101,4 +104,64 @@ func (r *leakRecorder) wait(t testing.TB, timeout time.Duration, match func(pgxl
 			t.Fatalf("no matching leak report within %v; got %v", timeout, r.all())
 		}
 	}
+}
+
+// site is a line of test code, as a report's culprit frame names it.
+type site struct {
+	fn, file string
+	line     int
+}
+
+// lineBelow returns the site of the line after the caller's: put it right
+// above the call that checks a connection out.
+func lineBelow() site {
+	pc, file, line, _ := runtime.Caller(1)
+	return site{runtime.FuncForPC(pc).Name(), file, line + 1}
+}
+
+// String is the site as errors name it: file name and line.
+func (s site) String() string { return fmt.Sprintf("%s:%d", filepath.Base(s.file), s.line) }
+
+// short is the site as reports name it: directory, file name and line.
+func (s site) short() string {
+	return fmt.Sprintf("%s/%s:%d", filepath.Base(filepath.Dir(s.file)), filepath.Base(s.file), s.line)
+}
+
+// isCulprit reports whether a leak's culprit is at.
+func isCulprit(at site) func(pgxleak.Leak) bool {
+	return func(l pgxleak.Leak) bool {
+		return filepath.Base(l.Culprit.File) == filepath.Base(at.file) && l.Culprit.Line == at.line
+	}
+}
+
+func suspectedAt(line site) func(pgxleak.Leak) bool {
+	return func(l pgxleak.Leak) bool {
+		return l.Kind == pgxleak.LeakSuspected && !l.Resolved && isCulprit(line)(l)
+	}
+}
+
+func resolvedAt(line site) func(pgxleak.Leak) bool {
+	return func(l pgxleak.Leak) bool { return l.Resolved && isCulprit(line)(l) }
+}
+
+const threshold = 100 * time.Millisecond
+
+func hasLeak(r *leakRecorder, match func(pgxleak.Leak) bool) bool {
+	for _, l := range r.all() {
+		if match(l) {
+			return true
+		}
+	}
+	return false
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

@@ -106,18 +106,6 @@ func attrs(kvs []attribute.KeyValue) map[attribute.Key]attribute.Value {
 	return m
 }
 
-// site is a line of code, as the culprit frame names it.
-type site struct {
-	fn, file string
-	line     int
-}
-
-// nextLine returns the site of the line after the call.
-func nextLine() site {
-	pc, file, line, _ := runtime.Caller(1)
-	return site{runtime.FuncForPC(pc).Name(), file, line + 1}
-}
-
 // poolName is the default pool name for dsn: host:port/database.
 func poolName(t *testing.T, dsn string) string {
 	t.Helper()
@@ -151,7 +139,7 @@ func TestTracingLeakSpans(t *testing.T) {
 			name:      "suspected, returned within the grace",
 			threshold: 300 * time.Millisecond,
 			leak: func(t *testing.T, db *pgxleakDB, ctx context.Context) (site, pgxleak.Leak, func()) {
-				at := nextLine()
+				at := lineBelow()
 				conn, err := db.Conn(ctx)
 				if err != nil {
 					t.Fatal(err)
@@ -169,7 +157,7 @@ func TestTracingLeakSpans(t *testing.T) {
 			name:      "suspected, never returned",
 			threshold: 50 * time.Millisecond,
 			leak: func(t *testing.T, db *pgxleakDB, ctx context.Context) (site, pgxleak.Leak, func()) {
-				at := nextLine()
+				at := lineBelow()
 				tx, err := db.BeginTx(ctx, nil)
 				if err != nil {
 					t.Fatal(err)
@@ -219,7 +207,7 @@ func TestTracingLeakSpans(t *testing.T) {
 			name:      "still out at Drain",
 			threshold: time.Hour,
 			leak: func(t *testing.T, db *pgxleakDB, ctx context.Context) (site, pgxleak.Leak, func()) {
-				at := nextLine()
+				at := lineBelow()
 				conn, err := db.Conn(ctx)
 				if err != nil {
 					t.Fatal(err)
@@ -324,146 +312,13 @@ func resolved(l pgxleak.Leak) bool  { return l.Kind == pgxleak.LeakSuspected && 
 //
 //go:noinline
 func dropRows(t *testing.T, db *pgxleakDB, ctx context.Context, stmt string) site {
-	at := nextLine()
+	at := lineBelow()
 	rows, err := db.QueryContext(ctx, stmt, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	_ = rows
 	return at
-}
-
-// TestTracingSlowWaitEpisode holds both connections of a pool of 2 with
-// slow queries while 4 callers wait, and checks that one wait-episode span
-// reports the 4 waits, their total and mean as database/sql measured them,
-// the pool's limits, and both holders' culprit lines; and that a waiter's
-// own span carries the estimate of its wait.
-func TestTracingSlowWaitEpisode(t *testing.T) {
-	o := newOTelTest(t)
-	db, _ := openTest(t, o.options(
-		pgxleak.WithMaxOpenConns(2),
-		pgxleak.WithSlowWaitThreshold(50*time.Millisecond),
-		pgxleak.WithWaitSampleInterval(10*time.Millisecond),
-	)...)
-	const hold = "SELECT pg_sleep(0.5)" // a slow holder
-	ctx := context.Background()
-	errs := make(chan error, 6)
-	var wg sync.WaitGroup
-	var sites [2]site
-	var holderSpans [2]trace.SpanContext
-	wg.Go(func() {
-		ctx, span := o.tracer.Start(ctx, "holder 1")
-		defer span.End()
-		holderSpans[0] = span.SpanContext()
-		sites[0] = nextLine()
-		_, err := db.ExecContext(ctx, hold)
-		errs <- err
-	})
-	wg.Go(func() {
-		ctx, span := o.tracer.Start(ctx, "holder 2")
-		defer span.End()
-		holderSpans[1] = span.SpanContext()
-		sites[1] = nextLine()
-		_, err := db.ExecContext(ctx, hold)
-		errs <- err
-	})
-	waitFor(t, "both holders to check out", func() bool { return db.Stats().InUse == 2 })
-	for range 4 {
-		wg.Go(func() {
-			ctx, span := o.tracer.Start(ctx, "waiter")
-			defer span.End()
-			_, err := db.ExecContext(ctx, "SELECT 1")
-			errs <- err
-		})
-	}
-	waitFor(t, "4 callers to wait", func() bool { return db.Stats().WaitCount == 4 })
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-
-	spans := o.waitEnded(t, "pgxleak.connection.wait", 1)
-	st := db.Stats()
-	if len(spans) != 1 {
-		t.Fatalf("%d wait-episode spans, want 1", len(spans))
-	}
-	s := spans[0]
-	a := attrs(s.Attributes())
-	total := a["pgxleak.wait.total_duration"].AsFloat64()
-	if n := a["pgxleak.wait.count"].AsInt64(); n != 4 {
-		t.Errorf("pgxleak.wait.count = %d, want 4", n)
-	}
-	if want := st.WaitDuration.Seconds(); math.Abs(total-want) > 1e-9 {
-		t.Errorf("pgxleak.wait.total_duration = %v, want db.Stats().WaitDuration = %v", total, want)
-	}
-	if mean := a["pgxleak.wait.mean_duration"].AsFloat64(); math.Abs(mean-total/4) > 1e-9 || mean < 0.2 || mean > 10 {
-		t.Errorf("pgxleak.wait.mean_duration = %v, want total/4 = %v, about 0.5s", mean, total/4)
-	}
-	if a["pgxleak.wait.stalled_duration"].AsFloat64() < 0.05 {
-		t.Errorf("pgxleak.wait.stalled_duration = %v, want at least the threshold", a["pgxleak.wait.stalled_duration"])
-	}
-	for key, want := range map[attribute.Key]int64{
-		"pgxleak.pool.max_open_connections": 2,
-		"pgxleak.pool.max_idle_connections": 2,
-		"pgxleak.pool.min_idle_connections": 0,
-		"pgxleak.pool.peak_in_use":          2,
-	} {
-		if got := a[key].AsInt64(); got != want {
-			t.Errorf("%s = %d, want %d", key, got, want)
-		}
-	}
-	if a["db.system.name"].AsString() != "postgresql" || a["db.client.connection.pool.name"].AsString() == "" {
-		t.Errorf("missing pool attributes: %v", s.Attributes())
-	}
-	if !s.StartTime().Before(s.EndTime()) {
-		t.Errorf("episode span from %v to %v", s.StartTime(), s.EndTime())
-	}
-
-	for i, at := range sites {
-		found := slices.ContainsFunc(s.Events(), func(e sdktrace.Event) bool {
-			ea := attrs(e.Attributes)
-			return e.Name == "pgxleak.connection.holder" &&
-				ea["code.file.path"].AsString() == at.file && ea["code.line.number"].AsInt64() == int64(at.line) &&
-				ea["code.function.name"].AsString() == at.fn &&
-				ea["pgxleak.connection.held_duration"].AsFloat64() > 0.2 &&
-				strings.Contains(ea["code.stacktrace"].AsString(), fmt.Sprintf("%s:%d", at.file, at.line))
-		})
-		if !found {
-			t.Errorf("no holder event names holder %d at %s:%d; events: %v", i+1, at.file, at.line, s.Events())
-		}
-		if !slices.ContainsFunc(s.Links(), func(l sdktrace.Link) bool { return l.SpanContext.Equal(holderSpans[i]) }) {
-			t.Errorf("the episode span does not link to holder %d's span", i+1)
-		}
-	}
-
-	// The waiters' own spans: a handoff in ResetSession attributes a wait.
-	var estimates []float64
-	for _, w := range o.ended("waiter") {
-		for _, e := range w.Events() {
-			if e.Name == "pgxleak.connection.wait" {
-				estimates = append(estimates, attrs(e.Attributes)["pgxleak.wait.estimated_duration"].AsFloat64())
-			}
-		}
-	}
-	if len(estimates) == 0 {
-		t.Fatal("no waiter span has a pgxleak.connection.wait event")
-	}
-	for _, e := range estimates {
-		if e <= 0 || e > total {
-			t.Errorf("estimated wait %v, want in (0, %v]", e, total)
-		}
-	}
-	if slices.Max(estimates) < 0.2 {
-		t.Errorf("estimated waits %v, want one near the 0.5s hold", estimates)
-	}
-	if n := len(o.ended("pgxleak.connection.leak")); n != 0 {
-		t.Errorf("%d leak spans, want none", n)
-	}
-	t.Logf("episode: %d waits, total %.3fs, %d holder events, %d waiter estimates %v",
-		a["pgxleak.wait.count"].AsInt64(), total, len(s.Events()), len(estimates), estimates)
 }
 
 // waitFor polls cond until it holds, failing t after 10 seconds.
@@ -743,24 +598,6 @@ func TestMetricsUseTimeAllocatesNothing(t *testing.T) {
 	}
 	if h, ok := histogram(o.collect(t), "db.client.connection.use_time"); !ok || h.DataPoints[0].Count < 200 {
 		t.Errorf("use_time did not record the checkouts: %+v", h)
-	}
-}
-
-// TestTracingOptionsValidation checks the telemetry options' errors.
-func TestTracingOptionsValidation(t *testing.T) {
-	tests := []struct {
-		opt  pgxleak.Option
-		want string
-	}{
-		{pgxleak.WithSlowWaitThreshold(-time.Second), "WithSlowWaitThreshold"},
-		{pgxleak.WithWaitSampleInterval(0), "WithWaitSampleInterval"},
-		{pgxleak.WithWaitSampleInterval(-time.Second), "WithWaitSampleInterval"},
-	}
-	for _, tt := range tests {
-		_, err := pgxleak.Open(pgxleak.DriverName, "postgres://u@127.0.0.1:1/db", tt.opt)
-		if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.HasPrefix(err.Error(), "pgxleak: ") {
-			t.Errorf("Open with an invalid %s: err = %v", tt.want, err)
-		}
 	}
 }
 

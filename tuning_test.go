@@ -1,17 +1,12 @@
 package pgxleak_test
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
-	"log/slog"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
@@ -196,143 +191,5 @@ func TestLifetimeExpiresOnReturn(t *testing.T) {
 	}
 	if pid1 == pid2 {
 		t.Fatal("expired connection reused")
-	}
-}
-
-func TestInvalidOptions(t *testing.T) {
-	for _, tc := range []struct {
-		opt  pgxleak.Option
-		want string
-	}{
-		{pgxleak.WithMaxOpenConns(-1), "WithMaxOpenConns(-1)"},
-		{pgxleak.WithMaxOpenConns(-5), "WithMaxOpenConns(-5)"},
-		{pgxleak.WithMaxIdleConns(-1), "WithMaxIdleConns(-1)"},
-		{pgxleak.WithMaxIdleConns(1000), "WithMaxIdleConns(1000)"},
-		{pgxleak.WithMinIdleConns(-1), "WithMinIdleConns(-1)"},
-		{pgxleak.WithMinIdleConns(999), "WithMinIdleConns(999)"},
-		{pgxleak.WithConnMaxLifetime(-time.Second), "WithConnMaxLifetime(-1s)"},
-		{pgxleak.WithConnMaxLifetimeJitter(-time.Second), "WithConnMaxLifetimeJitter(-1s)"},
-		{pgxleak.WithConnMaxLifetimeJitter(time.Hour), "WithConnMaxLifetimeJitter(1h0m0s)"},
-		{pgxleak.WithConnMaxIdleTime(-time.Second), "WithConnMaxIdleTime(-1s)"},
-		{pgxleak.WithMaxUses(-1), "WithMaxUses(-1)"},
-		{pgxleak.WithPoolName(""), "WithPoolName"},
-		{pgxleak.WithCapacityCheck(0), "WithCapacityCheck(0)"},
-		{pgxleak.WithLeakThreshold(-time.Second), "WithLeakThreshold(-1s)"},
-		{pgxleak.WithStackDepth(-1), "WithStackDepth(-1)"},
-		{pgxleak.WithStackSampling(0), "WithStackSampling(0)"},
-		{pgxleak.WithReportInterval(-time.Second), "WithReportInterval(-1s)"},
-		{nil, "nil Option"},
-	} {
-		t.Run(tc.want, func(t *testing.T) {
-			db, err := pgxleak.Open("pgx", "postgres://u:pw@127.0.0.1:5432/db", tc.opt)
-			if err == nil {
-				db.Close()
-				t.Fatal("Open accepted it")
-			}
-			if !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "pgxleak:") {
-				t.Fatalf("error %q does not name %s", err, tc.want)
-			}
-			cfg, err := pgx.ParseConfig("postgres://u:pw@127.0.0.1:5432/db")
-			if err != nil {
-				t.Fatal(err)
-			}
-			db, err = pgxleak.OpenDB(stdlib.GetConnector(*cfg), tc.opt)
-			if err == nil {
-				db.Close()
-				t.Fatal("OpenDB accepted it")
-			}
-			if !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("OpenDB error %q does not name %s", err, tc.want)
-			}
-		})
-	}
-}
-
-func TestCheckCapacity(t *testing.T) {
-	db, _ := openTest(t, pgxleak.WithMaxOpenConns(10))
-	ctx := t.Context()
-	one, err := pgxleak.CheckCapacity(ctx, db, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if one.MaxConnections < 10 || one.Available != one.MaxConnections-one.ReservedConnections || one.InUse < 1 {
-		t.Fatalf("implausible: %+v", one)
-	}
-	if !one.Fits || one.Demand != 10 {
-		t.Fatalf("one instance of 10 should fit: %s", one)
-	}
-	many, err := pgxleak.CheckCapacity(ctx, db, 1000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if many.Fits || many.Demand != 10000 || !strings.Contains(many.String(), "do not fit") {
-		t.Fatalf("1000 instances of 10 should not fit: %s", many)
-	}
-	if _, err := pgxleak.CheckCapacity(ctx, db, 0); err == nil {
-		t.Fatal("instances 0 accepted")
-	}
-}
-
-func TestCapacityCheckOnOpenWarns(t *testing.T) {
-	var buf bytes.Buffer
-	var mu sync.Mutex
-	logger := slog.New(slog.NewTextHandler(lockedWriter{&mu, &buf}, nil))
-	dsn := pgtest.NewDatabase(t)
-	db, err := pgxleak.Open("pgx", dsn, pgxleak.WithMaxOpenConns(50), pgxleak.WithCapacityCheck(100), pgxleak.WithLogger(logger))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	mu.Lock()
-	defer mu.Unlock()
-	if !strings.Contains(buf.String(), "100 instances × 50 connections = 5000 do not fit") {
-		t.Fatalf("no capacity warning logged; log: %s", buf.String())
-	}
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
-// TestPoolNameHasNoCredentials: the default name is host:port/database.
-func TestPoolNameHasNoCredentials(t *testing.T) {
-	dsn := pgtest.WithParams(pgtest.NewDatabase(t), map[string]string{"password": "hunter2"})
-	db, err := pgxleak.Open("pgx", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	c, err := db.Conn(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	cs := pgxleak.Checkouts(db)
-	if len(cs) != 1 {
-		t.Fatalf("Checkouts = %v", cs)
-	}
-	if name := cs[0].Pool; strings.Contains(name, "hunter2") || strings.Contains(name, "postgres@") || !strings.Contains(name, ":") {
-		t.Fatalf("pool name %q", name)
-	}
-}
-
-// TestNilLoggerAndCapacityCheck: WithLogger(nil) turns logging off, also
-// for the capacity warning, and the check is not a user checkout.
-func TestNilLoggerAndCapacityCheck(t *testing.T) {
-	dsn := pgtest.NewDatabase(t)
-	db, err := pgxleak.Open("pgx", dsn, pgxleak.WithLogger(nil), pgxleak.WithMaxOpenConns(50), pgxleak.WithCapacityCheck(1000))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if st := pgxleak.Stats(db); st.Checkouts != 0 {
-		t.Fatalf("the capacity check counted as a user checkout: %+v", st)
 	}
 }

@@ -1,15 +1,6 @@
 package pgxleak_test
 
-// Bad input (issue 7, RELIABILITY.md): fuzz tests for option handling, DSN
-// handling and report rendering, with committed seed corpora under
-// testdata/fuzz, and the rule that invalid options are rejected with
-// errors that name them. Run one with, for example,
-//
-//	go test -run '^$' -fuzz '^FuzzOptions$' -fuzztime 1m .
-
 import (
-	"database/sql"
-	"fmt"
 	"regexp"
 	"slices"
 	"sort"
@@ -17,8 +8,85 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+
 	"github.com/pgxleak/pgxleak"
 )
+
+// TestTracingOptionsValidation checks the telemetry options' errors.
+func TestTracingOptionsValidation(t *testing.T) {
+	tests := []struct {
+		opt  pgxleak.Option
+		want string
+	}{
+		{pgxleak.WithSlowWaitThreshold(-time.Second), "WithSlowWaitThreshold"},
+		{pgxleak.WithWaitSampleInterval(0), "WithWaitSampleInterval"},
+		{pgxleak.WithWaitSampleInterval(-time.Second), "WithWaitSampleInterval"},
+	}
+	for _, tt := range tests {
+		_, err := pgxleak.Open(pgxleak.DriverName, "postgres://u@127.0.0.1:1/db", tt.opt)
+		if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.HasPrefix(err.Error(), "pgxleak: ") {
+			t.Errorf("Open with an invalid %s: err = %v", tt.want, err)
+		}
+	}
+}
+
+func TestInvalidOptions(t *testing.T) {
+	for _, tc := range []struct {
+		opt  pgxleak.Option
+		want string
+	}{
+		{pgxleak.WithMaxOpenConns(-1), "WithMaxOpenConns(-1)"},
+		{pgxleak.WithMaxOpenConns(-5), "WithMaxOpenConns(-5)"},
+		{pgxleak.WithMaxIdleConns(-1), "WithMaxIdleConns(-1)"},
+		{pgxleak.WithMaxIdleConns(1000), "WithMaxIdleConns(1000)"},
+		{pgxleak.WithMinIdleConns(-1), "WithMinIdleConns(-1)"},
+		{pgxleak.WithMinIdleConns(999), "WithMinIdleConns(999)"},
+		{pgxleak.WithConnMaxLifetime(-time.Second), "WithConnMaxLifetime(-1s)"},
+		{pgxleak.WithConnMaxLifetimeJitter(-time.Second), "WithConnMaxLifetimeJitter(-1s)"},
+		{pgxleak.WithConnMaxLifetimeJitter(time.Hour), "WithConnMaxLifetimeJitter(1h0m0s)"},
+		{pgxleak.WithConnMaxIdleTime(-time.Second), "WithConnMaxIdleTime(-1s)"},
+		{pgxleak.WithMaxUses(-1), "WithMaxUses(-1)"},
+		{pgxleak.WithPoolName(""), "WithPoolName"},
+		{pgxleak.WithCapacityCheck(0), "WithCapacityCheck(0)"},
+		{pgxleak.WithLeakThreshold(-time.Second), "WithLeakThreshold(-1s)"},
+		{pgxleak.WithStackDepth(-1), "WithStackDepth(-1)"},
+		{pgxleak.WithStackSampling(0), "WithStackSampling(0)"},
+		{pgxleak.WithReportInterval(-time.Second), "WithReportInterval(-1s)"},
+		{nil, "nil Option"},
+	} {
+		t.Run(tc.want, func(t *testing.T) {
+			db, err := pgxleak.Open("pgx", "postgres://u:pw@127.0.0.1:5432/db", tc.opt)
+			if err == nil {
+				db.Close()
+				t.Fatal("Open accepted it")
+			}
+			if !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "pgxleak:") {
+				t.Fatalf("error %q does not name %s", err, tc.want)
+			}
+			cfg, err := pgx.ParseConfig("postgres://u:pw@127.0.0.1:5432/db")
+			if err != nil {
+				t.Fatal(err)
+			}
+			db, err = pgxleak.OpenDB(stdlib.GetConnector(*cfg), tc.opt)
+			if err == nil {
+				db.Close()
+				t.Fatal("OpenDB accepted it")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("OpenDB error %q does not name %s", err, tc.want)
+			}
+		})
+	}
+}
+
+// Bad input (issue 7, RELIABILITY.md): invalid options are rejected with
+// errors that name them, and FuzzOptions (here), FuzzOpenDSN and
+// FuzzLeakRendering keep seed corpora under testdata/fuzz. Run one with,
+// for example,
+//
+//	go test -run '^$' -fuzz '^FuzzOptions$' -fuzztime 1m .
 
 // optionErrLine matches one line of an option error: "pgxleak: Name(value): why".
 var optionErrLine = regexp.MustCompile(`^pgxleak: (With[A-Za-z]+)\(`)
@@ -240,128 +308,6 @@ func FuzzOptions(f *testing.F) {
 		}
 		if st.CheckedOut != 0 || st.Checkouts != 0 {
 			t.Fatalf("warm-up counted as checkouts: %+v", st)
-		}
-	})
-}
-
-// FuzzOpenDSN opens pools on arbitrary DSNs without connecting, through
-// every entry point: no panic, and an error never quotes a password that
-// the DSN gives pgx (as password=... or in URL user info).
-func FuzzOpenDSN(f *testing.F) {
-	for _, s := range []string{
-		"postgres://app:s3cret@127.0.0.1:5432/db?sslmode=disable",
-		"host=127.0.0.1 port=5432 user=app password=s3cret dbname=db",
-		"postgres://app:s3cret@127.0.0.1:5432/db?default_query_exec_mode=cache_statement",
-		"postgres://app:s3c%ret@[::1/db",
-		"host='unterminated password=s3cret",
-		"",
-		"::::",
-	} {
-		f.Add(s)
-	}
-	pw := regexp.MustCompile(`(?i)password\s*=\s*'?([^\s'&]{4,})|://[^:/@]*:([^@/]{4,})@`)
-	f.Fuzz(func(t *testing.T, dsn string) {
-		for _, p := range []string{"passfile", "service", "sslcert", "sslkey", "sslrootcert", "sslcrl"} {
-			if strings.Contains(strings.ToLower(dsn), p) {
-				t.Skip() // makes pgx read files
-			}
-		}
-		var secrets []string
-		for _, m := range pw.FindAllStringSubmatch(dsn, -1) {
-			for _, s := range m[1:] {
-				// Only a password that appears once: elsewhere in the DSN it
-				// may be a host or database name an error rightly quotes.
-				if s != "" && strings.Count(dsn, s) == 1 {
-					secrets = append(secrets, s)
-				}
-			}
-		}
-		check := func(what string, err error) {
-			if err == nil {
-				return
-			}
-			for _, s := range secrets {
-				if strings.Contains(err.Error(), s) {
-					t.Fatalf("%s(%q): error %q contains the password %q", what, dsn, err, s)
-				}
-			}
-		}
-		for _, driverName := range []string{"pgx", pgxleak.DriverName} {
-			db, err := pgxleak.Open(driverName, dsn, pgxleak.WithLogger(nil), pgxleak.WithPgBouncer())
-			check("Open "+driverName, err)
-			if err == nil {
-				if st := pgxleak.Stats(db); st.CheckedOut != 0 || st.OpenConnections != 0 {
-					t.Fatalf("Open connected: %+v", st)
-				}
-				if err := db.Close(); err != nil {
-					t.Fatalf("Close: %v", err)
-				}
-			}
-		}
-		db, err := sql.Open(pgxleak.DriverName, dsn)
-		check("sql.Open", err)
-		if err == nil {
-			_ = db.Close()
-		}
-	})
-}
-
-// FuzzLeakRendering renders reports, checkouts and LeakErrors built from
-// arbitrary values: no panic, and each rendering carries the parts it
-// promises (culprit, repeats, pool, quoted statement, stack).
-func FuzzLeakRendering(f *testing.F) {
-	f.Add(1, "github.com/acme/app.(*Server).getUser", "/src/app/handler.go", 42, "SELECT * FROM users WHERE id = $1", "db:5432/app", int64(7*time.Second), uint32(81234), 0, false, uint8(3))
-	f.Add(2, "", "", 0, "", "", int64(0), uint32(0), 3, false, uint8(0))
-	f.Add(3, "main.main", "main.go", -1, "\"quoted\"\n\ttab", "p", int64(-1), uint32(1), -1, true, uint8(255))
-	f.Add(99, "a/b.c", "/x/y/z.go", 1<<40, "SELECT '%s %d %v'", "%v", int64(1)<<62, uint32(1)<<31, 1<<30, true, uint8(1))
-	f.Fuzz(func(t *testing.T, kind int, fn, file string, line int, stmt, pool string, held int64, pid uint32, repeats int, resolved bool, depth uint8) {
-		culprit := pgxleak.Frame{Function: fn, File: file, Line: line}
-		stack := make([]pgxleak.Frame, 0, int(depth)%16+1)
-		for i := range cap(stack) - 1 {
-			stack = append(stack, pgxleak.Frame{Function: "database/sql.f", File: "/sql.go", Line: i})
-		}
-		stack = append(stack, culprit)
-		co := pgxleak.Checkout{Pool: pool, Culprit: culprit, Stack: stack, CheckedOutAt: time.Unix(0, held),
-			Held: time.Duration(held), BackendPID: pid, LastStatement: stmt, TxStatus: "in transaction"}
-		l := pgxleak.Leak{Kind: pgxleak.LeakKind(kind), Checkout: co, Resolved: resolved, Repeats: repeats}
-
-		loc := culprit.String()
-		if loc == "" {
-			t.Fatal("Frame.String is empty")
-		}
-		s := l.String()
-		if !strings.HasPrefix(s, "pgxleak: ") || !strings.Contains(s, loc) {
-			t.Fatalf("Leak.String() = %q, want the culprit %q", s, loc)
-		}
-		if more := fmt.Sprintf("(+%d more like it)", repeats); (repeats > 0) != strings.Contains(s, more) {
-			t.Fatalf("Leak.String() = %q with %d repeats", s, repeats)
-		}
-		if !strings.Contains(co.String(), loc) {
-			t.Fatalf("Checkout.String() = %q", co.String())
-		}
-		st := co.StackString()
-		var wantStack strings.Builder
-		for _, fr := range stack {
-			fmt.Fprintf(&wantStack, "%s()\n\t%s:%d\n", fr.Function, fr.File, fr.Line)
-		}
-		if st != wantStack.String() {
-			t.Fatalf("StackString() = %q, want %q", st, wantStack.String())
-		}
-		want := map[int]string{1: "suspected", 2: "garbage_collected", 3: "still_out"}[kind]
-		if want == "" {
-			want = fmt.Sprintf("LeakKind(%d)", kind)
-		}
-		if got := l.Kind.String(); got != want {
-			t.Fatalf("LeakKind(%d).String() = %q, want %q", kind, got, want)
-		}
-		le := &pgxleak.LeakError{Checkouts: []pgxleak.Checkout{co, co}}
-		e := le.Error()
-		if !strings.HasPrefix(e, "pgxleak: 2 connection(s) still checked out") || strings.Count(e, loc) < 2 ||
-			!strings.Contains(e, "[pool "+pool) || !strings.Contains(e, st) {
-			t.Fatalf("LeakError.Error() = %q", e)
-		}
-		if stmt != "" && !strings.Contains(e, fmt.Sprintf("last statement %q", stmt)) {
-			t.Fatalf("LeakError.Error() = %q does not quote the statement", e)
 		}
 	})
 }

@@ -1,0 +1,27 @@
+package pgxleak_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/pgtest"
+)
+
+func TestCloseReportsStillOut(t *testing.T) {
+	rec := newLeakRecorder()
+	dsn := pgtest.NewDatabase(t)
+	db, err := pgxleak.Open("pgx", dsn, rec.option(), pgxleak.WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := lineBelow()
+	c, err := db.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	rec.wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut && isCulprit(line)(l) })
+	c.Close()
+}
