@@ -5,8 +5,6 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"fmt"
-	"io"
-	"log/slog"
 	"runtime"
 	"slices"
 	"strconv"
@@ -53,8 +51,6 @@ var (
 // fakeImpls are compared on the in-memory driver; the real server is
 // compared plain against the defaults.
 var fakeImpls = []benchImpl{implPlain, implStack32, implCallers, implSampled, implNoStack}
-
-var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // openPool opens a pool of maxOpen connections over connector, plain or
 // through pgxleak, with the same database/sql settings: pgxleak's defaults

@@ -1,10 +1,8 @@
 package pgxleak_test
 
 import (
-	"bytes"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/pgxleak/pgxleak"
@@ -37,17 +35,14 @@ func TestCheckCapacity(t *testing.T) {
 }
 
 func TestCapacityCheckOnOpenWarns(t *testing.T) {
-	var buf bytes.Buffer
-	var mu sync.Mutex
-	logger := slog.New(slog.NewTextHandler(lockedWriter{&mu, &buf}, nil))
+	var buf lockedBuffer
+	logger := slog.New(slog.NewTextHandler(&buf, nil))
 	dsn := pgtest.NewDatabase(t)
 	db, err := pgxleak.Open("pgx", dsn, pgxleak.WithMaxOpenConns(50), pgxleak.WithCapacityCheck(100), pgxleak.WithLogger(logger))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	mu.Lock()
-	defer mu.Unlock()
 	if !strings.Contains(buf.String(), "100 instances × 50 connections = 5000 do not fit") {
 		t.Fatalf("no capacity warning logged; log: %s", buf.String())
 	}

@@ -24,7 +24,7 @@ func compatOpenBouncer(t *testing.T, poolSize int, opts ...pgxleak.Option) (*sql
 	t.Helper()
 	dsn := pgtest.NewDatabase(t)
 	b := pgtest.NewPgBouncer(t, pgtest.PoolSize(poolSize))
-	opts = append([]pgxleak.Option{pgxleak.WithLogger(compatLogger())}, opts...)
+	opts = append([]pgxleak.Option{pgxleak.WithLogger(quiet)}, opts...)
 	db, err := pgxleak.Open("pgx", b.DSN(dsn), opts...)
 	if err != nil {
 		t.Fatalf("pgxleak.Open through pgbouncer: %v", err)
@@ -232,7 +232,7 @@ func TestPgBouncerExecModes(t *testing.T) {
 			if tc.dsnParam != "" {
 				bdsn = pgtest.WithParams(bdsn, map[string]string{"default_query_exec_mode": tc.dsnParam})
 			}
-			db, err := pgxleak.Open("pgx", bdsn, append([]pgxleak.Option{pgxleak.WithLogger(compatLogger()), pgxleak.WithMaxOpenConns(2)}, tc.opts...)...)
+			db, err := pgxleak.Open("pgx", bdsn, append([]pgxleak.Option{pgxleak.WithLogger(quiet), pgxleak.WithMaxOpenConns(2)}, tc.opts...)...)
 			if err != nil {
 				t.Fatal(err)
 			}

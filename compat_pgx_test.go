@@ -7,8 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"reflect"
 	"strings"
 	"testing"
@@ -26,8 +24,6 @@ import (
 // Parity with pgx's stdlib driver: the same calls through sql.Open("pgx")
 // and pgxleak.Open give the same results and the same errors, and pgx's
 // own features stay reachable.
-
-func compatLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func compatExec(t testing.TB, db *sql.DB, query string, args ...any) {
 	t.Helper()

@@ -51,7 +51,7 @@ func (r testMain) Run() int {
 func openTest(t testing.TB, opts ...pgxleak.Option) (*sql.DB, string) {
 	t.Helper()
 	dsn := pgtest.NewDatabase(t)
-	opts = append([]pgxleak.Option{pgxleak.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))}, opts...)
+	opts = append([]pgxleak.Option{pgxleak.WithLogger(quiet)}, opts...)
 	db, err := pgxleak.Open("pgx", dsn, opts...)
 	if err != nil {
 		t.Fatalf("pgxleak.Open: %v", err)
@@ -59,6 +59,9 @@ func openTest(t testing.TB, opts ...pgxleak.Option) (*sql.DB, string) {
 	t.Cleanup(func() { _ = db.Close() })
 	return db, dsn
 }
+
+// quiet is a logger that drops every record.
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // leakRecorder collects leak reports for assertions.
 type leakRecorder struct {
@@ -155,13 +158,21 @@ func hasLeak(r *leakRecorder, match func(pgxleak.Leak) bool) bool {
 	return false
 }
 
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  *bytes.Buffer
+// lockedBuffer is a bytes.Buffer that slog handlers and the monitor on
+// several goroutines may write to while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
 }
 
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
+func (w *lockedBuffer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *lockedBuffer) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
 }

@@ -37,7 +37,7 @@ func TestWithPgBouncerDSN(t *testing.T) {
 		{name: "explicit describe_exec refused", dsn: kv + " default_query_exec_mode=describe_exec", wantErr: "pgxleak: WithPgBouncer"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			db, err := pgxleak.Open("pgx", tc.dsn, pgxleak.WithPgBouncer(), pgxleak.WithLogger(compatLogger()))
+			db, err := pgxleak.Open("pgx", tc.dsn, pgxleak.WithPgBouncer(), pgxleak.WithLogger(quiet))
 			if tc.wantErr != "" {
 				if err == nil || !strings.HasPrefix(err.Error(), tc.wantErr) {
 					t.Fatalf("Open = %v, want an error starting %q", err, tc.wantErr)
@@ -54,7 +54,7 @@ func TestWithPgBouncerDSN(t *testing.T) {
 		})
 	}
 	t.Run("without WithPgBouncer pgx's default stays", func(t *testing.T) {
-		db, err := pgxleak.Open("pgx", dsn, pgxleak.WithLogger(compatLogger()))
+		db, err := pgxleak.Open("pgx", dsn, pgxleak.WithLogger(quiet))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -75,7 +75,7 @@ func TestWithPgBouncerOpenDB(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bad, err := pgxleak.OpenDB(stdlib.GetConnector(*cfg), pgxleak.WithPgBouncer(), pgxleak.WithLogger(compatLogger()))
+	bad, err := pgxleak.OpenDB(stdlib.GetConnector(*cfg), pgxleak.WithPgBouncer(), pgxleak.WithLogger(quiet))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestWithPgBouncerOpenDB(t *testing.T) {
 	}
 
 	cfg.DefaultQueryExecMode = pgx.QueryExecModeExec
-	good, err := pgxleak.OpenDB(stdlib.GetConnector(*cfg), pgxleak.WithPgBouncer(), pgxleak.WithLogger(compatLogger()))
+	good, err := pgxleak.OpenDB(stdlib.GetConnector(*cfg), pgxleak.WithPgBouncer(), pgxleak.WithLogger(quiet))
 	if err != nil {
 		t.Fatal(err)
 	}

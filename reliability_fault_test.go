@@ -9,8 +9,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,7 +34,7 @@ const relSlack = 1500 * time.Millisecond
 // ends.
 func relOpen(t testing.TB, dsn string, opts ...pgxleak.Option) *sql.DB {
 	t.Helper()
-	opts = append([]pgxleak.Option{pgxleak.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))}, opts...)
+	opts = append([]pgxleak.Option{pgxleak.WithLogger(quiet)}, opts...)
 	db, err := pgxleak.Open("pgx", dsn, opts...)
 	if err != nil {
 		t.Fatalf("pgxleak.Open: %v", err)
@@ -416,7 +414,7 @@ func TestFaultMaxConnections(t *testing.T) {
 
 	start := time.Now()
 	db, err := pgxleak.Open("pgx", cl.DSN(), pgxleak.WithMaxOpenConns(10), pgxleak.WithMinIdleConns(8),
-		pgxleak.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+		pgxleak.WithLogger(quiet))
 	if err == nil {
 		_ = db.Close()
 		t.Fatal("Open warmed up 8 connections on a server that allows 5")
@@ -696,7 +694,7 @@ func TestFaultNetwork(t *testing.T) {
 		// Open takes no context: connect_timeout bounds its warm-up.
 		start := time.Now()
 		db, err := pgxleak.Open("pgx", base+"&connect_timeout=1", pgxleak.WithMinIdleConns(2),
-			pgxleak.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+			pgxleak.WithLogger(quiet))
 		took := time.Since(start)
 		if err == nil {
 			_ = db.Close()
@@ -795,7 +793,7 @@ func TestFaultSlowWarmUp(t *testing.T) {
 	go func() {
 		db, err := pgxleak.OpenDB(fc, pgxleak.WithMaxOpenConns(4), pgxleak.WithMinIdleConns(2),
 			pgxleak.WithConnMaxIdleTime(20*time.Millisecond), // keep-idle every 10 ms
-			pgxleak.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+			pgxleak.WithLogger(quiet))
 		opened <- result{db, err}
 	}()
 	pgtest.WaitFor(t, 10*time.Second, "the warm-up's two connection attempts", func() bool { return fc.attempts.Load() >= 2 })

@@ -6,7 +6,6 @@ package pgxleak_test
 // authenticate with scram-sha-256, for the DSN, and for bound arguments.
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"database/sql"
@@ -40,28 +39,9 @@ func relRandHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// relLockedBuffer is a bytes.Buffer that slog handlers on several
-// goroutines may write to.
-type relLockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (w *relLockedBuffer) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *relLockedBuffer) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
-}
-
 // relSignals captures everything a pool emits.
 type relSignals struct {
-	logs   relLockedBuffer
+	logs   lockedBuffer
 	leaks  *leakRecorder
 	spans  *tracetest.SpanRecorder
 	tp     *sdktrace.TracerProvider

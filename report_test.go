@@ -1,13 +1,11 @@
 package pgxleak_test
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,9 +17,8 @@ import (
 // and counted, not logged a hundred times.
 func TestReportsDeduplicated(t *testing.T) {
 	rec := newLeakRecorder()
-	var buf bytes.Buffer
-	var mu sync.Mutex
-	logger := slog.New(slog.NewTextHandler(lockedWriter{&mu, &buf}, nil))
+	var buf lockedBuffer
+	logger := slog.New(slog.NewTextHandler(&buf, nil))
 	db, _ := openTest(t, pgxleak.WithMaxOpenConns(10), pgxleak.WithLeakThreshold(threshold), rec.option(), pgxleak.WithLogger(logger))
 	var conns []*sql.Conn
 	var line site
@@ -53,17 +50,14 @@ func TestReportsDeduplicated(t *testing.T) {
 	if suspected != 1 || resolved != 1 {
 		t.Fatalf("%d suspected and %d resolved reports delivered, want 1 each", suspected, resolved)
 	}
-	mu.Lock()
-	defer mu.Unlock()
 	if n := strings.Count(buf.String(), `msg="pgxleak: suspected leak:`); n != 1 {
 		t.Fatalf("%d log lines for one culprit:\n%s", n, buf.String())
 	}
 }
 
 func TestLogReportLeadsWithCulprit(t *testing.T) {
-	var buf bytes.Buffer
-	var mu sync.Mutex
-	logger := slog.New(slog.NewTextHandler(lockedWriter{&mu, &buf}, nil))
+	var buf lockedBuffer
+	logger := slog.New(slog.NewTextHandler(&buf, nil))
 	rec := newLeakRecorder()
 	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), pgxleak.WithLogger(logger), rec.option())
 	line := lineBelow()
@@ -73,8 +67,6 @@ func TestLogReportLeadsWithCulprit(t *testing.T) {
 	}
 	defer c.Close()
 	rec.wait(t, 5*time.Second, suspectedAt(line))
-	mu.Lock()
-	defer mu.Unlock()
 	want := fmt.Sprintf(`level=WARN msg="pgxleak: suspected leak: connection checked out at %s (pgxleak_test.TestLogReportLeadsWithCulprit), held `, line.short())
 	if !strings.Contains(buf.String(), want) || !strings.Contains(buf.String(), "kind=suspected") || !strings.Contains(buf.String(), "stack=") {
 		t.Fatalf("log:\n%s\nwant it to contain:\n%s", buf.String(), want)

@@ -321,18 +321,6 @@ func dropRows(t *testing.T, db *pgxleakDB, ctx context.Context, stmt string) sit
 	return at
 }
 
-// waitFor polls cond until it holds, failing t after 10 seconds.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 // TestTracingHealthyPoolEmitsNoSpans runs a concurrent workload that never
 // exceeds the pool and leaks nothing, with a short sampling interval, and
 // checks that not a single span was started.
@@ -433,7 +421,7 @@ func TestMetricsPoolSignals(t *testing.T) {
 	}
 	waited := make(chan error, 1)
 	go func() { _, err := db.ExecContext(ctx, "SELECT 1"); waited <- err }()
-	waitFor(t, "a caller to wait", func() bool { return db.Stats().WaitCount == 1 })
+	pgtest.WaitFor(t, 10*time.Second, "a caller to wait", func() bool { return db.Stats().WaitCount == 1 })
 	if err := held.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -447,7 +435,7 @@ func TestMetricsPoolSignals(t *testing.T) {
 
 	// wait_time appears at the sampler's next tick.
 	var waitTime metricdata.HistogramDataPoint[float64]
-	waitFor(t, "wait_time to record the wait", func() bool {
+	pgtest.WaitFor(t, 10*time.Second, "wait_time to record the wait", func() bool {
 		h, ok := histogram(o.collect(t), "db.client.connection.wait_time")
 		if ok && len(h.DataPoints) == 1 {
 			waitTime = h.DataPoints[0]

@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
 
 // TestTracingSlowWaitEpisode holds both connections of a pool of 2 with
@@ -51,7 +52,7 @@ func TestTracingSlowWaitEpisode(t *testing.T) {
 		_, err := db.ExecContext(ctx, hold)
 		errs <- err
 	})
-	waitFor(t, "both holders to check out", func() bool { return db.Stats().InUse == 2 })
+	pgtest.WaitFor(t, 10*time.Second, "both holders to check out", func() bool { return db.Stats().InUse == 2 })
 	for range 4 {
 		wg.Go(func() {
 			ctx, span := o.tracer.Start(ctx, "waiter")
@@ -60,7 +61,7 @@ func TestTracingSlowWaitEpisode(t *testing.T) {
 			errs <- err
 		})
 	}
-	waitFor(t, "4 callers to wait", func() bool { return db.Stats().WaitCount == 4 })
+	pgtest.WaitFor(t, 10*time.Second, "4 callers to wait", func() bool { return db.Stats().WaitCount == 4 })
 	wg.Wait()
 	close(errs)
 	for err := range errs {

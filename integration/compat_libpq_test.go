@@ -22,14 +22,14 @@ func TestLibpq(t *testing.T) {
 		open func(dsn string) (*sql.DB, error)
 	}{
 		{`Open("postgres", dsn)`, func(dsn string) (*sql.DB, error) {
-			return pgxleak.Open("postgres", dsn, pgxleak.WithLogger(compatLogger()))
+			return pgxleak.Open("postgres", dsn, pgxleak.WithLogger(quiet))
 		}},
 		{"OpenDB(pq.NewConnector(dsn))", func(dsn string) (*sql.DB, error) {
 			c, err := pq.NewConnector(dsn)
 			if err != nil {
 				return nil, err
 			}
-			return pgxleak.OpenDB(c, pgxleak.WithLogger(compatLogger()))
+			return pgxleak.OpenDB(c, pgxleak.WithLogger(quiet))
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -70,7 +70,7 @@ func TestLibpqThroughPgBouncer(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
 	b := pgtest.NewPgBouncer(t, pgtest.PoolSize(1))
 	db, err := pgxleak.Open("postgres", pgtest.WithParams(b.DSN(dsn), map[string]string{"binary_parameters": "yes"}),
-		pgxleak.WithPgBouncer(), pgxleak.WithLogger(compatLogger()), pgxleak.WithMaxOpenConns(3))
+		pgxleak.WithPgBouncer(), pgxleak.WithLogger(quiet), pgxleak.WithMaxOpenConns(3))
 	if err != nil {
 		t.Fatal(err)
 	}

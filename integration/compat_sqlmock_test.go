@@ -38,7 +38,7 @@ func newMockDB(t *testing.T, viaOpen bool) (*sql.DB, sqlmock.Sqlmock) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := []pgxleak.Option{pgxleak.WithMaxOpenConns(1), pgxleak.WithLogger(compatLogger())}
+	opts := []pgxleak.Option{pgxleak.WithMaxOpenConns(1), pgxleak.WithLogger(quiet)}
 	var db *sql.DB
 	if viaOpen {
 		db, err = pgxleak.Open("sqlmock", dsn, opts...)
