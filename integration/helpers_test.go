@@ -111,8 +111,6 @@ func (r *leakRecorder) wait(t testing.TB, timeout time.Duration, match func(pgxl
 	}
 }
 
-func compatLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
 func compatExec(t testing.TB, db *sql.DB, query string, args ...any) {
 	t.Helper()
 	if _, err := db.ExecContext(context.Background(), query, args...); err != nil {
