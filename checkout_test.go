@@ -369,7 +369,7 @@ func TestCheckoutStackDeeperThanBuffer(t *testing.T) {
 	}}
 	var got [2][]pgxleak.Frame
 	for i, fp := range []bool{true, false} {
-		got[i] = heldStack(t, &memConnector{}, path, fp)
+		got[i] = heldStack(t, &fakeConnector{}, path, fp)
 	}
 	fp, rc := got[0], got[1]
 	if len(fp) < len(rc) || !slices.Equal(fp[:len(rc)], rc) {
@@ -396,7 +396,7 @@ func TestCheckoutStackFramePointersMatchCallers(t *testing.T) {
 		name      string
 		connector func(t *testing.T) driver.Connector
 	}{
-		{"memdriver", func(*testing.T) driver.Connector { return &memConnector{} }},
+		{"memdriver", func(*testing.T) driver.Connector { return &fakeConnector{} }},
 		{"postgres", func(t *testing.T) driver.Connector {
 			cfg, err := pgx.ParseConfig(pgtest.AdminDSN(t))
 			must(t, err)

@@ -8,109 +8,121 @@ import (
 	"sync/atomic"
 )
 
-// memConnector is a tiny in-memory database/sql driver for the benchmarks:
-// no network, no parsing, and no allocation per operation, so that what a
-// benchmark measures is database/sql plus whatever wraps the driver.
-// Connections implement ExecerContext, QueryerContext, ConnBeginTx,
-// SessionResetter and Pinger, like pgx's stdlib.Conn (which has no
-// Validator either). Every query returns one row with one int64 column.
-type memConnector struct {
+// fakeConnector is the tests' one in-memory database/sql driver: no
+// network, every statement succeeds at once, and every query returns one
+// row with one int64 column. Its connections implement ExecerContext,
+// QueryerContext, ConnBeginTx, SessionResetter and Pinger, like pgx's
+// stdlib.Conn (which has no Validator either). The zero value works; the
+// fields make it hold a connect or count what happened. (The benchmarks
+// keep their own driver, whose only job is to allocate nothing.)
+type fakeConnector struct {
+	gate    chan struct{} // if set, Connect waits until it is closed or ctx ends
+	trackGC bool          // count connections garbage-collected in collected
+
+	attempts  atomic.Int64 // Connect calls
 	opened    atomic.Int64 // connections opened
 	closed    atomic.Int64 // connections closed
 	collected atomic.Int64 // connections garbage-collected, if trackGC
-	trackGC   bool
 }
 
-func (c *memConnector) Connect(context.Context) (driver.Conn, error) {
-	c.opened.Add(1)
-	mc := &memConn{connector: c}
-	if c.trackGC {
-		runtime.AddCleanup(mc, func(c *memConnector) { c.collected.Add(1) }, c)
+func (c *fakeConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	c.attempts.Add(1)
+	if c.gate != nil {
+		select {
+		case <-c.gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
-	return mc, nil
+	c.opened.Add(1)
+	fc := &fakeConn{connector: c}
+	if c.trackGC {
+		runtime.AddCleanup(fc, func(c *fakeConnector) { c.collected.Add(1) }, c)
+	}
+	return fc, nil
 }
 
-func (c *memConnector) Driver() driver.Driver { return memDriver{c} }
+func (c *fakeConnector) Driver() driver.Driver { return fakeDriver{c} }
 
-type memDriver struct{ c *memConnector }
+type fakeDriver struct{ c *fakeConnector }
 
-func (d memDriver) Open(string) (driver.Conn, error) { return d.c.Connect(context.Background()) }
+func (d fakeDriver) Open(string) (driver.Conn, error) { return d.c.Connect(context.Background()) }
 
-// memConn keeps one Rows and one Tx and hands out pointers to them:
-// database/sql uses a connection from one goroutine at a time and closes
-// a Rows before the connection is used again.
-type memConn struct {
-	connector *memConnector
-	rows      memRows
-	tx        memTx
-	stmt      memStmt
+// fakeConn keeps one Rows, one Tx and one Stmt and hands out pointers to
+// them: database/sql uses a connection from one goroutine at a time and
+// closes a Rows before the connection is used again.
+type fakeConn struct {
+	connector *fakeConnector
+	rows      fakeRows
+	tx        fakeTx
+	stmt      fakeStmt
 }
 
 var (
-	_ driver.ExecerContext   = (*memConn)(nil)
-	_ driver.QueryerContext  = (*memConn)(nil)
-	_ driver.ConnBeginTx     = (*memConn)(nil)
-	_ driver.SessionResetter = (*memConn)(nil)
-	_ driver.Pinger          = (*memConn)(nil)
+	_ driver.ExecerContext   = (*fakeConn)(nil)
+	_ driver.QueryerContext  = (*fakeConn)(nil)
+	_ driver.ConnBeginTx     = (*fakeConn)(nil)
+	_ driver.SessionResetter = (*fakeConn)(nil)
+	_ driver.Pinger          = (*fakeConn)(nil)
 )
 
-func (c *memConn) Prepare(string) (driver.Stmt, error) {
+func (c *fakeConn) Prepare(string) (driver.Stmt, error) {
 	c.stmt.c = c
 	return &c.stmt, nil
 }
 
-func (c *memConn) Close() error {
+func (c *fakeConn) Close() error {
 	c.connector.closed.Add(1)
 	return nil
 }
 
-func (c *memConn) Begin() (driver.Tx, error) { return &c.tx, nil } //nolint:staticcheck // the interface requires it
+func (c *fakeConn) Begin() (driver.Tx, error) { return &c.tx, nil } //nolint:staticcheck // the interface requires it
 
-func (c *memConn) BeginTx(context.Context, driver.TxOptions) (driver.Tx, error) { return &c.tx, nil }
+func (c *fakeConn) BeginTx(context.Context, driver.TxOptions) (driver.Tx, error) { return &c.tx, nil }
 
-func (c *memConn) ExecContext(context.Context, string, []driver.NamedValue) (driver.Result, error) {
+func (c *fakeConn) ExecContext(context.Context, string, []driver.NamedValue) (driver.Result, error) {
 	return driver.RowsAffected(1), nil
 }
 
-func (c *memConn) QueryContext(context.Context, string, []driver.NamedValue) (driver.Rows, error) {
-	c.rows = memRows{}
+func (c *fakeConn) QueryContext(context.Context, string, []driver.NamedValue) (driver.Rows, error) {
+	c.rows = fakeRows{}
 	return &c.rows, nil
 }
 
-func (c *memConn) ResetSession(context.Context) error { return nil }
-func (c *memConn) Ping(context.Context) error         { return nil }
+func (c *fakeConn) ResetSession(context.Context) error { return nil }
+func (c *fakeConn) Ping(context.Context) error         { return nil }
 
-var memColumns = []string{"n"}
+var fakeColumns = []string{"n"}
 
-type memRows struct{ done bool }
+type fakeRows struct{ done bool }
 
-func (r *memRows) Columns() []string { return memColumns }
-func (r *memRows) Close() error      { return nil }
+func (r *fakeRows) Columns() []string { return fakeColumns }
+func (r *fakeRows) Close() error      { return nil }
 
-func (r *memRows) Next(dest []driver.Value) error {
+func (r *fakeRows) Next(dest []driver.Value) error {
 	if r.done {
 		return io.EOF
 	}
 	r.done = true
-	dest[0] = int64(1) // small integers are boxed without allocating
+	dest[0] = int64(1)
 	return nil
 }
 
-type memTx struct{}
+type fakeTx struct{}
 
-func (memTx) Commit() error   { return nil }
-func (memTx) Rollback() error { return nil }
+func (fakeTx) Commit() error   { return nil }
+func (fakeTx) Rollback() error { return nil }
 
-type memStmt struct{ c *memConn }
+type fakeStmt struct{ c *fakeConn }
 
-func (s *memStmt) Close() error  { return nil }
-func (s *memStmt) NumInput() int { return -1 }
+func (s *fakeStmt) Close() error  { return nil }
+func (s *fakeStmt) NumInput() int { return -1 }
 
-func (s *memStmt) Exec([]driver.Value) (driver.Result, error) { //nolint:staticcheck // the interface requires it
+func (s *fakeStmt) Exec([]driver.Value) (driver.Result, error) { //nolint:staticcheck // the interface requires it
 	return driver.RowsAffected(1), nil
 }
 
-func (s *memStmt) Query([]driver.Value) (driver.Rows, error) { //nolint:staticcheck // the interface requires it
-	s.c.rows = memRows{}
+func (s *fakeStmt) Query([]driver.Value) (driver.Rows, error) { //nolint:staticcheck // the interface requires it
+	s.c.rows = fakeRows{}
 	return &s.c.rows, nil
 }

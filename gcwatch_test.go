@@ -19,7 +19,7 @@ import (
 // once.
 func TestGCWatchReuseNoFalseReports(t *testing.T) {
 	rec := newLeakRecorder()
-	db, err := pgxleak.OpenDB(&memConnector{}, pgxleak.WithMaxOpenConns(2), pgxleak.WithLogger(quiet), rec.option())
+	db, err := pgxleak.OpenDB(&fakeConnector{}, pgxleak.WithMaxOpenConns(2), pgxleak.WithLogger(quiet), rec.option())
 	must(t, err)
 	defer db.Close()
 	for i := range 200 {
@@ -82,7 +82,7 @@ func gcwatchDropRows(t *testing.T, db *sql.DB) {
 // a query would stay in memory. With no idle connections kept, each query
 // opens and closes one; all of them must be collectable.
 func TestGCWatchConnectionsCollected(t *testing.T) {
-	mc := &memConnector{trackGC: true}
+	mc := &fakeConnector{trackGC: true}
 	db, err := pgxleak.OpenDB(mc, pgxleak.WithMaxOpenConns(2), pgxleak.WithMaxIdleConns(0), pgxleak.WithLogger(quiet))
 	must(t, err)
 	defer db.Close()

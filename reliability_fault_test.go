@@ -784,7 +784,7 @@ func TestFaultNetwork(t *testing.T) {
 // ten keep-idle periods, only the warm-up's two may be attempted.
 func TestFaultSlowWarmUp(t *testing.T) {
 	t.Parallel()
-	fc := &relFakeConnector{gate: make(chan struct{})}
+	fc := &fakeConnector{gate: make(chan struct{})}
 	type result struct {
 		db  *sql.DB
 		err error

@@ -7,8 +7,6 @@ package pgxleak_test
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
-	"io"
 	"os"
 	"runtime"
 	"sync"
@@ -227,7 +225,7 @@ func TestLoadMemoryFlat(t *testing.T) {
 			rec := newLeakRecorder()
 			opts := append([]pgxleak.Option{rec.option(), pgxleak.WithMaxOpenConns(10), pgxleak.WithLeakThreshold(time.Second),
 				pgxleak.WithLogger(nil)}, tc.opts...)
-			fc := &relFakeConnector{}
+			fc := &fakeConnector{}
 			db, err := pgxleak.OpenDB(fc, opts...)
 			if err != nil {
 				t.Fatal(err)
@@ -253,73 +251,4 @@ func TestLoadMemoryFlatPostgres(t *testing.T) {
 	}
 	db, _ := openTest(t, pgxleak.WithMaxOpenConns(10), pgxleak.WithLeakThreshold(time.Second))
 	relMemoryFlat(t, db, small, large, 256<<10)
-}
-
-// relFakeConnector is an in-process driver: every statement succeeds at
-// once and returns one row with one column.
-type relFakeConnector struct {
-	opened   atomic.Int64
-	attempts atomic.Int64
-	gate     chan struct{} // if set, Connect waits until it is closed
-}
-
-func (c *relFakeConnector) Connect(ctx context.Context) (driver.Conn, error) {
-	c.attempts.Add(1)
-	if c.gate != nil {
-		select {
-		case <-c.gate:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-	c.opened.Add(1)
-	return &relFakeConn{}, nil
-}
-func (c *relFakeConnector) Driver() driver.Driver { return relFakeDriver{} }
-
-type relFakeDriver struct{}
-
-func (relFakeDriver) Open(string) (driver.Conn, error) { return &relFakeConn{}, nil }
-
-type relFakeConn struct{ inTx bool }
-
-func (c *relFakeConn) Prepare(q string) (driver.Stmt, error) { return relFakeStmt{}, nil }
-func (c *relFakeConn) Close() error                          { return nil }
-func (c *relFakeConn) Begin() (driver.Tx, error)             { c.inTx = true; return relFakeTx{c}, nil }
-func (c *relFakeConn) BeginTx(context.Context, driver.TxOptions) (driver.Tx, error) {
-	return c.Begin()
-}
-func (c *relFakeConn) Ping(context.Context) error         { return nil }
-func (c *relFakeConn) ResetSession(context.Context) error { return nil }
-func (c *relFakeConn) IsValid() bool                      { return !c.inTx }
-func (c *relFakeConn) ExecContext(context.Context, string, []driver.NamedValue) (driver.Result, error) {
-	return driver.RowsAffected(0), nil
-}
-func (c *relFakeConn) QueryContext(context.Context, string, []driver.NamedValue) (driver.Rows, error) {
-	return &relFakeRows{}, nil
-}
-
-type relFakeTx struct{ c *relFakeConn }
-
-func (t relFakeTx) Commit() error   { t.c.inTx = false; return nil }
-func (t relFakeTx) Rollback() error { t.c.inTx = false; return nil }
-
-type relFakeStmt struct{}
-
-func (relFakeStmt) Close() error                               { return nil }
-func (relFakeStmt) NumInput() int                              { return -1 }
-func (relFakeStmt) Exec([]driver.Value) (driver.Result, error) { return driver.RowsAffected(0), nil }
-func (relFakeStmt) Query([]driver.Value) (driver.Rows, error)  { return &relFakeRows{}, nil }
-
-type relFakeRows struct{ done bool }
-
-func (r *relFakeRows) Columns() []string { return []string{"v"} }
-func (r *relFakeRows) Close() error      { return nil }
-func (r *relFakeRows) Next(dest []driver.Value) error {
-	if r.done {
-		return io.EOF
-	}
-	r.done = true
-	dest[0] = int64(1)
-	return nil
 }
