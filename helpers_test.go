@@ -1,3 +1,10 @@
+// Shared helpers for the root package's tests, which mirror the source
+// files (checkout_test.go tests checkout.go, and so on); cross-cutting
+// suites are named for what they prove (compat_*, reliability_*, bench,
+// example). Tests are named TestFuncBehaviour in camel case, without
+// underscores (TestDrainWaitsForReturns, TestLeakConnNeverClosed), as
+// every test here already is. Polling uses pgtest.WaitFor; the one fake
+// driver is fakeConnector (fake_test.go).
 package pgxleak_test
 
 import (
