@@ -13,11 +13,15 @@ import (
 // row with one int64 column. Its connections implement ExecerContext,
 // QueryerContext, ConnBeginTx, SessionResetter and Pinger, like pgx's
 // stdlib.Conn (which has no Validator either). The zero value works; the
-// fields make it hold a connect or count what happened. (The benchmarks
+// fields make it hold a connect or a session reset, or count what happened. (The benchmarks
 // keep their own driver, whose only job is to allocate nothing.)
 type fakeConnector struct {
 	gate    chan struct{} // if set, Connect waits until it is closed or ctx ends
 	trackGC bool          // count connections garbage-collected in collected
+
+	// reset, if set, is what the connections' ResetSession returns; set it
+	// while no connection is being checked out.
+	reset func(context.Context) error
 
 	attempts  atomic.Int64 // Connect calls
 	opened    atomic.Int64 // connections opened
@@ -89,8 +93,14 @@ func (c *fakeConn) QueryContext(context.Context, string, []driver.NamedValue) (d
 	return &c.rows, nil
 }
 
-func (c *fakeConn) ResetSession(context.Context) error { return nil }
-func (c *fakeConn) Ping(context.Context) error         { return nil }
+func (c *fakeConn) ResetSession(ctx context.Context) error {
+	if c.connector.reset != nil {
+		return c.connector.reset(ctx)
+	}
+	return nil
+}
+
+func (c *fakeConn) Ping(context.Context) error { return nil }
 
 var fakeColumns = []string{"n"}
 

@@ -119,3 +119,81 @@ func TestDrainDoesNotWaitForGarbageCollectedLeaks(t *testing.T) {
 		t.Fatalf("Drain = %v; want the lost connection listed at once", err)
 	}
 }
+
+// TestDrainResetInFlight: a checkout of an idle connection whose session
+// reset is under way when Drain starts must not be handed out once Drain
+// has looked: ResetSession checks for draining under the connection's
+// lock, which Drain takes for every connection.
+func TestDrainResetInFlight(t *testing.T) {
+	fc := &fakeConnector{}
+	db, err := pgxleak.OpenDB(fc, pgxleak.WithMaxOpenConns(1), pgxleak.WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Ping(); err != nil { // opens the connection and returns it
+		t.Fatal(err)
+	}
+	entered, release := make(chan struct{}), make(chan struct{})
+	fc.reset = func(context.Context) error { // set before any other goroutine calls ResetSession
+		entered <- struct{}{}
+		<-release
+		return nil
+	}
+	before := pgxleak.Stats(db).Checkouts
+	connErr := make(chan error, 1)
+	go func() {
+		c, err := db.Conn(context.Background())
+		if err == nil {
+			c.Close()
+		}
+		connErr <- err
+	}()
+	<-entered // the reset is under way
+	drained := make(chan error, 1)
+	go func() { drained <- pgxleak.Drain(context.Background(), db) }()
+	pgtest.WaitFor(t, 5*time.Second, "Drain to start", func() bool { return pgxleak.Draining(db) })
+	close(release)
+	if err := <-connErr; err == nil {
+		t.Fatal("the checkout whose reset straddled Drain was handed out")
+	}
+	if err := <-drained; err != nil {
+		t.Fatalf("Drain = %v", err)
+	}
+	if got := pgxleak.Stats(db).Checkouts; got != before {
+		t.Fatalf("%d checkouts recorded during Drain, want none", got-before)
+	}
+}
+
+// TestDrainWaitsForConnectInFlight: a checkout whose Connect began before
+// Drain must neither slip past it nor be handed out after it.
+func TestDrainWaitsForConnectInFlight(t *testing.T) {
+	fc := &fakeConnector{gate: make(chan struct{})}
+	db, err := pgxleak.OpenDB(fc, pgxleak.WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	connErr := make(chan error, 1)
+	go func() {
+		c, err := db.Conn(context.Background())
+		if err == nil {
+			c.Close()
+		}
+		connErr <- err
+	}()
+	pgtest.WaitFor(t, 5*time.Second, "Connect to be under way", func() bool { return fc.attempts.Load() == 1 })
+	drained := make(chan error, 1)
+	go func() { drained <- pgxleak.Drain(context.Background(), db) }()
+	pgtest.WaitFor(t, 5*time.Second, "Drain to start", func() bool { return pgxleak.Draining(db) })
+	select {
+	case err := <-drained:
+		t.Fatalf("Drain returned %v while a Connect was under way", err)
+	case <-time.After(20 * time.Millisecond): // Drain polls every 5ms: it had its chances
+	}
+	close(fc.gate)
+	if err := <-connErr; !errors.Is(err, pgxleak.ErrDraining) {
+		t.Fatalf("the in-flight checkout got %v, want ErrDraining", err)
+	}
+	if err := <-drained; err != nil {
+		t.Fatalf("Drain = %v", err)
+	}
+}

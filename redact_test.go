@@ -1,4 +1,4 @@
-package pgxleak
+package pgxleak_test
 
 import (
 	"database/sql/driver"
@@ -11,6 +11,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/pgxleak/pgxleak"
 )
 
 func TestDSNSecrets(t *testing.T) {
@@ -30,16 +32,16 @@ func TestDSNSecrets(t *testing.T) {
 		{`host=h password='s3\'cret'`, "s3'cret"},
 		{"host=h password='s3cret", "s3cret"},
 	} {
-		got := dsnSecrets(tc.dsn, parseOrNil(tc.dsn))
+		got := pgxleak.DSNSecrets(tc.dsn)
 		found := false
 		for _, s := range got {
 			found = found || s == tc.want
 		}
 		if !found {
-			t.Errorf("dsnSecrets(%q) = %q, want it to include %q", tc.dsn, got, tc.want)
+			t.Errorf("DSNSecrets(%q) = %q, want it to include %q", tc.dsn, got, tc.want)
 		}
 	}
-	if got := dsnSecrets("host=h user=app dbname=db", parseOrNil("host=h user=app dbname=db")); len(got) != 0 {
+	if got := pgxleak.DSNSecrets("host=h user=app dbname=db"); len(got) != 0 {
 		t.Errorf("a DSN without a password yields secrets %q", got)
 	}
 }
@@ -48,21 +50,21 @@ func TestRedactError(t *testing.T) {
 	// Untouched when the text has no secret: the same value, so type
 	// assertions work.
 	pgErr := &pgconn.PgError{Code: "28P01", Message: "password authentication failed"}
-	if err := redactError(pgErr, []string{"s3cret"}); err != error(pgErr) {
-		t.Errorf("redactError changed an error without the secret: %#v", err)
+	if err := pgxleak.RedactError(pgErr, []string{"s3cret"}); err != error(pgErr) {
+		t.Errorf("RedactError changed an error without the secret: %#v", err)
 	}
 	// Masked, and still the original underneath.
 	wrapped := fmt.Errorf("connecting with s3cret: %w", driver.ErrBadConn)
-	err := redactError(wrapped, []string{"s3cret"})
+	err := pgxleak.RedactError(wrapped, []string{"s3cret"})
 	if strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), "xxxxx") {
-		t.Errorf("redactError = %q", err)
+		t.Errorf("RedactError = %q", err)
 	}
 	if !errors.Is(err, driver.ErrBadConn) || !errors.Is(err, wrapped) {
 		t.Errorf("the redacted error lost its chain: %v", err)
 	}
 	withPg := fmt.Errorf("s3cret: %w", pgErr)
 	var pe *pgconn.PgError
-	if !errors.As(redactError(withPg, []string{"s3cret"}), &pe) || pe.Code != "28P01" {
+	if !errors.As(pgxleak.RedactError(withPg, []string{"s3cret"}), &pe) || pe.Code != "28P01" {
 		t.Error("errors.As cannot reach the PgError behind a redacted error")
 	}
 	// A mask can complete a secret ending in its own letter; all-x secrets
@@ -74,13 +76,13 @@ func TestRedactError(t *testing.T) {
 		{"xxxxxxx", "xxxxxxxxxxxxxxx"},
 		{"xxxxx", "a xxxxx b"},
 	} {
-		err := redactError(errors.New(tc.text), []string{tc.secret})
+		err := pgxleak.RedactError(errors.New(tc.text), []string{tc.secret})
 		if strings.Contains(err.Error(), tc.secret) {
-			t.Errorf("redactError(%q, %q) = %q", tc.text, tc.secret, err)
+			t.Errorf("RedactError(%q, %q) = %q", tc.text, tc.secret, err)
 		}
 	}
-	if redactError(nil, []string{"x"}) != nil {
-		t.Error("redactError(nil) != nil")
+	if pgxleak.RedactError(nil, []string{"x"}) != nil {
+		t.Error("RedactError(nil) != nil")
 	}
 }
 
@@ -89,16 +91,16 @@ func TestConnectorSecrets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := connectorSecrets(stdlib.GetConnector(*cfg))
+	got := pgxleak.ConnectorSecrets(stdlib.GetConnector(*cfg))
 	if !strings.Contains(strings.Join(got, "\n"), "s3cret") {
-		t.Errorf("connectorSecrets = %q, want s3cret", got)
+		t.Errorf("ConnectorSecrets = %q, want s3cret", got)
 	}
 	cfg.Password = "changed-after-parse"
-	if got := strings.Join(connectorSecrets(stdlib.GetConnector(*cfg)), "\n"); !strings.Contains(got, "changed-after-parse") || !strings.Contains(got, "s3cret") {
-		t.Errorf("connectorSecrets = %q, want both the parsed and the set password", got)
+	if got := strings.Join(pgxleak.ConnectorSecrets(stdlib.GetConnector(*cfg)), "\n"); !strings.Contains(got, "changed-after-parse") || !strings.Contains(got, "s3cret") {
+		t.Errorf("ConnectorSecrets = %q, want both the parsed and the set password", got)
 	}
-	if got := connectorSecrets(dsnConnector{}); got != nil {
-		t.Errorf("connectorSecrets of a non-pgx connector = %q", got)
+	if got := pgxleak.ConnectorSecrets(&fakeConnector{}); got != nil {
+		t.Errorf("ConnectorSecrets of a non-pgx connector = %q", got)
 	}
 }
 
@@ -145,7 +147,7 @@ func FuzzRedactDSN(f *testing.F) {
 		// the one it parses, or the one a tolerant reading finds when it
 		// cannot parse. Ignore inputs where the password also makes up
 		// the rest of the DSN or the messages.
-		secrets := dsnSecrets(dsn, parseOrNil(dsn))
+		secrets := pgxleak.DSNSecrets(dsn)
 		isSecret := false
 		for _, s := range secrets {
 			isSecret = isSecret || s == pw
@@ -155,13 +157,13 @@ func FuzzRedactDSN(f *testing.F) {
 		}
 		cfg, err := pgx.ParseConfig(dsn)
 		if err != nil {
-			msg := redactError(err, secrets).Error()
+			msg := pgxleak.RedactError(err, secrets).Error()
 			if strings.Contains(msg, pw) {
 				t.Fatalf("DSN %q: error %q contains the password %q", dsn, msg, pw)
 			}
 			return
 		}
-		if name := parseDSN(dsn).poolName; strings.Contains(name, pw) && !strings.Contains(cfg.Host+fmt.Sprint(cfg.Port)+cfg.Database, pw) {
+		if name := pgxleak.PoolName(dsn); strings.Contains(name, pw) && !strings.Contains(cfg.Host+fmt.Sprint(cfg.Port)+cfg.Database, pw) {
 			t.Fatalf("pool name %q contains the password %q", name, pw)
 		}
 	})

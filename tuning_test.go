@@ -3,6 +3,7 @@ package pgxleak_test
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"strings"
 	"sync"
 	"testing"
@@ -191,5 +192,59 @@ func TestLifetimeExpiresOnReturn(t *testing.T) {
 	}
 	if pid1 == pid2 {
 		t.Fatal("expired connection reused")
+	}
+}
+
+// TestJitterSpreadsLifetimes: each connection gets its own lifetime in
+// [lifetime−jitter, lifetime], spread rather than equal.
+func TestJitterSpreadsLifetimes(t *testing.T) {
+	const life, jitter = time.Hour, 10 * time.Minute
+	inner, _ := (&fakeConnector{}).Connect(context.Background())
+	lo, hi := time.Duration(1<<62), time.Duration(0)
+	for _, got := range pgxleak.ConnLifetimes(t, inner, 200, pgxleak.WithConnMaxLifetime(life), pgxleak.WithConnMaxLifetimeJitter(jitter)) {
+		if got > life || got < life-jitter-time.Second {
+			t.Fatalf("lifetime %v outside [%v, %v]", got, life-jitter, life)
+		}
+		lo, hi = min(lo, got), max(hi, got)
+	}
+	if hi-lo < jitter/2 {
+		t.Fatalf("200 lifetimes spread over only %v of the %v jitter", hi-lo, jitter)
+	}
+	got := pgxleak.ConnLifetimes(t, inner, 1, pgxleak.WithConnMaxLifetime(life), pgxleak.WithConnMaxLifetimeJitter(0))[0]
+	if got > life || got < life-time.Second {
+		t.Fatalf("without jitter the lifetime is %v, want %v", got, life)
+	}
+}
+
+func TestDefaultConfig(t *testing.T) {
+	cfg, err := pgxleak.PoolTuningOf()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.MaxIdle != cfg.MaxOpen || cfg.LifetimeJitter != pgxleak.DefaultConnMaxLifetime/10 || cfg.MinIdle != 0 || cfg.MaxUses != 0 {
+		t.Fatalf("defaults: %+v", cfg)
+	}
+}
+
+// TestExpiredConnectionDiscarded: past its jittered lifetime a connection
+// is refused at checkout (ResetSession → ErrBadConn) and at return
+// (IsValid → false), before database/sql's own, later, maximum.
+func TestExpiredConnectionDiscarded(t *testing.T) {
+	inner, _ := (&fakeConnector{}).Connect(context.Background())
+	w, expire := pgxleak.WrapConn(t, inner, pgxleak.WithMaxUses(2))
+	if err := w.(driver.SessionResetter).ResetSession(context.Background()); err != nil {
+		t.Fatalf("fresh connection refused: %v", err)
+	}
+	if !w.(driver.Validator).IsValid() {
+		t.Fatal("fresh connection invalid after one use")
+	}
+	expire(true)
+	if err := w.(driver.SessionResetter).ResetSession(context.Background()); err != driver.ErrBadConn {
+		t.Fatalf("expired connection: ResetSession = %v, want driver.ErrBadConn", err)
+	}
+	expire(false)
+	_ = w.(driver.SessionResetter).ResetSession(context.Background()) // second use
+	if w.(driver.Validator).IsValid() {
+		t.Fatal("connection valid after reaching WithMaxUses(2)")
 	}
 }
