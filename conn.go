@@ -127,8 +127,23 @@ func PgxConn(dc any) (*pgx.Conn, bool) {
 }
 
 // conn is pgxleak's wrapper around a driver connection. The value handed to
-// database/sql is conn.wrapper, which embeds *conn and implements exactly the
-// optional interfaces of the wrapped connection (see wrap_gen.go).
+// database/sql is conn.wrapper, which embeds *conn. The optional interfaces
+// are listed once, in internal/optional, each with its rule:
+//
+//   - Exact, where database/sql behaves differently on the type assertion
+//     alone: the wrapper implements ExecerContext, QueryerContext,
+//     ConnBeginTx and SessionResetter if and only if the wrapped
+//     connection does (the legacy Execer and Queryer count as their
+//     context variants). Each combination is a generated type (wrap_gen.go).
+//   - Always, where database/sql documents what absence means: Pinger,
+//     ConnPrepareContext and NamedValueChecker are methods of conn, which
+//     do what database/sql would do without them.
+//   - Validator is the one exception: always present, since IsValid is
+//     where a return is recorded. It changes one thing: with
+//     SessionResetter, database/sql keeps the connection when a
+//     transaction's context ends (sql.go, beginDC, Go 1.26 lines 1903-1905:
+//     keepConnOnRollback = hasSessionResetter && hasConnectionValidator),
+//     where a bare pgx connection would be closed.
 type conn struct {
 	connState
 	inner   driver.Conn
@@ -211,74 +226,138 @@ func (c *conn) IsValid() bool {
 	return valid
 }
 
-type connPinger conn
-
-func (c *connPinger) Ping(ctx context.Context) error {
+// Ping implements [driver.Pinger]. Without a Pinger underneath it does
+// what (*sql.DB).PingContext does for such a driver: nothing, and nil.
+// It does not count as a use then, as nothing reaches the connection.
+func (c *conn) Ping(ctx context.Context) error {
+	p, ok := c.inner.(driver.Pinger)
+	if !ok {
+		return nil
+	}
 	if err := c.use(ctx, ""); err != nil {
 		return err
 	}
-	return c.inner.(driver.Pinger).Ping(ctx)
+	return p.Ping(ctx)
 }
 
-type connExecer conn
-
-func (c *connExecer) Exec(query string, args []driver.Value) (driver.Result, error) {
-	if err := c.use(nil, query); err != nil {
-		return nil, err
-	}
-	r, err := c.inner.(driver.Execer).Exec(query, args) //nolint:staticcheck
-	(*conn)(c).afterStatement()
-	return r, err
-}
-
-type connExecerContext conn
-
-func (c *connExecerContext) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
+// PrepareContext implements [driver.ConnPrepareContext]. Without it
+// underneath, it falls back exactly as database/sql would
+// (ctxDriverPrepare): Prepare, then close the statement and return
+// ctx.Err() if ctx ended meanwhile.
+func (c *conn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
 	if err := c.use(ctx, query); err != nil {
 		return nil, err
 	}
-	r, err := c.inner.(driver.ExecerContext).ExecContext(ctx, query, args)
-	(*conn)(c).afterStatement()
-	return r, err
-}
-
-type connQueryer conn
-
-func (c *connQueryer) Query(query string, args []driver.Value) (driver.Rows, error) {
-	if err := c.use(nil, query); err != nil {
-		return nil, err
+	var s driver.Stmt
+	var err error
+	if pc, ok := c.inner.(driver.ConnPrepareContext); ok {
+		s, err = pc.PrepareContext(ctx, query)
+	} else {
+		s, err = c.inner.Prepare(query)
+		if err == nil {
+			select {
+			default:
+			case <-ctx.Done():
+				s.Close()
+				return nil, ctx.Err()
+			}
+		}
 	}
-	r, err := c.inner.(driver.Queryer).Query(query, args) //nolint:staticcheck
 	if err != nil {
 		return nil, err
 	}
-	return (*conn)(c).wrapRows(nil, r), nil
+	return c.wrapStmt(s, query), nil
 }
 
-type connQueryerContext conn
+// CheckNamedValue implements [driver.NamedValueChecker]. Without one
+// underneath it returns [driver.ErrSkip], which database/sql documents as
+// "continue as if unimplemented": the column converter, then the default
+// conversion.
+func (c *conn) CheckNamedValue(nv *driver.NamedValue) error {
+	if nc, ok := c.inner.(driver.NamedValueChecker); ok {
+		return nc.CheckNamedValue(nv)
+	}
+	return driver.ErrSkip
+}
 
-func (c *connQueryerContext) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
+// connExecerContext is in the wrapper when the wrapped connection has
+// ExecerContext or the older Execer: database/sql prepares a statement
+// when it has neither, so that presence is mirrored exactly.
+type connExecerContext conn
+
+func (c *connExecerContext) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
+	ec, ok := c.inner.(driver.ExecerContext)
+	if !ok {
+		// database/sql's own fallback onto Execer (ctxDriverExec).
+		dargs, err := namedValueToValue(args)
+		if err != nil {
+			return nil, err
+		}
+		select {
+		default:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if err := c.use(ctx, query); err != nil {
+			return nil, err
+		}
+		r, err := c.inner.(driver.Execer).Exec(query, dargs) //nolint:staticcheck // the fallback database/sql makes
+		(*conn)(c).afterStatement()
+		return r, err
+	}
 	if err := c.use(ctx, query); err != nil {
 		return nil, err
 	}
-	r, err := c.inner.(driver.QueryerContext).QueryContext(ctx, query, args)
+	r, err := ec.ExecContext(ctx, query, args)
+	(*conn)(c).afterStatement()
+	return r, err
+}
+
+// connQueryerContext is in the wrapper when the wrapped connection has
+// QueryerContext or the older Queryer, as connExecerContext.
+type connQueryerContext conn
+
+func (c *connQueryerContext) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
+	var r driver.Rows
+	var err error
+	if qc, ok := c.inner.(driver.QueryerContext); ok {
+		if err := c.use(ctx, query); err != nil {
+			return nil, err
+		}
+		r, err = qc.QueryContext(ctx, query, args)
+	} else {
+		// database/sql's own fallback onto Queryer (ctxDriverQuery).
+		var dargs []driver.Value
+		if dargs, err = namedValueToValue(args); err != nil {
+			return nil, err
+		}
+		select {
+		default:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if err := c.use(ctx, query); err != nil {
+			return nil, err
+		}
+		r, err = c.inner.(driver.Queryer).Query(query, dargs) //nolint:staticcheck // the fallback database/sql makes
+	}
 	if err != nil {
 		return nil, err
 	}
 	return (*conn)(c).wrapRows(ctx, r), nil
 }
 
-type connPrepareContext conn
-
-func (c *connPrepareContext) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
-	if err := c.use(ctx, query); err != nil {
-		return nil, err
+// namedValueToValue is database/sql's conversion for a driver without the
+// context methods, error text included.
+func namedValueToValue(named []driver.NamedValue) ([]driver.Value, error) {
+	dargs := make([]driver.Value, len(named))
+	for n, param := range named {
+		if len(param.Name) > 0 {
+			return nil, errors.New("sql: driver does not support the use of Named Parameters")
+		}
+		dargs[n] = param.Value
 	}
-	s, err := c.inner.(driver.ConnPrepareContext).PrepareContext(ctx, query)
-	if err != nil {
-		return nil, err
-	}
-	return (*conn)(c).wrapStmt(s, query), nil
+	return dargs, nil
 }
 
 type connBeginTx conn
@@ -395,26 +474,74 @@ func (s *stmt) Query(args []driver.Value) (driver.Rows, error) {
 	return s.c.wrapRows(nil, r), nil
 }
 
-type stmtExecContext stmt
-
-func (s *stmtExecContext) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
+// ExecContext implements [driver.StmtExecContext]. Without it underneath,
+// it falls back exactly as database/sql would (ctxDriverStmtExec).
+func (s *stmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
+	ec, ok := s.inner.(driver.StmtExecContext)
+	if !ok {
+		dargs, err := namedValueToValue(args)
+		if err != nil {
+			return nil, err
+		}
+		select {
+		default:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if err := s.c.use(ctx, s.query); err != nil {
+			return nil, err
+		}
+		r, err := s.inner.Exec(dargs) //nolint:staticcheck // the fallback database/sql makes
+		s.c.afterStatement()
+		return r, err
+	}
 	if err := s.c.use(ctx, s.query); err != nil {
 		return nil, err
 	}
-	r, err := s.inner.(driver.StmtExecContext).ExecContext(ctx, args)
+	r, err := ec.ExecContext(ctx, args)
 	s.c.afterStatement()
 	return r, err
 }
 
-type stmtQueryContext stmt
-
-func (s *stmtQueryContext) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
-	if err := s.c.use(ctx, s.query); err != nil {
-		return nil, err
+// QueryContext implements [driver.StmtQueryContext]. Without it
+// underneath, it falls back exactly as database/sql would
+// (ctxDriverStmtQuery).
+func (s *stmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
+	var r driver.Rows
+	var err error
+	if qc, ok := s.inner.(driver.StmtQueryContext); ok {
+		if err := s.c.use(ctx, s.query); err != nil {
+			return nil, err
+		}
+		r, err = qc.QueryContext(ctx, args)
+	} else {
+		var dargs []driver.Value
+		if dargs, err = namedValueToValue(args); err != nil {
+			return nil, err
+		}
+		select {
+		default:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if err := s.c.use(ctx, s.query); err != nil {
+			return nil, err
+		}
+		r, err = s.inner.Query(dargs) //nolint:staticcheck // the fallback database/sql makes
 	}
-	r, err := s.inner.(driver.StmtQueryContext).QueryContext(ctx, args)
 	if err != nil {
 		return nil, err
 	}
 	return s.c.wrapRows(ctx, r), nil
+}
+
+// CheckNamedValue implements [driver.NamedValueChecker]. database/sql
+// asks a statement's checker first and the connection's only when the
+// statement has none; the connection's answers driver.ErrSkip when the
+// driver has none, so the route is database/sql's own.
+func (s *stmt) CheckNamedValue(nv *driver.NamedValue) error {
+	if nc, ok := s.inner.(driver.NamedValueChecker); ok {
+		return nc.CheckNamedValue(nv)
+	}
+	return s.c.CheckNamedValue(nv)
 }

@@ -10,9 +10,6 @@ import (
 // the wrappers embed the wrapped value under these, so the methods are
 // promoted straight from it.
 type (
-	namedValueChecker interface {
-		CheckNamedValue(*driver.NamedValue) error
-	}
 	columnConverter interface {
 		ColumnConverter(idx int) driver.ValueConverter
 	}

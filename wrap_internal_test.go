@@ -5,6 +5,8 @@ import (
 	"database/sql/driver"
 	"reflect"
 	"testing"
+
+	"github.com/pgxleak/pgxleak/internal/optional"
 )
 
 // fullConn implements every optional interface, so every generated wrapper
@@ -60,9 +62,41 @@ func (fullRows) ColumnTypeLength(int) (int64, bool)                { return 0, f
 func (fullRows) ColumnTypeNullable(int) (bool, bool)               { return false, false }
 func (fullRows) ColumnTypePrecisionScale(int) (int64, int64, bool) { return 0, 0, false }
 
+// execerOnly and queryerOnly have only the legacy Execer or Queryer,
+// which the wrappers fold into the context variants.
+type (
+	execerOnly  struct{ driver.Conn }
+	queryerOnly struct{ driver.Conn }
+)
+
+func (execerOnly) Exec(string, []driver.Value) (driver.Result, error) { return nil, nil }
+func (queryerOnly) Query(string, []driver.Value) (driver.Rows, error) { return nil, nil }
+
+// checkRules checks one wrapper against the list of optional interfaces:
+// an Exact interface is implemented if and only if its bit is in mask m,
+// an Always one always, a Folded one never.
+func checkRules(t *testing.T, kind string, m int, w any) {
+	t.Helper()
+	exact := 0
+	for _, i := range optional.Of(kind) {
+		got := reflect.TypeOf(w).Implements(i.Type)
+		want := false
+		switch i.Rule {
+		case optional.Exact:
+			want = m&(1<<exact) != 0
+			exact++
+		case optional.Always:
+			want = true
+		}
+		if got != want {
+			t.Errorf("%s wrapper %b: implements %s = %v, want %v (%s)", kind, m, i.Name(), got, want, i.Rule)
+		}
+	}
+}
+
 // TestGeneratedWrappersExact checks every generated combination: the
-// wrapper for mask m implements exactly the optional interfaces in m, and
-// always driver.Validator.
+// wrapper for mask m implements exactly the Exact optional interfaces in
+// m, every Always one (driver.Validator among them), and no Folded one.
 func TestGeneratedWrappersExact(t *testing.T) {
 	cfg, err := newConfig(nil)
 	if err != nil {
@@ -71,29 +105,49 @@ func TestGeneratedWrappersExact(t *testing.T) {
 	p := newTracker(cfg, "test")
 	t.Cleanup(p.close)
 	c := &conn{connState: connState{tracker: p}, inner: fullConn{}}
+	if n := len(optional.ExactOf("conn")); len(connWrappers) != 1<<n {
+		t.Fatalf("%d conn wrappers for %d exact interfaces: regenerate", len(connWrappers), n)
+	}
 	for m := range len(connWrappers) {
 		w := connWrappers[m](c)
 		if got := connMask(w); got != m {
-			t.Fatalf("conn wrapper %09b implements %09b", m, got)
+			t.Fatalf("conn wrapper %04b implements %04b", m, got)
 		}
+		checkRules(t, "conn", m, w)
 		if _, ok := w.(driver.Validator); !ok {
-			t.Fatalf("conn wrapper %09b is not a driver.Validator", m)
+			t.Fatalf("conn wrapper %04b is not a driver.Validator", m)
 		}
 		if u, ok := w.(interface{ Unwrap() driver.Conn }); !ok || u.Unwrap() != (fullConn{}) {
-			t.Fatalf("conn wrapper %09b does not unwrap", m)
+			t.Fatalf("conn wrapper %04b does not unwrap", m)
 		}
 	}
+	// A legacy method alone sets its context variant's bit.
+	if m := connMask(execerOnly{}); m != 1<<0 {
+		t.Errorf("connMask(Execer only) = %04b, want the ExecerContext bit", m)
+	}
+	if m := connMask(queryerOnly{}); m != 1<<1 {
+		t.Errorf("connMask(Queryer only) = %04b, want the QueryerContext bit", m)
+	}
 	s := &stmt{inner: fullStmt{}, c: c}
+	if n := len(optional.ExactOf("stmt")); len(stmtWrappers) != 1<<n {
+		t.Fatalf("%d stmt wrappers for %d exact interfaces: regenerate", len(stmtWrappers), n)
+	}
 	for m := range len(stmtWrappers) {
-		if got := stmtMask(stmtWrappers[m](s)); got != m {
-			t.Fatalf("stmt wrapper %04b implements %04b", m, got)
+		w := stmtWrappers[m](s)
+		if got := stmtMask(w); got != m {
+			t.Fatalf("stmt wrapper %b implements %b", m, got)
 		}
+		checkRules(t, "stmt", m, w)
+	}
+	if n := len(optional.ExactOf("rows")); len(rowsWrappers) != 1<<n {
+		t.Fatalf("%d rows wrappers for %d exact interfaces: regenerate", len(rowsWrappers), n)
 	}
 	for m := range len(rowsWrappers) {
 		w, r := rowsWrappers[m](rows{inner: fullRows{}, c: c})
 		if got := rowsMask(w); got != m {
 			t.Fatalf("rows wrapper %06b implements %06b", m, got)
 		}
+		checkRules(t, "rows", m, w)
 		if r.inner != (fullRows{}) {
 			t.Fatalf("rows wrapper %06b lost its inner rows", m)
 		}

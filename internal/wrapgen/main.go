@@ -1,9 +1,12 @@
-// Command wrapgen writes wrap_gen.go: for every combination of the optional
-// database/sql/driver interfaces a wrapped Conn, Stmt or Rows may implement, a
-// wrapper type that implements exactly that combination. database/sql changes
-// behaviour on type assertions, so a wrapper must not add or hide any.
+// Command wrapgen writes wrap_gen.go: for every combination of the Exact
+// optional interfaces (see internal/optional) a wrapped Conn, Stmt or Rows
+// may implement, a wrapper type that implements exactly that combination.
+// database/sql changes behaviour on those type assertions, so a wrapper must
+// not add or hide any. The other optional interfaces are handled once, by
+// hand, in the adapter: their fallbacks are database/sql's own.
 //
-// Run it with "go generate" in the module root.
+// Run it with "go generate" in the module root. The output depends only on
+// internal/optional, so it is the same on every run.
 package main
 
 import (
@@ -12,101 +15,91 @@ import (
 	"go/format"
 	"log"
 	"os"
+	"reflect"
 	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/pgxleak/pgxleak/internal/optional"
 )
 
-// feature is one optional interface: the interface database/sql asserts,
-// the field embedded in the wrapper, and the expression that fills it.
-type feature struct {
-	iface string // e.g. "driver.Pinger"
-	field string // embedded field type
-	value string // expression for the field's value
-}
-
+// kind is how one kind of driver value is wrapped.
 type kind struct {
-	name     string // "conn", "stmt", "rows"
-	param    string // constructor parameters
-	result   string // constructor result
-	base     string // the always-present embedded field and its value
-	baseVal  string
-	ret      string // what the constructor returns, given w
-	inner    string // the wrapped value's expression, for the mask function
-	features []feature
+	param   string // constructor parameter, e.g. "c *conn"
+	result  string // constructor result
+	base    string // the always-present embedded field
+	baseVal string // and its value
+	inner   string // the wrapped value's type, for the mask function
 }
 
-var kinds = []kind{
-	{
-		name: "conn", param: "c *conn", result: "driver.Conn",
-		base: "*conn", baseVal: "c", ret: "w", inner: "driver.Conn",
-		features: []feature{
-			{"driver.Pinger", "*connPinger", "(*connPinger)(c)"},
-			{"driver.Execer", "*connExecer", "(*connExecer)(c)"},
-			{"driver.ExecerContext", "*connExecerContext", "(*connExecerContext)(c)"},
-			{"driver.Queryer", "*connQueryer", "(*connQueryer)(c)"},
-			{"driver.QueryerContext", "*connQueryerContext", "(*connQueryerContext)(c)"},
-			{"driver.ConnPrepareContext", "*connPrepareContext", "(*connPrepareContext)(c)"},
-			{"driver.ConnBeginTx", "*connBeginTx", "(*connBeginTx)(c)"},
-			{"driver.NamedValueChecker", "namedValueChecker", "c.inner.(namedValueChecker)"},
-			{"driver.SessionResetter", "*connSessionResetter", "(*connSessionResetter)(c)"},
-		},
-	},
-	{
-		name: "stmt", param: "s *stmt", result: "driver.Stmt",
-		base: "*stmt", baseVal: "s", ret: "w", inner: "driver.Stmt",
-		features: []feature{
-			{"driver.StmtExecContext", "*stmtExecContext", "(*stmtExecContext)(s)"},
-			{"driver.StmtQueryContext", "*stmtQueryContext", "(*stmtQueryContext)(s)"},
-			{"driver.NamedValueChecker", "namedValueChecker", "s.inner.(namedValueChecker)"},
-			{"driver.ColumnConverter", "columnConverter", "s.inner.(columnConverter)"},
-		},
-	},
-	{
-		name: "rows", param: "r rows", result: "*rows",
-		base: "rows", baseVal: "r", ret: "&w.rows", inner: "driver.Rows",
-		features: []feature{
-			{"driver.RowsNextResultSet", "rowsNextResultSet", "r.inner.(rowsNextResultSet)"},
-			{"driver.RowsColumnTypeScanType", "rowsColumnTypeScanType", "r.inner.(rowsColumnTypeScanType)"},
-			{"driver.RowsColumnTypeDatabaseTypeName", "rowsColumnTypeDatabaseTypeName", "r.inner.(rowsColumnTypeDatabaseTypeName)"},
-			{"driver.RowsColumnTypeLength", "rowsColumnTypeLength", "r.inner.(rowsColumnTypeLength)"},
-			{"driver.RowsColumnTypeNullable", "rowsColumnTypeNullable", "r.inner.(rowsColumnTypeNullable)"},
-			{"driver.RowsColumnTypePrecisionScale", "rowsColumnTypePrecisionScale", "r.inner.(rowsColumnTypePrecisionScale)"},
-		},
-	},
+var kinds = map[string]kind{
+	"conn": {param: "c *conn", result: "driver.Conn", base: "*conn", baseVal: "c", inner: "driver.Conn"},
+	"stmt": {param: "s *stmt", result: "driver.Stmt", base: "*stmt", baseVal: "s", inner: "driver.Stmt"},
+	"rows": {param: "r rows", result: "(driver.Rows, *rows)", base: "rows", baseVal: "r", inner: "driver.Rows"},
+}
+
+func typeName(t reflect.Type) string { return "driver." + t.Name() }
+
+func lowerFirst(s string) string {
+	r, n := utf8.DecodeRuneInString(s)
+	return string(unicode.ToLower(r)) + s[n:]
+}
+
+// field returns the embedded field for an Exact interface and its value.
+func field(k string, i optional.Interface) (typ, val string) {
+	if i.Own {
+		// connBeginTx for driver.ConnBeginTx, connSessionResetter for
+		// driver.SessionResetter.
+		t := k + strings.TrimPrefix(i.Name(), strings.ToUpper(k[:1])+k[1:])
+		return "*" + t, fmt.Sprintf("(*%s)(%s)", t, kinds[k].baseVal)
+	}
+	t := lowerFirst(i.Name())
+	return t, fmt.Sprintf("%s.inner.(%s)", kinds[k].baseVal, t)
 }
 
 func main() {
 	var b bytes.Buffer
 	b.WriteString("// Code generated by internal/wrapgen; DO NOT EDIT.\n\npackage pgxleak\n\nimport \"database/sql/driver\"\n\n")
-	for _, k := range kinds {
-		n := len(k.features)
-		fmt.Fprintf(&b, "// %sMask returns which optional interfaces v implements, one bit each.\n", k.name)
-		fmt.Fprintf(&b, "func %sMask(v %s) (m int) {\n", k.name, k.inner)
-		for i, f := range k.features {
-			fmt.Fprintf(&b, "\tif _, ok := v.(%s); ok {\n\t\tm |= 1 << %d\n\t}\n", f.iface, i)
+	for _, name := range optional.Kinds {
+		k := kinds[name]
+		exact := optional.ExactOf(name)
+		fmt.Fprintf(&b, "// %sMask returns which of the exactly mirrored optional interfaces v\n// implements, one bit each:\n//\n", name)
+		for n, i := range exact {
+			fmt.Fprintf(&b, "//   - bit %d: %s", n, typeName(i.Type))
+			for _, f := range optional.FoldedInto(name, i.Type) {
+				fmt.Fprintf(&b, " or %s", typeName(f))
+			}
+			b.WriteString("\n")
+		}
+		fmt.Fprintf(&b, "func %sMask(v %s) (m int) {\n", name, k.inner)
+		for n, i := range exact {
+			cases := []string{typeName(i.Type)}
+			for _, f := range optional.FoldedInto(name, i.Type) {
+				cases = append(cases, typeName(f))
+			}
+			fmt.Fprintf(&b, "\tswitch v.(type) {\n\tcase %s:\n\t\tm |= 1 << %d\n\t}\n", strings.Join(cases, ", "), n)
 		}
 		b.WriteString("\treturn m\n}\n\n")
-		if k.name == "rows" {
-			fmt.Fprintf(&b, "// %sWrappers[m] builds a wrapper implementing exactly the interfaces in mask m.\n", k.name)
-			fmt.Fprintf(&b, "// It returns the wrapper and a pointer to its embedded rows.\n")
-			fmt.Fprintf(&b, "var %sWrappers = [%d]func(%s) (driver.Rows, *rows){\n", k.name, 1<<n, k.param)
-		} else {
-			fmt.Fprintf(&b, "// %sWrappers[m] builds a wrapper implementing exactly the interfaces in mask m.\n", k.name)
-			fmt.Fprintf(&b, "var %sWrappers = [%d]func(%s) %s{\n", k.name, 1<<n, k.param, k.result)
+		fmt.Fprintf(&b, "// %sWrappers[m] builds a wrapper implementing exactly the interfaces in mask m.\n", name)
+		if name == "rows" {
+			b.WriteString("// It returns the wrapper and a pointer to its embedded rows.\n")
 		}
-		for m := 0; m < 1<<n; m++ {
+		fmt.Fprintf(&b, "var %sWrappers = [%d]func(%s) %s{\n", name, 1<<len(exact), k.param, k.result)
+		for m := range 1 << len(exact) {
 			fields := []string{k.base}
 			vals := []string{k.baseVal}
-			for i, f := range k.features {
-				if m&(1<<i) != 0 {
-					fields = append(fields, f.field)
-					vals = append(vals, f.value)
+			for n, i := range exact {
+				if m&(1<<n) != 0 {
+					t, v := field(name, i)
+					fields = append(fields, t)
+					vals = append(vals, v)
 				}
 			}
-			typ := "struct{ " + strings.Join(fields, "; ") + " }"
-			if k.name == "rows" {
-				fmt.Fprintf(&b, "\tfunc(%s) (driver.Rows, *rows) { w := &%s{%s}; return w, &w.rows },\n", k.param, typ, strings.Join(vals, ", "))
+			lit := fmt.Sprintf("&struct{ %s }{%s}", strings.Join(fields, "; "), strings.Join(vals, ", "))
+			if name == "rows" {
+				fmt.Fprintf(&b, "\tfunc(%s) %s { w := %s; return w, &w.rows },\n", k.param, k.result, lit)
 			} else {
-				fmt.Fprintf(&b, "\tfunc(%s) %s { return &%s{%s} },\n", k.param, k.result, typ, strings.Join(vals, ", "))
+				fmt.Fprintf(&b, "\tfunc(%s) %s { return %s },\n", k.param, k.result, lit)
 			}
 		}
 		b.WriteString("}\n\n")
