@@ -1,46 +1,30 @@
 package pgxleak_test
 
 import (
+	"context"
+	"database/sql"
 	"database/sql/driver"
+	"fmt"
+	"io"
 	"reflect"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/optional"
 )
-
-// optional lists the optional driver interfaces database/sql asserts.
-var optional = []struct {
-	name string
-	typ  reflect.Type
-}{
-	{"Pinger", reflect.TypeFor[driver.Pinger]()},
-	{"Execer", reflect.TypeFor[driver.Execer]()},
-	{"ExecerContext", reflect.TypeFor[driver.ExecerContext]()},
-	{"Queryer", reflect.TypeFor[driver.Queryer]()},
-	{"QueryerContext", reflect.TypeFor[driver.QueryerContext]()},
-	{"ConnPrepareContext", reflect.TypeFor[driver.ConnPrepareContext]()},
-	{"ConnBeginTx", reflect.TypeFor[driver.ConnBeginTx]()},
-	{"NamedValueChecker", reflect.TypeFor[driver.NamedValueChecker]()},
-	{"SessionResetter", reflect.TypeFor[driver.SessionResetter]()},
-	{"StmtExecContext", reflect.TypeFor[driver.StmtExecContext]()},
-	{"StmtQueryContext", reflect.TypeFor[driver.StmtQueryContext]()},
-	{"ColumnConverter", reflect.TypeFor[driver.ColumnConverter]()},
-	{"RowsNextResultSet", reflect.TypeFor[driver.RowsNextResultSet]()},
-	{"RowsColumnTypeScanType", reflect.TypeFor[driver.RowsColumnTypeScanType]()},
-	{"RowsColumnTypeDatabaseTypeName", reflect.TypeFor[driver.RowsColumnTypeDatabaseTypeName]()},
-	{"RowsColumnTypeLength", reflect.TypeFor[driver.RowsColumnTypeLength]()},
-	{"RowsColumnTypeNullable", reflect.TypeFor[driver.RowsColumnTypeNullable]()},
-	{"RowsColumnTypePrecisionScale", reflect.TypeFor[driver.RowsColumnTypePrecisionScale]()},
-}
 
 func implements(v any, t reflect.Type) bool { return reflect.TypeOf(v).Implements(t) }
 
-// TestOptionalInterfacesMatchPgx checks, interface by interface, that the
-// wrapped conn, stmt and rows implement exactly what pgx's do, plus
-// driver.Validator on the conn.
+// TestOptionalInterfacesMatchPgx checks, interface by interface, the
+// wrapped conn, stmt and rows against pgx's: an Exact interface as pgx
+// has it, an Always one always (database/sql's fallback stands in when
+// pgx lacks it), a Folded one never, but its context variant whenever pgx
+// has it; and driver.Validator on the conn.
 func TestOptionalInterfacesMatchPgx(t *testing.T) {
 	db, _ := openTest(t)
 	ctx := t.Context()
@@ -79,9 +63,24 @@ func TestOptionalInterfacesMatchPgx(t *testing.T) {
 			wrapped, plain any
 		}{{"conn", dc, inner}, {"stmt", ws, is}, {"rows", wr, ir}}
 		for _, p := range pairs {
-			for _, o := range optional {
-				if w, pl := implements(p.wrapped, o.typ), implements(p.plain, o.typ); w != pl {
-					t.Errorf("%s: wrapped implements %s = %v, pgx = %v", p.what, o.name, w, pl)
+			for _, o := range optional.Of(p.what) {
+				w, pl := implements(p.wrapped, o.Type), implements(p.plain, o.Type)
+				switch o.Rule {
+				case optional.Exact:
+					if w != pl {
+						t.Errorf("%s: wrapped implements %s = %v, pgx = %v", p.what, o.Name(), w, pl)
+					}
+				case optional.Always:
+					if !w {
+						t.Errorf("%s: wrapped does not implement %s", p.what, o.Name())
+					}
+				case optional.Folded:
+					if w {
+						t.Errorf("%s: wrapped implements %s, folded into %s", p.what, o.Name(), o.Into.Name())
+					}
+					if pl && !implements(p.wrapped, o.Into) {
+						t.Errorf("%s: pgx implements %s, wrapped not %s", p.what, o.Name(), o.Into.Name())
+					}
 				}
 			}
 		}
@@ -157,5 +156,371 @@ func TestConnectionLeftInTransactionIsDiscarded(t *testing.T) {
 	}
 	if pid1 == pid2 {
 		t.Fatalf("connection %d was reused although it was left inside a transaction", pid1)
+	}
+}
+
+// legacyConnector is a fake driver for the adapter's fallbacks: its
+// connections and statements have only the methods database/sql requires,
+// plus what legacyFeatures asks for. It logs every call that reaches it.
+type legacyConnector struct {
+	legacyFeatures
+	onPrepare func() // called inside Prepare, if set
+
+	mu  sync.Mutex
+	log []string
+}
+
+type legacyFeatures struct {
+	execQuery bool // the conn has the legacy Execer and Queryer
+	nvc       bool // the conn has a NamedValueChecker for nvcArg
+	stmtCC    bool // statements have a ColumnConverter for ccArg
+}
+
+func (c *legacyConnector) logf(format string, args ...any) {
+	c.mu.Lock()
+	c.log = append(c.log, fmt.Sprintf(format, args...))
+	c.mu.Unlock()
+}
+
+func (c *legacyConnector) Connect(context.Context) (driver.Conn, error) {
+	lc := &legacyConn{c: c}
+	switch {
+	case c.execQuery:
+		return legacyExecQueryConn{lc}, nil
+	case c.nvc:
+		return legacyNVCConn{lc}, nil
+	}
+	return lc, nil
+}
+
+func (c *legacyConnector) Driver() driver.Driver { return legacyDriver{c} }
+
+type legacyDriver struct{ c *legacyConnector }
+
+func (d legacyDriver) Open(string) (driver.Conn, error) { return d.c.Connect(context.Background()) }
+
+type legacyConn struct{ c *legacyConnector }
+
+func (c *legacyConn) Prepare(query string) (driver.Stmt, error) {
+	c.c.logf("prepare %s", query)
+	if c.c.onPrepare != nil {
+		c.c.onPrepare()
+	}
+	s := &legacyStmt{c: c.c, query: query}
+	if c.c.stmtCC {
+		return legacyCCStmt{s}, nil
+	}
+	return s, nil
+}
+
+func (c *legacyConn) Close() error { return nil }
+
+func (c *legacyConn) Begin() (driver.Tx, error) { //nolint:staticcheck // the interface requires it
+	c.c.logf("begin")
+	return legacyTx{c.c}, nil
+}
+
+type legacyExecQueryConn struct{ *legacyConn }
+
+func (c legacyExecQueryConn) Exec(query string, args []driver.Value) (driver.Result, error) { //nolint:staticcheck // the legacy interface under test
+	c.c.logf("exec %s %v", query, args)
+	return driver.RowsAffected(1), nil
+}
+
+func (c legacyExecQueryConn) Query(query string, args []driver.Value) (driver.Rows, error) { //nolint:staticcheck // the legacy interface under test
+	c.c.logf("query %s %v", query, args)
+	return &legacyRows{}, nil
+}
+
+// nvcArg is converted by the conn's NamedValueChecker, ccArg by the
+// statement's ColumnConverter; the default conversion rejects both.
+type (
+	nvcArg struct{ n int }
+	ccArg  struct{ n int }
+)
+
+type legacyNVCConn struct{ *legacyConn }
+
+func (c legacyNVCConn) CheckNamedValue(nv *driver.NamedValue) error {
+	if a, ok := nv.Value.(nvcArg); ok {
+		nv.Value = fmt.Sprintf("nvc%d", a.n)
+		return nil
+	}
+	return driver.ErrSkip
+}
+
+type legacyStmt struct {
+	c     *legacyConnector
+	query string
+}
+
+func (s *legacyStmt) Close() error {
+	s.c.logf("close %s", s.query)
+	return nil
+}
+
+func (s *legacyStmt) NumInput() int { return -1 }
+
+func (s *legacyStmt) Exec(args []driver.Value) (driver.Result, error) { //nolint:staticcheck // the legacy interface under test
+	s.c.logf("stmt exec %s %v", s.query, args)
+	return driver.RowsAffected(1), nil
+}
+
+func (s *legacyStmt) Query(args []driver.Value) (driver.Rows, error) { //nolint:staticcheck // the legacy interface under test
+	s.c.logf("stmt query %s %v", s.query, args)
+	return &legacyRows{}, nil
+}
+
+type legacyCCStmt struct{ *legacyStmt }
+
+func (s legacyCCStmt) ColumnConverter(int) driver.ValueConverter { return ccConverter{} }
+
+type ccConverter struct{}
+
+func (ccConverter) ConvertValue(v any) (driver.Value, error) {
+	if a, ok := v.(ccArg); ok {
+		return fmt.Sprintf("cc%d", a.n), nil
+	}
+	return driver.DefaultParameterConverter.ConvertValue(v)
+}
+
+type legacyRows struct{ done bool }
+
+func (r *legacyRows) Columns() []string { return []string{"v"} }
+func (r *legacyRows) Close() error      { return nil }
+
+func (r *legacyRows) Next(dest []driver.Value) error {
+	if r.done {
+		return io.EOF
+	}
+	r.done = true
+	dest[0] = "row"
+	return nil
+}
+
+type legacyTx struct{ c *legacyConnector }
+
+func (t legacyTx) Commit() error   { t.c.logf("commit"); return nil }
+func (t legacyTx) Rollback() error { t.c.logf("rollback"); return nil }
+
+// cancelArg cancels the statement's context while database/sql converts
+// the arguments, that is after it checked the context and before the
+// driver runs the statement.
+type cancelArg struct{ cancel context.CancelFunc }
+
+func (a cancelArg) Value() (driver.Value, error) {
+	a.cancel()
+	return int64(1), nil
+}
+
+// queryAll reads rows into a string, for comparing results.
+func queryAll(rows *sql.Rows, err error) (string, error) {
+	if err != nil {
+		return "", err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return "", err
+		}
+		out = append(out, v)
+	}
+	return strings.Join(out, ","), rows.Err()
+}
+
+// TestWrapFallbackParity runs each case over the same fake driver twice,
+// through plain database/sql and through pgxleak, and requires the same
+// result, the same error text and the same calls reaching the driver:
+// where the wrapper stands in for an optional interface the driver lacks,
+// it must do exactly what database/sql does without it.
+func TestWrapFallbackParity(t *testing.T) {
+	type run func(ctx context.Context, cancel context.CancelFunc, db *sql.DB) (string, error)
+	exec := func(query string, args ...any) run {
+		return func(ctx context.Context, _ context.CancelFunc, db *sql.DB) (string, error) {
+			_, err := db.ExecContext(ctx, query, args...)
+			return "", err
+		}
+	}
+	cancelling := func(f func(ctx context.Context, db *sql.DB, arg any) (string, error)) run {
+		return func(ctx context.Context, cancel context.CancelFunc, db *sql.DB) (string, error) {
+			return f(ctx, db, cancelArg{cancel})
+		}
+	}
+	stmtExec := func(query string, args ...any) run {
+		return func(ctx context.Context, _ context.CancelFunc, db *sql.DB) (string, error) {
+			st, err := db.PrepareContext(ctx, query)
+			if err != nil {
+				return "", err
+			}
+			defer st.Close()
+			_, err = st.ExecContext(ctx, args...)
+			return "", err
+		}
+	}
+	const namedErr = "sql: driver does not support the use of Named Parameters"
+	cases := []struct {
+		name     string
+		features legacyFeatures
+		cancelIn string // "prepare": the context ends inside the driver's Prepare
+		run      run
+		wantErr  string // in both results; "" for none
+		wantLog  string // in both logs
+	}{
+		{
+			name: "Execer: named parameter", features: legacyFeatures{execQuery: true},
+			run: exec("E", sql.Named("a", 1)), wantErr: namedErr,
+		},
+		{
+			name: "Queryer: named parameter", features: legacyFeatures{execQuery: true},
+			run: func(ctx context.Context, _ context.CancelFunc, db *sql.DB) (string, error) {
+				return queryAll(db.QueryContext(ctx, "Q", sql.Named("a", 1)))
+			},
+			wantErr: namedErr,
+		},
+		{
+			name: "Stmt Exec: named parameter", run: exec("E", sql.Named("a", 1)),
+			wantErr: namedErr, wantLog: "close E",
+		},
+		{
+			name: "Stmt Query: named parameter",
+			run: func(ctx context.Context, _ context.CancelFunc, db *sql.DB) (string, error) {
+				return queryAll(db.QueryContext(ctx, "Q", sql.Named("a", 1)))
+			},
+			wantErr: namedErr, wantLog: "close Q",
+		},
+		{
+			name: "Execer: positional", features: legacyFeatures{execQuery: true},
+			run: exec("E", 7), wantLog: "exec E [7]",
+		},
+		{
+			name: "Queryer: positional", features: legacyFeatures{execQuery: true},
+			run: func(ctx context.Context, _ context.CancelFunc, db *sql.DB) (string, error) {
+				return queryAll(db.QueryContext(ctx, "Q", 7))
+			},
+			wantLog: "query Q [7]",
+		},
+		{
+			name: "no Execer: prepared instead", run: exec("E", 7),
+			wantLog: "stmt exec E [7]",
+		},
+		{
+			name: "no ConnPrepareContext: context ends during Prepare", cancelIn: "prepare",
+			run: func(ctx context.Context, _ context.CancelFunc, db *sql.DB) (string, error) {
+				st, err := db.PrepareContext(ctx, "P")
+				if err == nil {
+					st.Close()
+				}
+				return "", err
+			},
+			wantErr: "context canceled", wantLog: "close P",
+		},
+		{
+			name: "Execer: context ends before Exec", features: legacyFeatures{execQuery: true},
+			run: cancelling(func(ctx context.Context, db *sql.DB, arg any) (string, error) {
+				_, err := db.ExecContext(ctx, "E", arg)
+				return "", err
+			}),
+			wantErr: "context canceled",
+		},
+		{
+			name: "Queryer: context ends before Query", features: legacyFeatures{execQuery: true},
+			run: cancelling(func(ctx context.Context, db *sql.DB, arg any) (string, error) {
+				return queryAll(db.QueryContext(ctx, "Q", arg))
+			}),
+			wantErr: "context canceled",
+		},
+		{
+			name: "no StmtExecContext: context ends before Exec",
+			run: cancelling(func(ctx context.Context, db *sql.DB, arg any) (string, error) {
+				_, err := db.ExecContext(ctx, "E", arg)
+				return "", err
+			}),
+			wantErr: "context canceled", wantLog: "close E",
+		},
+		{
+			name: "no StmtQueryContext: context ends before Query",
+			run: cancelling(func(ctx context.Context, db *sql.DB, arg any) (string, error) {
+				return queryAll(db.QueryContext(ctx, "Q", arg))
+			}),
+			wantErr: "context canceled", wantLog: "close Q",
+		},
+		{
+			name: "no NamedValueChecker: ErrSkip to the ColumnConverter", features: legacyFeatures{stmtCC: true},
+			run: exec("E", ccArg{1}), wantLog: "stmt exec E [cc1]",
+		},
+		{
+			name: "no NamedValueChecker: ErrSkip to the default conversion",
+			run:  exec("E", ccArg{1}), wantErr: "unsupported type pgxleak_test.ccArg",
+		},
+		{
+			name: "conn NamedValueChecker serves a statement without one", features: legacyFeatures{nvc: true},
+			run: stmtExec("E", nvcArg{2}), wantLog: "stmt exec E [nvc2]",
+		},
+		{
+			name: "conn NamedValueChecker skips to the ColumnConverter", features: legacyFeatures{nvc: true, stmtCC: true},
+			run: stmtExec("E", ccArg{3}, nvcArg{4}), wantLog: "stmt exec E [cc3 nvc4]",
+		},
+		{
+			name: "no Pinger: Ping is nil",
+			run: func(ctx context.Context, _ context.CancelFunc, db *sql.DB) (string, error) {
+				return "", db.PingContext(ctx)
+			},
+		},
+		{
+			name: "no ConnBeginTx: isolation level refused",
+			run: func(ctx context.Context, _ context.CancelFunc, db *sql.DB) (string, error) {
+				tx, err := db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelSerializable})
+				if err == nil {
+					tx.Rollback()
+				}
+				return "", err
+			},
+			wantErr: "sql: driver does not support non-default isolation level",
+		},
+	}
+	type result struct {
+		Value, Err string
+		Log        []string
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			do := func(open func(driver.Connector) (*sql.DB, error)) result {
+				ctx, cancel := context.WithCancel(t.Context())
+				defer cancel()
+				fake := &legacyConnector{legacyFeatures: tc.features}
+				if tc.cancelIn == "prepare" {
+					fake.onPrepare = cancel
+				}
+				db, err := open(fake)
+				if err != nil {
+					t.Fatal(err)
+				}
+				v, err := tc.run(ctx, cancel, db)
+				if err := db.Close(); err != nil {
+					t.Fatal(err)
+				}
+				r := result{Value: v}
+				if err != nil {
+					r.Err = err.Error()
+				}
+				fake.mu.Lock()
+				r.Log = fake.log
+				fake.mu.Unlock()
+				return r
+			}
+			plain := do(func(c driver.Connector) (*sql.DB, error) { return sql.OpenDB(c), nil })
+			wrapped := do(func(c driver.Connector) (*sql.DB, error) { return pgxleak.OpenDB(c) })
+			if !reflect.DeepEqual(plain, wrapped) {
+				t.Errorf("database/sql: %+v\npgxleak:      %+v", plain, wrapped)
+			}
+			if tc.wantErr == "" && plain.Err != "" || !strings.Contains(plain.Err, tc.wantErr) {
+				t.Errorf("error = %q, want %q", plain.Err, tc.wantErr)
+			}
+			if tc.wantLog != "" && !strings.Contains(strings.Join(plain.Log, "\n"), tc.wantLog) {
+				t.Errorf("driver calls %q, want %q among them", plain.Log, tc.wantLog)
+			}
+		})
 	}
 }
