@@ -162,6 +162,8 @@ func TestConnectionLeftInTransactionIsDiscarded(t *testing.T) {
 // legacyConnector is a fake driver for the adapter's fallbacks: its
 // connections and statements have only the methods database/sql requires,
 // plus what legacyFeatures asks for. It logs every call that reaches it.
+// It is apart from fakeConnector because what it varies is a method set,
+// which a field of one type cannot switch.
 type legacyConnector struct {
 	legacyFeatures
 	onPrepare func() // called inside Prepare, if set
