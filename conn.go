@@ -301,7 +301,8 @@ func (c *connExecerContext) ExecContext(ctx context.Context, query string, args 
 		if err := c.use(ctx, query); err != nil {
 			return nil, err
 		}
-		r, err := c.inner.(driver.Execer).Exec(query, dargs) //nolint:staticcheck // the fallback database/sql makes
+		//lint:ignore SA1019 the fallback database/sql itself makes
+		r, err := c.inner.(driver.Execer).Exec(query, dargs)
 		(*conn)(c).afterStatement()
 		return r, err
 	}
@@ -339,7 +340,8 @@ func (c *connQueryerContext) QueryContext(ctx context.Context, query string, arg
 		if err := c.use(ctx, query); err != nil {
 			return nil, err
 		}
-		r, err = c.inner.(driver.Queryer).Query(query, dargs) //nolint:staticcheck // the fallback database/sql makes
+		//lint:ignore SA1019 the fallback database/sql itself makes
+		r, err = c.inner.(driver.Queryer).Query(query, dargs)
 	}
 	if err != nil {
 		return nil, err
@@ -491,7 +493,8 @@ func (s *stmt) ExecContext(ctx context.Context, args []driver.NamedValue) (drive
 		if err := s.c.use(ctx, s.query); err != nil {
 			return nil, err
 		}
-		r, err := s.inner.Exec(dargs) //nolint:staticcheck // the fallback database/sql makes
+		//lint:ignore SA1019 the fallback database/sql itself makes
+		r, err := s.inner.Exec(dargs)
 		s.c.afterStatement()
 		return r, err
 	}
@@ -527,7 +530,8 @@ func (s *stmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driv
 		if err := s.c.use(ctx, s.query); err != nil {
 			return nil, err
 		}
-		r, err = s.inner.Query(dargs) //nolint:staticcheck // the fallback database/sql makes
+		//lint:ignore SA1019 the fallback database/sql itself makes
+		r, err = s.inner.Query(dargs)
 	}
 	if err != nil {
 		return nil, err

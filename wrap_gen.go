@@ -2,6 +2,8 @@
 
 package pgxleak
 
+//lint:file-ignore SA1019 the wrappers name the deprecated interfaces database/sql still asserts
+
 import "database/sql/driver"
 
 // connMask returns which of the exactly mirrored optional interfaces v

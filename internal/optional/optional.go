@@ -4,6 +4,8 @@
 // tests check the wrappers, and the list's completeness, against it.
 package optional
 
+//lint:file-ignore SA1019 the list names the deprecated interfaces database/sql still asserts
+
 import (
 	"database/sql/driver"
 	"reflect"
