@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/pgxleak/pgxleak/internal/stack"
@@ -106,6 +107,18 @@ func (c *connState) checkoutAtLocked(ctx context.Context, now int64) {
 		c.npcs = stack.Capture(1, c.pcs)
 	}
 }
+
+// noContext is the context of a driver call database/sql makes without one
+// (Conn.Prepare, Conn.Begin, Stmt.Exec, Stmt.Query, for drivers that lack
+// the context variants). It carries no span to link a report to, and Rows
+// read under it are not watched for garbage collection: whether the
+// caller's context could end is unknown.
+type noContext struct{}
+
+func (noContext) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (noContext) Done() <-chan struct{}       { return nil }
+func (noContext) Err() error                  { return nil }
+func (noContext) Value(any) any               { return nil }
 
 // use is called at the start of every operation on the connection. An
 // operation on a connection the tracker holds as idle is a checkout that

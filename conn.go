@@ -175,7 +175,7 @@ func (c *conn) Unwrap() driver.Conn { return c.inner }
 
 // Prepare implements [driver.Conn].
 func (c *conn) Prepare(query string) (driver.Stmt, error) {
-	if err := c.use(nil, query); err != nil {
+	if err := c.use(noContext{}, query); err != nil {
 		return nil, err
 	}
 	s, err := c.inner.Prepare(query)
@@ -193,11 +193,12 @@ func (c *conn) Close() error {
 }
 
 // Begin implements [driver.Conn].
-func (c *conn) Begin() (driver.Tx, error) { //nolint:staticcheck // the interface requires it
-	if err := c.use(nil, "BEGIN"); err != nil {
+func (c *conn) Begin() (driver.Tx, error) {
+	if err := c.use(noContext{}, "BEGIN"); err != nil {
 		return nil, err
 	}
-	t, err := c.inner.Begin() //nolint:staticcheck
+	//lint:ignore SA1019 driver.Conn requires Begin; database/sql calls it for drivers without ConnBeginTx
+	t, err := c.inner.Begin()
 	if err != nil {
 		return nil, err
 	}
@@ -457,23 +458,25 @@ func (s *stmt) Close() error { return s.inner.Close() }
 func (s *stmt) NumInput() int { return s.inner.NumInput() }
 
 func (s *stmt) Exec(args []driver.Value) (driver.Result, error) {
-	if err := s.c.use(nil, s.query); err != nil {
+	if err := s.c.use(noContext{}, s.query); err != nil {
 		return nil, err
 	}
-	r, err := s.inner.Exec(args) //nolint:staticcheck
+	//lint:ignore SA1019 driver.Stmt requires Exec; called only for drivers without StmtExecContext
+	r, err := s.inner.Exec(args)
 	s.c.afterStatement()
 	return r, err
 }
 
 func (s *stmt) Query(args []driver.Value) (driver.Rows, error) {
-	if err := s.c.use(nil, s.query); err != nil {
+	if err := s.c.use(noContext{}, s.query); err != nil {
 		return nil, err
 	}
-	r, err := s.inner.Query(args) //nolint:staticcheck
+	//lint:ignore SA1019 driver.Stmt requires Query; called only for drivers without StmtQueryContext
+	r, err := s.inner.Query(args)
 	if err != nil {
 		return nil, err
 	}
-	return s.c.wrapRows(nil, r), nil
+	return s.c.wrapRows(noContext{}, r), nil
 }
 
 // ExecContext implements [driver.StmtExecContext]. Without it underneath,
