@@ -71,6 +71,7 @@ type connState struct {
 	txStatus   byte            // owner; guarded by mu
 	suspected  bool            // guarded by mu
 	gcLeaked   bool            // guarded by mu
+	reportedAt [2]int64        // guarded by mu; pool time it was reported as suspected, as garbage-collected
 	broken     bool            // guarded by mu; a transaction ended in an unknown state: discard at return
 	uses       int64           // guarded by mu; user checkouts, for WithMaxUses and sampling
 	checkouts  uint64          // owner; guarded by mu
@@ -156,10 +157,12 @@ func (c *connState) checkin() (discard bool) {
 	if c.state == stateOut {
 		c.returnLocked(now)
 	}
-	discard = c.broken ||
-		p.cfg.maxUses > 0 && c.uses >= p.cfg.maxUses ||
-		c.expiresAt != 0 && now >= c.expiresAt
+	expired := c.expiresAt != 0 && now >= c.expiresAt
+	discard = c.broken || p.cfg.maxUses > 0 && c.uses >= p.cfg.maxUses || expired
 	c.mu.Unlock()
+	if expired {
+		p.lifetimeDiscarded.Add(1)
+	}
 	return discard
 }
 
@@ -171,8 +174,9 @@ func (c *connState) returnLocked(now int64) {
 		c.tracker.tel.observeUse(held)
 		if c.suspected {
 			s := c.snapshotLocked(now)
-			c.tracker.resolvedLeaks.Add(1)
-			c.tracker.enqueue(report{kind: LeakSuspected, resolved: true, snap: s})
+			if c.tracker.enqueue(report{kind: LeakSuspected, resolved: true, snap: s}) {
+				c.tracker.resolvedLeaks.Add(1)
+			}
 		}
 	}
 	c.ctx = nil
@@ -181,7 +185,11 @@ func (c *connState) returnLocked(now int64) {
 // reusableAt reports whether an idle connection may be checked out again
 // at pool time now: not while draining, not past its jittered lifetime.
 func (c *connState) reusableAt(now int64) bool {
-	return !c.tracker.draining.Load() && (c.expiresAt == 0 || now < c.expiresAt)
+	if c.expiresAt != 0 && now >= c.expiresAt {
+		c.tracker.lifetimeDiscarded.Add(1)
+		return false
+	}
+	return !c.tracker.draining.Load()
 }
 
 // afterStatement refreshes the transaction status from pgx, on the
@@ -233,6 +241,8 @@ type snapshot struct {
 	statement  string
 	txStatus   byte
 	suspected  bool
+	gcLeaked   bool
+	reportedAt [2]int64 // when reported as suspected, as garbage-collected
 	ctx        context.Context
 	conn       *connState // which connection, for telemetry to match a leak with its return
 }
@@ -246,6 +256,8 @@ func (c *connState) snapshotLocked(now int64) snapshot {
 		statement:  c.statement,
 		txStatus:   c.txStatus,
 		suspected:  c.suspected,
+		gcLeaked:   c.gcLeaked,
+		reportedAt: c.reportedAt,
 		ctx:        c.ctx,
 		conn:       c,
 	}

@@ -72,9 +72,11 @@ func rowsCollected(t gcToken) {
 		c.mu.Unlock()
 		return
 	}
-	c.gcLeaked = true
-	s := c.snapshotLocked(c.tracker.now())
+	now := c.tracker.now()
+	c.gcLeaked, c.reportedAt[1] = true, now
+	s := c.snapshotLocked(now)
 	c.mu.Unlock()
-	c.tracker.gcLeaks.Add(1)
-	c.tracker.enqueue(report{kind: LeakGarbageCollected, snap: s})
+	if c.tracker.enqueue(report{kind: LeakGarbageCollected, snap: s}) {
+		c.tracker.gcLeaks.Add(1)
+	}
 }

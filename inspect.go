@@ -22,6 +22,11 @@ type PoolStats struct {
 	Resolved         uint64 `json:"resolved"`          // suspected leaks that came back
 	GarbageCollected uint64 `json:"garbage_collected"` // Rows garbage-collected without Close
 	StillOut         uint64 `json:"still_out"`         // connections still out at Drain or Close
+	// LifetimeDiscarded counts connections discarded at the end of their
+	// jittered lifetime (WithConnMaxLifetime), which pgxleak enforces
+	// itself: DBStats.MaxLifetimeClosed counts only database/sql's own,
+	// later, closes.
+	LifetimeDiscarded uint64 `json:"lifetime_discarded"`
 }
 
 // Waiter is a goroutine blocked waiting for a connection of the pool.
@@ -101,10 +106,12 @@ func Stats(db *sql.DB) PoolStats {
 
 // Drain stops new checkouts from db and waits until every checked-out
 // connection has come back, or ctx ends. It then closes db. If connections
-// were still out, it reports each as a [LeakStillOut] leak and returns a
-// *[LeakError] listing them with their culprits; those connections are not
-// forcibly closed, since their goroutines may still be using them, and
-// database/sql closes each when it is returned.
+// were still out, it returns a *[LeakError] listing them with their
+// culprits, and reports each as a [LeakStillOut] leak (once per pool: a
+// second Drain, or the Close after it, lists them again but does not report
+// them again). Those connections are not forcibly closed, since their
+// goroutines may still be using them, and database/sql closes each when it
+// is returned.
 func Drain(ctx context.Context, db *sql.DB) error {
 	p := trackerOf(db)
 	if p == nil {
@@ -121,7 +128,7 @@ func Drain(ctx context.Context, db *sql.DB) error {
 		case <-tick.C:
 		}
 	}
-	out := p.stillOut() // reports them and keeps Close from reporting them again
+	out := p.stillOut() // lists them, reports them once, and keeps Close from reporting them again
 	err := db.Close()
 	if len(out) > 0 {
 		return &LeakError{Checkouts: out, cause: cause}
@@ -155,24 +162,23 @@ func (p *tracker) fillStats(s *PoolStats) {
 	s.Resolved = p.resolvedLeaks.Load()
 	s.GarbageCollected = p.gcLeaks.Load()
 	s.StillOut = p.stillOutLeaks.Load()
+	s.LifetimeDiscarded = p.lifetimeDiscarded.Load()
 }
 
-// stillOut reports every connection still out as LeakStillOut, once per
-// pool, and returns them.
+// stillOut returns every connection still out, and the first time it is
+// called for a pool reports each as LeakStillOut.
 func (p *tracker) stillOut() []Checkout {
 	p.mu.Lock()
 	issued := p.stillOutIssued
 	p.stillOutIssued = true
 	p.mu.Unlock()
-	if issued {
-		return nil
-	}
 	snaps := p.outSnapshots()
 	out := make([]Checkout, len(snaps))
 	for i, s := range snaps {
 		out[i] = p.describe(s)
-		p.stillOutLeaks.Add(1)
-		p.enqueue(report{kind: LeakStillOut, snap: s}) // emitted by the monitor before close returns
+		if !issued && p.enqueue(report{kind: LeakStillOut, snap: s}) { // emitted by the monitor before close returns
+			p.stillOutLeaks.Add(1)
+		}
 	}
 	return out
 }

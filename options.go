@@ -258,8 +258,10 @@ func WithMinIdleConns(n int) Option {
 // WithConnMaxLifetime closes connections that have been open longer than d
 // (see [sql.DB.SetConnMaxLifetime]); 0 keeps them forever. Each connection's
 // lifetime is shortened by a random part of the jitter
-// ([WithConnMaxLifetimeJitter]), so d is the maximum. Default:
-// [DefaultConnMaxLifetime].
+// ([WithConnMaxLifetimeJitter]), so d is the maximum. pgxleak enforces it
+// itself, so a later db.SetConnMaxLifetime changes only database/sql's own
+// check, not this one; the connections pgxleak discards are counted in
+// [PoolStats].LifetimeDiscarded. Default: [DefaultConnMaxLifetime].
 func WithConnMaxLifetime(d time.Duration) Option {
 	return optionFunc(func(c *config) {
 		if d < 0 {
@@ -354,15 +356,21 @@ func WithLeakThreshold(d time.Duration) Option {
 	})
 }
 
-// WithOnLeak calls f with every leak report (after de-duplication), on the
-// pool's monitor goroutine. f must not block for long.
+// WithOnLeak calls f with every leak report after de-duplication (the
+// suppressed ones are counted, and logged as summary lines), one at a
+// time, on a goroutine of its own: f may call db.Close or [Drain]. Close
+// waits until f has had every report made before it, except when f itself
+// calls Close. If f falls 256 reports behind, further reports skip it
+// (they are still logged, traced and counted) until it catches up.
 func WithOnLeak(f func(Leak)) Option {
 	return optionFunc(func(c *config) { c.onLeak = f })
 }
 
 // WithLogger sends leak reports to l: suspected, garbage-collected and
-// still-out leaks at WARN, "returned after" follow-ups at INFO. A nil l
-// turns logging off. Default: slog.Default().
+// still-out leaks at WARN, "returned after" follow-ups at INFO. A line
+// names the culprit once and the application's own callers; the stack and
+// the checkout time are added when l is enabled at DEBUG. A nil l turns
+// logging off. Default: slog.Default().
 func WithLogger(l *slog.Logger) Option {
 	return optionFunc(func(c *config) { c.logger, c.loggerSet = l, true })
 }
@@ -381,8 +389,9 @@ func WithStackDepth(n int) Option {
 }
 
 // WithStackSampling records the stack on one checkout in every n of each
-// connection; the others are tracked and counted without a culprit. 1
-// records every checkout. Default: 1.
+// connection; the others are tracked and counted without a culprit (their
+// reports say so, and are never merged), and [IgnoreFunction] cannot match
+// them: use 1 in tests. 1 records every checkout. Default: 1.
 func WithStackSampling(n int) Option {
 	return optionFunc(func(c *config) {
 		if n < 1 {
@@ -401,8 +410,11 @@ func WithLibraryPrefixes(prefixes ...string) Option {
 }
 
 // WithReportInterval sets how often the same culprit may be reported for
-// the same kind of leak; reports in between are counted and the count is
-// carried by the next one ([Leak.Repeats]). Default: one minute.
+// the same kind of leak. Reports in between are counted: a summary line
+// ("2 more suspected leaks at app/service.go:36 (app.get) since 20:38:21")
+// is logged once the interval has passed, or at Close, and a later report
+// carries the count since ([Leak.Repeats]). Reports without a culprit are
+// never merged. Default: one minute.
 func WithReportInterval(d time.Duration) Option {
 	return optionFunc(func(c *config) {
 		if d < 0 {

@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
 
+	"github.com/pgxleak/pgxleak/internal/goid"
 	"github.com/pgxleak/pgxleak/internal/stack"
 )
 
@@ -26,7 +28,8 @@ func (f Frame) String() string { return stack.Frame(f).Location() }
 // names are stable (they are the live page's JSON).
 type Checkout struct {
 	Pool          string        `json:"pool"`                     // the pool's name
-	Culprit       Frame         `json:"culprit"`                  // the first frame of the user's code; zero if no stack was recorded
+	Culprit       Frame         `json:"culprit"`                  // the first frame of the user's code; zero if none was recorded (see NoCulprit)
+	NoCulprit     string        `json:"no_culprit,omitempty"`     // when Culprit is zero: why, and what to do about it
 	Stack         []Frame       `json:"stack,omitempty"`          // the checkout's stack, from database/sql's caller outwards
 	CheckedOutAt  time.Time     `json:"checked_out_at"`           // when database/sql handed it out
 	Held          time.Duration `json:"held_ns"`                  // how long it has been (or was) out
@@ -69,9 +72,14 @@ type ServerActivity struct {
 }
 
 // String leads with the culprit: "connection checked out at
-// app/handler.go:42 (app.getUser), held 7.2s".
+// app/handler.go:42 (app.getUser), held 7.2s". Without a culprit it says
+// why there is none.
 func (c Checkout) String() string {
-	return fmt.Sprintf("connection checked out at %s, held %s", c.Culprit, c.Held.Round(time.Millisecond))
+	held := c.Held.Round(time.Millisecond)
+	if c.Culprit == (Frame{}) && c.NoCulprit != "" {
+		return fmt.Sprintf("connection checked out at an unknown line, held %s (%s)", held, c.NoCulprit)
+	}
+	return fmt.Sprintf("connection checked out at %s, held %s", c.Culprit, held)
 }
 
 // StackString renders Stack like a goroutine's stack in a panic.
@@ -116,28 +124,85 @@ type Leak struct {
 	// back; Held is then the whole time it was out.
 	Resolved bool
 	// Repeats counts reports of the same kind and culprit that were
-	// suppressed since the previous one (see WithReportInterval).
+	// suppressed since the previous report or summary line of that culprit
+	// (see WithReportInterval).
 	Repeats int
+	// Earlier is the earlier report of the same checkout, for a
+	// garbage-collected or still-out connection that was reported before;
+	// nil if there was none.
+	Earlier *EarlierReport
 }
 
-// String is the report's headline.
+// EarlierReport is an earlier report of the same checkout.
+type EarlierReport struct {
+	Kind LeakKind
+	At   time.Time // when it was detected
+}
+
+// String is the report's headline: its verdict clauses joined by "; ".
 func (l Leak) String() string {
-	var b strings.Builder
+	return "pgxleak: " + strings.Join(l.verdict(), "; ")
+}
+
+// verdict returns the headline's clauses, most important first: what
+// happened and where, then what else is known about it. New facts about a
+// leak (its holder, the server's view) go in as further clauses.
+func (l Leak) verdict() []string {
+	var v []string
 	switch {
 	case l.Resolved:
-		fmt.Fprintf(&b, "pgxleak: connection returned after %s; it was reported as a suspected leak: checked out at %s",
-			l.Held.Round(time.Millisecond), l.Culprit)
+		v = append(v, fmt.Sprintf("connection returned after %s", l.Held.Round(time.Millisecond)),
+			fmt.Sprintf("it was reported as a suspected leak: checked out at %s", l.culpritOrReason()))
 	case l.Kind == LeakSuspected:
-		fmt.Fprintf(&b, "pgxleak: suspected leak: %s", l.Checkout)
+		v = append(v, fmt.Sprintf("suspected leak: %s", l.Checkout))
 	case l.Kind == LeakGarbageCollected:
-		fmt.Fprintf(&b, "pgxleak: leaked connection: Rows garbage-collected without Close; %s; it never returns to the pool", l.Checkout)
+		v = append(v, "leaked connection: Rows garbage-collected without Close", l.Checkout.String(), "it never returns to the pool")
 	default:
-		fmt.Fprintf(&b, "pgxleak: %s, still out when the pool was drained or closed", l.Checkout)
+		v = append(v, fmt.Sprintf("%s, still out when the pool was drained or closed", l.Checkout))
+	}
+	if e := l.Earlier; e != nil {
+		v = append(v, fmt.Sprintf("already reported as %s at %s", e.Kind.phrase(), e.At.Format(time.TimeOnly)))
 	}
 	if l.Repeats > 0 {
-		fmt.Fprintf(&b, " (+%d more like it)", l.Repeats)
+		v[0] += fmt.Sprintf(" (+%d more like it)", l.Repeats)
 	}
-	return b.String()
+	return v
+}
+
+func (c Checkout) culpritOrReason() string {
+	if c.Culprit == (Frame{}) && c.NoCulprit != "" {
+		return "an unknown line (" + c.NoCulprit + ")"
+	}
+	return c.Culprit.String()
+}
+
+// phrase names the kind in a sentence: "a suspected leak".
+func (k LeakKind) phrase() string {
+	switch k {
+	case LeakSuspected:
+		return "a suspected leak"
+	case LeakGarbageCollected:
+		return "a leaked connection (Rows garbage-collected)"
+	case LeakStillOut:
+		return "still out"
+	}
+	return k.String()
+}
+
+// plural names n reports of the kind in a summary line: "2 more suspected
+// leaks".
+func (k LeakKind) plural(resolved bool) string {
+	switch {
+	case resolved:
+		return "suspected leaks returned"
+	case k == LeakSuspected:
+		return "suspected leaks"
+	case k == LeakGarbageCollected:
+		return "leaked connections (Rows garbage-collected without Close)"
+	case k == LeakStillOut:
+		return "still-out connections (at Drain or Close)"
+	}
+	return k.String()
 }
 
 // LeakError lists the connections still checked out; [Find] and [Drain]
@@ -186,7 +251,7 @@ func (p *tracker) describe(s snapshot) Checkout {
 	frames := stack.Resolve(s.pcs)
 	// Drop pgxleak's own frames at the top: the stack starts where
 	// database/sql called in.
-	for len(frames) > 0 && isLibrary(frames[0].Function, nil) &&
+	for len(frames) > 0 && isLibrary(frames[0].Function, nil) && !isTest(frames[0]) &&
 		strings.HasPrefix(frames[0].Function, "github.com/pgxleak/pgxleak") {
 		frames = frames[1:]
 	}
@@ -202,24 +267,45 @@ func (p *tracker) describe(s snapshot) Checkout {
 	}
 	if i := culpritIndex(frames, p.cfg.libraryPrefix); i >= 0 {
 		c.Culprit = Frame(frames[i])
+	} else {
+		c.NoCulprit = p.noCulprit(s, frames)
 	}
 	return c
+}
+
+// noCulprit says why a checkout has no culprit: capture off, a checkout
+// not sampled, or a stack with no frame of the application.
+func (p *tracker) noCulprit(s snapshot, frames []stack.Frame) string {
+	switch n := p.cfg.sampleEvery; {
+	case len(frames) > 0:
+		return noCulpritReason(frames, len(s.pcs), len(s.pcs) >= p.cfg.stackDepth)
+	case p.cfg.stackDepth == 0:
+		return "stack capture is off (WithStackDepth(0))"
+	case n > 1:
+		return fmt.Sprintf("this checkout was not sampled: WithStackSampling(%d) records the stack of one checkout in %d; "+
+			"WithStackSampling(1), in tests at least, names every one and lets IgnoreFunction match it", n, n)
+	}
+	return "no stack was recorded for this checkout"
+}
+
+// earlier links a garbage-collected or still-out report to the earlier
+// report of the same checkout, if any.
+func (p *tracker) earlier(r report) *EarlierReport {
+	s := r.snap
+	switch {
+	case r.kind == LeakStillOut && s.gcLeaked:
+		return &EarlierReport{Kind: LeakGarbageCollected, At: p.epoch.Add(time.Duration(s.reportedAt[1])).Round(0)}
+	case (r.kind == LeakStillOut || r.kind == LeakGarbageCollected) && s.suspected:
+		return &EarlierReport{Kind: LeakSuspected, At: p.epoch.Add(time.Duration(s.reportedAt[0])).Round(0)}
+	}
+	return nil
 }
 
 // maxStatement bounds the statement text in reports and spans: generated
 // SQL can be megabytes long.
 const maxStatement = 1024
 
-func truncateStatement(s string) string {
-	if len(s) <= maxStatement {
-		return s
-	}
-	cut := maxStatement
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
-}
+func truncateStatement(s string) string { return shorten(s, maxStatement) }
 
 func fromStackFrames(fs []stack.Frame) []Frame {
 	out := make([]Frame, len(fs))
@@ -237,16 +323,24 @@ func toStackFrames(fs []Frame) []stack.Frame {
 	return out
 }
 
-// enqueue hands a report to the monitor goroutine. It is called on the
-// return path and from cleanups, so it only appends and signals.
-func (p *tracker) enqueue(r report) {
+// enqueue hands a report to the monitor goroutine, and reports whether it
+// was taken: after the pool's final flush at Close nothing is reported
+// (nor counted) any more, since the pool reported what was out then. It is
+// called on the return path and from cleanups, so it only appends and
+// signals.
+func (p *tracker) enqueue(r report) bool {
 	p.queueMu.Lock()
+	if p.queueClosed {
+		p.queueMu.Unlock()
+		return false
+	}
 	p.queue = append(p.queue, r)
 	p.queueMu.Unlock()
 	select {
 	case p.wake <- struct{}{}:
 	default:
 	}
+	return true
 }
 
 func (p *tracker) flush() {
@@ -259,87 +353,278 @@ func (p *tracker) flush() {
 	}
 }
 
+// flushFinal emits what is queued, closes the queue, and writes the
+// summary lines of every report still suppressed: nothing comes after it.
+func (p *tracker) flushFinal() {
+	p.queueMu.Lock()
+	q := p.queue
+	p.queue, p.queueClosed = nil, true
+	p.queueMu.Unlock()
+	for _, r := range q {
+		p.emit(r)
+	}
+	p.summarize(true)
+}
+
+// reportKey is what de-duplication merges on: reports of the same kind
+// with the same culprit. Reports without a culprit are never merged.
 type reportKey struct {
 	kind     LeakKind
 	resolved bool
 	culprit  Frame
 }
 
+// reportRate is one culprit's de-duplication state.
 type reportRate struct {
-	last       time.Time
-	suppressed int
+	last       time.Time // the last report or summary line written
+	suppressed int       // reports suppressed since then
 }
 
-// emit symbolises, de-duplicates and delivers one report: to the OnLeak
-// callback, the logger and the tracer.
-func (p *tracker) emit(r report) {
-	l := Leak{Kind: r.kind, Checkout: p.describe(r.snap), Resolved: r.resolved}
-	p.tel.leak(l, r.snap)
-
+// admit decides whether a report is written or counted for the culprit's
+// next summary line, setting l.Repeats.
+func (p *tracker) admit(l *Leak) bool {
+	if l.Culprit == (Frame{}) {
+		return true // nothing tells two such checkouts apart
+	}
 	p.reportMu.Lock()
+	defer p.reportMu.Unlock()
 	key := reportKey{kind: l.Kind, resolved: l.Resolved, culprit: l.Culprit}
 	rate := p.seen[key]
 	now := time.Now()
-	if l.Kind == LeakStillOut {
-		// The final list at Drain or Close: nothing comes after it to
-		// carry a count, so every one is delivered.
-	} else if rate == nil {
+	if rate == nil {
 		rate = &reportRate{}
 		p.seen[key] = rate
 	} else if now.Sub(rate.last) < p.cfg.reportInterval {
 		rate.suppressed++
-		p.reportMu.Unlock()
+		p.armSummary(rate.last.Add(p.cfg.reportInterval))
+		return false
+	}
+	l.Repeats, rate.suppressed, rate.last = rate.suppressed, 0, now
+	return true
+}
+
+// armSummary makes the monitor write summary lines at due, or earlier.
+// reportMu is held.
+func (p *tracker) armSummary(due time.Time) {
+	if !p.summaryDue.IsZero() && !due.Before(p.summaryDue) {
 		return
 	}
-	if rate != nil {
-		l.Repeats, rate.suppressed, rate.last = rate.suppressed, 0, now
+	p.summaryDue = due
+	p.summary.Reset(time.Until(due))
+}
+
+// summarize writes a summary line for every culprit whose reports were
+// suppressed for a whole report interval ("2 more suspected leaks at
+// app/service.go:36 (app.get) since 20:38:21"), or for all of them when
+// final, so that no count waits for a next report that may never come.
+func (p *tracker) summarize(final bool) {
+	type line struct {
+		key   reportKey
+		n     int
+		since time.Time
+	}
+	var lines []line
+	p.reportMu.Lock()
+	now := time.Now()
+	p.summaryDue = time.Time{}
+	for key, rate := range p.seen {
+		if rate.suppressed == 0 {
+			continue
+		}
+		due := rate.last.Add(p.cfg.reportInterval)
+		if final || !now.Before(due) {
+			lines = append(lines, line{key, rate.suppressed, rate.last})
+			rate.suppressed, rate.last = 0, now
+		} else {
+			p.armSummary(due)
+		}
 	}
 	p.reportMu.Unlock()
+	slices.SortFunc(lines, func(a, b line) int { return a.since.Compare(b.since) })
+	lg := p.logger()
+	for _, ln := range lines {
+		level := slog.LevelWarn
+		if ln.key.resolved {
+			level = slog.LevelInfo
+		}
+		msg := fmt.Sprintf("pgxleak: %d more %s at %s since %s", ln.n, ln.key.kind.plural(ln.key.resolved), ln.key.culprit, ln.since.Format(time.TimeOnly))
+		lg.LogAttrs(context.Background(), level, msg,
+			slog.String("kind", ln.key.kind.String()),
+			slog.String("pool", p.name()),
+			slog.Int("count", ln.n))
+	}
+}
 
+// emit symbolises, de-duplicates and delivers one report: to the tracer,
+// the logger and the OnLeak callback.
+func (p *tracker) emit(r report) {
+	l := Leak{Kind: r.kind, Checkout: p.describe(r.snap), Resolved: r.resolved, Earlier: p.earlier(r)}
+	p.tel.leak(l, r.snap)
+	if !p.admit(&l) {
+		return
+	}
 	lg := p.logger()
 	level := slog.LevelWarn
 	if l.Resolved {
 		level = slog.LevelInfo
 	}
+	ctx := context.Background()
+	lg.LogAttrs(ctx, level, l.String(), p.logAttrs(l, lg.Enabled(ctx, slog.LevelDebug))...)
+	p.deliver(l) // after the log line, so a callback sees it written
+}
+
+// logAttrs are a report's attributes in the log: short by default (the
+// headline carries the culprit); the stack and the checkout time only when
+// the logger is enabled at DEBUG. The full report is in the Leak given to
+// WithOnLeak and in the leak span.
+func (p *tracker) logAttrs(l Leak, debug bool) []slog.Attr {
 	attrs := []slog.Attr{
 		slog.String("kind", l.Kind.String()),
 		slog.String("pool", l.Pool),
-		slog.String("culprit", l.Culprit.String()),
 		slog.Duration("held", l.Held),
-		slog.Time("checked_out_at", l.CheckedOutAt),
 		slog.String("tx_status", l.TxStatus),
 	}
 	if l.BackendPID != 0 {
 		attrs = append(attrs, slog.Any("backend_pid", l.BackendPID))
 	}
-	if l.LastStatement != "" {
-		attrs = append(attrs, slog.String("last_statement", l.LastStatement))
+	if st := l.LastStatement; st != "" {
+		if !debug {
+			st = shorten(st, maxLogStatement)
+		}
+		attrs = append(attrs, slog.String("last_statement", st))
 	}
 	if l.Repeats > 0 {
 		attrs = append(attrs, slog.Int("repeats", l.Repeats))
 	}
-	if !l.Resolved && len(l.Stack) > 0 {
-		attrs = append(attrs, slog.String("stack", l.StackString()))
+	if callers := p.callers(l.Stack); callers != "" && !l.Resolved {
+		attrs = append(attrs, slog.String("callers", callers))
 	}
-	lg.LogAttrs(context.Background(), level, l.String(), attrs...)
-	if p.cfg.onLeak != nil {
-		p.cfg.onLeak(l) // after the log line, so a callback sees it written
+	if debug {
+		attrs = append(attrs, slog.Time("checked_out_at", l.CheckedOutAt))
+		if len(l.Stack) > 0 {
+			attrs = append(attrs, slog.String("stack", l.StackString()))
+		}
 	}
+	return attrs
 }
 
-// scan reports connections held past the threshold, once per checkout.
+// maxLogStatement bounds the statement in a default log line; the Leak
+// carries it whole (up to maxStatement).
+const maxLogStatement = 120
+
+// maxCallers bounds the frames of the application a log line lists.
+const maxCallers = 4
+
+// callers lists the application's frames of a stack after the culprit,
+// innermost first: "app/handler.go:20 (app.serve) < main.go:31
+// (main.main)". Library, standard-library, runtime and test-runner frames
+// are left out.
+func (p *tracker) callers(fs []Frame) string {
+	var out []string
+	first := true
+	for _, f := range fs {
+		if sf := stack.Frame(f); !isUserFrame(sf, p.cfg.libraryPrefix) || isStdlib(sf) {
+			continue
+		}
+		if first { // the culprit, already in the headline
+			first = false
+			continue
+		}
+		if len(out) == maxCallers {
+			out = append(out, "…")
+			break
+		}
+		out = append(out, f.String())
+	}
+	return strings.Join(out, " < ")
+}
+
+// shorten cuts s to at most n bytes, on a rune boundary, marking the cut.
+func shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
+
+// scan reports connections held past the threshold, once per checkout. A
+// connection already reported as garbage-collected is not reported again.
 func (p *tracker) scan() {
 	limit := int64(p.cfg.leakThreshold)
 	now := p.now()
 	var found []snapshot
 	p.each(func(c *connState) {
-		if c.state == stateOut && !c.internal && !c.suspected && now-c.checkoutAt >= limit {
-			c.suspected = true
+		if c.state == stateOut && !c.internal && !c.suspected && !c.gcLeaked && now-c.checkoutAt >= limit {
+			c.suspected, c.reportedAt[0] = true, now
 			found = append(found, c.snapshotLocked(now))
 		}
 	})
 	for _, s := range found {
 		p.suspectedLeaks.Add(1)
 		p.emit(report{kind: LeakSuspected, snap: s})
+	}
+}
+
+// The OnLeak callback runs on a goroutine of its own, fed by a bounded
+// queue, not on the monitor: a callback that closes or drains the pool,
+// which waits for the monitor, would otherwise wait for itself. The monitor
+// never blocks on the callback; Close waits until the callback has had
+// every report queued before it, unless Close is called from the callback
+// itself, in which case the rest is delivered after the callback returns.
+
+// callbackQueue is how many reports the callback may fall behind before
+// further ones skip it (they are still logged, traced and counted).
+const callbackQueue = 256
+
+// startDelivery starts the callback's goroutine, if there is a callback.
+func (p *tracker) startDelivery() {
+	if p.cfg.onLeak == nil {
+		return
+	}
+	p.callbacks = make(chan Leak, callbackQueue)
+	p.delivered = make(chan struct{})
+	go func() {
+		defer close(p.delivered)
+		p.deliverGoroutine.Store(goid.Slow())
+		for l := range p.callbacks {
+			p.cfg.onLeak(l)
+		}
+	}()
+}
+
+// deliver hands a report to the callback without waiting for it.
+func (p *tracker) deliver(l Leak) {
+	switch {
+	case p.cfg.onLeak == nil:
+	case p.callbacks == nil: // no monitor was started: the caller is Close
+		p.cfg.onLeak(l)
+	default:
+		select {
+		case p.callbacks <- l:
+			p.lagging.Store(false)
+		default:
+			if !p.lagging.Swap(true) {
+				p.logger().Warn(fmt.Sprintf("pgxleak: the WithOnLeak callback is %d reports behind; reports skip it until it catches up", callbackQueue),
+					slog.String("pool", l.Pool))
+			}
+		}
+	}
+}
+
+// stopDelivery lets the callback finish the queued reports, and waits for
+// it unless called from it. The monitor has exited: nothing sends any more.
+func (p *tracker) stopDelivery() {
+	if p.callbacks == nil {
+		return
+	}
+	close(p.callbacks)
+	// The ID is read from the stack's header once per pool and once per
+	// Close. Should it be unreadable (0 on both sides), Close does not wait:
+	// a late callback is better than a deadlock.
+	if goid.Slow() != p.deliverGoroutine.Load() {
+		<-p.delivered
 	}
 }

@@ -47,14 +47,25 @@ type tracker struct {
 	gcLeaks        atomic.Uint64
 	stillOutLeaks  atomic.Uint64
 
+	lifetimeDiscarded atomic.Uint64 // connections discarded at the end of their jittered lifetime
+
 	queueMu sync.Mutex
 	queue   []report
 	wake    chan struct{}
 	stop    chan struct{}
 	done    chan struct{}
 
-	reportMu sync.Mutex
-	seen     map[reportKey]*reportRate
+	queueClosed bool // guarded by queueMu; the final flush is done: nothing more is reported
+
+	reportMu   sync.Mutex
+	seen       map[reportKey]*reportRate
+	summary    *time.Timer // fires when suppressed reports are due a summary line
+	summaryDue time.Time   // guarded by reportMu; when summary fires; zero if stopped
+
+	callbacks        chan Leak     // reports for the OnLeak callback; nil without one
+	delivered        chan struct{} // closed when the callback's goroutine is done
+	deliverGoroutine atomic.Uint64 // its ID, to recognise Close called from the callback
+	lagging          atomic.Bool   // the callback's queue is full
 }
 
 func newTracker(cfg *config, defaultName string) *tracker {
@@ -74,7 +85,9 @@ func newTracker(cfg *config, defaultName string) *tracker {
 		stop:        make(chan struct{}),
 		done:        make(chan struct{}),
 		seen:        make(map[reportKey]*reportRate),
+		summary:     time.NewTimer(time.Hour),
 	}
+	p.summary.Stop()
 	p.tel = newTelemetry(p)
 	return p
 }
@@ -185,6 +198,7 @@ func (p *tracker) start() {
 	p.started = true
 	p.mu.Unlock()
 	openPools.add(p)
+	p.startDelivery()
 	go p.run()
 }
 
@@ -213,12 +227,14 @@ func (p *tracker) run() {
 	for {
 		select {
 		case <-p.stop:
-			p.flush()
+			p.flushFinal()
 			return
 		case <-p.wake:
 			p.flush()
 		case <-scan:
 			p.scan()
+		case <-p.summary.C:
+			p.summarize(false)
 		case <-keep:
 			// On its own goroutine, so that scans and reports never wait
 			// behind a slow connect; one at a time.
@@ -250,8 +266,9 @@ func (p *tracker) close() {
 	if started {
 		close(p.stop)
 		<-p.done // the monitor flushes the queue before it exits
+		p.stopDelivery()
 	} else {
-		p.flush()
+		p.flushFinal()
 	}
 	p.background.Wait()
 	p.tel.close()

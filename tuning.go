@@ -69,7 +69,21 @@ func (p *tracker) warmUp(ctx context.Context, n int) error {
 			_ = c.Close()
 		}
 	}
-	return errors.Join(errs...)
+	return joinDistinct(errs)
+}
+
+// joinDistinct joins errors, each distinct text once: n connections that
+// fail the same way (a server that is down) give one error, not n copies.
+func joinDistinct(errs []error) error {
+	var out []error
+	seen := make(map[string]bool)
+	for _, err := range errs {
+		if err != nil && !seen[err.Error()] {
+			seen[err.Error()] = true
+			out = append(out, err)
+		}
+	}
+	return errors.Join(out...)
 }
 
 // keepMinIdle runs periodically while the pool lives. It checks out up to

@@ -43,7 +43,8 @@ func GracePeriod(d time.Duration) VerifyOption {
 // IgnoreFunction ignores checkouts with a frame of the fully qualified
 // function fn anywhere in their stack (not only as the culprit), e.g.
 // "github.com/acme/app.(*Cache).warm", for a connection that is meant to
-// outlive the test.
+// outlive the test. It cannot match a checkout whose stack was not
+// recorded (see [WithStackSampling]); such a checkout is listed, saying so.
 func IgnoreFunction(fn string) VerifyOption {
 	return verifyOptionFunc(func(c *verifyConfig) { c.ignore = append(c.ignore, fn) })
 }

@@ -66,9 +66,9 @@ func (s *server) healthy(w http.ResponseWriter, r *http.Request) {
 }
 
 func main() {
-	dsn := os.Getenv("DATABASE_URL")
-	if dsn == "" {
-		dsn = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+	dsn, fromEnv := os.LookupEnv("DATABASE_URL")
+	if !fromEnv || dsn == "" {
+		dsn, fromEnv = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", false
 	}
 	// Reports go to stdout, without timestamps, stack attributes or the
 	// checkout time, so the demo's output is easy to read.
@@ -90,7 +90,7 @@ func main() {
 		pgxleak.WithOnLeak(func(l pgxleak.Leak) { reports <- l }),
 	)
 	if err != nil {
-		log.Fatalf("leakdemo: %v (set DATABASE_URL or start PostgreSQL on 127.0.0.1:5432)", err)
+		log.Fatalf("leakdemo: %v\n%s", err, hint(fromEnv))
 	}
 
 	s := &server{db: db}
@@ -151,4 +151,13 @@ func main() {
 	default:
 		fmt.Println("\ndrained cleanly")
 	}
+}
+
+// hint says what to do when the pool cannot be opened, depending on where
+// the DSN came from.
+func hint(fromEnv bool) string {
+	if fromEnv {
+		return "hint: is the server DATABASE_URL names running, and does it accept this user and database?"
+	}
+	return "hint: start PostgreSQL on 127.0.0.1:5432 (user postgres, database test), or set DATABASE_URL"
 }
