@@ -1,6 +1,7 @@
 package pgxleak
 
 import (
+	"context"
 	"database/sql"
 	"database/sql/driver"
 	"io"
@@ -85,4 +86,22 @@ func newTestTracker(t testing.TB, opts []Option) *tracker {
 	p := newTracker(cfg, "test")
 	t.Cleanup(p.close)
 	return p
+}
+
+// CollectAfterClose checks a connection out of a pool configured by opts,
+// closes the pool (which reports it as still out), then runs the cleanup
+// of a Rows on it garbage-collected without Close. It returns what the pool
+// counted and queued afterwards.
+func CollectAfterClose(t testing.TB, inner driver.Conn, opts ...Option) (stillOut, collected uint64, queued int) {
+	p := newTestTracker(t, opts)
+	p.start()
+	c := newConn(p, inner)
+	c.mu.Lock()
+	c.checkoutLocked(context.Background())
+	c.mu.Unlock()
+	p.close()
+	rowsCollected(gcToken{&c.connState, c.checkouts})
+	p.queueMu.Lock()
+	defer p.queueMu.Unlock()
+	return p.stillOutLeaks.Load(), p.gcLeaks.Load(), len(p.queue)
 }

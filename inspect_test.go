@@ -197,3 +197,25 @@ func TestDrainWaitsForConnectInFlight(t *testing.T) {
 		t.Fatalf("Drain = %v", err)
 	}
 }
+
+// TestDrainTwice: a second Drain lists what is still out too.
+func TestDrainTwice(t *testing.T) {
+	db, _ := openTest(t)
+	c, err := db.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := range 2 {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		err := pgxleak.Drain(ctx, db)
+		cancel()
+		var le *pgxleak.LeakError
+		if !errors.As(err, &le) || len(le.Checkouts) != 1 {
+			t.Fatalf("Drain #%d = %v, want the connection still out", i+1, err)
+		}
+	}
+	if st := pgxleak.Stats(db); st.StillOut != 1 {
+		t.Fatalf("stats %+v: reported once", st)
+	}
+}

@@ -5,7 +5,9 @@ import (
 	"database/sql"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -55,21 +57,40 @@ func TestReportsDeduplicated(t *testing.T) {
 	}
 }
 
+// TestLogReportLeadsWithCulprit: the default WARN line names the culprit
+// once, in its message, and stays short: no stack and no checkout time,
+// which are logged only at DEBUG (and are always in the Leak).
 func TestLogReportLeadsWithCulprit(t *testing.T) {
-	var buf lockedBuffer
-	logger := slog.New(slog.NewTextHandler(&buf, nil))
-	rec := newLeakRecorder()
-	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), pgxleak.WithLogger(logger), rec.option())
-	line := lineBelow()
-	c, err := db.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	rec.wait(t, 5*time.Second, suspectedAt(line))
-	want := fmt.Sprintf(`level=WARN msg="pgxleak: suspected leak: connection checked out at %s (pgxleak_test.TestLogReportLeadsWithCulprit), held `, line.short())
-	if !strings.Contains(buf.String(), want) || !strings.Contains(buf.String(), "kind=suspected") || !strings.Contains(buf.String(), "stack=") {
-		t.Fatalf("log:\n%s\nwant it to contain:\n%s", buf.String(), want)
+	for _, tc := range []struct {
+		level     slog.Level
+		wantStack bool
+	}{{slog.LevelInfo, false}, {slog.LevelDebug, true}} {
+		t.Run(tc.level.String(), func(t *testing.T) {
+			var buf lockedBuffer
+			logger := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: tc.level}))
+			rec := newLeakRecorder()
+			db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), pgxleak.WithLogger(logger), rec.option())
+			line := lineBelow()
+			c, err := db.Conn(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if l := rec.wait(t, 5*time.Second, suspectedAt(line)); len(l.Stack) == 0 {
+				t.Fatal("the Leak has no stack")
+			}
+			out := buf.String()
+			want := fmt.Sprintf(`level=WARN msg="pgxleak: suspected leak: connection checked out at %s (pgxleak_test.TestLogReportLeadsWithCulprit.func1), held `, line.short())
+			if !strings.Contains(out, want) || !strings.Contains(out, "kind=suspected") || strings.Contains(out, "stack=") != tc.wantStack {
+				t.Fatalf("log:\n%s\nwant it to contain:\n%s (and a stack: %v)", out, want, tc.wantStack)
+			}
+			if n := strings.Count(out, line.String()); !tc.wantStack && n != 1 {
+				t.Fatalf("the culprit appears %d times in the default line:\n%s", n, out)
+			}
+			if !tc.wantStack && len(out) > 400 {
+				t.Fatalf("the default line is %d bytes:\n%s", len(out), out)
+			}
+		})
 	}
 }
 
@@ -131,4 +152,251 @@ func FuzzLeakRendering(f *testing.F) {
 			t.Fatalf("LeakError.Error() = %q does not quote the statement", e)
 		}
 	})
+}
+
+// reportAt matches first reports of kind whose culprit is at.
+func reportAt(kind pgxleak.LeakKind, at site) func(pgxleak.Leak) bool {
+	return func(l pgxleak.Leak) bool { return l.Kind == kind && !l.Resolved && isCulprit(at)(l) }
+}
+
+// logTo returns a text logger writing to b.
+func logTo(b *lockedBuffer) *slog.Logger { return slog.New(slog.NewTextHandler(b, nil)) }
+
+//go:noinline
+func holdA(t *testing.T, db *sql.DB) *sql.Conn {
+	c, err := db.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+//go:noinline
+func holdB(t *testing.T, db *sql.DB) *sql.Conn {
+	c, err := db.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestSamplingDoesNotMergeLeaks: with stack sampling, two leaks from
+// different functions on unsampled checkouts are two reports, each saying
+// why it has no culprit; checkouts without a culprit are never merged.
+func TestSamplingDoesNotMergeLeaks(t *testing.T) {
+	rec := newLeakRecorder()
+	var logs lockedBuffer
+	db, _ := openTest(t, pgxleak.WithStackSampling(3), pgxleak.WithMaxOpenConns(2),
+		pgxleak.WithLeakThreshold(threshold), rec.option(), pgxleak.WithLogger(logTo(&logs)))
+	// The first checkout of each connection is sampled; the next two are not.
+	c1, c2 := holdA(t, db), holdB(t, db)
+	c1.Close()
+	c2.Close()
+	a, b := holdA(t, db), holdB(t, db)
+	defer a.Close()
+	defer b.Close()
+	pgtest.WaitFor(t, 5*time.Second, "both to be suspected", func() bool { return pgxleak.Stats(db).Suspected == 2 })
+	pgtest.WaitFor(t, 5*time.Second, "two reports", func() bool { return len(rec.all()) >= 2 })
+	for _, l := range rec.all() {
+		if l.Culprit != (pgxleak.Frame{}) || !strings.Contains(l.NoCulprit, "not sampled") || !strings.Contains(l.String(), "WithStackSampling(1)") {
+			t.Fatalf("report %q (NoCulprit %q): want no culprit, and why", l, l.NoCulprit)
+		}
+	}
+	if n := strings.Count(logs.String(), "level=WARN"); n != 2 {
+		t.Fatalf("%d WARN lines for two leaks:\n%s", n, logs.String())
+	}
+}
+
+// TestOneLeakOneReportPerKind: a connection whose Rows was garbage-collected
+// is not reported again as suspected, and its still-out report at Close
+// links to the earlier report; a suspected connection's still-out report
+// links to the suspicion.
+func TestOneLeakOneReportPerKind(t *testing.T) {
+	rec := newLeakRecorder()
+	var logs lockedBuffer
+	const slowThreshold = 3 * time.Second // far beyond the garbage collection
+	dsn := pgtest.NewDatabase(t)
+	db, err := pgxleak.Open("pgx", dsn, pgxleak.WithLeakThreshold(slowThreshold), rec.option(), pgxleak.WithLogger(logTo(&logs)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	gcLine := leakRows(t, db)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for !hasLeak(rec, reportAt(pgxleak.LeakGarbageCollected, gcLine)) {
+		runtime.GC()
+		select {
+		case <-rec.added:
+		case <-time.After(10 * time.Millisecond):
+		case <-ctx.Done():
+			t.Fatalf("no garbage-collection report; got %v", rec.all())
+		}
+	}
+	// A second leak, taken later: the scan that finds it past the
+	// threshold finds the first one past it too.
+	line := lineBelow()
+	c, err := db.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	rec.wait(t, 10*time.Second, reportAt(pgxleak.LeakSuspected, line))
+	if hasLeak(rec, reportAt(pgxleak.LeakSuspected, gcLine)) || pgxleak.Stats(db).Suspected != 1 {
+		t.Fatalf("the garbage-collected connection was reported again as suspected: %v", rec.all())
+	}
+	db.Close()
+	gone := rec.wait(t, 5*time.Second, reportAt(pgxleak.LeakStillOut, gcLine))
+	if gone.Earlier == nil || gone.Earlier.Kind != pgxleak.LeakGarbageCollected || !strings.Contains(gone.String(), "already reported as a leaked connection (Rows garbage-collected) at ") {
+		t.Fatalf("still-out report %q does not link to the earlier one (%+v)", gone, gone.Earlier)
+	}
+	held := rec.wait(t, 5*time.Second, reportAt(pgxleak.LeakStillOut, line))
+	if held.Earlier == nil || held.Earlier.Kind != pgxleak.LeakSuspected || held.Earlier.At.Before(held.CheckedOutAt.Add(slowThreshold)) ||
+		!strings.Contains(held.String(), "already reported as a suspected leak at ") {
+		t.Fatalf("still-out report %q does not link to the suspicion (%+v)", held, held.Earlier)
+	}
+}
+
+// TestSuppressedReportsSummarised: reports suppressed by de-duplication
+// surface as a summary line within a report interval, with no further
+// report to carry them; still-out reports are de-duplicated the same way,
+// and their summary is written at Close.
+func TestSuppressedReportsSummarised(t *testing.T) {
+	rec := newLeakRecorder()
+	var logs lockedBuffer
+	const interval = 300 * time.Millisecond
+	dsn := pgtest.NewDatabase(t)
+	db, err := pgxleak.Open("pgx", dsn, pgxleak.WithMaxOpenConns(3), pgxleak.WithLeakThreshold(threshold),
+		pgxleak.WithReportInterval(interval), rec.option(), pgxleak.WithLogger(logTo(&logs)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var conns []*sql.Conn
+	var line site
+	for range 3 {
+		line = lineBelow()
+		c, err := db.Conn(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	first := rec.wait(t, 5*time.Second, reportAt(pgxleak.LeakSuspected, line))
+	loc := first.Culprit.String()
+	want := fmt.Sprintf("2 more suspected leaks at %s since ", loc)
+	pgtest.WaitFor(t, 10*time.Second, "a summary line", func() bool { return strings.Contains(logs.String(), want) })
+	if st := pgxleak.Stats(db); st.Suspected != 3 {
+		t.Fatalf("stats %+v", st)
+	}
+	db.Close()
+	var stillOut int
+	for _, l := range rec.all() {
+		if reportAt(pgxleak.LeakStillOut, line)(l) {
+			stillOut++
+		}
+	}
+	if wantClose := fmt.Sprintf("2 more still-out connections (at Drain or Close) at %s since ", loc); stillOut != 1 || !strings.Contains(logs.String(), wantClose) {
+		t.Fatalf("%d still-out reports for one line, want 1 and a summary line %q:\n%s", stillOut, wantClose, logs.String())
+	}
+}
+
+// TestOnLeakMayCloseOrDrain: a callback that closes or drains the pool
+// does not deadlock it.
+func TestOnLeakMayCloseOrDrain(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		end  func(db *sql.DB) error
+	}{
+		{"Close", func(db *sql.DB) error { return db.Close() }},
+		{"Drain", func(db *sql.DB) error {
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			return pgxleak.Drain(ctx, db)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dsn := pgtest.NewDatabase(t)
+			var db *sql.DB
+			ready := make(chan struct{})
+			ended := make(chan error, 1)
+			var once sync.Once
+			db, err := pgxleak.Open("pgx", dsn, pgxleak.WithLeakThreshold(threshold), pgxleak.WithLogger(nil),
+				pgxleak.WithOnLeak(func(pgxleak.Leak) {
+					once.Do(func() {
+						<-ready
+						ended <- tc.end(db)
+					})
+				}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			close(ready)
+			c, err := db.Conn(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			select {
+			case <-ended:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%s from the OnLeak callback did not return: deadlock", tc.name)
+			}
+			if err := db.Ping(); err == nil {
+				t.Fatal("the pool is still open")
+			}
+		})
+	}
+}
+
+// TestNothingReportedAfterClose: a suspected connection that comes back
+// after Close was reported as still out at Close; its return is neither
+// counted nor queued for a report that would never be delivered.
+func TestNothingReportedAfterClose(t *testing.T) {
+	rec := newLeakRecorder()
+	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), rec.option())
+	line := lineBelow()
+	c, err := db.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.wait(t, 5*time.Second, reportAt(pgxleak.LeakSuspected, line))
+	db.Close()
+	rec.wait(t, 5*time.Second, reportAt(pgxleak.LeakStillOut, line))
+	c.Close() // database/sql closes it now
+	if st := pgxleak.Stats(db); st.Resolved != 0 || st.Suspected != 1 || st.StillOut != 1 {
+		t.Fatalf("stats %+v: a return after Close counted", st)
+	}
+}
+
+// TestLogCallersAreTheApplications: the log line lists the application's
+// frames above the culprit, without the library's, the standard library's
+// or the test runner's.
+func TestLogCallersAreTheApplications(t *testing.T) {
+	var logs lockedBuffer
+	rec := newLeakRecorder()
+	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), pgxleak.WithLogger(logTo(&logs)), rec.option())
+	line := lineBelow()
+	c := holdA(t, db)
+	defer c.Close()
+	rec.wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected })
+	want := fmt.Sprintf(`callers="%s (pgxleak_test.TestLogCallersAreTheApplications)"`, line.short())
+	if out := logs.String(); !strings.Contains(out, want) {
+		t.Fatalf("log:\n%s\nwant %s", out, want)
+	}
+}
+
+// TestNoGarbageCollectedReportAfterClose: a Rows garbage-collected after
+// its pool closed (and reported the connection as still out) is neither
+// counted nor queued for a report that no monitor would deliver.
+func TestNoGarbageCollectedReportAfterClose(t *testing.T) {
+	stillOut, collected, queued := pgxleak.CollectAfterClose(t, &fakeConn{connector: &fakeConnector{}}, pgxleak.WithLogger(quiet))
+	if stillOut != 1 || collected != 0 || queued != 0 {
+		t.Fatalf("%d still out at Close; after it %d garbage-collected counted and %d reports queued; want 1, 0, 0", stillOut, collected, queued)
+	}
 }

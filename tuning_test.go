@@ -148,6 +148,38 @@ func TestMinIdleUnreachable(t *testing.T) {
 	}
 }
 
+// TestLifetimeGovernedByOption: pgxleak enforces WithConnMaxLifetime
+// itself, so db.SetConnMaxLifetime(0) after Open changes only database/sql's
+// own check; the connections pgxleak discards are counted in
+// PoolStats.LifetimeDiscarded (database/sql's MaxLifetimeClosed does not
+// see them).
+func TestLifetimeGovernedByOption(t *testing.T) {
+	db, _ := openTest(t, pgxleak.WithMaxOpenConns(1),
+		pgxleak.WithConnMaxLifetime(50*time.Millisecond), pgxleak.WithConnMaxLifetimeJitter(0))
+	db.SetConnMaxLifetime(0)
+	pgtest.WaitFor(t, 10*time.Second, "a connection discarded at the end of its lifetime", func() bool {
+		if _, err := db.Exec("SELECT 1"); err != nil {
+			t.Fatal(err)
+		}
+		return pgxleak.Stats(db).LifetimeDiscarded > 0
+	})
+	if st := pgxleak.Stats(db); st.MaxLifetimeClosed != 0 {
+		t.Fatalf("stats %+v: database/sql's own lifetime was turned off", st)
+	}
+}
+
+// TestMinIdleUnreachableOneError: warming up n connections to a server
+// that is down gives its error once, not n times.
+func TestMinIdleUnreachableOneError(t *testing.T) {
+	_, err := pgxleak.Open("pgx", "postgres://postgres@127.0.0.1:1/test?connect_timeout=2", pgxleak.WithMinIdleConns(4), pgxleak.WithMaxOpenConns(4))
+	if err == nil {
+		t.Fatal("Open succeeded with an unreachable server")
+	}
+	if n := strings.Count(err.Error(), "failed to connect"); n != 1 {
+		t.Fatalf("the connect error appears %d times:\n%v", n, err)
+	}
+}
+
 // TestMaxUses: with one connection and three uses each, the backend PID
 // changes every third query.
 func TestMaxUses(t *testing.T) {

@@ -129,3 +129,18 @@ func TestVerifyTestMain(t *testing.T) {
 		t.Fatalf("exit %d after the connection came back; stderr %q", exitCode, stderr.String())
 	}
 }
+
+// TestVerifyNoneUnsampledCheckout: IgnoreFunction cannot match a checkout
+// whose stack was not sampled; the failure says so and what to do.
+func TestVerifyNoneUnsampledCheckout(t *testing.T) {
+	db, _ := openTest(t, pgxleak.WithStackSampling(2), pgxleak.WithMaxOpenConns(1))
+	holdA(t, db).Close() // sampled
+	c := holdA(t, db)    // not sampled
+	defer c.Close()
+	ft := &fakeT{}
+	pgxleak.VerifyNone(ft, db, pgxleak.GracePeriod(0), pgxleak.IgnoreFunction("github.com/pgxleak/pgxleak_test.holdA"))
+	if len(ft.errors) != 1 || !strings.Contains(ft.errors[0], "not sampled") ||
+		!strings.Contains(ft.errors[0], "WithStackSampling(1)") || !strings.Contains(ft.errors[0], "IgnoreFunction") {
+		t.Fatalf("VerifyNone reported %q", ft.errors)
+	}
+}
