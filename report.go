@@ -92,13 +92,16 @@ type LeakKind int
 
 const (
 	// LeakSuspected: held longer than the leak threshold. Reported once per
-	// checkout; if the connection comes back later, a follow-up with
-	// Resolved set says after how long.
+	// checkout, and not for one already reported as garbage-collected; if
+	// the connection comes back later, a follow-up with Resolved set says
+	// after how long.
 	LeakSuspected LeakKind = iota + 1
 	// LeakGarbageCollected: a *sql.Rows was garbage-collected without being
 	// closed. That connection is lost to the pool for good.
 	LeakGarbageCollected
 	// LeakStillOut: still checked out when the pool was drained or closed.
+	// Reported once per pool, at the first Drain or at Close; Earlier links
+	// it to the checkout's earlier report, if any.
 	LeakStillOut
 )
 
