@@ -14,7 +14,9 @@ import (
 //
 // The value it returns is a reading of the system clock taken at the last
 // tick, so it is never later than the time, and earlier by at most res
-// plus however late the ticking goroutine was scheduled.
+// plus however late the ticking goroutine was scheduled. (Waking from
+// parked, it may step back behind a reader's system clock reading by the
+// time between the ticker's reading and its store.)
 type coarseClock struct {
 	epoch time.Time
 	res   time.Duration
