@@ -39,6 +39,8 @@ type benchImpl struct {
 	plain bool             // sql.OpenDB, no pgxleak
 	opts  []pgxleak.Option // pgxleak options beyond the common ones
 	fp    bool             // frame-pointer unwinding (the default); false forces runtime.Callers
+
+	noLifetime bool // plain only: leave database/sql's ConnMaxLifetime at its default, 0
 }
 
 var (
@@ -64,7 +66,9 @@ func openPool(tb testing.TB, impl benchImpl, connector driver.Connector, maxOpen
 		db = sql.OpenDB(connector)
 		db.SetMaxOpenConns(maxOpen)
 		db.SetMaxIdleConns(maxIdle)
-		db.SetConnMaxLifetime(pgxleak.DefaultConnMaxLifetime)
+		if !impl.noLifetime {
+			db.SetConnMaxLifetime(pgxleak.DefaultConnMaxLifetime)
+		}
 		db.SetConnMaxIdleTime(pgxleak.DefaultConnMaxIdleTime)
 	} else {
 		opts := append([]pgxleak.Option{
@@ -156,6 +160,93 @@ func BenchmarkFake(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
+			})
+		}
+	}
+}
+
+// BenchmarkBudget measures the four paths pgxleak's performance budget
+// names, each plain database/sql against pgxleak's defaults in the same
+// run, over the in-memory driver and a pool of 10:
+//
+//   - path=queryrow: db.QueryRow(q).Scan(&n), on the Background context
+//     (so pgxleak watches the Rows for garbage collection);
+//   - path=deadline: QueryContext on a context with a deadline, Next, Scan,
+//     Close;
+//   - path=conn: db.Conn(ctx) then Close, a bare checkout and return;
+//   - path=par50: QueryRow+Scan from 50 goroutines.
+//
+// plain here is database/sql as a user without pgxleak has it: the pool's
+// size and pgxleak's idle time (database/sql's cleaner reads it off the hot
+// path), and no lifetime, database/sql's default.
+func BenchmarkBudget(b *testing.B) {
+	budgetPlain := implPlain
+	budgetPlain.noLifetime = true
+	paths := []struct {
+		name string
+		par  int // goroutines; 0 runs on the benchmark's own
+		run  func(ctx context.Context, db *sql.DB) error
+	}{
+		{"queryrow", 0, func(_ context.Context, db *sql.DB) error {
+			var n int64
+			return db.QueryRow("SELECT n FROM t").Scan(&n)
+		}},
+		{"deadline", 0, func(ctx context.Context, db *sql.DB) error {
+			rows, err := db.QueryContext(ctx, "SELECT n FROM t")
+			if err != nil {
+				return err
+			}
+			var n int64
+			for rows.Next() {
+				if err := rows.Scan(&n); err != nil {
+					_ = rows.Close()
+					return err
+				}
+			}
+			return rows.Close()
+		}},
+		{"conn", 0, fakeOps[3].run},
+		{"par50", 50, func(_ context.Context, db *sql.DB) error {
+			var n int64
+			return db.QueryRow("SELECT n FROM t").Scan(&n)
+		}},
+	}
+	for _, path := range paths {
+		for _, impl := range []benchImpl{budgetPlain, implStack32} {
+			if impl.plain {
+				impl.name = "plain"
+			} else {
+				impl.name = "pgxleak"
+			}
+			b.Run("path="+path.name+"/impl="+impl.name, func(b *testing.B) {
+				impl.use(b)
+				db := openPool(b, impl, &benchConnector{}, 10, 10)
+				warm(b, db, 10)
+				ctx := context.Background()
+				if path.name == "deadline" {
+					var cancel context.CancelFunc
+					ctx, cancel = context.WithTimeout(ctx, time.Hour)
+					defer cancel()
+				}
+				b.ReportAllocs()
+				defer cpuTime(b)()
+				if path.par == 0 {
+					for b.Loop() {
+						if err := path.run(ctx, db); err != nil {
+							b.Fatal(err)
+						}
+					}
+					return
+				}
+				b.SetParallelism(max(1, path.par/runtime.GOMAXPROCS(0)))
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if err := path.run(ctx, db); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
 			})
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -67,7 +68,8 @@ type connState struct {
 	ctx        context.Context // guarded by mu; the checkout's context, for trace links; nil once returned
 	pcs        []uintptr       // guarded by mu; capture buffer, allocated once per connection
 	npcs       int             // guarded by mu
-	statement  string          // owner; guarded by mu
+	statement  string          // owner; guarded by mu; the last statement of any checkout
+	stmtAt     atomic.Uint64   // owner; the checkout (checkouts) that last ran statement
 	txStatus   byte            // owner; guarded by mu
 	suspected  bool            // guarded by mu
 	gcLeaked   bool            // guarded by mu
@@ -86,18 +88,18 @@ type connState struct {
 // checkoutLocked records a checkout. It is the hot path: no allocation, no
 // symbolising; the stack goes into the connection's own buffer.
 func (c *connState) checkoutLocked(ctx context.Context) {
-	c.checkoutAtLocked(ctx, c.tracker.now())
+	now, _ := c.tracker.clockNow()
+	c.checkoutAtLocked(ctx, now)
 }
 
-// checkoutAtLocked is checkoutLocked with the pool time already read (a
-// clock read costs as much as the rest of the checkout).
+// checkoutAtLocked is checkoutLocked with the pool time already read.
 func (c *connState) checkoutAtLocked(ctx context.Context, now int64) {
 	p := c.tracker
 	c.state = stateOut
 	c.checkoutAt = now
 	c.ctx = ctx
 	_, c.internal = ctx.(*internalContext)
-	c.suspected, c.gcLeaked, c.statement = false, false, ""
+	c.suspected, c.gcLeaked = false, false
 	c.npcs = 0
 	if c.internal {
 		return
@@ -128,9 +130,19 @@ func (noContext) Value(any) any               { return nil }
 // session reset.
 func (c *connState) use(ctx context.Context, query string) error {
 	// The common case: checked out already, and the statement is the one
-	// recorded (or none is recorded). Owner-only fields, read without mu.
-	if c.state == stateOut && (query == "" || !c.tracker.cfg.statements || c.statement == query) {
-		return nil
+	// recorded, perhaps by an earlier checkout (or none is recorded).
+	// Owner-only fields, read without mu; marking the statement as this
+	// checkout's is an atomic store instead of a lock round trip.
+	if c.state == stateOut {
+		if query == "" || !c.tracker.cfg.statements {
+			return nil
+		}
+		if c.statement == query {
+			if c.stmtAt.Load() != c.checkouts {
+				c.stmtAt.Store(c.checkouts)
+			}
+			return nil
+		}
 	}
 	c.mu.Lock()
 	if c.state == stateIdle {
@@ -142,6 +154,7 @@ func (c *connState) use(ctx context.Context, query string) error {
 	}
 	if query != "" && c.tracker.cfg.statements {
 		c.statement = query
+		c.stmtAt.Store(c.checkouts)
 	}
 	c.mu.Unlock()
 	return nil
@@ -152,10 +165,10 @@ func (c *connState) use(ctx context.Context, query string) error {
 // lifetime) and must be discarded.
 func (c *connState) checkin() (discard bool) {
 	p := c.tracker
-	now := p.now()
+	now, timed := p.clockNow()
 	c.mu.Lock()
 	if c.state == stateOut {
-		c.returnLocked(now)
+		c.returnLocked(now, timed)
 	}
 	expired := c.expiresAt != 0 && now >= c.expiresAt
 	discard = c.broken || p.cfg.maxUses > 0 && c.uses >= p.cfg.maxUses || expired
@@ -166,14 +179,19 @@ func (c *connState) checkin() (discard bool) {
 	return discard
 }
 
-func (c *connState) returnLocked(now int64) {
+// returnLocked records a return at pool time now; timed says now is the
+// system clock's, and the use time is recorded.
+func (c *connState) returnLocked(now int64, timed bool) {
 	c.state = stateIdle
 	if !c.internal {
 		c.returns++
-		held := now - c.checkoutAt
-		c.tracker.tel.observeUse(held)
+		if timed {
+			c.tracker.tel.observeUse(now - c.checkoutAt)
+		}
 		if c.suspected {
-			s := c.snapshotLocked(now)
+			// The follow-up report says how long it was out: worth a
+			// system clock read, once per leak.
+			s := c.snapshotLocked(c.tracker.now())
 			if c.tracker.enqueue(report{kind: LeakSuspected, resolved: true, snap: s}) {
 				c.tracker.resolvedLeaks.Add(1)
 			}
@@ -236,6 +254,7 @@ func (c *connState) setTxStatus(st byte) {
 type snapshot struct {
 	pcs        []uintptr
 	checkoutAt int64
+	seq        uint64 // the connection's checkout number: with conn, identifies the checkout
 	held       int64
 	pid        uint32
 	statement  string
@@ -248,12 +267,17 @@ type snapshot struct {
 }
 
 func (c *connState) snapshotLocked(now int64) snapshot {
+	statement := c.statement
+	if c.stmtAt.Load() != c.checkouts { // an earlier checkout's
+		statement = ""
+	}
 	return snapshot{
 		pcs:        slices.Clone(c.pcs[:c.npcs]),
 		checkoutAt: c.checkoutAt,
+		seq:        c.checkouts,
 		held:       now - c.checkoutAt,
 		pid:        c.pid,
-		statement:  c.statement,
+		statement:  statement,
 		txStatus:   c.txStatus,
 		suspected:  c.suspected,
 		gcLeaked:   c.gcLeaked,

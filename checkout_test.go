@@ -452,3 +452,72 @@ func hasFrame(fs []pgxleak.Frame, fn string) bool {
 	}
 	return false
 }
+
+// TestCheckoutAllocations: tracking a checkout and its return allocates
+// nothing beyond what database/sql allocates itself, and neither does a
+// statement on a context that can be cancelled (not watched for garbage
+// collection) beyond its Rows wrapper. The counts are compared with a
+// plain pool over the same driver, in the same run.
+func TestCheckoutAllocations(t *testing.T) {
+	deadline, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	for _, tc := range []struct {
+		name  string
+		op    func(db *sql.DB) error
+		extra float64
+	}{
+		{"conn and close", func(db *sql.DB) error {
+			c, err := db.Conn(context.Background())
+			if err != nil {
+				return err
+			}
+			return c.Close()
+		}, 0},
+		{"exec", func(db *sql.DB) error {
+			_, err := db.ExecContext(context.Background(), "UPDATE t SET n = 1")
+			return err
+		}, 0},
+		{"query with a deadline", func(db *sql.DB) error {
+			var n int64
+			return db.QueryRowContext(deadline, "SELECT n FROM t").Scan(&n)
+		}, 1},
+		{"begin and commit", func(db *sql.DB) error {
+			tx, err := db.BeginTx(context.Background(), nil)
+			if err != nil {
+				return err
+			}
+			return tx.Commit()
+		}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if extra := extraAllocs(t, tc.op); extra > tc.extra {
+				t.Errorf("%v allocations per operation beyond plain database/sql's, want at most %v", extra, tc.extra)
+			}
+		})
+	}
+}
+
+// extraAllocs returns how many more allocations op makes on a pgxleak pool
+// than on a plain one, both of 10 connections over the in-memory driver,
+// with pgxleak's defaults (the stack of every checkout, GC detection).
+func extraAllocs(t *testing.T, op func(db *sql.DB) error) float64 {
+	t.Helper()
+	plain := sql.OpenDB(&fakeConnector{})
+	defer plain.Close()
+	plain.SetMaxIdleConns(10)
+	tracked, err := pgxleak.OpenDB(&fakeConnector{}, pgxleak.WithLogger(quiet), pgxleak.WithMaxOpenConns(10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tracked.Close()
+	var n [2]float64
+	for i, db := range []*sql.DB{plain, tracked} {
+		n[i] = testing.AllocsPerRun(200, func() {
+			if err := op(db); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	t.Logf("allocations per operation: plain %v, pgxleak %v", n[0], n[1])
+	return n[1] - n[0]
+}

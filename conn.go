@@ -383,7 +383,7 @@ type connSessionResetter conn
 // answered with ErrBadConn, which makes database/sql discard it and retry.
 func (c *connSessionResetter) ResetSession(ctx context.Context) error {
 	p := c.tracker
-	now := p.now() // one clock read for the expiry check and the checkout
+	now, _ := p.clockNow() // for the expiry check and the checkout
 	if !c.reusableAt(now) {
 		return driver.ErrBadConn
 	}

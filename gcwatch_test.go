@@ -103,3 +103,33 @@ func TestGCWatchConnectionsCollected(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestGCWatchAllocations: a query on a context that can never be cancelled
+// is watched for garbage collection with the connection's one watch, so
+// it allocates one object more than plain database/sql: the Rows wrapper.
+func TestGCWatchAllocations(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		op   func(db *sql.DB) error
+	}{
+		{"QueryRow", func(db *sql.DB) error {
+			var n int64
+			return db.QueryRow("SELECT n FROM t").Scan(&n)
+		}},
+		{"Query, Next, Close", func(db *sql.DB) error {
+			rows, err := db.QueryContext(context.Background(), "SELECT n FROM t")
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+			}
+			return rows.Close()
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if extra := extraAllocs(t, tc.op); extra > 1 {
+				t.Errorf("%v allocations per query beyond plain database/sql's, want at most 1 (the Rows wrapper)", extra)
+			}
+		})
+	}
+}

@@ -276,9 +276,13 @@ func WithConnMaxLifetime(d time.Duration) Option {
 // from [lifetime−d, lifetime], so that connections opened together do not
 // all reconnect together. An expired connection is discarded when it is
 // returned, or when it is checked out again if the driver implements
-// driver.SessionResetter (pgx does); database/sql's own cleaner closes idle
-// ones at the full lifetime. d must not exceed the lifetime. Default: a
-// tenth of the lifetime.
+// driver.SessionResetter (pgx does); one nobody uses is closed by the
+// idle-time cleaner ([WithConnMaxIdleTime]). database/sql's own lifetime
+// is left at 0, because its check reads the system clock on every checkout
+// and return, unless there is no idle time, or it is longer than the
+// lifetime; a later db.SetConnMaxLifetime adds database/sql's check, at
+// that cost. d must not exceed the lifetime. Default: a tenth of the
+// lifetime.
 func WithConnMaxLifetimeJitter(d time.Duration) Option {
 	return optionFunc(func(c *config) {
 		if d < 0 {

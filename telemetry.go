@@ -120,7 +120,7 @@ func newPoolAttrs(name string) *poolAttrs {
 // leakSpan is the span of a suspected leak, kept open after detection so
 // that it can end at the connection's return.
 type leakSpan struct {
-	checkoutAt int64 // identifies the checkout, with the connection
+	seq        uint64 // identifies the checkout, with the connection
 	span       trace.Span
 	detectedAt time.Time
 	open       bool
@@ -230,6 +230,13 @@ func (t *telemetry) observeUse(ns int64) {
 	}
 }
 
+// useTimeRecorded reports whether the use-time histogram records anything:
+// false for the no-op meter provider, and for the global one until the
+// application installs a real one.
+func (t *telemetry) useTimeRecorded() bool {
+	return t.useTime.Enabled(context.Background())
+}
+
 // observe is the callback of the observed instruments. With the *sql.DB at
 // hand (pools opened with Open or OpenDB) the counts and the maximum come
 // from db.Stats(), the idle limits from the options pgxleak applied. For a
@@ -291,7 +298,7 @@ func (t *telemetry) leak(l Leak, s snapshot) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	prev := t.leakSpans[s.conn]
-	if prev != nil && prev.checkoutAt != s.checkoutAt {
+	if prev != nil && prev.seq != s.seq {
 		t.endUnresolved(prev) // an earlier checkout of this connection
 		delete(t.leakSpans, s.conn)
 		prev = nil
@@ -322,7 +329,7 @@ func (t *telemetry) leak(l Leak, s snapshot) {
 		return
 	}
 	span.AddEvent("pgxleak.leak.detected", trace.WithTimestamp(detectedAt))
-	ls := &leakSpan{checkoutAt: s.checkoutAt, span: span, detectedAt: detectedAt, open: true}
+	ls := &leakSpan{seq: s.seq, span: span, detectedAt: detectedAt, open: true}
 	conn := s.conn
 	ls.timer = time.AfterFunc(t.p.cfg.leakThreshold, func() {
 		t.mu.Lock()

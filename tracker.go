@@ -26,6 +26,7 @@ type tracker struct {
 	cfg         *config
 	db          *sql.DB // nil when opened by sql.Open("pgxleak", ...)
 	epoch       time.Time
+	clock       *coarseClock // the hot path's clock (see clockNow)
 	draining    atomic.Bool
 	handingOut  atomic.Int64 // Connect calls under way; Drain waits for them (ResetSession: see there)
 	keeping     atomic.Bool  // a keepMinIdle runs
@@ -88,12 +89,23 @@ func newTracker(cfg *config, defaultName string) *tracker {
 		summary:     time.NewTimer(time.Hour),
 	}
 	p.summary.Stop()
+	p.clock = newCoarseClock(p.epoch, coarseResolution(cfg.leakThreshold))
 	p.tel = newTelemetry(p)
 	return p
 }
 
 // now is the pool's monotonic clock, in nanoseconds since the pool opened.
 func (p *tracker) now() int64 { return int64(time.Since(p.epoch)) }
+
+// clockNow is the pool time for checkouts and returns: the coarse clock,
+// good to its resolution, unless the use-time metric is recorded, which
+// needs the system clock's precision at both ends; timed says which.
+func (p *tracker) clockNow() (now int64, timed bool) {
+	if p.tel.useTimeRecorded() {
+		return p.now(), true
+	}
+	return p.clock.now(), false
+}
 
 func (p *tracker) name() string {
 	p.mu.Lock()
@@ -140,11 +152,11 @@ func (p *tracker) register(c *connState) {
 // closeConn records that database/sql closed a connection; if it was out,
 // this is its return.
 func (p *tracker) closeConn(c *connState) {
-	now := p.now()
+	now, timed := p.now(), p.tel.useTimeRecorded()
 	p.mu.Lock()
 	c.mu.Lock()
 	if c.state == stateOut {
-		c.returnLocked(now)
+		c.returnLocked(now, timed)
 	}
 	if c.state != stateClosed {
 		c.state = stateClosed
@@ -199,6 +211,7 @@ func (p *tracker) start() {
 	p.mu.Unlock()
 	openPools.add(p)
 	p.startDelivery()
+	p.background.Go(func() { p.clock.run(p.stop) })
 	go p.run()
 }
 

@@ -16,7 +16,7 @@ func (p *tracker) tune(db *sql.DB) error {
 	c := p.cfg
 	db.SetMaxOpenConns(c.maxOpen)
 	db.SetMaxIdleConns(c.maxIdle)
-	db.SetConnMaxLifetime(c.maxLifetime)
+	db.SetConnMaxLifetime(c.sqlMaxLifetime())
 	db.SetConnMaxIdleTime(c.maxIdleTime)
 	if c.minIdle > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), c.warmUpTimeout)
@@ -37,6 +37,21 @@ func (p *tracker) tune(db *sql.DB) error {
 		}
 	}
 	return nil
+}
+
+// sqlMaxLifetime is the lifetime database/sql itself is given. pgxleak
+// enforces the jittered lifetime itself: an expired connection is refused
+// at its next checkout (ResetSession) and discarded at its return
+// (IsValid), and the idle-time cleaner closes one nobody uses. A lifetime
+// set on database/sql would cost a system clock read on every checkout
+// and every return (its expired check), so it is left at 0, unless the
+// idle-time cleaner would not close an unused expired connection soon
+// enough: with no idle time, or an idle time longer than the lifetime.
+func (c *config) sqlMaxLifetime() time.Duration {
+	if c.maxLifetime > 0 && (c.maxIdleTime <= 0 || c.maxIdleTime > c.maxLifetime) {
+		return c.maxLifetime
+	}
+	return 0
 }
 
 // internalContext marks the pool's own checkouts (warm-up, keeping idle
