@@ -274,6 +274,7 @@ type reportRate struct {
 // callback, the logger and the tracer.
 func (p *tracker) emit(r report) {
 	l := Leak{Kind: r.kind, Checkout: p.describe(r.snap), Resolved: r.resolved}
+	p.recent.addLeak(l)
 	p.tel.leak(l, r.snap)
 
 	p.reportMu.Lock()

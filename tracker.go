@@ -55,6 +55,9 @@ type tracker struct {
 
 	reportMu sync.Mutex
 	seen     map[reportKey]*reportRate
+
+	history history       // the live page's plots
+	recent  recentReports // the live page's recent reports
 }
 
 func newTracker(cfg *config, defaultName string) *tracker {
@@ -230,6 +233,7 @@ func (p *tracker) run() {
 			}
 		case <-waits:
 			p.tel.sampleWaitStats()
+			p.sampleHistory()
 		}
 	}
 }
