@@ -131,10 +131,19 @@ type ServerView struct {
 // connection with the pool's pgx configuration, so that an exhausted pool
 // does not hold it up; without one (no pgx connection open yet, or another
 // driver), over the pool itself as an internal checkout. ctx bounds it.
+// Errors have the configuration's password masked.
 func (p *tracker) readServerView(ctx context.Context) (ServerView, error) {
+	side, secrets := p.sideDB()
+	v, err := p.readServerViewFrom(ctx, side)
+	if err != nil {
+		err = redactError(err, secrets)
+	}
+	return v, err
+}
+
+func (p *tracker) readServerViewFrom(ctx context.Context, side *sql.DB) (ServerView, error) {
 	var v ServerView
 	var q querier
-	side := p.sideDB()
 	switch {
 	case side != nil:
 		defer side.Close()
@@ -171,9 +180,9 @@ func (p *tracker) readServerView(ctx context.Context) (ServerView, error) {
 }
 
 // sideDB returns a one-connection *sql.DB with the configuration of one of
-// the pool's pgx connections, or nil if none is open. It is not tracked;
-// the caller closes it.
-func (p *tracker) sideDB() *sql.DB {
+// the pool's pgx connections, or nil if none is open, and the passwords to
+// mask in its errors. It is not tracked; the caller closes it.
+func (p *tracker) sideDB() (*sql.DB, []string) {
 	var cfg *pgx.ConnConfig
 	p.each(func(c *connState) {
 		if cfg == nil && c.pgx != nil {
@@ -181,9 +190,9 @@ func (p *tracker) sideDB() *sql.DB {
 		}
 	})
 	if cfg == nil {
-		return nil
+		return nil, nil
 	}
 	db := sql.OpenDB(stdlib.GetConnector(*cfg))
 	db.SetMaxOpenConns(1)
-	return db
+	return db, dsnSecrets("", cfg)
 }
