@@ -196,18 +196,23 @@ func (h *handler) poolPage(ctx context.Context, p *tracker) PoolPage {
 		Reports:        p.recent.list(),
 		Settings:       p.settings(),
 	}
+	pp.capRows()
+	pp.Server = <-view
+	return pp
+}
+
+// capRows keeps the first maxRows checkouts (the longest held) and
+// waiters (the deadlocked first), and counts the others.
+func (pp *PoolPage) capRows() {
 	if n := len(pp.Checkouts); n > maxRows {
 		pp.Checkouts, pp.CheckoutsNotShown = pp.Checkouts[:maxRows], n-maxRows
 	}
 	if n := len(pp.Waiters); n > maxRows {
-		// Deadlocked waiters first: they are the ones to show.
 		slices.SortStableFunc(pp.Waiters, func(a, b Waiter) int {
 			return cmp.Compare(min(len(b.Holds), 1), min(len(a.Holds), 1))
 		})
 		pp.Waiters, pp.WaitersNotShown = pp.Waiters[:maxRows], n-maxRows
 	}
-	pp.Server = <-view
-	return pp
 }
 
 func (p *tracker) settings() Settings {

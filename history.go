@@ -110,9 +110,10 @@ func (p *tracker) sampleHistory() {
 	prev := h.last
 	h.last = cur
 	if !h.lastSet {
+		// The first tick comes one interval after the pool opened: its
+		// counts are everything since then.
 		h.lastSet = true
-		prev = cur
-		prev.At = now.Add(-p.cfg.waitInterval)
+		prev = Sample{At: now.Add(-p.cfg.waitInterval)}
 	}
 	s := cur
 	s.Interval = now.Sub(prev.At)
