@@ -133,12 +133,15 @@ type ServerView struct {
 // driver), over the pool itself as an internal checkout. ctx bounds it.
 // Errors have the configuration's password masked.
 func (p *tracker) readServerView(ctx context.Context) (ServerView, error) {
-	side, secrets := p.sideDB()
+	side, secrets, app := p.sideDB()
 	v, err := p.readServerViewFrom(ctx, side)
 	if err != nil {
-		err = redactError(err, secrets)
+		return v, redactError(err, secrets)
 	}
-	return v, err
+	if side != nil {
+		v.ApplicationName = app
+	}
+	return v, nil
 }
 
 func (p *tracker) readServerViewFrom(ctx context.Context, side *sql.DB) (ServerView, error) {
@@ -167,7 +170,7 @@ func (p *tracker) readServerViewFrom(ctx context.Context, side *sql.DB) (ServerV
 		return v, err
 	}
 	if v.Via == "side connection" {
-		v.ClientBackends-- // the side connection is no part of the fleet
+		v.ClientBackends-- // not this one
 	}
 	v.Available = v.MaxConnections - v.ReservedConnections
 	fleet, err := readFleet(ctx, q, v.Via == "pool")
@@ -179,10 +182,15 @@ func (p *tracker) readServerViewFrom(ctx context.Context, side *sql.DB) (ServerV
 	return v, nil
 }
 
+// sideApplicationName names the side connections in pg_stat_activity, so
+// that they are not counted as the pool's.
+const sideApplicationName = "pgxleak side connection"
+
 // sideDB returns a one-connection *sql.DB with the configuration of one of
-// the pool's pgx connections, or nil if none is open, and the passwords to
-// mask in its errors. It is not tracked; the caller closes it.
-func (p *tracker) sideDB() (*sql.DB, []string) {
+// the pool's pgx connections, or nil if none is open; the passwords to mask
+// in its errors; and the pool's application_name. It is not tracked; the
+// caller closes it.
+func (p *tracker) sideDB() (*sql.DB, []string, string) {
 	var cfg *pgx.ConnConfig
 	p.each(func(c *connState) {
 		if cfg == nil && c.pgx != nil {
@@ -190,9 +198,14 @@ func (p *tracker) sideDB() (*sql.DB, []string) {
 		}
 	})
 	if cfg == nil {
-		return nil, nil
+		return nil, nil, ""
 	}
+	app := cfg.RuntimeParams["application_name"]
+	if cfg.RuntimeParams == nil {
+		cfg.RuntimeParams = make(map[string]string)
+	}
+	cfg.RuntimeParams["application_name"] = sideApplicationName
 	db := sql.OpenDB(stdlib.GetConnector(*cfg))
 	db.SetMaxOpenConns(1)
-	return db, dsnSecrets("", cfg)
+	return db, dsnSecrets("", cfg), app
 }
