@@ -107,9 +107,8 @@ func newPoolView(i int, pp *PoolPage, now time.Time) poolView {
 	if st.MaxOpenConnections > 0 {
 		maxOpen = strconv.Itoa(st.MaxOpenConnections)
 	}
-	waiting := len(pp.Waiters) + pp.WaitersNotShown
-	v.Summary = fmt.Sprintf("%d of %s connections in use, %d idle; %d checked out by users, %d goroutines waiting; %d checkouts, %d suspected leaks (%d came back), %d garbage-collected, %d still out at close",
-		st.InUse, maxOpen, st.Idle, st.CheckedOut, waiting, st.Checkouts, st.Suspected, st.Resolved, st.GarbageCollected, st.StillOut)
+	v.Summary = fmt.Sprintf("%d of %s connections in use, %d idle; %d checked out by users; %d waits for a connection so far (%s in all); %d checkouts, %d suspected leaks (%d came back), %d garbage-collected, %d still out at close",
+		st.InUse, maxOpen, st.Idle, st.CheckedOut, st.WaitCount, short(st.WaitDuration), st.Checkouts, st.Suspected, st.Resolved, st.GarbageCollected, st.StillOut)
 
 	// The holders, and who holds which backend, for the server's
 	// "blocked by" PIDs.
