@@ -68,11 +68,8 @@ type FleetUsage struct {
 	WaitingOnLock     int    `json:"waiting_on_lock"`     // waiting for a lock another backend holds
 }
 
-// maxFleet caps the application names read from the server.
-const maxFleet = 50
-
 // fleetQuery lists client backends per application_name, the largest
-// first. $1 false leaves out the querying session itself (a side
+// first, at most 50 names. $1 false leaves out the querying session itself (a side
 // connection that is no part of any pool).
 const fleetQuery = `SELECT coalesce(application_name, ''), count(*)::int,
 	(count(*) FILTER (WHERE state = 'active'))::int,
