@@ -52,8 +52,9 @@ type PoolPage struct {
 // Settings are a pool's effective settings, defaults resolved.
 type Settings struct {
 	// Tuned is false for a pool opened by sql.Open("pgxleak", dsn): the
-	// pool limits are then database/sql's own (MaxOpen and MaxIdle below
-	// are what they read now) and the others are pgxleak's defaults.
+	// pool limits below (MaxOpen to MaxUses) are then pgxleak's defaults,
+	// not applied, and database/sql's own limits apply; the leak-detection
+	// settings apply either way.
 	Tuned                 bool          `json:"tuned"`
 	MaxOpen               int           `json:"max_open"` // 0 means unlimited
 	MaxIdle               int           `json:"max_idle"`
