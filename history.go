@@ -34,13 +34,14 @@ type Sample struct {
 }
 
 // history is a pool's ring of samples, written by the monitor goroutine
-// and read by the live page. The zero value is ready; the ring is allocated
-// at the first sample, sized for historySpan at the sampling interval.
+// and read by the live page. The zero value is ready. The ring grows with
+// the samples, by append, up to historyLen for the sampling interval, and
+// then wraps: a pool that lives a minute never holds 15 minutes' worth.
 type history struct {
 	mu      sync.Mutex
 	ring    []Sample // guarded by mu
-	next    int      // guarded by mu; where the next sample goes
-	full    bool     // guarded by mu; the ring has wrapped
+	next    int      // guarded by mu; where the next sample goes once full
+	full    bool     // guarded by mu; the ring has reached its length
 	last    Sample   // monitor only: the previous cumulative counters
 	lastSet bool     // monitor only
 }
@@ -59,14 +60,13 @@ func historyLen(interval time.Duration) int {
 func (h *history) add(s Sample, interval time.Duration) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.ring == nil {
-		h.ring = make([]Sample, historyLen(interval))
+	if !h.full {
+		h.ring = append(h.ring, s)
+		h.full = len(h.ring) >= historyLen(interval)
+		return
 	}
 	h.ring[h.next] = s
-	h.next++
-	if h.next == len(h.ring) {
-		h.next, h.full = 0, true
-	}
+	h.next = (h.next + 1) % len(h.ring)
 }
 
 // samples returns the samples, oldest first.
@@ -74,7 +74,7 @@ func (h *history) samples() []Sample {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.full {
-		return append([]Sample(nil), h.ring[:h.next]...)
+		return append([]Sample(nil), h.ring...)
 	}
 	out := make([]Sample, 0, len(h.ring))
 	out = append(out, h.ring[h.next:]...)
