@@ -18,6 +18,14 @@ type Capacity struct {
 	Instances           int // application instances, as given
 	Demand              int // Instances × PoolMax
 	Fits                bool
+
+	// ApplicationName is the application_name of db's sessions (see
+	// [Open]), and Fleet the client backends connected now per
+	// application_name, largest first (at most 50): the real usage of
+	// every program, instance and pool sharing the server, where
+	// Instances is a promise. This pool's entry counts all its instances.
+	ApplicationName string
+	Fleet           []FleetUsage
 }
 
 // String summarises the check, e.g. "4 instances × 10 connections = 40 fit
@@ -40,7 +48,8 @@ func (c Capacity) String() string {
 // superuser_reserved_connections and (PostgreSQL 16+) reserved_connections,
 // and the client backends in pg_stat_activity, and reports whether
 // instances pools the size of db's MaxOpenConnections fit with headroom.
-// It needs one connection from db for one query.
+// It also reads the connections per application_name (Capacity.Fleet).
+// It needs one connection from db for two queries.
 func CheckCapacity(ctx context.Context, db *sql.DB, instances int) (Capacity, error) {
 	if db == nil {
 		return Capacity{}, errors.New("pgxleak: CheckCapacity: nil *sql.DB")
@@ -53,10 +62,16 @@ func CheckCapacity(ctx context.Context, db *sql.DB, instances int) (Capacity, er
 		current_setting('max_connections')::int,
 		current_setting('superuser_reserved_connections')::int
 		  + coalesce(current_setting('reserved_connections', true)::int, 0),
-		(SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int`
-	if err := db.QueryRowContext(ctx, q).Scan(&c.MaxConnections, &c.ReservedConnections, &c.InUse); err != nil {
+		(SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int,
+		current_setting('application_name')`
+	if err := db.QueryRowContext(ctx, q).Scan(&c.MaxConnections, &c.ReservedConnections, &c.InUse, &c.ApplicationName); err != nil {
 		return Capacity{}, fmt.Errorf("pgxleak: CheckCapacity: %w", err)
 	}
+	fleet, err := readFleet(ctx, db, true)
+	if err != nil {
+		return Capacity{}, fmt.Errorf("pgxleak: CheckCapacity: %w", err)
+	}
+	c.Fleet = fleet
 	c.Available = c.MaxConnections - c.ReservedConnections
 	c.Headroom = max(3, c.Available/10)
 	c.Demand = instances * c.PoolMax

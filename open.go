@@ -60,6 +60,7 @@ func (d *Driver) OpenConnector(name string) (driver.Connector, error) {
 		return nil, err
 	}
 	dsn := parseDSN(name)
+	dsn.setApplicationName("")
 	c, err := connectorFor(d.wrapped(), name, dsn, false)
 	if err != nil {
 		return nil, err
@@ -75,6 +76,13 @@ func (d *Driver) OpenConnector(name string) (driver.Connector, error) {
 // tuning in opts over pgxleak's defaults (see [WithMaxOpenConns] and the
 // other options).
 //
+// Over pgx's driver, Open sets the sessions' application_name, unless the
+// DSN (or PGAPPNAME) sets one, to the program's name followed by
+// "/" and the [WithPoolName] name if there is one ("orders-api/primary"),
+// so that pg_stat_activity, [CheckCapacity] and the live page ([Handler])
+// can tell the programs and pools sharing a server apart.
+// sql.Open("pgxleak", dsn) does the same with the program's name.
+//
 // Unlike sql.Open, Open connects when [WithMinIdleConns] asks for warm
 // connections, and then fails if the server is unreachable, and when
 // [WithCapacityCheck] asks for the server's limits. The returned
@@ -85,6 +93,7 @@ func Open(driverName, dsn string, opts ...Option) (*sql.DB, error) {
 		return nil, err
 	}
 	info := parseDSN(dsn)
+	info.setApplicationName(cfg.poolName)
 	var d driver.Driver
 	switch driverName {
 	case DriverName, "pgx", "pgx/v5":
@@ -109,6 +118,12 @@ func Open(driverName, dsn string, opts ...Option) (*sql.DB, error) {
 // OpenDB opens a database over any [driver.Connector] (pgx's
 // stdlib.GetConnector, go-sqlmock, lib/pq, ...), like [sql.OpenDB], with
 // checkout tracking and the pool tuning in opts.
+//
+// Unlike [Open], it cannot set the sessions' application_name (the
+// connector's configuration is the caller's); to make the pool visible in
+// pg_stat_activity and on the live page's fleet, set it on the config:
+//
+//	cfg.RuntimeParams["application_name"] = "orders-api/primary"
 func OpenDB(c driver.Connector, opts ...Option) (*sql.DB, error) {
 	if c == nil {
 		return nil, errors.New("pgxleak: OpenDB: nil connector")

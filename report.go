@@ -469,6 +469,7 @@ func (p *tracker) summarize(final bool) {
 // the logger and the OnLeak callback.
 func (p *tracker) emit(r report) {
 	l := Leak{Kind: r.kind, Checkout: p.describe(r.snap), Resolved: r.resolved, Earlier: p.earlier(r)}
+	p.recent.addLeak(l)
 	p.tel.leak(l, r.snap)
 	if !p.admit(&l) {
 		return

@@ -67,6 +67,9 @@ type tracker struct {
 	delivered        chan struct{} // closed when the callback's goroutine is done
 	deliverGoroutine atomic.Uint64 // its ID, to recognise Close called from the callback
 	lagging          atomic.Bool   // the callback's queue is full
+
+	history history       // the live page's plots
+	recent  recentReports // the live page's recent reports
 }
 
 func newTracker(cfg *config, defaultName string) *tracker {
@@ -259,6 +262,7 @@ func (p *tracker) run() {
 			}
 		case <-waits:
 			p.tel.sampleWaitStats()
+			p.sampleHistory()
 		}
 	}
 }

@@ -229,6 +229,7 @@ func (t *telemetry) endEpisode(truncated bool) {
 		w.previous = trace.SpanContext{}
 		return
 	}
+	t.p.recent.addEpisode(ep)
 	sc := t.emitEpisode(ep, truncated, w.previous)
 	w.previous = trace.SpanContext{}
 	if truncated {

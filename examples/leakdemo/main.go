@@ -6,6 +6,12 @@
 //
 //	go run ./examples/leakdemo
 //
+// With -http it keeps running instead and serves the service and pgxleak's
+// live page, so that you can watch the pool fill up and the culprit lines:
+//
+//	go run ./examples/leakdemo -http :8080
+//	open http://localhost:8080/debug/pgxleak/
+//
 // It connects to DATABASE_URL, or to the local server at 127.0.0.1:5432
 // (user postgres, database test).
 package main
@@ -14,12 +20,14 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"flag"
 	"fmt"
 	"log"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers "pgx"
@@ -66,6 +74,8 @@ func (s *server) healthy(w http.ResponseWriter, r *http.Request) {
 }
 
 func main() {
+	addr := flag.String("http", "", "keep running and serve the service and the live page at this address (e.g. :8080)")
+	flag.Parse()
 	dsn, fromEnv := os.LookupEnv("DATABASE_URL")
 	if !fromEnv || dsn == "" {
 		dsn, fromEnv = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", false
@@ -82,6 +92,10 @@ func main() {
 		},
 	}))
 	reports := make(chan pgxleak.Leak, 16)
+	if *addr != "" {
+		serve(*addr, dsn, fromEnv, logger)
+		return
+	}
 	db, err := pgxleak.Open("pgx", dsn,
 		pgxleak.WithMaxOpenConns(4),
 		pgxleak.WithMinIdleConns(2),
@@ -160,4 +174,70 @@ func hint(fromEnv bool) string {
 		return "hint: is the server DATABASE_URL names running, and does it accept this user and database?"
 	}
 	return "hint: start PostgreSQL on 127.0.0.1:5432 (user postgres, database test), or set DATABASE_URL"
+}
+
+// serve runs the demo service with the live page until interrupted. A
+// client calls the handlers in a loop: the leaky one every few seconds, so
+// the pool of 4 fills up within a minute and the healthy requests start
+// waiting; then the demo drains the pool and starts over.
+func serve(addr, dsn string, fromEnv bool, logger *slog.Logger) {
+	mux := http.NewServeMux()
+	mux.Handle("/debug/pgxleak/", pgxleak.Handler()) // in a real service: behind your own authentication
+	srv := &http.Server{Addr: addr, Handler: mux}
+	go func() {
+		if err := srv.ListenAndServe(); err != nil {
+			log.Fatalf("leakdemo: %v", err)
+		}
+	}()
+	fmt.Printf("leakdemo: open http://%s/debug/pgxleak/ and watch the pool fill up (Ctrl-C to stop)\n", displayAddr(addr))
+	for round := 1; ; round++ {
+		db, err := pgxleak.Open("pgx", dsn,
+			pgxleak.WithPoolName("leakdemo"),
+			pgxleak.WithMaxOpenConns(4),
+			pgxleak.WithLeakThreshold(2*time.Second),
+			pgxleak.WithLogger(logger),
+		)
+		if err != nil {
+			log.Fatalf("leakdemo: %v\n%s", err, hint(fromEnv))
+		}
+		s := &server{db: db}
+		calls := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch r.URL.Path {
+			case "/leaky":
+				s.leaky(w, r)
+			case "/slow":
+				s.slow(w, r)
+			default:
+				s.healthy(w, r)
+			}
+		}))
+		fmt.Printf("leakdemo: round %d: a fresh pool of 4; a leak every 8 seconds fills it in half a minute\n", round)
+		client := &http.Client{Timeout: 2 * time.Second} // requests stuck behind a full pool give up
+		for i := range 120 {
+			path := "/healthy"
+			switch {
+			case i%16 == 4:
+				path = "/leaky"
+			case i%16 == 10:
+				path = "/slow"
+			}
+			go func() {
+				if resp, err := client.Get(calls.URL + path); err == nil {
+					resp.Body.Close()
+				}
+			}()
+			time.Sleep(500 * time.Millisecond)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = pgxleak.Drain(ctx, db) // reports what is still out, and closes the pool
+		cancel()
+		calls.Close() // after the drain, which ends the calls still waiting for a connection
+	}
+}
+
+func displayAddr(addr string) string {
+	if strings.HasPrefix(addr, ":") {
+		return "localhost" + addr
+	}
+	return addr
 }

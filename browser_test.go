@@ -1,0 +1,160 @@
+package pgxleak_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/pgtest"
+
+	"net/http/httptest"
+)
+
+// chromium finds a Chromium to drive: $PGXLEAK_CHROMIUM, or Debian's
+// chromium package. Without one the browser test skips, loudly, unless
+// $PGXLEAK_REQUIRE_CHROMIUM is set (CI sets it), and then fails.
+func chromium(t *testing.T) string {
+	t.Helper()
+	names := []string{os.Getenv("PGXLEAK_CHROMIUM"), "chromium", "chromium-browser", "google-chrome", "google-chrome-stable"}
+	for _, n := range names {
+		if n == "" {
+			continue
+		}
+		if p, err := exec.LookPath(n); err == nil {
+			return p
+		}
+	}
+	msg := "*** NO CHROMIUM FOUND: the live page was NOT tested in a real browser. Install Debian's chromium package (apt-get install chromium; .ci/run does) or set PGXLEAK_CHROMIUM ***"
+	if os.Getenv("PGXLEAK_REQUIRE_CHROMIUM") != "" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+	return ""
+}
+
+// artifactDir is where test artefacts (the page's screenshot) go:
+// $PGXLEAK_ARTIFACTS, or a directory under the system's temporary one.
+// Nothing there is committed.
+func artifactDir(t *testing.T) string {
+	dir := os.Getenv("PGXLEAK_ARTIFACTS")
+	if dir == "" {
+		dir = filepath.Join(os.TempDir(), "pgxleak-artifacts")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestHandlerInBrowser loads the page in headless Chromium, from a test
+// server with a leaking pool and a stalled one, takes a screenshot, and
+// checks the DOM after the page's script ran: the holder's culprit is
+// there, every plot's polyline has one point per sample, the script ran
+// (the content security policy let it), and nothing was logged to the
+// console.
+func TestHandlerInBrowser(t *testing.T) {
+	bin := chromium(t)
+
+	leaky, _ := openTest(t, pgxleak.WithPoolName("browser-leak"), pgxleak.WithWaitSampleInterval(50*time.Millisecond))
+	at := lineBelow()
+	rows, err := leaky.QueryContext(t.Context(), "SELECT 1") // leaked until the test ends
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+
+	stalled, _ := openTest(t, pgxleak.WithPoolName("browser-stalled"), pgxleak.WithMaxOpenConns(1), pgxleak.WithWaitSampleInterval(50*time.Millisecond))
+	held, err := stalled.Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	waitCtx, stopWaiting := context.WithCancel(t.Context())
+	waiterDone := make(chan struct{})
+	go func() { // waits for the held connection until the test ends
+		defer close(waiterDone)
+		if c, err := stalled.Conn(waitCtx); err == nil {
+			c.Close()
+		}
+	}()
+	defer func() { stopWaiting(); <-waiterDone }()
+
+	srv := httptest.NewServer(pgxleak.Handler(leaky, stalled))
+	defer srv.Close()
+	pgtest.WaitFor(t, 10*time.Second, "3 samples in each pool, and the waiter counted", func() bool {
+		p := getPage(t, srv.URL)
+		return len(p.Pools) == 2 && len(p.Pools[0].History) >= 3 && len(p.Pools[1].History) >= 3 && stalled.Stats().WaitCount == 1
+	})
+
+	profile, err := os.MkdirTemp("", "pgxleak-chromium-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(profile)
+	shot := filepath.Join(artifactDir(t), "pgxleak-page.png")
+	_ = os.Remove(shot)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+		"--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+		"--disable-dev-shm-usage", "--user-data-dir="+profile,
+		"--enable-logging=stderr", "--v=0", // console messages go to stderr as INFO:CONSOLE lines
+		"--window-size=1400,2600", "--screenshot="+shot, "--dump-dom", srv.URL+"/")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("chromium: %v\n%s", err, stderr.String())
+	}
+	t.Logf("chromium took %v; screenshot: %s", time.Since(start).Round(time.Millisecond), shot)
+	after := getPage(t, srv.URL)
+	dom := stdout.String()
+
+	for _, line := range strings.Split(stderr.String(), "\n") {
+		if strings.Contains(line, ":CONSOLE") {
+			t.Errorf("console message: %s", line)
+		}
+	}
+	if !strings.Contains(dom, `<span class="mono culprit">`+at.short()) {
+		t.Errorf("the DOM lacks the holder's culprit %s", at.short())
+	}
+	if !strings.Contains(dom, "Live: refreshed every 5 s.") {
+		t.Error("the page's script did not run")
+	}
+	for _, want := range []string{"Pool browser-leak", "Pool browser-stalled", "1 of 1 connections in use"} {
+		if !strings.Contains(dom, want) {
+			t.Errorf("the DOM lacks %q", want)
+		}
+	}
+	svgs := regexp.MustCompile(`(?s)<svg class="plot"[^>]*data-points="(\d+)">(.*?)</svg>`).FindAllStringSubmatch(dom, -1)
+	if len(svgs) != 10 {
+		t.Errorf("%d plots in the DOM, want 10 (5 per pool)", len(svgs))
+	}
+	maxSamples := max(len(after.Pools[0].History), len(after.Pools[1].History))
+	for _, s := range svgs {
+		n, _ := strconv.Atoi(s[1])
+		if n < 3 || n > maxSamples {
+			t.Errorf("a plot of %d samples; want 3 to %d", n, maxSamples)
+		}
+		lines := regexp.MustCompile(`<polyline class="s\d" points="([^"]*)"`).FindAllStringSubmatch(s[2], -1)
+		if len(lines) == 0 {
+			t.Error("a plot without a polyline")
+		}
+		for _, l := range lines {
+			if got := len(strings.Fields(l[1])); got != n {
+				t.Errorf("a polyline of %d points in a plot of %d samples", got, n)
+			}
+		}
+	}
+	if fi, err := os.Stat(shot); err != nil || fi.Size() == 0 {
+		t.Errorf("no screenshot: %v", err)
+	}
+}

@@ -1,0 +1,357 @@
+package pgxleak_test
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/pgtest"
+)
+
+// get fetches url and returns its body, failing t on any error or a
+// status other than 200.
+func get(t testing.TB, url string) (string, http.Header) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s: %s", url, resp.Status, body)
+	}
+	return string(body), resp.Header
+}
+
+// getPage fetches the JSON, decoding it strictly into the documented
+// struct: a field the struct does not have fails the test.
+func getPage(t testing.TB, url string) pgxleak.Page {
+	t.Helper()
+	body, h := get(t, url+"?format=json")
+	if ct := h.Get("Content-Type"); ct != "application/json" {
+		t.Fatalf("Content-Type %q, want application/json", ct)
+	}
+	dec := json.NewDecoder(strings.NewReader(body))
+	dec.DisallowUnknownFields()
+	var p pgxleak.Page
+	if err := dec.Decode(&p); err != nil {
+		t.Fatalf("decoding the JSON into pgxleak.Page: %v\n%s", err, body)
+	}
+	return p
+}
+
+func poolNamed(t testing.TB, p pgxleak.Page, name string) pgxleak.PoolPage {
+	t.Helper()
+	for _, pp := range p.Pools {
+		if pp.Pool == name {
+			return pp
+		}
+	}
+	t.Fatalf("no pool %q on the page", name)
+	return pgxleak.PoolPage{}
+}
+
+// TestHandlerLeakCulprit: a live leak's culprit line is in the HTML and in
+// the JSON, which round-trips through the documented struct.
+func TestHandlerLeakCulprit(t *testing.T) {
+	db, _ := openTest(t, pgxleak.WithPoolName("page-leak"), pgxleak.WithWaitSampleInterval(20*time.Millisecond))
+	at := lineBelow()
+	rows, err := db.QueryContext(t.Context(), "SELECT 1") // leaked until the test ends
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+
+	srv := httptest.NewServer(pgxleak.Handler(db))
+	defer srv.Close()
+
+	html, h := get(t, srv.URL)
+	if ct := h.Get("Content-Type"); ct != "text/html; charset=utf-8" {
+		t.Errorf("Content-Type %q", ct)
+	}
+	if !strings.Contains(html, at.short()) {
+		t.Errorf("the page lacks the culprit %s", at.short())
+	}
+	if !strings.Contains(html, "Pool page-leak") {
+		t.Error("the page lacks the pool's name")
+	}
+
+	p := getPage(t, srv.URL)
+	pp := poolNamed(t, p, "page-leak")
+	if len(pp.Checkouts) != 1 || pp.Checkouts[0].Culprit.Line != at.line || !strings.HasSuffix(pp.Checkouts[0].Culprit.File, "handler_test.go") {
+		t.Fatalf("checkouts %+v, want one at %s", pp.Checkouts, at)
+	}
+	if pp.Checkouts[0].LastStatement != "SELECT 1" || pp.Stats.CheckedOut != 1 {
+		t.Errorf("statement %q, checked out %d", pp.Checkouts[0].LastStatement, pp.Stats.CheckedOut)
+	}
+	if pp.Settings.MaxOpen != pgxleak.DefaultMaxOpenConns || !pp.Settings.Tuned || pp.SampleInterval != 20*time.Millisecond {
+		t.Errorf("settings %+v, interval %v", pp.Settings, pp.SampleInterval)
+	}
+	// Round trip: what was decoded encodes to the same JSON.
+	body, _ := get(t, srv.URL+"?format=json")
+	var again pgxleak.Page
+	if err := json.Unmarshal([]byte(body), &again); err != nil {
+		t.Fatal(err)
+	}
+	var b1, b2 bytes.Buffer
+	_ = json.NewEncoder(&b1).Encode(again)
+	var raw any
+	_ = json.Unmarshal([]byte(body), &raw)
+	var back any
+	_ = json.Unmarshal(b1.Bytes(), &back)
+	_ = json.NewEncoder(&b2).Encode(raw)
+	var b3 bytes.Buffer
+	_ = json.NewEncoder(&b3).Encode(back)
+	if b2.String() != b3.String() {
+		t.Errorf("the JSON does not survive a round trip through pgxleak.Page:\n%s\n%s", b2.String(), b3.String())
+	}
+}
+
+// TestHandlerPlotPoints: every polyline has one point per sample.
+func TestHandlerPlotPoints(t *testing.T) {
+	db, _ := openTest(t, pgxleak.WithPoolName("page-plot"), pgxleak.WithWaitSampleInterval(10*time.Millisecond))
+	srv := httptest.NewServer(pgxleak.Handler(db))
+	defer srv.Close()
+	for range 5 {
+		if _, err := db.ExecContext(t.Context(), "SELECT 1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var before pgxleak.PoolPage
+	pgtest.WaitFor(t, 10*time.Second, "5 samples", func() bool {
+		before = getPage(t, srv.URL).Pools[0]
+		return len(before.History) >= 5
+	})
+	html, _ := get(t, srv.URL)
+	after := getPage(t, srv.URL).Pools[0]
+
+	svgs := regexp.MustCompile(`(?s)<svg class="plot"[^>]*data-points="(\d+)">(.*?)</svg>`).FindAllStringSubmatch(html, -1)
+	if len(svgs) != 5 {
+		t.Fatalf("%d plots, want 5", len(svgs))
+	}
+	for _, s := range svgs {
+		n, _ := strconv.Atoi(s[1])
+		if n < len(before.History) || n > len(after.History) {
+			t.Errorf("plot of %d samples; the history had %d before and %d after", n, len(before.History), len(after.History))
+		}
+		lines := regexp.MustCompile(`<polyline class="s\d" points="([^"]*)"`).FindAllStringSubmatch(s[2], -1)
+		if len(lines) == 0 {
+			t.Errorf("a plot without a polyline: %s", s[2])
+		}
+		for _, l := range lines {
+			if got := len(strings.Fields(l[1])); got != n {
+				t.Errorf("polyline with %d points, want %d (one per sample)", got, n)
+			}
+		}
+	}
+	var sum uint64
+	for _, s := range after.History {
+		sum += s.Checkouts
+	}
+	if last := after.History[len(after.History)-1]; sum < 5 || last.MaxOpen != pgxleak.DefaultMaxOpenConns {
+		t.Errorf("history: %d checkouts in all (want at least 5), last sample %+v", sum, last)
+	}
+}
+
+// TestHandlerEscapes: statement text and pool names are user input; a
+// <script> in them is shown as text.
+func TestHandlerEscapes(t *testing.T) {
+	const evil = `<script>alert("x")</script>`
+	db, _ := openTest(t, pgxleak.WithPoolName("<b>"+evil))
+	rows, err := db.QueryContext(t.Context(), "SELECT '"+evil+"'")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	srv := httptest.NewServer(pgxleak.Handler(db))
+	defer srv.Close()
+	for _, q := range []string{"", "?fragment=pools"} {
+		html, _ := get(t, srv.URL+q)
+		if strings.Contains(html, "<script>alert") || strings.Contains(html, "<b>") {
+			t.Errorf("%q: user text rendered as markup", q)
+		}
+		if !strings.Contains(html, "SELECT &#39;&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;&#39;") {
+			t.Errorf("%q: the statement is not shown as text", q)
+		}
+	}
+}
+
+// TestHandlerMethods: only GET and HEAD.
+func TestHandlerMethods(t *testing.T) {
+	srv := httptest.NewServer(pgxleak.Handler())
+	defer srv.Close()
+	for _, m := range []string{http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodPatch, http.MethodOptions} {
+		req, _ := http.NewRequest(m, srv.URL, strings.NewReader("x"))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET, HEAD" {
+			t.Errorf("%s: %s, Allow %q; want 405 with Allow: GET, HEAD", m, resp.Status, resp.Header.Get("Allow"))
+		}
+	}
+	resp, err := http.Head(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("HEAD: %s", resp.Status)
+	}
+}
+
+// TestHandlerPools: with no arguments, every open pool, by name; with
+// arguments, those only; a closed pool goes.
+func TestHandlerPools(t *testing.T) {
+	a, _ := openTest(t, pgxleak.WithPoolName("page-pools-b"))
+	b, _ := openTest(t, pgxleak.WithPoolName("page-pools-a"))
+	srv := httptest.NewServer(pgxleak.Handler())
+	defer srv.Close()
+	html, _ := get(t, srv.URL)
+	ia, ib := strings.Index(html, "Pool page-pools-a"), strings.Index(html, "Pool page-pools-b")
+	if ia < 0 || ib < 0 || ib < ia {
+		t.Errorf("pools not both listed by name, in order (a at %d, b at %d)", ia, ib)
+	}
+	p := getPage(t, srv.URL)
+	poolNamed(t, p, "page-pools-a")
+	poolNamed(t, p, "page-pools-b")
+
+	one := httptest.NewServer(pgxleak.Handler(a))
+	defer one.Close()
+	if p := getPage(t, one.URL); len(p.Pools) != 1 || p.Pools[0].Pool != "page-pools-b" {
+		t.Errorf("Handler(a) shows %d pools", len(p.Pools))
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if html, _ := get(t, srv.URL); strings.Contains(html, "Pool page-pools-a") {
+		t.Error("a closed pool is still listed")
+	}
+	other, err := sql.Open("pgx", "postgres://nobody@127.0.0.1:1/none") // never connects
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	plain := httptest.NewServer(pgxleak.Handler(other))
+	defer plain.Close()
+	if html, _ := get(t, plain.URL); !strings.Contains(html, "not opened by pgxleak") {
+		t.Error("a *sql.DB not opened through pgxleak is not explained")
+	}
+}
+
+// TestHandlerFleet: two pools with different names on the same server are
+// two application_names, with their connection counts, on the page and in
+// CheckCapacity.
+func TestHandlerFleet(t *testing.T) {
+	// pgtest's DSN names its connections; pgxleak would keep that name.
+	cfg, err := pgx.ParseConfig(pgtest.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dsn := fmt.Sprintf("host=%s port=%d user=%s password='%s' dbname=%s sslmode=disable",
+		cfg.Host, cfg.Port, cfg.User, strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(cfg.Password), cfg.Database)
+	open := func(name string, n int) (*sql.DB, string) {
+		db, err := pgxleak.Open("pgx", dsn, pgxleak.WithPoolName(name), pgxleak.WithLogger(quiet))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = db.Close() })
+		for range n {
+			c, err := db.Conn(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = c.Close() })
+		}
+		var app string
+		if err := db.QueryRowContext(t.Context(), "SELECT current_setting('application_name')").Scan(&app); err != nil {
+			t.Fatal(err)
+		}
+		return db, app
+	}
+	a, appA := open("fleet-a", 2)
+	b, appB := open("fleet-b", 3)
+	if appA == appB || !strings.HasSuffix(appA, "/fleet-a") {
+		t.Fatalf("application_names %q and %q", appA, appB)
+	}
+	// The query above took one more connection from each pool: 3 and 4.
+	want := map[string]int{appA: 3, appB: 4}
+	counts := func(fleet []pgxleak.FleetUsage) map[string]int {
+		got := map[string]int{}
+		for _, f := range fleet {
+			if _, ok := want[f.ApplicationName]; ok {
+				got[f.ApplicationName] = f.Connections
+			}
+		}
+		return got
+	}
+
+	srv := httptest.NewServer(pgxleak.Handler(a, b))
+	defer srv.Close()
+	var p pgxleak.Page
+	pgtest.WaitFor(t, 10*time.Second, "the server view", func() bool {
+		p = getPage(t, srv.URL)
+		return !p.Pools[0].Server.ReadAt.IsZero() && !p.Pools[1].Server.ReadAt.IsZero()
+	})
+	for _, pp := range p.Pools {
+		if got := counts(pp.Server.Fleet); len(got) != 2 || got[appA] != 3 || got[appB] != 4 {
+			t.Errorf("pool %s: fleet %v, want %v", pp.Pool, got, want)
+		}
+		if pp.Server.MaxConnections == 0 || pp.Server.Available != pp.Server.MaxConnections-pp.Server.ReservedConnections {
+			t.Errorf("pool %s: limits %+v", pp.Pool, pp.Server)
+		}
+	}
+	if got := poolNamed(t, p, "fleet-a").Server.ApplicationName; got != appA {
+		t.Errorf("fleet-a's application_name %q, want %q", got, appA)
+	}
+	html, _ := get(t, srv.URL)
+	if !strings.Contains(html, `<tr class="self"><td class="mono">`+appA+`</td><td class="n">3</td>`) {
+		t.Error("the page does not show fleet-a's row, marked as this pool's")
+	}
+
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	capa, err := pgxleak.CheckCapacity(ctx, a, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// CheckCapacity's query runs on one of fleet-a's idle connections.
+	if got := counts(capa.Fleet); got[appA] != 3 || got[appB] != 4 || capa.ApplicationName != appA {
+		t.Errorf("CheckCapacity: fleet %v, application_name %q", got, capa.ApplicationName)
+	}
+}
+
+// TestOpenApplicationName: the DSN's application_name wins.
+func TestOpenApplicationName(t *testing.T) {
+	dsn := pgtest.WithParams(pgtest.NewDatabase(t), map[string]string{"application_name": "mine"})
+	db, err := pgxleak.Open("pgx", dsn, pgxleak.WithPoolName("p"), pgxleak.WithLogger(quiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var app string
+	if err := db.QueryRowContext(t.Context(), "SELECT current_setting('application_name')").Scan(&app); err != nil {
+		t.Fatal(err)
+	}
+	if app != "mine" {
+		t.Errorf("application_name %q, want the DSN's", app)
+	}
+}

@@ -1,0 +1,539 @@
+package pgxleak
+
+import (
+	"cmp"
+	_ "embed"
+	"fmt"
+	"html/template"
+	"io"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pgxleak/pgxleak/internal/stack"
+)
+
+// page.html is the live page's template: the page, and the "pools"
+// fragment its script fetches to refresh itself. Everything it shows goes
+// through html/template's contextual escaping.
+//
+//go:embed page.html
+var pageHTML string
+
+var pageTemplate = template.Must(template.New("page").Parse(pageHTML))
+
+// liveEvery is how often the page's script refreshes the pools.
+const liveEvery = 5 * time.Second
+
+func renderPage(w io.Writer, p Page, nonce string) error {
+	return pageTemplate.Execute(w, newPageView(p, nonce))
+}
+
+func renderPools(w io.Writer, p Page) error {
+	return pageTemplate.ExecuteTemplate(w, "pools", newPageView(p, ""))
+}
+
+// pageView is what the template renders: the page with every value
+// formatted and the plots laid out.
+type pageView struct {
+	TakenAt   string
+	Nonce     string
+	LiveEvery int // milliseconds
+	Pools     []poolView
+}
+
+type poolView struct {
+	ID        string
+	Name      string
+	Summary   string
+	Notes     []string
+	Deadlocks []string
+	Plots     []plotView
+	Holders   []holderView
+	NotShown  int
+	Waiters   []waiterGroup
+	WaitersNS int
+	Reports   []reportView
+	Settings  [][2]string
+	Capacity  []string
+	Server    ServerView
+	Fleet     []fleetRow
+}
+
+type holderView struct {
+	Key, Culprit, Held, Tx, Holder, Server, PID, Statement string
+	HolderBad, Suspected                                   bool
+	Stack, HolderStack                                     string
+}
+
+type waiterGroup struct {
+	Key, At, Longest, Goroutines, Holds, Stack string
+	Count                                      int
+	Deadlock                                   bool
+}
+
+type reportView struct {
+	Kind, Headline, Last, First, Stack string
+	Count                              int
+	Bad                                bool
+}
+
+type fleetRow struct {
+	FleetUsage
+	Self bool
+}
+
+func newPageView(p Page, nonce string) pageView {
+	v := pageView{TakenAt: p.TakenAt.Format("15:04:05 MST, 2 Jan 2006"), Nonce: nonce, LiveEvery: int(liveEvery / time.Millisecond)}
+	for i := range p.Pools {
+		v.Pools = append(v.Pools, newPoolView(i, &p.Pools[i], p.TakenAt))
+	}
+	return v
+}
+
+func newPoolView(i int, pp *PoolPage, now time.Time) poolView {
+	st := pp.Stats
+	v := poolView{
+		ID:        "pool-" + strconv.Itoa(i),
+		Name:      pp.Pool,
+		Notes:     pp.Notes,
+		NotShown:  pp.CheckoutsNotShown,
+		WaitersNS: pp.WaitersNotShown,
+		Server:    pp.Server,
+	}
+	maxOpen := "unlimited"
+	if st.MaxOpenConnections > 0 {
+		maxOpen = strconv.Itoa(st.MaxOpenConnections)
+	}
+	v.Summary = fmt.Sprintf("%d of %s connections in use, %d idle; %d checked out by users; %d waits for a connection so far (%s in all); %d checkouts, %d suspected leaks (%d came back), %d garbage-collected, %d still out at close",
+		st.InUse, maxOpen, st.Idle, st.CheckedOut, st.WaitCount, short(st.WaitDuration), st.Checkouts, st.Suspected, st.Resolved, st.GarbageCollected, st.StillOut)
+
+	// The holders, and who holds which backend, for the server's
+	// "blocked by" PIDs.
+	byPID := make(map[uint32]Checkout)
+	for _, c := range pp.Checkouts {
+		if c.BackendPID != 0 {
+			byPID[c.BackendPID] = c
+		}
+	}
+	for _, c := range pp.Checkouts {
+		v.Holders = append(v.Holders, newHolderView(v.ID, c, byPID))
+	}
+
+	v.Waiters = groupWaiters(v.ID, pp.Waiters)
+	for _, g := range v.Waiters {
+		if g.Deadlock {
+			v.Deadlocks = append(v.Deadlocks, fmt.Sprintf("DEADLOCK: %d goroutine(s) wait for a connection at %s while holding one of the same pool, checked out at %s: they wait for themselves.",
+				g.Count, g.At, g.Holds))
+		}
+	}
+	if wholePoolDeadlocked(pp) {
+		v.Deadlocks = append([]string{fmt.Sprintf("The whole pool is deadlocked: all %d connections are held by goroutines that are themselves waiting for a connection of this pool.", st.InUse)}, v.Deadlocks...)
+	}
+
+	for _, r := range pp.Reports {
+		rv := reportView{Kind: r.Kind, Headline: r.Headline, Count: r.Count, Last: ago(now, r.Last), First: ago(now, r.First),
+			Bad: r.Kind == "deadlock" || r.Kind == "garbage_collected"}
+		if r.Checkout != nil && len(r.Checkout.Stack) > 0 {
+			rv.Stack = r.Checkout.StackString()
+		}
+		v.Reports = append(v.Reports, rv)
+	}
+
+	v.Plots = newPlots(pp, now)
+	v.Settings = settingsRows(pp.Settings)
+	v.Capacity = capacityLines(pp, st)
+	for _, f := range pp.Server.Fleet {
+		v.Fleet = append(v.Fleet, fleetRow{FleetUsage: f, Self: f.ApplicationName == pp.Server.ApplicationName})
+	}
+	return v
+}
+
+func newHolderView(poolID string, c Checkout, byPID map[uint32]Checkout) holderView {
+	h := holderView{
+		Key:       fmt.Sprintf("%s-h-%d-%d", poolID, c.BackendPID, c.CheckedOutAt.UnixNano()),
+		Culprit:   c.Culprit.String(),
+		Held:      short(c.Held),
+		Tx:        c.TxStatus,
+		Holder:    "unknown",
+		Server:    "unknown",
+		Statement: c.LastStatement,
+		Suspected: c.Suspected,
+		Stack:     c.StackString(),
+	}
+	if c.BackendPID != 0 {
+		h.PID = strconv.FormatUint(uint64(c.BackendPID), 10)
+	}
+	if g := c.Holder; g != nil {
+		switch {
+		case g.Exited:
+			h.Holder, h.HolderBad = "exited: nothing can return it unless it handed its Rows, Tx or Conn to another goroutine", true
+		default:
+			s := fmt.Sprintf("goroutine %d", g.Goroutine)
+			if g.State != "" {
+				s += ", " + g.State
+				if g.Waiting > 0 {
+					s += " for " + short(g.Waiting)
+				}
+			}
+			if g.At.Line != 0 {
+				s += ", now at " + g.At.String()
+			}
+			h.Holder = s
+		}
+		if g.MatchedBy != "" && g.MatchedBy != "goroutine id" {
+			h.Holder += " (matched by " + g.MatchedBy + ")"
+		}
+		if len(g.Stack) > 0 {
+			h.HolderStack = stack.Format(toStackFrames(g.Stack))
+		}
+	}
+	if s := c.Server; s != nil {
+		parts := []string{s.State}
+		if s.WaitEventType != "" {
+			parts = append(parts, "waiting on "+s.WaitEventType+" "+s.WaitEvent)
+		}
+		for _, pid := range s.BlockedBy {
+			b := fmt.Sprintf("blocked by PID %d", pid)
+			if other, ok := byPID[pid]; ok {
+				b += " (checked out at " + other.Culprit.String() + ")"
+			}
+			parts = append(parts, b)
+		}
+		h.Server = strings.Join(parts, ", ")
+	}
+	return h
+}
+
+// groupWaiters groups the waiters by the line that asked for a
+// connection, deadlocked groups first, then the largest.
+func groupWaiters(poolID string, ws []Waiter) []waiterGroup {
+	type group struct {
+		at       Frame
+		deadlock bool
+		n        int
+		longest  time.Duration
+		ids      []string
+		holds    []string
+		stack    []Frame
+	}
+	var order []*group
+	groups := make(map[[2]any]*group)
+	for _, w := range ws {
+		dl := len(w.Holds) > 0
+		k := [2]any{w.At, dl}
+		g := groups[k]
+		if g == nil {
+			g = &group{at: w.At, deadlock: dl, stack: w.Stack}
+			groups[k] = g
+			order = append(order, g)
+		}
+		g.n++
+		g.longest = max(g.longest, w.Waited)
+		if len(g.ids) < 20 {
+			g.ids = append(g.ids, strconv.FormatUint(w.Goroutine, 10))
+		}
+		for _, c := range w.Holds {
+			if s := c.Culprit.String(); !slices.Contains(g.holds, s) {
+				g.holds = append(g.holds, s)
+			}
+		}
+	}
+	slices.SortStableFunc(order, func(a, b *group) int {
+		if a.deadlock != b.deadlock {
+			if a.deadlock {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Compare(b.n, a.n)
+	})
+	out := make([]waiterGroup, len(order))
+	for i, g := range order {
+		ids := strings.Join(g.ids, ", ")
+		if g.n > len(g.ids) {
+			ids += fmt.Sprintf(" and %d more", g.n-len(g.ids))
+		}
+		longest := "under a minute"
+		if g.longest > 0 {
+			longest = short(g.longest)
+		}
+		out[i] = waiterGroup{
+			Key:        fmt.Sprintf("%s-w-%d", poolID, i),
+			At:         g.at.String(),
+			Count:      g.n,
+			Longest:    longest,
+			Goroutines: ids,
+			Holds:      strings.Join(g.holds, "; "),
+			Deadlock:   g.deadlock,
+			Stack:      stack.Format(toStackFrames(g.stack)),
+		}
+	}
+	return out
+}
+
+// wholePoolDeadlocked: the pool is full and every connection is held by a
+// goroutine that is itself waiting for one.
+func wholePoolDeadlocked(pp *PoolPage) bool {
+	st := pp.Stats
+	if st.MaxOpenConnections == 0 || st.InUse < st.MaxOpenConnections || len(pp.Checkouts) == 0 || pp.CheckoutsNotShown > 0 {
+		return false
+	}
+	waiting := make(map[uint64]bool)
+	for _, w := range pp.Waiters {
+		waiting[w.Goroutine] = true
+	}
+	for _, c := range pp.Checkouts {
+		if c.Holder == nil || c.Holder.Exited || !waiting[c.Holder.Goroutine] {
+			return false
+		}
+	}
+	return true
+}
+
+func settingsRows(s Settings) [][2]string {
+	unl := func(n int64, zero string) string {
+		if n == 0 {
+			return zero
+		}
+		return strconv.FormatInt(n, 10)
+	}
+	dur := func(d time.Duration, zero string) string {
+		if d == 0 {
+			return zero
+		}
+		return d.String()
+	}
+	rows := [][2]string{
+		{"max open connections", unl(int64(s.MaxOpen), "unlimited")},
+		{"max idle connections", strconv.Itoa(s.MaxIdle)},
+		{"min idle connections", strconv.Itoa(s.MinIdle)},
+		{"connection max lifetime", dur(s.ConnMaxLifetime, "forever") + ", jitter " + dur(s.ConnMaxLifetimeJitter, "none")},
+		{"connection max idle time", dur(s.ConnMaxIdleTime, "forever")},
+		{"max uses per connection", unl(s.MaxUses, "unlimited")},
+		{"leak threshold", dur(s.LeakThreshold, "off")},
+		{"slow-wait threshold", dur(s.SlowWaitThreshold, "off")},
+		{"wait sample interval", s.WaitSampleInterval.String()},
+		{"report interval", dur(s.ReportInterval, "none")},
+		{"stack depth", unl(int64(s.StackDepth), "off")},
+		{"stack sampling", fmt.Sprintf("1 in %d checkouts", s.StackSampling)},
+		{"statements recorded", strconv.FormatBool(s.Statements)},
+		{"garbage-collection detection", strconv.FormatBool(s.GCDetection)},
+		{"PgBouncer profile", strconv.FormatBool(s.PgBouncer)},
+	}
+	if !s.Tuned {
+		rows = append(rows, [2]string{"tuning", "not applied: opened with sql.Open, so database/sql's own limits apply"})
+	}
+	return rows
+}
+
+func capacityLines(pp *PoolPage, st PoolStats) []string {
+	sv := pp.Server
+	if sv.ReadAt.IsZero() {
+		return nil
+	}
+	var out []string
+	max := "no limit: it can take every one of them"
+	if st.MaxOpenConnections > 0 {
+		max = fmt.Sprintf("%d (%.0f%% of them)", st.MaxOpenConnections, 100*float64(st.MaxOpenConnections)/float64(cmp.Or(sv.Available, 1)))
+	}
+	out = append(out, fmt.Sprintf("Server: max_connections %d − %d reserved = %d available to applications; this pool's maximum: %s.",
+		sv.MaxConnections, sv.ReservedConnections, sv.Available, max))
+	self := 0
+	for _, f := range sv.Fleet {
+		if f.ApplicationName == sv.ApplicationName {
+			self = f.Connections
+		}
+	}
+	out = append(out, fmt.Sprintf("%d client connections on the server now; %d of them named %q like this pool's (all its instances).",
+		sv.ClientBackends, self, sv.ApplicationName))
+	return out
+}
+
+// short formats a duration for a table cell: "850ms", "12.3s", "4m5s".
+func short(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return d.Round(time.Millisecond).String()
+	case d < time.Minute:
+		return d.Round(100 * time.Millisecond).String()
+	}
+	return d.Round(time.Second).String()
+}
+
+func ago(now, t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	d := now.Sub(t)
+	if d < 0 {
+		d = 0
+	}
+	return short(d) + " ago"
+}
+
+// Plot geometry, in SVG user units; the page scales it to its width.
+const (
+	plotW, plotH           = 560, 170
+	plotLeft, plotRight    = 52, 10
+	plotTop, plotBottom    = 10, 24
+	plotInnerW, plotInnerH = plotW - plotLeft - plotRight, plotH - plotTop - plotBottom
+	plotYTicks             = 4
+	plotSeriesClasses      = 4 // colours, in the page's style sheet
+)
+
+type plotView struct {
+	Title, Unit, Empty string
+	W, H               int
+	X0, X1, Y0, Y1     int // the plot area's edges
+	XTicks, YTicks     []plotTick
+	Series             []plotSeries
+	Points             int
+}
+
+type plotTick struct {
+	Pos   float64
+	Label string
+}
+
+type plotSeries struct {
+	Name, Class, Points, Last string
+}
+
+type seriesDef struct {
+	name  string
+	value func(Sample) float64
+}
+
+func newPlots(pp *PoolPage, now time.Time) []plotView {
+	h := pp.History
+	conns := []seriesDef{
+		{"in use", func(s Sample) float64 { return float64(s.InUse) }},
+		{"idle", func(s Sample) float64 { return float64(s.Idle) }},
+	}
+	if pp.Stats.MaxOpenConnections > 0 {
+		conns = append(conns, seriesDef{"max", func(s Sample) float64 { return float64(s.MaxOpen) }})
+	}
+	return []plotView{
+		newPlot("Connections", "connections", h, now, conns),
+		newPlot("Waits for a connection", "waits started per interval", h, now, []seriesDef{
+			{"waits started", func(s Sample) float64 { return float64(s.Waits) }},
+		}),
+		newPlot("Wait time", "seconds waited per interval", h, now, []seriesDef{
+			{"wait time", func(s Sample) float64 { return s.WaitTime.Seconds() }},
+		}),
+		newPlot("Checkouts", "per second", h, now, []seriesDef{
+			{"checkouts/s", func(s Sample) float64 {
+				if s.Interval <= 0 {
+					return 0
+				}
+				return float64(s.Checkouts) / s.Interval.Seconds()
+			}},
+		}),
+		newPlot("Leaks by kind", "reports since the pool opened", h, now, []seriesDef{
+			{"suspected", func(s Sample) float64 { return float64(s.Suspected) }},
+			{"garbage-collected", func(s Sample) float64 { return float64(s.GarbageCollected) }},
+			{"still out", func(s Sample) float64 { return float64(s.StillOut) }},
+			{"deadlocks", func(s Sample) float64 { return float64(s.Deadlocks) }},
+		}),
+	}
+}
+
+// newPlot lays out one plot: time on x, from the oldest sample (at least
+// a minute, at most 15 minutes back) to now; 0 to a round maximum on y.
+// Every series has one point per sample.
+func newPlot(title, unit string, h []Sample, now time.Time, defs []seriesDef) plotView {
+	p := plotView{Title: title, Unit: unit, W: plotW, H: plotH,
+		X0: plotLeft, X1: plotW - plotRight, Y0: plotTop, Y1: plotH - plotBottom, Points: len(h)}
+	if len(h) == 0 {
+		p.Empty = "no samples yet"
+	}
+	span := time.Minute
+	if len(h) > 0 {
+		span = min(max(now.Sub(h[0].At), time.Minute), historySpan)
+	}
+	top := 0.0
+	vals := make([][]float64, len(defs))
+	for i, d := range defs {
+		vals[i] = make([]float64, len(h))
+		for j, s := range h {
+			v := d.value(s)
+			if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+				v = 0
+			}
+			vals[i][j] = v
+			top = max(top, v)
+		}
+	}
+	top = niceCeil(top)
+	xOf := func(t time.Time) float64 {
+		f := 1 - float64(now.Sub(t))/float64(span)
+		return plotLeft + float64(plotInnerW)*min(max(f, 0), 1)
+	}
+	yOf := func(v float64) float64 { return plotTop + float64(plotInnerH)*(1-v/top) }
+	for i, d := range defs {
+		var b strings.Builder
+		for j, s := range h {
+			if j > 0 {
+				b.WriteByte(' ')
+			}
+			fmt.Fprintf(&b, "%.1f,%.1f", xOf(s.At), yOf(vals[i][j]))
+		}
+		last := ""
+		if len(h) > 0 {
+			last = num(vals[i][len(h)-1])
+		}
+		p.Series = append(p.Series, plotSeries{Name: d.name, Class: "s" + strconv.Itoa(i%plotSeriesClasses), Points: b.String(), Last: last})
+	}
+	for k := 0; k <= plotYTicks; k++ {
+		v := top * float64(k) / plotYTicks
+		p.YTicks = append(p.YTicks, plotTick{Pos: yOf(v), Label: num(v)})
+	}
+	step := tickStep(span)
+	for d := time.Duration(0); d <= span; d += step {
+		label := "now"
+		switch {
+		case d%time.Minute == 0 && d > 0:
+			label = fmt.Sprintf("−%dm", d/time.Minute)
+		case d > 0:
+			label = "−" + d.String()
+		}
+		p.XTicks = append(p.XTicks, plotTick{Pos: xOf(now.Add(-d)), Label: label})
+	}
+	return p
+}
+
+// tickStep is the x-axis tick spacing: at most six ticks over span.
+func tickStep(span time.Duration) time.Duration {
+	for _, s := range []time.Duration{10 * time.Second, 15 * time.Second, 30 * time.Second, time.Minute, 2 * time.Minute, 3 * time.Minute, 5 * time.Minute} {
+		if span/s <= 6 {
+			return s
+		}
+	}
+	return 5 * time.Minute
+}
+
+// niceCeil rounds v up to 1, 2 or 5 times a power of ten; 1 for v ≤ 0.
+func niceCeil(v float64) float64 {
+	if v <= 0 {
+		return 1
+	}
+	e := math.Pow(10, math.Floor(math.Log10(v)))
+	for _, m := range []float64{1, 2, 5, 10} {
+		if v <= m*e*(1+1e-9) {
+			return m * e
+		}
+	}
+	return 10 * e
+}
+
+// num formats a plotted value: integers as such, others with up to three
+// significant digits.
+func num(v float64) string {
+	if v == math.Trunc(v) && math.Abs(v) < 1e15 {
+		return strconv.FormatInt(int64(v), 10)
+	}
+	return strconv.FormatFloat(v, 'g', 3, 64)
+}

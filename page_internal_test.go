@@ -1,0 +1,163 @@
+package pgxleak
+
+import (
+	"bytes"
+	"fmt"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// constructedPage is a page with what the stuck-pool diagnosis fills in
+// (holders, the server's view, waiters, a deadlock), built by hand.
+func constructedPage(holders int) Page {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	at := func(fn string, line int) Frame {
+		return Frame{Function: "app." + fn, File: "/src/app/service.go", Line: line}
+	}
+	stk := []Frame{at("handler", 36), {Function: "net/http.HandlerFunc.ServeHTTP", File: "/go/src/net/http/server.go", Line: 2294}}
+	co := func(line int, pid uint32, held time.Duration) Checkout {
+		return Checkout{Pool: "orders", Culprit: at("handler", line), Stack: stk, CheckedOutAt: now.Add(-held),
+			Held: held, BackendPID: pid, TxStatus: "in transaction", LastStatement: "SELECT * FROM orders WHERE id = $1 FOR UPDATE"}
+	}
+	exited := co(70, 4120, 31*time.Second)
+	exited.Holder = &Holder{Goroutine: 77, Exited: true, MatchedBy: "goroutine id"}
+	exited.Server = &ServerActivity{State: "idle in transaction"}
+	alive := co(17, 4121, 45*time.Second)
+	alive.Holder = &Holder{Goroutine: 812, State: "IO wait", Waiting: 2 * time.Minute, At: at("work", 29), Stack: []Frame{at("work", 29)}, MatchedBy: "goroutine id"}
+	alive.Server = &ServerActivity{State: "active", WaitEventType: "Lock", WaitEvent: "transactionid", BlockedBy: []uint32{4120}}
+	dl := co(50, 4122, 2*time.Second)
+	dl.Holder = &Holder{Goroutine: 900, State: "select", At: at("nested", 52)}
+	cs := []Checkout{alive, exited, dl}
+	for i := len(cs); i < holders; i++ {
+		c := co(100+i, uint32(5000+i), time.Duration(holders-i)*time.Millisecond)
+		c.Holder = &Holder{Goroutine: uint64(10000 + i), State: "chan receive", At: at("wait", 200+i), Stack: stk}
+		cs = append(cs, c)
+	}
+	var hist []Sample
+	for i := range 30 {
+		hist = append(hist, Sample{At: now.Add(time.Duration(i-29) * time.Second), Interval: time.Second, InUse: i % 4, Idle: 1, MaxOpen: 3, Waits: int64(i % 3), WaitTime: time.Duration(i) * time.Millisecond, Checkouts: uint64(i), Suspected: uint64(i / 10)})
+	}
+	pp := PoolPage{
+		Inspection: Inspection{
+			Pool: "orders", TakenAt: now, Checkouts: cs,
+			Waiters: []Waiter{
+				{Goroutine: 900, At: at("nested", 52), Stack: []Frame{at("nested", 52)}, Holds: []Checkout{dl}},
+				{Goroutine: 901, At: at("list", 88)},
+				{Goroutine: 902, At: at("list", 88)},
+			},
+			Notes: []string{"server view unavailable: too many clients already"},
+		},
+		SampleInterval: time.Second,
+		History:        hist,
+		Reports:        []Report{{Kind: "deadlock", Headline: "pgxleak: deadlock", At: at("nested", 52), Count: 3, First: now.Add(-time.Minute), Last: now}},
+		Settings:       Settings{Tuned: true, MaxOpen: 3},
+		Server: ServerView{ReadAt: now, ApplicationName: "orders-api/orders", MaxConnections: 100, ReservedConnections: 3, Available: 97,
+			ClientBackends: 12, Fleet: []FleetUsage{{ApplicationName: "orders-api/orders", Connections: 9}, {ApplicationName: "", Connections: 3}}},
+	}
+	pp.Stats.MaxOpenConnections, pp.Stats.InUse = 3, 3
+	pp.capRows()
+	return Page{TakenAt: now, Pools: []PoolPage{pp}}
+}
+
+// TestPageHoldersWaitersServer renders what Inspect fills in once the
+// stuck-pool diagnosis does, from constructed values.
+func TestPageHoldersWaitersServer(t *testing.T) {
+	var b bytes.Buffer
+	if err := renderPage(&b, constructedPage(3), "n"); err != nil {
+		t.Fatal(err)
+	}
+	html := b.String()
+	for _, want := range []string{
+		"service.go:17", // culprits
+		"exited: nothing can return it",
+		"goroutine 812, IO wait for 2m0s, now at ",
+		"active, waiting on Lock transactionid, blocked by PID 4120 (checked out at ",
+		"idle in transaction",
+		`class="alert">DEADLOCK: 1 goroutine(s) wait for a connection at `,
+		"2 goroutine(s) waiting for a connection at ",
+		"Note: server view unavailable: too many clients already",
+		"max_connections 100 − 3 reserved = 97 available",
+		`<tr class="self"><td class="mono">orders-api/orders</td><td class="n">9</td>`,
+		"(none)",
+	} {
+		if !strings.Contains(html, want) {
+			t.Errorf("page lacks %q", want)
+		}
+	}
+	// Deadlocks on top: the deadlocked waiter line comes before the others.
+	if i, j := strings.Index(html, "DEADLOCK: 1 goroutine(s) waiting"), strings.Index(html, "2 goroutine(s) waiting"); i < 0 || j < i {
+		t.Errorf("deadlocked waiters not first (%d, %d)", i, j)
+	}
+	// Longest held first.
+	if i, j := strings.Index(html, "service.go:17"), strings.Index(html, "service.go:70"); i < 0 || j < i {
+		t.Errorf("holders not longest first (%d, %d)", i, j)
+	}
+	// One point per sample in every polyline.
+	lines := regexp.MustCompile(`<polyline class="s\d" points="([^"]*)"`).FindAllStringSubmatch(html, -1)
+	if len(lines) != 10 { // in use, idle, max; waits; wait time; checkouts; four leak kinds
+		t.Errorf("%d polylines, want 10", len(lines))
+	}
+	for _, m := range lines {
+		if n := len(strings.Fields(m[1])); n != 30 {
+			t.Errorf("polyline with %d points, want 30", n)
+		}
+	}
+}
+
+// TestPageWholePoolDeadlocked: every holder of a full pool waits.
+func TestPageWholePoolDeadlocked(t *testing.T) {
+	p := constructedPage(3)
+	pp := &p.Pools[0]
+	pp.Waiters = nil
+	for _, c := range pp.Checkouts {
+		c.Holder.Exited = false
+		pp.Waiters = append(pp.Waiters, Waiter{Goroutine: c.Holder.Goroutine, At: c.Holder.At, Holds: []Checkout{c}})
+	}
+	var b bytes.Buffer
+	if err := renderPage(&b, p, ""); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "The whole pool is deadlocked: all 3 connections") {
+		t.Error("no whole-pool deadlock verdict")
+	}
+}
+
+// TestPageCap: beyond 200 holders the page says how many it leaves out.
+func TestPageCap(t *testing.T) {
+	p := constructedPage(1000)
+	var b bytes.Buffer
+	if err := renderPage(&b, p, ""); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "… and 800 more not shown") {
+		t.Error("no cap message for 800 holders")
+	}
+	if n := strings.Count(b.String(), `<details data-key="pool-0-h-`); n != maxRows {
+		t.Errorf("%d holder rows, want %d", n, maxRows)
+	}
+}
+
+// BenchmarkRenderPage1000Holders renders a pool with 1,000 holders, each
+// with its holder goroutine, and reports the page's size.
+func BenchmarkRenderPage1000Holders(b *testing.B) {
+	var size int
+	for b.Loop() {
+		var buf bytes.Buffer
+		p := constructedPage(1000) // capRows is part of the cost
+		if err := renderPage(&buf, p, ""); err != nil {
+			b.Fatal(err)
+		}
+		size = buf.Len()
+	}
+	b.ReportMetric(float64(size), "page-bytes")
+}
+
+func TestNiceCeil(t *testing.T) {
+	for _, tc := range []struct{ in, want float64 }{{0, 1}, {-3, 1}, {0.3, 0.5}, {1, 1}, {1.2, 2}, {3, 5}, {7, 10}, {40, 50}, {101, 200}} {
+		if got := niceCeil(tc.in); fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("niceCeil(%v) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}
