@@ -67,6 +67,8 @@ type tracker struct {
 	delivered        chan struct{} // closed when the callback's goroutine is done
 	deliverGoroutine atomic.Uint64 // its ID, to recognise Close called from the callback
 	lagging          atomic.Bool   // the callback's queue is full
+
+	stuck stuckState // goroutine dumps, the server's view, deadlocks (see stuck.go)
 }
 
 func newTracker(cfg *config, defaultName string) *tracker {
@@ -142,6 +144,9 @@ func (p *tracker) register(c *connState) {
 	}
 	p.mu.Lock()
 	p.conns[c] = struct{}{}
+	if c.pgx != nil && p.stuck.side.cfg == nil {
+		p.stuck.side.setConfig(c.pgx) // for the server's view, over a side connection
+	}
 	if p.poolName == "" && c.pgx != nil {
 		cfg := c.pgx.Config()
 		p.poolName = fmt.Sprintf("%s:%d/%s", cfg.Host, cfg.Port, cfg.Database)
@@ -284,6 +289,7 @@ func (p *tracker) close() {
 		p.flushFinal()
 	}
 	p.background.Wait()
+	p.stuck.side.close()
 	p.tel.close()
 	openPools.remove(p)
 }

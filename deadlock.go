@@ -1,0 +1,184 @@
+package pgxleak
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+)
+
+// watchStuck runs on the monitor goroutine after each wait sample in which
+// callers may be waiting: it takes the (rate-limited) goroutine dump,
+// reports goroutines that wait for a connection while holding one
+// (LeakDeadlock, at once rather than after the leak threshold), and logs
+// one warning per stall that lasts the slow-wait threshold, naming the
+// waiters' and the holders' lines.
+func (p *tracker) watchStuck(st sql.DBStats, stallSince time.Time, stalled time.Duration, threshold time.Duration) {
+	warn := threshold > 0 && stalled >= threshold && !p.stuck.warnedStallIs(stallSince)
+	d := p.diagnose(context.Background(), warn && p.cfg.serverView)
+	p.reportDeadlocks(d, st, stallSince)
+	if warn {
+		p.stuck.mu.Lock()
+		p.stuck.warnedStall = stallSince
+		p.stuck.mu.Unlock()
+		p.warnExhausted(d, st, stalled)
+	}
+}
+
+func (s *stuckState) warnedStallIs(t time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.warnedStall.Equal(t)
+}
+
+// reportDeadlocks emits a LeakDeadlock for each checkout whose holder is
+// waiting for a connection of the same pool, once per checkout.
+func (p *tracker) reportDeadlocks(d *diagnosis, st sql.DBStats, stallSince time.Time) {
+	var locked []Waiter
+	for _, w := range d.waiters {
+		if len(w.Holds) > 0 {
+			locked = append(locked, w)
+		}
+	}
+	if len(locked) == 0 {
+		return
+	}
+	whole := d.poolDeadlocked(st.MaxOpenConnections)
+	s := &p.stuck
+	s.mu.Lock()
+	if s.deadlocks == nil {
+		s.deadlocks = make(map[holderKey]bool)
+	}
+	seen := s.deadlocks
+	s.deadlocks = make(map[holderKey]bool) // forget checkouts no longer out
+	var due []report
+	for i, c := range d.checkouts {
+		k := d.keys[i]
+		if seen[k] {
+			s.deadlocks[k] = true
+			continue
+		}
+		for _, w := range locked {
+			if c.Holder != nil && !c.Holder.Exited && c.Holder.Goroutine == w.Goroutine {
+				s.deadlocks[k] = true
+				due = append(due, report{kind: LeakDeadlock, snap: p.snapshotOf(k),
+					stuck: &stuckReport{holder: c.Holder, server: c.Server, waitingAt: w.At, poolDeadlocked: whole}})
+			}
+		}
+	}
+	s.mu.Unlock()
+	for _, r := range due {
+		if r.snap.conn != nil {
+			p.emit(r)
+		}
+	}
+}
+
+// snapshotOf takes a fresh snapshot of the checkout k, or the zero
+// snapshot if it has come back since.
+func (p *tracker) snapshotOf(k holderKey) snapshot {
+	now := p.now()
+	k.c.mu.Lock()
+	defer k.c.mu.Unlock()
+	if k.c.state != stateOut || k.c.checkoutAt != k.checkoutAt {
+		return snapshot{}
+	}
+	return k.c.snapshotLocked(now)
+}
+
+// warnExhausted logs that the pool is exhausted: "pgxleak: pool exhausted
+// for 1.2s: 43 goroutines waiting (app/service.go:50 ×40, ...); 3/3
+// connections held by app/service.go:36 ×2 (goroutine exited), ...". At
+// most one per stall, and one per report interval.
+func (p *tracker) warnExhausted(d *diagnosis, st sql.DBStats, stalled time.Duration) {
+	s := &p.stuck
+	s.mu.Lock()
+	if !s.lastWarn.IsZero() && time.Since(s.lastWarn) < p.cfg.reportInterval {
+		s.skipped++
+		s.mu.Unlock()
+		return
+	}
+	s.lastWarn = time.Now()
+	skipped := s.skipped
+	s.skipped = 0
+	s.mu.Unlock()
+
+	var waiting []string
+	for _, w := range d.waiters {
+		waiting = append(waiting, shortLine(w.At))
+	}
+	var held []string
+	for _, c := range d.checkouts {
+		held = append(held, shortLine(c.Culprit)+holderBrief(c))
+	}
+	maxOpen := "unlimited"
+	if st.MaxOpenConnections > 0 {
+		maxOpen = fmt.Sprint(st.MaxOpenConnections)
+	}
+	msg := fmt.Sprintf("pgxleak: pool exhausted for %s: %d goroutines waiting (%s); %d/%s connections held by %s",
+		stalled.Round(100*time.Millisecond), len(d.waiters), countLines(waiting), st.InUse, maxOpen, countLines(held))
+	attrs := []slog.Attr{
+		slog.String("pool", p.name()),
+		slog.Duration("stalled", stalled),
+		slog.Int("waiting", len(d.waiters)),
+		slog.Int("in_use", st.InUse),
+		slog.Int("max_open", st.MaxOpenConnections),
+	}
+	if len(d.notes) > 0 {
+		attrs = append(attrs, slog.String("notes", strings.Join(d.notes, "; ")))
+	}
+	if skipped > 0 {
+		attrs = append(attrs, slog.Int("repeats", skipped))
+	}
+	p.logger().LogAttrs(context.Background(), slog.LevelWarn, msg, attrs...)
+}
+
+// holderBrief is " (goroutine exited, idle in transaction)" for the
+// exhaustion warning, "" when nothing is known.
+func holderBrief(c Checkout) string {
+	var parts []string
+	if h := c.Holder; h != nil {
+		switch {
+		case h.Exited:
+			parts = append(parts, "goroutine exited")
+		case h.State != "":
+			parts = append(parts, "goroutine "+h.State)
+		}
+	}
+	if s := c.Server; s != nil && s.State != "" && s.State != "idle" {
+		v := s.State
+		if s.WaitEventType == "Lock" {
+			v += " waiting on a lock"
+		}
+		parts = append(parts, v)
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
+}
+
+// countLines groups equal strings, most frequent first: "a ×40, b ×3".
+func countLines(lines []string) string {
+	if len(lines) == 0 {
+		return "none seen"
+	}
+	n := map[string]int{}
+	for _, l := range lines {
+		n[l]++
+	}
+	keys := make([]string, 0, len(n))
+	for k := range n {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b string) int { return cmp.Or(cmp.Compare(n[b], n[a]), cmp.Compare(a, b)) })
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s ×%d", k, n[k])
+	}
+	return strings.Join(parts, ", ")
+}
