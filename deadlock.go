@@ -48,6 +48,7 @@ func (p *tracker) reportDeadlocks(d *diagnosis, st sql.DBStats, stallSince time.
 		return
 	}
 	whole := d.poolDeadlocked(st.MaxOpenConnections)
+	p.reportPoolDeadlock(d, whole)
 	s := &p.stuck
 	s.mu.Lock()
 	if s.deadlocks == nil {
@@ -76,6 +77,31 @@ func (p *tracker) reportDeadlocks(d *diagnosis, st sql.DBStats, stallSince time.
 			p.emit(r)
 		}
 	}
+}
+
+// reportPoolDeadlock logs, at ERROR and once until it ends, that the
+// whole pool is deadlocked. The per-checkout LeakDeadlock reports are
+// de-duplicated by line, so this is the line that says it of the pool.
+func (p *tracker) reportPoolDeadlock(d *diagnosis, whole bool) {
+	s := &p.stuck
+	s.mu.Lock()
+	already := s.poolDeadlocked
+	s.poolDeadlocked = whole
+	s.mu.Unlock()
+	if !whole || already {
+		return
+	}
+	var held, waiting [][2]string
+	for _, w := range d.waiters {
+		waiting = append(waiting, [2]string{shortLine(w.At), ""})
+	}
+	for _, c := range d.checkouts {
+		held = append(held, [2]string{shortLine(c.Culprit), ""})
+	}
+	msg := fmt.Sprintf("pgxleak: pool deadlocked: all %d connections are held by goroutines that are themselves waiting for a connection of this pool, so none can be returned; held at %s; waiting at %s",
+		len(d.checkouts), countLines(held), countLines(waiting))
+	p.logger().LogAttrs(context.Background(), slog.LevelError, msg,
+		slog.String("pool", p.name()), slog.Int("held", len(d.checkouts)), slog.Int("waiting", len(d.waiters)))
 }
 
 // snapshotOf takes a fresh snapshot of the checkout k, or the zero
@@ -107,13 +133,12 @@ func (p *tracker) warnExhausted(d *diagnosis, st sql.DBStats, stalled time.Durat
 	s.skipped = 0
 	s.mu.Unlock()
 
-	var waiting []string
+	var waiting, held [][2]string
 	for _, w := range d.waiters {
-		waiting = append(waiting, shortLine(w.At))
+		waiting = append(waiting, [2]string{shortLine(w.At), ""})
 	}
-	var held []string
 	for _, c := range d.checkouts {
-		held = append(held, shortLine(c.Culprit)+holderBrief(c))
+		held = append(held, [2]string{shortLine(c.Culprit), holderBrief(c)})
 	}
 	maxOpen := "unlimited"
 	if st.MaxOpenConnections > 0 {
@@ -162,23 +187,26 @@ func holderBrief(c Checkout) string {
 	return " (" + strings.Join(parts, ", ") + ")"
 }
 
-// countLines groups equal strings, most frequent first: "a ×40, b ×3".
-func countLines(lines []string) string {
+// countLines groups equal (line, verdict) pairs, most frequent first:
+// "app/a.go:50 ×40, app/b.go:70 ×3 (goroutine exited)".
+func countLines(lines [][2]string) string {
 	if len(lines) == 0 {
 		return "none seen"
 	}
-	n := map[string]int{}
+	n := map[[2]string]int{}
 	for _, l := range lines {
 		n[l]++
 	}
-	keys := make([]string, 0, len(n))
+	keys := make([][2]string, 0, len(n))
 	for k := range n {
 		keys = append(keys, k)
 	}
-	slices.SortFunc(keys, func(a, b string) int { return cmp.Or(cmp.Compare(n[b], n[a]), cmp.Compare(a, b)) })
+	slices.SortFunc(keys, func(a, b [2]string) int {
+		return cmp.Or(cmp.Compare(n[b], n[a]), cmp.Compare(a[0], b[0]), cmp.Compare(a[1], b[1]))
+	})
 	parts := make([]string, len(keys))
 	for i, k := range keys {
-		parts[i] = fmt.Sprintf("%s ×%d", k, n[k])
+		parts[i] = fmt.Sprintf("%s ×%d%s", k[0], n[k], k[1])
 	}
 	return strings.Join(parts, ", ")
 }

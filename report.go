@@ -163,6 +163,10 @@ type Leak struct {
 	// full pool is held by a goroutine waiting for another: nothing can
 	// return one.
 	PoolDeadlocked bool
+	// Notes says what the report could not see and why, e.g. "server
+	// view unavailable: FATAL: sorry, too many clients already (SQLSTATE
+	// 53300)".
+	Notes []string
 }
 
 // EarlierReport is an earlier report of the same checkout.

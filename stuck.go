@@ -23,11 +23,12 @@ type stuckState struct {
 	diagMu sync.Mutex // one diagnosis at a time; later callers share it
 	last   *diagnosis // guarded by diagMu
 
-	mu          sync.Mutex         // guards the report state below
-	deadlocks   map[holderKey]bool // checkouts reported as deadlocked
-	warnedStall time.Time          // the stall whose exhaustion was logged
-	lastWarn    time.Time          // the last exhaustion warning
-	skipped     int                // exhaustion warnings suppressed since
+	mu             sync.Mutex         // guards the report state below
+	deadlocks      map[holderKey]bool // checkouts reported as deadlocked
+	poolDeadlocked bool               // the whole pool's deadlock was logged and has not ended
+	warnedStall    time.Time          // the stall whose exhaustion was logged
+	lastWarn       time.Time          // the last exhaustion warning
+	skipped        int                // exhaustion warnings suppressed since
 }
 
 // diagnosis is one goroutine dump, and possibly one server view, joined
@@ -164,6 +165,7 @@ func (p *tracker) annotate(l *Leak, r report) {
 	if c, ok := d.checkout(k); ok {
 		l.Holder, l.Server = c.Holder, c.Server
 	}
+	l.Notes = d.notes
 }
 
 // stuckReport is what a deadlock report carries beyond its checkout.

@@ -144,6 +144,9 @@ func stuckAttrs(l Leak) []slog.Attr {
 			a = append(a, slog.Any("blocked_by", slices.Clone(s.BlockedBy)))
 		}
 	}
+	if len(l.Notes) > 0 {
+		a = append(a, slog.String("notes", strings.Join(l.Notes, "; ")))
+	}
 	if l.Terminated {
 		a = append(a, slog.Bool("terminated", true))
 	}
