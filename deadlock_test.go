@@ -1,12 +1,8 @@
 package pgxleak_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
-	"path/filepath"
-	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -20,12 +16,12 @@ import (
 // report comes within 2 s of the wait, at ERROR, naming both lines.
 func TestSelfDeadlock(t *testing.T) {
 	rec := newLeakRecorder()
-	var logs syncBuffer
+	var logs lockedBuffer
 	db, _ := openTest(t, rec.option(), pgxleak.WithMaxOpenConns(1),
 		pgxleak.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	lines := make(chan [2]int, 1)
+	lines := make(chan [2]site, 1)
 	waiting := make(chan time.Time, 1)
 	done := make(chan error)
 	go func() {
@@ -38,8 +34,9 @@ func TestSelfDeadlock(t *testing.T) {
 		defer rows.Close()
 		for rows.Next() {
 			var n int
-			nestedLine := lineBelow() + 2
-			lines <- [2]int{rowsLine, nestedLine}
+			nestedLine := lineBelow()
+			nestedLine.line += 3
+			lines <- [2]site{rowsLine, nestedLine}
 			waiting <- time.Now()
 			err := db.QueryRowContext(ctx, "SELECT 1").Scan(&n) // waits for the connection it holds
 			done <- err
@@ -57,8 +54,8 @@ func TestSelfDeadlock(t *testing.T) {
 	if err := <-done; err == nil {
 		t.Error("the nested query succeeded; it should have waited until cancelled")
 	}
-	if d.Culprit.Line != l[0] || d.WaitingAt.Line != l[1] {
-		t.Errorf("deadlock holds at line %d, waits at line %d; want %d and %d", d.Culprit.Line, d.WaitingAt.Line, l[0], l[1])
+	if d.Culprit.Line != l[0].line || d.WaitingAt.Line != l[1].line {
+		t.Errorf("deadlock holds at line %d, waits at line %d; want %v and %v", d.Culprit.Line, d.WaitingAt.Line, l[0], l[1])
 	}
 	if !d.PoolDeadlocked {
 		t.Errorf("a pool of one held by its only waiter is deadlocked as a whole: %s", d)
@@ -66,8 +63,8 @@ func TestSelfDeadlock(t *testing.T) {
 	s := d.String()
 	for _, want := range []string{
 		"pgxleak: deadlock: goroutine ",
-		"/deadlock_test.go:" + strconv.Itoa(l[1]),
-		"/deadlock_test.go:" + strconv.Itoa(l[0]),
+		l[1].short(),
+		l[0].short(),
 		"the whole pool is deadlocked",
 	} {
 		if !strings.Contains(s, want) {
@@ -83,13 +80,13 @@ func TestSelfDeadlock(t *testing.T) {
 // waits for a fourth.
 func TestPoolDeadlocked(t *testing.T) {
 	rec := newLeakRecorder()
-	var logs syncBuffer
+	var logs lockedBuffer
 	db, _ := openTest(t, rec.option(), pgxleak.WithMaxOpenConns(3), pgxleak.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var holding, wg sync.WaitGroup
 	holding.Add(3)
-	lines := make(chan [2]int, 3)
+	lines := make(chan [2]site, 3)
 	for range 3 {
 		wg.Go(func() {
 			txLine := lineBelow()
@@ -103,7 +100,7 @@ func TestPoolDeadlocked(t *testing.T) {
 			holding.Done()
 			holding.Wait() // all three hold one before any asks for another
 			var n int
-			lines <- [2]int{txLine, lineBelow()}
+			lines <- [2]site{txLine, lineBelow()}
 			_ = db.QueryRowContext(ctx, "SELECT 1").Scan(&n)
 		})
 	}
@@ -113,14 +110,14 @@ func TestPoolDeadlocked(t *testing.T) {
 		t.Errorf("%d waiters, want 3: %+v", len(in.Waiters), in.Waiters)
 	}
 	for _, w := range in.Waiters {
-		if w.At.Line != l[1] || len(w.Holds) != 1 || w.Holds[0].Culprit.Line != l[0] {
-			t.Errorf("waiter at line %d holding %+v; want line %d holding the checkout at line %d", w.At.Line, w.Holds, l[1], l[0])
+		if w.At.Line != l[1].line || len(w.Holds) != 1 || w.Holds[0].Culprit.Line != l[0].line {
+			t.Errorf("waiter at line %d holding %+v; want %v holding the checkout at %v", w.At.Line, w.Holds, l[1], l[0])
 		}
 	}
 	// One report per line (reports are de-duplicated by line), and one
 	// ERROR line for the whole pool.
 	rec.wait(t, 5*time.Second, func(d pgxleak.Leak) bool {
-		return d.Kind == pgxleak.LeakDeadlock && d.Culprit.Line == l[0] && d.WaitingAt.Line == l[1]
+		return d.Kind == pgxleak.LeakDeadlock && d.Culprit.Line == l[0].line && d.WaitingAt.Line == l[1].line
 	})
 	want := "level=ERROR msg=\"pgxleak: pool deadlocked: all 3 connections are held by goroutines that are themselves waiting"
 	pgtest.WaitFor(t, 5*time.Second, "the pool's deadlock logged", func() bool { return strings.Contains(logs.String(), want) })
@@ -131,10 +128,10 @@ func TestPoolDeadlocked(t *testing.T) {
 // TestExhaustedWarning: a pool of 2 with 2 leaks and 10 waiters gives one
 // WARN naming the waiters' and the holders' lines.
 func TestExhaustedWarning(t *testing.T) {
-	var logs syncBuffer
+	var logs lockedBuffer
 	db, _ := openTest(t, pgxleak.WithMaxOpenConns(2), pgxleak.WithWaitSampleInterval(500*time.Millisecond),
 		pgxleak.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
-	leakLine := make(chan int, 2)
+	leakLine := make(chan site, 2)
 	var txs [2]*txHolder
 	for i := range txs {
 		got := make(chan *txHolder)
@@ -154,7 +151,7 @@ func TestExhaustedWarning(t *testing.T) {
 	held := <-leakLine
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	waitLine := make(chan int, 10)
+	waitLine := make(chan site, 10)
 	start := time.Now()
 	for range 10 {
 		wg.Go(func() {
@@ -180,8 +177,8 @@ func TestExhaustedWarning(t *testing.T) {
 	}
 	for _, part := range []string{
 		"level=WARN",
-		"10 goroutines waiting (" + reportedFile() + ":" + strconv.Itoa(w) + " ×10)",
-		"2/2 connections held by " + reportedFile() + ":" + strconv.Itoa(held) + " ×2 (goroutine exited, idle in transaction)",
+		"10 goroutines waiting (" + w.short() + " ×10)",
+		"2/2 connections held by " + held.short() + " ×2 (goroutine exited, idle in transaction)",
 	} {
 		if !strings.Contains(out, part) {
 			t.Errorf("warning %q: want %q", out, part)
@@ -189,28 +186,4 @@ func TestExhaustedWarning(t *testing.T) {
 	}
 }
 
-// reportedFile is this file as reports name it: its directory and name.
-func reportedFile() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Base(filepath.Dir(file)) + "/" + filepath.Base(file)
-}
-
 type txHolder struct{ tx interface{ Rollback() error } }
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}

@@ -3,7 +3,6 @@ package pgxleak_test
 import (
 	"context"
 	"database/sql"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -29,9 +28,9 @@ func inspectUntil(t *testing.T, db *sql.DB, msg string, cond func(pgxleak.Inspec
 }
 
 // checkoutAtLine returns the inspection's checkout taken at line.
-func checkoutAtLine(in pgxleak.Inspection, line int) (pgxleak.Checkout, bool) {
+func checkoutAtLine(in pgxleak.Inspection, line site) (pgxleak.Checkout, bool) {
 	for _, c := range in.Checkouts {
-		if c.Culprit.Line == line && strings.HasSuffix(c.Culprit.File, "_test.go") {
+		if c.Culprit.Line == line.line && strings.HasSuffix(c.Culprit.File, "_test.go") {
 			return c, true
 		}
 	}
@@ -42,9 +41,9 @@ func TestHolderExited(t *testing.T) {
 	rec := newLeakRecorder()
 	db, _ := openTest(t, rec.option())
 	type leaked struct {
-		rows *sql.Rows
-		tx   *sql.Tx
-		rowsLine, txLine int
+		rows             *sql.Rows
+		tx               *sql.Tx
+		rowsLine, txLine site
 	}
 	got := make(chan leaked)
 	go func() { // a handler that returns without closing its Rows or ending its Tx
@@ -75,15 +74,15 @@ func TestHolderExited(t *testing.T) {
 		}
 		return n == 2
 	})
-	for _, line := range []int{l.rowsLine, l.txLine} {
+	for _, line := range []site{l.rowsLine, l.txLine} {
 		c, ok := checkoutAtLine(in, line)
 		if !ok {
-			t.Fatalf("no checkout at line %d in %+v", line, in.Checkouts)
+			t.Fatalf("no checkout at %v in %+v", line, in.Checkouts)
 		}
 		if c.Holder.MatchedBy != "goroutine id" || c.Holder.Goroutine == 0 {
 			t.Errorf("holder %+v: want matched by goroutine id", c.Holder)
 		}
-		want := "holder_test.go:" + strconv.Itoa(line)
+		want := line.short()
 		if s := c.String(); !strings.Contains(s, want) || !strings.Contains(s, "; goroutine exited") {
 			t.Errorf("checkout %q: want the line %s and the verdict \"goroutine exited\"", s, want)
 		}
@@ -107,7 +106,7 @@ func TestHolderAlive(t *testing.T) {
 	db, _ := openTest(t, rec.option())
 	release := make(chan struct{})
 	done := make(chan error)
-	lines := make(chan [2]int, 1)
+	lines := make(chan [2]site, 1)
 	go func() {
 		txLine := lineBelow()
 		tx, err := db.Begin()
@@ -120,7 +119,7 @@ func TestHolderAlive(t *testing.T) {
 			done <- err
 			return
 		}
-		lines <- [2]int{txLine, lineBelow()}
+		lines <- [2]site{txLine, lineBelow()}
 		<-release
 		done <- nil
 	}()
@@ -133,14 +132,14 @@ func TestHolderAlive(t *testing.T) {
 	}()
 	in := inspectUntil(t, db, "the holder blocked on the channel", func(in pgxleak.Inspection) bool {
 		c, ok := checkoutAtLine(in, l[0])
-		return ok && c.Holder != nil && c.Holder.At.Line == l[1] && c.Holder.State == "chan receive"
+		return ok && c.Holder != nil && c.Holder.At.Line == l[1].line && c.Holder.State == "chan receive"
 	})
 	c, _ := checkoutAtLine(in, l[0])
 	h := c.Holder
 	if h.Exited || h.State != "chan receive" || h.MatchedBy != "goroutine id" {
 		t.Errorf("holder %+v: want alive, in chan receive, matched by goroutine id", h)
 	}
-	want := "/holder_test.go:" + strconv.Itoa(l[1]) + " [chan receive]"
+	want := l[1].short() + " [chan receive]"
 	if s := c.String(); !strings.Contains(s, want) || !strings.Contains(s, "; goroutine ") {
 		t.Errorf("checkout %q: want %q", s, want)
 	}
