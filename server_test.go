@@ -170,6 +170,9 @@ func TestTerminateDiscardsOnReturn(t *testing.T) {
 	if err := conn.Close(); err != nil {
 		t.Fatal(err)
 	}
+	if n := db.Stats().OpenConnections; n != 0 {
+		t.Errorf("%d connections open after the terminated one came back, want 0 (discarded)", n)
+	}
 	var got uint32
 	if err := db.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&got); err != nil {
 		t.Fatalf("the next query: %v (the terminated connection was handed out again?)", err)
