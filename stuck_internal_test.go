@@ -3,6 +3,8 @@ package pgxleak
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -10,6 +12,20 @@ import (
 
 	"github.com/pgxleak/pgxleak/internal/gdump"
 )
+
+// idleConnector makes connections that do nothing: enough for db.Conn.
+type idleConnector struct{}
+
+func (idleConnector) Connect(context.Context) (driver.Conn, error) { return idleConn{}, nil }
+func (idleConnector) Driver() driver.Driver                        { return nil }
+
+type idleConn struct{}
+
+func (idleConn) Prepare(string) (driver.Stmt, error) {
+	return nil, errors.New("idleConn: no statements")
+}
+func (idleConn) Close() error              { return nil }
+func (idleConn) Begin() (driver.Tx, error) { return nil, errors.New("idleConn: no transactions") }
 
 // holdConns checks out n connections of db, each from its own goroutine
 // made by the same code, which then blocks until release is closed. It
@@ -39,7 +55,7 @@ func holdConns(t *testing.T, db *sql.DB, n int, release chan struct{}) *sync.Wai
 // found by its checkout stack, and is never guessed when that cannot
 // single it out.
 func TestHolderMatchedByStack(t *testing.T) {
-	db, err := OpenDB(nopConnector{}, WithLogger(nil))
+	db, err := OpenDB(idleConnector{}, WithLogger(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +109,7 @@ func TestHolderMatchedByStack(t *testing.T) {
 // TestDumpRateLimit: a storm of inspections and reports takes one
 // goroutine dump per interval.
 func TestDumpRateLimit(t *testing.T) {
-	db, err := OpenDB(nopConnector{}, WithLogger(nil))
+	db, err := OpenDB(idleConnector{}, WithLogger(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
