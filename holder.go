@@ -38,7 +38,12 @@ const (
 // the checkout, it was cut short, or identity is unavailable and the
 // checkout stack matches no goroutine, or several.
 func (p *tracker) holderOf(s snapshot, c Checkout, d *gdump.Snapshot) (*Holder, string) {
-	if d.Taken.Before(p.epoch.Add(time.Duration(s.checkoutAt))) {
+	// Taken is stamped after the world restarts, and Took runs from before
+	// the first runtime.Stack call: only a checkout recorded before
+	// Taken-Took is certainly in the dump. One recorded while the dump
+	// was taken, or just after, could look like its goroutine still
+	// waiting for a connection, or not yet started.
+	if d.Taken.Add(-d.Took).Before(p.epoch.Add(time.Duration(s.checkoutAt))) {
 		return nil, "some checkouts are newer than the goroutine dump (taken at most once a second); their holders are not shown"
 	}
 	if s.goid != 0 {
