@@ -309,6 +309,7 @@ func (p *tracker) describe(s snapshot) Checkout {
 		LastStatement: truncateStatement(s.statement),
 		TxStatus:      txStatusString(s.txStatus),
 		Suspected:     s.suspected,
+		Terminated:    s.conn != nil && s.conn.isTerminated(),
 	}
 	if i := culpritIndex(frames, p.cfg.libraryPrefix); i >= 0 {
 		c.Culprit = Frame(frames[i])
