@@ -3,7 +3,6 @@ package pgxleak
 import (
 	"fmt"
 	"log/slog"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -41,7 +40,7 @@ func (c Checkout) stuckVerdict() string {
 func (h *Holder) String() string {
 	var b strings.Builder
 	if h.Exited {
-		b.WriteString("goroutine exited")
+		b.WriteString("goroutine exited (" + exitedMeaning[strings.Index(exitedMeaning, "unless"):] + ")")
 	} else {
 		fmt.Fprintf(&b, "goroutine %d", h.Goroutine)
 		if !h.At.IsZero() {
@@ -123,26 +122,13 @@ func (l Leak) deadlockHeadline() string {
 	return s
 }
 
-// stuckAttrs are a report's log attributes for the holder, the server and
-// a deadlock's waiting line.
+// stuckAttrs are a report's log attributes beyond its headline, which
+// already carries the holder's and the server's verdicts: kept short, as
+// the default line is (the holder's stack is on the Leak, for OnLeak).
 func stuckAttrs(l Leak) []slog.Attr {
 	var a []slog.Attr
-	if h := l.Holder; h != nil {
-		if h.Exited {
-			a = append(a, slog.String("holder", exitedMeaning))
-		} else {
-			a = append(a, slog.String("holder", h.String())) // its stack is on the Leak (Holder.Stack), for OnLeak
-		}
-		if h.Goroutine != 0 {
-			a = append(a, slog.Uint64("holder_goroutine", h.Goroutine))
-		}
-		a = append(a, slog.String("holder_matched_by", h.MatchedBy))
-	}
-	if s := l.Server; s != nil {
-		a = append(a, slog.String("server", s.String()))
-		if len(s.BlockedBy) > 0 {
-			a = append(a, slog.Any("blocked_by", slices.Clone(s.BlockedBy)))
-		}
+	if h := l.Holder; h != nil && !h.Exited && h.Goroutine != 0 {
+		a = append(a, slog.Uint64("holder_goroutine", h.Goroutine))
 	}
 	if len(l.Notes) > 0 {
 		a = append(a, slog.String("notes", strings.Join(l.Notes, "; ")))
@@ -150,11 +136,8 @@ func stuckAttrs(l Leak) []slog.Attr {
 	if l.Terminated {
 		a = append(a, slog.Bool("terminated", true))
 	}
-	if l.Kind == LeakDeadlock {
-		a = append(a, slog.String("waiting_at", l.WaitingAt.String()))
-		if l.PoolDeadlocked {
-			a = append(a, slog.Bool("pool_deadlocked", true))
-		}
+	if l.Kind == LeakDeadlock && l.PoolDeadlocked {
+		a = append(a, slog.Bool("pool_deadlocked", true))
 	}
 	return a
 }
