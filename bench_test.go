@@ -846,3 +846,40 @@ func (s *benchStmt) Query([]driver.Value) (driver.Rows, error) { //nolint:static
 	s.c.rows = benchRows{}
 	return &s.c.rows, nil
 }
+
+// BenchmarkInspect10k measures the stuck-pool diagnosis with 10,000
+// goroutines parked on a channel and one connection held: the goroutine
+// dump (stop-the-world), its parsing and the join with the checkouts.
+// The dump's rate limit is what keeps this off every request; here each
+// iteration waits it out by using a fresh pool.
+func BenchmarkInspect10k(b *testing.B) {
+	release := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 10000 {
+		wg.Go(func() { <-release })
+	}
+	defer wg.Wait()
+	defer close(release)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		b.StopTimer()
+		db, err := pgxleak.OpenDB(&benchConnector{}, pgxleak.WithLogger(quiet), pgxleak.WithoutServerView())
+		if err != nil {
+			b.Fatal(err)
+		}
+		c, err := db.Conn(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		in, err := pgxleak.Inspect(ctx, db)
+		b.StopTimer()
+		if err != nil || len(in.Checkouts) != 1 || in.Checkouts[0].Holder == nil {
+			b.Fatalf("Inspect: %v, %+v", err, in.Checkouts)
+		}
+		_ = c.Close()
+		_ = db.Close()
+		b.StartTimer()
+	}
+}

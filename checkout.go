@@ -78,6 +78,8 @@ type connState struct {
 	uses       int64           // guarded by mu; user checkouts, for WithMaxUses and sampling
 	checkouts  uint64          // owner; guarded by mu
 	returns    uint64          // guarded by mu
+	goid       uint64          // guarded by mu; the checking-out goroutine (see holderID); 0 if unknown
+	terminated bool            // guarded by mu; its backend was terminated (Terminate, Drain): discard at return
 
 	// watch is the connection's garbage-collection watch while no Rows
 	// holds it (see gcWatch). It is used only inside driver calls on this
@@ -101,6 +103,7 @@ func (c *connState) checkoutAtLocked(ctx context.Context, now int64) {
 	_, c.internal = ctx.(*internalContext)
 	c.suspected, c.gcLeaked = false, false
 	c.npcs = 0
+	c.goid = holderID()
 	if c.internal {
 		return
 	}
@@ -171,7 +174,7 @@ func (c *connState) checkin() (discard bool) {
 		c.returnLocked(now, timed)
 	}
 	expired := c.expiresAt != 0 && now >= c.expiresAt
-	discard = c.broken || p.cfg.maxUses > 0 && c.uses >= p.cfg.maxUses || expired
+	discard = c.broken || c.terminated || p.cfg.maxUses > 0 && c.uses >= p.cfg.maxUses || expired
 	c.mu.Unlock()
 	if expired {
 		p.lifetimeDiscarded.Add(1)
@@ -262,6 +265,7 @@ type snapshot struct {
 	suspected  bool
 	gcLeaked   bool
 	reportedAt [2]int64 // when reported as suspected, as garbage-collected
+	goid       uint64
 	ctx        context.Context
 	conn       *connState // which connection, for telemetry to match a leak with its return
 }
@@ -282,6 +286,7 @@ func (c *connState) snapshotLocked(now int64) snapshot {
 		suspected:  c.suspected,
 		gcLeaked:   c.gcLeaked,
 		reportedAt: c.reportedAt,
+		goid:       c.goid,
 		ctx:        c.ctx,
 		conn:       c,
 	}

@@ -179,10 +179,6 @@ func (p *tracker) readServerViewFrom(ctx context.Context, side *sql.DB) (ServerV
 	return v, nil
 }
 
-// sideApplicationName names the side connections in pg_stat_activity, so
-// that they are not counted as the pool's.
-const sideApplicationName = "pgxleak side connection"
-
 // sideDB returns a one-connection *sql.DB with the configuration of one of
 // the pool's pgx connections, or nil if none is open; the passwords to mask
 // in its errors; and the pool's application_name. It is not tracked; the

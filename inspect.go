@@ -27,6 +27,11 @@ type PoolStats struct {
 	// itself: DBStats.MaxLifetimeClosed counts only database/sql's own,
 	// later, closes.
 	LifetimeDiscarded uint64 `json:"lifetime_discarded"`
+	// Terminated counts backends ended by Terminate or Drain's
+	// TerminateStillOut. database/sql still counts each as open (in
+	// DBStats.InUse and OpenConnections) until its holder gives it back:
+	// terminating frees the server and its locks, not the pool's slot.
+	Terminated uint64 `json:"terminated"`
 }
 
 // Waiter is a goroutine blocked waiting for a connection of the pool.
@@ -51,6 +56,9 @@ type Inspection struct {
 	// Notes says what could not be seen and why, e.g. "server view
 	// unavailable: too many clients already". Empty when everything was.
 	Notes []string `json:"notes,omitempty"`
+	// Deadlocked says the pool is full and every connection is held by a
+	// goroutine that waits for another one: nothing can return one.
+	Deadlocked bool `json:"deadlocked,omitempty"`
 }
 
 // Inspect returns the whole picture of db's pool: its counters, every
@@ -70,13 +78,14 @@ func Inspect(ctx context.Context, db *sql.DB) (Inspection, error) {
 // inspect assembles an Inspection. The holder goroutines, the waiters and
 // the server's view are joined in by the stuck-pool diagnosis.
 func (p *tracker) inspect(ctx context.Context) Inspection {
-	_ = ctx
-	in := Inspection{Pool: p.name(), TakenAt: time.Now(), Checkouts: p.checkouts()}
+	d := p.diagnoseFresh(ctx)
+	in := Inspection{Pool: p.name(), TakenAt: d.at, Checkouts: slices.Clone(d.checkouts), Waiters: d.waiters, Notes: d.notes}
 	if p.db != nil {
 		in.Stats.DBStats = p.db.Stats()
 	}
 	p.fillStats(&in.Stats)
 	slices.SortStableFunc(in.Checkouts, func(a, b Checkout) int { return cmp.Compare(b.Held, a.Held) })
+	in.Deadlocked = d.poolDeadlocked(in.Stats.MaxOpenConnections)
 	return in
 }
 
@@ -112,10 +121,17 @@ func Stats(db *sql.DB) PoolStats {
 // them again). Those connections are not forcibly closed, since their
 // goroutines may still be using them, and database/sql closes each when it
 // is returned.
-func Drain(ctx context.Context, db *sql.DB) error {
+// With [TerminateStillOut], their server backends are terminated first.
+func Drain(ctx context.Context, db *sql.DB, opts ...DrainOption) error {
 	p := trackerOf(db)
 	if p == nil {
 		return ErrNotTracked
+	}
+	var dc drainConfig
+	for _, o := range opts {
+		if o != nil {
+			o.applyDrain(&dc)
+		}
 	}
 	p.draining.Store(true)
 	tick := time.NewTicker(5 * time.Millisecond)
@@ -128,12 +144,58 @@ func Drain(ctx context.Context, db *sql.DB) error {
 		case <-tick.C:
 		}
 	}
+	var notes []string
+	if dc.terminate {
+		notes = p.terminateStillOut(context.WithoutCancel(ctx))
+	}
 	out := p.stillOut() // lists them, reports them once, and keeps Close from reporting them again
 	err := db.Close()
 	if len(out) > 0 {
-		return &LeakError{Checkouts: out, cause: cause}
+		return &LeakError{Checkouts: out, Notes: notes, cause: cause}
 	}
 	return err
+}
+
+// A DrainOption changes what [Drain] does with connections still out when
+// its context ends.
+type DrainOption interface {
+	applyDrain(*drainConfig)
+}
+
+type drainConfig struct {
+	terminate bool
+}
+
+type drainOptionFunc func(*drainConfig)
+
+func (f drainOptionFunc) applyDrain(c *drainConfig) { f(c) }
+
+// TerminateStillOut makes [Drain] terminate the server backends of the
+// connections still out when its context ends (pg_terminate_backend over
+// a side connection, as [Terminate] does): the server rolls back their
+// transactions and releases their locks, so a leaked transaction's row
+// locks no longer block the next user of the database. The connections
+// themselves stay out until their holders give them back, and are then
+// discarded. The returned *[LeakError] marks each terminated checkout
+// (Terminated) and notes any the server would not end.
+func TerminateStillOut() DrainOption {
+	return drainOptionFunc(func(c *drainConfig) { c.terminate = true })
+}
+
+// terminateStillOut terminates the backend of every connection still out,
+// and returns notes on those it could not.
+func (p *tracker) terminateStillOut(ctx context.Context) []string {
+	var notes []string
+	for _, s := range p.outSnapshots() {
+		if s.pid == 0 {
+			notes = append(notes, "a connection still out has no known backend PID (not pgx): not terminated")
+			continue
+		}
+		if err := p.terminate(ctx, s.pid); err != nil {
+			notes = append(notes, err.Error())
+		}
+	}
+	return notes
 }
 
 func (p *tracker) checkouts() []Checkout {
@@ -163,6 +225,7 @@ func (p *tracker) fillStats(s *PoolStats) {
 	s.GarbageCollected = p.gcLeaks.Load()
 	s.StillOut = p.stillOutLeaks.Load()
 	s.LifetimeDiscarded = p.lifetimeDiscarded.Load()
+	s.Terminated = p.stuck.terminated.Load()
 }
 
 // stillOut returns every connection still out, and the first time it is

@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -108,6 +109,9 @@ func Open(driverName, dsn string, opts ...Option) (*sql.DB, error) {
 		d = probe.Driver()
 		_ = probe.Close() // it never connected; closing only stops its goroutine
 	}
+	if err := sessionGuards(cfg, d, info); err != nil {
+		return nil, err
+	}
 	c, err := connectorFor(d, dsn, info, cfg.pgBouncer)
 	if err != nil {
 		return nil, err
@@ -132,6 +136,9 @@ func OpenDB(c driver.Connector, opts ...Option) (*sql.DB, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.idleInTx > 0 {
+		return nil, errors.New(`pgxleak: OpenDB: WithIdleInTransactionTimeout cannot change a connector's configuration; set cfg.RuntimeParams["idle_in_transaction_session_timeout"] on the pgx.ConnConfig given to the connector`)
+	}
 	secrets := connectorSecrets(c)
 	if cfg.pgBouncer {
 		c = bouncerConnector{c}
@@ -153,6 +160,20 @@ func openDB(c driver.Connector, cfg *config, defaultName string, secrets []strin
 	}
 	t.start()
 	return db, nil
+}
+
+// sessionGuards sets the server-side session settings the options ask
+// for on the parsed pgx configuration: they go in the startup message, so
+// they cost no round trip.
+func sessionGuards(cfg *config, d driver.Driver, info dsnInfo) error {
+	if cfg.idleInTx == 0 {
+		return nil
+	}
+	if _, ok := d.(*stdlib.Driver); !ok || info.pgx == nil {
+		return errors.New("pgxleak: Open: WithIdleInTransactionTimeout needs pgx's driver and a DSN pgx parses; set idle_in_transaction_session_timeout in the DSN or on the server's role")
+	}
+	info.pgx.RuntimeParams["idle_in_transaction_session_timeout"] = strconv.FormatInt(cfg.idleInTx.Milliseconds(), 10)
+	return nil
 }
 
 // dsnInfo is what pgxleak reads from a DSN, parsed once per Open.

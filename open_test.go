@@ -5,7 +5,10 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
@@ -142,5 +145,30 @@ func TestPoolNameHasNoCredentials(t *testing.T) {
 	}
 	if name := cs[0].Pool; strings.Contains(name, "hunter2") || strings.Contains(name, "postgres@") || !strings.Contains(name, ":") {
 		t.Fatalf("pool name %q", name)
+	}
+}
+
+// TestOpenIdleInTransactionTimeout: the option reaches every session Open
+// makes, in the startup message; OpenDB, which cannot change a connector's
+// configuration, says how to set it instead.
+func TestOpenIdleInTransactionTimeout(t *testing.T) {
+	db, _ := openTest(t, pgxleak.WithIdleInTransactionTimeout(1500*time.Millisecond))
+	var got string
+	if err := db.QueryRow("SHOW idle_in_transaction_session_timeout").Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got != "1500ms" {
+		t.Errorf("idle_in_transaction_session_timeout = %q, want 1500ms", got)
+	}
+	plain, _ := openTest(t)
+	if err := plain.QueryRow("SHOW idle_in_transaction_session_timeout").Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got != "0" {
+		t.Errorf("by default idle_in_transaction_session_timeout = %q, want the server's 0", got)
+	}
+	_, err := pgxleak.OpenDB(stdlib.GetConnector(pgx.ConnConfig{}), pgxleak.WithIdleInTransactionTimeout(time.Second))
+	if err == nil || !strings.Contains(err.Error(), `RuntimeParams["idle_in_transaction_session_timeout"]`) {
+		t.Errorf("OpenDB with WithIdleInTransactionTimeout: %v, want an error saying how to set it", err)
 	}
 }

@@ -77,6 +77,28 @@ const (
 	// kernel gives up.
 	defaultConnectTimeout = 30 * time.Second
 
+	// dumpInterval: at most one goroutine dump per pool per second. A dump
+	// stops the world for about a millisecond per few thousand goroutines
+	// (see BENCHMARKS.md); a storm of reports or a live page polled every
+	// few seconds shares one. The server view is cached as long.
+	dumpInterval = time.Second
+
+	// serverTimeout bounds the side connection's connect and each of its
+	// queries, so that a report never waits long for the server's view.
+	serverTimeout = time.Second
+
+	// serverRetry: after the server refused the side connection (for
+	// example at max_connections), it is not asked again for this long;
+	// the reason is given instead.
+	serverRetry = 5 * time.Second
+
+	// sideIdle: the side connection is closed after this long unused, so
+	// that a healthy pool keeps no extra connection to the server.
+	sideIdle = 30 * time.Second
+
+	// sideApplicationName names the side connection in pg_stat_activity.
+	sideApplicationName = "pgxleak side connection"
+
 	// defaultKeepIdleEvery is the period of the min-idle keeper, at most
 	// half the idle time, so kept connections never reach it.
 	defaultKeepIdleEvery = 30 * time.Second
@@ -128,6 +150,8 @@ type config struct {
 	reportInterval time.Duration
 	statements     bool
 	gcDetection    bool
+	serverView     bool          // read pg_stat_activity for reports and Inspect
+	idleInTx       time.Duration // idle_in_transaction_session_timeout for Open's sessions; 0: the server's
 
 	// Telemetry.
 	tracerProvider    trace.TracerProvider // nil: otel.GetTracerProvider()
@@ -150,6 +174,7 @@ func defaultConfig() *config {
 		reportInterval:    defaultReportInterval,
 		statements:        true,
 		gcDetection:       true,
+		serverView:        true,
 		slowWaitThreshold: DefaultSlowWaitThreshold,
 		waitInterval:      DefaultWaitSampleInterval,
 	}
@@ -440,6 +465,46 @@ func WithoutStatements() Option {
 // cancelled.
 func WithoutGCDetection() Option {
 	return optionFunc(func(c *config) { c.gcDetection = false })
+}
+
+// WithoutServerView stops reports and [Inspect] from reading the server's
+// view of held connections (pg_stat_activity, over a side connection), and
+// [Terminate] and [TerminateStillOut] from working. Use it where the
+// application's role may not open one more connection. Default: on, for
+// pgx pools.
+func WithoutServerView() Option {
+	return optionFunc(func(c *config) { c.serverView = false })
+}
+
+// WithIdleInTransactionTimeout sets PostgreSQL's
+// idle_in_transaction_session_timeout on every session [Open] makes over
+// pgx's driver: the server itself ends a session that stays idle inside a
+// transaction for d, rolling it back and releasing its locks. It is the
+// server-side guard against a leaked transaction, beside statement_timeout
+// (a statement running too long) and lock_timeout (a wait for a lock); it
+// does not give database/sql its slot back (see [Terminate]). [OpenDB]
+// cannot change a connector's configuration and rejects it: set
+// cfg.RuntimeParams["idle_in_transaction_session_timeout"] = "30000" (ms)
+// on the pgx.ConnConfig you give the connector instead. Behind PgBouncer,
+// the parameter must be in its ignore_startup_parameters or set on the
+// server's role.
+//
+// Default: off (0, the server's own setting). Ending a session that a
+// slow but legitimate transaction is still using fails that transaction
+// at its next statement, with a closed connection; what is slow enough
+// to be a leak is the application's call, not a library's.
+func WithIdleInTransactionTimeout(d time.Duration) Option {
+	return optionFunc(func(c *config) {
+		if d < 0 {
+			c.invalid("WithIdleInTransactionTimeout", d, "must not be negative")
+			return
+		}
+		if d > 0 && d < time.Millisecond {
+			c.invalid("WithIdleInTransactionTimeout", d, "the server counts whole milliseconds")
+			return
+		}
+		c.idleInTx = d
+	})
 }
 
 // Telemetry.

@@ -52,6 +52,10 @@ type Checkout struct {
 	// Server is what the server says of the connection's backend, read
 	// when the report was made or the pool inspected; nil when unknown.
 	Server *ServerActivity `json:"server,omitempty"`
+	// Terminated says its backend was terminated ([Terminate],
+	// [TerminateStillOut]): the server has ended its session; the
+	// connection is discarded when it comes back.
+	Terminated bool `json:"terminated,omitempty"`
 }
 
 // Holder is the goroutine that checked a connection out, joined from a
@@ -76,6 +80,10 @@ type ServerActivity struct {
 	QueryStart    time.Time `json:"query_start,omitzero"`
 	StateChange   time.Time `json:"state_change,omitzero"`
 	BlockedBy     []uint32  `json:"blocked_by,omitempty"` // pg_blocking_pids(): the backends holding the locks it waits for
+	Blocking      []uint32  `json:"blocking,omitempty"`   // the backends waiting for locks it holds
+	// Culprits gives, for each PID of BlockedBy and Blocking that is a
+	// connection checked out of the same pool, the line that checked it out.
+	Culprits map[uint32]Frame `json:"culprits,omitempty"`
 }
 
 // String leads with the culprit: "connection checked out at
@@ -84,9 +92,9 @@ type ServerActivity struct {
 func (c Checkout) String() string {
 	held := c.Held.Round(time.Millisecond)
 	if c.Culprit == (Frame{}) && c.NoCulprit != "" {
-		return fmt.Sprintf("connection checked out at an unknown line, held %s (%s)", held, c.NoCulprit)
+		return fmt.Sprintf("connection checked out at an unknown line, held %s (%s)", held, c.NoCulprit) + c.stuckVerdict()
 	}
-	return fmt.Sprintf("connection checked out at %s, held %s", c.Culprit, held)
+	return fmt.Sprintf("connection checked out at %s, held %s", c.Culprit, held) + c.stuckVerdict()
 }
 
 // StackString renders Stack like a goroutine's stack in a panic.
@@ -110,6 +118,11 @@ const (
 	// Reported once per pool, at the first Drain or at Close; Earlier links
 	// it to the checkout's earlier report, if any.
 	LeakStillOut
+	// LeakDeadlock: a goroutine waits for a connection of the pool while
+	// it holds one of the same pool (a nested query on a full pool).
+	// Reported at ERROR within one wait-sampling interval, once per
+	// checkout; WaitingAt is where it waits.
+	LeakDeadlock
 )
 
 // String returns "suspected", "garbage_collected" or "still_out", the
@@ -122,6 +135,8 @@ func (k LeakKind) String() string {
 		return "garbage_collected"
 	case LeakStillOut:
 		return "still_out"
+	case LeakDeadlock:
+		return "deadlock"
 	}
 	return fmt.Sprintf("LeakKind(%d)", int(k))
 }
@@ -141,6 +156,17 @@ type Leak struct {
 	// garbage-collected or still-out connection that was reported before;
 	// nil if there was none.
 	Earlier *EarlierReport
+	// WaitingAt is, for a LeakDeadlock, the line where the goroutine that
+	// holds the connection waits for another one.
+	WaitingAt Frame
+	// PoolDeadlocked is set on a LeakDeadlock when every connection of the
+	// full pool is held by a goroutine waiting for another: nothing can
+	// return one.
+	PoolDeadlocked bool
+	// Notes says what the report could not see and why, e.g. "server
+	// view unavailable: FATAL: sorry, too many clients already (SQLSTATE
+	// 53300)".
+	Notes []string
 }
 
 // EarlierReport is an earlier report of the same checkout.
@@ -165,6 +191,8 @@ func (l Leak) verdict() []string {
 			fmt.Sprintf("it was reported as a suspected leak: checked out at %s", l.culpritOrReason()))
 	case l.Kind == LeakSuspected:
 		v = append(v, fmt.Sprintf("suspected leak: %s", l.Checkout))
+	case l.Kind == LeakDeadlock:
+		v = append(v, l.deadlockHeadline())
 	case l.Kind == LeakGarbageCollected:
 		v = append(v, "leaked connection: Rows garbage-collected without Close", l.Checkout.String(), "it never returns to the pool")
 	default:
@@ -219,7 +247,10 @@ func (k LeakKind) plural(resolved bool) string {
 // return it.
 type LeakError struct {
 	Checkouts []Checkout
-	cause     error
+	// Notes says what [TerminateStillOut] could not do, e.g. a backend the
+	// server would not terminate, and why.
+	Notes []string
+	cause error
 }
 
 // Error lists every checkout, each with its culprit, pool, backend PID,
@@ -229,6 +260,9 @@ func (e *LeakError) Error() string {
 	fmt.Fprintf(&b, "pgxleak: %d connection(s) still checked out", len(e.Checkouts))
 	if e.cause != nil {
 		fmt.Fprintf(&b, " (%v)", e.cause)
+	}
+	for _, n := range e.Notes {
+		fmt.Fprintf(&b, "\n%s", n)
 	}
 	for _, c := range e.Checkouts {
 		fmt.Fprintf(&b, "\n\n%s [pool %s", c, c.Pool)
@@ -253,6 +287,7 @@ type report struct {
 	kind     LeakKind
 	resolved bool
 	snap     snapshot
+	stuck    *stuckReport // a deadlock's holder and waiting line
 }
 
 // describe symbolises a snapshot. It is only called to make a report or
@@ -274,6 +309,7 @@ func (p *tracker) describe(s snapshot) Checkout {
 		LastStatement: truncateStatement(s.statement),
 		TxStatus:      txStatusString(s.txStatus),
 		Suspected:     s.suspected,
+		Terminated:    s.conn != nil && s.conn.isTerminated(),
 	}
 	if i := culpritIndex(frames, p.cfg.libraryPrefix); i >= 0 {
 		c.Culprit = Frame(frames[i])
@@ -469,6 +505,7 @@ func (p *tracker) summarize(final bool) {
 // the logger and the OnLeak callback.
 func (p *tracker) emit(r report) {
 	l := Leak{Kind: r.kind, Checkout: p.describe(r.snap), Resolved: r.resolved, Earlier: p.earlier(r)}
+	p.annotate(&l, r)
 	p.recent.addLeak(l)
 	p.tel.leak(l, r.snap)
 	if !p.admit(&l) {
@@ -478,6 +515,9 @@ func (p *tracker) emit(r report) {
 	level := slog.LevelWarn
 	if l.Resolved {
 		level = slog.LevelInfo
+	}
+	if l.Kind == LeakDeadlock {
+		level = slog.LevelError
 	}
 	ctx := context.Background()
 	lg.LogAttrs(ctx, level, l.String(), p.logAttrs(l, lg.Enabled(ctx, slog.LevelDebug))...)
@@ -507,6 +547,7 @@ func (p *tracker) logAttrs(l Leak, debug bool) []slog.Attr {
 	if l.Repeats > 0 {
 		attrs = append(attrs, slog.Int("repeats", l.Repeats))
 	}
+	attrs = append(attrs, stuckAttrs(l)...)
 	if callers := p.callers(l.Stack); callers != "" && !l.Resolved {
 		attrs = append(attrs, slog.String("callers", callers))
 	}

@@ -70,6 +70,7 @@ type tracker struct {
 
 	history history       // the live page's plots
 	recent  recentReports // the live page's recent reports
+	stuck   stuckState    // goroutine dumps, the server's view, deadlocks (see stuck.go)
 }
 
 func newTracker(cfg *config, defaultName string) *tracker {
@@ -145,6 +146,9 @@ func (p *tracker) register(c *connState) {
 	}
 	p.mu.Lock()
 	p.conns[c] = struct{}{}
+	if c.pgx != nil && p.stuck.side.cfg == nil {
+		p.stuck.side.setConfig(c.pgx) // for the server's view, over a side connection
+	}
 	if p.poolName == "" && c.pgx != nil {
 		cfg := c.pgx.Config()
 		p.poolName = fmt.Sprintf("%s:%d/%s", cfg.Host, cfg.Port, cfg.Database)
@@ -288,6 +292,7 @@ func (p *tracker) close() {
 		p.flushFinal()
 	}
 	p.background.Wait()
+	p.stuck.side.close()
 	p.tel.close()
 	openPools.remove(p)
 }

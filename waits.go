@@ -98,6 +98,10 @@ func (t *telemetry) sampleWaitStats() {
 	waiting := dCount > 0 || !w.stallSince.IsZero() // callers may be waiting now
 	saturated := st.MaxOpenConnections > 0 && st.InUse >= st.MaxOpenConnections
 	t.arm(waiting || saturated, st)
+	if waiting {
+		t.p.watchStuck(st, w.stallSince, stalled, t.threshold) // deadlocks and exhaustion, from a goroutine dump
+	}
+	t.p.stuck.side.closeIfIdle()
 	if t.threshold <= 0 {
 		return
 	}

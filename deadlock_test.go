@@ -1,0 +1,189 @@
+package pgxleak_test
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/pgtest"
+)
+
+// TestSelfDeadlock: the classic nested query on a pool of one. A deadlock
+// report comes within 2 s of the wait, at ERROR, naming both lines.
+func TestSelfDeadlock(t *testing.T) {
+	rec := newLeakRecorder()
+	var logs lockedBuffer
+	db, _ := openTest(t, rec.option(), pgxleak.WithMaxOpenConns(1),
+		pgxleak.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	lines := make(chan [2]site, 1)
+	waiting := make(chan time.Time, 1)
+	done := make(chan error)
+	go func() {
+		rowsLine := lineBelow()
+		rows, err := db.QueryContext(ctx, "SELECT generate_series(1, 3)")
+		if err != nil {
+			done <- err
+			return
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var n int
+			nestedLine := lineBelow()
+			nestedLine.line += 3
+			lines <- [2]site{rowsLine, nestedLine}
+			waiting <- time.Now()
+			err := db.QueryRowContext(ctx, "SELECT 1").Scan(&n) // waits for the connection it holds
+			done <- err
+			return
+		}
+		done <- rows.Err()
+	}()
+	l := <-lines
+	start := <-waiting
+	d := rec.wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakDeadlock })
+	if took := time.Since(start); took > 2*time.Second+500*time.Millisecond {
+		t.Errorf("deadlock reported %v after the wait began, want within about 2s", took)
+	}
+	cancel()
+	if err := <-done; err == nil {
+		t.Error("the nested query succeeded; it should have waited until cancelled")
+	}
+	if d.Culprit.Line != l[0].line || d.WaitingAt.Line != l[1].line {
+		t.Errorf("deadlock holds at line %d, waits at line %d; want %v and %v", d.Culprit.Line, d.WaitingAt.Line, l[0], l[1])
+	}
+	if !d.PoolDeadlocked {
+		t.Errorf("a pool of one held by its only waiter is deadlocked as a whole: %s", d)
+	}
+	s := d.String()
+	for _, want := range []string{
+		"pgxleak: deadlock: goroutine ",
+		l[1].short(),
+		l[0].short(),
+		"the whole pool is deadlocked",
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("report %q: want %q", s, want)
+		}
+	}
+	if !strings.Contains(logs.String(), "level=ERROR msg=\"pgxleak: deadlock:") {
+		t.Errorf("no ERROR log line for the deadlock:\n%s", logs.String())
+	}
+}
+
+// TestPoolDeadlocked: three connections, each held by a goroutine that
+// waits for a fourth.
+func TestPoolDeadlocked(t *testing.T) {
+	rec := newLeakRecorder()
+	var logs lockedBuffer
+	db, _ := openTest(t, rec.option(), pgxleak.WithMaxOpenConns(3), pgxleak.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var holding, wg sync.WaitGroup
+	holding.Add(3)
+	lines := make(chan [2]site, 3)
+	for range 3 {
+		wg.Go(func() {
+			txLine := lineBelow()
+			tx, err := db.BeginTx(ctx, nil)
+			if err != nil {
+				t.Error(err)
+				holding.Done()
+				return
+			}
+			defer tx.Rollback()
+			holding.Done()
+			holding.Wait() // all three hold one before any asks for another
+			var n int
+			lines <- [2]site{txLine, lineBelow()}
+			_ = db.QueryRowContext(ctx, "SELECT 1").Scan(&n)
+		})
+	}
+	l := <-lines
+	in := inspectUntil(t, db, "the pool deadlocked", func(in pgxleak.Inspection) bool { return in.Deadlocked })
+	if len(in.Waiters) != 3 {
+		t.Errorf("%d waiters, want 3: %+v", len(in.Waiters), in.Waiters)
+	}
+	for _, w := range in.Waiters {
+		if w.At.Line != l[1].line || len(w.Holds) != 1 || w.Holds[0].Culprit.Line != l[0].line {
+			t.Errorf("waiter at line %d holding %+v; want %v holding the checkout at %v", w.At.Line, w.Holds, l[1], l[0])
+		}
+	}
+	// One report per line (reports are de-duplicated by line), and one
+	// ERROR line for the whole pool.
+	rec.wait(t, 5*time.Second, func(d pgxleak.Leak) bool {
+		return d.Kind == pgxleak.LeakDeadlock && d.Culprit.Line == l[0].line && d.WaitingAt.Line == l[1].line
+	})
+	want := "level=ERROR msg=\"pgxleak: pool deadlocked: all 3 connections are held by goroutines that are themselves waiting"
+	pgtest.WaitFor(t, 5*time.Second, "the pool's deadlock logged", func() bool { return strings.Contains(logs.String(), want) })
+	cancel()
+	wg.Wait()
+}
+
+// TestExhaustedWarning: a pool of 2 with 2 leaks and 10 waiters gives one
+// WARN naming the waiters' and the holders' lines.
+func TestExhaustedWarning(t *testing.T) {
+	var logs lockedBuffer
+	db, _ := openTest(t, pgxleak.WithMaxOpenConns(2), pgxleak.WithWaitSampleInterval(500*time.Millisecond),
+		pgxleak.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	leakLine := make(chan site, 2)
+	var txs [2]*txHolder
+	for i := range txs {
+		got := make(chan *txHolder)
+		go func() { // leaks a transaction and returns
+			line := lineBelow()
+			tx, err := db.Begin()
+			if err != nil {
+				t.Error(err)
+			} else if _, err := tx.Exec("SELECT 1"); err != nil {
+				t.Error(err)
+			}
+			leakLine <- line
+			got <- &txHolder{tx}
+		}()
+		txs[i] = <-got
+	}
+	held := <-leakLine
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	waitLine := make(chan site, 10)
+	start := time.Now()
+	for range 10 {
+		wg.Go(func() {
+			var n int
+			waitLine <- lineBelow()
+			_ = db.QueryRowContext(ctx, "SELECT 1").Scan(&n)
+		})
+	}
+	w := <-waitLine
+	want := "pool exhausted for "
+	pgtest.WaitFor(t, 5*time.Second, "the exhaustion warning", func() bool { return strings.Contains(logs.String(), want) })
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("warning after %v, want within about 1.5s", took)
+	}
+	cancel()
+	wg.Wait()
+	for _, tx := range txs {
+		_ = tx.tx.Rollback()
+	}
+	out := logs.String()
+	if n := strings.Count(out, want); n != 1 {
+		t.Errorf("%d exhaustion warnings, want 1:\n%s", n, out)
+	}
+	for _, part := range []string{
+		"level=WARN",
+		"10 goroutines waiting (" + w.short() + " ×10)",
+		"2/2 connections held by " + held.short() + " ×2 (goroutine exited, idle in transaction)",
+	} {
+		if !strings.Contains(out, part) {
+			t.Errorf("warning %q: want %q", out, part)
+		}
+	}
+}
+
+type txHolder struct{ tx interface{ Rollback() error } }

@@ -1,0 +1,163 @@
+package pgxleak
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/pgxleak/pgxleak/internal/gdump"
+	"github.com/pgxleak/pgxleak/internal/goid"
+)
+
+// Goroutine identity. Every checkout records the ID of the goroutine that
+// made it (a few nanoseconds, read from the runtime's g and self-checked
+// at start-up by internal/goid). When a report is made or the pool is
+// inspected, one goroutine dump is joined with the checkouts by that ID:
+// a holder present in the dump is alive (its stack and state are shown);
+// one absent from a complete dump has exited, since the runtime never
+// reuses goroutine IDs.
+
+// holderID returns the calling goroutine's ID for a checkout, or 0 when it
+// cannot be read in a few nanoseconds; holders are then found by their
+// checkout stack instead (see matchByStack), and reports say so.
+func holderID() uint64 {
+	if goid.Fast() {
+		return goid.ID()
+	}
+	return 0
+}
+
+// How a holder was found (Holder.MatchedBy).
+const (
+	matchedByID    = "goroutine id"
+	matchedByStack = "checkout stack"
+)
+
+// holderOf joins one checkout with a goroutine dump. It returns nil, with
+// a note saying why, when the dump cannot answer: the dump is older than
+// the checkout, it was cut short, or identity is unavailable and the
+// checkout stack matches no goroutine, or several.
+func (p *tracker) holderOf(s snapshot, c Checkout, d *gdump.Snapshot) (*Holder, string) {
+	// Taken is stamped after the world restarts, and Took runs from before
+	// the first runtime.Stack call: only a checkout recorded before
+	// Taken-Took is certainly in the dump. One recorded while the dump
+	// was taken, or just after, could look like its goroutine still
+	// waiting for a connection, or not yet started.
+	if d.Taken.Add(-d.Took).Before(p.epoch.Add(time.Duration(s.checkoutAt))) {
+		return nil, "some checkouts are newer than the goroutine dump (taken at most once a second); their holders are not shown"
+	}
+	if s.goid != 0 {
+		g := d.Lookup(s.goid)
+		if g == nil {
+			if d.Truncated {
+				return nil, "the goroutine dump was cut short; holders missing from it are not shown as exited"
+			}
+			return &Holder{Goroutine: s.goid, Exited: true, MatchedBy: matchedByID}, ""
+		}
+		return p.holderFrom(g, matchedByID), ""
+	}
+	return p.matchByStack(c, d)
+}
+
+func (p *tracker) holderFrom(g *gdump.Goroutine, matchedBy string) *Holder {
+	h := &Holder{Goroutine: g.ID, State: g.State, Waiting: g.Wait, Stack: dumpFrames(g.Frames), MatchedBy: matchedBy}
+	h.At, _ = p.userFrame(g)
+	return h
+}
+
+// matchByStack finds the holder without goroutine identity: the one
+// goroutine still inside the function that checked the connection out,
+// called from the same lines. A holder that has returned from that
+// function, or exited, cannot be told apart this way, so neither is
+// guessed: the note says so.
+func (p *tracker) matchByStack(c Checkout, d *gdump.Snapshot) (*Holder, string) {
+	why := "goroutine identity unavailable (" + goid.Status() + ")"
+	ci := -1
+	for i, f := range c.Stack {
+		if f == c.Culprit {
+			ci = i
+			break
+		}
+	}
+	if ci < 0 {
+		return nil, why + ", and a checkout without a recorded stack cannot be matched to its goroutine"
+	}
+	tail := userTail(c.Stack[ci+1:])
+	var found []*gdump.Goroutine
+	for i := range d.Goroutines {
+		g := &d.Goroutines[i]
+		for j, f := range g.Frames {
+			if f.Function == c.Culprit.Function && f.File == c.Culprit.File && sameTail(tail, g.Frames[j+1:]) {
+				found = append(found, g)
+				break
+			}
+		}
+	}
+	switch len(found) {
+	case 1:
+		h := p.holderFrom(found[0], matchedByStack)
+		return h, ""
+	case 0:
+		return nil, why + ": no goroutine is inside the function that checked the connection out; its holder has returned from it or exited"
+	}
+	return nil, fmt.Sprintf("%s: %d goroutines match the checkout stack; the holder is not guessed", why, len(found))
+}
+
+// userTail drops the runtime's frames (goexit) from a resolved stack.
+func userTail(fs []Frame) []Frame {
+	out := fs[:0:0]
+	for _, f := range fs {
+		if !strings.HasPrefix(f.Function, "runtime.") {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// sameTail reports whether a dump's outer frames are the checkout's outer
+// frames (the dump may go deeper when the checkout stack was cut at the
+// recorded depth).
+func sameTail(want []Frame, got []gdump.Frame) bool {
+	i := 0
+	for _, g := range got {
+		if strings.HasPrefix(g.Function, "runtime.") {
+			continue
+		}
+		if i == len(want) {
+			return true
+		}
+		if want[i].Function != g.Function || want[i].File != g.File || want[i].Line != g.Line {
+			return false
+		}
+		i++
+	}
+	return i == len(want)
+}
+
+// userFrame is the innermost frame of g outside the runtime, the standard
+// library and the database libraries: the line of user code it is at.
+func (p *tracker) userFrame(g *gdump.Goroutine) (Frame, bool) {
+	f, ok := g.UserFrame(func(f gdump.Frame) bool {
+		return gdump.IsStd(f) || isLibrary(f.Function, p.cfg.libraryPrefix)
+	})
+	return Frame{Function: f.Function, File: f.File, Line: f.Line}, ok
+}
+
+func dumpFrames(fs []gdump.Frame) []Frame {
+	out := make([]Frame, len(fs))
+	for i, f := range fs {
+		out[i] = Frame{Function: f.Function, File: f.File, Line: f.Line}
+	}
+	return out
+}
+
+// calleeOf returns the function h's user frame is calling, for "now at
+// app/worker.go:29 in net/http.(*Client).Do"; "" when At is innermost.
+func (h *Holder) calleeOf() string {
+	for i, f := range h.Stack {
+		if f == h.At && i > 0 {
+			return h.Stack[i-1].Function
+		}
+	}
+	return ""
+}

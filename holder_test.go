@@ -1,0 +1,152 @@
+package pgxleak_test
+
+import (
+	"context"
+	"database/sql"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/pgtest"
+)
+
+// inspectUntil polls Inspect until cond holds (the goroutine dump is taken
+// at most once a second, so a change shows within about a second).
+func inspectUntil(t *testing.T, db *sql.DB, msg string, cond func(pgxleak.Inspection) bool) pgxleak.Inspection {
+	t.Helper()
+	var in pgxleak.Inspection
+	pgtest.WaitFor(t, 10*time.Second, msg, func() bool {
+		var err error
+		in, err = pgxleak.Inspect(context.Background(), db)
+		if err != nil {
+			t.Fatalf("Inspect: %v", err)
+		}
+		return cond(in)
+	})
+	return in
+}
+
+// checkoutAtLine returns the inspection's checkout taken at line.
+func checkoutAtLine(in pgxleak.Inspection, line site) (pgxleak.Checkout, bool) {
+	for _, c := range in.Checkouts {
+		if c.Culprit.Line == line.line && strings.HasSuffix(c.Culprit.File, "_test.go") {
+			return c, true
+		}
+	}
+	return pgxleak.Checkout{}, false
+}
+
+func TestHolderExited(t *testing.T) {
+	rec := newLeakRecorder()
+	db, _ := openTest(t, rec.option())
+	type leaked struct {
+		rows             *sql.Rows
+		tx               *sql.Tx
+		rowsLine, txLine site
+	}
+	got := make(chan leaked)
+	go func() { // a handler that returns without closing its Rows or ending its Tx
+		var l leaked
+		var err error
+		l.rowsLine = lineBelow()
+		l.rows, err = db.Query("SELECT 1")
+		if err != nil {
+			t.Error(err)
+		}
+		l.txLine = lineBelow()
+		l.tx, err = db.Begin()
+		if err != nil {
+			t.Error(err)
+		}
+		got <- l
+	}()
+	l := <-got // kept reachable, so the Rows is not garbage-collected
+	defer l.rows.Close()
+	defer l.tx.Rollback()
+
+	in := inspectUntil(t, db, "both holders shown as exited", func(in pgxleak.Inspection) bool {
+		n := 0
+		for _, c := range in.Checkouts {
+			if c.Holder != nil && c.Holder.Exited {
+				n++
+			}
+		}
+		return n == 2
+	})
+	for _, line := range []site{l.rowsLine, l.txLine} {
+		c, ok := checkoutAtLine(in, line)
+		if !ok {
+			t.Fatalf("no checkout at %v in %+v", line, in.Checkouts)
+		}
+		if c.Holder.MatchedBy != "goroutine id" || c.Holder.Goroutine == 0 {
+			t.Errorf("holder %+v: want matched by goroutine id", c.Holder)
+		}
+		want := line.short()
+		if s := c.String(); !strings.Contains(s, want) || !strings.Contains(s, "; goroutine exited") {
+			t.Errorf("checkout %q: want the line %s and the verdict \"goroutine exited\"", s, want)
+		}
+	}
+	if len(in.Waiters) != 0 {
+		t.Errorf("waiters %+v, want none", in.Waiters)
+	}
+
+	// The report made when the pool is closed says so too.
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r := rec.wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut })
+	if r.Holder == nil || !r.Holder.Exited || !strings.Contains(r.String(), "goroutine exited") {
+		t.Errorf("still-out report %q, holder %+v: want goroutine exited", r.String(), r.Holder)
+	}
+}
+
+func TestHolderAlive(t *testing.T) {
+	rec := newLeakRecorder()
+	db, _ := openTest(t, rec.option())
+	release := make(chan struct{})
+	done := make(chan error)
+	lines := make(chan [2]site, 1)
+	go func() {
+		txLine := lineBelow()
+		tx, err := db.Begin()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer tx.Rollback()
+		if _, err := tx.Exec("SELECT 1"); err != nil {
+			done <- err
+			return
+		}
+		lines <- [2]site{txLine, lineBelow()}
+		<-release
+		done <- nil
+	}()
+	l := <-lines
+	defer func() {
+		close(release)
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	in := inspectUntil(t, db, "the holder blocked on the channel", func(in pgxleak.Inspection) bool {
+		c, ok := checkoutAtLine(in, l[0])
+		return ok && c.Holder != nil && c.Holder.At.Line == l[1].line && c.Holder.State == "chan receive"
+	})
+	c, _ := checkoutAtLine(in, l[0])
+	h := c.Holder
+	if h.Exited || h.State != "chan receive" || h.MatchedBy != "goroutine id" {
+		t.Errorf("holder %+v: want alive, in chan receive, matched by goroutine id", h)
+	}
+	want := l[1].short() + " [chan receive]"
+	if s := c.String(); !strings.Contains(s, want) || !strings.Contains(s, "; goroutine ") {
+		t.Errorf("checkout %q: want %q", s, want)
+	}
+	if c.Server == nil || c.Server.State != "idle in transaction" {
+		t.Errorf("server view %+v, want idle in transaction", c.Server)
+	}
+	if s := c.String(); !strings.Contains(s, "; server: idle in transaction") {
+		t.Errorf("checkout %q: want the server's verdict", s)
+	}
+}

@@ -1,0 +1,344 @@
+package pgxleak
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// The server's side. For pgx pools, the held connections' backends are
+// looked up in pg_stat_activity over a side connection: never one of the
+// pool's, which may be exhausted. It is made with the pool's own pgx
+// configuration, only off the hot path, with a short timeout, and closed
+// after sideIdle without use. A refused connection (max_connections,
+// permissions) is not retried for serverRetry, and the reason is given
+// instead of the view.
+
+// sideConn is a tracker's side connection and its cached view.
+type sideConn struct {
+	mu       sync.Mutex
+	cfg      *pgx.ConnConfig // the pool's, from its first pgx connection; nil for another driver
+	conn     *pgx.Conn
+	lastUsed time.Time
+	closed   bool
+	failed   time.Time // when the last connect or query failed
+	failure  string    // why, without credentials
+
+	view   map[uint32]ServerActivity // the last view, by PID
+	asked  []uint32                  // the PIDs it was read for
+	viewAt time.Time
+}
+
+// setConfig records the pool's pgx configuration from one of its
+// connections, once.
+func (s *sideConn) setConfig(c *pgx.Conn) {
+	s.mu.Lock()
+	if s.cfg == nil {
+		s.cfg = c.Config()
+	}
+	s.mu.Unlock()
+}
+
+// do runs f on the side connection, connecting first if needed, within
+// serverTimeout. It returns the reason the server could not be asked, or
+// f's error.
+func (s *sideConn) do(ctx context.Context, f func(ctx context.Context, c *pgx.Conn) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.doLocked(ctx, f)
+}
+
+func (s *sideConn) doLocked(ctx context.Context, f func(ctx context.Context, c *pgx.Conn) error) error {
+	switch {
+	case s.closed:
+		return errors.New("the pool is closed")
+	case s.cfg == nil:
+		return errors.New("no pgx connection configuration (the pool's driver is not pgx, or it has not connected yet)")
+	case !s.failed.IsZero() && time.Since(s.failed) < serverRetry:
+		return errors.New(s.failure)
+	}
+	ctx, cancel := context.WithTimeout(ctx, serverTimeout)
+	defer cancel()
+	if s.conn == nil || s.conn.IsClosed() {
+		cfg := s.cfg.Copy()
+		cfg.ConnectTimeout = serverTimeout
+		cfg.RuntimeParams["application_name"] = sideApplicationName
+		delete(cfg.RuntimeParams, "idle_in_transaction_session_timeout")
+		c, err := pgx.ConnectConfig(ctx, cfg)
+		if err != nil {
+			return s.fail(err)
+		}
+		s.conn = c
+	}
+	s.lastUsed = time.Now()
+	if err := f(ctx, s.conn); err != nil {
+		if s.conn.IsClosed() || ctx.Err() != nil {
+			s.closeConnLocked()
+		}
+		return s.fail(err)
+	}
+	s.failed, s.failure = time.Time{}, ""
+	return nil
+}
+
+// fail records why the server could not be asked: the server's message and
+// SQLSTATE when it sent one (never the connect string), else the error with
+// the DSN's passwords masked.
+func (s *sideConn) fail(err error) error {
+	var pe *pgconn.PgError
+	msg := ""
+	switch {
+	case errors.As(err, &pe):
+		msg = fmt.Sprintf("%s: %s (SQLSTATE %s)", pe.Severity, pe.Message, pe.Code)
+	case errors.Is(err, context.DeadlineExceeded):
+		msg = "no answer within " + serverTimeout.String()
+	default:
+		msg = redactError(err, []string{s.cfg.Password}).Error()
+	}
+	s.failed, s.failure = time.Now(), msg
+	return errors.New(msg)
+}
+
+func (s *sideConn) closeConnLocked() {
+	if s.conn == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), serverTimeout)
+	_ = s.conn.Close(ctx)
+	cancel()
+	s.conn = nil
+}
+
+// closeIfIdle closes the side connection once it has not been used for
+// sideIdle; the wait sampler calls it every interval.
+func (s *sideConn) closeIfIdle() {
+	if !s.mu.TryLock() { // in use: not idle
+		return
+	}
+	if s.conn != nil && time.Since(s.lastUsed) >= sideIdle {
+		s.closeConnLocked()
+	}
+	s.mu.Unlock()
+}
+
+// close closes the side connection for good, with the pool.
+func (s *sideConn) close() {
+	s.mu.Lock()
+	s.closed = true
+	s.closeConnLocked()
+	s.mu.Unlock()
+}
+
+// activityQuery reads the backends of $1 and every backend waiting on a
+// lock, to find both what blocks ours and whom ours block.
+const activityQuery = `SELECT pid, coalesce(state, ''), coalesce(wait_event_type, ''), coalesce(wait_event, ''),
+	xact_start, query_start, state_change, pg_blocking_pids(pid)
+FROM pg_stat_activity
+WHERE pid = ANY($1) OR wait_event_type = 'Lock'`
+
+// serverView fills the Server of each checkout with a backend PID, and
+// joins blockers to this pool's checkouts. It returns a note when the
+// view is unavailable, and why.
+func (p *tracker) serverView(ctx context.Context, cs []Checkout) string {
+	if !p.cfg.serverView {
+		return ""
+	}
+	if p.cfg.pgBouncer {
+		return "server view unavailable behind PgBouncer: the backend PIDs are PgBouncer's, not the server's"
+	}
+	var pids []uint32
+	for _, c := range cs {
+		if c.BackendPID != 0 {
+			pids = append(pids, c.BackendPID)
+		}
+	}
+	if len(pids) == 0 {
+		return ""
+	}
+	view, err := p.stuck.side.activity(ctx, pids)
+	if err != nil {
+		return "server view unavailable: " + err.Error()
+	}
+	culprits := make(map[uint32]Frame, len(cs))
+	for _, c := range cs {
+		if c.BackendPID != 0 {
+			culprits[c.BackendPID] = c.Culprit
+		}
+	}
+	missing := 0
+	for i := range cs {
+		a, ok := view[cs[i].BackendPID]
+		if !ok {
+			if cs[i].BackendPID != 0 {
+				missing++
+			}
+			continue
+		}
+		a.Culprits = nil
+		for _, pid := range slices.Concat(a.BlockedBy, a.Blocking) {
+			if f, ok := culprits[pid]; ok {
+				if a.Culprits == nil {
+					a.Culprits = make(map[uint32]Frame)
+				}
+				a.Culprits[pid] = f
+			}
+		}
+		cs[i].Server = &a
+	}
+	if missing > 0 {
+		return "the server has no pg_stat_activity row for " + strconv.Itoa(missing) + " backend(s): they have exited, or are not visible to this role"
+	}
+	return ""
+}
+
+// activity returns pg_stat_activity for pids, from the cache when it is
+// younger than dumpInterval and covers them.
+func (s *sideConn) activity(ctx context.Context, pids []uint32) (map[uint32]ServerActivity, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.view != nil && time.Since(s.viewAt) < dumpInterval && subset(pids, s.asked) {
+		return s.view, nil
+	}
+	view := make(map[uint32]ServerActivity, len(pids))
+	err := s.doLocked(ctx, func(ctx context.Context, c *pgx.Conn) error {
+		arg := make([]int32, len(pids))
+		for i, pid := range pids {
+			arg[i] = int32(pid)
+		}
+		rows, err := c.Query(ctx, activityQuery, arg)
+		if err != nil {
+			return err
+		}
+		blocks := map[uint32][]uint32{} // blocker → blocked
+		for rows.Next() {
+			var (
+				pid                int32
+				a                  ServerActivity
+				xact, query, state *time.Time
+				blockedBy          []int32
+			)
+			if err := rows.Scan(&pid, &a.State, &a.WaitEventType, &a.WaitEvent, &xact, &query, &state, &blockedBy); err != nil {
+				rows.Close()
+				return err
+			}
+			for _, b := range blockedBy {
+				blocks[uint32(b)] = append(blocks[uint32(b)], uint32(pid))
+				a.BlockedBy = append(a.BlockedBy, uint32(b))
+			}
+			if !slices.Contains(pids, uint32(pid)) {
+				continue
+			}
+			a.XactStart, a.QueryStart, a.StateChange = deref(xact), deref(query), deref(state)
+			view[uint32(pid)] = a
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for pid, a := range view {
+			a.Blocking = blocks[pid]
+			view[pid] = a
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.view, s.asked, s.viewAt = view, slices.Clone(pids), time.Now()
+	return view, nil
+}
+
+func deref(t *time.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return *t
+}
+
+func subset(a, b []uint32) bool {
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			return false
+		}
+	}
+	return true
+}
+
+// terminate asks the server to end backend pid. database/sql's slot stays
+// taken until the holder gives the connection back; the server rolls the
+// transaction back and releases its locks now.
+func (s *sideConn) terminate(ctx context.Context, pid uint32) error {
+	var ok bool
+	err := s.do(ctx, func(ctx context.Context, c *pgx.Conn) error {
+		return c.QueryRow(ctx, "SELECT pg_terminate_backend($1)", int32(pid)).Scan(&ok)
+	})
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("the server has no backend with PID %d (it has exited)", pid)
+	}
+	s.mu.Lock()
+	s.view = nil // it changed
+	s.mu.Unlock()
+	return nil
+}
+
+// Terminate ends the server backend of a connection checked out of db,
+// by its backend PID ([Checkout.BackendPID], as [Checkouts] and [Inspect]
+// give it), with pg_terminate_backend over a side connection. The server
+// rolls back its transaction and releases its locks at once. The
+// connection stays checked out: database/sql counts it as open until its
+// holder gives it back, and it is then discarded, never reused. Use it on
+// a leak whose locks block others: the pool's capacity is not restored,
+// the server's is.
+//
+// Only a connection checked out of db can be terminated. It needs pgx's
+// driver and a direct connection to PostgreSQL: behind PgBouncer the PID
+// is PgBouncer's.
+func Terminate(ctx context.Context, db *sql.DB, backendPID uint32) error {
+	p := trackerOf(db)
+	if p == nil {
+		return ErrNotTracked
+	}
+	return p.terminate(ctx, backendPID)
+}
+
+func (p *tracker) terminate(ctx context.Context, pid uint32) error {
+	if p.cfg.pgBouncer {
+		return errors.New("pgxleak: Terminate: behind PgBouncer the backend PID is PgBouncer's; terminate it on the server")
+	}
+	var target *connState
+	p.each(func(c *connState) {
+		if pid != 0 && c.pid == pid && c.state == stateOut && !c.internal {
+			target = c
+		}
+	})
+	if target == nil {
+		return fmt.Errorf("pgxleak: Terminate: PID %d is not a connection checked out of this pool", pid)
+	}
+	// Marked first: if it comes back while the server ends it, it is
+	// discarded, not handed to the next caller.
+	target.mu.Lock()
+	target.terminated = true
+	target.mu.Unlock()
+	if err := p.stuck.side.terminate(ctx, pid); err != nil {
+		return fmt.Errorf("pgxleak: Terminate: PID %d: %w", pid, err)
+	}
+	p.stuck.terminated.Add(1)
+	return nil
+}
+
+// isTerminated reports whether c's backend was terminated.
+func (c *connState) isTerminated() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.terminated
+}

@@ -1,0 +1,202 @@
+package pgxleak
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pgxleak/pgxleak/internal/gdump"
+)
+
+// stuckState is a tracker's stuck-pool diagnosis: the rate-limited
+// goroutine dump, the side connection to the server with its cached view,
+// and what has been reported already. Everything here runs off the hot
+// path, when a report is made, the pool is inspected, or the wait sampler
+// saw callers waiting.
+type stuckState struct {
+	dumps      gdump.Limiter
+	side       sideConn
+	terminated atomic.Uint64 // backends terminated (Terminate, Drain)
+
+	diagMu sync.Mutex // one diagnosis at a time; later callers share it
+	last   *diagnosis // guarded by diagMu
+
+	mu             sync.Mutex         // guards the report state below
+	deadlocks      map[holderKey]bool // checkouts reported as deadlocked
+	poolDeadlocked bool               // the whole pool's deadlock was logged and has not ended
+	warnedStall    time.Time          // the stall whose exhaustion was logged
+	lastWarn       time.Time          // the last exhaustion warning
+	skipped        int                // exhaustion warnings suppressed since
+}
+
+// diagnosis is one goroutine dump, and possibly one server view, joined
+// with the checkouts and the waiters of the pool.
+type diagnosis struct {
+	at        time.Time
+	dump      *gdump.Snapshot
+	server    bool // the server view was asked for
+	checkouts []Checkout
+	keys      []holderKey // parallel to checkouts
+	waiters   []Waiter
+	notes     []string
+}
+
+// checkout returns the diagnosed checkout for key, if the diagnosis has it.
+func (d *diagnosis) checkout(k holderKey) (Checkout, bool) {
+	i := slices.Index(d.keys, k)
+	if i < 0 {
+		return Checkout{}, false
+	}
+	return d.checkouts[i], true
+}
+
+// diagnose returns the pool's diagnosis, taking a new one unless the last
+// one is recent enough (the dump interval), has the server view if asked,
+// and covers every checkout in want.
+func (p *tracker) diagnose(ctx context.Context, server bool, want ...holderKey) *diagnosis {
+	st := &p.stuck
+	st.diagMu.Lock()
+	defer st.diagMu.Unlock()
+	if d := st.last; d != nil && time.Since(d.at) < dumpInterval && (d.server || !server) {
+		covered := true
+		for _, k := range want {
+			if c, ok := d.checkout(k); !ok || c.Holder == nil {
+				covered = false
+			}
+		}
+		if covered {
+			return d
+		}
+	}
+	d := p.diagnoseNow(ctx, server)
+	st.last = d
+	return d
+}
+
+func (p *tracker) diagnoseNow(ctx context.Context, server bool) *diagnosis {
+	if p.stuck.dumps.Interval == 0 {
+		p.stuck.dumps.Interval = dumpInterval // before the first Take, under diagMu
+	}
+	dump, _ := p.stuck.dumps.Take()
+	d := &diagnosis{at: time.Now(), dump: dump, server: server}
+	snaps := p.outSnapshots()
+	var notes noteSet
+	for _, s := range snaps {
+		c := p.describe(s)
+		h, note := p.holderOf(s, c, dump)
+		c.Holder = h
+		notes.add(note)
+		d.checkouts = append(d.checkouts, c)
+		d.keys = append(d.keys, holderKey{s.conn, s.checkoutAt})
+	}
+	d.waiters = p.waitersIn(dump, d.checkouts, &notes)
+	if server {
+		notes.add(p.serverView(ctx, d.checkouts))
+	}
+	d.notes = notes
+	return d
+}
+
+// waitersIn returns the goroutines of dump waiting for a connection of
+// this pool, each with the checkouts of this pool it holds.
+func (p *tracker) waitersIn(dump *gdump.Snapshot, cs []Checkout, notes *noteSet) []Waiter {
+	var ws []Waiter
+	unknown := 0
+	for i := range dump.Goroutines {
+		g := &dump.Goroutines[i]
+		if !g.WaitingForConn() {
+			continue
+		}
+		if p.db == nil {
+			unknown++
+			continue
+		}
+		if _, ok := g.WaitingDB(); !ok {
+			unknown++
+			continue
+		}
+		if !g.WaitingOn(p.db) {
+			continue
+		}
+		w := Waiter{Goroutine: g.ID, Waited: g.Wait, Stack: dumpFrames(g.Frames)}
+		w.At, _ = p.userFrame(g)
+		for _, c := range cs {
+			if c.Holder != nil && !c.Holder.Exited && c.Holder.Goroutine == g.ID {
+				w.Holds = append(w.Holds, c)
+			}
+		}
+		ws = append(ws, w)
+	}
+	if unknown > 0 {
+		if p.db == nil {
+			notes.add("waiters not shown: a pool opened by sql.Open(\"pgxleak\", ...) cannot tell its waiters from other pools' (use pgxleak.Open)")
+		} else {
+			notes.add("some goroutines wait for a connection of a pool the goroutine dump does not name; they are not counted")
+		}
+	}
+	return ws
+}
+
+// noteSet collects distinct notes, in order.
+type noteSet []string
+
+func (n *noteSet) add(s string) {
+	if s != "" && !slices.Contains(*n, s) {
+		*n = append(*n, s)
+	}
+}
+
+// annotate fills a report's Holder and Server from a diagnosis, for the
+// reports a person reads to find a stuck pool: suspected and still-out
+// leaks. It takes a goroutine dump (rate-limited) and asks the server
+// (cached, bounded by a short timeout).
+func (p *tracker) annotate(l *Leak, r report) {
+	if r.stuck != nil {
+		l.Holder, l.Server, l.WaitingAt, l.PoolDeadlocked = r.stuck.holder, r.stuck.server, r.stuck.waitingAt, r.stuck.poolDeadlocked
+		return
+	}
+	if l.Resolved || (l.Kind != LeakSuspected && l.Kind != LeakStillOut) {
+		return
+	}
+	k := holderKey{r.snap.conn, r.snap.checkoutAt}
+	d := p.diagnose(context.Background(), p.cfg.serverView, k)
+	if c, ok := d.checkout(k); ok {
+		l.Holder, l.Server = c.Holder, c.Server
+	}
+	l.Notes = d.notes
+}
+
+// stuckReport is what a deadlock report carries beyond its checkout.
+type stuckReport struct {
+	holder         *Holder
+	server         *ServerActivity
+	waitingAt      Frame
+	poolDeadlocked bool
+}
+
+// diagnoseFresh is diagnose for Inspect: the checkouts as they are now,
+// with the dump and the server view from their caches when recent.
+func (p *tracker) diagnoseFresh(ctx context.Context) *diagnosis {
+	st := &p.stuck
+	st.diagMu.Lock()
+	defer st.diagMu.Unlock()
+	d := p.diagnoseNow(ctx, p.cfg.serverView)
+	st.last = d
+	return d
+}
+
+// poolDeadlocked reports whether the pool is full (maxOpen > 0) and every
+// holder waits for a connection of the same pool.
+func (d *diagnosis) poolDeadlocked(maxOpen int) bool {
+	if maxOpen <= 0 || len(d.checkouts) < maxOpen {
+		return false
+	}
+	for _, c := range d.checkouts {
+		if c.Holder == nil || c.Holder.Exited || !slices.ContainsFunc(d.waiters, func(w Waiter) bool { return w.Goroutine == c.Holder.Goroutine }) {
+			return false
+		}
+	}
+	return true
+}
