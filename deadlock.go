@@ -102,6 +102,7 @@ func (p *tracker) reportPoolDeadlock(d *diagnosis, whole bool) {
 		len(d.checkouts), countLines(held), countLines(waiting))
 	p.logger().LogAttrs(context.Background(), slog.LevelError, msg,
 		slog.String("pool", p.name()), slog.Int("held", len(d.checkouts)), slog.Int("waiting", len(d.waiters)))
+	p.recent.add("pool_deadlocked", Frame{}, msg, nil, time.Now())
 }
 
 // snapshotOf takes a fresh snapshot of the checkout k, or the zero
@@ -146,6 +147,7 @@ func (p *tracker) warnExhausted(d *diagnosis, st sql.DBStats, stalled time.Durat
 	}
 	msg := fmt.Sprintf("pgxleak: pool exhausted for %s: %d goroutines waiting (%s); %d/%s connections held by %s",
 		stalled.Round(100*time.Millisecond), len(d.waiters), countLines(waiting), st.InUse, maxOpen, countLines(held))
+	p.recent.add("exhausted", Frame{}, msg, nil, time.Now())
 	attrs := []slog.Attr{
 		slog.String("pool", p.name()),
 		slog.Duration("stalled", stalled),

@@ -135,7 +135,7 @@ func newPoolView(i int, pp *PoolPage, now time.Time) poolView {
 
 	for _, r := range pp.Reports {
 		rv := reportView{Kind: r.Kind, Headline: r.Headline, Count: r.Count, Last: ago(now, r.Last), First: ago(now, r.First),
-			Bad: r.Kind == "deadlock" || r.Kind == "garbage_collected"}
+			Bad: r.Kind == "deadlock" || r.Kind == "pool_deadlocked" || r.Kind == "garbage_collected"}
 		if r.Checkout != nil && len(r.Checkout.Stack) > 0 {
 			rv.Stack = r.Checkout.StackString()
 		}

@@ -20,7 +20,9 @@ const maxRecent = 50
 type Report struct {
 	// Kind is the leak kind ("suspected", "garbage_collected",
 	// "still_out", "deadlock", ...), "resolved" for the follow-up of a
-	// suspected leak that came back, or "wait" for a slow wait episode.
+	// suspected leak that came back, "wait" for a slow wait episode,
+	// "exhausted" for a pool-exhausted warning, or "pool_deadlocked" when
+	// every holder of a full pool is itself waiting.
 	Kind     string    `json:"kind"`
 	Headline string    `json:"headline"`           // the latest report's first line
 	At       Frame     `json:"at"`                 // the culprit; zero for wait episodes
