@@ -82,6 +82,7 @@ func dsnSecrets(dsn string, parsed *pgx.ConnConfig) []string {
 // unwraps to err, so errors.Is and errors.As (driver.ErrBadConn,
 // *pgconn.PgError) still see the original.
 func redactError(err error, secrets []string) error {
+	secrets = slices.DeleteFunc(slices.Clone(secrets), func(s string) bool { return s == "" })
 	if err == nil || len(secrets) == 0 {
 		return err
 	}

@@ -53,6 +53,15 @@ func TestRedactError(t *testing.T) {
 	if err := pgxleak.RedactError(pgErr, []string{"s3cret"}); err != error(pgErr) {
 		t.Errorf("RedactError changed an error without the secret: %#v", err)
 	}
+	// An empty secret (a DSN without a password) masks nothing: the same
+	// value, not a text grown by masking every position.
+	refused := errors.New("dial tcp 127.0.0.1:1: connect: connection refused")
+	if err := pgxleak.RedactError(refused, []string{""}); err != refused {
+		t.Errorf("RedactError with an empty secret = %q, want the error unchanged", err)
+	}
+	if err := pgxleak.RedactError(refused, []string{"", "s3cret"}); err != refused {
+		t.Errorf("RedactError with an empty and an absent secret = %q, want the error unchanged", err)
+	}
 	// Masked, and still the original underneath.
 	wrapped := fmt.Errorf("connecting with s3cret: %w", driver.ErrBadConn)
 	err := pgxleak.RedactError(wrapped, []string{"s3cret"})

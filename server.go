@@ -101,7 +101,7 @@ func (s *sideConn) fail(err error) error {
 	case errors.Is(err, context.DeadlineExceeded):
 		msg = "no answer within " + serverTimeout.String()
 	default:
-		msg = redactError(err, []string{s.cfg.Password}).Error()
+		msg = redactError(err, dsnSecrets(s.cfg.ConnString(), s.cfg)).Error()
 	}
 	s.failed, s.failure = time.Now(), msg
 	return errors.New(msg)
