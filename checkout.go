@@ -213,6 +213,19 @@ func (c *connState) reusableAt(now int64) bool {
 	return !c.tracker.draining.Load()
 }
 
+// markTerminated marks c's backend as terminated if c is still out on
+// checkout seq (its checkouts count when it was chosen), and reports
+// whether it did. Once marked, c is discarded at its return.
+func (c *connState) markTerminated(seq uint64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateOut || c.internal || c.checkouts != seq {
+		return false
+	}
+	c.terminated = true
+	return true
+}
+
 // afterStatement refreshes the transaction status from pgx, on the
 // goroutine that ran the statement.
 func (c *connState) afterStatement() {

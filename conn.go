@@ -402,7 +402,10 @@ func (c *connSessionResetter) ResetSession(ctx context.Context) error {
 	// see a connection before it exists; here that would cost every
 	// checkout two atomic writes to a cache line all checkouts share.)
 	c.mu.Lock()
-	if p.draining.Load() {
+	// A connection whose backend was terminated is discarded at its
+	// return; should one ever be idle, it is discarded here, not handed
+	// out to fail at its first statement.
+	if p.draining.Load() || c.terminated {
 		c.mu.Unlock()
 		return driver.ErrBadConn
 	}

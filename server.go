@@ -300,6 +300,11 @@ func (s *sideConn) terminate(ctx context.Context, pid uint32) error {
 // a leak whose locks block others: the pool's capacity is not restored,
 // the server's is.
 //
+// A connection given back before Terminate marks it is left alone (the
+// next caller may hold it by now) and Terminate says so; once marked, it
+// is discarded at its return, even one that comes before the server has
+// ended the backend.
+//
 // Only a connection checked out of db can be terminated. It needs pgx's
 // driver and a direct connection to PostgreSQL: behind PgBouncer the PID
 // is PgBouncer's.
@@ -316,19 +321,25 @@ func (p *tracker) terminate(ctx context.Context, pid uint32) error {
 		return errors.New("pgxleak: Terminate: behind PgBouncer the backend PID is PgBouncer's; terminate it on the server")
 	}
 	var target *connState
+	var seq uint64
 	p.each(func(c *connState) {
 		if pid != 0 && c.pid == pid && c.state == stateOut && !c.internal {
-			target = c
+			target, seq = c, c.checkouts
 		}
 	})
 	if target == nil {
 		return fmt.Errorf("pgxleak: Terminate: PID %d is not a connection checked out of this pool", pid)
 	}
-	// Marked first: if it comes back while the server ends it, it is
-	// discarded, not handed to the next caller.
-	target.mu.Lock()
-	target.terminated = true
-	target.mu.Unlock()
+	// The locks were released after the choice: the holder may have given
+	// the connection back since, and another caller taken it, on the same
+	// backend. Marked only if it is still out on the checkout chosen, and
+	// marked before the server is asked: if it comes back from here on, it
+	// is discarded at its return, never handed to the next caller. (The
+	// holder's session is then ended after its return, which harms no
+	// one: the connection is not reused.)
+	if !target.markTerminated(seq) {
+		return fmt.Errorf("pgxleak: Terminate: PID %d: the connection came back to the pool; not terminated", pid)
+	}
 	if err := p.stuck.side.terminate(ctx, pid); err != nil {
 		return fmt.Errorf("pgxleak: Terminate: PID %d: %w", pid, err)
 	}

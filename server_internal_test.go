@@ -1,0 +1,110 @@
+package pgxleak
+
+import (
+	"context"
+	"database/sql"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/pgxleak/pgxleak/internal/pgtest"
+)
+
+// openOne opens a pool of one connection on a fresh database and returns
+// it with the connection's state, once it has been checked out and
+// returned once.
+func openOne(t *testing.T) (*sql.DB, *connState) {
+	t.Helper()
+	db, err := Open("pgx", pgtest.NewDatabase(t), WithMaxOpenConns(1), WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	if err := db.PingContext(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var c *connState
+	trackerOf(db).each(func(s *connState) { c = s })
+	if c == nil {
+		t.Fatal("no connection tracked")
+	}
+	return db, c
+}
+
+// backendPID returns the backend PID of the next checkout of db.
+func backendPID(t *testing.T, db *sql.DB) uint32 {
+	t.Helper()
+	var pid uint32
+	if err := db.QueryRowContext(context.Background(), "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	return pid
+}
+
+// TestTerminateRechecksCheckout: a connection chosen for termination that
+// was given back and checked out again by another caller (same backend)
+// is not marked: the innocent session is not ended. Terminate chooses
+// under the pool's lock and marks later; this is the step after.
+func TestTerminateRechecksCheckout(t *testing.T) {
+	db, c := openOne(t)
+	ctx := context.Background()
+	leaker, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := leaker.PingContext(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.mu.Lock()
+	chosen := c.checkouts // what terminate remembers when it chooses
+	c.mu.Unlock()
+	_ = leaker.Close()            // the leaker gives it back...
+	innocent, err := db.Conn(ctx) // ...and another caller takes it
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer innocent.Close()
+	if err := innocent.PingContext(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if c.markTerminated(chosen) {
+		t.Fatal("marked a connection checked out again since it was chosen")
+	}
+	if c.isTerminated() {
+		t.Fatal("the innocent checkout's connection is marked terminated")
+	}
+	c.mu.Lock()
+	now := c.checkouts
+	c.mu.Unlock()
+	if !c.markTerminated(now) {
+		t.Fatal("did not mark the connection on the checkout chosen")
+	}
+}
+
+// TestTerminateRefusesIdle: Terminate of a connection given back before it
+// was marked says so, and leaves it usable.
+func TestTerminateRefusesIdle(t *testing.T) {
+	db, _ := openOne(t)
+	pid := backendPID(t, db)
+	err := Terminate(context.Background(), db, pid)
+	if err == nil || !strings.HasPrefix(err.Error(), "pgxleak: ") {
+		t.Fatalf("Terminate of an idle connection: %v, want a pgxleak error", err)
+	}
+	if got := backendPID(t, db); got != pid {
+		t.Errorf("next checkout on backend %d, want the idle %d (untouched)", got, pid)
+	}
+}
+
+// TestTerminatedIdleNotHandedOut: an idle connection marked terminated is
+// discarded at its next checkout rather than handed out to fail.
+func TestTerminatedIdleNotHandedOut(t *testing.T) {
+	db, c := openOne(t)
+	pid := backendPID(t, db)
+	c.mu.Lock()
+	c.terminated = true
+	c.mu.Unlock()
+	if got := backendPID(t, db); got == pid {
+		t.Errorf("the terminated idle connection (backend %d) was handed out", pid)
+	}
+}
