@@ -72,6 +72,12 @@ type Settings struct {
 	Statements            bool          `json:"statements"`
 	GCDetection           bool          `json:"gc_detection"`
 	PgBouncer             bool          `json:"pgbouncer"`
+	// ServerView is false under WithoutServerView: reports and the page do
+	// not read pg_stat_activity.
+	ServerView bool `json:"server_view"`
+	// IdleInTransactionTimeout is the idle_in_transaction_session_timeout
+	// set on the pool's sessions; 0 means the server's own.
+	IdleInTransactionTimeout time.Duration `json:"idle_in_transaction_timeout_ns"`
 }
 
 // Handler returns the live page of the given pools, or, with no
@@ -236,6 +242,9 @@ func (p *tracker) settings() Settings {
 		Statements:            c.statements,
 		GCDetection:           c.gcDetection,
 		PgBouncer:             c.pgBouncer,
+
+		ServerView:               c.serverView,
+		IdleInTransactionTimeout: c.idleInTx,
 	}
 	if p.db != nil {
 		s.MaxOpen = p.db.Stats().MaxOpenConnections

@@ -71,7 +71,8 @@ func poolNamed(t testing.TB, p pgxleak.Page, name string) pgxleak.PoolPage {
 // TestHandlerLeakCulprit: a live leak's culprit line is in the HTML and in
 // the JSON, which round-trips through the documented struct.
 func TestHandlerLeakCulprit(t *testing.T) {
-	db, _ := openTest(t, pgxleak.WithPoolName("page-leak"), pgxleak.WithWaitSampleInterval(20*time.Millisecond))
+	db, _ := openTest(t, pgxleak.WithPoolName("page-leak"), pgxleak.WithWaitSampleInterval(20*time.Millisecond),
+		pgxleak.WithIdleInTransactionTimeout(90*time.Second))
 	at := lineBelow()
 	rows, err := db.QueryContext(t.Context(), "SELECT 1") // leaked until the test ends
 	if err != nil {
@@ -92,6 +93,9 @@ func TestHandlerLeakCulprit(t *testing.T) {
 	if !strings.Contains(html, "Pool page-leak") {
 		t.Error("the page lacks the pool's name")
 	}
+	if !strings.Contains(html, "<dt>idle-in-transaction timeout</dt><dd>1m30s</dd>") || !strings.Contains(html, "<dt>server view (pg_stat_activity)</dt><dd>true</dd>") {
+		t.Error("the page's settings lack the server view or the idle-in-transaction timeout")
+	}
 
 	p := getPage(t, srv.URL)
 	pp := poolNamed(t, p, "page-leak")
@@ -101,7 +105,8 @@ func TestHandlerLeakCulprit(t *testing.T) {
 	if pp.Checkouts[0].LastStatement != "SELECT 1" || pp.Stats.CheckedOut != 1 {
 		t.Errorf("statement %q, checked out %d", pp.Checkouts[0].LastStatement, pp.Stats.CheckedOut)
 	}
-	if pp.Settings.MaxOpen != pgxleak.DefaultMaxOpenConns || !pp.Settings.Tuned || pp.SampleInterval != 20*time.Millisecond {
+	if pp.Settings.MaxOpen != pgxleak.DefaultMaxOpenConns || !pp.Settings.Tuned || pp.SampleInterval != 20*time.Millisecond ||
+		!pp.Settings.ServerView || pp.Settings.IdleInTransactionTimeout != 90*time.Second {
 		t.Errorf("settings %+v, interval %v", pp.Settings, pp.SampleInterval)
 	}
 	// Round trip: what was decoded encodes to the same JSON.

@@ -322,6 +322,8 @@ func settingsRows(s Settings) [][2]string {
 		{"statements recorded", strconv.FormatBool(s.Statements)},
 		{"garbage-collection detection", strconv.FormatBool(s.GCDetection)},
 		{"PgBouncer profile", strconv.FormatBool(s.PgBouncer)},
+		{"server view (pg_stat_activity)", strconv.FormatBool(s.ServerView)},
+		{"idle-in-transaction timeout", dur(s.IdleInTransactionTimeout, "the server's")},
 	}
 	if !s.Tuned {
 		rows = append(rows, [2]string{"tuning", "not applied: opened with sql.Open, so database/sql's own limits apply"})
