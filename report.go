@@ -125,8 +125,8 @@ const (
 	LeakDeadlock
 )
 
-// String returns "suspected", "garbage_collected" or "still_out", the
-// values of the kind attribute in logs, spans and metrics.
+// String returns "suspected", "garbage_collected", "still_out" or
+// "deadlock", the values of the kind attribute in logs, spans and metrics.
 func (k LeakKind) String() string {
 	switch k {
 	case LeakSuspected:
@@ -223,6 +223,8 @@ func (k LeakKind) phrase() string {
 		return "a leaked connection (Rows garbage-collected)"
 	case LeakStillOut:
 		return "still out"
+	case LeakDeadlock:
+		return "a deadlock (held while waiting for another)"
 	}
 	return k.String()
 }
@@ -239,6 +241,8 @@ func (k LeakKind) plural(resolved bool) string {
 		return "leaked connections (Rows garbage-collected without Close)"
 	case k == LeakStillOut:
 		return "still-out connections (at Drain or Close)"
+	case k == LeakDeadlock:
+		return "deadlocks (a connection held while waiting for another)"
 	}
 	return k.String()
 }
