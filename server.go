@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -68,11 +69,7 @@ func (s *sideConn) doLocked(ctx context.Context, f func(ctx context.Context, c *
 	ctx, cancel := context.WithTimeout(ctx, serverTimeout)
 	defer cancel()
 	if s.conn == nil || s.conn.IsClosed() {
-		cfg := s.cfg.Copy()
-		cfg.ConnectTimeout = serverTimeout
-		cfg.RuntimeParams["application_name"] = sideApplicationName
-		delete(cfg.RuntimeParams, "idle_in_transaction_session_timeout")
-		c, err := pgx.ConnectConfig(ctx, cfg)
+		c, err := pgx.ConnectConfig(ctx, sideConfig(s.cfg))
 		if err != nil {
 			return s.fail(err)
 		}
@@ -87,6 +84,32 @@ func (s *sideConn) doLocked(ctx context.Context, f func(ctx context.Context, c *
 	}
 	s.failed, s.failure = time.Time{}, ""
 	return nil
+}
+
+// sideConfig is the pool's pgx configuration for the side connection: the
+// same servers, credentials and transport, without the application's
+// tracer, notice, notification and error handlers and session setup, so
+// that pgxleak's own queries never reach them.
+func sideConfig(pool *pgx.ConnConfig) *pgx.ConnConfig {
+	cfg := pool.Copy()
+	cfg.Tracer = nil
+	cfg.AfterConnect = nil
+	cfg.OnNotice = nil
+	cfg.OnNotification = nil
+	cfg.OnPgError = closeOnFatal
+	cfg.ConnectTimeout = serverTimeout
+	if cfg.RuntimeParams == nil {
+		cfg.RuntimeParams = make(map[string]string)
+	}
+	cfg.RuntimeParams["application_name"] = sideApplicationName
+	delete(cfg.RuntimeParams, "idle_in_transaction_session_timeout")
+	return cfg
+}
+
+// closeOnFatal is pgconn's default error handler: a FATAL error closes the
+// connection.
+func closeOnFatal(_ *pgconn.PgConn, err *pgconn.PgError) bool {
+	return !strings.EqualFold(err.Severity, "FATAL")
 }
 
 // fail records why the server could not be asked: the server's message and
@@ -118,7 +141,7 @@ func (s *sideConn) closeConnLocked() {
 }
 
 // closeIfIdle closes the side connection once it has not been used for
-// sideIdle; the wait sampler calls it every interval.
+// sideIdle; the monitor calls it every sideIdle/4, for every pool.
 func (s *sideConn) closeIfIdle() {
 	if !s.mu.TryLock() { // in use: not idle
 		return

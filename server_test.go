@@ -7,10 +7,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
@@ -227,5 +229,70 @@ func TestServerViewRefused(t *testing.T) {
 	r := rec.wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut })
 	if !slices.Contains(r.Notes, want) || strings.Contains(strings.Join(r.Notes, " "), "postgres@") {
 		t.Errorf("report notes %q: want %q, without credentials", r.Notes, want)
+	}
+}
+
+// queryRecorder is a pgx tracer that records every statement it sees.
+type queryRecorder struct {
+	mu  sync.Mutex
+	sql []string
+}
+
+func (r *queryRecorder) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	r.mu.Lock()
+	r.sql = append(r.sql, d.SQL)
+	r.mu.Unlock()
+	return ctx
+}
+
+func (r *queryRecorder) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+func (r *queryRecorder) seen(sub string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.ContainsFunc(r.sql, func(s string) bool { return strings.Contains(s, sub) })
+}
+
+// TestServerViewNotTraced: the side connection does not use the pool's
+// pgx tracer (nor its other hooks): the application's traces never show
+// pgxleak's own pg_stat_activity and pg_terminate_backend queries.
+func TestServerViewNotTraced(t *testing.T) {
+	cfg, err := pgx.ParseConfig(pgtest.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &queryRecorder{}
+	cfg.Tracer = rec
+	db, err := pgxleak.OpenDB(stdlib.GetConnector(*cfg), pgxleak.WithLogger(quiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	in, err := pgxleak.Inspect(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(in.Checkouts) != 1 || in.Checkouts[0].Server == nil {
+		t.Fatalf("checkouts %+v, notes %q: want one with the server's view", in.Checkouts, in.Notes)
+	}
+	if err := pgxleak.Terminate(ctx, db, in.Checkouts[0].BackendPID); err != nil {
+		t.Fatal(err)
+	}
+	if !rec.seen("SELECT 1") {
+		t.Fatal("the tracer did not see the pool's own query")
+	}
+	for _, q := range []string{"pg_stat_activity", "pg_terminate_backend"} {
+		if rec.seen(q) {
+			t.Errorf("the pool's tracer saw pgxleak's %s query", q)
+		}
 	}
 }

@@ -163,3 +163,36 @@ func TestHolderCheckoutDuringDump(t *testing.T) {
 		t.Errorf("holder %+v: want this goroutine for a checkout made before the dump", h)
 	}
 }
+
+// TestDiagnoseCoversHolderless: a checkout whose holder could not be
+// found (no goroutine identity, an ambiguous stack) is covered by the
+// last diagnosis while its dump is the latest: reports in a storm do not
+// describe every checkout again each.
+func TestDiagnoseCoversHolderless(t *testing.T) {
+	db, err := OpenDB(idleConnector{}, WithLogger(nil), WithoutServerView())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	p := trackerOf(db)
+	release := make(chan struct{})
+	wg := holdConns(t, db, 2, release) // the same code: the stack cannot single one out
+	defer wg.Wait()
+	defer close(release)
+	p.each(func(c *connState) { c.goid = 0 })
+	p.stuck.diagMu.Lock()
+	p.stuck.dumps.Interval = time.Hour // the dump stays the latest for the test
+	p.stuck.diagMu.Unlock()
+	snaps := p.outSnapshots()
+	first := p.diagnose(context.Background(), false, holderKey{snaps[0].conn, snaps[0].checkoutAt})
+	for _, c := range first.checkouts {
+		if c.Holder != nil {
+			t.Fatalf("holder %+v: want none (the test needs holderless checkouts)", c.Holder)
+		}
+	}
+	for _, s := range snaps {
+		if d := p.diagnose(context.Background(), false, holderKey{s.conn, s.checkoutAt}); d != first {
+			t.Error("a holderless checkout of the last diagnosis was diagnosed again")
+		}
+	}
+}

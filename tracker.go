@@ -238,6 +238,8 @@ func (p *tracker) run() {
 		defer tk.Stop()
 		keep = tk.C
 	}
+	sideIdleTick := time.NewTicker(sideIdle / 4) // every pool, sql.Open's too
+	defer sideIdleTick.Stop()
 	if p.db != nil {
 		p.tel.startWaitSampling()
 		tk := time.NewTicker(p.cfg.waitInterval)
@@ -264,6 +266,8 @@ func (p *tracker) run() {
 					p.keepMinIdle(p.internalCtx)
 				})
 			}
+		case <-sideIdleTick.C:
+			p.stuck.side.closeIfIdle()
 		case <-waits:
 			p.tel.sampleWaitStats()
 			p.sampleHistory()

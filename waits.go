@@ -101,7 +101,6 @@ func (t *telemetry) sampleWaitStats() {
 	if waiting {
 		t.p.watchStuck(st, w.stallSince, stalled, t.threshold) // deadlocks and exhaustion, from a goroutine dump
 	}
-	t.p.stuck.side.closeIfIdle()
 	if t.threshold <= 0 {
 		return
 	}
