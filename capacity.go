@@ -58,16 +58,15 @@ func CheckCapacity(ctx context.Context, db *sql.DB, instances int) (Capacity, er
 		return Capacity{}, fmt.Errorf("pgxleak: CheckCapacity: instances must be at least 1, got %d", instances)
 	}
 	c := Capacity{Instances: instances, PoolMax: db.Stats().MaxOpenConnections}
-	const q = `SELECT
-		current_setting('max_connections')::int,
-		current_setting('superuser_reserved_connections')::int
-		  + coalesce(current_setting('reserved_connections', true)::int, 0),
-		(SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int,
-		current_setting('application_name')`
-	if err := db.QueryRowContext(ctx, q).Scan(&c.MaxConnections, &c.ReservedConnections, &c.InUse, &c.ApplicationName); err != nil {
+	if err := db.QueryRowContext(ctx, limitsQuery).Scan(&c.MaxConnections, &c.ReservedConnections, &c.InUse, &c.ApplicationName); err != nil {
 		return Capacity{}, fmt.Errorf("pgxleak: CheckCapacity: %w", err)
 	}
-	fleet, err := readFleet(ctx, db, true)
+	rows, err := db.QueryContext(ctx, fleetQuery, true)
+	if err != nil {
+		return Capacity{}, fmt.Errorf("pgxleak: CheckCapacity: %w", err)
+	}
+	defer rows.Close()
+	fleet, err := scanFleet(rows)
 	if err != nil {
 		return Capacity{}, fmt.Errorf("pgxleak: CheckCapacity: %w", err)
 	}

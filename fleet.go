@@ -2,15 +2,13 @@ package pgxleak
 
 import (
 	"context"
-	"database/sql"
-	"fmt"
+	"errors"
 	"os"
 	"path/filepath"
 	"time"
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/stdlib"
 )
 
 // maxApplicationName is the longest application_name the server keeps
@@ -88,17 +86,14 @@ const limitsQuery = `SELECT
 	(SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int,
 	current_setting('application_name')`
 
-type querier interface {
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+// rowScanner is what both *sql.Rows and pgx.Rows offer.
+type rowScanner interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
 }
 
-func readFleet(ctx context.Context, q querier, includeSelf bool) ([]FleetUsage, error) {
-	rows, err := q.QueryContext(ctx, fleetQuery, includeSelf)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
+func scanFleet(rows rowScanner) ([]FleetUsage, error) {
 	var out []FleetUsage
 	for rows.Next() {
 		var f FleetUsage
@@ -121,84 +116,39 @@ type ServerView struct {
 	ClientBackends      int          `json:"client_backends"`       // every client connection to the server now
 	Fleet               []FleetUsage `json:"fleet"`                 // connections per application_name, largest first (at most 50)
 	Unavailable         string       `json:"unavailable,omitempty"` // why the server could not be read now; the rest is then the last good read, if any
-	Via                 string       `json:"via,omitempty"`         // how it was read: "side connection" or "pool"
 }
 
-// readServerView reads the server's limits and fleet over a side
-// connection with the pool's pgx configuration, so that an exhausted pool
-// does not hold it up; without one (no pgx connection open yet, or another
-// driver), over the pool itself as an internal checkout. ctx bounds it.
-// Errors have the configuration's password masked.
+// readServerView reads the server's limits and fleet over the pool's side
+// connection (the one the stuck-pool diagnosis uses), so that an exhausted
+// pool does not hold it up. ctx bounds it; the side connection's own
+// timeout and back-off apply.
 func (p *tracker) readServerView(ctx context.Context) (ServerView, error) {
-	side, secrets, app := p.sideDB()
-	v, err := p.readServerViewFrom(ctx, side)
-	if err != nil {
-		return v, redactError(err, secrets)
-	}
-	if side != nil {
-		v.ApplicationName = app
-	}
-	return v, nil
-}
-
-func (p *tracker) readServerViewFrom(ctx context.Context, side *sql.DB) (ServerView, error) {
 	var v ServerView
-	var q querier
 	switch {
-	case side != nil:
-		defer side.Close()
-		conn, err := side.Conn(ctx)
-		if err != nil {
-			return v, err
+	case !p.cfg.serverView:
+		return v, errors.New("server view off")
+	case p.cfg.pgBouncer:
+		return v, errors.New("behind PgBouncer: pg_stat_activity would show PgBouncer's connections, not this pool's")
+	}
+	err := p.stuck.side.do(ctx, func(ctx context.Context, c *pgx.Conn) error {
+		var self string
+		if err := c.QueryRow(ctx, limitsQuery).Scan(&v.MaxConnections, &v.ReservedConnections, &v.ClientBackends, &self); err != nil {
+			return err
 		}
-		defer conn.Close()
-		q, v.Via = conn, "side connection"
-	case p.db != nil:
-		conn, err := p.db.Conn(&internalContext{ctx})
+		v.ClientBackends-- // not the side connection
+		rows, err := c.Query(ctx, fleetQuery, false)
 		if err != nil {
-			return v, err
+			return err
 		}
-		defer conn.Close()
-		q, v.Via = conn, "pool"
-	default:
-		return v, fmt.Errorf("no connection of this pool is open to read it from")
-	}
-	if err := q.QueryRowContext(ctx, limitsQuery).Scan(&v.MaxConnections, &v.ReservedConnections, &v.ClientBackends, &v.ApplicationName); err != nil {
-		return v, err
-	}
-	if v.Via == "side connection" {
-		v.ClientBackends-- // not this one
-	}
-	v.Available = v.MaxConnections - v.ReservedConnections
-	fleet, err := readFleet(ctx, q, v.Via == "pool")
+		defer rows.Close()
+		v.Fleet, err = scanFleet(rows)
+		return err
+	})
 	if err != nil {
-		return v, err
+		return ServerView{}, err
 	}
-	v.Fleet = fleet
+	v.ApplicationName = p.stuck.side.applicationName()
+	v.Available = v.MaxConnections - v.ReservedConnections
 	v.ReadAt = time.Now()
 	return v, nil
-}
-
-// sideDB returns a one-connection *sql.DB with the configuration of one of
-// the pool's pgx connections, or nil if none is open; the passwords to mask
-// in its errors; and the pool's application_name. It is not tracked; the
-// caller closes it.
-func (p *tracker) sideDB() (*sql.DB, []string, string) {
-	var cfg *pgx.ConnConfig
-	p.each(func(c *connState) {
-		if cfg == nil && c.pgx != nil {
-			cfg = c.pgx.Config() // a copy
-		}
-	})
-	if cfg == nil {
-		return nil, nil, ""
-	}
-	app := cfg.RuntimeParams["application_name"]
-	if cfg.RuntimeParams == nil {
-		cfg.RuntimeParams = make(map[string]string)
-	}
-	cfg.RuntimeParams["application_name"] = sideApplicationName
-	db := sql.OpenDB(stdlib.GetConnector(*cfg))
-	db.SetMaxOpenConns(1)
-	return db, dsnSecrets("", cfg), app
 }

@@ -270,8 +270,9 @@ func (h *handler) serverView(ctx context.Context, p *tracker) ServerView {
 		c.readAt = time.Now()
 		done := make(chan struct{})
 		c.reading = done
-		go func() {
-			rctx, cancel := context.WithTimeout(context.Background(), serverViewTimeout)
+		read := func() {
+			// The pool's Close waits for it, and cancels it.
+			rctx, cancel := context.WithTimeout(p.internalCtx, serverViewTimeout)
 			defer cancel()
 			v, err := p.readServerView(rctx)
 			c.mu.Lock()
@@ -283,7 +284,11 @@ func (h *handler) serverView(ctx context.Context, p *tracker) ServerView {
 			c.reading = nil
 			c.mu.Unlock()
 			close(done)
-		}()
+		}
+		if !p.goBackground(read) {
+			c.view.Unavailable = "unavailable: the pool is closed"
+			c.reading = nil
+		}
 	}
 	reading := c.reading
 	c.mu.Unlock()

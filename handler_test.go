@@ -360,3 +360,29 @@ func TestOpenApplicationName(t *testing.T) {
 		t.Errorf("application_name %q, want the DSN's", app)
 	}
 }
+
+// TestHandlerServerViewOff: with WithoutServerView (or behind PgBouncer)
+// the page does not read the server at all, and says why.
+func TestHandlerServerViewOff(t *testing.T) {
+	db, _ := openTest(t, pgxleak.WithoutServerView(), pgxleak.WithPoolName("view-off"))
+	if err := db.PingContext(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(pgxleak.Handler(db))
+	defer srv.Close()
+	var p pgxleak.Page
+	pgtest.WaitFor(t, 10*time.Second, "the server view's verdict", func() bool {
+		p = getPage(t, srv.URL)
+		return p.Pools[0].Server.Unavailable != ""
+	})
+	if s := p.Pools[0].Server; !strings.Contains(s.Unavailable, "server view off") || !s.ReadAt.IsZero() {
+		t.Errorf("server view %+v: want none, unavailable because it is off", s)
+	}
+	var n int
+	if err := db.QueryRowContext(t.Context(), "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgxleak side connection' AND datname = current_database()").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Errorf("%d side connections to this database, want none", n)
+	}
+}

@@ -48,6 +48,17 @@ func (s *sideConn) setConfig(c *pgx.Conn) {
 	s.mu.Unlock()
 }
 
+// applicationName is the pool's sessions' application_name, "" before
+// its first pgx connection.
+func (s *sideConn) applicationName() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cfg == nil {
+		return ""
+	}
+	return s.cfg.RuntimeParams["application_name"]
+}
+
 // do runs f on the side connection, connecting first if needed, within
 // serverTimeout. It returns the reason the server could not be asked, or
 // f's error.
@@ -116,6 +127,9 @@ func closeOnFatal(_ *pgconn.PgConn, err *pgconn.PgError) bool {
 // SQLSTATE when it sent one (never the connect string), else the error with
 // the DSN's passwords masked.
 func (s *sideConn) fail(err error) error {
+	if errors.Is(err, context.Canceled) { // the caller gave up, not the server
+		return errors.New("cancelled")
+	}
 	var pe *pgconn.PgError
 	msg := ""
 	switch {

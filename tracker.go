@@ -222,6 +222,18 @@ func (p *tracker) start() {
 	go p.run()
 }
 
+// goBackground runs f on a goroutine that Close waits for, unless the
+// pool is closing; it reports whether it did.
+func (p *tracker) goBackground(f func()) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return false
+	}
+	p.background.Go(f)
+	return true
+}
+
 // run is the pool's monitor goroutine: it symbolises and emits reports,
 // scans for connections held too long, keeps the minimum of idle
 // connections and samples wait statistics.
