@@ -19,7 +19,9 @@ import (
 // waiters' and the holders' lines.
 func (p *tracker) watchStuck(st sql.DBStats, stallSince time.Time, stalled time.Duration, threshold time.Duration) {
 	warn := threshold > 0 && stalled >= threshold && !p.stuck.warnedStallIs(stallSince)
-	d := p.diagnose(context.Background(), warn && p.cfg.serverView)
+	// The server view from the first waiting sample on: it is read in the
+	// background, so that the warning, a sample or more later, has it.
+	d := p.diagnose(context.Background(), p.cfg.serverView)
 	p.reportDeadlocks(d, st, stallSince)
 	if warn {
 		p.stuck.mu.Lock()

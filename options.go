@@ -92,6 +92,11 @@ const (
 	// the reason is given instead.
 	serverRetry = 5 * time.Second
 
+	// serverViewStale: a report carries the cached server view up to this
+	// old while a fresh one is read in the background; an older one would
+	// mislead (a backend's state changes by the second).
+	serverViewStale = 5 * time.Second
+
 	// sideIdle: the side connection is closed after this long unused, so
 	// that a healthy pool keeps no extra connection to the server.
 	sideIdle = 30 * time.Second

@@ -25,17 +25,20 @@ import (
 
 // sideConn is a tracker's side connection and its cached view.
 type sideConn struct {
-	mu       sync.Mutex
+	mu       sync.Mutex      // the connection: one user at a time
 	cfg      *pgx.ConnConfig // the pool's, from its first pgx connection; nil for another driver
 	conn     *pgx.Conn
 	lastUsed time.Time
 	closed   bool
-	failed   time.Time // when the last connect or query failed
-	failure  string    // why, without credentials
 
-	view   map[uint32]ServerActivity // the last view, by PID
-	asked  []uint32                  // the PIDs it was read for
-	viewAt time.Time
+	// cacheMu guards what the monitor reads without waiting for the
+	// server: it is never held across a connect or a query.
+	cacheMu sync.Mutex
+	failed  time.Time                 // when the last connect or query failed
+	failure string                    // why, without credentials
+	view    map[uint32]ServerActivity // the last view, by PID
+	asked   []uint32                  // the PIDs it was read for
+	viewAt  time.Time
 }
 
 // setConfig records the pool's pgx configuration from one of its
@@ -74,8 +77,9 @@ func (s *sideConn) doLocked(ctx context.Context, f func(ctx context.Context, c *
 		return errors.New("the pool is closed")
 	case s.cfg == nil:
 		return errors.New("no pgx connection configuration (the pool's driver is not pgx, or it has not connected yet)")
-	case !s.failed.IsZero() && time.Since(s.failed) < serverRetry:
-		return errors.New(s.failure)
+	}
+	if failure := s.refused(); failure != "" {
+		return errors.New(failure)
 	}
 	ctx, cancel := context.WithTimeout(ctx, serverTimeout)
 	defer cancel()
@@ -93,8 +97,21 @@ func (s *sideConn) doLocked(ctx context.Context, f func(ctx context.Context, c *
 		}
 		return s.fail(err)
 	}
+	s.cacheMu.Lock()
 	s.failed, s.failure = time.Time{}, ""
+	s.cacheMu.Unlock()
 	return nil
+}
+
+// refused returns why the server could not be asked, if that was less
+// than serverRetry ago.
+func (s *sideConn) refused() string {
+	s.cacheMu.Lock()
+	defer s.cacheMu.Unlock()
+	if !s.failed.IsZero() && time.Since(s.failed) < serverRetry {
+		return s.failure
+	}
+	return ""
 }
 
 // sideConfig is the pool's pgx configuration for the side connection: the
@@ -140,7 +157,9 @@ func (s *sideConn) fail(err error) error {
 	default:
 		msg = redactError(err, dsnSecrets(s.cfg.ConnString(), s.cfg)).Error()
 	}
+	s.cacheMu.Lock()
 	s.failed, s.failure = time.Now(), msg
+	s.cacheMu.Unlock()
 	return errors.New(msg)
 }
 
@@ -183,8 +202,11 @@ WHERE pid = ANY($1) OR wait_event_type = 'Lock'`
 
 // serverView fills the Server of each checkout with a backend PID, and
 // joins blockers to this pool's checkouts. It returns a note when the
-// view is unavailable, and why.
-func (p *tracker) serverView(ctx context.Context, cs []Checkout) string {
+// view is unavailable, and why. With ask, it asks the server when its
+// cached view is stale (Inspect); without, it never waits for the server
+// (the monitor's reports): it uses the cached view, and has a fresh one
+// read in the background for the next report.
+func (p *tracker) serverView(ctx context.Context, cs []Checkout, ask bool) string {
 	if !p.cfg.serverView {
 		return ""
 	}
@@ -200,9 +222,24 @@ func (p *tracker) serverView(ctx context.Context, cs []Checkout) string {
 	if len(pids) == 0 {
 		return ""
 	}
-	view, err := p.stuck.side.activity(ctx, pids)
-	if err != nil {
-		return "server view unavailable: " + err.Error()
+	var view map[uint32]ServerActivity
+	if ask {
+		var err error
+		if view, err = p.stuck.side.activity(ctx, pids); err != nil {
+			return "server view unavailable: " + err.Error()
+		}
+	} else {
+		v, fresh, failure := p.stuck.side.cached(pids)
+		if !fresh {
+			p.refreshServerView(pids)
+		}
+		switch {
+		case v == nil && failure != "":
+			return "server view unavailable: " + failure
+		case v == nil:
+			return "server view not read yet: reports do not wait for the server (Inspect asks it)"
+		}
+		view = v
 	}
 	culprits := make(map[uint32]Frame, len(cs))
 	for _, c := range cs {
@@ -236,14 +273,50 @@ func (p *tracker) serverView(ctx context.Context, cs []Checkout) string {
 	return ""
 }
 
+// refreshServerView reads the server's view of pids in the background,
+// one read at a time, never once the pool is closing (Close waits for it).
+func (p *tracker) refreshServerView(pids []uint32) {
+	st := &p.stuck
+	if p.internalCtx.Err() != nil || !st.refreshing.CompareAndSwap(false, true) {
+		return
+	}
+	pids = slices.Clone(pids)
+	if !p.goBackground(func() {
+		defer st.refreshing.Store(false)
+		if _, err := st.side.activity(p.internalCtx, pids); err == nil {
+			st.diagMu.Lock()
+			st.last = nil // the next diagnosis carries the new view
+			st.diagMu.Unlock()
+		}
+	}) {
+		st.refreshing.Store(false)
+	}
+}
+
+// cached returns the last view if it covers pids and is younger than
+// serverViewStale, whether it is fresh (younger than dumpInterval), and
+// why the server refused, if it did within serverRetry.
+func (s *sideConn) cached(pids []uint32) (view map[uint32]ServerActivity, fresh bool, failure string) {
+	s.cacheMu.Lock()
+	defer s.cacheMu.Unlock()
+	if !s.failed.IsZero() && time.Since(s.failed) < serverRetry {
+		failure = s.failure
+	}
+	age := time.Since(s.viewAt)
+	if s.view == nil || age >= serverViewStale || !subset(pids, s.asked) {
+		return nil, false, failure
+	}
+	return s.view, age < dumpInterval, failure
+}
+
 // activity returns pg_stat_activity for pids, from the cache when it is
 // younger than dumpInterval and covers them.
 func (s *sideConn) activity(ctx context.Context, pids []uint32) (map[uint32]ServerActivity, error) {
+	if v, fresh, _ := s.cached(pids); fresh {
+		return v, nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.view != nil && time.Since(s.viewAt) < dumpInterval && subset(pids, s.asked) {
-		return s.view, nil
-	}
 	view := make(map[uint32]ServerActivity, len(pids))
 	err := s.doLocked(ctx, func(ctx context.Context, c *pgx.Conn) error {
 		arg := make([]int32, len(pids))
@@ -288,7 +361,9 @@ func (s *sideConn) activity(ctx context.Context, pids []uint32) (map[uint32]Serv
 	if err != nil {
 		return nil, err
 	}
+	s.cacheMu.Lock()
 	s.view, s.asked, s.viewAt = view, slices.Clone(pids), time.Now()
+	s.cacheMu.Unlock()
 	return view, nil
 }
 
@@ -322,9 +397,9 @@ func (s *sideConn) terminate(ctx context.Context, pid uint32) error {
 	if !ok {
 		return fmt.Errorf("the server has no backend with PID %d (it has exited)", pid)
 	}
-	s.mu.Lock()
+	s.cacheMu.Lock()
 	s.view = nil // it changed
-	s.mu.Unlock()
+	s.cacheMu.Unlock()
 	return nil
 }
 

@@ -19,6 +19,7 @@ type stuckState struct {
 	dumps      gdump.Limiter
 	side       sideConn
 	terminated atomic.Uint64 // backends terminated (Terminate, Drain)
+	refreshing atomic.Bool   // a background read of the server view is under way
 
 	diagMu sync.Mutex // one diagnosis at a time; later callers share it
 	last   *diagnosis // guarded by diagMu
@@ -54,7 +55,8 @@ func (d *diagnosis) checkout(k holderKey) (Checkout, bool) {
 
 // diagnose returns the pool's diagnosis, taking a new one unless the last
 // one is recent enough (the dump interval), has the server view if asked,
-// and covers every checkout in want.
+// and covers every checkout in want. It never waits for the server: the
+// server view is the cached one (see serverView).
 func (p *tracker) diagnose(ctx context.Context, server bool, want ...holderKey) *diagnosis {
 	st := &p.stuck
 	st.diagMu.Lock()
@@ -79,6 +81,7 @@ func (p *tracker) diagnose(ctx context.Context, server bool, want ...holderKey) 
 	return d
 }
 
+// diagnoseNow takes a diagnosis; with server, the cached server view.
 func (p *tracker) diagnoseNow(ctx context.Context, server bool) *diagnosis {
 	if p.stuck.dumps.Interval == 0 {
 		p.stuck.dumps.Interval = dumpInterval // before the first Take, under diagMu
@@ -97,7 +100,7 @@ func (p *tracker) diagnoseNow(ctx context.Context, server bool) *diagnosis {
 	}
 	d.waiters = p.waitersIn(dump, d.checkouts, &notes)
 	if server {
-		notes.add(p.serverView(ctx, d.checkouts))
+		notes.add(p.serverView(ctx, d.checkouts, false))
 	}
 	d.notes = notes
 	return d
@@ -154,8 +157,8 @@ func (n *noteSet) add(s string) {
 
 // annotate fills a report's Holder and Server from a diagnosis, for the
 // reports a person reads to find a stuck pool: suspected and still-out
-// leaks. It takes a goroutine dump (rate-limited) and asks the server
-// (cached, bounded by a short timeout).
+// leaks. It takes a goroutine dump (rate-limited) and uses the server's
+// cached view: a report never waits for the server.
 func (p *tracker) annotate(l *Leak, r report) {
 	if r.stuck != nil {
 		l.Holder, l.Server, l.WaitingAt, l.PoolDeadlocked = r.stuck.holder, r.stuck.server, r.stuck.waitingAt, r.stuck.poolDeadlocked
@@ -181,14 +184,30 @@ type stuckReport struct {
 }
 
 // diagnoseFresh is diagnose for Inspect: the checkouts as they are now,
-// with the dump and the server view from their caches when recent.
+// with the dump and the server view from their caches when recent. The
+// server is asked outside diagMu, so that the monitor's reports never wait
+// for it behind an Inspect.
 func (p *tracker) diagnoseFresh(ctx context.Context) *diagnosis {
 	st := &p.stuck
 	st.diagMu.Lock()
-	defer st.diagMu.Unlock()
-	d := p.diagnoseNow(ctx, p.cfg.serverView)
+	d := p.diagnoseNow(ctx, false)
 	st.last = d
-	return d
+	st.diagMu.Unlock()
+	if !p.cfg.serverView {
+		return d
+	}
+	f := *d
+	f.checkouts = slices.Clone(d.checkouts)
+	notes := noteSet(slices.Clone(d.notes))
+	notes.add(p.serverView(ctx, f.checkouts, true))
+	f.notes = notes
+	f.server = true
+	st.diagMu.Lock()
+	if st.last == d {
+		st.last = &f
+	}
+	st.diagMu.Unlock()
+	return &f
 }
 
 // poolDeadlocked reports whether the pool is full (maxOpen > 0) and every
