@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/faultproxy"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
 
@@ -294,5 +296,48 @@ func TestServerViewNotTraced(t *testing.T) {
 		if rec.seen(q) {
 			t.Errorf("the pool's tracer saw pgxleak's %s query", q)
 		}
+	}
+}
+
+// TestServerViewNeverHoldsReports: when the server does not answer the
+// side connection, a leak report still comes at once, without the server's
+// view (it is read in the background for the next one), instead of
+// waiting out the side connection's timeout on the monitor.
+func TestServerViewNeverHoldsReports(t *testing.T) {
+	cfg, err := pgx.ParseConfig(pgtest.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy, err := faultproxy.New(fmt.Sprintf("%s:%d", cfg.Host, cfg.Port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	cfg.Host, cfg.Port = "127.0.0.1", uint16(proxy.Port())
+	rec := newLeakRecorder()
+	db, err := pgxleak.OpenDB(stdlib.GetConnector(*cfg), rec.option(), pgxleak.WithLogger(quiet), pgxleak.WithLeakThreshold(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	tx, err := db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec("SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Set(faultproxy.Toxics{Timeout: true}) // a black hole: the side connection's connect hangs
+	r := rec.wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected })
+	notes := strings.Join(r.Notes, "; ")
+	if r.Server != nil || !strings.Contains(notes, "server view not read yet") || strings.Contains(notes, "no answer within") {
+		t.Errorf("report notes %q, server %+v: want the report without waiting for the server", notes, r.Server)
+	}
+	proxy.Clear()
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
