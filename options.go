@@ -143,6 +143,7 @@ type config struct {
 	warmUpTimeout  time.Duration
 	keepIdleEvery  time.Duration
 	pgBouncer      bool
+	sideIdle       time.Duration // no option: sideIdle; tests shorten it
 
 	// Leak detection.
 	leakThreshold  time.Duration
@@ -182,6 +183,7 @@ func defaultConfig() *config {
 		serverView:        true,
 		slowWaitThreshold: DefaultSlowWaitThreshold,
 		waitInterval:      DefaultWaitSampleInterval,
+		sideIdle:          sideIdle,
 	}
 }
 

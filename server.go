@@ -174,12 +174,12 @@ func (s *sideConn) closeConnLocked() {
 }
 
 // closeIfIdle closes the side connection once it has not been used for
-// sideIdle; the monitor calls it every sideIdle/4, for every pool.
-func (s *sideConn) closeIfIdle() {
+// idle; the monitor calls it every idle/4, for every pool.
+func (s *sideConn) closeIfIdle(idle time.Duration) {
 	if !s.mu.TryLock() { // in use: not idle
 		return
 	}
-	if s.conn != nil && time.Since(s.lastUsed) >= sideIdle {
+	if s.conn != nil && time.Since(s.lastUsed) >= idle {
 		s.closeConnLocked()
 	}
 	s.mu.Unlock()

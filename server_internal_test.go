@@ -7,6 +7,9 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
@@ -107,4 +110,32 @@ func TestTerminatedIdleNotHandedOut(t *testing.T) {
 	if got := backendPID(t, db); got == pid {
 		t.Errorf("the terminated idle connection (backend %d) was handed out", pid)
 	}
+}
+
+// TestSideConnIdlesOut: the side connection of a pool without a *sql.DB
+// (sql.Open("pgxleak", ...): no wait sampler) is closed once unused for
+// the idle time.
+func TestSideConnIdlesOut(t *testing.T) {
+	cfg, err := newConfig(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.sideIdle = 10 * time.Millisecond
+	pc, err := pgx.ParseConfig(pgtest.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newTracker(cfg, "")
+	p.stuck.side.cfg = pc // as from the pool's first pgx connection
+	p.start()
+	defer p.close()
+	if err := p.stuck.side.do(context.Background(), func(ctx context.Context, c *pgx.Conn) error { return c.Ping(ctx) }); err != nil {
+		t.Fatal(err)
+	}
+	pgtest.WaitFor(t, 5*time.Second, "the idle side connection closed", func() bool {
+		s := &p.stuck.side
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.conn == nil
+	})
 }

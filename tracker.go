@@ -250,7 +250,7 @@ func (p *tracker) run() {
 		defer tk.Stop()
 		keep = tk.C
 	}
-	sideIdleTick := time.NewTicker(sideIdle / 4) // every pool, sql.Open's too
+	sideIdleTick := time.NewTicker(max(p.cfg.sideIdle/4, time.Millisecond)) // every pool, sql.Open's too
 	defer sideIdleTick.Stop()
 	if p.db != nil {
 		p.tel.startWaitSampling()
@@ -279,7 +279,7 @@ func (p *tracker) run() {
 				})
 			}
 		case <-sideIdleTick.C:
-			p.stuck.side.closeIfIdle()
+			p.stuck.side.closeIfIdle(p.cfg.sideIdle)
 		case <-waits:
 			p.tel.sampleWaitStats()
 			p.sampleHistory()
