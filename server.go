@@ -236,8 +236,8 @@ func (p *tracker) serverView(ctx context.Context, cs []Checkout, ask bool) strin
 		switch {
 		case v == nil && failure != "":
 			return "server view unavailable: " + failure
-		case v == nil:
-			return "server view not read yet: reports do not wait for the server (Inspect asks it)"
+		case v == nil: // not read yet: the next report has it; no note, it is not a fault
+			return ""
 		}
 		view = v
 	}

@@ -301,8 +301,9 @@ func TestServerViewNotTraced(t *testing.T) {
 
 // TestServerViewNeverHoldsReports: when the server does not answer the
 // side connection, a leak report still comes at once, without the server's
-// view (it is read in the background for the next one), instead of
-// waiting out the side connection's timeout on the monitor.
+// view or a note about it (it is read in the background for the next
+// one), instead of waiting out the side connection's timeout on the
+// monitor ("server view unavailable: no answer within 1s").
 func TestServerViewNeverHoldsReports(t *testing.T) {
 	cfg, err := pgx.ParseConfig(pgtest.NewDatabase(t))
 	if err != nil {
@@ -330,7 +331,7 @@ func TestServerViewNeverHoldsReports(t *testing.T) {
 	proxy.Set(faultproxy.Toxics{Timeout: true}) // a black hole: the side connection's connect hangs
 	r := rec.wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected })
 	notes := strings.Join(r.Notes, "; ")
-	if r.Server != nil || !strings.Contains(notes, "server view not read yet") || strings.Contains(notes, "no answer within") {
+	if r.Server != nil || strings.Contains(notes, "server view") {
 		t.Errorf("report notes %q, server %+v: want the report without waiting for the server", notes, r.Server)
 	}
 	proxy.Clear()
