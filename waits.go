@@ -27,7 +27,7 @@ type waitState struct {
 	lastCount    int64
 	lastDuration time.Duration
 	lastTick     time.Time
-	stallSince   time.Time     // since when callers wait and none got a connection; zero if not stalled
+	stallSince   time.Time // since when callers wait and none got a connection; zero if not stalled
 	episode      *episode
 	previous     trace.SpanContext // the truncated episode a new one continues
 }
