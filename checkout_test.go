@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -520,4 +521,123 @@ func extraAllocs(t *testing.T, op func(db *sql.DB) error) float64 {
 	}
 	t.Logf("allocations per operation: plain %v, pgxleak %v", n[0], n[1])
 	return n[1] - n[0]
+}
+
+// handOff makes database/sql's background opener hand a connection to a
+// waiting caller: with one connection allowed and one use per connection,
+// the connection held is discarded at its return while a second caller
+// waits, and the opener connects a new one for that caller. No driver call
+// happens on the caller's goroutine. It returns the caller's *sql.Conn and
+// when db.Conn returned it.
+func handOff(t *testing.T, db *sql.DB) (*sql.Conn, time.Time) {
+	t.Helper()
+	ctx := context.Background()
+	first, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.PingContext(ctx); err != nil {
+		t.Fatal(err)
+	}
+	type taken struct {
+		c   *sql.Conn
+		at  time.Time
+		err error
+	}
+	got := make(chan taken, 1)
+	waits := db.Stats().WaitCount
+	go func() {
+		c, err := db.Conn(ctx)
+		got <- taken{c, time.Now(), err}
+	}()
+	pgtest.WaitFor(t, 10*time.Second, "the second caller to wait", func() bool { return db.Stats().WaitCount > waits })
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	tk := <-got
+	if tk.err != nil {
+		t.Fatal(tk.err)
+	}
+	t.Cleanup(func() { _ = tk.c.Close() })
+	return tk.c, tk.at
+}
+
+// openHandOff opens a pool in which every connection after the first is
+// made by database/sql's background opener (see handOff).
+func openHandOff(t *testing.T) *sql.DB {
+	db, _ := openTest(t, pgxleak.WithMaxOpenConns(1), pgxleak.WithMaxUses(1))
+	return db
+}
+
+// TestCheckoutByBackgroundOpener: a connection the background opener hands
+// to a waiting caller is listed by Checkouts, counted by Stats, and
+// reported by Find and Drain before its first statement; neither Find nor
+// Drain reports success while database/sql counts it in use.
+func TestCheckoutByBackgroundOpener(t *testing.T) {
+	db := openHandOff(t)
+	_, takenAt := handOff(t, db)
+
+	cs := pgxleak.Checkouts(db)
+	if len(cs) != 1 || !cs[0].Unseen || cs[0].Culprit != (pgxleak.Frame{}) {
+		t.Fatalf("Checkouts = %+v; want the one connection the opener handed out, marked Unseen", cs)
+	}
+	if cs[0].CheckedOutAt.After(takenAt) {
+		t.Errorf("CheckedOutAt = %v, after db.Conn returned at %v: Held would understate", cs[0].CheckedOutAt, takenAt)
+	}
+	if st := pgxleak.Stats(db); st.Unseen != 1 || st.InUse != 1 {
+		t.Errorf("Stats: Unseen = %d, InUse = %d; want 1, 1", st.Unseen, st.InUse)
+	}
+	err := pgxleak.Find(db, pgxleak.GracePeriod(20*time.Millisecond))
+	var le *pgxleak.LeakError
+	if !errors.As(err, &le) || len(le.Checkouts) != 1 || !strings.Contains(err.Error(), "background opener") {
+		t.Fatalf("Find = %v; want a LeakError naming the background opener's checkout", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	err = pgxleak.Drain(ctx, db)
+	if !errors.As(err, &le) || len(le.Checkouts) != 1 || !le.Checkouts[0].Unseen {
+		t.Fatalf("Drain = %v; want a LeakError listing the background opener's checkout", err)
+	}
+}
+
+// TestCheckoutByBackgroundOpenerRaw: the first use of such a connection
+// through Raw and PgxConn (a COPY) is the checkout's culprit, and its Held
+// counts from when the opener connected it, not from the first use.
+func TestCheckoutByBackgroundOpenerRaw(t *testing.T) {
+	db := openHandOff(t)
+	ctx := context.Background()
+	if _, err := db.ExecContext(ctx, "CREATE TABLE copied (a int)"); err != nil {
+		t.Fatal(err)
+	}
+	c, takenAt := handOff(t, db)
+	time.Sleep(100 * time.Millisecond) // held before its first use
+	var at site
+	err := c.Raw(func(dc any) error {
+		at = lineBelow()
+		pc, ok := pgxleak.PgxConn(dc)
+		if !ok {
+			return errors.New("not a pgx connection")
+		}
+		_, err := pc.CopyFrom(ctx, pgx.Identifier{"copied"}, []string{"a"}, pgx.CopyFromRows([][]any{{1}}))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	asked := time.Now()
+	cs := pgxleak.Checkouts(db)
+	if len(cs) != 1 || cs[0].Unseen {
+		t.Fatalf("Checkouts = %+v; want the connection, seen at its first use", cs)
+	}
+	co := cs[0]
+	if co.Culprit.Line != at.line || co.Culprit.File != at.file {
+		t.Errorf("culprit = %v; want %s:%d, the PgxConn call in Raw", co.Culprit, at.file, at.line)
+	}
+	if co.SeenAt.IsZero() || co.CheckedOutAt.After(takenAt) || co.Held < asked.Sub(takenAt) {
+		t.Errorf("CheckedOutAt = %v, SeenAt = %v, Held = %v; db.Conn returned %v ago: Held must bound it",
+			co.CheckedOutAt, co.SeenAt, co.Held, asked.Sub(takenAt))
+	}
+	if co.Held < 100*time.Millisecond {
+		t.Errorf("Held = %v; it was held 100ms before its first use", co.Held)
+	}
 }
