@@ -641,3 +641,46 @@ func TestCheckoutByBackgroundOpenerRaw(t *testing.T) {
 		t.Errorf("Held = %v; it was held 100ms before its first use", co.Held)
 	}
 }
+
+// TestCheckoutByBackgroundOpenerWaiterGaveUp: the opener connects for a
+// waiter that gives up before the connection is ready, so the connection
+// goes idle never reset; the next plain db.Conn takes it with no driver
+// call at all. That checkout is listed, and Find does not pass.
+func TestCheckoutByBackgroundOpenerWaiterGaveUp(t *testing.T) {
+	fc := &fakeConnector{}
+	db, err := pgxleak.OpenDB(fc, pgxleak.WithLogger(nil), pgxleak.WithMaxOpenConns(1), pgxleak.WithMaxUses(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	ctx := context.Background()
+	first, err := db.Conn(ctx) // connected on this goroutine, before the gate
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc.gate = make(chan struct{}) // the opener's connect now waits
+	wctx, cancel := context.WithCancel(ctx)
+	gaveUp := make(chan error, 1)
+	go func() { _, err := db.Conn(wctx); gaveUp <- err }()
+	pgtest.WaitFor(t, 10*time.Second, "the waiter to queue", func() bool { return db.Stats().WaitCount == 1 })
+	_ = first.Close() // used up: discarded, and the opener connects for the waiter
+	pgtest.WaitFor(t, 10*time.Second, "the opener to connect", func() bool { return fc.attempts.Load() == 2 })
+	cancel()
+	if err := <-gaveUp; err == nil {
+		t.Fatal("the waiter got a connection; want it to give up")
+	}
+	close(fc.gate)
+	pgtest.WaitFor(t, 10*time.Second, "the opener's connection to go idle", func() bool { return db.Stats().Idle == 1 })
+
+	c, err := db.Conn(ctx) // no driver call: the connection was never reset
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if cs := pgxleak.Checkouts(db); len(cs) != 1 || !cs[0].Unseen {
+		t.Fatalf("Checkouts = %+v; want the connection just taken, marked Unseen", cs)
+	}
+	if err := pgxleak.Find(db, pgxleak.GracePeriod(0)); err == nil {
+		t.Fatal("Find passed with a connection out")
+	}
+}
