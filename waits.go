@@ -62,10 +62,6 @@ func (t *telemetry) startWaitSampling() {
 	t.db.Store(db)
 	st := db.Stats()
 	t.w.lastCount, t.w.lastDuration, t.w.lastTick = st.WaitCount, st.WaitDuration, time.Now()
-	t.rec.mu.Lock()
-	t.rec.count, t.rec.duration = st.WaitCount, st.WaitDuration
-	t.rec.started = true
-	t.rec.mu.Unlock()
 }
 
 // sampleWaitStats runs every sampling interval on the monitor goroutine. It
@@ -140,12 +136,13 @@ func (t *telemetry) sampleWaitStats() {
 }
 
 // waitRecord is wait_time's cursor: the WaitCount and WaitDuration of
-// db.Stats() already recorded. The sampler's tick and the metric callback
-// both advance it, under mu, so that waits that ended are visible at the
-// next collection and each is recorded once.
+// db.Stats() already recorded, from zero (the pool's own counters start
+// there, and a monitor that starts late must not skip the first waits).
+// The sampler's tick and the metric callback both advance it, under mu, so
+// that waits that ended are visible at the next collection and each is
+// recorded once.
 type waitRecord struct {
 	mu       sync.Mutex
-	started  bool // startWaitSampling set the cursor
 	count    int64
 	duration time.Duration
 }
@@ -163,7 +160,7 @@ func (t *telemetry) recordWaitTime(st sql.DBStats) {
 	r.mu.Lock()
 	defer r.mu.Unlock() // held while recording, so a collection never sees the cursor moved without the values
 	n, d := st.WaitCount-r.count, st.WaitDuration-r.duration
-	if !r.started || n <= 0 || d <= 0 {
+	if n <= 0 || d <= 0 {
 		return
 	}
 	r.count, r.duration = st.WaitCount, st.WaitDuration
