@@ -210,14 +210,18 @@ func TestNoFalsePositives(t *testing.T) {
 	rec := newLeakRecorder()
 	db, _ := openTest(t, pgxleak.WithMaxOpenConns(5), pgxleak.WithLeakThreshold(time.Second), rec.option())
 	var failed atomic.Int64
+	var longest atomic.Int64 // the longest query, in ns: no checkout of it was held longer
 	start := time.Now()
 	var wg sync.WaitGroup
 	for range goroutines {
 		wg.Go(func() {
 			for range perG {
 				var n int
+				began := time.Now()
 				if err := db.QueryRow("SELECT 1").Scan(&n); err != nil {
 					failed.Add(1)
+				}
+				for d, m := int64(time.Since(began)), longest.Load(); d > m && !longest.CompareAndSwap(m, d); m = longest.Load() {
 				}
 			}
 		})
@@ -228,8 +232,17 @@ func TestNoFalsePositives(t *testing.T) {
 	if f := failed.Load(); f > 0 {
 		t.Fatalf("%d of %d queries failed", f, total)
 	}
-	if got := rec.all(); len(got) != 0 {
-		t.Fatalf("%d false reports, first: %v", len(got), got[0])
+	// On a loaded machine a query can really hold its connection past the
+	// 1s threshold (a goroutine starved of CPU): that report is true. A
+	// false one claims a hold no query had.
+	for _, l := range rec.all() {
+		held := l.Held
+		if !l.SeenAt.IsZero() {
+			held -= l.SeenAt.Sub(l.CheckedOutAt) // the bound of a checkout seen late
+		}
+		if l.Kind != pgxleak.LeakSuspected || held > time.Duration(longest.Load()) {
+			t.Fatalf("false report (longest query %v): %v", time.Duration(longest.Load()), l)
+		}
 	}
 	st := pgxleak.Stats(db)
 	if st.Checkouts != st.Returns || st.CheckedOut != 0 || st.Checkouts < uint64(total) {
