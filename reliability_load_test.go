@@ -82,6 +82,7 @@ func TestLoadManyGoroutines(t *testing.T) {
 		pgxleak.WithLeakThreshold(time.Second), pgxleak.WithReportInterval(0))
 
 	var ops, failures atomic.Int64
+	var longest atomic.Int64 // the longest operation, in ns: no checkout of it was held longer
 	var firstErr atomic.Value
 	start := time.Now()
 	deadline := start.Add(duration)
@@ -90,7 +91,10 @@ func TestLoadManyGoroutines(t *testing.T) {
 		wg.Go(func() {
 			for n := g; ; n += goroutines {
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+				began := time.Now()
 				err := relOp(ctx, db, n)
+				for d, m := int64(time.Since(began)), longest.Load(); d > m && !longest.CompareAndSwap(m, d); m = longest.Load() {
+				}
 				cancel()
 				if err != nil {
 					failures.Add(1)
@@ -122,11 +126,25 @@ func TestLoadManyGoroutines(t *testing.T) {
 	if st.MaxOpenConnections != poolSize || st.OpenConnections > poolSize {
 		t.Errorf("pool: %d open of max %d", st.OpenConnections, st.MaxOpenConnections)
 	}
-	if st.Suspected != 0 || st.GarbageCollected != 0 || st.StillOut != 0 {
-		t.Errorf("false leak reports: suspected %d, garbage-collected %d, still out %d", st.Suspected, st.GarbageCollected, st.StillOut)
+	// On a loaded machine (2 cores, a CPU burner on each, 10,000
+	// goroutines) an operation can really hold its connection past the 1s
+	// threshold: such a report is true, and its connection comes back. A
+	// false one claims a hold no operation had, or never resolves.
+	if st.GarbageCollected != 0 || st.StillOut != 0 || st.Suspected != st.Resolved {
+		t.Errorf("false leak reports: suspected %d (resolved %d), garbage-collected %d, still out %d",
+			st.Suspected, st.Resolved, st.GarbageCollected, st.StillOut)
 	}
-	if leaks := rec.all(); len(leaks) != 0 {
-		t.Errorf("%d false leak reports, first: %v", len(leaks), leaks[0])
+	for _, l := range rec.all() {
+		held := l.Held
+		if !l.SeenAt.IsZero() {
+			held -= l.SeenAt.Sub(l.CheckedOutAt) // the bound of a checkout seen late
+		}
+		if l.Kind != pgxleak.LeakSuspected || held > time.Duration(longest.Load()) {
+			t.Errorf("false leak report (longest operation %v): %v", time.Duration(longest.Load()), l)
+		}
+	}
+	if st.Suspected > 0 {
+		t.Logf("%d checkouts really held past the threshold on this loaded machine (longest operation %v)", st.Suspected, time.Duration(longest.Load()))
 	}
 }
 
