@@ -122,7 +122,7 @@ func calledByOpener() bool {
 // connection over) is recorded here, at this line of the Raw function.
 func PgxConn(dc any) (*pgx.Conn, bool) {
 	if w, ok := dc.(interface{ tracked() *conn }); ok {
-		_ = w.tracked().use(nil, "") // while draining, the caller has it anyway
+		_ = w.tracked().use(noContext{}, "") // while draining, the caller has it anyway
 	}
 	for range 8 { // wrappers around wrappers, but never forever
 		switch c := dc.(type) {
