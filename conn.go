@@ -66,7 +66,7 @@ func (c *connector) Connect(ctx context.Context) (driver.Conn, error) {
 		// no driver call on their goroutine: see use and unseenCheckouts.
 		wc.idleSince, wc.pristine = now, true
 	} else {
-		wc.checkoutAtLocked(ctx, now)
+		wc.checkoutLocked(ctx)
 	}
 	wc.mu.Unlock()
 	return wc.wrapper, nil

@@ -42,6 +42,7 @@ func TestMain(m *testing.M) {
 		pgxleak.IgnoreFunction("github.com/pgxleak/pgxleak_test.dropRows"),
 		pgxleak.IgnoreFunction("github.com/pgxleak/pgxleak_test.gcwatchDropRows"),
 		pgxleak.IgnoreFunction("github.com/pgxleak/pgxleak_test.leakOnPurpose"),
+		pgxleak.IgnoreFunction("github.com/pgxleak/pgxleak.CollectAfterClose"),
 	)
 }
 
