@@ -42,8 +42,8 @@ func txStatusString(b byte) string {
 // state machine idle → out → idle … → closed.
 //
 // Ownership:
-//   - tracker, pgx, pid and expiresAt are set once, before the connection
-//     is handed to database/sql, and never change.
+//   - tracker, pgx, pid, expiresAt and noReset are set once, before the
+//     connection is handed to database/sql, and never change.
 //   - mu guards the rest. database/sql uses a connection from one goroutine
 //     at a time, so mu is uncontended except when the monitor or an
 //     inspection reads it.
@@ -60,6 +60,7 @@ type connState struct {
 	pgx       *pgx.Conn // nil unless the wrapped conn is pgx's
 	pid       uint32
 	expiresAt int64 // jittered end of life, in pool time; 0 means never
+	noReset   bool  // the driver has no ResetSession: no reuse is seen before its first operation
 
 	mu         sync.Mutex
 	state      uint8           // owner; guarded by mu
@@ -80,6 +81,14 @@ type connState struct {
 	returns    uint64          // guarded by mu
 	goid       uint64          // guarded by mu; the checking-out goroutine (see holderID); 0 if unknown
 	terminated bool            // guarded by mu; its backend was terminated (Terminate, Drain): discard at return
+	// A checkout that made no driver call (see use) can only have begun
+	// after idleSince. pristine marks a connection database/sql's
+	// background opener made and nobody was seen to check out: database/sql
+	// hands it out with no ResetSession (it resets only connections
+	// returned by a caller, sql.go: driverConn.resetSession, putConn).
+	idleSince int64 // guarded by mu; pool time it was connected by the opener or last returned
+	pristine  bool  // guarded by mu
+	lateFrom  int64 // guarded by mu; for a checkout seen late, its idleSince; 0 otherwise
 
 	// watch is the connection's garbage-collection watch while no Rows
 	// holds it (see gcWatch). It is used only inside driver calls on this
@@ -101,7 +110,7 @@ func (c *connState) checkoutAtLocked(ctx context.Context, now int64) {
 	c.checkoutAt = now
 	c.ctx = ctx
 	_, c.internal = ctx.(*internalContext)
-	c.suspected, c.gcLeaked = false, false
+	c.suspected, c.gcLeaked, c.lateFrom = false, false, 0
 	c.npcs = 0
 	c.goid = holderID()
 	if c.internal {
@@ -154,6 +163,12 @@ func (c *connState) use(ctx context.Context, query string) error {
 			return ErrDraining
 		}
 		c.checkoutLocked(ctx)
+		if c.pristine || c.noReset {
+			// Seen late: it may have been out since it went idle. The
+			// leak threshold counts from now (a report is certain), Held
+			// from then (a bound, not an understatement).
+			c.lateFrom, c.pristine = c.idleSince, false
+		}
 	}
 	if query != "" && c.tracker.cfg.statements {
 		c.statement = query
@@ -186,6 +201,7 @@ func (c *connState) checkin() (discard bool) {
 // system clock's, and the use time is recorded.
 func (c *connState) returnLocked(now int64, timed bool) {
 	c.state = stateIdle
+	c.idleSince = now
 	if !c.internal {
 		c.returns++
 		if timed {
@@ -271,6 +287,7 @@ type snapshot struct {
 	pcs        []uintptr
 	checkoutAt int64
 	seq        uint64 // the connection's checkout number: with conn, identifies the checkout
+	lateFrom   int64
 	held       int64
 	pid        uint32
 	statement  string
@@ -292,6 +309,7 @@ func (c *connState) snapshotLocked(now int64) snapshot {
 		pcs:        slices.Clone(c.pcs[:c.npcs]),
 		checkoutAt: c.checkoutAt,
 		seq:        c.checkouts,
+		lateFrom:   c.lateFrom,
 		held:       now - c.checkoutAt,
 		pid:        c.pid,
 		statement:  statement,

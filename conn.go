@@ -58,12 +58,17 @@ func (c *connector) Connect(ctx context.Context) (driver.Conn, error) {
 		return nil, ErrDraining
 	}
 	wc := newConn(p, inner)
-	p.tel.observeCreate(p.now() - start) // after register, which may name the pool
-	if !calledByOpener() {
-		wc.mu.Lock()
+	now := p.now()
+	p.tel.observeCreate(now - start) // after register, which may name the pool
+	wc.mu.Lock()
+	if calledByOpener() {
+		// database/sql hands it to a waiter, or to a later caller, with
+		// no driver call on their goroutine: see use and unseenCheckouts.
+		wc.idleSince, wc.pristine = now, true
+	} else {
 		wc.checkoutLocked(ctx)
-		wc.mu.Unlock()
 	}
+	wc.mu.Unlock()
 	return wc.wrapper, nil
 }
 
@@ -111,8 +116,14 @@ func calledByOpener() bool {
 //	})
 //
 // It accepts pgxleak's wrapper, anything with an Unwrap() driver.Conn
-// method around a pgx connection, and a bare *stdlib.Conn.
+// method around a pgx connection, and a bare *stdlib.Conn. On pgxleak's
+// wrapper it counts as an operation: a checkout nothing else showed
+// (database/sql's background opener makes no driver call when it hands a
+// connection over) is recorded here, at this line of the Raw function.
 func PgxConn(dc any) (*pgx.Conn, bool) {
+	if w, ok := dc.(interface{ tracked() *conn }); ok {
+		_ = w.tracked().use(noContext{}, "") // while draining, the caller has it anyway
+	}
 	for range 8 { // wrappers around wrappers, but never forever
 		switch c := dc.(type) {
 		case *stdlib.Conn:
@@ -160,6 +171,8 @@ type conn struct {
 // state with the tracker.
 func newConn(t *tracker, inner driver.Conn) *conn {
 	c := &conn{connState: connState{tracker: t, txStatus: txIdle}, inner: inner}
+	_, resets := inner.(driver.SessionResetter)
+	c.noReset = !resets
 	if sc, ok := inner.(*stdlib.Conn); ok {
 		c.pgx = sc.Conn()
 		c.pid = c.pgx.PgConn().PID()
@@ -168,6 +181,9 @@ func newConn(t *tracker, inner driver.Conn) *conn {
 	t.register(&c.connState)
 	return c
 }
+
+// tracked is how PgxConn recognises pgxleak's wrapper.
+func (c *conn) tracked() *conn { return c }
 
 // Unwrap returns the wrapped driver connection, for code that used
 // (*sql.Conn).Raw with a driver-specific type assertion.

@@ -32,6 +32,10 @@ type PoolStats struct {
 	// DBStats.InUse and OpenConnections) until its holder gives it back:
 	// terminating frees the server and its locks, not the pool's slot.
 	Terminated uint64 `json:"terminated"`
+	// Unseen counts connections database/sql has in use (DBStats.InUse)
+	// that no driver call has shown the tracker yet: handed out by its
+	// background opener. Each is also listed by Checkouts, with Unseen set.
+	Unseen int `json:"unseen"`
 }
 
 // Waiter is a goroutine blocked waiting for a connection of the pool.
@@ -109,6 +113,7 @@ func Stats(db *sql.DB) PoolStats {
 	s.DBStats = db.Stats()
 	if p := trackerOf(db); p != nil {
 		p.fillStats(&s)
+		s.Unseen = len(p.unseenCheckouts())
 	}
 	return s
 }
@@ -137,7 +142,10 @@ func Drain(ctx context.Context, db *sql.DB, opts ...DrainOption) error {
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	var cause error
-	for (p.returnable() > 0 || p.handingOut.Load() > 0) && cause == nil {
+	// database/sql's own count too: a connection its background opener
+	// handed out is in use with no driver call the tracker could see. A
+	// connection whose Rows was garbage-collected never comes back.
+	for (p.returnable() > 0 || p.handingOut.Load() > 0 || db.Stats().InUse > p.lost()) && cause == nil {
 		select {
 		case <-ctx.Done():
 			cause = ctx.Err()
@@ -149,9 +157,12 @@ func Drain(ctx context.Context, db *sql.DB, opts ...DrainOption) error {
 		notes = p.terminateStillOut(context.WithoutCancel(ctx))
 	}
 	out := p.stillOut() // lists them, reports them once, and keeps Close from reporting them again
+	unseen := p.unseenCheckouts()
+	out = append(out, unseen...)
+	unlisted := db.Stats().InUse - p.outCount()
 	err := db.Close()
-	if len(out) > 0 {
-		return &LeakError{Checkouts: out, Notes: notes, cause: cause}
+	if len(out) > 0 || unlisted > 0 {
+		return &LeakError{Checkouts: out, Unlisted: max(unlisted-len(unseen), 0), Notes: notes, cause: cause}
 	}
 	return err
 }
@@ -204,7 +215,92 @@ func (p *tracker) checkouts() []Checkout {
 	for i, s := range snaps {
 		out[i] = p.describe(s)
 	}
-	return out
+	return append(out, p.unseenCheckouts()...)
+}
+
+// lost counts the connections out that can never come back: their Rows
+// was garbage-collected.
+func (p *tracker) lost() (n int) {
+	p.each(func(c *connState) {
+		if c.state == stateOut && !c.internal && c.gcLeaked {
+			n++
+		}
+	})
+	return n
+}
+
+// outCount counts the connections the tracker has seen checked out, the
+// pool's own included: the part of DBStats.InUse it can explain.
+func (p *tracker) outCount() (n int) {
+	p.each(func(c *connState) {
+		if c.state == stateOut {
+			n++
+		}
+	})
+	return n
+}
+
+// unseenCheckouts reconciles the tracker with database/sql's count of
+// connections in use. database/sql's background opener connects on its
+// own goroutine and hands the connection to a waiting caller with no
+// driver call on the caller's goroutine, and a connection it made is
+// handed out with no ResetSession until a caller returned it once (sql.go:
+// openNewConnection, putConnDBLocked, driverConn.resetSession). Such a
+// checkout is seen only at its first operation. Until then, DBStats.InUse
+// counts it and the tracker does not: each connection of that difference
+// that can only be one of those (connected by the opener and never seen
+// out, or, for a driver without ResetSession, any idle one) is listed with
+// Unseen set. DBStats.InUse also counts connections being opened or
+// closed, which are not listed.
+//
+// It reads db.Stats() before taking the tracker's locks: database/sql
+// closes connections under its own lock, and closing takes the tracker's.
+func (p *tracker) unseenCheckouts() []Checkout {
+	if p.db == nil {
+		return nil
+	}
+	inUse := p.db.Stats().InUse
+	now := p.now()
+	var out int
+	type candidate struct {
+		pid       uint32
+		idleSince int64
+	}
+	var candidates []candidate
+	p.each(func(c *connState) {
+		switch {
+		case c.state == stateOut:
+			out++
+		case c.state == stateIdle && (c.pristine || c.noReset):
+			candidates = append(candidates, candidate{c.pid, c.idleSince})
+		}
+	})
+	n := min(inUse-out, len(candidates))
+	if n <= 0 {
+		return nil
+	}
+	slices.SortFunc(candidates, func(a, b candidate) int { return cmp.Compare(a.idleSince, b.idleSince) })
+	name := p.name()
+	unseen := make([]Checkout, n)
+	for i := range unseen {
+		// Which candidates are out is known only when all of them are;
+		// otherwise each could be the oldest, whose age bounds them all.
+		c := candidates[0]
+		if n == len(candidates) {
+			c = candidates[i]
+		}
+		unseen[i] = Checkout{
+			Pool:         name,
+			CheckedOutAt: p.epoch.Add(time.Duration(c.idleSince)).Round(0),
+			Held:         time.Duration(now - c.idleSince),
+			TxStatus:     txStatusString(txUnknown),
+			Unseen:       true,
+		}
+		if n == len(candidates) {
+			unseen[i].BackendPID = c.pid
+		}
+	}
+	return unseen
 }
 
 func (p *tracker) fillStats(s *PoolStats) {

@@ -82,6 +82,7 @@ func TestLoadManyGoroutines(t *testing.T) {
 		pgxleak.WithLeakThreshold(time.Second), pgxleak.WithReportInterval(0))
 
 	var ops, failures atomic.Int64
+	var longest atomic.Int64 // the longest operation, in ns: no checkout of it was held longer
 	var firstErr atomic.Value
 	start := time.Now()
 	deadline := start.Add(duration)
@@ -90,7 +91,10 @@ func TestLoadManyGoroutines(t *testing.T) {
 		wg.Go(func() {
 			for n := g; ; n += goroutines {
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+				began := time.Now()
 				err := relOp(ctx, db, n)
+				for d, m := int64(time.Since(began)), longest.Load(); d > m && !longest.CompareAndSwap(m, d); m = longest.Load() {
+				}
 				cancel()
 				if err != nil {
 					failures.Add(1)
@@ -122,11 +126,25 @@ func TestLoadManyGoroutines(t *testing.T) {
 	if st.MaxOpenConnections != poolSize || st.OpenConnections > poolSize {
 		t.Errorf("pool: %d open of max %d", st.OpenConnections, st.MaxOpenConnections)
 	}
-	if st.Suspected != 0 || st.GarbageCollected != 0 || st.StillOut != 0 {
-		t.Errorf("false leak reports: suspected %d, garbage-collected %d, still out %d", st.Suspected, st.GarbageCollected, st.StillOut)
+	// On a loaded machine (2 cores, a CPU burner on each, 10,000
+	// goroutines) an operation can really hold its connection past the 1s
+	// threshold: such a report is true, and its connection comes back. A
+	// false one claims a hold no operation had, or never resolves.
+	if st.GarbageCollected != 0 || st.StillOut != 0 || st.Suspected != st.Resolved {
+		t.Errorf("false leak reports: suspected %d (resolved %d), garbage-collected %d, still out %d",
+			st.Suspected, st.Resolved, st.GarbageCollected, st.StillOut)
 	}
-	if leaks := rec.all(); len(leaks) != 0 {
-		t.Errorf("%d false leak reports, first: %v", len(leaks), leaks[0])
+	for _, l := range rec.all() {
+		held := l.Held
+		if !l.SeenAt.IsZero() {
+			held -= l.SeenAt.Sub(l.CheckedOutAt) // the bound of a checkout seen late
+		}
+		if l.Kind != pgxleak.LeakSuspected || held > time.Duration(longest.Load()) {
+			t.Errorf("false leak report (longest operation %v): %v", time.Duration(longest.Load()), l)
+		}
+	}
+	if st.Suspected > 0 {
+		t.Logf("%d checkouts really held past the threshold on this loaded machine (longest operation %v)", st.Suspected, time.Duration(longest.Load()))
 	}
 }
 
@@ -141,10 +159,11 @@ func relHeap() uint64 {
 }
 
 // relCheckouts runs n operations on db from 10 goroutines.
-func relCheckouts(t *testing.T, db *sql.DB, n int) {
+func relCheckouts(t *testing.T, db *sql.DB, n int) (longest time.Duration) {
 	t.Helper()
 	const workers = 10
 	var next atomic.Int64
+	var maxHold atomic.Int64 // the longest operation, in ns: no checkout of it was held longer
 	var failed atomic.Value
 	var wg sync.WaitGroup
 	limit := runtime.NumGoroutine() + 2*workers + 5
@@ -156,9 +175,12 @@ func relCheckouts(t *testing.T, db *sql.DB, n int) {
 				if i > n {
 					return
 				}
+				start := time.Now()
 				if err := relOp(ctx, db, i); err != nil {
 					failed.CompareAndSwap(nil, err)
 					return
+				}
+				for d, m := int64(time.Since(start)), maxHold.Load(); d > m && !maxHold.CompareAndSwap(m, d); m = maxHold.Load() {
 				}
 				// Let database/sql's Tx.awaitDone goroutines, which Commit
 				// released, exit before going on. Over the in-process
@@ -177,19 +199,20 @@ func relCheckouts(t *testing.T, db *sql.DB, n int) {
 	if err := failed.Load(); err != nil {
 		t.Fatal(err)
 	}
+	return time.Duration(maxHold.Load())
 }
 
 // relMemoryFlat measures the live heap after warm checkouts, after small
 // and after large more, and fails if the growth between small and large is
 // more than limit: a per-checkout cost of even a few bytes would show as
-// (large-small) times that.
-func relMemoryFlat(t *testing.T, db *sql.DB, small, large int, limit uint64) {
+// (large-small) times that. It returns the longest operation it timed.
+func relMemoryFlat(t *testing.T, db *sql.DB, small, large int, limit uint64) (longest time.Duration) {
 	t.Helper()
-	relCheckouts(t, db, 1000) // warm: connections, statement caches, pools
+	longest = relCheckouts(t, db, 1000) // warm: connections, statement caches, pools
 	base := relHeap()
-	relCheckouts(t, db, small)
+	longest = max(longest, relCheckouts(t, db, small))
 	atSmall := relHeap()
-	relCheckouts(t, db, large-small)
+	longest = max(longest, relCheckouts(t, db, large-small))
 	atLarge := relHeap()
 	st := relBalanced(t, db)
 	growth := int64(atLarge) - int64(atSmall)
@@ -201,6 +224,7 @@ func relMemoryFlat(t *testing.T, db *sql.DB, small, large int, limit uint64) {
 	if st.Checkouts != st.Returns || st.CheckedOut != 0 {
 		t.Errorf("tracker: %d checkouts, %d returns, %d in use", st.Checkouts, st.Returns, st.CheckedOut)
 	}
+	return longest
 }
 
 // TestLoadMemoryFlat checks that the tracker retains no memory per
@@ -231,10 +255,21 @@ func TestLoadMemoryFlat(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer db.Close()
-			relMemoryFlat(t, db, small, large, 64<<10)
-			t.Logf("%d connections opened", fc.opened.Load())
-			if leaks := rec.all(); len(leaks) != 0 {
-				t.Errorf("false leak reports: %v", leaks)
+			longest := relMemoryFlat(t, db, small, large, 64<<10)
+			t.Logf("%d connections opened; longest operation %v", fc.opened.Load(), longest)
+			// On a loaded machine an operation can really hold its
+			// connection past the 1s threshold (a goroutine starved of
+			// CPU): that report is true. A false one claims a hold no
+			// operation had (a stale checkout time, say). Held of a
+			// checkout seen late includes its bound; SeenAt removes it.
+			for _, l := range rec.all() {
+				held := l.Held
+				if !l.SeenAt.IsZero() {
+					held -= l.SeenAt.Sub(l.CheckedOutAt)
+				}
+				if l.Kind != pgxleak.LeakSuspected || held > longest {
+					t.Errorf("false leak report (longest operation %v): %v", longest, l)
+				}
 			}
 		})
 	}

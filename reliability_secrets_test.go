@@ -502,13 +502,13 @@ func relExercise(t *testing.T, sig *relSignals, db *sql.DB, arg string) {
 	sig.leaks.wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Resolved })
 
 	// Rows dropped without Close, on a context that is never cancelled.
-	func() {
+	leakOnPurpose(func() {
 		rows, err := db.QueryContext(context.Background(), "SELECT $1::text", arg)
 		if err != nil {
 			t.Fatal(err)
 		}
 		_ = rows
-	}()
+	})
 	pgtest.WaitFor(t, 20*time.Second, "the dropped Rows to be reported", func() bool {
 		runtime.GC()
 		for _, l := range sig.leaks.all() {
@@ -577,13 +577,13 @@ func TestSecretsWithoutStatements(t *testing.T) {
 			if err := <-done; err != nil {
 				t.Fatal(err)
 			}
-			func() {
+			leakOnPurpose(func() {
 				rows, err := db.QueryContext(context.Background(), q, "w")
 				if err != nil {
 					t.Fatal(err)
 				}
 				_ = rows
-			}()
+			})
 			pgtest.WaitFor(t, 20*time.Second, "the dropped Rows to be reported", func() bool {
 				runtime.GC()
 				for _, l := range sig.leaks.all() {

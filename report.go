@@ -38,12 +38,28 @@ type Checkout struct {
 	Culprit       Frame         `json:"culprit"`                  // the first frame of the user's code; zero if none was recorded (see NoCulprit)
 	NoCulprit     string        `json:"no_culprit,omitempty"`     // when Culprit is zero: why, and what to do about it
 	Stack         []Frame       `json:"stack,omitempty"`          // the checkout's stack, from database/sql's caller outwards
-	CheckedOutAt  time.Time     `json:"checked_out_at"`           // when database/sql handed it out (resolution: see above)
-	Held          time.Duration `json:"held_ns"`                  // how long it has been (or was) out (resolution: see above)
+	CheckedOutAt  time.Time     `json:"checked_out_at"`           // when database/sql handed it out (resolution: see above); for a checkout seen late (see SeenAt), the earliest it can have been
+	Held          time.Duration `json:"held_ns"`                  // how long it has been (or was) out (resolution: see above); for a checkout seen late, at most this long
 	BackendPID    uint32        `json:"backend_pid,omitempty"`    // the server process, for pg_stat_activity and pg_terminate_backend; 0 if unknown
 	LastStatement string        `json:"last_statement,omitempty"` // the last statement run on it, without arguments; "" if none or WithoutStatements
 	TxStatus      string        `json:"tx_status"`                // "idle", "in transaction", "in failed transaction" or "unknown"
 	Suspected     bool          `json:"suspected"`                // already reported as held too long
+
+	// SeenAt is set for a checkout that made no driver call when it
+	// happened: database/sql's background opener handed the connection to
+	// a waiting caller, or to a later one, with no ResetSession (or the
+	// driver has none). pgxleak saw it at its first operation, at SeenAt;
+	// CheckedOutAt is then when the connection was connected or last
+	// returned, so Held is an upper bound. The leak threshold counts from
+	// SeenAt, so that a suspected leak is never a guess.
+	SeenAt time.Time `json:"seen_at,omitzero"`
+	// Unseen marks a connection database/sql counts in use
+	// (DBStats.InUse) that no driver call has shown pgxleak yet: handed
+	// out by the background opener, holder unknown until its first
+	// statement. Culprit and Stack are empty; CheckedOutAt and Held are
+	// bounds as for SeenAt, and BackendPID is set only when pgxleak can
+	// tell which connection it is.
+	Unseen bool `json:"unseen,omitempty"`
 
 	// Holder is the goroutine that checked the connection out, as a
 	// goroutine dump saw it when the report was made or the pool
@@ -91,6 +107,9 @@ type ServerActivity struct {
 // why there is none.
 func (c Checkout) String() string {
 	held := c.Held.Round(time.Millisecond)
+	if c.Unseen {
+		return fmt.Sprintf("connection handed out by database/sql's background opener with no driver call; holder unknown until its first statement; held at most %s", held)
+	}
 	if c.Culprit == (Frame{}) && c.NoCulprit != "" {
 		return fmt.Sprintf("connection checked out at an unknown line, held %s (%s)", held, c.NoCulprit) + c.stuckVerdict()
 	}
@@ -254,7 +273,13 @@ type LeakError struct {
 	// Notes says what [TerminateStillOut] could not do, e.g. a backend the
 	// server would not terminate, and why.
 	Notes []string
-	cause error
+	// Unlisted is how many more connections database/sql counted in use
+	// (DBStats.InUse) than are listed, when the wait ended: connections
+	// being opened or closed, or checked out by the pool's own warm-up.
+	// Find and Drain never report success while database/sql counts a
+	// connection in use.
+	Unlisted int
+	cause    error
 }
 
 // Error lists every checkout, each with its culprit, pool, backend PID,
@@ -267,6 +292,10 @@ func (e *LeakError) Error() string {
 	}
 	for _, n := range e.Notes {
 		fmt.Fprintf(&b, "\n%s", n)
+	}
+	if e.Unlisted > 0 {
+		fmt.Fprintf(&b, "\n\ndatabase/sql counts %d more connection(s) in use that no user code was seen to hold: being opened or closed, or the pool's own warm-up",
+			e.Unlisted)
 	}
 	for _, c := range e.Checkouts {
 		fmt.Fprintf(&b, "\n\n%s [pool %s", c, c.Pool)
@@ -314,6 +343,11 @@ func (p *tracker) describe(s snapshot) Checkout {
 		TxStatus:      txStatusString(s.txStatus),
 		Suspected:     s.suspected,
 		Terminated:    s.conn != nil && s.conn.isTerminated(),
+	}
+	if s.lateFrom != 0 {
+		c.SeenAt = c.CheckedOutAt
+		c.CheckedOutAt = p.epoch.Add(time.Duration(s.lateFrom)).Round(0)
+		c.Held += time.Duration(s.checkoutAt - s.lateFrom)
 	}
 	if i := culpritIndex(frames, p.cfg.libraryPrefix); i >= 0 {
 		c.Culprit = Frame(frames[i])

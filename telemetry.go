@@ -92,7 +92,8 @@ type telemetry struct {
 	leakSpans map[*connState]*leakSpan
 	closed    bool
 
-	w waitState // the monitor goroutine's, and close's after the monitor stopped
+	w   waitState  // the monitor goroutine's, and close's after the monitor stopped
+	rec waitRecord // wait_time's cursor, advanced by the sampler and the metric callback
 }
 
 // poolAttrs holds the measurement options for one pool name, built once so
@@ -237,7 +238,9 @@ func (t *telemetry) useTimeRecorded() bool {
 	return t.useTime.Enabled(context.Background())
 }
 
-// observe is the callback of the observed instruments. With the *sql.DB at
+// observe is the callback of the observed instruments. It also records the
+// waits that ended since the sampler last did (see recordWaitTime), so that
+// wait_time is current at every collection. With the *sql.DB at
 // hand (pools opened with Open or OpenDB) the counts and the maximum come
 // from db.Stats(), the idle limits from the options pgxleak applied. For a
 // pool opened with sql.Open("pgxleak", dsn), the counts come from the
@@ -266,6 +269,7 @@ func (t *telemetry) observe(_ context.Context, o metric.Observer) error {
 		return nil
 	}
 	st := db.Stats()
+	t.recordWaitTime(st) // waits that ended since the last tick, so a collection sees them
 	o.ObserveInt64(t.count, int64(st.InUse), a.used...)
 	o.ObserveInt64(t.count, int64(st.Idle), a.idle...)
 	if st.MaxOpenConnections > 0 {

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -311,14 +312,53 @@ func (p *tracker) close() {
 	p.stuck.side.close()
 	p.tel.close()
 	openPools.remove(p)
+	if len(p.checkouts()) > 0 {
+		openPools.keepLeftovers(p) // VerifyTestMain fails the run for them
+	}
 }
 
-// openPools is the list of pools that VerifyTestMain checks.
-var openPools = &poolRegistry{pools: make(map[*tracker]struct{})}
+// openPools is the list of pools that VerifyTestMain checks: those open,
+// and those closed with connections still out (a pool closed in a test's
+// Cleanup reports its leftovers only as a log line, which go test hides).
+var openPools = &poolRegistry{pools: make(map[*tracker]struct{}), leftovers: make(map[*tracker]struct{})}
 
 type poolRegistry struct {
-	mu    sync.Mutex
-	pools map[*tracker]struct{}
+	mu        sync.Mutex
+	pools     map[*tracker]struct{}
+	leftovers map[*tracker]struct{} // closed with connections out
+}
+
+// keepLeftovers keeps a closed pool with connections still out. Pools whose
+// connections have all come back since are dropped here, so that a program
+// that opens and closes pools keeps only those still missing connections.
+func (r *poolRegistry) keepLeftovers(p *tracker) {
+	r.mu.Lock()
+	old := slices.Collect(maps.Keys(r.leftovers))
+	r.mu.Unlock()
+	var back []*tracker
+	for _, q := range old { // outside r.mu: checkouts takes the pool's locks
+		if len(q.checkouts()) == 0 {
+			back = append(back, q)
+		}
+	}
+	r.mu.Lock()
+	for _, q := range back {
+		delete(r.leftovers, q)
+	}
+	r.leftovers[p] = struct{}{}
+	r.mu.Unlock()
+}
+
+// withLeftovers lists the open pools and the closed ones kept by
+// keepLeftovers.
+func (r *poolRegistry) withLeftovers() []*tracker {
+	ps := r.list()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for p := range r.leftovers {
+		ps = append(ps, p)
+	}
+	return ps
 }
 
 func (r *poolRegistry) add(p *tracker) {

@@ -94,6 +94,7 @@ func TestVerifyTestMain(t *testing.T) {
 	defer func(exit func(int), w io.Writer) { *pgxleak.OSExit, *pgxleak.OSStderr = exit, w }(*pgxleak.OSExit, *pgxleak.OSStderr)
 	*pgxleak.OSExit = func(code int) { exitCode = code }
 	*pgxleak.OSStderr = &stderr
+	pgxleak.IsolateRegistry(t)
 
 	db, err := pgxleak.OpenDB(&fakeConnector{}, pgxleak.WithLogger(quiet))
 	if err != nil {
@@ -142,5 +143,40 @@ func TestVerifyNoneUnsampledCheckout(t *testing.T) {
 	if len(ft.errors) != 1 || !strings.Contains(ft.errors[0], "not sampled") ||
 		!strings.Contains(ft.errors[0], "WithStackSampling(1)") || !strings.Contains(ft.errors[0], "IgnoreFunction") {
 		t.Fatalf("VerifyNone reported %q", ft.errors)
+	}
+}
+
+// TestVerifyTestMainClosedPool: the natural setup, a pool closed in a
+// test's Cleanup while a connection is still out, fails the run and names
+// the line; once the connection comes back, the run passes.
+func TestVerifyTestMainClosedPool(t *testing.T) {
+	var exitCode int
+	var stderr bytes.Buffer
+	defer func(exit func(int), w io.Writer) { *pgxleak.OSExit, *pgxleak.OSStderr = exit, w }(*pgxleak.OSExit, *pgxleak.OSStderr)
+	*pgxleak.OSExit = func(code int) { exitCode = code }
+	*pgxleak.OSStderr = &stderr
+	pgxleak.IsolateRegistry(t)
+
+	db, err := pgxleak.OpenDB(&fakeConnector{}, pgxleak.WithLogger(quiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := db.Conn(context.Background()) // the leak
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	exitCode = -1
+	pgxleak.VerifyTestMain(fakeM{0}, pgxleak.GracePeriod(0))
+	if exitCode != 1 || !strings.Contains(stderr.String(), "verify_test.go") {
+		t.Errorf("pool closed with a connection out: exit %d, stderr %q; want 1, naming the line", exitCode, stderr.String())
+	}
+	c.Close()
+	exitCode, stderr = -1, bytes.Buffer{}
+	pgxleak.VerifyTestMain(fakeM{0}, pgxleak.GracePeriod(0))
+	if exitCode != 0 {
+		t.Errorf("exit %d after the connection came back; stderr %q", exitCode, stderr.String())
 	}
 }

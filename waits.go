@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"slices"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -26,9 +27,7 @@ type waitState struct {
 	lastCount    int64
 	lastDuration time.Duration
 	lastTick     time.Time
-	pendingWaits int64         // waits counted but not yet recorded in wait_time
-	pendingTime  time.Duration // wait time not yet recorded in wait_time
-	stallSince   time.Time     // since when callers wait and none got a connection; zero if not stalled
+	stallSince   time.Time // since when callers wait and none got a connection; zero if not stalled
 	episode      *episode
 	previous     trace.SpanContext // the truncated episode a new one continues
 }
@@ -81,7 +80,7 @@ func (t *telemetry) sampleWaitStats() {
 	dTime := st.WaitDuration - w.lastDuration
 	intervalStart := w.lastTick
 	w.lastCount, w.lastDuration, w.lastTick = st.WaitCount, st.WaitDuration, now
-	t.recordWaitTime(dCount, dTime)
+	t.recordWaitTime(st)
 
 	// While no wait has ended since waits were counted, every one of them
 	// is still waiting: the oldest has waited at least since then.
@@ -135,27 +134,40 @@ func (t *telemetry) sampleWaitStats() {
 	}
 }
 
-// recordWaitTime records wait_time from the Stats deltas. database/sql
-// gives no individual waits, only their count and their sum, and it counts
-// a wait when it starts but adds its length when it ends. So each counted
-// wait is recorded once, with the mean of the wait time accumulated until
-// then: the histogram's count and sum are exact (sum: once the waits have
-// ended), its distribution is one of interval means. Waits counted while no
-// wait time has arrived yet, and wait time arriving with no new waits
-// counted, are carried to the next interval that has both.
-func (t *telemetry) recordWaitTime(dCount int64, dTime time.Duration) {
-	w := &t.w
-	w.pendingWaits += dCount
-	w.pendingTime += dTime
-	if w.pendingWaits == 0 || w.pendingTime == 0 {
+// waitRecord is wait_time's cursor: the WaitCount and WaitDuration of
+// db.Stats() already recorded, from zero (the pool's own counters start
+// there, and a monitor that starts late must not skip the first waits).
+// The sampler's tick and the metric callback both advance it, under mu, so
+// that waits that ended are visible at the next collection and each is
+// recorded once.
+type waitRecord struct {
+	mu       sync.Mutex
+	count    int64
+	duration time.Duration
+}
+
+// recordWaitTime records wait_time from the growth of st since the cursor.
+// database/sql gives no individual waits, only their count and their sum,
+// and it counts a wait when it starts but adds its length when it ends. So
+// each counted wait is recorded once, with the mean of the wait time
+// accumulated until then: the histogram's count and sum are exact (sum:
+// once the waits have ended), its distribution is one of means. Waits
+// counted while no wait time has arrived yet, and wait time arriving with
+// no new waits counted, stay behind the cursor until both have grown.
+func (t *telemetry) recordWaitTime(st sql.DBStats) {
+	r := &t.rec
+	r.mu.Lock()
+	defer r.mu.Unlock() // held while recording, so a collection never sees the cursor moved without the values
+	n, d := st.WaitCount-r.count, st.WaitDuration-r.duration
+	if n <= 0 || d <= 0 {
 		return
 	}
-	n, mean := w.pendingWaits, w.pendingTime.Seconds()/float64(w.pendingWaits)
-	w.pendingWaits, w.pendingTime = 0, 0
+	r.count, r.duration = st.WaitCount, st.WaitDuration
 	a := t.poolAttrs()
 	if a == nil || !t.waitTime.Enabled(context.Background()) {
 		return
 	}
+	mean := d.Seconds() / float64(n)
 	for range n {
 		t.waitTime.Record(context.Background(), mean, a.record...)
 	}

@@ -150,3 +150,59 @@ func TestTracingSlowWaitEpisode(t *testing.T) {
 	t.Logf("episode: %d waits, total %.3fs, %d holder events, %d waiter estimates %v",
 		a["pgxleak.wait.count"].AsInt64(), total, len(s.Events()), len(estimates), estimates)
 }
+
+// TestMetricsWaitTimeAtCollection: waits that have ended are in
+// db.client.connection.wait_time at the very next collection, not only
+// after the wait sampler's next tick (an hour away here), and the
+// sampler's tick after that collection does not record them again.
+func TestMetricsWaitTimeAtCollection(t *testing.T) {
+	o := newOTelTest(t)
+	db, err := pgxleak.OpenDB(&fakeConnector{}, o.options(
+		pgxleak.WithPoolName("waits"),
+		pgxleak.WithLogger(nil),
+		pgxleak.WithMaxOpenConns(2),
+		pgxleak.WithWaitSampleInterval(time.Hour),
+	)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	ctx := context.Background()
+
+	// 6 goroutines on 2 connections, each holding one for 40ms: about
+	// 0.14s in all, and at least 4 of them wait.
+	var wg sync.WaitGroup
+	for range 6 {
+		wg.Go(func() {
+			c, err := db.Conn(ctx)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if err := c.PingContext(ctx); err != nil {
+				t.Error(err)
+			}
+			time.Sleep(40 * time.Millisecond) // the work done while holding it
+			_ = c.Close()
+		})
+	}
+	wg.Wait()
+	st := db.Stats()
+	if st.WaitCount < 4 {
+		t.Fatalf("WaitCount = %d; want at least 4 of 6 callers to wait for 2 connections", st.WaitCount)
+	}
+	check := func(when string) {
+		t.Helper()
+		h, ok := histogram(o.collect(t), "db.client.connection.wait_time")
+		if !ok || len(h.DataPoints) != 1 {
+			t.Fatalf("%s: wait_time not collected: %+v", when, h)
+		}
+		dp := h.DataPoints[0]
+		if int64(dp.Count) != st.WaitCount || math.Abs(dp.Sum-st.WaitDuration.Seconds()) > 1e-9 {
+			t.Errorf("%s: wait_time count = %d, sum = %vs; want db.Stats() WaitCount = %d, WaitDuration = %vs",
+				when, dp.Count, dp.Sum, st.WaitCount, st.WaitDuration.Seconds())
+		}
+	}
+	check("first collection")
+	check("second collection") // no double counting
+}

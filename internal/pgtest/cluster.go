@@ -37,8 +37,8 @@ func Setting(name, value string) ClusterOption {
 }
 
 // NewCluster starts a private cluster for t and stops and removes it when t
-// ends. Without PostgreSQL binaries it skips t, or fails it when
-// PGXLEAK_REQUIRE_DB=1.
+// ends. Without PostgreSQL binaries it fails the run, as the shared server
+// does (see the package documentation).
 func NewCluster(t testing.TB, opts ...ClusterOption) *Cluster {
 	t.Helper()
 	c, err := startCluster(opts)
@@ -227,7 +227,10 @@ func findBin() (string, error) {
 	if p, err := exec.LookPath("initdb"); err == nil {
 		return filepath.Dir(p), nil
 	}
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	var dirs []string
+	if os.Getenv(hideLocalEnv) != "1" {
+		dirs, _ = filepath.Glob("/usr/lib/postgresql/*/bin")
+	}
 	sort.Slice(dirs, func(i, j int) bool {
 		vi, _ := strconv.Atoi(filepath.Base(filepath.Dir(dirs[i])))
 		vj, _ := strconv.Atoi(filepath.Base(filepath.Dir(dirs[j])))

@@ -4,8 +4,11 @@
 // 127.0.0.1:5432 (user postgres, database test); a private throwaway cluster
 // started from the local PostgreSQL binaries (initdb + pg_ctl in a temporary
 // directory, on a free port, as an unprivileged user when running as root).
-// With none of these, tests skip with a loud message, or fail when
-// PGXLEAK_REQUIRE_DB=1.
+// With none of these, the run fails, once, with one line saying how to get
+// PostgreSQL, unless PGXLEAK_SKIP_DB=1 asks to skip the integration tests
+// on purpose: go test prints a passing package's skips only with -v, so a
+// skip by default would print "ok" for a suite that tested nothing. A
+// DATABASE_URL that is set but does not answer is always a failure.
 //
 // Every test gets its own database (NewDatabase), so tests can run in
 // parallel. Tests that kill or restart a server ask for a private cluster
@@ -17,20 +20,32 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 )
 
-// RequireEnv is the environment variable that turns a missing server from
-// a skip into a failure. CI sets it to 1.
+// RequireEnv is the environment variable that turns a missing pgbouncer
+// from a skip into a failure. CI sets it to 1. (A missing PostgreSQL is a
+// failure anyway: see SkipEnv.)
 const RequireEnv = "PGXLEAK_REQUIRE_DB"
+
+// SkipEnv is the environment variable that skips the tests needing a
+// server, on purpose, when there is none: PGXLEAK_SKIP_DB=1.
+const SkipEnv = "PGXLEAK_SKIP_DB"
+
+// hideLocalEnv makes pgtest behave as on a machine without PostgreSQL
+// (nothing on 127.0.0.1:5432, no binaries in /usr/lib/postgresql), for
+// the test of that behaviour; hiding initdb from PATH is up to the caller.
+const hideLocalEnv = "PGXLEAK_PGTEST_HIDE_LOCAL"
 
 // LocalDSN is the local server the machines run.
 const LocalDSN = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
@@ -41,6 +56,7 @@ var shared struct {
 	source  string
 	cluster *Cluster
 	err     error
+	failed  atomic.Bool // a test already failed for the missing server
 }
 
 // M wraps a *testing.M so that a shared private cluster, if one was
@@ -87,24 +103,32 @@ func Source(t testing.TB) string {
 	return shared.source
 }
 
+// noServer fails the run for a missing server: the first test that needs
+// one fails with one line that says what to do, and the others skip (the
+// run has failed already). With PGXLEAK_SKIP_DB=1 they all skip, unless
+// DATABASE_URL is set and does not answer.
 func noServer(t testing.TB, err error) {
 	t.Helper()
-	msg := "\n*** pgxleak: NO POSTGRESQL SERVER FOR THE INTEGRATION TESTS ***\n" + err.Error() +
-		"\nSet DATABASE_URL, run PostgreSQL on 127.0.0.1:5432, or install its binaries (initdb, pg_ctl).\n"
-	if os.Getenv(RequireEnv) == "1" {
-		t.Fatal(msg + RequireEnv + "=1, so this is a failure.")
+	if os.Getenv(SkipEnv) == "1" && !errors.Is(err, errURLDown) {
+		t.Skipf("pgtest: no PostgreSQL (%v); skipped on purpose, %s=1", err, SkipEnv)
 	}
-	t.Skip(msg)
+	if !shared.failed.CompareAndSwap(false, true) {
+		t.Skip("pgtest: no PostgreSQL; the run has failed for it already")
+	}
+	t.Fatalf("pgtest: no PostgreSQL for the integration tests: %v. Install it (apt-get install postgresql) or set DATABASE_URL; or set %s=1 to skip them on purpose", err, SkipEnv)
 }
+
+// errURLDown marks a DATABASE_URL that is set but does not answer.
+var errURLDown = errors.New("DATABASE_URL is set but does not answer")
 
 func findServer() (dsn, source string, err error) {
 	if u := os.Getenv("DATABASE_URL"); u != "" {
 		if err := ping(u); err != nil {
-			return "", "", fmt.Errorf("DATABASE_URL is set but does not answer: %w", err)
+			return "", "", fmt.Errorf("%w: %w", errURLDown, err)
 		}
 		return u, "DATABASE_URL", nil
 	}
-	if ping(LocalDSN) == nil {
+	if os.Getenv(hideLocalEnv) != "1" && ping(LocalDSN) == nil {
 		return LocalDSN, "local", nil
 	}
 	c, cerr := startCluster(nil)

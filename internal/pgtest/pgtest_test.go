@@ -3,6 +3,8 @@ package pgtest
 import (
 	"context"
 	"os"
+	"os/exec"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -70,4 +72,76 @@ func TestWithParams(t *testing.T) {
 			t.Errorf("WithParams(%q) = %q", tc.in, got)
 		}
 	}
+}
+
+// helperEnv runs TestHelperNeedsServer for real, in a subprocess.
+const helperEnv = "PGTEST_HELPER_PROCESS"
+
+// TestHelperNeedsServer is the test binary's stand-in for a package of
+// integration tests, run by TestNoServerIsNotGreen in a subprocess.
+func TestHelperNeedsServer(t *testing.T) {
+	if os.Getenv(helperEnv) != "1" {
+		t.Skip("the subprocess of TestNoServerIsNotGreen")
+	}
+	for _, name := range []string{"first", "second"} {
+		t.Run(name, func(t *testing.T) { NewDatabase(t) })
+	}
+}
+
+// TestNoServerIsNotGreen: without a server, the suite fails, with one line
+// that says what to do, instead of printing ok over skipped tests; it skips
+// only when asked to with PGXLEAK_SKIP_DB=1, and never for a DATABASE_URL
+// that is set and does not answer.
+func TestNoServerIsNotGreen(t *testing.T) {
+	t.Parallel()
+	const closed = "postgres://postgres@127.0.0.1:1/test?sslmode=disable&connect_timeout=2" // nothing listens on port 1
+	for _, tc := range []struct {
+		name     string
+		env      []string
+		fail     bool
+		mentions []string
+	}{
+		{"DATABASE_URL does not answer", []string{"DATABASE_URL=" + closed}, true,
+			[]string{"DATABASE_URL is set but does not answer"}},
+		{"DATABASE_URL does not answer, skip asked", []string{"DATABASE_URL=" + closed, SkipEnv + "=1"}, true,
+			[]string{"DATABASE_URL is set but does not answer"}},
+		{"no PostgreSQL anywhere", []string{hideLocalEnv + "=1"}, true,
+			[]string{"apt-get install postgresql", SkipEnv + "=1"}},
+		{"no PostgreSQL anywhere, skip asked", []string{hideLocalEnv + "=1", SkipEnv + "=1"}, false,
+			[]string{"skipped on purpose"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cmd := exec.Command(os.Args[0], "-test.run=^TestHelperNeedsServer$", "-test.v", "-test.count=1")
+			cmd.Env = append(withoutEnv(os.Environ(), "DATABASE_URL", SkipEnv, "PATH"),
+				append([]string{helperEnv + "=1", "PATH=" + t.TempDir()}, tc.env...)...) // no initdb on PATH
+			out, err := cmd.CombinedOutput()
+			if failed := err != nil; failed != tc.fail {
+				t.Fatalf("run failed: %v, want %v; output:\n%s", err, tc.fail, out)
+			}
+			for _, m := range tc.mentions {
+				if !strings.Contains(string(out), m) {
+					t.Errorf("output does not mention %q:\n%s", m, out)
+				}
+			}
+			if n := strings.Count(string(out), "--- FAIL: TestHelperNeedsServer/"); tc.fail && n != 1 {
+				t.Errorf("%d tests failed for the missing server, want one line for the run:\n%s", n, out)
+			}
+		})
+	}
+}
+
+func withoutEnv(env []string, names ...string) []string {
+	var out []string
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		keep := true
+		for _, n := range names {
+			keep = keep && name != n
+		}
+		if keep {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
