@@ -4,12 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
 
-	"github.com/pgxleak/pgxleak/internal/goid"
 	"github.com/pgxleak/pgxleak/internal/stack"
 )
 
@@ -450,95 +448,6 @@ func (p *tracker) flushFinal() {
 	p.summarize(true)
 }
 
-// reportKey is what de-duplication merges on: reports of the same kind
-// with the same culprit. Reports without a culprit are never merged.
-type reportKey struct {
-	kind     LeakKind
-	resolved bool
-	culprit  Frame
-}
-
-// reportRate is one culprit's de-duplication state.
-type reportRate struct {
-	last       time.Time // the last report or summary line written
-	suppressed int       // reports suppressed since then
-}
-
-// admit decides whether a report is written or counted for the culprit's
-// next summary line, setting l.Repeats.
-func (p *tracker) admit(l *Leak) bool {
-	if l.Culprit == (Frame{}) {
-		return true // nothing tells two such checkouts apart
-	}
-	p.reportMu.Lock()
-	defer p.reportMu.Unlock()
-	key := reportKey{kind: l.Kind, resolved: l.Resolved, culprit: l.Culprit}
-	rate := p.seen[key]
-	now := time.Now()
-	if rate == nil {
-		rate = &reportRate{}
-		p.seen[key] = rate
-	} else if now.Sub(rate.last) < p.cfg.reportInterval {
-		rate.suppressed++
-		p.armSummary(rate.last.Add(p.cfg.reportInterval))
-		return false
-	}
-	l.Repeats, rate.suppressed, rate.last = rate.suppressed, 0, now
-	return true
-}
-
-// armSummary makes the monitor write summary lines at due, or earlier.
-// reportMu is held.
-func (p *tracker) armSummary(due time.Time) {
-	if !p.summaryDue.IsZero() && !due.Before(p.summaryDue) {
-		return
-	}
-	p.summaryDue = due
-	p.summary.Reset(time.Until(due))
-}
-
-// summarize writes a summary line for every culprit whose reports were
-// suppressed for a whole report interval ("2 more suspected leaks at
-// app/service.go:36 (app.get) since 20:38:21"), or for all of them when
-// final, so that no count waits for a next report that may never come.
-func (p *tracker) summarize(final bool) {
-	type line struct {
-		key   reportKey
-		n     int
-		since time.Time
-	}
-	var lines []line
-	p.reportMu.Lock()
-	now := time.Now()
-	p.summaryDue = time.Time{}
-	for key, rate := range p.seen {
-		if rate.suppressed == 0 {
-			continue
-		}
-		due := rate.last.Add(p.cfg.reportInterval)
-		if final || !now.Before(due) {
-			lines = append(lines, line{key, rate.suppressed, rate.last})
-			rate.suppressed, rate.last = 0, now
-		} else {
-			p.armSummary(due)
-		}
-	}
-	p.reportMu.Unlock()
-	slices.SortFunc(lines, func(a, b line) int { return a.since.Compare(b.since) })
-	lg := p.logger()
-	for _, ln := range lines {
-		level := slog.LevelWarn
-		if ln.key.resolved {
-			level = slog.LevelInfo
-		}
-		msg := fmt.Sprintf("pgxleak: %d more %s at %s since %s", ln.n, ln.key.kind.plural(ln.key.resolved), ln.key.culprit, ln.since.Format(time.TimeOnly))
-		lg.LogAttrs(context.Background(), level, msg,
-			slog.String("kind", ln.key.kind.String()),
-			slog.String("pool", p.name()),
-			slog.Int("count", ln.n))
-	}
-}
-
 // emit symbolises, de-duplicates and delivers one report: to the tracer,
 // the logger and the OnLeak callback.
 func (p *tracker) emit(r report) {
@@ -655,66 +564,5 @@ func (p *tracker) scan() {
 	for _, s := range found {
 		p.suspectedLeaks.Add(1)
 		p.emit(report{kind: LeakSuspected, snap: s})
-	}
-}
-
-// The OnLeak callback runs on a goroutine of its own, fed by a bounded
-// queue, not on the monitor: a callback that closes or drains the pool,
-// which waits for the monitor, would otherwise wait for itself. The monitor
-// never blocks on the callback; Close waits until the callback has had
-// every report queued before it, unless Close is called from the callback
-// itself, in which case the rest is delivered after the callback returns.
-
-// callbackQueue is how many reports the callback may fall behind before
-// further ones skip it (they are still logged, traced and counted).
-const callbackQueue = 256
-
-// startDelivery starts the callback's goroutine, if there is a callback.
-func (p *tracker) startDelivery() {
-	if p.cfg.onLeak == nil {
-		return
-	}
-	p.callbacks = make(chan Leak, callbackQueue)
-	p.delivered = make(chan struct{})
-	go func() {
-		defer close(p.delivered)
-		p.deliverGoroutine.Store(goid.Slow())
-		for l := range p.callbacks {
-			p.cfg.onLeak(l)
-		}
-	}()
-}
-
-// deliver hands a report to the callback without waiting for it.
-func (p *tracker) deliver(l Leak) {
-	switch {
-	case p.cfg.onLeak == nil:
-	case p.callbacks == nil: // no monitor was started: the caller is Close
-		p.cfg.onLeak(l)
-	default:
-		select {
-		case p.callbacks <- l:
-			p.lagging.Store(false)
-		default:
-			if !p.lagging.Swap(true) {
-				p.logger().Warn(fmt.Sprintf("pgxleak: the WithOnLeak callback is %d reports behind; reports skip it until it catches up", callbackQueue),
-					slog.String("pool", l.Pool))
-			}
-		}
-	}
-}
-
-// stopDelivery lets the callback finish the queued reports, and waits for
-// it unless called from it. The monitor has exited: nothing sends any more.
-func (p *tracker) stopDelivery() {
-	if p.callbacks == nil {
-		return
-	}
-	close(p.callbacks)
-	// The ID is read from the stack's header once per pool and once per
-	// Close. Should it be unreadable (0 on both sides), Close does not wait:
-	// a late callback is better than a deadlock.
-	if goid.Slow() != p.deliverGoroutine.Load() {
-		<-p.delivered
 	}
 }

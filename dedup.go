@@ -1,0 +1,98 @@
+package pgxleak
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+)
+
+// reportKey is what de-duplication merges on: reports of the same kind
+// with the same culprit. Reports without a culprit are never merged.
+type reportKey struct {
+	kind     LeakKind
+	resolved bool
+	culprit  Frame
+}
+
+// reportRate is one culprit's de-duplication state.
+type reportRate struct {
+	last       time.Time // the last report or summary line written
+	suppressed int       // reports suppressed since then
+}
+
+// admit decides whether a report is written or counted for the culprit's
+// next summary line, setting l.Repeats.
+func (p *tracker) admit(l *Leak) bool {
+	if l.Culprit == (Frame{}) {
+		return true // nothing tells two such checkouts apart
+	}
+	p.reportMu.Lock()
+	defer p.reportMu.Unlock()
+	key := reportKey{kind: l.Kind, resolved: l.Resolved, culprit: l.Culprit}
+	rate := p.seen[key]
+	now := time.Now()
+	if rate == nil {
+		rate = &reportRate{}
+		p.seen[key] = rate
+	} else if now.Sub(rate.last) < p.cfg.reportInterval {
+		rate.suppressed++
+		p.armSummary(rate.last.Add(p.cfg.reportInterval))
+		return false
+	}
+	l.Repeats, rate.suppressed, rate.last = rate.suppressed, 0, now
+	return true
+}
+
+// armSummary makes the monitor write summary lines at due, or earlier.
+// reportMu is held.
+func (p *tracker) armSummary(due time.Time) {
+	if !p.summaryDue.IsZero() && !due.Before(p.summaryDue) {
+		return
+	}
+	p.summaryDue = due
+	p.summary.Reset(time.Until(due))
+}
+
+// summarize writes a summary line for every culprit whose reports were
+// suppressed for a whole report interval ("2 more suspected leaks at
+// app/service.go:36 (app.get) since 20:38:21"), or for all of them when
+// final, so that no count waits for a next report that may never come.
+func (p *tracker) summarize(final bool) {
+	type line struct {
+		key   reportKey
+		n     int
+		since time.Time
+	}
+	var lines []line
+	p.reportMu.Lock()
+	now := time.Now()
+	p.summaryDue = time.Time{}
+	for key, rate := range p.seen {
+		if rate.suppressed == 0 {
+			continue
+		}
+		due := rate.last.Add(p.cfg.reportInterval)
+		if final || !now.Before(due) {
+			lines = append(lines, line{key, rate.suppressed, rate.last})
+			rate.suppressed, rate.last = 0, now
+		} else {
+			p.armSummary(due)
+		}
+	}
+	p.reportMu.Unlock()
+	slices.SortFunc(lines, func(a, b line) int { return a.since.Compare(b.since) })
+	lg := p.logger()
+	for _, ln := range lines {
+		level := slog.LevelWarn
+		if ln.key.resolved {
+			level = slog.LevelInfo
+		}
+		msg := fmt.Sprintf("pgxleak: %d more %s at %s since %s", ln.n, ln.key.kind.plural(ln.key.resolved), ln.key.culprit, ln.since.Format(time.TimeOnly))
+		lg.LogAttrs(context.Background(), level, msg,
+			slog.String("kind", ln.key.kind.String()),
+			slog.String("pool", p.name()),
+			slog.Int("count", ln.n))
+	}
+}

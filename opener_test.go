@@ -1,0 +1,288 @@
+package pgxleak_test
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/pgtest"
+)
+
+// TestLeakOpenerHandoffAttributedToWaiter: with a pool of one, a goroutine
+// waits while the only connection is out; that connection comes back bad,
+// so database/sql's background opener connects a new one and hands it to
+// the waiter, with no driver call on the waiter's goroutine until its query.
+// The checkout must still be attributed to the waiter's line.
+func TestLeakOpenerHandoffAttributedToWaiter(t *testing.T) {
+	rec := newLeakRecorder()
+	db, _ := openTest(t, pgxleak.WithMaxOpenConns(1), pgxleak.WithLeakThreshold(threshold), rec.option())
+	ctx := context.Background()
+	holder, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var firstPID int
+	if err := holder.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&firstPID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := holder.ExecContext(ctx, "BEGIN"); err != nil { // makes it invalid on return
+		t.Fatal(err)
+	}
+	waiterLine := make(chan site, 1)
+	done := make(chan struct{})
+	var rows *sql.Rows
+	go func() {
+		defer close(done)
+		line := lineBelow()
+		waiterLine <- line
+		r, err := db.Query("SELECT pg_backend_pid()")
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		rows = r
+	}()
+	line := <-waiterLine
+	line.line++
+	pgtest.WaitFor(t, 5*time.Second, "the waiter to queue", func() bool { return db.Stats().WaitCount == 1 })
+	holder.Close() // bad: closed, and the opener connects a new one for the waiter
+	<-done
+	if rows == nil {
+		t.FailNow()
+	}
+	defer rows.Close()
+	l := rec.wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected && l.Culprit.Line == line.line })
+	if filepath.Base(l.Culprit.File) != filepath.Base(line.file) || int(l.BackendPID) == firstPID {
+		t.Fatalf("culprit %s, pid %d (first %d)", l.Culprit, l.BackendPID, firstPID)
+	}
+}
+
+// handOff makes database/sql's background opener hand a connection to a
+// waiting caller: with one connection allowed and one use per connection,
+// the connection held is discarded at its return while a second caller
+// waits, and the opener connects a new one for that caller. No driver call
+// happens on the caller's goroutine. It returns the caller's *sql.Conn and
+// when db.Conn returned it.
+func handOff(t *testing.T, db *sql.DB) (*sql.Conn, time.Time) {
+	t.Helper()
+	ctx := context.Background()
+	first, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.PingContext(ctx); err != nil {
+		t.Fatal(err)
+	}
+	type taken struct {
+		c   *sql.Conn
+		at  time.Time
+		err error
+	}
+	got := make(chan taken, 1)
+	waits := db.Stats().WaitCount
+	go func() {
+		c, err := db.Conn(ctx)
+		got <- taken{c, time.Now(), err}
+	}()
+	pgtest.WaitFor(t, 10*time.Second, "the second caller to wait", func() bool { return db.Stats().WaitCount > waits })
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	tk := <-got
+	if tk.err != nil {
+		t.Fatal(tk.err)
+	}
+	t.Cleanup(func() { _ = tk.c.Close() })
+	return tk.c, tk.at
+}
+
+// openHandOff opens a pool in which every connection after the first is
+// made by database/sql's background opener (see handOff).
+func openHandOff(t *testing.T) *sql.DB {
+	db, _ := openTest(t, pgxleak.WithMaxOpenConns(1), pgxleak.WithMaxUses(1))
+	return db
+}
+
+// TestCheckoutByBackgroundOpener: a connection the background opener hands
+// to a waiting caller is listed by Checkouts, counted by Stats, and
+// reported by Find and Drain before its first statement; neither Find nor
+// Drain reports success while database/sql counts it in use.
+func TestCheckoutByBackgroundOpener(t *testing.T) {
+	db := openHandOff(t)
+	_, takenAt := handOff(t, db)
+
+	cs := pgxleak.Checkouts(db)
+	if len(cs) != 1 || !cs[0].Unseen || cs[0].Culprit != (pgxleak.Frame{}) {
+		t.Fatalf("Checkouts = %+v; want the one connection the opener handed out, marked Unseen", cs)
+	}
+	if cs[0].CheckedOutAt.After(takenAt) {
+		t.Errorf("CheckedOutAt = %v, after db.Conn returned at %v: Held would understate", cs[0].CheckedOutAt, takenAt)
+	}
+	if st := pgxleak.Stats(db); st.Unseen != 1 || st.InUse != 1 {
+		t.Errorf("Stats: Unseen = %d, InUse = %d; want 1, 1", st.Unseen, st.InUse)
+	}
+	err := pgxleak.Find(db, pgxleak.GracePeriod(20*time.Millisecond))
+	var le *pgxleak.LeakError
+	if !errors.As(err, &le) || len(le.Checkouts) != 1 || !strings.Contains(err.Error(), "background opener") {
+		t.Fatalf("Find = %v; want a LeakError naming the background opener's checkout", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	err = pgxleak.Drain(ctx, db)
+	if !errors.As(err, &le) || len(le.Checkouts) != 1 || !le.Checkouts[0].Unseen {
+		t.Fatalf("Drain = %v; want a LeakError listing the background opener's checkout", err)
+	}
+}
+
+// TestCheckoutByBackgroundOpenerRaw: the first use of such a connection
+// through Raw and PgxConn (a COPY) is the checkout's culprit, and its Held
+// counts from when the opener connected it, not from the first use.
+func TestCheckoutByBackgroundOpenerRaw(t *testing.T) {
+	db := openHandOff(t)
+	ctx := context.Background()
+	if _, err := db.ExecContext(ctx, "CREATE TABLE copied (a int)"); err != nil {
+		t.Fatal(err)
+	}
+	c, takenAt := handOff(t, db)
+	time.Sleep(100 * time.Millisecond) // held before its first use
+	var at site
+	err := c.Raw(func(dc any) error {
+		at = lineBelow()
+		pc, ok := pgxleak.PgxConn(dc)
+		if !ok {
+			return errors.New("not a pgx connection")
+		}
+		_, err := pc.CopyFrom(ctx, pgx.Identifier{"copied"}, []string{"a"}, pgx.CopyFromRows([][]any{{1}}))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	asked := time.Now()
+	cs := pgxleak.Checkouts(db)
+	if len(cs) != 1 || cs[0].Unseen {
+		t.Fatalf("Checkouts = %+v; want the connection, seen at its first use", cs)
+	}
+	co := cs[0]
+	if co.Culprit.Line != at.line || co.Culprit.File != at.file {
+		t.Errorf("culprit = %v; want %s:%d, the PgxConn call in Raw", co.Culprit, at.file, at.line)
+	}
+	if co.SeenAt.IsZero() || co.CheckedOutAt.After(takenAt) || co.Held < asked.Sub(takenAt) {
+		t.Errorf("CheckedOutAt = %v, SeenAt = %v, Held = %v; db.Conn returned %v ago: Held must bound it",
+			co.CheckedOutAt, co.SeenAt, co.Held, asked.Sub(takenAt))
+	}
+	if co.Held < 100*time.Millisecond {
+		t.Errorf("Held = %v; it was held 100ms before its first use", co.Held)
+	}
+}
+
+// TestCheckoutByBackgroundOpenerWaiterGaveUp: the opener connects for a
+// waiter that gives up before the connection is ready, so the connection
+// goes idle never reset; the next plain db.Conn takes it with no driver
+// call at all. That checkout is listed, and Find does not pass.
+func TestCheckoutByBackgroundOpenerWaiterGaveUp(t *testing.T) {
+	fc := &fakeConnector{}
+	db, err := pgxleak.OpenDB(fc, pgxleak.WithLogger(nil), pgxleak.WithMaxOpenConns(1), pgxleak.WithMaxUses(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	ctx := context.Background()
+	first, err := db.Conn(ctx) // connected on this goroutine, before the gate
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc.gate = make(chan struct{}) // the opener's connect now waits
+	wctx, cancel := context.WithCancel(ctx)
+	gaveUp := make(chan error, 1)
+	go func() { _, err := db.Conn(wctx); gaveUp <- err }()
+	pgtest.WaitFor(t, 10*time.Second, "the waiter to queue", func() bool { return db.Stats().WaitCount == 1 })
+	_ = first.Close() // used up: discarded, and the opener connects for the waiter
+	pgtest.WaitFor(t, 10*time.Second, "the opener to connect", func() bool { return fc.attempts.Load() == 2 })
+	cancel()
+	if err := <-gaveUp; err == nil {
+		t.Fatal("the waiter got a connection; want it to give up")
+	}
+	close(fc.gate)
+	pgtest.WaitFor(t, 10*time.Second, "the opener's connection to go idle", func() bool { return db.Stats().Idle == 1 })
+
+	c, err := db.Conn(ctx) // no driver call: the connection was never reset
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if cs := pgxleak.Checkouts(db); len(cs) != 1 || !cs[0].Unseen {
+		t.Fatalf("Checkouts = %+v; want the connection just taken, marked Unseen", cs)
+	}
+	if err := pgxleak.Find(db, pgxleak.GracePeriod(0)); err == nil {
+		t.Fatal("Find passed with a connection out")
+	}
+}
+
+// openerCounter wraps a connector and counts the connects made by
+// database/sql's background opener: each is a connection handed to a
+// waiter with no driver call (or left idle, never reset).
+type openerCounter struct {
+	driver.Connector
+	byOpener atomic.Int64
+}
+
+func (c *openerCounter) Connect(ctx context.Context) (driver.Conn, error) {
+	var pcs [32]uintptr
+	frames := runtime.CallersFrames(pcs[:runtime.Callers(1, pcs[:])])
+	for f, more := frames.Next(); more; f, more = frames.Next() {
+		if f.Function == "database/sql.(*DB).openNewConnection" {
+			c.byOpener.Add(1)
+			break
+		}
+	}
+	return c.Connector.Connect(ctx)
+}
+
+// BenchmarkBlindHandoffs measures how often database/sql's background
+// opener hands a connection over with no driver call, in a saturated pool
+// (16 goroutines on 4 connections) whose connections reach their jittered
+// lifetime (20ms here, jitter a tenth, as by default). It reports the
+// handoffs per checkout and per connection lifetime: under saturation
+// every connection discarded at its end of life is replaced by the opener
+// for a waiter, so the count scales with connections × lifetimes elapsed,
+// not with checkouts; at the default 30 minutes, a pool of N connections
+// sees about N such handoffs per 28.5 minutes (the mean jittered lifetime).
+func BenchmarkBlindHandoffs(b *testing.B) {
+	const lifetime = 20 * time.Millisecond
+	oc := &openerCounter{Connector: &fakeConnector{}}
+	db, err := pgxleak.OpenDB(oc, pgxleak.WithLogger(nil), pgxleak.WithMaxOpenConns(4),
+		pgxleak.WithConnMaxLifetime(lifetime))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	start := time.Now()
+	b.SetParallelism(4) // 4 × GOMAXPROCS goroutines
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			c, err := db.Conn(ctx)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			_ = c.PingContext(ctx)
+			_ = c.Close()
+		}
+	})
+	elapsed := time.Since(start)
+	blind := float64(oc.byOpener.Load())
+	b.ReportMetric(blind/float64(b.N), "blind/checkout")
+	lifetimes := 4 * elapsed.Seconds() / (lifetime - lifetime/20).Seconds() // 4 connections, mean jittered lifetime
+	b.ReportMetric(blind/lifetimes, "blind/lifetime")
+}

@@ -1,0 +1,313 @@
+package pgxleak_test
+
+// Fault tests (issue 7, RELIABILITY.md): every one runs against a private
+// throwaway cluster (pgtest.NewCluster) that it may kill, restart or cut
+// off, never against the shared server.
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/faultproxy"
+	"github.com/pgxleak/pgxleak/internal/pgtest"
+)
+
+// TestFaultNetwork runs the pool through a TCP proxy inside the test
+// (internal/faultproxy, toxiproxy's toxics without its server) and checks
+// that every call under latency, black holes, resets and a bandwidth limit
+// returns by its context deadline, that the tracker stays balanced, and
+// that no goroutine outlives the test. It is not parallel, so that the
+// goroutine check sees only its own goroutines.
+func TestFaultNetwork(t *testing.T) {
+	before := goleak.IgnoreCurrent()
+	cl := pgtest.NewCluster(t)
+	proxy, err := faultproxy.New(fmt.Sprintf("127.0.0.1:%d", cl.Port()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = proxy.Close()
+		goleak.VerifyNone(t, before)
+	})
+	base := fmt.Sprintf("postgres://postgres@%s/postgres?sslmode=disable", proxy.Addr())
+
+	// timed runs f with a context that ends after d and returns how long
+	// it took and f's error.
+	timed := func(d time.Duration, f func(ctx context.Context) error) (time.Duration, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		defer cancel()
+		start := time.Now()
+		err := f(ctx)
+		return time.Since(start), err
+	}
+	query := func(db *sql.DB, q string) func(ctx context.Context) error {
+		return func(ctx context.Context) error {
+			var s string
+			return db.QueryRowContext(ctx, q).Scan(&s)
+		}
+	}
+	// byDeadline asserts that a call failed at its deadline d: not before
+	// (the fault was in effect) and not much after (nothing hung).
+	byDeadline := func(t *testing.T, what string, err error, took, d time.Duration) {
+		t.Helper()
+		if err == nil {
+			t.Fatalf("%s succeeded through the fault in %v", what, took)
+		}
+		if took < d*9/10 || took > d+relSlack {
+			t.Fatalf("%s returned after %v, want about its %v deadline: %v", what, took, d, err)
+		}
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("%s: %v, want context.DeadlineExceeded in the chain", what, err)
+		}
+	}
+	// quick asserts that a call failed well before its deadline.
+	quick := func(t *testing.T, what string, err error, took time.Duration) {
+		t.Helper()
+		if err == nil {
+			t.Fatalf("%s succeeded through the fault", what)
+		}
+		if took > 2*time.Second {
+			t.Fatalf("%s took %v to fail: %v", what, took, err)
+		}
+	}
+	open := func(t *testing.T, opts ...pgxleak.Option) *sql.DB {
+		t.Helper()
+		proxy.Clear()
+		db := relOpen(t, base, opts...)
+		if err := db.PingContext(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			// Heal the network first, so pgx's cleanup of connections it
+			// abandoned (a cancel request and a Terminate, up to 15 s on a
+			// black hole) finishes at once.
+			proxy.Clear()
+			relBalanced(t, db)
+			_ = db.Close()
+		})
+		return db
+	}
+
+	t.Run("latency", func(t *testing.T) {
+		db := open(t)
+		proxy.Set(faultproxy.Toxics{Latency: 200 * time.Millisecond}) // 400 ms per round trip
+		took, err := timed(150*time.Millisecond, query(db, "SELECT 'x'"))
+		byDeadline(t, "query under 400ms round trips with a 150ms deadline", err, took, 150*time.Millisecond)
+		took, err = timed(10*time.Second, query(db, "SELECT 'x'"))
+		if err != nil || took < 400*time.Millisecond {
+			t.Fatalf("query with a 10s deadline: %v after %v, want success after at least one 400ms round trip", err, took)
+		}
+	})
+
+	t.Run("reset_peer", func(t *testing.T) {
+		db := open(t)
+		conn, err := db.Conn(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		proxy.Set(faultproxy.Toxics{ResetPeer: true})
+		took, err := timed(10*time.Second, conn.PingContext)
+		quick(t, "ping on a reset connection", err, took)
+		t.Logf("reset connection: %v", err)
+		_ = conn.Close()
+		took, err = timed(10*time.Second, query(db, "SELECT 'x'"))
+		quick(t, "query while new connections are reset", err, took)
+		proxy.Clear()
+		if _, err := timed(10*time.Second, query(db, "SELECT 'x'")); err != nil {
+			t.Fatalf("after the resets stopped: %v", err)
+		}
+		if n := db.Stats().OpenConnections; n != 1 {
+			t.Errorf("OpenConnections = %d, want 1: reset connections must be discarded", n)
+		}
+	})
+
+	t.Run("timeout", func(t *testing.T) {
+		rec := newLeakRecorder()
+		db := open(t, rec.option(), pgxleak.WithLeakThreshold(time.Minute))
+		ctx := t.Context()
+		if _, err := db.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS blackholed (id int)"); err != nil {
+			t.Fatal(err)
+		}
+		// A transaction begun before the black hole, committed into it:
+		// driver.Tx.Commit takes no context, but pgx commits with the
+		// BeginTx one.
+		txCtx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		defer cancel()
+		tx, err := db.BeginTx(txCtx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.ExecContext(txCtx, "INSERT INTO blackholed VALUES (1)"); err != nil {
+			t.Fatal(err)
+		}
+		// A connection held across the black hole, for Drain below.
+		held, err := db.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer held.Close()
+		if err := held.PingContext(ctx); err != nil {
+			t.Fatal(err)
+		}
+
+		proxy.Set(faultproxy.Toxics{Timeout: true})
+		start := time.Now()
+		err = tx.Commit()
+		if took := time.Since(start); err == nil || took > 500*time.Millisecond+relSlack {
+			t.Fatalf("Commit into a black hole: %v after %v, want an error by the BeginTx deadline", err, took)
+		}
+		took, err := timed(300*time.Millisecond, query(db, "SELECT 'x'"))
+		byDeadline(t, "query (on a new connection) into a black hole", err, took, 300*time.Millisecond)
+		took, err = timed(300*time.Millisecond, db.PingContext)
+		byDeadline(t, "ping (on a new connection) into a black hole", err, took, 300*time.Millisecond)
+
+		// Drain cannot wait longer than its context for a connection stuck
+		// in a black hole, and names the culprit.
+		const stuckSQL = "SELECT 'stuck in the black hole'"
+		stuck := make(chan error, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_, err := held.ExecContext(ctx, stuckSQL)
+			stuck <- err
+		}()
+		pgtest.WaitFor(t, 5*time.Second, "the stuck statement", func() bool {
+			cos := pgxleak.Checkouts(db)
+			return len(cos) == 1 && cos[0].LastStatement == stuckSQL
+		})
+		took, err = timed(300*time.Millisecond, func(ctx context.Context) error { return pgxleak.Drain(ctx, db) })
+		var le *pgxleak.LeakError
+		if !errors.As(err, &le) || len(le.Checkouts) != 1 || took > 300*time.Millisecond+relSlack {
+			t.Fatalf("Drain with a connection in a black hole: %v after %v, want a LeakError by its deadline", err, took)
+		}
+		if c := le.Checkouts[0]; !strings.HasSuffix(c.Culprit.File, "reliability_network_test.go") || c.LastStatement != stuckSQL {
+			t.Errorf("Drain's report: culprit %v, statement %q", c.Culprit, c.LastStatement)
+		}
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Drain error does not wrap the deadline: %v", err)
+		}
+		select {
+		case err := <-stuck:
+			if err == nil {
+				t.Error("the stuck statement succeeded")
+			}
+		case <-time.After(2*time.Second + relSlack):
+			t.Fatal("the stuck statement outlived its 2s deadline")
+		}
+		_ = held.Close()
+		if leaks := rec.all(); len(leaks) != 1 || leaks[0].Kind != pgxleak.LeakStillOut {
+			t.Errorf("reports: %v, want the one still_out from Drain", leaks)
+		}
+		proxy.Clear()
+		// The commit never reached the server.
+		admin := relAdmin(t, cl)
+		var n int
+		if err := admin.QueryRow(ctx, "SELECT count(*) FROM blackholed").Scan(&n); err != nil || n != 0 {
+			t.Errorf("rows committed into the black hole: %d, %v", n, err)
+		}
+	})
+
+	t.Run("timeout closing", func(t *testing.T) {
+		db := open(t)
+		proxy.Set(faultproxy.Toxics{Timeout: true, CloseAfter: 200 * time.Millisecond})
+		took, err := timed(10*time.Second, query(db, "SELECT 'x'"))
+		if err == nil || took < 150*time.Millisecond || took > 200*time.Millisecond+relSlack {
+			t.Fatalf("query through a black hole that closes after 200ms: %v after %v", err, took)
+		}
+	})
+
+	t.Run("open into a black hole", func(t *testing.T) {
+		proxy.Set(faultproxy.Toxics{Timeout: true})
+		defer proxy.Clear()
+		// Open takes no context: connect_timeout bounds its warm-up.
+		start := time.Now()
+		db, err := pgxleak.Open("pgx", base+"&connect_timeout=1", pgxleak.WithMinIdleConns(2),
+			pgxleak.WithLogger(quiet))
+		took := time.Since(start)
+		if err == nil {
+			_ = db.Close()
+			t.Fatal("Open warmed up connections through a black hole")
+		}
+		if took < 900*time.Millisecond || took > time.Second+relSlack || !strings.Contains(err.Error(), "WithMinIdleConns") {
+			t.Fatalf("Open: %v after %v, want a WithMinIdleConns error after the 1s connect_timeout", err, took)
+		}
+	})
+
+	// database/sql opens connections for waiting callers on one background
+	// goroutine, with a context only Close ends. A connection attempt the
+	// network swallows must not hold it forever: pgxleak bounds every
+	// connect without a deadline by 30 s, and connect_timeout in the DSN
+	// by less. The 30 s case runs with PGXLEAK_FULL=1.
+	t.Run("background open into a black hole", func(t *testing.T) {
+		dsn, bound := base+"&connect_timeout=1", time.Second
+		if relFull() {
+			dsn, bound = base, 30*time.Second
+		}
+		proxy.Clear()
+		db := relOpen(t, dsn, pgxleak.WithMaxOpenConns(1))
+		ctx := t.Context()
+		held, err := db.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer held.Close()
+		if err := held.PingContext(ctx); err != nil {
+			t.Fatal(err)
+		}
+		waiter := make(chan error, 1)
+		go func() {
+			_, err := timed(bound+time.Minute, query(db, "SELECT 'x'"))
+			waiter <- err
+		}()
+		pgtest.WaitFor(t, 10*time.Second, "a caller waiting for the only connection", func() bool { return db.Stats().WaitCount >= 1 })
+
+		// The held connection dies in the black hole; database/sql
+		// discards it and asks its opener for one for the waiter.
+		proxy.Set(faultproxy.Toxics{Timeout: true})
+		accepted := proxy.Accepted()
+		if _, err := timed(200*time.Millisecond, held.PingContext); err == nil {
+			t.Fatal("ping through the black hole succeeded")
+		}
+		dropped := proxy.Dropped()
+		_ = held.Close()
+		pgtest.WaitFor(t, 10*time.Second, "the opener's connection attempt to vanish", func() bool {
+			return proxy.Accepted() > accepted && proxy.Dropped() > dropped
+		})
+		swallowed := time.Now()
+		proxy.Clear() // the network is back, but that attempt is lost
+
+		select {
+		case err := <-waiter:
+			took := time.Since(swallowed)
+			t.Logf("waiter: %v after %v", err, took.Round(time.Millisecond))
+			if took > bound+relSlack {
+				t.Fatalf("the waiter was served %v after the lost attempt, want within the %v connect bound", took, bound)
+			}
+		case <-time.After(bound + relSlack):
+			t.Fatalf("the waiter still waits %v after the opener's attempt was lost", bound+relSlack)
+		}
+		if _, err := timed(10*time.Second, query(db, "SELECT 'x'")); err != nil {
+			t.Fatalf("the pool did not recover: %v", err)
+		}
+		relBalanced(t, db)
+	})
+
+	t.Run("bandwidth", func(t *testing.T) {
+		db := open(t)
+		proxy.Set(faultproxy.Toxics{Bandwidth: 256 << 10})
+		took, err := timed(10*time.Second, query(db, "SELECT repeat('x', 128*1024)"))
+		if err != nil || took < 350*time.Millisecond {
+			t.Fatalf("128 KiB at 256 KiB/s: %v after %v, want success after about 0.5s", err, took)
+		}
+		took, err = timed(300*time.Millisecond, query(db, "SELECT repeat('x', 8*1024*1024)"))
+		byDeadline(t, "8 MiB at 256 KiB/s with a 300ms deadline", err, took, 300*time.Millisecond)
+	})
+}
