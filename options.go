@@ -560,7 +560,7 @@ func WithWaitSampleInterval(d time.Duration) Option {
 // WithPgBouncer is the profile for a pool that connects through PgBouncer in
 // transaction pooling mode (pool_mode = transaction) before PgBouncer 1.21.
 // With [Open] over pgx's driver it sets the parsed pgx.ConnConfig's
-// DefaultQueryExecMode to [PgBouncerQueryExecMode], unless the DSN already
+// DefaultQueryExecMode to "exec" (pgx.QueryExecModeExec), unless the DSN already
 // chose "exec" or "simple_protocol"; a DSN that chose another mode makes
 // Open fail.
 // With [OpenDB] it cannot change the connector's pgx.ConnConfig, so it

@@ -11,7 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
-// PgBouncerQueryExecMode is the pgx query exec mode that [WithPgBouncer]
+// pgBouncerQueryExecMode is the pgx query exec mode that [WithPgBouncer]
 // selects, as pgx's default_query_exec_mode DSN parameter spells it.
 //
 // PgBouncer in transaction pooling mode gives a client a server connection
@@ -28,9 +28,9 @@ import (
 // unnamed statement, with parameter types from the Go types of the
 // arguments; "simple_protocol" interpolates the parameters on the client.
 // Both work; pgx recommends "exec" over "simple_protocol".
-const PgBouncerQueryExecMode = "exec"
+const pgBouncerQueryExecMode = "exec"
 
-// pgBouncerExecMode makes cfg, parsed from dsn, use PgBouncerQueryExecMode,
+// pgBouncerExecMode makes cfg, parsed from dsn, use pgBouncerQueryExecMode,
 // unless the DSN already chose a mode PgBouncer can work with; a DSN that
 // chose another mode is an error. The DSN's text is never rewritten, so
 // every DSN pgx accepts works.
@@ -38,7 +38,7 @@ func pgBouncerExecMode(cfg *pgx.ConnConfig, dsn string) error {
 	if strings.Contains(dsn, "default_query_exec_mode") {
 		if !bouncerSafe(cfg.DefaultQueryExecMode) {
 			return fmt.Errorf("pgxleak: WithPgBouncer: the DSN sets default_query_exec_mode to %q, which PgBouncer's transaction pooling breaks; use %q or \"simple_protocol\"",
-				strings.ReplaceAll(cfg.DefaultQueryExecMode.String(), " ", "_"), PgBouncerQueryExecMode)
+				strings.ReplaceAll(cfg.DefaultQueryExecMode.String(), " ", "_"), pgBouncerQueryExecMode)
 		}
 		return nil
 	}
