@@ -44,7 +44,7 @@ func (p *tracker) holderOf(s snapshot, c Checkout, d *gdump.Snapshot) (*Holder, 
 	// was taken, or just after, could look like its goroutine still
 	// waiting for a connection, or not yet started.
 	if d.Taken.Add(-d.Took).Before(p.epoch.Add(time.Duration(s.checkoutAt))) {
-		return nil, "some checkouts are newer than the goroutine dump (taken at most once a second); their holders are not shown"
+		return nil, newerThanDump
 	}
 	if s.goid != 0 {
 		g := d.Lookup(s.goid)

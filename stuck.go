@@ -24,6 +24,14 @@ type stuckState struct {
 	diagMu sync.Mutex // one diagnosis at a time; later callers share it
 	last   *diagnosis // guarded by diagMu
 
+	// The checkouts out just before the latest fresh dump began, by
+	// connection and checkout number; guarded by diagMu. Only a checkout
+	// out before the dump and still the same checkout after it was out
+	// throughout the dump, so only those are joined with it: times cannot
+	// decide this, since the hot path's clock may lag under load.
+	outBeforeDump map[*connState]uint64
+	dumpOf        *gdump.Snapshot // the dump outBeforeDump belongs to
+
 	mu             sync.Mutex         // guards the report state below
 	deadlocks      map[holderKey]bool // checkouts reported as deadlocked
 	poolDeadlocked bool               // the whole pool's deadlock was logged and has not ended
@@ -86,13 +94,25 @@ func (p *tracker) diagnoseNow(ctx context.Context, server bool) *diagnosis {
 	if p.stuck.dumps.Interval == 0 {
 		p.stuck.dumps.Interval = dumpInterval // before the first Take, under diagMu
 	}
-	dump, _ := p.stuck.dumps.Take()
+	before := p.outSeqs()
+	dump, fresh := p.stuck.dumps.Take()
+	if fresh {
+		p.stuck.outBeforeDump, p.stuck.dumpOf = before, dump
+	}
+	var outBefore map[*connState]uint64
+	if p.stuck.dumpOf == dump {
+		outBefore = p.stuck.outBeforeDump
+	}
 	d := &diagnosis{at: time.Now(), dump: dump, server: server}
 	snaps := p.outSnapshots()
 	var notes noteSet
 	for _, s := range snaps {
 		c := p.describe(s)
-		h, note := p.holderOf(s, c, dump)
+		var h *Holder
+		note := newerThanDump
+		if seq, ok := outBefore[s.conn]; ok && seq == s.seq {
+			h, note = p.holderOf(s, c, dump)
+		}
 		c.Holder = h
 		notes.add(note)
 		d.checkouts = append(d.checkouts, c)
@@ -104,6 +124,20 @@ func (p *tracker) diagnoseNow(ctx context.Context, server bool) *diagnosis {
 	}
 	d.notes = notes
 	return d
+}
+
+// newerThanDump is the note for checkouts the dump cannot speak for.
+const newerThanDump = "some checkouts are newer than the goroutine dump (taken at most once a second); their holders are not shown"
+
+// outSeqs returns the checkout number of every user checkout out now.
+func (p *tracker) outSeqs() map[*connState]uint64 {
+	m := make(map[*connState]uint64)
+	p.each(func(c *connState) {
+		if c.state == stateOut && !c.internal {
+			m[c] = c.checkouts
+		}
+	})
+	return m
 }
 
 // waitersIn returns the goroutines of dump waiting for a connection of
