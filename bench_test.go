@@ -524,7 +524,7 @@ func BenchmarkInspect10k(b *testing.B) {
 		in, err := pgxleak.Inspect(ctx, db)
 		b.StopTimer()
 		if err != nil || len(in.Checkouts) != 1 || in.Checkouts[0].Holder == nil {
-			b.Fatalf("Inspect: %v, %+v", err, in.Checkouts)
+			b.Fatalf("Inspect: %v, %+v, notes %q", err, in.Checkouts, in.Notes)
 		}
 		_ = c.Close()
 		_ = db.Close()

@@ -38,12 +38,13 @@ const (
 // the checkout, it was cut short, or identity is unavailable and the
 // checkout stack matches no goroutine, or several.
 func (p *tracker) holderOf(s snapshot, c Checkout, d *gdump.Snapshot) (*Holder, string) {
-	// Taken is stamped after the world restarts, and Took runs from before
-	// the first runtime.Stack call: only a checkout recorded before
-	// Taken-Took is certainly in the dump. One recorded while the dump
-	// was taken, or just after, could look like its goroutine still
-	// waiting for a connection, or not yet started.
-	if d.Taken.Add(-d.Took).Before(p.epoch.Add(time.Duration(s.checkoutAt))) {
+	// Only a checkout recorded before the first runtime.Stack call is
+	// certainly in the dump. One recorded while the dump was taken, or
+	// just after, could look like its goroutine still waiting for a
+	// connection, or not yet started. (The caller also checks, by checkout
+	// number, that the checkout was out before the dump: the hot path's
+	// coarse clock may lag under load.)
+	if d.Started.Before(p.epoch.Add(time.Duration(s.checkoutAt))) {
 		return nil, newerThanDump
 	}
 	if s.goid != 0 {

@@ -16,6 +16,7 @@ const MaxBytes = 64 << 20
 // Limiter hands it to: treat it as read-only.
 type Snapshot struct {
 	Goroutines []Goroutine
+	Started    time.Time     // before the first runtime.Stack call: a goroutine started or changed later may not show it
 	Taken      time.Time     // when the dump was taken (end of runtime.Stack)
 	Took       time.Duration // runtime.Stack calls (stop-the-world) and parsing
 	Size       int           // bytes of dump text
@@ -87,7 +88,7 @@ func Take(maxBytes int) *Snapshot {
 		}
 		size = min(size*2, maxBytes)
 	}
-	s.Taken = time.Now()
+	s.Started, s.Taken = start, time.Now()
 	lastSize.Store(int64(n))
 	s.Size = n
 	var text string
