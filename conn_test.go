@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -363,12 +364,13 @@ func TestWrapFallbackParity(t *testing.T) {
 	}
 	const namedErr = "sql: driver does not support the use of Named Parameters"
 	cases := []struct {
-		name     string
-		features legacyFeatures
-		cancelIn string // "prepare": the context ends inside the driver's Prepare
-		run      run
-		wantErr  string // in both results; "" for none
-		wantLog  string // in both logs
+		name       string
+		features   legacyFeatures
+		cancelIn   string // "prepare": the context ends inside the driver's Prepare
+		run        run
+		wantErr    string // in both results; "" for none
+		wantLog    string // in both logs
+		sinceGo126 bool   // wantLog is database/sql's behaviour from Go 1.26 on
 	}{
 		{
 			name: "Execer: named parameter", features: legacyFeatures{execQuery: true},
@@ -450,7 +452,7 @@ func TestWrapFallbackParity(t *testing.T) {
 		},
 		{
 			name: "no NamedValueChecker: ErrSkip to the ColumnConverter", features: legacyFeatures{stmtCC: true},
-			run: exec("E", ccArg{1}), wantLog: "stmt exec E [cc1]",
+			run: exec("E", ccArg{1}), wantLog: "stmt exec E [cc1]", sinceGo126: true,
 		},
 		{
 			name: "no NamedValueChecker: ErrSkip to the default conversion",
@@ -462,7 +464,7 @@ func TestWrapFallbackParity(t *testing.T) {
 		},
 		{
 			name: "conn NamedValueChecker skips to the ColumnConverter", features: legacyFeatures{nvc: true, stmtCC: true},
-			run: stmtExec("E", ccArg{3}, nvcArg{4}), wantLog: "stmt exec E [cc3 nvc4]",
+			run: stmtExec("E", ccArg{3}, nvcArg{4}), wantLog: "stmt exec E [cc3 nvc4]", sinceGo126: true,
 		},
 		{
 			name: "no Pinger: Ping is nil",
@@ -519,6 +521,11 @@ func TestWrapFallbackParity(t *testing.T) {
 			}
 			if tc.wantErr == "" && plain.Err != "" || !strings.Contains(plain.Err, tc.wantErr) {
 				t.Errorf("error = %q, want %q", plain.Err, tc.wantErr)
+			}
+			// Go 1.25's database/sql does not go on to the statement's
+			// ColumnConverter after ErrSkip; parity (above) holds on both.
+			if tc.sinceGo126 && strings.HasPrefix(runtime.Version(), "go1.25") {
+				return
 			}
 			if tc.wantLog != "" && !strings.Contains(strings.Join(plain.Log, "\n"), tc.wantLog) {
 				t.Errorf("driver calls %q, want %q among them", plain.Log, tc.wantLog)
