@@ -306,14 +306,9 @@ func (c *connExecerContext) ExecContext(ctx context.Context, query string, args 
 	ec, ok := c.inner.(driver.ExecerContext)
 	if !ok {
 		// database/sql's own fallback onto Execer (ctxDriverExec).
-		dargs, err := namedValueToValue(args)
+		dargs, err := legacyArgs(ctx, args)
 		if err != nil {
 			return nil, err
-		}
-		select {
-		default:
-		case <-ctx.Done():
-			return nil, ctx.Err()
 		}
 		if err := c.use(ctx, query); err != nil {
 			return nil, err
@@ -346,13 +341,8 @@ func (c *connQueryerContext) QueryContext(ctx context.Context, query string, arg
 	} else {
 		// database/sql's own fallback onto Queryer (ctxDriverQuery).
 		var dargs []driver.Value
-		if dargs, err = namedValueToValue(args); err != nil {
+		if dargs, err = legacyArgs(ctx, args); err != nil {
 			return nil, err
-		}
-		select {
-		default:
-		case <-ctx.Done():
-			return nil, ctx.Err()
 		}
 		if err := c.use(ctx, query); err != nil {
 			return nil, err
@@ -366,15 +356,22 @@ func (c *connQueryerContext) QueryContext(ctx context.Context, query string, arg
 	return (*conn)(c).wrapRows(ctx, r), nil
 }
 
-// namedValueToValue is database/sql's conversion for a driver without the
-// context methods, error text included.
-func namedValueToValue(named []driver.NamedValue) ([]driver.Value, error) {
+// legacyArgs is what database/sql does before calling a driver without
+// the context methods (ctxDriverExec, ctxDriverQuery and their Stmt
+// twins): namedValueToValue's conversion, error text included, then the
+// context check.
+func legacyArgs(ctx context.Context, named []driver.NamedValue) ([]driver.Value, error) {
 	dargs := make([]driver.Value, len(named))
 	for n, param := range named {
 		if len(param.Name) > 0 {
 			return nil, errors.New("sql: driver does not support the use of Named Parameters")
 		}
 		dargs[n] = param.Value
+	}
+	select {
+	default:
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
 	return dargs, nil
 }
@@ -503,14 +500,9 @@ func (s *stmt) Query(args []driver.Value) (driver.Rows, error) {
 func (s *stmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
 	ec, ok := s.inner.(driver.StmtExecContext)
 	if !ok {
-		dargs, err := namedValueToValue(args)
+		dargs, err := legacyArgs(ctx, args)
 		if err != nil {
 			return nil, err
-		}
-		select {
-		default:
-		case <-ctx.Done():
-			return nil, ctx.Err()
 		}
 		if err := s.c.use(ctx, s.query); err != nil {
 			return nil, err
@@ -541,13 +533,8 @@ func (s *stmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driv
 		r, err = qc.QueryContext(ctx, args)
 	} else {
 		var dargs []driver.Value
-		if dargs, err = namedValueToValue(args); err != nil {
+		if dargs, err = legacyArgs(ctx, args); err != nil {
 			return nil, err
-		}
-		select {
-		default:
-		case <-ctx.Done():
-			return nil, ctx.Err()
 		}
 		if err := s.c.use(ctx, s.query); err != nil {
 			return nil, err
