@@ -19,33 +19,33 @@ import (
 const callbackQueue = 256
 
 // startDelivery starts the callback's goroutine, if there is a callback.
-func (p *tracker) startDelivery() {
+func (p *pool) startDelivery() {
 	if p.cfg.onLeak == nil {
 		return
 	}
-	p.callbacks = make(chan Leak, callbackQueue)
-	p.delivered = make(chan struct{})
+	p.monitor.callbacks = make(chan Leak, callbackQueue)
+	p.monitor.delivered = make(chan struct{})
 	go func() {
-		defer close(p.delivered)
-		p.deliverGoroutine.Store(goid.Slow())
-		for l := range p.callbacks {
+		defer close(p.monitor.delivered)
+		p.monitor.deliverGoroutine.Store(goid.Slow())
+		for l := range p.monitor.callbacks {
 			p.cfg.onLeak(l)
 		}
 	}()
 }
 
 // deliver hands a report to the callback without waiting for it.
-func (p *tracker) deliver(l Leak) {
+func (p *pool) deliver(l Leak) {
 	switch {
 	case p.cfg.onLeak == nil:
-	case p.callbacks == nil: // no monitor was started: the caller is Close
+	case p.monitor.callbacks == nil: // no monitor was started: the caller is Close
 		p.cfg.onLeak(l)
 	default:
 		select {
-		case p.callbacks <- l:
-			p.lagging.Store(false)
+		case p.monitor.callbacks <- l:
+			p.monitor.lagging.Store(false)
 		default:
-			if !p.lagging.Swap(true) {
+			if !p.monitor.lagging.Swap(true) {
 				p.logger().Warn(fmt.Sprintf("pgxleak: the WithOnLeak callback is %d reports behind; reports skip it until it catches up", callbackQueue),
 					slog.String("pool", l.Pool))
 			}
@@ -55,15 +55,15 @@ func (p *tracker) deliver(l Leak) {
 
 // stopDelivery lets the callback finish the queued reports, and waits for
 // it unless called from it. The monitor has exited: nothing sends any more.
-func (p *tracker) stopDelivery() {
-	if p.callbacks == nil {
+func (p *pool) stopDelivery() {
+	if p.monitor.callbacks == nil {
 		return
 	}
-	close(p.callbacks)
+	close(p.monitor.callbacks)
 	// The ID is read from the stack's header once per pool and once per
 	// Close. Should it be unreadable (0 on both sides), Close does not wait:
 	// a late callback is better than a deadlock.
-	if goid.Slow() != p.deliverGoroutine.Load() {
-		<-p.delivered
+	if goid.Slow() != p.monitor.deliverGoroutine.Load() {
+		<-p.monitor.delivered
 	}
 }

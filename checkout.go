@@ -56,7 +56,7 @@ func txStatusString(b byte) string {
 //     afterStatement) skip the lock when nothing changes.
 //   - watch is touched only inside driver calls and needs no lock at all.
 type connState struct {
-	tracker   *tracker
+	pool   *pool
 	pgx       *pgx.Conn // nil unless the wrapped conn is pgx's
 	pid       uint32
 	expiresAt int64 // jittered end of life, in pool time; 0 means never
@@ -99,13 +99,13 @@ type connState struct {
 // checkoutLocked records a checkout. It is the hot path: no allocation, no
 // symbolising; the stack goes into the connection's own buffer.
 func (c *connState) checkoutLocked(ctx context.Context) {
-	now, _ := c.tracker.clockNow()
+	now, _ := c.pool.clockNow()
 	c.checkoutAtLocked(ctx, now)
 }
 
 // checkoutAtLocked is checkoutLocked with the pool time already read.
 func (c *connState) checkoutAtLocked(ctx context.Context, now int64) {
-	p := c.tracker
+	p := c.pool
 	c.state = stateOut
 	c.checkoutAt = now
 	c.ctx = ctx
@@ -146,7 +146,7 @@ func (c *connState) use(ctx context.Context, query string) error {
 	// Owner-only fields, read without mu; marking the statement as this
 	// checkout's is an atomic store instead of a lock round trip.
 	if c.state == stateOut {
-		if query == "" || !c.tracker.cfg.statements {
+		if query == "" || !c.pool.cfg.statements {
 			return nil
 		}
 		if c.statement == query {
@@ -158,7 +158,7 @@ func (c *connState) use(ctx context.Context, query string) error {
 	}
 	c.mu.Lock()
 	if c.state == stateIdle {
-		if c.tracker.draining.Load() {
+		if c.pool.tracker.draining.Load() {
 			c.mu.Unlock()
 			return ErrDraining
 		}
@@ -170,7 +170,7 @@ func (c *connState) use(ctx context.Context, query string) error {
 			c.lateFrom, c.pristine = c.idleSince, false
 		}
 	}
-	if query != "" && c.tracker.cfg.statements {
+	if query != "" && c.pool.cfg.statements {
 		c.statement = query
 		c.stmtAt.Store(c.checkouts)
 	}
@@ -182,7 +182,7 @@ func (c *connState) use(ctx context.Context, query string) error {
 // connection has reached its end of life (maximum uses or jittered
 // lifetime) and must be discarded.
 func (c *connState) checkin() (discard bool) {
-	p := c.tracker
+	p := c.pool
 	now, timed := p.clockNow()
 	c.mu.Lock()
 	if c.state == stateOut {
@@ -192,7 +192,7 @@ func (c *connState) checkin() (discard bool) {
 	discard = c.broken || c.terminated || p.cfg.maxUses > 0 && c.uses >= p.cfg.maxUses || expired
 	c.mu.Unlock()
 	if expired {
-		p.lifetimeDiscarded.Add(1)
+		p.tracker.lifetimeDiscarded.Add(1)
 	}
 	return discard
 }
@@ -205,14 +205,14 @@ func (c *connState) returnLocked(now int64, timed bool) {
 	if !c.internal {
 		c.returns++
 		if timed {
-			c.tracker.tel.observeUse(now - c.checkoutAt)
+			c.pool.tel.observeUse(now - c.checkoutAt)
 		}
 		if c.suspected {
 			// The follow-up report says how long it was out: worth a
 			// system clock read, once per leak.
-			s := c.snapshotLocked(c.tracker.now())
-			if c.tracker.enqueue(report{kind: LeakSuspected, resolved: true, snap: s}) {
-				c.tracker.resolvedLeaks.Add(1)
+			s := c.snapshotLocked(c.pool.now())
+			if c.pool.tracker.enqueue(report{kind: LeakSuspected, resolved: true, snap: s}) {
+				c.pool.tracker.resolvedLeaks.Add(1)
 			}
 		}
 	}
@@ -223,10 +223,10 @@ func (c *connState) returnLocked(now int64, timed bool) {
 // at pool time now: not while draining, not past its jittered lifetime.
 func (c *connState) reusableAt(now int64) bool {
 	if c.expiresAt != 0 && now >= c.expiresAt {
-		c.tracker.lifetimeDiscarded.Add(1)
+		c.pool.tracker.lifetimeDiscarded.Add(1)
 		return false
 	}
-	return !c.tracker.draining.Load()
+	return !c.pool.tracker.draining.Load()
 }
 
 // markTerminated marks c's backend as terminated if c is still out on

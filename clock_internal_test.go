@@ -63,8 +63,8 @@ func TestCoarseClockStopsWithThePool(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := newTracker(cfg, "clock")
+	p := newPool(cfg, "clock")
 	p.start()
-	pgtest.WaitFor(t, 5*time.Second, "the clock to tick", func() bool { return p.clock.v.Load() != 0 })
+	pgtest.WaitFor(t, 5*time.Second, "the clock to tick", func() bool { return p.tracker.clock.v.Load() != 0 })
 	p.close()
 }

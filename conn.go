@@ -16,23 +16,23 @@ import (
 // (*sql.DB).Close stops the pool's monitor and reports what is still out.
 type connector struct {
 	inner   driver.Connector
-	tracker *tracker
+	pool *pool
 	driver  *Driver
 	secrets []string // the DSN's passwords, masked in connection errors (see redactError)
 }
 
-func newConnector(c driver.Connector, t *tracker, secrets []string) *connector {
-	return &connector{inner: c, tracker: t, driver: &Driver{inner: c.Driver(), tracker: t}, secrets: secrets}
+func newConnector(c driver.Connector, t *pool, secrets []string) *connector {
+	return &connector{inner: c, pool: t, driver: &Driver{inner: c.Driver(), pool: t}, secrets: secrets}
 }
 
 // Connect opens a connection with the wrapped connector. When the caller is
 // database/sql on a user's goroutine (not its background opener), the new
 // connection is checked out right away and the checkout is recorded here.
 func (c *connector) Connect(ctx context.Context) (driver.Conn, error) {
-	p := c.tracker
-	p.handingOut.Add(1) // before the draining check, so Drain sees it
-	defer p.handingOut.Add(-1)
-	if p.draining.Load() {
+	p := c.pool
+	p.tracker.handingOut.Add(1) // before the draining check, so Drain sees it
+	defer p.tracker.handingOut.Add(-1)
+	if p.tracker.draining.Load() {
 		return nil, ErrDraining
 	}
 	start := p.now()
@@ -53,7 +53,7 @@ func (c *connector) Connect(ctx context.Context) (driver.Conn, error) {
 		// redaction only, and the server may echo a misplaced one.
 		return nil, redactError(err, c.secrets)
 	}
-	if p.draining.Load() { // Drain began while connecting
+	if p.tracker.draining.Load() { // Drain began while connecting
 		_ = inner.Close()
 		return nil, ErrDraining
 	}
@@ -78,7 +78,7 @@ func (c *connector) Driver() driver.Driver { return c.driver }
 
 // Close is called by (*sql.DB).Close after it closed the idle connections.
 func (c *connector) Close() error {
-	c.tracker.close()
+	c.pool.close()
 	if cl, ok := c.inner.(io.Closer); ok {
 		return cl.Close()
 	}
@@ -169,8 +169,8 @@ type conn struct {
 
 // newConn wraps a freshly connected driver connection and registers its
 // state with the tracker.
-func newConn(t *tracker, inner driver.Conn) *conn {
-	c := &conn{connState: connState{tracker: t, txStatus: txIdle}, inner: inner}
+func newConn(t *pool, inner driver.Conn) *conn {
+	c := &conn{connState: connState{pool: t, txStatus: txIdle}, inner: inner}
 	_, resets := inner.(driver.SessionResetter)
 	c.noReset = !resets
 	if sc, ok := inner.(*stdlib.Conn); ok {
@@ -204,7 +204,7 @@ func (c *conn) Prepare(query string) (driver.Stmt, error) {
 // Close implements [driver.Conn]. It is one of the two ways a connection
 // comes back: database/sql closes bad, expired and surplus connections.
 func (c *conn) Close() error {
-	c.tracker.closeConn(&c.connState)
+	c.pool.closeConn(&c.connState)
 	return c.inner.Close()
 }
 
@@ -395,7 +395,7 @@ type connSessionResetter conn
 // been used before. An expired connection, or any while the pool drains, is
 // answered with ErrBadConn, which makes database/sql discard it and retry.
 func (c *connSessionResetter) ResetSession(ctx context.Context) error {
-	p := c.tracker
+	p := c.pool
 	now, _ := p.clockNow() // for the expiry check and the checkout
 	if !c.reusableAt(now) {
 		return driver.ErrBadConn
@@ -411,14 +411,14 @@ func (c *connSessionResetter) ResetSession(ctx context.Context) error {
 	// connection's lock, and Drain, once it has set draining, takes every
 	// connection's lock to count what is out: either Drain counts this
 	// checkout and waits for its return, or this sees Drain and refuses.
-	// (Connect counts itself in p.handingOut instead, because Drain cannot
+	// (Connect counts itself in p.tracker.handingOut instead, because Drain cannot
 	// see a connection before it exists; here that would cost every
 	// checkout two atomic writes to a cache line all checkouts share.)
 	c.mu.Lock()
 	// A connection whose backend was terminated is discarded at its
 	// return; should one ever be idle, it is discarded here, not handed
 	// out to fail at its first statement.
-	if p.draining.Load() || c.terminated {
+	if p.tracker.draining.Load() || c.terminated {
 		c.mu.Unlock()
 		return driver.ErrBadConn
 	}
@@ -426,7 +426,7 @@ func (c *connSessionResetter) ResetSession(ctx context.Context) error {
 		c.checkoutAtLocked(ctx, now)
 	}
 	c.mu.Unlock()
-	c.tracker.tel.handoff(ctx) // a waiter handed this connection: attribute its wait (see telemetry.handoff)
+	c.pool.tel.handoff(ctx) // a waiter handed this connection: attribute its wait (see telemetry.handoff)
 	// database/sql hands the connection out despite any other error.
 	return err
 }

@@ -17,21 +17,21 @@ import (
 // (LeakDeadlock, at once rather than after the leak threshold), and logs
 // one warning per stall that lasts the slow-wait threshold, naming the
 // waiters' and the holders' lines.
-func (p *tracker) watchStuck(st sql.DBStats, stallSince time.Time, stalled time.Duration, threshold time.Duration) {
-	warn := threshold > 0 && stalled >= threshold && !p.stuck.warnedStallIs(stallSince)
+func (p *pool) watchStuck(st sql.DBStats, stallSince time.Time, stalled time.Duration, threshold time.Duration) {
+	warn := threshold > 0 && stalled >= threshold && !p.diagnosis.warnedStallIs(stallSince)
 	// The server view from the first waiting sample on: it is read in the
 	// background, so that the warning, a sample or more later, has it.
 	d := p.diagnose(context.Background(), p.cfg.serverView)
 	p.reportDeadlocks(d, st, stallSince)
 	if warn {
-		p.stuck.mu.Lock()
-		p.stuck.warnedStall = stallSince
-		p.stuck.mu.Unlock()
+		p.diagnosis.mu.Lock()
+		p.diagnosis.warnedStall = stallSince
+		p.diagnosis.mu.Unlock()
 		p.warnExhausted(d, st, stalled)
 	}
 }
 
-func (s *stuckState) warnedStallIs(t time.Time) bool {
+func (s *diagnosis) warnedStallIs(t time.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.warnedStall.Equal(t)
@@ -39,7 +39,7 @@ func (s *stuckState) warnedStallIs(t time.Time) bool {
 
 // reportDeadlocks emits a LeakDeadlock for each checkout whose holder is
 // waiting for a connection of the same pool, once per checkout.
-func (p *tracker) reportDeadlocks(d *diagnosis, st sql.DBStats, stallSince time.Time) {
+func (p *pool) reportDeadlocks(d *findings, st sql.DBStats, stallSince time.Time) {
 	var locked []Waiter
 	for _, w := range d.waiters {
 		if len(w.Holds) > 0 {
@@ -51,7 +51,7 @@ func (p *tracker) reportDeadlocks(d *diagnosis, st sql.DBStats, stallSince time.
 	}
 	whole := d.poolDeadlocked(st.MaxOpenConnections)
 	p.reportPoolDeadlock(d, whole)
-	s := &p.stuck
+	s := &p.diagnosis
 	s.mu.Lock()
 	if s.deadlocks == nil {
 		s.deadlocks = make(map[holderKey]bool)
@@ -84,8 +84,8 @@ func (p *tracker) reportDeadlocks(d *diagnosis, st sql.DBStats, stallSince time.
 // reportPoolDeadlock logs, at ERROR and once until it ends, that the
 // whole pool is deadlocked. The per-checkout LeakDeadlock reports are
 // de-duplicated by line, so this is the line that says it of the pool.
-func (p *tracker) reportPoolDeadlock(d *diagnosis, whole bool) {
-	s := &p.stuck
+func (p *pool) reportPoolDeadlock(d *findings, whole bool) {
+	s := &p.diagnosis
 	s.mu.Lock()
 	already := s.poolDeadlocked
 	s.poolDeadlocked = whole
@@ -104,12 +104,12 @@ func (p *tracker) reportPoolDeadlock(d *diagnosis, whole bool) {
 		len(d.checkouts), countLines(held), countLines(waiting))
 	p.logger().LogAttrs(context.Background(), slog.LevelError, msg,
 		slog.String("pool", p.name()), slog.Int("held", len(d.checkouts)), slog.Int("waiting", len(d.waiters)))
-	p.recent.add("pool_deadlocked", Frame{}, msg, nil, time.Now())
+	p.monitor.recent.add("pool_deadlocked", Frame{}, msg, nil, time.Now())
 }
 
 // snapshotOf takes a fresh snapshot of the checkout k, or the zero
 // snapshot if it has come back since.
-func (p *tracker) snapshotOf(k holderKey) snapshot {
+func (p *pool) snapshotOf(k holderKey) snapshot {
 	now := p.now()
 	k.c.mu.Lock()
 	defer k.c.mu.Unlock()
@@ -123,8 +123,8 @@ func (p *tracker) snapshotOf(k holderKey) snapshot {
 // for 1.2s: 43 goroutines waiting (app/service.go:50 ×40, ...); 3/3
 // connections held by app/service.go:36 ×2 (goroutine exited), ...". At
 // most one per stall, and one per report interval.
-func (p *tracker) warnExhausted(d *diagnosis, st sql.DBStats, stalled time.Duration) {
-	s := &p.stuck
+func (p *pool) warnExhausted(d *findings, st sql.DBStats, stalled time.Duration) {
+	s := &p.diagnosis
 	s.mu.Lock()
 	if !s.lastWarn.IsZero() && time.Since(s.lastWarn) < p.cfg.reportInterval {
 		s.skipped++
@@ -149,7 +149,7 @@ func (p *tracker) warnExhausted(d *diagnosis, st sql.DBStats, stalled time.Durat
 	}
 	msg := fmt.Sprintf("pgxleak: pool exhausted for %s: %d goroutines waiting (%s); %d/%s connections held by %s",
 		stalled.Round(100*time.Millisecond), len(d.waiters), countLines(waiting), st.InUse, maxOpen, countLines(held))
-	p.recent.add("exhausted", Frame{}, msg, nil, time.Now())
+	p.monitor.recent.add("exhausted", Frame{}, msg, nil, time.Now())
 	attrs := []slog.Attr{
 		slog.String("pool", p.name()),
 		slog.Duration("stalled", stalled),

@@ -24,18 +24,18 @@ type reportRate struct {
 
 // admit decides whether a report is written or counted for the culprit's
 // next summary line, setting l.Repeats.
-func (p *tracker) admit(l *Leak) bool {
+func (p *pool) admit(l *Leak) bool {
 	if l.Culprit == (Frame{}) {
 		return true // nothing tells two such checkouts apart
 	}
-	p.reportMu.Lock()
-	defer p.reportMu.Unlock()
+	p.monitor.reportMu.Lock()
+	defer p.monitor.reportMu.Unlock()
 	key := reportKey{kind: l.Kind, resolved: l.Resolved, culprit: l.Culprit}
-	rate := p.seen[key]
+	rate := p.monitor.seen[key]
 	now := time.Now()
 	if rate == nil {
 		rate = &reportRate{}
-		p.seen[key] = rate
+		p.monitor.seen[key] = rate
 	} else if now.Sub(rate.last) < p.cfg.reportInterval {
 		rate.suppressed++
 		p.armSummary(rate.last.Add(p.cfg.reportInterval))
@@ -47,29 +47,29 @@ func (p *tracker) admit(l *Leak) bool {
 
 // armSummary makes the monitor write summary lines at due, or earlier.
 // reportMu is held.
-func (p *tracker) armSummary(due time.Time) {
-	if !p.summaryDue.IsZero() && !due.Before(p.summaryDue) {
+func (p *pool) armSummary(due time.Time) {
+	if !p.monitor.summaryDue.IsZero() && !due.Before(p.monitor.summaryDue) {
 		return
 	}
-	p.summaryDue = due
-	p.summary.Reset(time.Until(due))
+	p.monitor.summaryDue = due
+	p.monitor.summary.Reset(time.Until(due))
 }
 
 // summarize writes a summary line for every culprit whose reports were
 // suppressed for a whole report interval ("2 more suspected leaks at
 // app/service.go:36 (app.get) since 20:38:21"), or for all of them when
 // final, so that no count waits for a next report that may never come.
-func (p *tracker) summarize(final bool) {
+func (p *pool) summarize(final bool) {
 	type line struct {
 		key   reportKey
 		n     int
 		since time.Time
 	}
 	var lines []line
-	p.reportMu.Lock()
+	p.monitor.reportMu.Lock()
 	now := time.Now()
-	p.summaryDue = time.Time{}
-	for key, rate := range p.seen {
+	p.monitor.summaryDue = time.Time{}
+	for key, rate := range p.monitor.seen {
 		if rate.suppressed == 0 {
 			continue
 		}
@@ -81,7 +81,7 @@ func (p *tracker) summarize(final bool) {
 			p.armSummary(due)
 		}
 	}
-	p.reportMu.Unlock()
+	p.monitor.reportMu.Unlock()
 	slices.SortFunc(lines, func(a, b line) int { return a.since.Compare(b.since) })
 	lg := p.logger()
 	for _, ln := range lines {

@@ -30,7 +30,7 @@ func DSNSecrets(dsn string) []string { return dsnSecrets(dsn, parseOrNil(dsn)) }
 func PoolName(dsn string) string { return parseDSN(dsn).poolName }
 
 // Draining reports whether Drain has started on db.
-func Draining(db *sql.DB) bool { return trackerOf(db).draining.Load() }
+func Draining(db *sql.DB) bool { return poolOf(db).tracker.draining.Load() }
 
 // PoolTuning is the pool configuration that options resolve to.
 type PoolTuning struct {
@@ -77,13 +77,13 @@ func WrapConn(t testing.TB, inner driver.Conn, opts ...Option) (w driver.Conn, e
 
 // newTestTracker returns the tracker of a pool configured by opts, without
 // a *sql.DB; it is closed when t ends.
-func newTestTracker(t testing.TB, opts []Option) *tracker {
+func newTestTracker(t testing.TB, opts []Option) *pool {
 	t.Helper()
 	cfg, err := newConfig(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := newTracker(cfg, "test")
+	p := newPool(cfg, "test")
 	t.Cleanup(p.close)
 	return p
 }
@@ -101,9 +101,9 @@ func CollectAfterClose(t testing.TB, inner driver.Conn, opts ...Option) (stillOu
 	c.mu.Unlock()
 	p.close()
 	rowsCollected(gcToken{&c.connState, c.checkouts})
-	p.queueMu.Lock()
-	defer p.queueMu.Unlock()
-	return p.stillOutLeaks.Load(), p.gcLeaks.Load(), len(p.queue)
+	p.tracker.queueMu.Lock()
+	defer p.tracker.queueMu.Unlock()
+	return p.tracker.stillOutLeaks.Load(), p.tracker.gcLeaks.Load(), len(p.tracker.queue)
 }
 
 // IsolateRegistry gives t a registry of pools of its own, so that pools
@@ -111,6 +111,6 @@ func CollectAfterClose(t testing.TB, inner driver.Conn, opts ...Option) (stillOu
 // the VerifyTestMain it runs.
 func IsolateRegistry(t testing.TB) {
 	saved := openPools
-	openPools = &poolRegistry{pools: make(map[*tracker]struct{}), leftovers: make(map[*tracker]struct{})}
+	openPools = &poolRegistry{pools: make(map[*pool]struct{}), leftovers: make(map[*pool]struct{})}
 	t.Cleanup(func() { openPools = saved })
 }

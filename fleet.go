@@ -122,7 +122,7 @@ type ServerView struct {
 // connection (the one the stuck-pool diagnosis uses), so that an exhausted
 // pool does not hold it up. ctx bounds it; the side connection's own
 // timeout and back-off apply.
-func (p *tracker) readServerView(ctx context.Context) (ServerView, error) {
+func (p *pool) readServerView(ctx context.Context) (ServerView, error) {
 	var v ServerView
 	switch {
 	case !p.cfg.serverView:
@@ -130,7 +130,7 @@ func (p *tracker) readServerView(ctx context.Context) (ServerView, error) {
 	case p.cfg.pgBouncer:
 		return v, errors.New("behind PgBouncer: pg_stat_activity would show PgBouncer's connections, not this pool's")
 	}
-	err := p.stuck.side.do(ctx, func(ctx context.Context, c *pgx.Conn) error {
+	err := p.diagnosis.side.do(ctx, func(ctx context.Context, c *pgx.Conn) error {
 		var self string
 		if err := c.QueryRow(ctx, limitsQuery).Scan(&v.MaxConnections, &v.ReservedConnections, &v.ClientBackends, &self); err != nil {
 			return err
@@ -147,7 +147,7 @@ func (p *tracker) readServerView(ctx context.Context) (ServerView, error) {
 	if err != nil {
 		return ServerView{}, err
 	}
-	v.ApplicationName = p.stuck.side.applicationName()
+	v.ApplicationName = p.diagnosis.side.applicationName()
 	v.Available = v.MaxConnections - v.ReservedConnections
 	v.ReadAt = time.Now()
 	return v, nil

@@ -72,11 +72,11 @@ func rowsCollected(t gcToken) {
 		c.mu.Unlock()
 		return
 	}
-	now := c.tracker.now()
+	now := c.pool.now()
 	c.gcLeaked, c.reportedAt[1] = true, now
 	s := c.snapshotLocked(now)
 	c.mu.Unlock()
-	if c.tracker.enqueue(report{kind: LeakGarbageCollected, snap: s}) {
-		c.tracker.gcLeaks.Add(1)
+	if c.pool.tracker.enqueue(report{kind: LeakGarbageCollected, snap: s}) {
+		c.pool.tracker.gcLeaks.Add(1)
 	}
 }

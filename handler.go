@@ -103,14 +103,14 @@ type Settings struct {
 // per pool, over a side connection, and never holds the page up for more
 // than half a second.
 func Handler(dbs ...*sql.DB) http.Handler {
-	return &handler{dbs: dbs, views: make(map[*tracker]*serverViewCache)}
+	return &handler{dbs: dbs, views: make(map[*pool]*serverViewCache)}
 }
 
 type handler struct {
 	dbs []*sql.DB // nil: every open pool
 
 	mu    sync.Mutex
-	views map[*tracker]*serverViewCache // guarded by mu
+	views map[*pool]*serverViewCache // guarded by mu
 }
 
 // serverViewCache is one pool's last server view and the read under way.
@@ -157,18 +157,18 @@ func newNonce() string {
 }
 
 // trackers returns the pools to show, sorted by name.
-func (h *handler) trackers() []*tracker {
-	var ps []*tracker
+func (h *handler) trackers() []*pool {
+	var ps []*pool
 	if len(h.dbs) == 0 {
 		ps = openPools.list()
 	} else {
 		for _, db := range h.dbs {
-			if p := trackerOf(db); p != nil && !slices.Contains(ps, p) {
+			if p := poolOf(db); p != nil && !slices.Contains(ps, p) {
 				ps = append(ps, p)
 			}
 		}
 	}
-	slices.SortStableFunc(ps, func(a, b *tracker) int { return cmp.Compare(a.name(), b.name()) })
+	slices.SortStableFunc(ps, func(a, b *pool) int { return cmp.Compare(a.name(), b.name()) })
 	return ps
 }
 
@@ -182,7 +182,7 @@ func (h *handler) page(ctx context.Context) Page {
 	}
 	wg.Wait()
 	for _, db := range h.dbs {
-		if trackerOf(db) == nil {
+		if poolOf(db) == nil {
 			page.Pools = append(page.Pools, PoolPage{Inspection: Inspection{
 				Pool: "(a pool not opened through pgxleak)", TakenAt: page.TakenAt,
 				Notes: []string{ErrNotTracked.Error()},
@@ -193,14 +193,14 @@ func (h *handler) page(ctx context.Context) Page {
 	return page
 }
 
-func (h *handler) poolPage(ctx context.Context, p *tracker) PoolPage {
+func (h *handler) poolPage(ctx context.Context, p *pool) PoolPage {
 	view := make(chan ServerView, 1)
 	go func() { view <- h.serverView(ctx, p) }()
 	pp := PoolPage{
 		Inspection:     p.inspect(ctx),
 		SampleInterval: p.cfg.waitInterval,
 		History:        p.history.samples(),
-		Reports:        p.recent.list(),
+		Reports:        p.monitor.recent.list(),
 		Settings:       p.settings(),
 	}
 	pp.capRows()
@@ -222,7 +222,7 @@ func (pp *PoolPage) capRows() {
 	}
 }
 
-func (p *tracker) settings() Settings {
+func (p *pool) settings() Settings {
 	c := p.cfg
 	s := Settings{
 		Tuned:                 p.db != nil,
@@ -256,7 +256,7 @@ func (p *tracker) settings() Settings {
 // otherwise a fresh read if it comes within serverViewWait, otherwise the
 // previous one, marked unavailable. The read goes on in the background
 // and the next page gets it.
-func (h *handler) serverView(ctx context.Context, p *tracker) ServerView {
+func (h *handler) serverView(ctx context.Context, p *pool) ServerView {
 	h.mu.Lock()
 	c := h.views[p]
 	if c == nil {
@@ -311,7 +311,7 @@ func (h *handler) serverView(ctx context.Context, p *tracker) ServerView {
 }
 
 // prune forgets the server views of pools no longer shown.
-func (h *handler) prune(shown []*tracker) {
+func (h *handler) prune(shown []*pool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for p := range h.views {

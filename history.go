@@ -85,7 +85,7 @@ func (h *history) samples() []Sample {
 // every wait-sampling tick, after the wait sampler; it reads db.Stats()
 // and the tracker's counters (one lock round per connection), never on the
 // hot path.
-func (p *tracker) sampleHistory() {
+func (p *pool) sampleHistory() {
 	if p.db == nil {
 		return
 	}
@@ -104,7 +104,7 @@ func (p *tracker) sampleHistory() {
 		Suspected:        st.Suspected,
 		GarbageCollected: st.GarbageCollected,
 		StillOut:         st.StillOut,
-		Deadlocks:        p.recent.count("deadlock"),
+		Deadlocks:        p.monitor.recent.count("deadlock"),
 	}
 	h := &p.history
 	prev := h.last

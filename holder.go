@@ -37,7 +37,7 @@ const (
 // a note saying why, when the dump cannot answer: the dump is older than
 // the checkout, it was cut short, or identity is unavailable and the
 // checkout stack matches no goroutine, or several.
-func (p *tracker) holderOf(s snapshot, c Checkout, d *gdump.Snapshot) (*Holder, string) {
+func (p *pool) holderOf(s snapshot, c Checkout, d *gdump.Snapshot) (*Holder, string) {
 	// Only a checkout recorded before the first runtime.Stack call is
 	// certainly in the dump. One recorded while the dump was taken, or
 	// just after, could look like its goroutine still waiting for a
@@ -60,7 +60,7 @@ func (p *tracker) holderOf(s snapshot, c Checkout, d *gdump.Snapshot) (*Holder, 
 	return p.matchByStack(c, d)
 }
 
-func (p *tracker) holderFrom(g *gdump.Goroutine, matchedBy string) *Holder {
+func (p *pool) holderFrom(g *gdump.Goroutine, matchedBy string) *Holder {
 	h := &Holder{Goroutine: g.ID, State: g.State, Waiting: g.Wait, Stack: dumpFrames(g.Frames), MatchedBy: matchedBy}
 	h.At, _ = p.userFrame(g)
 	return h
@@ -71,7 +71,7 @@ func (p *tracker) holderFrom(g *gdump.Goroutine, matchedBy string) *Holder {
 // called from the same lines. A holder that has returned from that
 // function, or exited, cannot be told apart this way, so neither is
 // guessed: the note says so.
-func (p *tracker) matchByStack(c Checkout, d *gdump.Snapshot) (*Holder, string) {
+func (p *pool) matchByStack(c Checkout, d *gdump.Snapshot) (*Holder, string) {
 	why := "goroutine identity unavailable (" + goid.Status() + ")"
 	ci := -1
 	for i, f := range c.Stack {
@@ -137,7 +137,7 @@ func sameTail(want []Frame, got []gdump.Frame) bool {
 
 // userFrame is the innermost frame of g outside the runtime, the standard
 // library and the database libraries: the line of user code it is at.
-func (p *tracker) userFrame(g *gdump.Goroutine) (Frame, bool) {
+func (p *pool) userFrame(g *gdump.Goroutine) (Frame, bool) {
 	f, ok := g.UserFrame(func(f gdump.Frame) bool {
 		return gdump.IsStd(f) || isLibrary(f.Function, p.cfg.libraryPrefix)
 	})

@@ -72,7 +72,7 @@ type Inspection struct {
 // [Checkouts] and [Stats] stay cheap. It returns [ErrNotTracked] for a
 // *sql.DB not opened through pgxleak.
 func Inspect(ctx context.Context, db *sql.DB) (Inspection, error) {
-	p := trackerOf(db)
+	p := poolOf(db)
 	if p == nil {
 		return Inspection{}, ErrNotTracked
 	}
@@ -81,7 +81,7 @@ func Inspect(ctx context.Context, db *sql.DB) (Inspection, error) {
 
 // inspect assembles an Inspection. The holder goroutines, the waiters and
 // the server's view are joined in by the stuck-pool diagnosis.
-func (p *tracker) inspect(ctx context.Context) Inspection {
+func (p *pool) inspect(ctx context.Context) Inspection {
 	d := p.diagnoseFresh(ctx)
 	in := Inspection{Pool: p.name(), TakenAt: d.at, Checkouts: slices.Clone(d.checkouts), Waiters: d.waiters, Notes: d.notes}
 	if p.db != nil {
@@ -96,7 +96,7 @@ func (p *tracker) inspect(ctx context.Context) Inspection {
 // Checkouts returns every connection checked out of db right now, oldest
 // first. It returns nil for a *sql.DB not opened through pgxleak.
 func Checkouts(db *sql.DB) []Checkout {
-	p := trackerOf(db)
+	p := poolOf(db)
 	if p == nil {
 		return nil
 	}
@@ -111,7 +111,7 @@ func Stats(db *sql.DB) PoolStats {
 		return s
 	}
 	s.DBStats = db.Stats()
-	if p := trackerOf(db); p != nil {
+	if p := poolOf(db); p != nil {
 		p.fillStats(&s)
 		s.Unseen = len(p.unseenCheckouts())
 	}
@@ -128,7 +128,7 @@ func Stats(db *sql.DB) PoolStats {
 // is returned.
 // With [TerminateStillOut], their server backends are terminated first.
 func Drain(ctx context.Context, db *sql.DB, opts ...DrainOption) error {
-	p := trackerOf(db)
+	p := poolOf(db)
 	if p == nil {
 		return ErrNotTracked
 	}
@@ -138,14 +138,14 @@ func Drain(ctx context.Context, db *sql.DB, opts ...DrainOption) error {
 			o.applyDrain(&dc)
 		}
 	}
-	p.draining.Store(true)
+	p.tracker.draining.Store(true)
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	var cause error
 	// database/sql's own count too: a connection its background opener
 	// handed out is in use with no driver call the tracker could see. A
 	// connection whose Rows was garbage-collected never comes back.
-	for (p.returnable() > 0 || p.handingOut.Load() > 0 || db.Stats().InUse > p.lost()) && cause == nil {
+	for (p.tracker.returnable() > 0 || p.tracker.handingOut.Load() > 0 || db.Stats().InUse > p.lost()) && cause == nil {
 		select {
 		case <-ctx.Done():
 			cause = ctx.Err()
@@ -195,9 +195,9 @@ func TerminateStillOut() DrainOption {
 
 // terminateStillOut terminates the backend of every connection still out,
 // and returns notes on those it could not.
-func (p *tracker) terminateStillOut(ctx context.Context) []string {
+func (p *pool) terminateStillOut(ctx context.Context) []string {
 	var notes []string
-	for _, s := range p.outSnapshots() {
+	for _, s := range p.tracker.outSnapshots(p.now()) {
 		if s.pid == 0 {
 			notes = append(notes, "a connection still out has no known backend PID (not pgx): not terminated")
 			continue
@@ -209,8 +209,8 @@ func (p *tracker) terminateStillOut(ctx context.Context) []string {
 	return notes
 }
 
-func (p *tracker) checkouts() []Checkout {
-	snaps := p.outSnapshots()
+func (p *pool) checkouts() []Checkout {
+	snaps := p.tracker.outSnapshots(p.now())
 	out := make([]Checkout, len(snaps))
 	for i, s := range snaps {
 		out[i] = p.describe(s)
@@ -220,8 +220,8 @@ func (p *tracker) checkouts() []Checkout {
 
 // lost counts the connections out that can never come back: their Rows
 // was garbage-collected.
-func (p *tracker) lost() (n int) {
-	p.each(func(c *connState) {
+func (p *pool) lost() (n int) {
+	p.tracker.each(func(c *connState) {
 		if c.state == stateOut && !c.internal && c.gcLeaked {
 			n++
 		}
@@ -231,8 +231,8 @@ func (p *tracker) lost() (n int) {
 
 // outCount counts the connections the tracker has seen checked out, the
 // pool's own included: the part of DBStats.InUse it can explain.
-func (p *tracker) outCount() (n int) {
-	p.each(func(c *connState) {
+func (p *pool) outCount() (n int) {
+	p.tracker.each(func(c *connState) {
 		if c.state == stateOut {
 			n++
 		}
@@ -255,7 +255,7 @@ func (p *tracker) outCount() (n int) {
 //
 // It reads db.Stats() before taking the tracker's locks: database/sql
 // closes connections under its own lock, and closing takes the tracker's.
-func (p *tracker) unseenCheckouts() []Checkout {
+func (p *pool) unseenCheckouts() []Checkout {
 	if p.db == nil {
 		return nil
 	}
@@ -267,7 +267,7 @@ func (p *tracker) unseenCheckouts() []Checkout {
 		idleSince int64
 	}
 	var candidates []candidate
-	p.each(func(c *connState) {
+	p.tracker.each(func(c *connState) {
 		switch {
 		case c.state == stateOut:
 			out++
@@ -303,10 +303,16 @@ func (p *tracker) unseenCheckouts() []Checkout {
 	return unseen
 }
 
-func (p *tracker) fillStats(s *PoolStats) {
-	p.mu.Lock()
-	s.Checkouts, s.Returns = p.closedCounts[0], p.closedCounts[1]
-	for c := range p.conns {
+func (p *pool) fillStats(s *PoolStats) {
+	p.tracker.fillStats(s)
+	s.Terminated = p.diagnosis.terminated.Load()
+}
+
+// fillStats fills in the tracker's counters.
+func (t *tracker) fillStats(s *PoolStats) {
+	t.mu.Lock()
+	s.Checkouts, s.Returns = t.closedCounts[0], t.closedCounts[1]
+	for c := range t.conns {
 		c.mu.Lock()
 		s.Checkouts += c.checkouts
 		s.Returns += c.returns
@@ -315,28 +321,27 @@ func (p *tracker) fillStats(s *PoolStats) {
 		}
 		c.mu.Unlock()
 	}
-	p.mu.Unlock()
-	s.Suspected = p.suspectedLeaks.Load()
-	s.Resolved = p.resolvedLeaks.Load()
-	s.GarbageCollected = p.gcLeaks.Load()
-	s.StillOut = p.stillOutLeaks.Load()
-	s.LifetimeDiscarded = p.lifetimeDiscarded.Load()
-	s.Terminated = p.stuck.terminated.Load()
+	t.mu.Unlock()
+	s.Suspected = t.suspectedLeaks.Load()
+	s.Resolved = t.resolvedLeaks.Load()
+	s.GarbageCollected = t.gcLeaks.Load()
+	s.StillOut = t.stillOutLeaks.Load()
+	s.LifetimeDiscarded = t.lifetimeDiscarded.Load()
 }
 
 // stillOut returns every connection still out, and the first time it is
 // called for a pool reports each as LeakStillOut.
-func (p *tracker) stillOut() []Checkout {
+func (p *pool) stillOut() []Checkout {
 	p.mu.Lock()
 	issued := p.stillOutIssued
 	p.stillOutIssued = true
 	p.mu.Unlock()
-	snaps := p.outSnapshots()
+	snaps := p.tracker.outSnapshots(p.now())
 	out := make([]Checkout, len(snaps))
 	for i, s := range snaps {
 		out[i] = p.describe(s)
-		if !issued && p.enqueue(report{kind: LeakStillOut, snap: s}) { // emitted by the monitor before close returns
-			p.stillOutLeaks.Add(1)
+		if !issued && p.tracker.enqueue(report{kind: LeakStillOut, snap: s}) { // emitted by the monitor before close returns
+			p.tracker.stillOutLeaks.Add(1)
 		}
 	}
 	return out

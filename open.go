@@ -31,7 +31,7 @@ func init() {
 // VerifyNone find it from the *sql.DB alone.
 type Driver struct {
 	inner   driver.Driver
-	tracker *tracker // nil for the registered driver
+	pool *pool // nil for the registered driver
 }
 
 // Open opens a connection with the wrapped driver, without tracking it.
@@ -66,7 +66,7 @@ func (d *Driver) OpenConnector(name string) (driver.Connector, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := newTracker(cfg, dsn.poolName)
+	t := newPool(cfg, dsn.poolName)
 	t.start()
 	return newConnector(c, t, dsn.secrets), nil
 }
@@ -147,7 +147,7 @@ func OpenDB(c driver.Connector, opts ...Option) (*sql.DB, error) {
 }
 
 func openDB(c driver.Connector, cfg *config, defaultName string, secrets []string) (*sql.DB, error) {
-	t := newTracker(cfg, defaultName)
+	t := newPool(cfg, defaultName)
 	db := sql.OpenDB(newConnector(c, t, secrets))
 	t.db = db
 	// The monitor starts after the warm-up: its keep-idle task holds
@@ -228,14 +228,14 @@ func (c dsnConnector) Connect(context.Context) (driver.Conn, error) { return c.d
 
 func (c dsnConnector) Driver() driver.Driver { return c.driver }
 
-// trackerOf returns the tracker behind db, or nil if db was not opened
+// poolOf returns the tracker behind db, or nil if db was not opened
 // through pgxleak.
-func trackerOf(db *sql.DB) *tracker {
+func poolOf(db *sql.DB) *pool {
 	if db == nil {
 		return nil
 	}
 	if d, ok := db.Driver().(*Driver); ok {
-		return d.tracker
+		return d.pool
 	}
 	return nil
 }

@@ -323,7 +323,7 @@ type report struct {
 
 // describe symbolises a snapshot. It is only called to make a report or
 // answer an inspection, never on the hot path.
-func (p *tracker) describe(s snapshot) Checkout {
+func (p *pool) describe(s snapshot) Checkout {
 	frames := stack.Resolve(s.pcs)
 	// Drop pgxleak's own frames at the top: the stack starts where
 	// database/sql called in.
@@ -357,7 +357,7 @@ func (p *tracker) describe(s snapshot) Checkout {
 
 // noCulprit says why a checkout has no culprit: capture off, a checkout
 // not sampled, or a stack with no frame of the application.
-func (p *tracker) noCulprit(s snapshot, frames []stack.Frame) string {
+func (p *pool) noCulprit(s snapshot, frames []stack.Frame) string {
 	switch n := p.cfg.sampleEvery; {
 	case len(frames) > 0:
 		return noCulpritReason(frames, len(s.pcs), len(s.pcs) >= p.cfg.stackDepth)
@@ -372,7 +372,7 @@ func (p *tracker) noCulprit(s snapshot, frames []stack.Frame) string {
 
 // earlier links a garbage-collected or still-out report to the earlier
 // report of the same checkout, if any.
-func (p *tracker) earlier(r report) *EarlierReport {
+func (p *pool) earlier(r report) *EarlierReport {
 	s := r.snap
 	switch {
 	case r.kind == LeakStillOut && s.gcLeaked:
@@ -410,39 +410,44 @@ func toStackFrames(fs []Frame) []stack.Frame {
 // (nor counted) any more, since the pool reported what was out then. It is
 // called on the return path and from cleanups, so it only appends and
 // signals.
-func (p *tracker) enqueue(r report) bool {
-	p.queueMu.Lock()
-	if p.queueClosed {
-		p.queueMu.Unlock()
+func (t *tracker) enqueue(r report) bool {
+	t.queueMu.Lock()
+	if t.queueClosed {
+		t.queueMu.Unlock()
 		return false
 	}
-	p.queue = append(p.queue, r)
-	p.queueMu.Unlock()
+	t.queue = append(t.queue, r)
+	t.queueMu.Unlock()
 	select {
-	case p.wake <- struct{}{}:
+	case t.wake <- struct{}{}:
 	default:
 	}
 	return true
 }
 
-func (p *tracker) flush() {
-	p.queueMu.Lock()
-	q := p.queue
-	p.queue = nil
-	p.queueMu.Unlock()
-	for _, r := range q {
+// takeQueue returns the queued reports and empties the queue; closing it
+// makes every later enqueue refuse.
+func (t *tracker) takeQueue(closing bool) []report {
+	t.queueMu.Lock()
+	defer t.queueMu.Unlock()
+	q := t.queue
+	t.queue = nil
+	if closing {
+		t.queueClosed = true
+	}
+	return q
+}
+
+func (p *pool) flush() {
+	for _, r := range p.tracker.takeQueue(false) {
 		p.emit(r)
 	}
 }
 
 // flushFinal emits what is queued, closes the queue, and writes the
 // summary lines of every report still suppressed: nothing comes after it.
-func (p *tracker) flushFinal() {
-	p.queueMu.Lock()
-	q := p.queue
-	p.queue, p.queueClosed = nil, true
-	p.queueMu.Unlock()
-	for _, r := range q {
+func (p *pool) flushFinal() {
+	for _, r := range p.tracker.takeQueue(true) {
 		p.emit(r)
 	}
 	p.summarize(true)
@@ -450,10 +455,10 @@ func (p *tracker) flushFinal() {
 
 // emit symbolises, de-duplicates and delivers one report: to the tracer,
 // the logger and the OnLeak callback.
-func (p *tracker) emit(r report) {
+func (p *pool) emit(r report) {
 	l := Leak{Kind: r.kind, Checkout: p.describe(r.snap), Resolved: r.resolved, Earlier: p.earlier(r)}
 	p.annotate(&l, r)
-	p.recent.addLeak(l)
+	p.monitor.recent.addLeak(l)
 	p.tel.leak(l, r.snap)
 	if !p.admit(&l) {
 		return
@@ -475,7 +480,7 @@ func (p *tracker) emit(r report) {
 // headline carries the culprit); the stack and the checkout time only when
 // the logger is enabled at DEBUG. The full report is in the Leak given to
 // WithOnLeak and in the leak span.
-func (p *tracker) logAttrs(l Leak, debug bool) []slog.Attr {
+func (p *pool) logAttrs(l Leak, debug bool) []slog.Attr {
 	attrs := []slog.Attr{
 		slog.String("kind", l.Kind.String()),
 		slog.String("pool", l.Pool),
@@ -518,7 +523,7 @@ const maxCallers = 4
 // innermost first: "app/handler.go:20 (app.serve) < main.go:31
 // (main.main)". Library, standard-library, runtime and test-runner frames
 // are left out.
-func (p *tracker) callers(fs []Frame) string {
+func (p *pool) callers(fs []Frame) string {
 	var out []string
 	first := true
 	for _, f := range fs {
@@ -551,18 +556,18 @@ func shorten(s string, n int) string {
 
 // scan reports connections held past the threshold, once per checkout. A
 // connection already reported as garbage-collected is not reported again.
-func (p *tracker) scan() {
+func (p *pool) scan() {
 	limit := int64(p.cfg.leakThreshold)
 	now := p.now()
 	var found []snapshot
-	p.each(func(c *connState) {
+	p.tracker.each(func(c *connState) {
 		if c.state == stateOut && !c.internal && !c.suspected && !c.gcLeaked && now-c.checkoutAt >= limit {
 			c.suspected, c.reportedAt[0] = true, now
 			found = append(found, c.snapshotLocked(now))
 		}
 	})
 	for _, s := range found {
-		p.suspectedLeaks.Add(1)
+		p.tracker.suspectedLeaks.Add(1)
 		p.emit(report{kind: LeakSuspected, snap: s})
 	}
 }

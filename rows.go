@@ -42,7 +42,7 @@ func (c *conn) wrapRows(ctx context.Context, r driver.Rows) driver.Rows {
 		c.rowsType, c.rowsWrap = t, rowsWrappers[rowsMask(r)]
 	}
 	w, rw := c.rowsWrap(rows{inner: r, c: c})
-	if _, unknown := ctx.(noContext); !unknown && ctx.Done() == nil && c.tracker.cfg.gcDetection {
+	if _, unknown := ctx.(noContext); !unknown && ctx.Done() == nil && c.pool.cfg.gcDetection {
 		rw.watch = c.lendWatch() // see gcWatch
 	}
 	return w

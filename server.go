@@ -118,8 +118,8 @@ func (s *sideConn) refused() string {
 // same servers, credentials and transport, without the application's
 // tracer, notice, notification and error handlers and session setup, so
 // that pgxleak's own queries never reach them.
-func sideConfig(pool *pgx.ConnConfig) *pgx.ConnConfig {
-	cfg := pool.Copy()
+func sideConfig(poolCfg *pgx.ConnConfig) *pgx.ConnConfig {
+	cfg := poolCfg.Copy()
 	cfg.Tracer = nil
 	cfg.AfterConnect = nil
 	cfg.OnNotice = nil
@@ -206,7 +206,7 @@ WHERE pid = ANY($1) OR wait_event_type = 'Lock'`
 // cached view is stale (Inspect); without, it never waits for the server
 // (the monitor's reports): it uses the cached view, and has a fresh one
 // read in the background for the next report.
-func (p *tracker) serverView(ctx context.Context, cs []Checkout, ask bool) string {
+func (p *pool) serverView(ctx context.Context, cs []Checkout, ask bool) string {
 	if !p.cfg.serverView {
 		return ""
 	}
@@ -225,11 +225,11 @@ func (p *tracker) serverView(ctx context.Context, cs []Checkout, ask bool) strin
 	var view map[uint32]ServerActivity
 	if ask {
 		var err error
-		if view, err = p.stuck.side.activity(ctx, pids); err != nil {
+		if view, err = p.diagnosis.side.activity(ctx, pids); err != nil {
 			return "server view unavailable: " + err.Error()
 		}
 	} else {
-		v, fresh, failure := p.stuck.side.cached(pids)
+		v, fresh, failure := p.diagnosis.side.cached(pids)
 		if !fresh {
 			p.refreshServerView(pids)
 		}
@@ -275,8 +275,8 @@ func (p *tracker) serverView(ctx context.Context, cs []Checkout, ask bool) strin
 
 // refreshServerView reads the server's view of pids in the background,
 // one read at a time, never once the pool is closing (Close waits for it).
-func (p *tracker) refreshServerView(pids []uint32) {
-	st := &p.stuck
+func (p *pool) refreshServerView(pids []uint32) {
+	st := &p.diagnosis
 	if p.internalCtx.Err() != nil || !st.refreshing.CompareAndSwap(false, true) {
 		return
 	}
@@ -421,20 +421,20 @@ func (s *sideConn) terminate(ctx context.Context, pid uint32) error {
 // driver and a direct connection to PostgreSQL: behind PgBouncer the PID
 // is PgBouncer's.
 func Terminate(ctx context.Context, db *sql.DB, backendPID uint32) error {
-	p := trackerOf(db)
+	p := poolOf(db)
 	if p == nil {
 		return ErrNotTracked
 	}
 	return p.terminate(ctx, backendPID)
 }
 
-func (p *tracker) terminate(ctx context.Context, pid uint32) error {
+func (p *pool) terminate(ctx context.Context, pid uint32) error {
 	if p.cfg.pgBouncer {
 		return errors.New("pgxleak: Terminate: behind PgBouncer the backend PID is PgBouncer's; terminate it on the server")
 	}
 	var target *connState
 	var seq uint64
-	p.each(func(c *connState) {
+	p.tracker.each(func(c *connState) {
 		if pid != 0 && c.pid == pid && c.state == stateOut && !c.internal {
 			target, seq = c, c.checkouts
 		}
@@ -452,10 +452,10 @@ func (p *tracker) terminate(ctx context.Context, pid uint32) error {
 	if !target.markTerminated(seq) {
 		return fmt.Errorf("pgxleak: Terminate: PID %d: the connection came back to the pool; not terminated", pid)
 	}
-	if err := p.stuck.side.terminate(ctx, pid); err != nil {
+	if err := p.diagnosis.side.terminate(ctx, pid); err != nil {
 		return fmt.Errorf("pgxleak: Terminate: PID %d: %w", pid, err)
 	}
-	p.stuck.terminated.Add(1)
+	p.diagnosis.terminated.Add(1)
 	return nil
 }
 

@@ -28,7 +28,7 @@ func openOne(t *testing.T) (*sql.DB, *connState) {
 		t.Fatal(err)
 	}
 	var c *connState
-	trackerOf(db).each(func(s *connState) { c = s })
+	poolOf(db).tracker.each(func(s *connState) { c = s })
 	if c == nil {
 		t.Fatal("no connection tracked")
 	}
@@ -125,15 +125,15 @@ func TestSideConnIdlesOut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := newTracker(cfg, "")
-	p.stuck.side.cfg = pc // as from the pool's first pgx connection
+	p := newPool(cfg, "")
+	p.diagnosis.side.cfg = pc // as from the pool's first pgx connection
 	p.start()
 	defer p.close()
-	if err := p.stuck.side.do(context.Background(), func(ctx context.Context, c *pgx.Conn) error { return c.Ping(ctx) }); err != nil {
+	if err := p.diagnosis.side.do(context.Background(), func(ctx context.Context, c *pgx.Conn) error { return c.Ping(ctx) }); err != nil {
 		t.Fatal(err)
 	}
 	pgtest.WaitFor(t, 5*time.Second, "the idle side connection closed", func() bool {
-		s := &p.stuck.side
+		s := &p.diagnosis.side
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		return s.conn == nil

@@ -10,19 +10,19 @@ import (
 	"github.com/pgxleak/pgxleak/internal/gdump"
 )
 
-// stuckState is a tracker's stuck-pool diagnosis: the rate-limited
+// diagnosis is a tracker's stuck-pool diagnosis: the rate-limited
 // goroutine dump, the side connection to the server with its cached view,
 // and what has been reported already. Everything here runs off the hot
 // path, when a report is made, the pool is inspected, or the wait sampler
 // saw callers waiting.
-type stuckState struct {
+type diagnosis struct {
 	dumps      gdump.Limiter
 	side       sideConn
 	terminated atomic.Uint64 // backends terminated (Terminate, Drain)
 	refreshing atomic.Bool   // a background read of the server view is under way
 
 	diagMu sync.Mutex // one diagnosis at a time; later callers share it
-	last   *diagnosis // guarded by diagMu
+	last   *findings // guarded by diagMu
 
 	// The checkouts out just before the latest fresh dump began, by
 	// connection and checkout number; guarded by diagMu. Only a checkout
@@ -40,9 +40,9 @@ type stuckState struct {
 	skipped        int                // exhaustion warnings suppressed since
 }
 
-// diagnosis is one goroutine dump, and possibly one server view, joined
+// findings is one goroutine dump, and possibly one server view, joined
 // with the checkouts and the waiters of the pool.
-type diagnosis struct {
+type findings struct {
 	at        time.Time
 	dump      *gdump.Snapshot
 	server    bool // the server view was asked for
@@ -53,7 +53,7 @@ type diagnosis struct {
 }
 
 // checkout returns the diagnosed checkout for key, if the diagnosis has it.
-func (d *diagnosis) checkout(k holderKey) (Checkout, bool) {
+func (d *findings) checkout(k holderKey) (Checkout, bool) {
 	i := slices.Index(d.keys, k)
 	if i < 0 {
 		return Checkout{}, false
@@ -65,8 +65,8 @@ func (d *diagnosis) checkout(k holderKey) (Checkout, bool) {
 // one is recent enough (the dump interval), has the server view if asked,
 // and covers every checkout in want. It never waits for the server: the
 // server view is the cached one (see serverView).
-func (p *tracker) diagnose(ctx context.Context, server bool, want ...holderKey) *diagnosis {
-	st := &p.stuck
+func (p *pool) diagnose(ctx context.Context, server bool, want ...holderKey) *findings {
+	st := &p.diagnosis
 	st.diagMu.Lock()
 	defer st.diagMu.Unlock()
 	// A checkout the last diagnosis has is covered even without a holder
@@ -90,21 +90,21 @@ func (p *tracker) diagnose(ctx context.Context, server bool, want ...holderKey) 
 }
 
 // diagnoseNow takes a diagnosis; with server, the cached server view.
-func (p *tracker) diagnoseNow(ctx context.Context, server bool) *diagnosis {
-	if p.stuck.dumps.Interval == 0 {
-		p.stuck.dumps.Interval = dumpInterval // before the first Take, under diagMu
+func (p *pool) diagnoseNow(ctx context.Context, server bool) *findings {
+	if p.diagnosis.dumps.Interval == 0 {
+		p.diagnosis.dumps.Interval = dumpInterval // before the first Take, under diagMu
 	}
 	before := p.outSeqs()
-	dump, fresh := p.stuck.dumps.Take()
+	dump, fresh := p.diagnosis.dumps.Take()
 	if fresh {
-		p.stuck.outBeforeDump, p.stuck.dumpOf = before, dump
+		p.diagnosis.outBeforeDump, p.diagnosis.dumpOf = before, dump
 	}
 	var outBefore map[*connState]uint64
-	if p.stuck.dumpOf == dump {
-		outBefore = p.stuck.outBeforeDump
+	if p.diagnosis.dumpOf == dump {
+		outBefore = p.diagnosis.outBeforeDump
 	}
-	d := &diagnosis{at: time.Now(), dump: dump, server: server}
-	snaps := p.outSnapshots()
+	d := &findings{at: time.Now(), dump: dump, server: server}
+	snaps := p.tracker.outSnapshots(p.now())
 	var notes noteSet
 	for _, s := range snaps {
 		c := p.describe(s)
@@ -130,9 +130,9 @@ func (p *tracker) diagnoseNow(ctx context.Context, server bool) *diagnosis {
 const newerThanDump = "some checkouts are newer than the goroutine dump (taken at most once a second); their holders are not shown"
 
 // outSeqs returns the checkout number of every user checkout out now.
-func (p *tracker) outSeqs() map[*connState]uint64 {
+func (p *pool) outSeqs() map[*connState]uint64 {
 	m := make(map[*connState]uint64)
-	p.each(func(c *connState) {
+	p.tracker.each(func(c *connState) {
 		if c.state == stateOut && !c.internal {
 			m[c] = c.checkouts
 		}
@@ -142,7 +142,7 @@ func (p *tracker) outSeqs() map[*connState]uint64 {
 
 // waitersIn returns the goroutines of dump waiting for a connection of
 // this pool, each with the checkouts of this pool it holds.
-func (p *tracker) waitersIn(dump *gdump.Snapshot, cs []Checkout, notes *noteSet) []Waiter {
+func (p *pool) waitersIn(dump *gdump.Snapshot, cs []Checkout, notes *noteSet) []Waiter {
 	var ws []Waiter
 	unknown := 0
 	for i := range dump.Goroutines {
@@ -193,7 +193,7 @@ func (n *noteSet) add(s string) {
 // reports a person reads to find a stuck pool: suspected and still-out
 // leaks. It takes a goroutine dump (rate-limited) and uses the server's
 // cached view: a report never waits for the server.
-func (p *tracker) annotate(l *Leak, r report) {
+func (p *pool) annotate(l *Leak, r report) {
 	if r.stuck != nil {
 		l.Holder, l.Server, l.WaitingAt, l.PoolDeadlocked = r.stuck.holder, r.stuck.server, r.stuck.waitingAt, r.stuck.poolDeadlocked
 		return
@@ -221,8 +221,8 @@ type stuckReport struct {
 // with the dump and the server view from their caches when recent. The
 // server is asked outside diagMu, so that the monitor's reports never wait
 // for it behind an Inspect.
-func (p *tracker) diagnoseFresh(ctx context.Context) *diagnosis {
-	st := &p.stuck
+func (p *pool) diagnoseFresh(ctx context.Context) *findings {
+	st := &p.diagnosis
 	st.diagMu.Lock()
 	d := p.diagnoseNow(ctx, false)
 	st.last = d
@@ -246,7 +246,7 @@ func (p *tracker) diagnoseFresh(ctx context.Context) *diagnosis {
 
 // poolDeadlocked reports whether the pool is full (maxOpen > 0) and every
 // holder waits for a connection of the same pool.
-func (d *diagnosis) poolDeadlocked(maxOpen int) bool {
+func (d *findings) poolDeadlocked(maxOpen int) bool {
 	if maxOpen <= 0 || len(d.checkouts) < maxOpen {
 		return false
 	}

@@ -60,10 +60,10 @@ func TestHolderMatchedByStack(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	p := trackerOf(db)
+	p := poolOf(db)
 	holder := func() (*Holder, string) {
 		t.Helper()
-		snaps := p.outSnapshots()
+		snaps := p.tracker.outSnapshots(p.now())
 		if len(snaps) == 0 {
 			t.Fatal("nothing checked out")
 		}
@@ -114,7 +114,7 @@ func TestDumpRateLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	p := trackerOf(db)
+	p := poolOf(db)
 	release := make(chan struct{})
 	wg := holdConns(t, db, 1, release)
 	defer wg.Wait()
@@ -127,13 +127,13 @@ func TestDumpRateLimit(t *testing.T) {
 				if _, err := Inspect(context.Background(), db); err != nil {
 					t.Error(err)
 				}
-				p.emit(report{kind: LeakSuspected, snap: p.outSnapshots()[0]})
+				p.emit(report{kind: LeakSuspected, snap: p.tracker.outSnapshots(p.now())[0]})
 			}
 		})
 	}
 	storm.Wait()
 	allowed := 1 + uint64(time.Since(start)/dumpInterval)
-	if n := p.stuck.dumps.Dumps(); n > allowed {
+	if n := p.diagnosis.dumps.Dumps(); n > allowed {
 		t.Errorf("%d dumps for 1000 inspections and 1000 reports in %v; want at most %d", n, time.Since(start), allowed)
 	}
 }
@@ -148,7 +148,7 @@ func TestHolderCheckoutDuringDump(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	p := trackerOf(db)
+	p := poolOf(db)
 	d := gdump.Take(0)
 	if d.Took <= 0 {
 		t.Fatalf("dump took %v", d.Took)
@@ -174,16 +174,16 @@ func TestDiagnoseCoversHolderless(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	p := trackerOf(db)
+	p := poolOf(db)
 	release := make(chan struct{})
 	wg := holdConns(t, db, 2, release) // the same code: the stack cannot single one out
 	defer wg.Wait()
 	defer close(release)
-	p.each(func(c *connState) { c.goid = 0 })
-	p.stuck.diagMu.Lock()
-	p.stuck.dumps.Interval = time.Hour // the dump stays the latest for the test
-	p.stuck.diagMu.Unlock()
-	snaps := p.outSnapshots()
+	p.tracker.each(func(c *connState) { c.goid = 0 })
+	p.diagnosis.diagMu.Lock()
+	p.diagnosis.dumps.Interval = time.Hour // the dump stays the latest for the test
+	p.diagnosis.diagMu.Unlock()
+	snaps := p.tracker.outSnapshots(p.now())
 	first := p.diagnose(context.Background(), false, holderKey{snaps[0].conn, snaps[0].checkoutAt})
 	for _, c := range first.checkouts {
 		if c.Holder != nil {

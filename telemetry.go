@@ -62,7 +62,7 @@ var durationBuckets = []float64{
 
 // telemetry turns the tracker's events into OpenTelemetry spans and metrics.
 type telemetry struct {
-	p         *tracker
+	p         *pool
 	tracer    trace.Tracer
 	threshold time.Duration // slow-wait threshold; 0 is off
 	interval  time.Duration // wait sampling interval
@@ -128,7 +128,7 @@ type leakSpan struct {
 	timer      *time.Timer
 }
 
-func newTelemetry(p *tracker) *telemetry {
+func newTelemetry(p *pool) *telemetry {
 	cfg := p.cfg
 	t := &telemetry{
 		p:         p,
@@ -191,16 +191,15 @@ func (t *telemetry) instruments(m metric.Meter) error {
 // poolAttrs returns the pool's measurement options, or nil while its name
 // is not known yet: a pool opened with OpenDB without WithPoolName takes
 // its name from its first pgx connection (and stays unnamed over another
-// driver). It locks p.mu until the name is known, so it must not be called
-// with p.mu or a connection's lock held.
+// driver). It locks p.mu and tracker.mu until the name is known, so it must
+// not be called with either or a connection's lock held.
 func (t *telemetry) poolAttrs() *poolAttrs {
 	if a := t.attrs.Load(); a != nil {
 		return a
 	}
 	p := t.p
-	p.mu.Lock()
-	name, known := p.poolName, p.poolName != "" || len(p.conns) > 0
-	p.mu.Unlock()
+	name := p.name()
+	known := name != "" || p.tracker.size() > 0
 	if !known {
 		return nil
 	}
@@ -252,7 +251,7 @@ func (t *telemetry) observe(_ context.Context, o metric.Observer) error {
 	}
 	var suspected int64
 	var open, out int64
-	t.p.each(func(c *connState) {
+	t.p.tracker.each(func(c *connState) {
 		open++
 		if c.state == stateOut {
 			out++

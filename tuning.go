@@ -12,7 +12,7 @@ import (
 
 // tune applies the configuration to db: database/sql's own settings, then
 // the warm-up and the capacity check.
-func (p *tracker) tune(db *sql.DB) error {
+func (p *pool) tune(db *sql.DB) error {
 	c := p.cfg
 	db.SetMaxOpenConns(c.maxOpen)
 	db.SetMaxIdleConns(c.maxIdle)
@@ -63,7 +63,7 @@ type internalContext struct{ context.Context }
 // warmUp checks out n connections at once, pings each and returns them, so
 // that n connections are open and idle afterwards. Holding them together is
 // what makes database/sql open new ones instead of reusing one n times.
-func (p *tracker) warmUp(ctx context.Context, n int) error {
+func (p *pool) warmUp(ctx context.Context, n int) error {
 	ictx := &internalContext{ctx}
 	conns := make([]*sql.Conn, n)
 	errs := make([]error, n)
@@ -108,8 +108,8 @@ func joinDistinct(errs []error) error {
 // no more than the pool has free when it starts; if users take the rest
 // meanwhile, the connections it holds could make them wait, so a round
 // gives up after keepIdleRound and the next one tries again.
-func (p *tracker) keepMinIdle(ctx context.Context) {
-	if p.db == nil || p.draining.Load() {
+func (p *pool) keepMinIdle(ctx context.Context) {
+	if p.db == nil || p.tracker.draining.Load() {
 		return
 	}
 	st := p.db.Stats()

@@ -72,14 +72,14 @@ func (c *verifyConfig) ignored(co Checkout) bool {
 // the grace period for connections on their way back. Otherwise it returns
 // a *[LeakError] listing each with its culprit, stack and held time.
 func Find(db *sql.DB, opts ...VerifyOption) error {
-	p := trackerOf(db)
+	p := poolOf(db)
 	if p == nil {
 		return ErrNotTracked
 	}
-	return findIn([]*tracker{p}, newVerifyConfig(opts))
+	return findIn([]*pool{p}, newVerifyConfig(opts))
 }
 
-func findIn(pools []*tracker, cfg *verifyConfig) error {
+func findIn(pools []*pool, cfg *verifyConfig) error {
 	deadline := time.Now().Add(cfg.grace)
 	for {
 		var out []Checkout

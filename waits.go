@@ -124,7 +124,7 @@ func (t *telemetry) sampleWaitStats() {
 		ep.slow = true
 	}
 	if waiting || saturated {
-		for _, s := range t.p.outSnapshots() {
+		for _, s := range t.p.tracker.outSnapshots(t.p.now()) {
 			ep.holders[holderKey{s.conn, s.checkoutAt}] = holder{snap: s, seen: now}
 		}
 	}
@@ -244,7 +244,7 @@ func (t *telemetry) endEpisode(truncated bool) {
 		w.previous = trace.SpanContext{}
 		return
 	}
-	t.p.recent.addEpisode(ep)
+	t.p.monitor.recent.addEpisode(ep)
 	sc := t.emitEpisode(ep, truncated, w.previous)
 	w.previous = trace.SpanContext{}
 	if truncated {

@@ -102,9 +102,9 @@ func TestGeneratedWrappersExact(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := newTracker(cfg, "test")
+	p := newPool(cfg, "test")
 	t.Cleanup(p.close)
-	c := &conn{connState: connState{tracker: p}, inner: fullConn{}}
+	c := &conn{connState: connState{pool: p}, inner: fullConn{}}
 	if n := len(optional.ExactOf("conn")); len(connWrappers) != 1<<n {
 		t.Fatalf("%d conn wrappers for %d exact interfaces: regenerate", len(connWrappers), n)
 	}
