@@ -56,7 +56,7 @@ func txStatusString(b byte) string {
 //     afterStatement) skip the lock when nothing changes.
 //   - watch is touched only inside driver calls and needs no lock at all.
 type connState struct {
-	pool   *pool
+	pool      *pool
 	pgx       *pgx.Conn // nil unless the wrapped conn is pgx's
 	pid       uint32
 	expiresAt int64 // jittered end of life, in pool time; 0 means never

@@ -16,7 +16,7 @@ import (
 // (*sql.DB).Close stops the pool's monitor and reports what is still out.
 type connector struct {
 	inner   driver.Connector
-	pool *pool
+	pool    *pool
 	driver  *Driver
 	secrets []string // the DSN's passwords, masked in connection errors (see redactError)
 }

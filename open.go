@@ -30,8 +30,8 @@ func init() {
 // pgxleak carries that pool's state; that is how Stats, Checkouts, Drain and
 // VerifyNone find it from the *sql.DB alone.
 type Driver struct {
-	inner   driver.Driver
-	pool *pool // nil for the registered driver
+	inner driver.Driver
+	pool  *pool // nil for the registered driver
 }
 
 // Open opens a connection with the wrapped driver, without tracking it.

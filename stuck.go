@@ -22,7 +22,7 @@ type diagnosis struct {
 	refreshing atomic.Bool   // a background read of the server view is under way
 
 	diagMu sync.Mutex // one diagnosis at a time; later callers share it
-	last   *findings // guarded by diagMu
+	last   *findings  // guarded by diagMu
 
 	// The checkouts out just before the latest fresh dump began, by
 	// connection and checkout number; guarded by diagMu. Only a checkout
