@@ -301,7 +301,7 @@ func BenchmarkScale(b *testing.B) {
 							case <-stop:
 								return
 							default:
-								_ = pgxleak.Checkouts(db)
+								_ = checkouts(b, db)
 							}
 						}
 					}()
@@ -333,7 +333,7 @@ func BenchmarkReport(b *testing.B) {
 			defer release(conns)
 			b.ReportAllocs()
 			for b.Loop() {
-				if n := len(pgxleak.Checkouts(db)); n != held {
+				if n := len(checkouts(b, db)); n != held {
 					b.Fatalf("%d checkouts, want %d", n, held)
 				}
 			}
@@ -345,7 +345,7 @@ func BenchmarkReport(b *testing.B) {
 			defer release(conns)
 			b.ReportAllocs()
 			for b.Loop() {
-				if s := pgxleak.Stats(db); s.CheckedOut != held {
+				if s := stats(b, db); s.CheckedOut != held {
 					b.Fatalf("%d in use, want %d", s.CheckedOut, held)
 				}
 			}

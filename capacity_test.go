@@ -57,7 +57,7 @@ func TestNilLoggerAndCapacityCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	if st := pgxleak.Stats(db); st.Checkouts != 0 {
+	if st := stats(t, db); st.Checkouts != 0 {
 		t.Fatalf("the capacity check counted as a user checkout: %+v", st)
 	}
 }

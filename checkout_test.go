@@ -45,7 +45,7 @@ func TestLeakConnNeverClosed(t *testing.T) {
 		t.Fatalf("resolved after %v, but it was already held %v", r.Held, l.Held)
 	}
 	pgxleak.VerifyNone(t, db)
-	if st := pgxleak.Stats(db); st.Suspected != 1 || st.Resolved != 1 {
+	if st := stats(t, db); st.Suspected != 1 || st.Resolved != 1 {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -102,7 +102,7 @@ func TestLeakRowsNeverClosedThresholdAndGC(t *testing.T) {
 			t.Fatalf("no garbage-collection report; got %v", rec.all())
 		}
 	}
-	st := pgxleak.Stats(db)
+	st := stats(t, db)
 	if st.GarbageCollected != 1 || st.CheckedOut != 1 || st.DBStats.InUse != 1 {
 		t.Fatalf("stats %+v: the connection is lost for good, and counted once", st)
 	}
@@ -120,7 +120,7 @@ func TestLeakQueryRowNeverScanned(t *testing.T) {
 	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), rec.option())
 	line := leakQueryRow(db)
 	rec.wait(t, 5*time.Second, suspectedAt(line))
-	if n := len(pgxleak.Checkouts(db)); n != 1 {
+	if n := len(checkouts(t, db)); n != 1 {
 		t.Fatalf("%d checkouts, want the unscanned row's connection", n)
 	}
 }
@@ -193,7 +193,7 @@ func TestNoFalsePositives(t *testing.T) {
 			t.Fatalf("false report (longest query %v): %v", time.Duration(longest.Load()), l)
 		}
 	}
-	st := pgxleak.Stats(db)
+	st := stats(t, db)
 	if st.Checkouts != st.Returns || st.CheckedOut != 0 || st.Checkouts < uint64(total) {
 		t.Fatalf("unbalanced after %d queries: %+v", total, st)
 	}
@@ -211,7 +211,7 @@ func TestWithoutStatements(t *testing.T) {
 	if _, err := c.ExecContext(context.Background(), "SELECT 'hidden'"); err != nil {
 		t.Fatal(err)
 	}
-	if cs := pgxleak.Checkouts(db); len(cs) != 1 || cs[0].LastStatement != "" {
+	if cs := checkouts(t, db); len(cs) != 1 || cs[0].LastStatement != "" {
 		t.Fatalf("Checkouts = %+v", cs)
 	}
 }
@@ -236,7 +236,7 @@ func TestStackCaptureOffAndSampled(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if cs := pgxleak.Checkouts(db); len(cs) != 1 {
+				if cs := checkouts(t, db); len(cs) != 1 {
 					t.Fatalf("not tracked: %v", cs)
 				} else if cs[0].Culprit.Line != 0 {
 					got++
@@ -246,7 +246,7 @@ func TestStackCaptureOffAndSampled(t *testing.T) {
 			if got != tc.withCulprits {
 				t.Fatalf("%d checkouts with a culprit, want %d", got, tc.withCulprits)
 			}
-			if st := pgxleak.Stats(db); st.Checkouts != 4 || st.Returns != 4 {
+			if st := stats(t, db); st.Checkouts != 4 || st.Returns != 4 {
 				t.Fatalf("stats %+v", st)
 			}
 		})
@@ -265,7 +265,7 @@ func TestLastStatementBelongsToTheCheckout(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if cs := pgxleak.Checkouts(db); len(cs) != 1 || cs[0].LastStatement != "" {
+	if cs := checkouts(t, db); len(cs) != 1 || cs[0].LastStatement != "" {
 		t.Fatalf("Checkouts = %+v, want no statement yet", cs)
 	}
 }
@@ -400,7 +400,7 @@ func heldStack(t *testing.T, c driver.Connector, path holdPath, fp bool) []pgxle
 	release := path.hold(t, db)
 	stack.SetFramePointers(was)
 	defer release()
-	cos := pgxleak.Checkouts(db)
+	cos := checkouts(t, db)
 	if len(cos) != 1 {
 		t.Fatalf("%d checkouts, want 1", len(cos))
 	}

@@ -273,7 +273,7 @@ func TestPgxCopyThroughEscapeHatch(t *testing.T) {
 	db, _ := openTest(t)
 	ctx := t.Context()
 	compatExec(t, db, `CREATE TABLE items (id int PRIMARY KEY, name text, tags text[])`)
-	before := pgxleak.Stats(db).Checkouts
+	before := stats(t, db).Checkouts
 
 	conn, err := db.Conn(ctx)
 	if err != nil {
@@ -287,7 +287,7 @@ func TestPgxCopyThroughEscapeHatch(t *testing.T) {
 		if !ok {
 			return fmt.Errorf("PgxConn(%T) = false", dc)
 		}
-		if got := len(pgxleak.Checkouts(db)); got != 1 {
+		if got := len(checkouts(t, db)); got != 1 {
 			return fmt.Errorf("%d checkouts seen inside Raw, want 1", got)
 		}
 		src := pgx.CopyFromSlice(n, func(i int) ([]any, error) {
@@ -315,7 +315,7 @@ func TestPgxCopyThroughEscapeHatch(t *testing.T) {
 	if err := db.QueryRowContext(ctx, "SELECT count(*) FROM items").Scan(&count); err != nil || count != n {
 		t.Errorf("count = %d, %v; want %d", count, err, n)
 	}
-	if got := pgxleak.Stats(db).Checkouts - before; got != 2 {
+	if got := stats(t, db).Checkouts - before; got != 2 {
 		t.Errorf("tracker counted %d checkouts for the Raw conn and the count query, want 2", got)
 	}
 	pgxleak.VerifyNone(t, db)

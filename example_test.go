@@ -40,7 +40,10 @@ func ExampleOpenDB() {
 	if err := db.QueryRow("SELECT 1").Scan(&n); err != nil {
 		log.Fatal(err)
 	}
-	st := pgxleak.Stats(db)
+	st, err := pgxleak.Stats(db)
+	if err != nil {
+		log.Fatal(err)
+	}
 	fmt.Printf("n=%d checkouts=%d returns=%d checked out=%d\n", n, st.Checkouts, st.Returns, st.CheckedOut)
 	// Output: n=1 checkouts=1 returns=1 checked out=0
 }
@@ -112,7 +115,8 @@ func ExampleCheckouts() {
 
 	conn, _ := db.Conn(context.Background())
 	defer conn.Close()
-	for _, c := range pgxleak.Checkouts(db) {
+	cs, _ := pgxleak.Checkouts(db)
+	for _, c := range cs {
 		fmt.Println(c.Culprit.Function, c.TxStatus)
 	}
 	// Output: github.com/pgxleak/pgxleak_test.ExampleCheckouts idle

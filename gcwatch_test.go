@@ -47,13 +47,13 @@ func TestGCWatchReuseNoFalseReports(t *testing.T) {
 		runtime.GC()
 		time.Sleep(5 * time.Millisecond)
 	}
-	if n := pgxleak.Stats(db).GarbageCollected; n != 0 {
+	if n := stats(t, db).GarbageCollected; n != 0 {
 		t.Fatalf("%d garbage-collection reports for Rows that were closed: %v", n, rec.all())
 	}
 
 	gcwatchDropRows(t, db)
 	deadline := time.Now().Add(10 * time.Second)
-	for pgxleak.Stats(db).GarbageCollected == 0 {
+	for stats(t, db).GarbageCollected == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("a dropped Rows was never reported")
 		}
@@ -62,7 +62,7 @@ func TestGCWatchReuseNoFalseReports(t *testing.T) {
 	}
 	runtime.GC()
 	time.Sleep(20 * time.Millisecond)
-	if n := pgxleak.Stats(db).GarbageCollected; n != 1 {
+	if n := stats(t, db).GarbageCollected; n != 1 {
 		t.Fatalf("%d reports for one dropped Rows", n)
 	}
 }

@@ -12,7 +12,7 @@ import (
 // ErrDraining is returned for new checkouts while [Drain] runs.
 var ErrDraining = errors.New("pgxleak: pool is draining; no new connections are handed out")
 
-// PoolStats is the tracker's counters next to database/sql's.
+// PoolStats is pgxleak's counters next to database/sql's.
 type PoolStats struct {
 	sql.DBStats
 	Checkouts        uint64 `json:"checkouts"`         // checkouts seen by the tracker (the pool's own warm-ups excluded)
@@ -36,6 +36,11 @@ type PoolStats struct {
 	// that no driver call has shown the tracker yet: handed out by its
 	// background opener. Each is also listed by Checkouts, with Unseen set.
 	Unseen int `json:"unseen"`
+	// Deadlocks counts connections reported held by a goroutine that waits
+	// for another of the same pool.
+	Deadlocks uint64 `json:"deadlocks"`
+	// Closed says the pool is closed: the counters are final.
+	Closed bool `json:"closed"`
 }
 
 // Waiter is a goroutine blocked waiting for a connection of the pool.
@@ -63,7 +68,52 @@ type Inspection struct {
 	// Deadlocked says the pool is full and every connection is held by a
 	// goroutine that waits for another one: nothing can return one.
 	Deadlocked bool `json:"deadlocked,omitempty"`
+	// Settings are the pool's effective settings, defaults resolved.
+	Settings Settings `json:"settings"`
+	// Reports are the pool's recent reports, most recent first: every
+	// report of the same kind at the same line is one entry, with its count
+	// (at most 50 entries).
+	Reports []Report `json:"reports"`
+	// Server is the server's connection limits and fleet, as
+	// [CheckCapacity] reads them for one instance, but over the pool's side
+	// connection and at most every 5 seconds (an inspection waits at most
+	// half a second for a read under way, then gives the previous one). It
+	// is nil under [WithoutServerView] or [WithPgBouncer], and when the
+	// server was not read yet; Notes then says why.
+	Server *Capacity `json:"server,omitempty"`
 }
+
+// Settings are a pool's effective settings, defaults resolved.
+type Settings struct {
+	// Tuned is false for a pool opened by sql.Open("pgxleak", dsn): the
+	// pool limits below (MaxOpen to MaxUses) are then pgxleak's defaults,
+	// not applied, and database/sql's own limits apply; the leak-detection
+	// settings apply either way.
+	Tuned                 bool          `json:"tuned"`
+	MaxOpen               int           `json:"max_open"` // 0 means unlimited
+	MaxIdle               int           `json:"max_idle"`
+	MinIdle               int           `json:"min_idle"`
+	ConnMaxLifetime       time.Duration `json:"conn_max_lifetime_ns"` // 0 means forever
+	ConnMaxLifetimeJitter time.Duration `json:"conn_max_lifetime_jitter_ns"`
+	ConnMaxIdleTime       time.Duration `json:"conn_max_idle_time_ns"` // 0 means forever
+	MaxUses               int64         `json:"max_uses"`              // 0 means unlimited
+	LeakThreshold         time.Duration `json:"leak_threshold_ns"`     // 0 means off
+	SlowWaitThreshold     time.Duration `json:"slow_wait_threshold_ns"`
+	WaitSampleInterval    time.Duration `json:"wait_sample_interval_ns"`
+	ReportInterval        time.Duration `json:"report_interval_ns"`
+	StackDepth            int           `json:"stack_depth"`
+	StackSampling         int64         `json:"stack_sampling"`
+	Statements            bool          `json:"statements"`
+	GCDetection           bool          `json:"gc_detection"`
+	PgBouncer             bool          `json:"pgbouncer"`
+	// ServerView is false under WithoutServerView: reports and the page do
+	// not read pg_stat_activity.
+	ServerView bool `json:"server_view"`
+	// IdleInTransactionTimeout is the idle_in_transaction_session_timeout
+	// set on the pool's sessions; 0 means the server's own.
+	IdleInTransactionTimeout time.Duration `json:"idle_in_transaction_timeout_ns"`
+}
+
 
 // Inspect returns the whole picture of db's pool: its counters, every
 // checkout with its holder goroutine and the server's view of its backend,
@@ -90,32 +140,68 @@ func (p *pool) inspect(ctx context.Context) Inspection {
 	p.fillStats(&in.Stats)
 	slices.SortStableFunc(in.Checkouts, func(a, b Checkout) int { return cmp.Compare(b.Held, a.Held) })
 	in.Deadlocked = d.poolDeadlocked(in.Stats.MaxOpenConnections)
+	in.Settings = p.settings()
+	in.Reports = p.monitor.recent.list()
+	var note string
+	if in.Server, note = p.serverCapacity(ctx); note != "" {
+		in.Notes = append(in.Notes, note)
+	}
 	return in
 }
 
-// Checkouts returns every connection checked out of db right now, oldest
-// first. It returns nil for a *sql.DB not opened through pgxleak.
-func Checkouts(db *sql.DB) []Checkout {
-	p := poolOf(db)
-	if p == nil {
-		return nil
-	}
-	return p.checkouts()
-}
+func (p *pool) settings() Settings {
+	c := p.cfg
+	s := Settings{
+		Tuned:                 p.db != nil,
+		MaxOpen:               c.maxOpen,
+		MaxIdle:               c.maxIdle,
+		MinIdle:               c.minIdle,
+		ConnMaxLifetime:       c.maxLifetime,
+		ConnMaxLifetimeJitter: c.lifetimeJitter,
+		ConnMaxIdleTime:       c.maxIdleTime,
+		MaxUses:               c.maxUses,
+		LeakThreshold:         c.leakThreshold,
+		SlowWaitThreshold:     c.slowWaitThreshold,
+		WaitSampleInterval:    c.waitInterval,
+		ReportInterval:        c.reportInterval,
+		StackDepth:            c.stackDepth,
+		StackSampling:         c.sampleEvery,
+		Statements:            c.statements,
+		GCDetection:           c.gcDetection,
+		PgBouncer:             c.pgBouncer,
 
-// Stats returns db.Stats() with the tracker's counters. For a *sql.DB not
-// opened through pgxleak only DBStats is filled.
-func Stats(db *sql.DB) PoolStats {
-	var s PoolStats
-	if db == nil {
-		return s
+		ServerView:               c.serverView,
+		IdleInTransactionTimeout: c.idleInTx,
 	}
-	s.DBStats = db.Stats()
-	if p := poolOf(db); p != nil {
-		p.fillStats(&s)
-		s.Unseen = len(p.unseenCheckouts())
+	if p.db != nil {
+		s.MaxOpen = p.db.Stats().MaxOpenConnections
 	}
 	return s
+}
+
+// Checkouts returns every connection checked out of db right now, oldest
+// first. It returns [ErrNotTracked] for a *sql.DB not opened through
+// pgxleak.
+func Checkouts(db *sql.DB) ([]Checkout, error) {
+	p := poolOf(db)
+	if p == nil {
+		return nil, ErrNotTracked
+	}
+	return p.checkouts(), nil
+}
+
+// Stats returns db.Stats() with pgxleak's counters. It returns
+// [ErrNotTracked] for a *sql.DB not opened through pgxleak.
+func Stats(db *sql.DB) (PoolStats, error) {
+	p := poolOf(db)
+	if p == nil {
+		return PoolStats{}, ErrNotTracked
+	}
+	var s PoolStats
+	s.DBStats = db.Stats()
+	p.fillStats(&s)
+	s.Unseen = len(p.unseenCheckouts())
+	return s, nil
 }
 
 // Drain stops new checkouts from db and waits until every checked-out
@@ -306,6 +392,10 @@ func (p *pool) unseenCheckouts() []Checkout {
 func (p *pool) fillStats(s *PoolStats) {
 	p.tracker.fillStats(s)
 	s.Terminated = p.diagnosis.terminated.Load()
+	s.Deadlocks = p.monitor.recent.count("deadlock")
+	p.mu.Lock()
+	s.Closed = p.closed
+	p.mu.Unlock()
 }
 
 // fillStats fills in the tracker's counters.

@@ -63,7 +63,7 @@ func TestDrainReportsLeftovers(t *testing.T) {
 		t.Fatalf("Drain error does not name the culprit line %s: %v", line, err)
 	}
 	rec.wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut && isCulprit(line)(l) })
-	if st := pgxleak.Stats(db); st.StillOut != 1 {
+	if st := stats(t, db); st.StillOut != 1 {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -80,7 +80,7 @@ func TestCheckoutsFields(t *testing.T) {
 	if err := c.QueryRowContext(ctx, "SELECT pg_backend_pid() WHERE $1::text <> ''", "argument-value").Scan(&pid); err != nil {
 		t.Fatal(err)
 	}
-	cs := pgxleak.Checkouts(db)
+	cs := checkouts(t, db)
 	if len(cs) != 1 {
 		t.Fatalf("Checkouts = %v", cs)
 	}
@@ -91,8 +91,11 @@ func TestCheckoutsFields(t *testing.T) {
 	if co.LastStatement != "SELECT pg_backend_pid() WHERE $1::text <> ''" || strings.Contains(co.String(), "argument-value") {
 		t.Fatalf("statement %q: want the text without arguments", co.LastStatement)
 	}
-	if pgxleak.Checkouts(nil) != nil {
-		t.Fatal("Checkouts(nil) should be nil")
+	if cs, err := pgxleak.Checkouts(nil); cs != nil || !errors.Is(err, pgxleak.ErrNotTracked) {
+		t.Fatalf("Checkouts(nil) = %v, %v; want nil, ErrNotTracked", cs, err)
+	}
+	if _, err := pgxleak.Stats(nil); !errors.Is(err, pgxleak.ErrNotTracked) {
+		t.Fatalf("Stats(nil): %v, want ErrNotTracked", err)
 	}
 }
 
@@ -104,7 +107,7 @@ func TestDrainDoesNotWaitForGarbageCollectedLeaks(t *testing.T) {
 	db, _ := openTest(t, rec.option())
 	line := leakRows(t, db)
 	deadline := time.Now().Add(10 * time.Second)
-	for pgxleak.Stats(db).GarbageCollected == 0 {
+	for stats(t, db).GarbageCollected == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("no garbage-collection report")
 		}
@@ -139,7 +142,7 @@ func TestDrainResetInFlight(t *testing.T) {
 		<-release
 		return nil
 	}
-	before := pgxleak.Stats(db).Checkouts
+	before := stats(t, db).Checkouts
 	connErr := make(chan error, 1)
 	go func() {
 		c, err := db.Conn(context.Background())
@@ -159,7 +162,7 @@ func TestDrainResetInFlight(t *testing.T) {
 	if err := <-drained; err != nil {
 		t.Fatalf("Drain = %v", err)
 	}
-	if got := pgxleak.Stats(db).Checkouts; got != before {
+	if got := stats(t, db).Checkouts; got != before {
 		t.Fatalf("%d checkouts recorded during Drain, want none", got-before)
 	}
 }
@@ -215,7 +218,7 @@ func TestDrainTwice(t *testing.T) {
 			t.Fatalf("Drain #%d = %v, want the connection still out", i+1, err)
 		}
 	}
-	if st := pgxleak.Stats(db); st.StillOut != 1 {
+	if st := stats(t, db); st.StillOut != 1 {
 		t.Fatalf("stats %+v: reported once", st)
 	}
 }

@@ -27,7 +27,7 @@ func TestRegisteredDriver(t *testing.T) {
 	if err := db.QueryRow("SELECT 41 + 1").Scan(&n); err != nil || n != 42 {
 		t.Fatalf("query = %d, %v", n, err)
 	}
-	st := pgxleak.Stats(db)
+	st := stats(t, db)
 	if st.Checkouts != 1 || st.Returns != 1 || st.CheckedOut != 0 {
 		t.Fatalf("tracker stats = %+v, want 1 checkout, 1 return", st)
 	}
@@ -110,7 +110,7 @@ func FuzzOpenDSN(f *testing.F) {
 			db, err := pgxleak.Open(driverName, dsn, pgxleak.WithLogger(nil), pgxleak.WithPgBouncer())
 			check("Open "+driverName, err)
 			if err == nil {
-				if st := pgxleak.Stats(db); st.CheckedOut != 0 || st.OpenConnections != 0 {
+				if st := stats(t, db); st.CheckedOut != 0 || st.OpenConnections != 0 {
 					t.Fatalf("Open connected: %+v", st)
 				}
 				if err := db.Close(); err != nil {
@@ -139,7 +139,7 @@ func TestPoolNameHasNoCredentials(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	cs := pgxleak.Checkouts(db)
+	cs := checkouts(t, db)
 	if len(cs) != 1 {
 		t.Fatalf("Checkouts = %v", cs)
 	}

@@ -120,14 +120,14 @@ func TestCheckoutByBackgroundOpener(t *testing.T) {
 	db := openHandOff(t)
 	_, takenAt := handOff(t, db)
 
-	cs := pgxleak.Checkouts(db)
+	cs := checkouts(t, db)
 	if len(cs) != 1 || !cs[0].Unseen || cs[0].Culprit != (pgxleak.Frame{}) {
 		t.Fatalf("Checkouts = %+v; want the one connection the opener handed out, marked Unseen", cs)
 	}
 	if cs[0].CheckedOutAt.After(takenAt) {
 		t.Errorf("CheckedOutAt = %v, after db.Conn returned at %v: Held would understate", cs[0].CheckedOutAt, takenAt)
 	}
-	if st := pgxleak.Stats(db); st.Unseen != 1 || st.InUse != 1 {
+	if st := stats(t, db); st.Unseen != 1 || st.InUse != 1 {
 		t.Errorf("Stats: Unseen = %d, InUse = %d; want 1, 1", st.Unseen, st.InUse)
 	}
 	err := pgxleak.Find(db, pgxleak.GracePeriod(20*time.Millisecond))
@@ -168,7 +168,7 @@ func TestCheckoutByBackgroundOpenerRaw(t *testing.T) {
 		t.Fatal(err)
 	}
 	asked := time.Now()
-	cs := pgxleak.Checkouts(db)
+	cs := checkouts(t, db)
 	if len(cs) != 1 || cs[0].Unseen {
 		t.Fatalf("Checkouts = %+v; want the connection, seen at its first use", cs)
 	}
@@ -220,7 +220,7 @@ func TestCheckoutByBackgroundOpenerWaiterGaveUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if cs := pgxleak.Checkouts(db); len(cs) != 1 || !cs[0].Unseen {
+	if cs := checkouts(t, db); len(cs) != 1 || !cs[0].Unseen {
 		t.Fatalf("Checkouts = %+v; want the connection just taken, marked Unseen", cs)
 	}
 	if err := pgxleak.Find(db, pgxleak.GracePeriod(0)); err == nil {

@@ -297,7 +297,7 @@ func FuzzOptions(f *testing.F) {
 			t.Fatalf("OpenDB rejected valid options: %v", err)
 		}
 		defer db.Close()
-		st := pgxleak.Stats(db)
+		st := stats(t, db)
 		if st.MaxOpenConnections != effOpen {
 			t.Fatalf("MaxOpenConnections = %d, want %d", st.MaxOpenConnections, effOpen)
 		}

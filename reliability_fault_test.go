@@ -78,8 +78,8 @@ func relBalanced(t testing.TB, db *sql.DB) pgxleak.PoolStats {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		st := pgxleak.Stats(db)
-		cos := pgxleak.Checkouts(db)
+		st := stats(t, db)
+		cos := checkouts(t, db)
 		if st.CheckedOut == 0 && st.DBStats.InUse == 0 && st.Checkouts == st.Returns && len(cos) == 0 {
 			return st
 		}
@@ -219,7 +219,7 @@ func TestFaultCheckedOutConnectionKilled(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cos := pgxleak.Checkouts(db)
+			cos := checkouts(t, db)
 			if len(cos) != 1 || cos[0].BackendPID != uint32(pid) || cos[0].TxStatus != "in transaction" ||
 				!strings.HasSuffix(cos[0].Culprit.File, "reliability_fault_test.go") {
 				t.Fatalf("Checkouts before the kill = %+v, want one in transaction on backend %d taken here", cos, pid)
@@ -465,9 +465,9 @@ func TestFaultMaxConnections(t *testing.T) {
 	if !errors.As(err, &pgErr) || pgErr.Code != "53300" || !strings.Contains(err.Error(), "too many clients") {
 		t.Errorf("sixth checkout: %v, want the server's too many clients error (53300)", err)
 	}
-	if st := pgxleak.Stats(db); st.CheckedOut != 5 || st.Checkouts != 5 || len(pgxleak.Checkouts(db)) != 5 {
+	if st := stats(t, db); st.CheckedOut != 5 || st.Checkouts != 5 || len(checkouts(t, db)) != 5 {
 		t.Errorf("tracker with 5 held and one refused: InUse %d, Checkouts %d, listed %d; want 5, 5, 5",
-			st.CheckedOut, st.Checkouts, len(pgxleak.Checkouts(db)))
+			st.CheckedOut, st.Checkouts, len(checkouts(t, db)))
 	}
 	for _, c := range held {
 		_ = c.Close()

@@ -180,7 +180,7 @@ func TestFaultNetwork(t *testing.T) {
 			stuck <- err
 		}()
 		pgtest.WaitFor(t, 5*time.Second, "the stuck statement", func() bool {
-			cos := pgxleak.Checkouts(db)
+			cos := checkouts(t, db)
 			return len(cos) == 1 && cos[0].LastStatement == stuckSQL
 		})
 		took, err = timed(300*time.Millisecond, func(ctx context.Context) error { return pgxleak.Drain(ctx, db) })

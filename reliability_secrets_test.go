@@ -465,8 +465,8 @@ func relExercise(t *testing.T, sig *relSignals, db *sql.DB, arg string) {
 		t.Fatal(err)
 	}
 	sig.leaks.wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected && !l.Resolved })
-	sig.addCheckouts(pgxleak.Checkouts(db))
-	for _, co := range pgxleak.Checkouts(db) {
+	sig.addCheckouts(checkouts(t, db))
+	for _, co := range checkouts(t, db) {
 		if co.LastStatement != "SELECT $1::text" {
 			t.Errorf("LastStatement = %q, want the statement without its argument", co.LastStatement)
 		}
@@ -518,7 +518,7 @@ func relExercise(t *testing.T, sig *relSignals, db *sql.DB, arg string) {
 		}
 		return false
 	})
-	sig.addCheckouts(pgxleak.Checkouts(db))
+	sig.addCheckouts(checkouts(t, db))
 }
 
 // relClosedPort returns a TCP port on 127.0.0.1 that nothing listens on.
@@ -572,7 +572,7 @@ func TestSecretsWithoutStatements(t *testing.T) {
 			go func() { _, err := db.ExecContext(ctx, q, "z"); done <- err }()
 			pgtest.WaitFor(t, 10*time.Second, "a waiter", func() bool { return db.Stats().WaitCount >= 1 })
 			time.Sleep(100 * time.Millisecond) // let the wait span several sampling intervals
-			sig.addCheckouts(pgxleak.Checkouts(db))
+			sig.addCheckouts(checkouts(t, db))
 			_ = c2.Close()
 			if err := <-done; err != nil {
 				t.Fatal(err)

@@ -32,11 +32,11 @@ func TestReportsDeduplicated(t *testing.T) {
 		}
 		conns = append(conns, c)
 	}
-	pgtest.WaitFor(t, 5*time.Second, "all ten to be suspected", func() bool { return pgxleak.Stats(db).Suspected == 10 })
+	pgtest.WaitFor(t, 5*time.Second, "all ten to be suspected", func() bool { return stats(t, db).Suspected == 10 })
 	for _, c := range conns {
 		c.Close()
 	}
-	pgtest.WaitFor(t, 5*time.Second, "all ten to resolve", func() bool { return pgxleak.Stats(db).Resolved == 10 })
+	pgtest.WaitFor(t, 5*time.Second, "all ten to resolve", func() bool { return stats(t, db).Resolved == 10 })
 	rec.wait(t, 5*time.Second, resolvedAt(line))
 	var suspected, resolved int
 	for _, l := range rec.all() {
@@ -195,7 +195,7 @@ func TestSamplingDoesNotMergeLeaks(t *testing.T) {
 	a, b := holdA(t, db), holdB(t, db)
 	defer a.Close()
 	defer b.Close()
-	pgtest.WaitFor(t, 5*time.Second, "both to be suspected", func() bool { return pgxleak.Stats(db).Suspected == 2 })
+	pgtest.WaitFor(t, 5*time.Second, "both to be suspected", func() bool { return stats(t, db).Suspected == 2 })
 	pgtest.WaitFor(t, 5*time.Second, "two reports", func() bool { return len(rec.all()) >= 2 })
 	for _, l := range rec.all() {
 		if l.Culprit != (pgxleak.Frame{}) || !strings.Contains(l.NoCulprit, "not sampled") || !strings.Contains(l.String(), "WithStackSampling(1)") {
@@ -242,7 +242,7 @@ func TestOneLeakOneReportPerKind(t *testing.T) {
 	}
 	defer c.Close()
 	rec.wait(t, 10*time.Second, reportAt(pgxleak.LeakSuspected, line))
-	if hasLeak(rec, reportAt(pgxleak.LeakSuspected, gcLine)) || pgxleak.Stats(db).Suspected != 1 {
+	if hasLeak(rec, reportAt(pgxleak.LeakSuspected, gcLine)) || stats(t, db).Suspected != 1 {
 		t.Fatalf("the garbage-collected connection was reported again as suspected: %v", rec.all())
 	}
 	db.Close()
@@ -291,7 +291,7 @@ func TestSuppressedReportsSummarised(t *testing.T) {
 	loc := first.Culprit.String()
 	want := fmt.Sprintf("2 more suspected leaks at %s since ", loc)
 	pgtest.WaitFor(t, 10*time.Second, "a summary line", func() bool { return strings.Contains(logs.String(), want) })
-	if st := pgxleak.Stats(db); st.Suspected != 3 {
+	if st := stats(t, db); st.Suspected != 3 {
 		t.Fatalf("stats %+v", st)
 	}
 	db.Close()
@@ -369,7 +369,7 @@ func TestNothingReportedAfterClose(t *testing.T) {
 	db.Close()
 	rec.wait(t, 5*time.Second, reportAt(pgxleak.LeakStillOut, line))
 	c.Close() // database/sql closes it now
-	if st := pgxleak.Stats(db); st.Resolved != 0 || st.Suspected != 1 || st.StillOut != 1 {
+	if st := stats(t, db); st.Resolved != 0 || st.Suspected != 1 || st.StillOut != 1 {
 		t.Fatalf("stats %+v: a return after Close counted", st)
 	}
 }

@@ -51,6 +51,13 @@ func (s *sideConn) setConfig(c *pgx.Conn) {
 	s.mu.Unlock()
 }
 
+// configured reports whether the pool's pgx configuration is known.
+func (s *sideConn) configured() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg != nil
+}
+
 // applicationName is the pool's sessions' application_name, "" before
 // its first pgx connection.
 func (s *sideConn) applicationName() string {

@@ -125,7 +125,7 @@ func TestDrainTerminateStillOut(t *testing.T) {
 	if !r.Terminated {
 		t.Errorf("still-out report %q: want it marked terminated", r.String())
 	}
-	if n := pgxleak.Stats(db).Terminated; n != 1 {
+	if n := stats(t, db).Terminated; n != 1 {
 		t.Errorf("Stats.Terminated = %d, want 1", n)
 	}
 
@@ -160,7 +160,7 @@ func TestTerminateDiscardsOnReturn(t *testing.T) {
 	if err := conn.PingContext(ctx); err != nil {
 		t.Fatal(err)
 	}
-	cs := pgxleak.Checkouts(db)
+	cs := checkouts(t, db)
 	if len(cs) != 1 || cs[0].BackendPID == 0 {
 		t.Fatalf("checkouts %+v, want one with a backend PID", cs)
 	}
@@ -184,7 +184,7 @@ func TestTerminateDiscardsOnReturn(t *testing.T) {
 	if got == pid {
 		t.Errorf("the terminated backend %d was reused", pid)
 	}
-	if st := pgxleak.Stats(db); st.Terminated != 1 {
+	if st := stats(t, db); st.Terminated != 1 {
 		t.Errorf("Stats.Terminated = %d, want 1", st.Terminated)
 	}
 }

@@ -447,7 +447,7 @@ func TestMetricsPoolSignals(t *testing.T) {
 	}
 
 	m = o.collect(t)
-	st := pgxleak.Stats(db)
+	st := stats(t, db)
 	checkSum(t, m, "db.client.connection.count", "{connection}", name, attribute.String("db.client.connection.state", "used"), int64(st.CheckedOut))
 	checkSum(t, m, "db.client.connection.count", "{connection}", name, attribute.String("db.client.connection.state", "idle"), int64(st.Idle))
 	checkSum(t, m, "db.client.connection.max", "{connection}", name, nil, 2)

@@ -47,8 +47,6 @@ type pool struct {
 	closed         bool   // guarded by mu
 	started        bool   // guarded by mu; the monitor goroutine runs
 	stillOutIssued bool   // guarded by mu; Drain reported the leftovers already
-
-	history history // the live page's plots
 }
 
 // tracker tracks the checkouts of one pool: the hot path writes here.
@@ -331,7 +329,6 @@ func (p *pool) run() {
 			p.diagnosis.side.closeIfIdle(p.cfg.sideIdle)
 		case <-waits:
 			p.tel.sampleWaitStats()
-			p.sampleHistory()
 		}
 	}
 }

@@ -108,7 +108,7 @@ func TestMinIdleWarmUp(t *testing.T) {
 	if n := pgtest.CountConnections(t, dsn, pgtest.ApplicationName(dsn)); n != 4 {
 		t.Fatalf("server sees %d connections right after Open, want 4", n)
 	}
-	if st := pgxleak.Stats(db); st.Checkouts != 0 || st.CheckedOut != 0 {
+	if st := stats(t, db); st.Checkouts != 0 || st.CheckedOut != 0 {
 		t.Fatalf("the warm-up counted as user checkouts: %+v", st)
 	}
 }
@@ -129,7 +129,7 @@ func TestMinIdleKept(t *testing.T) {
 		}
 		time.Sleep(idle / 3)
 	}
-	if st := pgxleak.Stats(db); st.Checkouts != 5 || st.Returns != 5 {
+	if st := stats(t, db); st.Checkouts != 5 || st.Returns != 5 {
 		t.Fatalf("want only the burst's 5 checkouts counted, not the pool's own: %+v", st)
 	}
 }
@@ -161,9 +161,9 @@ func TestLifetimeGovernedByOption(t *testing.T) {
 		if _, err := db.Exec("SELECT 1"); err != nil {
 			t.Fatal(err)
 		}
-		return pgxleak.Stats(db).LifetimeDiscarded > 0
+		return stats(t, db).LifetimeDiscarded > 0
 	})
-	if st := pgxleak.Stats(db); st.MaxLifetimeClosed != 0 {
+	if st := stats(t, db); st.MaxLifetimeClosed != 0 {
 		t.Fatalf("stats %+v: database/sql's own lifetime was turned off", st)
 	}
 }

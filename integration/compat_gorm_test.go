@@ -163,7 +163,7 @@ func TestGorm(t *testing.T) {
 						t.Error("PrepareStmt mode prepared no statement")
 					}
 				}
-				if st := pgxleak.Stats(db); st.Checkouts < 15 {
+				if st := stats(t, db); st.Checkouts < 15 {
 					t.Errorf("the tracker counted %d checkouts; it is not tracking GORM's calls", st.Checkouts)
 				}
 				pgxleak.VerifyNone(t, db)
@@ -205,7 +205,7 @@ func TestGormLeakAttribution(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			cos := pgxleak.Checkouts(db)
+			cos := checkouts(t, db)
 			if len(cos) != 3 {
 				t.Fatalf("%d checkouts, want 3", len(cos))
 			}

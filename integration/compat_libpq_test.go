@@ -50,7 +50,7 @@ func TestLibpq(t *testing.T) {
 				t.Fatal(err)
 			}
 			line++
-			cos := pgxleak.Checkouts(db)
+			cos := checkouts(t, db)
 			if len(cos) != 1 || cos[0].Culprit.File != file || cos[0].Culprit.Line != line {
 				t.Fatalf("checkouts %v, want one at %s:%d", cos, file, line)
 			}

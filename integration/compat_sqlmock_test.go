@@ -105,7 +105,7 @@ func TestSqlmock(t *testing.T) {
 			if len(clean.errs) != 0 {
 				t.Fatalf("VerifyNone failed a clean test: %v", clean.errs)
 			}
-			if st := pgxleak.Stats(db); st.Checkouts != 2 || st.Returns != 2 {
+			if st := stats(t, db); st.Checkouts != 2 || st.Returns != 2 {
 				t.Errorf("tracker: %d checkouts, %d returns; want 2 and 2", st.Checkouts, st.Returns)
 			}
 
@@ -149,7 +149,7 @@ func TestSqlmockLeakedTransaction(t *testing.T) {
 		t.Fatal(err)
 	}
 	line++
-	cos := pgxleak.Checkouts(db)
+	cos := checkouts(t, db)
 	if len(cos) != 1 || cos[0].Culprit.File != file || cos[0].Culprit.Line != line {
 		t.Fatalf("checkouts %v, want one at %s:%d", cos, file, line)
 	}

@@ -137,7 +137,7 @@ func TestSqlx(t *testing.T) {
 			if err := dbx.Get(&n, `SELECT count(*) FROM users`); err != nil || n != 4 {
 				t.Errorf("count after rollback = %d, %v; want 4", n, err)
 			}
-			if got := pgxleak.Stats(dbx.DB).Checkouts; got < 10 {
+			if got := stats(t, dbx.DB).Checkouts; got < 10 {
 				t.Errorf("the tracker counted %d checkouts; it is not tracking sqlx's calls", got)
 			}
 			pgxleak.VerifyNone(t, dbx.DB)
@@ -182,7 +182,7 @@ func TestSqlxLeakAttribution(t *testing.T) {
 	txLine := line + 1
 	tx.MustExec(`INSERT INTO t VALUES (1)`)
 
-	cos := pgxleak.Checkouts(db)
+	cos := checkouts(t, db)
 	if len(cos) != 2 {
 		t.Fatalf("%d checkouts, want 2", len(cos))
 	}

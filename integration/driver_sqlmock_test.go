@@ -48,7 +48,7 @@ func TestSqlmockErrorsPassThrough(t *testing.T) {
 	if err := mock.ExpectationsWereMet(); err != nil {
 		t.Fatal(err)
 	}
-	st := pgxleak.Stats(db)
+	st := stats(t, db)
 	if st.Checkouts != 3 || st.Returns != 3 {
 		t.Fatalf("tracker saw %d checkouts, %d returns; want 3, 3", st.Checkouts, st.Returns)
 	}
@@ -82,7 +82,7 @@ func TestFailedRollbackDiscardsConnection(t *testing.T) {
 	if st := db.Stats(); st.OpenConnections != 0 || st.Idle != 0 {
 		t.Fatalf("the connection went back to the pool: %+v", st)
 	}
-	if st := pgxleak.Stats(db); st.Checkouts != 1 || st.Returns != 1 {
+	if st := stats(t, db); st.Checkouts != 1 || st.Returns != 1 {
 		t.Fatalf("tracker %+v", st)
 	}
 }

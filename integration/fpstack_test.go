@@ -119,7 +119,7 @@ func heldStack(t *testing.T, c driver.Connector, path holdPath, fp bool) []pgxle
 	release := path.hold(t, db)
 	stack.SetFramePointers(was)
 	defer release()
-	cos := pgxleak.Checkouts(db)
+	cos := checkouts(t, db)
 	if len(cos) != 1 {
 		t.Fatalf("%d checkouts, want 1", len(cos))
 	}

@@ -226,3 +226,24 @@ func (s *memStmt) Query([]driver.Value) (driver.Rows, error) { //nolint:staticch
 	s.c.rows = memRows{}
 	return &s.c.rows, nil
 }
+
+// stats returns pgxleak.Stats(db), failing t if db is not a pgxleak pool.
+func stats(t testing.TB, db *sql.DB) pgxleak.PoolStats {
+	t.Helper()
+	s, err := pgxleak.Stats(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// checkouts returns pgxleak.Checkouts(db), failing t if db is not a
+// pgxleak pool.
+func checkouts(t testing.TB, db *sql.DB) []pgxleak.Checkout {
+	t.Helper()
+	cs, err := pgxleak.Checkouts(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
+}

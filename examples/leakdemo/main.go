@@ -28,11 +28,13 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers "pgx"
 
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/livepage"
 )
 
 type server struct{ db *sql.DB }
@@ -144,7 +146,10 @@ func main() {
 		}
 	}
 
-	st := pgxleak.Stats(db)
+	st, err := pgxleak.Stats(db)
+	if err != nil {
+		log.Fatal(err)
+	}
 	fmt.Printf("\npool: %d checkouts, %d returns, %d still out; %d suspected, %d resolved\n",
 		st.Checkouts, st.Returns, st.CheckedOut, st.Suspected, st.Resolved)
 
@@ -181,8 +186,16 @@ func hint(fromEnv bool) string {
 // the pool of 4 fills up within a minute and the healthy requests start
 // waiting; then the demo drains the pool and starts over.
 func serve(addr, dsn string, fromEnv bool, logger *slog.Logger) {
+	// Each round opens a fresh pool: the page shows the current one.
+	var page atomic.Pointer[http.Handler]
 	mux := http.NewServeMux()
-	mux.Handle("/debug/pgxleak/", pgxleak.Handler()) // in a real service: behind your own authentication
+	mux.HandleFunc("/debug/pgxleak/", func(w http.ResponseWriter, r *http.Request) { // in a real service: behind your own authentication
+		if h := page.Load(); h != nil {
+			(*h).ServeHTTP(w, r)
+			return
+		}
+		http.Error(w, "no pool yet", http.StatusServiceUnavailable)
+	})
 	srv := &http.Server{Addr: addr, Handler: mux}
 	go func() {
 		if err := srv.ListenAndServe(); err != nil {
@@ -200,6 +213,8 @@ func serve(addr, dsn string, fromEnv bool, logger *slog.Logger) {
 		if err != nil {
 			log.Fatalf("leakdemo: %v\n%s", err, hint(fromEnv))
 		}
+		h := livepage.Handler(db)
+		page.Store(&h)
 		s := &server{db: db}
 		calls := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			switch r.URL.Path {

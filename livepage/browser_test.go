@@ -1,4 +1,4 @@
-package pgxleak_test
+package livepage_test
 
 import (
 	"bytes"
@@ -14,6 +14,7 @@ import (
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
+	"github.com/pgxleak/pgxleak/livepage"
 
 	"net/http/httptest"
 )
@@ -87,7 +88,7 @@ func TestHandlerInBrowser(t *testing.T) {
 	}()
 	defer func() { stopWaiting(); <-waiterDone }()
 
-	srv := httptest.NewServer(pgxleak.Handler(leaky, stalled))
+	srv := httptest.NewServer(livepage.Handler(leaky, stalled))
 	defer srv.Close()
 	pgtest.WaitFor(t, 10*time.Second, "3 samples in each pool, and the waiter counted", func() bool {
 		p := getPage(t, srv.URL)

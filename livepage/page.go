@@ -1,4 +1,4 @@
-package pgxleak
+package livepage
 
 import (
 	"cmp"
@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/stack"
 )
 
@@ -45,21 +46,21 @@ type pageView struct {
 }
 
 type poolView struct {
-	ID        string
-	Name      string
-	Summary   string
-	Notes     []string
-	Deadlocks []string
-	Plots     []plotView
-	Holders   []holderView
-	NotShown  int
-	Waiters   []waiterGroup
-	WaitersNS int
-	Reports   []reportView
-	Settings  [][2]string
-	Capacity  []string
-	Server    ServerView
-	Fleet     []fleetRow
+	ID         string
+	Name       string
+	Summary    string
+	Notes      []string
+	Deadlocks  []string
+	Plots      []plotView
+	Holders    []holderView
+	NotShown   int
+	Waiters    []waiterGroup
+	WaitersNS  int
+	Reports    []reportView
+	Settings   [][2]string
+	Capacity   []string
+	ServerNote string // why the server's limits are not shown, if they are not
+	Fleet      []fleetRow
 }
 
 type holderView struct {
@@ -81,7 +82,7 @@ type reportView struct {
 }
 
 type fleetRow struct {
-	FleetUsage
+	pgxleak.FleetUsage
 	Self bool
 }
 
@@ -96,12 +97,12 @@ func newPageView(p Page, nonce string) pageView {
 func newPoolView(i int, pp *PoolPage, now time.Time) poolView {
 	st := pp.Stats
 	v := poolView{
-		ID:        "pool-" + strconv.Itoa(i),
-		Name:      pp.Pool,
-		Notes:     pp.Notes,
-		NotShown:  pp.CheckoutsNotShown,
-		WaitersNS: pp.WaitersNotShown,
-		Server:    pp.Server,
+		ID:         "pool-" + strconv.Itoa(i),
+		Name:       pp.Pool,
+		Notes:      pp.Notes,
+		NotShown:   pp.CheckoutsNotShown,
+		WaitersNS:  pp.WaitersNotShown,
+		ServerNote: serverNote(pp),
 	}
 	maxOpen := "unlimited"
 	if st.MaxOpenConnections > 0 {
@@ -112,7 +113,7 @@ func newPoolView(i int, pp *PoolPage, now time.Time) poolView {
 
 	// The holders, and who holds which backend, for the server's
 	// "blocked by" PIDs.
-	byPID := make(map[uint32]Checkout)
+	byPID := make(map[uint32]pgxleak.Checkout)
 	for _, c := range pp.Checkouts {
 		if c.BackendPID != 0 {
 			byPID[c.BackendPID] = c
@@ -137,7 +138,7 @@ func newPoolView(i int, pp *PoolPage, now time.Time) poolView {
 		rv := reportView{Kind: r.Kind, Headline: r.Headline, Count: r.Count, Last: ago(now, r.Last), First: ago(now, r.First),
 			Bad: r.Kind == "deadlock" || r.Kind == "pool_deadlocked" || r.Kind == "garbage_collected"}
 		if r.Checkout != nil && len(r.Checkout.Stack) > 0 {
-			rv.Stack = r.Checkout.StackString()
+			rv.Stack = formatStack(r.Checkout.Stack)
 		}
 		v.Reports = append(v.Reports, rv)
 	}
@@ -145,13 +146,34 @@ func newPoolView(i int, pp *PoolPage, now time.Time) poolView {
 	v.Plots = newPlots(pp, now)
 	v.Settings = settingsRows(pp.Settings)
 	v.Capacity = capacityLines(pp, st)
-	for _, f := range pp.Server.Fleet {
-		v.Fleet = append(v.Fleet, fleetRow{FleetUsage: f, Self: f.ApplicationName == pp.Server.ApplicationName})
+	if sv := pp.Server; sv != nil {
+		for _, f := range sv.Fleet {
+			v.Fleet = append(v.Fleet, fleetRow{FleetUsage: f, Self: f.ApplicationName == sv.ApplicationName})
+		}
 	}
 	return v
 }
 
-func newHolderView(poolID string, c Checkout, byPID map[uint32]Checkout) holderView {
+// serverNote says why the server's limits are not shown: off, behind
+// PgBouncer, or the inspection's note on the read.
+func serverNote(pp *PoolPage) string {
+	switch {
+	case pp.Server != nil:
+		return ""
+	case !pp.Settings.ServerView:
+		return "unavailable: server view off"
+	case pp.Settings.PgBouncer:
+		return "unavailable: behind PgBouncer: pg_stat_activity would show PgBouncer's connections, not this pool's"
+	}
+	for _, n := range pp.Notes {
+		if r, ok := strings.CutPrefix(n, "server limits unavailable: "); ok {
+			return "unavailable: " + r
+		}
+	}
+	return "unavailable: not read yet (the page shows it when it is)"
+}
+
+func newHolderView(poolID string, c pgxleak.Checkout, byPID map[uint32]pgxleak.Checkout) holderView {
 	h := holderView{
 		Key:       fmt.Sprintf("%s-h-%d-%d", poolID, c.BackendPID, c.CheckedOutAt.UnixNano()),
 		Culprit:   c.Culprit.String(),
@@ -161,7 +183,7 @@ func newHolderView(poolID string, c Checkout, byPID map[uint32]Checkout) holderV
 		Server:    "unknown",
 		Statement: c.LastStatement,
 		Suspected: c.Suspected,
-		Stack:     c.StackString(),
+		Stack:     formatStack(c.Stack),
 	}
 	if c.BackendPID != 0 {
 		h.PID = strconv.FormatUint(uint64(c.BackendPID), 10)
@@ -187,7 +209,7 @@ func newHolderView(poolID string, c Checkout, byPID map[uint32]Checkout) holderV
 			h.Holder += " (matched by " + g.MatchedBy + ")"
 		}
 		if len(g.Stack) > 0 {
-			h.HolderStack = stack.Format(toStackFrames(g.Stack))
+			h.HolderStack = formatStack(g.Stack)
 		}
 	}
 	if s := c.Server; s != nil {
@@ -209,15 +231,15 @@ func newHolderView(poolID string, c Checkout, byPID map[uint32]Checkout) holderV
 
 // groupWaiters groups the waiters by the line that asked for a
 // connection, deadlocked groups first, then the largest.
-func groupWaiters(poolID string, ws []Waiter) []waiterGroup {
+func groupWaiters(poolID string, ws []pgxleak.Waiter) []waiterGroup {
 	type group struct {
-		at       Frame
+		at       pgxleak.Frame
 		deadlock bool
 		n        int
 		longest  time.Duration
 		ids      []string
 		holds    []string
-		stack    []Frame
+		stack    []pgxleak.Frame
 	}
 	var order []*group
 	groups := make(map[[2]any]*group)
@@ -268,7 +290,7 @@ func groupWaiters(poolID string, ws []Waiter) []waiterGroup {
 			Goroutines: ids,
 			Holds:      strings.Join(g.holds, "; "),
 			Deadlock:   g.deadlock,
-			Stack:      stack.Format(toStackFrames(g.stack)),
+			Stack:      formatStack(g.stack),
 		}
 	}
 	return out
@@ -293,7 +315,7 @@ func wholePoolDeadlocked(pp *PoolPage) bool {
 	return true
 }
 
-func settingsRows(s Settings) [][2]string {
+func settingsRows(s pgxleak.Settings) [][2]string {
 	unl := func(n int64, zero string) string {
 		if n == 0 {
 			return zero
@@ -331,9 +353,9 @@ func settingsRows(s Settings) [][2]string {
 	return rows
 }
 
-func capacityLines(pp *PoolPage, st PoolStats) []string {
+func capacityLines(pp *PoolPage, st pgxleak.PoolStats) []string {
 	sv := pp.Server
-	if sv.ReadAt.IsZero() {
+	if sv == nil {
 		return nil
 	}
 	var out []string
@@ -350,8 +372,17 @@ func capacityLines(pp *PoolPage, st PoolStats) []string {
 		}
 	}
 	out = append(out, fmt.Sprintf("%d client connections on the server now; %d of them named %q like this pool's (all its instances).",
-		sv.ClientBackends, self, sv.ApplicationName))
+		sv.InUse, self, sv.ApplicationName))
 	return out
+}
+
+// formatStack renders frames like a goroutine's stack in a panic.
+func formatStack(fs []pgxleak.Frame) string {
+	out := make([]stack.Frame, len(fs))
+	for i, f := range fs {
+		out[i] = stack.Frame(f)
+	}
+	return stack.Format(out)
 }
 
 // short formats a duration for a table cell: "850ms", "12.3s", "4m5s".

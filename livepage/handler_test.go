@@ -1,4 +1,4 @@
-package pgxleak_test
+package livepage_test
 
 import (
 	"bytes"
@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
+	"github.com/pgxleak/pgxleak/livepage"
 )
 
 // get fetches url and returns its body, failing t on any error or a
@@ -42,7 +44,7 @@ func get(t testing.TB, url string) (string, http.Header) {
 
 // getPage fetches the JSON, decoding it strictly into the documented
 // struct: a field the struct does not have fails the test.
-func getPage(t testing.TB, url string) pgxleak.Page {
+func getPage(t testing.TB, url string) livepage.Page {
 	t.Helper()
 	body, h := get(t, url+"?format=json")
 	if ct := h.Get("Content-Type"); ct != "application/json" {
@@ -50,14 +52,17 @@ func getPage(t testing.TB, url string) pgxleak.Page {
 	}
 	dec := json.NewDecoder(strings.NewReader(body))
 	dec.DisallowUnknownFields()
-	var p pgxleak.Page
+	var p livepage.Page
 	if err := dec.Decode(&p); err != nil {
-		t.Fatalf("decoding the JSON into pgxleak.Page: %v\n%s", err, body)
+		t.Fatalf("decoding the JSON into livepage.Page: %v\n%s", err, body)
 	}
 	return p
 }
 
-func poolNamed(t testing.TB, p pgxleak.Page, name string) pgxleak.PoolPage {
+// defaultMaxOpen is pgxleak's default WithMaxOpenConns on this machine.
+func defaultMaxOpen() int { return max(4, 2*runtime.GOMAXPROCS(0)) }
+
+func poolNamed(t testing.TB, p livepage.Page, name string) livepage.PoolPage {
 	t.Helper()
 	for _, pp := range p.Pools {
 		if pp.Pool == name {
@@ -65,7 +70,7 @@ func poolNamed(t testing.TB, p pgxleak.Page, name string) pgxleak.PoolPage {
 		}
 	}
 	t.Fatalf("no pool %q on the page", name)
-	return pgxleak.PoolPage{}
+	return livepage.PoolPage{}
 }
 
 // TestHandlerLeakCulprit: a live leak's culprit line is in the HTML and in
@@ -80,7 +85,7 @@ func TestHandlerLeakCulprit(t *testing.T) {
 	}
 	defer rows.Close()
 
-	srv := httptest.NewServer(pgxleak.Handler(db))
+	srv := httptest.NewServer(livepage.Handler(db))
 	defer srv.Close()
 
 	html, h := get(t, srv.URL)
@@ -105,13 +110,13 @@ func TestHandlerLeakCulprit(t *testing.T) {
 	if pp.Checkouts[0].LastStatement != "SELECT 1" || pp.Stats.CheckedOut != 1 {
 		t.Errorf("statement %q, checked out %d", pp.Checkouts[0].LastStatement, pp.Stats.CheckedOut)
 	}
-	if pp.Settings.MaxOpen != pgxleak.DefaultMaxOpenConns || !pp.Settings.Tuned || pp.SampleInterval != 20*time.Millisecond ||
+	if pp.Settings.MaxOpen != defaultMaxOpen() || !pp.Settings.Tuned || pp.SampleInterval != 20*time.Millisecond ||
 		!pp.Settings.ServerView || pp.Settings.IdleInTransactionTimeout != 90*time.Second {
 		t.Errorf("settings %+v, interval %v", pp.Settings, pp.SampleInterval)
 	}
 	// Round trip: what was decoded encodes to the same JSON.
 	body, _ := get(t, srv.URL+"?format=json")
-	var again pgxleak.Page
+	var again livepage.Page
 	if err := json.Unmarshal([]byte(body), &again); err != nil {
 		t.Fatal(err)
 	}
@@ -125,21 +130,21 @@ func TestHandlerLeakCulprit(t *testing.T) {
 	var b3 bytes.Buffer
 	_ = json.NewEncoder(&b3).Encode(back)
 	if b2.String() != b3.String() {
-		t.Errorf("the JSON does not survive a round trip through pgxleak.Page:\n%s\n%s", b2.String(), b3.String())
+		t.Errorf("the JSON does not survive a round trip through livepage.Page:\n%s\n%s", b2.String(), b3.String())
 	}
 }
 
 // TestHandlerPlotPoints: every polyline has one point per sample.
 func TestHandlerPlotPoints(t *testing.T) {
 	db, _ := openTest(t, pgxleak.WithPoolName("page-plot"), pgxleak.WithWaitSampleInterval(10*time.Millisecond))
-	srv := httptest.NewServer(pgxleak.Handler(db))
+	srv := httptest.NewServer(livepage.Handler(db))
 	defer srv.Close()
 	for range 5 {
 		if _, err := db.ExecContext(t.Context(), "SELECT 1"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	var before pgxleak.PoolPage
+	var before livepage.PoolPage
 	pgtest.WaitFor(t, 10*time.Second, "5 samples", func() bool {
 		before = getPage(t, srv.URL).Pools[0]
 		return len(before.History) >= 5
@@ -170,7 +175,7 @@ func TestHandlerPlotPoints(t *testing.T) {
 	for _, s := range after.History {
 		sum += s.Checkouts
 	}
-	if last := after.History[len(after.History)-1]; sum < 5 || last.MaxOpen != pgxleak.DefaultMaxOpenConns {
+	if last := after.History[len(after.History)-1]; sum < 5 || last.MaxOpen != defaultMaxOpen() {
 		t.Errorf("history: %d checkouts in all (want at least 5), last sample %+v", sum, last)
 	}
 }
@@ -185,7 +190,7 @@ func TestHandlerEscapes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rows.Close()
-	srv := httptest.NewServer(pgxleak.Handler(db))
+	srv := httptest.NewServer(livepage.Handler(db))
 	defer srv.Close()
 	for _, q := range []string{"", "?fragment=pools"} {
 		html, _ := get(t, srv.URL+q)
@@ -200,7 +205,7 @@ func TestHandlerEscapes(t *testing.T) {
 
 // TestHandlerMethods: only GET and HEAD.
 func TestHandlerMethods(t *testing.T) {
-	srv := httptest.NewServer(pgxleak.Handler())
+	srv := httptest.NewServer(livepage.Handler())
 	defer srv.Close()
 	for _, m := range []string{http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodPatch, http.MethodOptions} {
 		req, _ := http.NewRequest(m, srv.URL, strings.NewReader("x"))
@@ -223,12 +228,11 @@ func TestHandlerMethods(t *testing.T) {
 	}
 }
 
-// TestHandlerPools: with no arguments, every open pool, by name; with
-// arguments, those only; a closed pool goes.
+// TestHandlerPools: the pools given, by name; a closed pool goes.
 func TestHandlerPools(t *testing.T) {
 	a, _ := openTest(t, pgxleak.WithPoolName("page-pools-b"))
 	b, _ := openTest(t, pgxleak.WithPoolName("page-pools-a"))
-	srv := httptest.NewServer(pgxleak.Handler())
+	srv := httptest.NewServer(livepage.Handler(a, b))
 	defer srv.Close()
 	html, _ := get(t, srv.URL)
 	ia, ib := strings.Index(html, "Pool page-pools-a"), strings.Index(html, "Pool page-pools-b")
@@ -239,7 +243,7 @@ func TestHandlerPools(t *testing.T) {
 	poolNamed(t, p, "page-pools-a")
 	poolNamed(t, p, "page-pools-b")
 
-	one := httptest.NewServer(pgxleak.Handler(a))
+	one := httptest.NewServer(livepage.Handler(a))
 	defer one.Close()
 	if p := getPage(t, one.URL); len(p.Pools) != 1 || p.Pools[0].Pool != "page-pools-b" {
 		t.Errorf("Handler(a) shows %d pools", len(p.Pools))
@@ -255,7 +259,7 @@ func TestHandlerPools(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer other.Close()
-	plain := httptest.NewServer(pgxleak.Handler(other))
+	plain := httptest.NewServer(livepage.Handler(other))
 	defer plain.Close()
 	if html, _ := get(t, plain.URL); !strings.Contains(html, "not opened by pgxleak") {
 		t.Error("a *sql.DB not opened through pgxleak is not explained")
@@ -309,12 +313,12 @@ func TestHandlerFleet(t *testing.T) {
 		return got
 	}
 
-	srv := httptest.NewServer(pgxleak.Handler(a, b))
+	srv := httptest.NewServer(livepage.Handler(a, b))
 	defer srv.Close()
-	var p pgxleak.Page
+	var p livepage.Page
 	pgtest.WaitFor(t, 10*time.Second, "the server view", func() bool {
 		p = getPage(t, srv.URL)
-		return !p.Pools[0].Server.ReadAt.IsZero() && !p.Pools[1].Server.ReadAt.IsZero()
+		return p.Pools[0].Server != nil && p.Pools[1].Server != nil
 	})
 	for _, pp := range p.Pools {
 		if got := counts(pp.Server.Fleet); len(got) != 2 || got[appA] != 3 || got[appB] != 4 {
@@ -368,15 +372,13 @@ func TestHandlerServerViewOff(t *testing.T) {
 	if err := db.PingContext(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(pgxleak.Handler(db))
+	srv := httptest.NewServer(livepage.Handler(db))
 	defer srv.Close()
-	var p pgxleak.Page
-	pgtest.WaitFor(t, 10*time.Second, "the server view's verdict", func() bool {
-		p = getPage(t, srv.URL)
-		return p.Pools[0].Server.Unavailable != ""
-	})
-	if s := p.Pools[0].Server; !strings.Contains(s.Unavailable, "server view off") || !s.ReadAt.IsZero() {
-		t.Errorf("server view %+v: want none, unavailable because it is off", s)
+	if s := getPage(t, srv.URL).Pools[0].Server; s != nil {
+		t.Errorf("server view %+v: want none", s)
+	}
+	if html, _ := get(t, srv.URL); !strings.Contains(html, "Server view unavailable: server view off") {
+		t.Error("the page does not say the server view is off")
 	}
 	var n int
 	if err := db.QueryRowContext(t.Context(), "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgxleak side connection' AND datname = current_database()").Scan(&n); err != nil {

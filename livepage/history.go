@@ -1,8 +1,13 @@
-package pgxleak
+package livepage
 
 import (
+	"database/sql"
 	"sync"
+	"sync/atomic"
 	"time"
+	"weak"
+
+	"github.com/pgxleak/pgxleak"
 )
 
 // historySpan is how far back the live page's plots reach.
@@ -13,8 +18,8 @@ const historySpan = 15 * time.Minute
 // and costs about 100 KB per pool. A shorter interval covers less time.
 const maxHistory = 900
 
-// Sample is one point of a pool's history, taken by the pool's monitor at
-// every wait-sampling interval ([WithWaitSampleInterval]). Counts "in the
+// Sample is one point of a pool's history, sampled from [pgxleak.Stats] at
+// the pool's wait-sampling interval ([pgxleak.WithWaitSampleInterval]). Counts "in the
 // interval" are since the previous sample; the leak counts are totals since
 // the pool opened.
 type Sample struct {
@@ -33,8 +38,8 @@ type Sample struct {
 	Deadlocks        uint64 `json:"deadlocks"`         // deadlocks reported, total
 }
 
-// history is a pool's ring of samples, written by the monitor goroutine
-// and read by the live page. The zero value is ready. The ring grows with
+// history is a pool's ring of samples, written by its sampler and read by
+// the page. The zero value is ready. The ring grows with
 // the samples, by append, up to historyLen for the sampling interval, and
 // then wraps: a pool that lives a minute never holds 15 minutes' worth.
 type history struct {
@@ -42,8 +47,8 @@ type history struct {
 	ring    []Sample // guarded by mu
 	next    int      // guarded by mu; where the next sample goes once full
 	full    bool     // guarded by mu; the ring has reached its length
-	last    Sample   // monitor only: the previous cumulative counters
-	lastSet bool     // monitor only
+	last    Sample   // sampler only: the previous cumulative counters
+	lastSet bool     // sampler only
 }
 
 // historyLen is the number of samples that cover historySpan at interval,
@@ -81,18 +86,77 @@ func (h *history) samples() []Sample {
 	return append(out, h.ring[:h.next]...)
 }
 
-// sampleHistory records one sample of the pool. The monitor calls it at
-// every wait-sampling tick, after the wait sampler; it reads db.Stats()
-// and the tracker's counters (one lock round per connection), never on the
-// hot path.
-func (p *pool) sampleHistory() {
-	if p.db == nil {
-		return
+// sampler samples one pool's public counters into its history, from the
+// moment Handler is given the pool until the pool closes. Its goroutine
+// holds the *sql.DB only weakly, between samples, and never the sampler
+// (which holds the pool for the handler's inspections): it keeps no pool
+// reachable, and stops at the first sample after the pool closed or was
+// collected: within one sampling interval of the pool's Close.
+type sampler struct {
+	db    *sql.DB
+	state *sampling // shared with the goroutine
+}
+
+// sampling is what the sampler's goroutine shares with the page.
+type sampling struct {
+	interval atomic.Int64  // the pool's wait-sampling interval, once an inspection told it
+	done     chan struct{} // closed when the goroutine returns
+	history  history
+}
+
+// defaultInterval is pgxleak's default wait-sampling interval, used until
+// the first inspection gives the pool's own.
+const defaultInterval = time.Second
+
+func newSampler(db *sql.DB) *sampler {
+	st := &sampling{done: make(chan struct{})}
+	st.interval.Store(int64(defaultInterval))
+	if _, err := pgxleak.Stats(db); err == nil { // nothing to sample otherwise
+		go st.run(weak.Make(db))
+	} else {
+		close(st.done)
 	}
-	now := time.Now()
-	var st PoolStats
-	st.DBStats = p.db.Stats()
-	p.fillStats(&st)
+	return &sampler{db: db, state: st}
+}
+
+// run samples until the pool is closed or collected.
+func (st *sampling) run(db weak.Pointer[sql.DB]) {
+	defer close(st.done)
+	for {
+		d := time.Duration(st.interval.Load())
+		time.Sleep(d)
+		stats, ok := statsOf(db)
+		if !ok {
+			return
+		}
+		st.history.sample(stats, time.Now(), d)
+	}
+}
+
+// statsOf returns the pool's counters, or false once it is closed or
+// collected. The pool is held strongly only inside this call.
+func statsOf(db weak.Pointer[sql.DB]) (pgxleak.PoolStats, bool) {
+	strong := db.Value()
+	if strong == nil {
+		return pgxleak.PoolStats{}, false
+	}
+	st, err := pgxleak.Stats(strong)
+	return st, err == nil && !st.Closed
+}
+
+// setInterval records the pool's wait-sampling interval.
+func (s *sampler) setInterval(d time.Duration) {
+	if d > 0 {
+		s.state.interval.Store(int64(d))
+	}
+}
+
+// samples returns the history, oldest first.
+func (s *sampler) samples() []Sample { return s.state.history.samples() }
+
+// sample records one sample of the pool's counters st, taken at now, at
+// the sampling interval.
+func (h *history) sample(st pgxleak.PoolStats, now time.Time, interval time.Duration) {
 	cur := Sample{
 		At:               now,
 		InUse:            st.InUse,
@@ -104,16 +168,15 @@ func (p *pool) sampleHistory() {
 		Suspected:        st.Suspected,
 		GarbageCollected: st.GarbageCollected,
 		StillOut:         st.StillOut,
-		Deadlocks:        p.monitor.recent.count("deadlock"),
+		Deadlocks:        st.Deadlocks,
 	}
-	h := &p.history
 	prev := h.last
 	h.last = cur
 	if !h.lastSet {
-		// The first tick comes one interval after the pool opened: its
-		// counts are everything since then.
+		// The first sample comes one interval after sampling began: its
+		// counts are everything since the pool opened.
 		h.lastSet = true
-		prev = Sample{At: now.Add(-p.cfg.waitInterval)}
+		prev = Sample{At: now.Add(-interval)}
 	}
 	s := cur
 	s.Interval = now.Sub(prev.At)
@@ -124,5 +187,5 @@ func (p *pool) sampleHistory() {
 	} else {
 		s.Checkouts = 0
 	}
-	h.add(s, p.cfg.waitInterval)
+	h.add(s, interval)
 }

@@ -1,8 +1,9 @@
-package pgxleak
+package livepage
 
 import (
 	"bytes"
 	"fmt"
+	"github.com/pgxleak/pgxleak"
 	"regexp"
 	"strings"
 	"testing"
@@ -13,26 +14,26 @@ import (
 // (holders, the server's view, waiters, a deadlock), built by hand.
 func constructedPage(holders int) Page {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	at := func(fn string, line int) Frame {
-		return Frame{Function: "app." + fn, File: "/src/app/service.go", Line: line}
+	at := func(fn string, line int) pgxleak.Frame {
+		return pgxleak.Frame{Function: "app." + fn, File: "/src/app/service.go", Line: line}
 	}
-	stk := []Frame{at("handler", 36), {Function: "net/http.HandlerFunc.ServeHTTP", File: "/go/src/net/http/server.go", Line: 2294}}
-	co := func(line int, pid uint32, held time.Duration) Checkout {
-		return Checkout{Pool: "orders", Culprit: at("handler", line), Stack: stk, CheckedOutAt: now.Add(-held),
+	stk := []pgxleak.Frame{at("handler", 36), {Function: "net/http.HandlerFunc.ServeHTTP", File: "/go/src/net/http/server.go", Line: 2294}}
+	co := func(line int, pid uint32, held time.Duration) pgxleak.Checkout {
+		return pgxleak.Checkout{Pool: "orders", Culprit: at("handler", line), Stack: stk, CheckedOutAt: now.Add(-held),
 			Held: held, BackendPID: pid, TxStatus: "in transaction", LastStatement: "SELECT * FROM orders WHERE id = $1 FOR UPDATE"}
 	}
 	exited := co(70, 4120, 31*time.Second)
-	exited.Holder = &Holder{Goroutine: 77, Exited: true, MatchedBy: "goroutine id"}
-	exited.Server = &ServerActivity{State: "idle in transaction"}
+	exited.Holder = &pgxleak.Holder{Goroutine: 77, Exited: true, MatchedBy: "goroutine id"}
+	exited.Server = &pgxleak.ServerActivity{State: "idle in transaction"}
 	alive := co(17, 4121, 45*time.Second)
-	alive.Holder = &Holder{Goroutine: 812, State: "IO wait", Waiting: 2 * time.Minute, At: at("work", 29), Stack: []Frame{at("work", 29)}, MatchedBy: "goroutine id"}
-	alive.Server = &ServerActivity{State: "active", WaitEventType: "Lock", WaitEvent: "transactionid", BlockedBy: []uint32{4120}}
+	alive.Holder = &pgxleak.Holder{Goroutine: 812, State: "IO wait", Waiting: 2 * time.Minute, At: at("work", 29), Stack: []pgxleak.Frame{at("work", 29)}, MatchedBy: "goroutine id"}
+	alive.Server = &pgxleak.ServerActivity{State: "active", WaitEventType: "Lock", WaitEvent: "transactionid", BlockedBy: []uint32{4120}}
 	dl := co(50, 4122, 2*time.Second)
-	dl.Holder = &Holder{Goroutine: 900, State: "select", At: at("nested", 52)}
-	cs := []Checkout{alive, exited, dl}
+	dl.Holder = &pgxleak.Holder{Goroutine: 900, State: "select", At: at("nested", 52)}
+	cs := []pgxleak.Checkout{alive, exited, dl}
 	for i := len(cs); i < holders; i++ {
 		c := co(100+i, uint32(5000+i), time.Duration(holders-i)*time.Millisecond)
-		c.Holder = &Holder{Goroutine: uint64(10000 + i), State: "chan receive", At: at("wait", 200+i), Stack: stk}
+		c.Holder = &pgxleak.Holder{Goroutine: uint64(10000 + i), State: "chan receive", At: at("wait", 200+i), Stack: stk}
 		cs = append(cs, c)
 	}
 	var hist []Sample
@@ -40,21 +41,21 @@ func constructedPage(holders int) Page {
 		hist = append(hist, Sample{At: now.Add(time.Duration(i-29) * time.Second), Interval: time.Second, InUse: i % 4, Idle: 1, MaxOpen: 3, Waits: int64(i % 3), WaitTime: time.Duration(i) * time.Millisecond, Checkouts: uint64(i), Suspected: uint64(i / 10)})
 	}
 	pp := PoolPage{
-		Inspection: Inspection{
+		Inspection: pgxleak.Inspection{
 			Pool: "orders", TakenAt: now, Checkouts: cs,
-			Waiters: []Waiter{
-				{Goroutine: 900, At: at("nested", 52), Stack: []Frame{at("nested", 52)}, Holds: []Checkout{dl}},
+			Waiters: []pgxleak.Waiter{
+				{Goroutine: 900, At: at("nested", 52), Stack: []pgxleak.Frame{at("nested", 52)}, Holds: []pgxleak.Checkout{dl}},
 				{Goroutine: 901, At: at("list", 88)},
 				{Goroutine: 902, At: at("list", 88)},
 			},
-			Notes: []string{"server view unavailable: too many clients already"},
+			Notes:    []string{"server view unavailable: too many clients already"},
+			Reports:  []pgxleak.Report{{Kind: "deadlock", Headline: "pgxleak: deadlock", At: at("nested", 52), Count: 3, First: now.Add(-time.Minute), Last: now}},
+			Settings: pgxleak.Settings{Tuned: true, MaxOpen: 3},
+			Server: &pgxleak.Capacity{ReadAt: now, Instances: 1, PoolMax: 3, ApplicationName: "orders-api/orders", MaxConnections: 100, ReservedConnections: 3, Available: 97,
+				InUse: 12, Fleet: []pgxleak.FleetUsage{{ApplicationName: "orders-api/orders", Connections: 9}, {ApplicationName: "", Connections: 3}}},
 		},
 		SampleInterval: time.Second,
 		History:        hist,
-		Reports:        []Report{{Kind: "deadlock", Headline: "pgxleak: deadlock", At: at("nested", 52), Count: 3, First: now.Add(-time.Minute), Last: now}},
-		Settings:       Settings{Tuned: true, MaxOpen: 3},
-		Server: ServerView{ReadAt: now, ApplicationName: "orders-api/orders", MaxConnections: 100, ReservedConnections: 3, Available: 97,
-			ClientBackends: 12, Fleet: []FleetUsage{{ApplicationName: "orders-api/orders", Connections: 9}, {ApplicationName: "", Connections: 3}}},
 	}
 	pp.Stats.MaxOpenConnections, pp.Stats.InUse = 3, 3
 	pp.capRows()
@@ -113,7 +114,7 @@ func TestPageWholePoolDeadlocked(t *testing.T) {
 	pp.Waiters = nil
 	for _, c := range pp.Checkouts {
 		c.Holder.Exited = false
-		pp.Waiters = append(pp.Waiters, Waiter{Goroutine: c.Holder.Goroutine, At: c.Holder.At, Holds: []Checkout{c}})
+		pp.Waiters = append(pp.Waiters, pgxleak.Waiter{Goroutine: c.Holder.Goroutine, At: c.Holder.At, Holds: []pgxleak.Checkout{c}})
 	}
 	var b bytes.Buffer
 	if err := renderPage(&b, p, ""); err != nil {

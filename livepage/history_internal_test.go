@@ -1,8 +1,13 @@
-package pgxleak
+package livepage
 
 import (
+	"runtime"
 	"testing"
 	"time"
+	"weak"
+
+	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
 
 func TestHistoryLen(t *testing.T) {
@@ -44,4 +49,42 @@ func TestHistoryRing(t *testing.T) {
 	if len(h.ring) != n {
 		t.Fatalf("ring grew to %d, want %d", len(h.ring), n)
 	}
+}
+
+// TestSamplerLifecycle: a sampler samples its pool's Stats at the pool's
+// interval, stops when the pool closes, and then keeps nothing of it.
+func TestSamplerLifecycle(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	db, err := pgxleak.Open("pgx", dsn, pgxleak.WithoutServerView())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newSampler(db)
+	s.setInterval(5 * time.Millisecond)
+	if _, err := db.ExecContext(t.Context(), "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	pgtest.WaitFor(t, 10*time.Second, "3 samples, one checkout among them", func() bool {
+		var n uint64
+		for _, x := range s.samples() {
+			n += x.Checkouts
+		}
+		return len(s.samples()) >= 3 && n >= 1
+	})
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.state.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the sampler still runs after its pool closed")
+	}
+
+	// Closed and dropped: nothing of the page keeps the pool reachable.
+	w := weak.Make(db)
+	db, s = nil, nil
+	pgtest.WaitFor(t, 10*time.Second, "the closed pool collected", func() bool {
+		runtime.GC()
+		return w.Value() == nil
+	})
 }
