@@ -49,4 +49,3 @@ func (info dsnInfo) setApplicationName(poolName string) {
 	}
 	info.pgx.RuntimeParams["application_name"] = defaultApplicationName(poolName)
 }
-

@@ -114,7 +114,6 @@ type Settings struct {
 	IdleInTransactionTimeout time.Duration `json:"idle_in_transaction_timeout_ns"`
 }
 
-
 // Inspect returns the whole picture of db's pool: its counters, every
 // checkout with its holder goroutine and the server's view of its backend,
 // and the goroutines waiting for a connection. It takes a goroutine dump

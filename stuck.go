@@ -18,7 +18,7 @@ import (
 type diagnosis struct {
 	dumps      gdump.Limiter
 	side       sideConn
-	limits     serverLimits // the server's limits and fleet (serverview.go)
+	limits     serverLimits  // the server's limits and fleet (serverview.go)
 	terminated atomic.Uint64 // backends terminated (Terminate, Drain)
 	refreshing atomic.Bool   // a background read of the server view is under way
 

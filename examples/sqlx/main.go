@@ -87,7 +87,7 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer rows.Close() // for the error paths: an open Rows would block DROP TABLE
+	defer rows.Close()              // for the error paths: an open Rows would block DROP TABLE
 	out, _ := pgxleak.Checkouts(db) // db is a pgxleak pool: no error
 	if len(out) != 1 || !strings.HasSuffix(out[0].Culprit.File, "examples/sqlx/main.go") {
 		return fmt.Errorf("expected the leaked Rows to be reported at this file, got %v", out)
