@@ -31,9 +31,10 @@ type Capacity struct {
 	ReadAt          time.Time    `json:"read_at"` // when the server was read
 }
 
-// String summarises the check, e.g. "4 instances × 10 connections = 40 fit
-// in 87 of max_connections 100 (97 available, 10 headroom)".
-func (c Capacity) String() string {
+// summary is the check in words, e.g. "4 instances × 10 connections = 40
+// fit in 87 of max_connections 100 (97 available, 10 headroom)", as
+// WithCapacityCheck logs it.
+func (c Capacity) summary() string {
 	budget := c.Available - c.Headroom
 	if c.PoolMax == 0 {
 		return fmt.Sprintf("pool has no connection limit; %d instances could exceed max_connections %d (%d available, %d headroom)",

@@ -2,20 +2,9 @@ package pgxleak
 
 import (
 	"context"
-	"slices"
-	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/pgxleak/pgxleak/internal/stack"
-)
-
-// connection states
-const (
-	stateIdle uint8 = iota
-	stateOut
-	stateClosed
 )
 
 // transaction states, as PostgreSQL's ReadyForQuery reports them
@@ -36,64 +25,6 @@ func txStatusString(b byte) string {
 		return "in failed transaction"
 	}
 	return "unknown"
-}
-
-// connState is the tracker's record of one connection: the per-connection
-// state machine idle → out → idle … → closed.
-//
-// Ownership:
-//   - tracker, pgx, pid, expiresAt and noReset are set once, before the
-//     connection is handed to database/sql, and never change.
-//   - mu guards the rest. database/sql uses a connection from one goroutine
-//     at a time, so mu is uncontended except when the monitor or an
-//     inspection reads it.
-//   - Owner-only fields (marked "owner") are written only inside driver
-//     calls on the connection (checkout, use, return), under mu. database/sql
-//     makes those calls one at a time, with happens-before edges between the
-//     goroutines that make them, so those calls may read owner fields
-//     without mu; the monitor and inspections read them only under mu and
-//     never write them. That lets the per-operation path (use,
-//     afterStatement) skip the lock when nothing changes.
-//   - watch is touched only inside driver calls and needs no lock at all.
-type connState struct {
-	pool      *pool
-	pgx       *pgx.Conn // nil unless the wrapped conn is pgx's
-	pid       uint32
-	expiresAt int64 // jittered end of life, in pool time; 0 means never
-	noReset   bool  // the driver has no ResetSession: no reuse is seen before its first operation
-
-	mu         sync.Mutex
-	state      uint8           // owner; guarded by mu
-	internal   bool            // guarded by mu; checked out by the pool itself (warm-up)
-	checkoutAt int64           // guarded by mu; pool time
-	ctx        context.Context // guarded by mu; the checkout's context, for trace links; nil once returned
-	pcs        []uintptr       // guarded by mu; capture buffer, allocated once per connection
-	npcs       int             // guarded by mu
-	statement  string          // owner; guarded by mu; the last statement of any checkout
-	stmtAt     atomic.Uint64   // owner; the checkout (checkouts) that last ran statement
-	txStatus   byte            // owner; guarded by mu
-	suspected  bool            // guarded by mu
-	gcLeaked   bool            // guarded by mu
-	reportedAt [2]int64        // guarded by mu; pool time it was reported as suspected, as garbage-collected
-	broken     bool            // guarded by mu; a transaction ended in an unknown state: discard at return
-	uses       int64           // guarded by mu; user checkouts, for WithMaxUses and sampling
-	checkouts  uint64          // owner; guarded by mu
-	returns    uint64          // guarded by mu
-	goid       uint64          // guarded by mu; the checking-out goroutine (see holderID); 0 if unknown
-	terminated bool            // guarded by mu; its backend was terminated (Terminate, Drain): discard at return
-	// A checkout that made no driver call (see use) can only have begun
-	// after idleSince. pristine marks a connection database/sql's
-	// background opener made and nobody was seen to check out: database/sql
-	// hands it out with no ResetSession (it resets only connections
-	// returned by a caller, sql.go: driverConn.resetSession, putConn).
-	idleSince int64 // guarded by mu; pool time it was connected by the opener or last returned
-	pristine  bool  // guarded by mu
-	lateFrom  int64 // guarded by mu; for a checkout seen late, its idleSince; 0 otherwise
-
-	// watch is the connection's garbage-collection watch while no Rows
-	// holds it (see gcWatch). It is used only inside driver calls on this
-	// connection, which database/sql serialises, and needs no lock.
-	watch *gcWatch
 }
 
 // checkoutLocked records a checkout. It is the hot path: no allocation, no
@@ -211,7 +142,7 @@ func (c *connState) returnLocked(now int64, timed bool) {
 			// The follow-up report says how long it was out: worth a
 			// system clock read, once per leak.
 			s := c.snapshotLocked(c.pool.now())
-			if c.pool.tracker.enqueue(report{kind: LeakSuspected, resolved: true, snap: s}) {
+			if c.pool.tracker.enqueue(report{kind: Resolved, snap: s}) {
 				c.pool.tracker.resolvedLeaks.Add(1)
 			}
 		}
@@ -279,46 +210,4 @@ func (c *connState) setTxStatus(st byte) {
 	c.mu.Lock()
 	c.txStatus = st
 	c.mu.Unlock()
-}
-
-// snapshot is an unsymbolised copy of a checkout, taken under the
-// connection's lock; symbolising happens later, off the hot path.
-type snapshot struct {
-	pcs        []uintptr
-	checkoutAt int64
-	seq        uint64 // the connection's checkout number: with conn, identifies the checkout
-	lateFrom   int64
-	held       int64
-	pid        uint32
-	statement  string
-	txStatus   byte
-	suspected  bool
-	gcLeaked   bool
-	reportedAt [2]int64 // when reported as suspected, as garbage-collected
-	goid       uint64
-	ctx        context.Context
-	conn       *connState // which connection, for telemetry to match a leak with its return
-}
-
-func (c *connState) snapshotLocked(now int64) snapshot {
-	statement := c.statement
-	if c.stmtAt.Load() != c.checkouts { // an earlier checkout's
-		statement = ""
-	}
-	return snapshot{
-		pcs:        slices.Clone(c.pcs[:c.npcs]),
-		checkoutAt: c.checkoutAt,
-		seq:        c.checkouts,
-		lateFrom:   c.lateFrom,
-		held:       now - c.checkoutAt,
-		pid:        c.pid,
-		statement:  statement,
-		txStatus:   c.txStatus,
-		suspected:  c.suspected,
-		gcLeaked:   c.gcLeaked,
-		reportedAt: c.reportedAt,
-		goid:       c.goid,
-		ctx:        c.ctx,
-		conn:       c,
-	}
 }

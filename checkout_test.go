@@ -337,10 +337,10 @@ func TestCheckoutStackDeeperThanBuffer(t *testing.T) {
 	fp, rc := got[0], got[1]
 	if len(fp) < len(rc) || !slices.Equal(fp[:len(rc)], rc) {
 		t.Fatalf("frame pointers:\n%s\nruntime.Callers:\n%s",
-			pgxleak.Checkout{Stack: fp}.StackString(), pgxleak.Checkout{Stack: rc}.StackString())
+			stackString(fp), stackString(rc))
 	}
 	if !hasFrame(fp, "holdAt") {
-		t.Fatalf("no holdAt frame:\n%s", pgxleak.Checkout{Stack: fp}.StackString())
+		t.Fatalf("no holdAt frame:\n%s", stackString(fp))
 	}
 }
 
@@ -373,13 +373,13 @@ func TestCheckoutStackFramePointersMatchCallers(t *testing.T) {
 				for i, fp := range []bool{true, false} {
 					got[i] = heldStack(t, be.connector(t), path, fp)
 				}
-				t.Logf("%d frames:\n%s", len(got[0]), pgxleak.Checkout{Stack: got[0]}.StackString())
+				t.Logf("%d frames:\n%s", len(got[0]), stackString(got[0]))
 				if !slices.Equal(got[0], got[1]) {
 					t.Fatalf("frame pointers:\n%s\nruntime.Callers:\n%s",
-						pgxleak.Checkout{Stack: got[0]}.StackString(), pgxleak.Checkout{Stack: got[1]}.StackString())
+						stackString(got[0]), stackString(got[1]))
 				}
 				if !hasFrame(got[0], path.want) || !hasFrame(got[0], "TestCheckoutStackFramePointersMatchCallers") {
-					t.Fatalf("expected %s and the test in the stack:\n%s", path.want, pgxleak.Checkout{Stack: got[0]}.StackString())
+					t.Fatalf("expected %s and the test in the stack:\n%s", path.want, stackString(got[0]))
 				}
 			})
 		}

@@ -10,7 +10,7 @@ import (
 func TestCoarseResolution(t *testing.T) {
 	for _, tc := range []struct{ threshold, want time.Duration }{
 		{0, 10 * time.Millisecond},
-		{DefaultLeakThreshold, 10 * time.Millisecond},
+		{defaultLeakThreshold, 10 * time.Millisecond},
 		{320 * time.Millisecond, 5 * time.Millisecond},
 		{10 * time.Millisecond, time.Millisecond},
 	} {

@@ -14,7 +14,7 @@ import (
 // watchStuck runs on the monitor goroutine after each wait sample in which
 // callers may be waiting: it takes the (rate-limited) goroutine dump,
 // reports goroutines that wait for a connection while holding one
-// (LeakDeadlock, at once rather than after the leak threshold), and logs
+// (Deadlock, at once rather than after the leak threshold), and logs
 // one warning per stall that lasts the slow-wait threshold, naming the
 // waiters' and the holders' lines.
 func (p *pool) watchStuck(st sql.DBStats, stallSince time.Time, stalled time.Duration, threshold time.Duration) {
@@ -37,10 +37,10 @@ func (s *diagnosis) warnedStallIs(t time.Time) bool {
 	return s.warnedStall.Equal(t)
 }
 
-// reportDeadlocks emits a LeakDeadlock for each checkout whose holder is
+// reportDeadlocks emits a Deadlock for each checkout whose holder is
 // waiting for a connection of the same pool, once per checkout.
 func (p *pool) reportDeadlocks(d *findings, st sql.DBStats, stallSince time.Time) {
-	var locked []Waiter
+	var locked []Goroutine
 	for _, w := range d.waiters {
 		if len(w.Holds) > 0 {
 			locked = append(locked, w)
@@ -66,9 +66,9 @@ func (p *pool) reportDeadlocks(d *findings, st sql.DBStats, stallSince time.Time
 			continue
 		}
 		for _, w := range locked {
-			if c.Holder != nil && !c.Holder.Exited && c.Holder.Goroutine == w.Goroutine {
+			if c.Holder != nil && !c.Holder.Exited && c.Holder.ID == w.ID {
 				s.deadlocks[k] = true
-				due = append(due, report{kind: LeakDeadlock, snap: p.snapshotOf(k),
+				due = append(due, report{kind: Deadlock, snap: p.snapshotOf(k),
 					stuck: &stuckReport{holder: c.Holder, server: c.Server, waitingAt: w.At, poolDeadlocked: whole}})
 			}
 		}
@@ -82,7 +82,7 @@ func (p *pool) reportDeadlocks(d *findings, st sql.DBStats, stallSince time.Time
 }
 
 // reportPoolDeadlock logs, at ERROR and once until it ends, that the
-// whole pool is deadlocked. The per-checkout LeakDeadlock reports are
+// whole pool is deadlocked. The per-checkout Deadlock reports are
 // de-duplicated by line, so this is the line that says it of the pool.
 func (p *pool) reportPoolDeadlock(d *findings, whole bool) {
 	s := &p.diagnosis
@@ -104,7 +104,7 @@ func (p *pool) reportPoolDeadlock(d *findings, whole bool) {
 		len(d.checkouts), countLines(held), countLines(waiting))
 	p.logger().LogAttrs(context.Background(), slog.LevelError, msg,
 		slog.String("pool", p.name()), slog.Int("held", len(d.checkouts)), slog.Int("waiting", len(d.waiters)))
-	p.monitor.recent.add("pool_deadlocked", Frame{}, msg, nil, time.Now())
+	p.monitor.recent.add(Deadlock, Frame{}, msg, nil, time.Now())
 }
 
 // snapshotOf takes a fresh snapshot of the checkout k, or the zero
@@ -149,7 +149,7 @@ func (p *pool) warnExhausted(d *findings, st sql.DBStats, stalled time.Duration)
 	}
 	msg := fmt.Sprintf("pgxleak: pool exhausted for %s: %d goroutines waiting (%s); %d/%s connections held by %s",
 		stalled.Round(100*time.Millisecond), len(d.waiters), countLines(waiting), st.InUse, maxOpen, countLines(held))
-	p.monitor.recent.add("exhausted", Frame{}, msg, nil, time.Now())
+	p.monitor.recent.add(Exhausted, Frame{}, msg, nil, time.Now())
 	attrs := []slog.Attr{
 		slog.String("pool", p.name()),
 		slog.Duration("stalled", stalled),

@@ -46,7 +46,7 @@ func TestSelfDeadlock(t *testing.T) {
 	}()
 	l := <-lines
 	start := <-waiting
-	d := rec.wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakDeadlock })
+	d := rec.wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.Deadlock })
 	if took := time.Since(start); took > 2*time.Second+500*time.Millisecond {
 		t.Errorf("deadlock reported %v after the wait began, want within about 2s", took)
 	}
@@ -117,7 +117,7 @@ func TestPoolDeadlocked(t *testing.T) {
 	// One report per line (reports are de-duplicated by line), and one
 	// ERROR line for the whole pool.
 	rec.wait(t, 5*time.Second, func(d pgxleak.Leak) bool {
-		return d.Kind == pgxleak.LeakDeadlock && d.Culprit.Line == l[0].line && d.WaitingAt.Line == l[1].line
+		return d.Kind == pgxleak.Deadlock && d.Culprit.Line == l[0].line && d.WaitingAt.Line == l[1].line
 	})
 	want := "level=ERROR msg=\"pgxleak: pool deadlocked: all 3 connections are held by goroutines that are themselves waiting"
 	pgtest.WaitFor(t, 5*time.Second, "the pool's deadlock logged", func() bool { return strings.Contains(logs.String(), want) })

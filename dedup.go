@@ -11,9 +11,8 @@ import (
 // reportKey is what de-duplication merges on: reports of the same kind
 // with the same culprit. Reports without a culprit are never merged.
 type reportKey struct {
-	kind     LeakKind
-	resolved bool
-	culprit  Frame
+	kind    Kind
+	culprit Frame
 }
 
 // reportRate is one culprit's de-duplication state.
@@ -30,7 +29,7 @@ func (p *pool) admit(l *Leak) bool {
 	}
 	p.monitor.reportMu.Lock()
 	defer p.monitor.reportMu.Unlock()
-	key := reportKey{kind: l.Kind, resolved: l.Resolved, culprit: l.Culprit}
+	key := reportKey{kind: l.Kind, culprit: l.Culprit}
 	rate := p.monitor.seen[key]
 	now := time.Now()
 	if rate == nil {
@@ -86,10 +85,10 @@ func (p *pool) summarize(final bool) {
 	lg := p.logger()
 	for _, ln := range lines {
 		level := slog.LevelWarn
-		if ln.key.resolved {
+		if ln.key.kind == Resolved {
 			level = slog.LevelInfo
 		}
-		msg := fmt.Sprintf("pgxleak: %d more %s at %s since %s", ln.n, ln.key.kind.plural(ln.key.resolved), ln.key.culprit, ln.since.Format(time.TimeOnly))
+		msg := fmt.Sprintf("pgxleak: %d more %s at %s since %s", ln.n, ln.key.kind.plural(), ln.key.culprit, ln.since.Format(time.TimeOnly))
 		lg.LogAttrs(context.Background(), level, msg,
 			slog.String("kind", ln.key.kind.String()),
 			slog.String("pool", p.name()),

@@ -83,13 +83,13 @@ func ExampleWithOnLeak() {
 
 	conn, _ := db.Conn(context.Background())
 	l := <-reports
-	fmt.Println(l.Kind, "resolved:", l.Resolved, "culprit:", l.Culprit.Function)
+	fmt.Println(l.Kind, "leak:", l.Kind.Leak(), "culprit:", l.Culprit.Function)
 	conn.Close()
 	l = <-reports
-	fmt.Println(l.Kind, "resolved:", l.Resolved, "held at least the threshold:", l.Held >= 20*time.Millisecond)
+	fmt.Println(l.Kind, "leak:", l.Kind.Leak(), "held at least the threshold:", l.Held >= 20*time.Millisecond)
 	// Output:
-	// suspected resolved: false culprit: github.com/pgxleak/pgxleak_test.ExampleWithOnLeak
-	// suspected resolved: true held at least the threshold: true
+	// suspected leak: true culprit: github.com/pgxleak/pgxleak_test.ExampleWithOnLeak
+	// resolved leak: false held at least the threshold: true
 }
 
 // Drain stops new checkouts, waits for the ones out to come back, then

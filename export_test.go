@@ -12,9 +12,11 @@ import (
 // Seams for the external tests (package pgxleak_test): internals they check
 // directly, exported only to the tests.
 var (
-	CulpritIndex        = culpritIndex          // the first frame outside the libraries
-	LibraryPrefixes     = libraryPrefixes       // the function-name prefixes never blamed
-	DefaultMaxOpenConns = defaultMaxOpenConns() // the default WithMaxOpenConns on this machine
+	CulpritIndex           = culpritIndex           // the first frame outside the libraries
+	LibraryPrefixes        = libraryPrefixes        // the function-name prefixes never blamed
+	DefaultMaxOpenConns    = defaultMaxOpenConns()  // the default WithMaxOpenConns on this machine
+	DefaultConnMaxLifetime = defaultConnMaxLifetime // the default WithConnMaxLifetime
+	DefaultConnMaxIdleTime = defaultConnMaxIdleTime // the default WithConnMaxIdleTime
 
 	OSExit   *func(int) = &osExit   // what VerifyTestMain exits with
 	OSStderr *io.Writer = &osStderr // where VerifyTestMain writes its report

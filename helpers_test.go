@@ -26,6 +26,7 @@ import (
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
+	"github.com/pgxleak/pgxleak/internal/stack"
 )
 
 // TestMain checks, after the tests passed, that no pool opened through
@@ -163,12 +164,12 @@ func isCulprit(at site) func(pgxleak.Leak) bool {
 
 func suspectedAt(line site) func(pgxleak.Leak) bool {
 	return func(l pgxleak.Leak) bool {
-		return l.Kind == pgxleak.LeakSuspected && !l.Resolved && isCulprit(line)(l)
+		return l.Kind == pgxleak.LeakSuspected && isCulprit(line)(l)
 	}
 }
 
 func resolvedAt(line site) func(pgxleak.Leak) bool {
-	return func(l pgxleak.Leak) bool { return l.Resolved && isCulprit(line)(l) }
+	return func(l pgxleak.Leak) bool { return l.Kind == pgxleak.Resolved && isCulprit(line)(l) }
 }
 
 const threshold = 100 * time.Millisecond
@@ -262,4 +263,14 @@ func checkouts(t testing.TB, db *sql.DB) []pgxleak.Checkout {
 		t.Fatal(err)
 	}
 	return cs
+}
+
+// stackString renders frames as LeakError and the live page do, like a
+// goroutine's stack in a panic.
+func stackString(fs []pgxleak.Frame) string {
+	out := make([]stack.Frame, len(fs))
+	for i, f := range fs {
+		out[i] = stack.Frame(f)
+	}
+	return stack.Format(out)
 }

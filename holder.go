@@ -37,7 +37,7 @@ const (
 // a note saying why, when the dump cannot answer: the dump is older than
 // the checkout, it was cut short, or identity is unavailable and the
 // checkout stack matches no goroutine, or several.
-func (p *pool) holderOf(s snapshot, c Checkout, d *gdump.Snapshot) (*Holder, string) {
+func (p *pool) holderOf(s snapshot, c Checkout, d *gdump.Snapshot) (*Goroutine, string) {
 	// Only a checkout recorded before the first runtime.Stack call is
 	// certainly in the dump. One recorded while the dump was taken, or
 	// just after, could look like its goroutine still waiting for a
@@ -53,15 +53,15 @@ func (p *pool) holderOf(s snapshot, c Checkout, d *gdump.Snapshot) (*Holder, str
 			if d.Truncated {
 				return nil, "the goroutine dump was cut short; holders missing from it are not shown as exited"
 			}
-			return &Holder{Goroutine: s.goid, Exited: true, MatchedBy: matchedByID}, ""
+			return &Goroutine{ID: s.goid, Exited: true, MatchedBy: matchedByID}, ""
 		}
 		return p.holderFrom(g, matchedByID), ""
 	}
 	return p.matchByStack(c, d)
 }
 
-func (p *pool) holderFrom(g *gdump.Goroutine, matchedBy string) *Holder {
-	h := &Holder{Goroutine: g.ID, State: g.State, Waiting: g.Wait, Stack: dumpFrames(g.Frames), MatchedBy: matchedBy}
+func (p *pool) holderFrom(g *gdump.Goroutine, matchedBy string) *Goroutine {
+	h := &Goroutine{ID: g.ID, State: g.State, Waiting: g.Wait, Stack: dumpFrames(g.Frames), MatchedBy: matchedBy}
 	h.At, _ = p.userFrame(g)
 	return h
 }
@@ -71,7 +71,7 @@ func (p *pool) holderFrom(g *gdump.Goroutine, matchedBy string) *Holder {
 // called from the same lines. A holder that has returned from that
 // function, or exited, cannot be told apart this way, so neither is
 // guessed: the note says so.
-func (p *pool) matchByStack(c Checkout, d *gdump.Snapshot) (*Holder, string) {
+func (p *pool) matchByStack(c Checkout, d *gdump.Snapshot) (*Goroutine, string) {
 	why := "goroutine identity unavailable (" + goid.Status() + ")"
 	ci := -1
 	for i, f := range c.Stack {
@@ -154,7 +154,7 @@ func dumpFrames(fs []gdump.Frame) []Frame {
 
 // calleeOf returns the function h's user frame is calling, for "now at
 // app/worker.go:29 in net/http.(*Client).Do"; "" when At is innermost.
-func (h *Holder) calleeOf() string {
+func (h *Goroutine) calleeOf() string {
 	for i, f := range h.Stack {
 		if f == h.At && i > 0 {
 			return h.Stack[i-1].Function

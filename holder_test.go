@@ -79,7 +79,7 @@ func TestHolderExited(t *testing.T) {
 		if !ok {
 			t.Fatalf("no checkout at %v in %+v", line, in.Checkouts)
 		}
-		if c.Holder.MatchedBy != "goroutine id" || c.Holder.Goroutine == 0 {
+		if c.Holder.MatchedBy != "goroutine id" || c.Holder.ID == 0 {
 			t.Errorf("holder %+v: want matched by goroutine id", c.Holder)
 		}
 		want := line.short()

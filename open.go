@@ -12,65 +12,6 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
-// DriverName is the name pgxleak registers its driver under, so that
-// sql.Open(pgxleak.DriverName, dsn) accepts every DSN pgx accepts.
-const DriverName = "pgxleak"
-
-//go:generate go run ./internal/wrapgen
-
-func init() {
-	sql.Register(DriverName, &Driver{inner: stdlib.GetDefaultDriver()})
-}
-
-// Driver is a database/sql driver that wraps another driver, by default pgx
-// v5's stdlib driver, and tracks every checkout of its connections.
-//
-// The Driver registered as "pgxleak" opens a new, separately tracked pool for
-// every sql.Open. The Driver returned by (*sql.DB).Driver for a pool opened by
-// pgxleak carries that pool's state; that is how Stats, Checkouts, Drain and
-// VerifyNone find it from the *sql.DB alone.
-type Driver struct {
-	inner driver.Driver
-	pool  *pool // nil for the registered driver
-}
-
-// Open opens a connection with the wrapped driver, without tracking it.
-// database/sql never calls it, because Driver implements
-// [driver.DriverContext]; it exists to satisfy [driver.Driver].
-func (d *Driver) Open(name string) (driver.Conn, error) {
-	return d.wrapped().Open(name)
-}
-
-// wrapped returns the wrapped driver; the zero Driver wraps pgx's.
-func (d *Driver) wrapped() driver.Driver {
-	if d.inner == nil {
-		return stdlib.GetDefaultDriver()
-	}
-	return d.inner
-}
-
-// OpenConnector returns a connector for the DSN name whose connections are
-// tracked in a new pool with the default options. It is what
-// sql.Open("pgxleak", dsn) calls. Pool tuning needs the *sql.DB, which a
-// driver never sees, so such a pool keeps database/sql's limits; only the
-// per-connection lifetime ([DefaultConnMaxLifetime], jittered), which the
-// wrapper enforces itself, applies. Use [Open] for the tuned defaults.
-func (d *Driver) OpenConnector(name string) (driver.Connector, error) {
-	cfg, err := newConfig(nil)
-	if err != nil {
-		return nil, err
-	}
-	dsn := parseDSN(name)
-	dsn.setApplicationName("")
-	c, err := connectorFor(d.wrapped(), name, dsn, false)
-	if err != nil {
-		return nil, err
-	}
-	t := newPool(cfg, dsn.poolName)
-	t.start()
-	return newConnector(c, t, dsn.secrets), nil
-}
-
 // Open opens a database like [sql.Open], over the driver registered as
 // driverName ("pgx" for pgx v5's stdlib is the common case; "pgxleak" means
 // the same), tracks every checkout of its connections, and applies the pool
@@ -228,18 +169,18 @@ func (c dsnConnector) Connect(context.Context) (driver.Conn, error) { return c.d
 
 func (c dsnConnector) Driver() driver.Driver { return c.driver }
 
-// poolOf returns the tracker behind db, or nil if db was not opened
+// poolOf returns the pool behind db, or nil if db was not opened
 // through pgxleak.
 func poolOf(db *sql.DB) *pool {
 	if db == nil {
 		return nil
 	}
-	if d, ok := db.Driver().(*Driver); ok {
+	if d, ok := db.Driver().(*sqlDriver); ok {
 		return d.pool
 	}
 	return nil
 }
 
-// ErrNotTracked is returned by [Drain], [Find] and [Inspect] for a *sql.DB
-// that was not opened through pgxleak.
+// ErrNotTracked is returned by [Stats], [Checkouts], [Inspect], [Drain],
+// [Find] and [Terminate] for a *sql.DB that was not opened through pgxleak.
 var ErrNotTracked = errors.New("pgxleak: this *sql.DB was not opened by pgxleak (use pgxleak.Open, pgxleak.OpenDB or sql.Open(\"pgxleak\", dsn))")

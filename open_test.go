@@ -20,8 +20,8 @@ func TestRegisteredDriver(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	if _, ok := db.Driver().(*pgxleak.Driver); !ok {
-		t.Fatalf("Driver() = %T, want *pgxleak.Driver", db.Driver())
+	if _, err := pgxleak.Stats(db); err != nil {
+		t.Fatalf("Driver() = %T: %v", db.Driver(), err)
 	}
 	var n int
 	if err := db.QueryRow("SELECT 41 + 1").Scan(&n); err != nil || n != 42 {

@@ -12,8 +12,12 @@ import (
 )
 
 // An Option configures a pool opened with [Open] or [OpenDB]: its tuning,
-// its leak detection or its telemetry. Options are applied in order;
-// invalid values make Open return an error that names the option.
+// its leak detection or its telemetry (the With… options). Options are
+// applied in order; invalid values make Open return an error that names the
+// option. The checks take Options too, of their own: [GracePeriod] and
+// [IgnoreFunction] for [Find], [VerifyNone] and [VerifyTestMain],
+// [TerminateStillOut] for [Drain]; Open refuses those, and the checks
+// ignore the pool's.
 type Option interface {
 	apply(*config)
 }
@@ -27,41 +31,41 @@ func (f optionFunc) apply(c *config) { f(c) }
 // open hundreds of connections, then close all but two of them, then open
 // them again on the next spike.
 const (
-	// DefaultConnMaxLifetime is 30 minutes: long enough that reconnecting
+	// defaultConnMaxLifetime is 30 minutes: long enough that reconnecting
 	// costs nothing measurable, short enough that connections pick up
 	// failovers and DNS changes, and server-side memory growth is bounded.
-	DefaultConnMaxLifetime = 30 * time.Minute
+	defaultConnMaxLifetime = 30 * time.Minute
 
-	// DefaultConnMaxIdleTime is 5 minutes: after a spike, surplus
+	// defaultConnMaxIdleTime is 5 minutes: after a spike, surplus
 	// connections are given back to the server within minutes, not kept
 	// forever.
-	DefaultConnMaxIdleTime = 5 * time.Minute
+	defaultConnMaxIdleTime = 5 * time.Minute
 
-	// DefaultLeakThreshold is how long a connection may stay checked out
+	// defaultLeakThreshold is how long a connection may stay checked out
 	// before it is reported as a suspected leak: 30 seconds, longer than the
 	// request timeouts of most services, so a report means a connection
 	// outlived the request that took it. Batch jobs that legitimately hold a
 	// connection for minutes should raise it; a false positive explains
 	// itself with a "returned after" follow-up.
-	DefaultLeakThreshold = 30 * time.Second
+	defaultLeakThreshold = 30 * time.Second
 
-	// DefaultStackDepth is the number of program counters recorded per
+	// defaultStackDepth is the number of program counters recorded per
 	// checkout: the user's frame is typically 8 to 12 deep below
 	// database/sql, sqlx or GORM, and 32 leaves room for handlers and
 	// middleware above it.
-	DefaultStackDepth = 32
+	defaultStackDepth = 32
 
-	// DefaultSlowWaitThreshold is the wait time per sampling interval above
+	// defaultSlowWaitThreshold is the wait time per sampling interval above
 	// which a wait episode is reported: 100ms of waiting per second (the
 	// default interval) means callers spent a tenth of their time queueing
 	// for a connection, or that one caller waited a tenth of a second.
-	DefaultSlowWaitThreshold = 100 * time.Millisecond
+	defaultSlowWaitThreshold = 100 * time.Millisecond
 
-	// DefaultWaitSampleInterval is how often the pool's wait statistics are
+	// defaultWaitSampleInterval is how often the pool's wait statistics are
 	// sampled: often enough that an exhausted pool is reported within about
 	// a second, rarely enough that db.Stats() (one lock of database/sql's
 	// pool mutex) costs nothing measurable.
-	DefaultWaitSampleInterval = time.Second
+	defaultWaitSampleInterval = time.Second
 )
 
 // Defaults that are not options of their own.
@@ -171,18 +175,18 @@ type config struct {
 func defaultConfig() *config {
 	return &config{
 		maxOpen:           defaultMaxOpenConns(),
-		maxLifetime:       DefaultConnMaxLifetime,
-		maxIdleTime:       DefaultConnMaxIdleTime,
+		maxLifetime:       defaultConnMaxLifetime,
+		maxIdleTime:       defaultConnMaxIdleTime,
 		warmUpTimeout:     defaultConnectTimeout,
-		leakThreshold:     DefaultLeakThreshold,
-		stackDepth:        DefaultStackDepth,
+		leakThreshold:     defaultLeakThreshold,
+		stackDepth:        defaultStackDepth,
 		sampleEvery:       1,
 		reportInterval:    defaultReportInterval,
 		statements:        true,
 		gcDetection:       true,
 		serverView:        true,
-		slowWaitThreshold: DefaultSlowWaitThreshold,
-		waitInterval:      DefaultWaitSampleInterval,
+		slowWaitThreshold: defaultSlowWaitThreshold,
+		waitInterval:      defaultWaitSampleInterval,
 		sideIdle:          sideIdle,
 	}
 }
@@ -293,7 +297,7 @@ func WithMinIdleConns(n int) Option {
 // ([WithConnMaxLifetimeJitter]), so d is the maximum. pgxleak enforces it
 // itself, so a later db.SetConnMaxLifetime changes only database/sql's own
 // check, not this one; the connections pgxleak discards are counted in
-// [PoolStats].LifetimeDiscarded. Default: [DefaultConnMaxLifetime].
+// [PoolStats].LifetimeDiscarded. Default: 30 minutes.
 func WithConnMaxLifetime(d time.Duration) Option {
 	return optionFunc(func(c *config) {
 		if d < 0 {
@@ -327,7 +331,7 @@ func WithConnMaxLifetimeJitter(d time.Duration) Option {
 
 // WithConnMaxIdleTime closes connections that have been idle longer than d
 // (see [sql.DB.SetConnMaxIdleTime]), except the ones [WithMinIdleConns]
-// keeps; 0 keeps them forever. Default: [DefaultConnMaxIdleTime].
+// keeps; 0 keeps them forever. Default: 5 minutes.
 func WithConnMaxIdleTime(d time.Duration) Option {
 	return optionFunc(func(c *config) {
 		if d < 0 {
@@ -380,8 +384,8 @@ func WithCapacityCheck(instances int) Option {
 // Leak detection.
 
 // WithLeakThreshold reports a connection held longer than d as a suspected
-// leak, once per checkout; 0 disables the check. Default:
-// [DefaultLeakThreshold].
+// leak, once per checkout; 0 disables the check. Default: 30 seconds,
+// longer than the request timeouts of most services.
 func WithLeakThreshold(d time.Duration) Option {
 	return optionFunc(func(c *config) {
 		if d < 0 {
@@ -413,7 +417,7 @@ func WithLogger(l *slog.Logger) Option {
 
 // WithStackDepth sets how many frames each checkout records; 0 turns stack
 // capture off (checkouts are still tracked and counted, but reports have no
-// culprit). Default: [DefaultStackDepth].
+// culprit). Default: 32.
 func WithStackDepth(n int) Option {
 	return optionFunc(func(c *config) {
 		if n < 0 || n > 256 {
@@ -533,7 +537,7 @@ func WithMeterProvider(mp metric.MeterProvider) Option {
 // up; a single wait that long counts too), or when callers have been
 // waiting for d without any of them getting a connection. 0 turns wait
 // spans and wait events off; the wait_time metric stays. Default:
-// [DefaultSlowWaitThreshold].
+// 100ms.
 func WithSlowWaitThreshold(d time.Duration) Option {
 	return optionFunc(func(c *config) {
 		if d < 0 {
@@ -546,7 +550,7 @@ func WithSlowWaitThreshold(d time.Duration) Option {
 
 // WithWaitSampleInterval sets how often the pool's wait statistics
 // (db.Stats().WaitCount and WaitDuration) are sampled for the wait_time
-// metric and for wait episodes. Default: [DefaultWaitSampleInterval].
+// metric and for wait episodes. Default: one second.
 func WithWaitSampleInterval(d time.Duration) Option {
 	return optionFunc(func(c *config) {
 		if d <= 0 {

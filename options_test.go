@@ -311,3 +311,26 @@ func FuzzOptions(f *testing.F) {
 		}
 	})
 }
+
+// TestOpenRefusesCheckOptions: the options of Find, VerifyNone,
+// VerifyTestMain and Drain are Options too, and Open names them when it is
+// given one.
+func TestOpenRefusesCheckOptions(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opt  pgxleak.Option
+	}{
+		{"GracePeriod", pgxleak.GracePeriod(time.Second)},
+		{"IgnoreFunction", pgxleak.IgnoreFunction("app.f")},
+		{"TerminateStillOut", pgxleak.TerminateStillOut()},
+	} {
+		db, err := pgxleak.OpenDB(&fakeConnector{}, tc.opt)
+		if err == nil {
+			db.Close()
+			t.Fatalf("OpenDB accepted %s", tc.name)
+		}
+		if !strings.Contains(err.Error(), "pgxleak: "+tc.name+" is an option of Find") {
+			t.Errorf("OpenDB(%s): %v", tc.name, err)
+		}
+	}
+}

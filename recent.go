@@ -18,12 +18,7 @@ const maxRecent = 50
 // its count, including the repeats that the report interval suppressed
 // from the log.
 type Report struct {
-	// Kind is the leak kind ("suspected", "garbage_collected",
-	// "still_out", "deadlock", ...), "resolved" for the follow-up of a
-	// suspected leak that came back, "wait" for a slow wait episode,
-	// "exhausted" for a pool-exhausted warning, or "pool_deadlocked" when
-	// every holder of a full pool is itself waiting.
-	Kind     string    `json:"kind"`
+	Kind     Kind      `json:"kind"`
 	Headline string    `json:"headline"`           // the latest report's first line
 	At       Frame     `json:"at"`                 // the culprit; zero for wait episodes
 	Count    int       `json:"count"`              // reports of this kind at this line since the pool opened (while the entry was kept)
@@ -33,7 +28,7 @@ type Report struct {
 }
 
 type recentKey struct {
-	kind string
+	kind Kind
 	at   Frame
 }
 
@@ -43,18 +38,14 @@ type recentKey struct {
 type recentReports struct {
 	mu      sync.Mutex
 	entries map[recentKey]*Report // guarded by mu
-	totals  map[string]uint64     // guarded by mu; reports per kind since the pool opened
+	totals  map[Kind]uint64       // guarded by mu; reports about a checkout, per kind, since the pool opened
 }
 
 // addLeak records a leak report (before de-duplication, so that the count
 // includes the suppressed ones).
 func (r *recentReports) addLeak(l Leak) {
-	kind := l.Kind.String()
-	if l.Resolved {
-		kind = "resolved"
-	}
 	c := l.Checkout
-	r.add(kind, c.Culprit, l.String(), &c, time.Now())
+	r.add(l.Kind, c.Culprit, l.String(), &c, time.Now())
 }
 
 // addEpisode records a slow wait episode.
@@ -65,17 +56,19 @@ func (r *recentReports) addEpisode(ep *episode) {
 		h += fmt.Sprintf(", none served for %s", ep.stalled.Round(time.Millisecond))
 	}
 	h += fmt.Sprintf("); peak %d of %d connections in use", ep.peakInUse, ep.maxOpen)
-	r.add("wait", Frame{}, h, nil, ep.end)
+	r.add(Exhausted, Frame{}, h, nil, ep.end)
 }
 
-func (r *recentReports) add(kind string, at Frame, headline string, c *Checkout, now time.Time) {
+func (r *recentReports) add(kind Kind, at Frame, headline string, c *Checkout, now time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.entries == nil {
 		r.entries = make(map[recentKey]*Report)
-		r.totals = make(map[string]uint64)
+		r.totals = make(map[Kind]uint64)
 	}
-	r.totals[kind]++
+	if c != nil {
+		r.totals[kind]++
+	}
 	k := recentKey{kind, at}
 	e := r.entries[k]
 	if e == nil {
@@ -110,8 +103,8 @@ func (r *recentReports) list() []Report {
 	return out
 }
 
-// count returns the reports of kind since the pool opened.
-func (r *recentReports) count(kind string) uint64 {
+// count returns the reports of kind about a checkout since the pool opened.
+func (r *recentReports) count(kind Kind) uint64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.totals[kind]

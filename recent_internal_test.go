@@ -12,7 +12,7 @@ func TestRecentReports(t *testing.T) {
 	b := Frame{Function: "app.b", File: "/app/b.go", Line: 20}
 	r.addLeak(Leak{Kind: LeakSuspected, Checkout: Checkout{Culprit: a}})
 	r.addLeak(Leak{Kind: LeakSuspected, Checkout: Checkout{Culprit: a}})
-	r.addLeak(Leak{Kind: LeakSuspected, Checkout: Checkout{Culprit: a}, Resolved: true})
+	r.addLeak(Leak{Kind: Resolved, Checkout: Checkout{Culprit: a}})
 	r.addLeak(Leak{Kind: LeakGarbageCollected, Checkout: Checkout{Culprit: b}})
 	r.addEpisode(&episode{start: time.Now(), end: time.Now(), waits: 3, total: time.Second, peakInUse: 2, maxOpen: 2})
 
@@ -20,22 +20,22 @@ func TestRecentReports(t *testing.T) {
 	if len(got) != 4 {
 		t.Fatalf("got %d entries, want 4 (suspected at a ×2, resolved at a, gc at b, wait): %+v", len(got), got)
 	}
-	if got[0].Kind != "wait" || got[0].Checkout != nil || got[0].Headline == "" {
+	if got[0].Kind != Exhausted || got[0].Checkout != nil || got[0].Headline == "" {
 		t.Errorf("newest first: got %+v first, want the wait episode", got[0])
 	}
 	counts := map[string]int{}
 	for _, e := range got {
-		counts[e.Kind+" "+e.At.Function] = e.Count
-		if e.Kind != "wait" && (e.Checkout == nil || e.Checkout.Culprit != e.At) {
+		counts[e.Kind.String()+" "+e.At.Function] = e.Count
+		if e.Kind != Exhausted && (e.Checkout == nil || e.Checkout.Culprit != e.At) {
 			t.Errorf("%s entry without its checkout: %+v", e.Kind, e)
 		}
 	}
-	want := map[string]int{"suspected app.a": 2, "resolved app.a": 1, "garbage_collected app.b": 1, "wait ": 1}
+	want := map[string]int{"suspected app.a": 2, "resolved app.a": 1, "garbage_collected app.b": 1, "exhausted ": 1}
 	if fmt.Sprint(counts) != fmt.Sprint(want) {
 		t.Errorf("counts %v, want %v", counts, want)
 	}
-	if r.count("suspected") != 2 || r.count("deadlock") != 0 {
-		t.Errorf("totals: suspected %d, deadlock %d", r.count("suspected"), r.count("deadlock"))
+	if r.count(LeakSuspected) != 2 || r.count(Deadlock) != 0 {
+		t.Errorf("totals: suspected %d, deadlock %d", r.count(LeakSuspected), r.count(Deadlock))
 	}
 }
 
@@ -46,7 +46,7 @@ func TestRecentReportsBounded(t *testing.T) {
 	t0 := time.Now()
 	for i := range maxRecent + 10 {
 		f := Frame{Function: "app.f", File: "/app/f.go", Line: i + 1}
-		r.add("suspected", f, "h", &Checkout{Culprit: f}, t0.Add(time.Duration(i)*time.Second))
+		r.add(LeakSuspected, f, "h", &Checkout{Culprit: f}, t0.Add(time.Duration(i)*time.Second))
 	}
 	got := r.list()
 	if len(got) != maxRecent {
@@ -55,7 +55,7 @@ func TestRecentReportsBounded(t *testing.T) {
 	if got[0].At.Line != maxRecent+10 || got[len(got)-1].At.Line != 11 {
 		t.Errorf("kept lines %d..%d, want %d..11", got[0].At.Line, got[len(got)-1].At.Line, maxRecent+10)
 	}
-	if n := r.count("suspected"); n != maxRecent+10 {
+	if n := r.count(LeakSuspected); n != maxRecent+10 {
 		t.Errorf("total %d, want %d", n, maxRecent+10)
 	}
 }

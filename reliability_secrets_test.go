@@ -92,7 +92,7 @@ func (s *relSignals) addCheckouts(cs []pgxleak.Checkout) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, c := range cs {
-		s.extra = append(s.extra, fmt.Sprintf("%+v", c), c.String(), c.StackString())
+		s.extra = append(s.extra, fmt.Sprintf("%+v", c), c.String(), stackString(c.Stack))
 	}
 }
 
@@ -104,7 +104,7 @@ func (s *relSignals) dump(t *testing.T) string {
 	b.WriteString(s.logs.String())
 	b.WriteString("== leak reports\n")
 	for _, l := range s.leaks.all() {
-		fmt.Fprintf(&b, "%s\n%+v\n%s\n", l, l, l.StackString())
+		fmt.Fprintf(&b, "%s\n%+v\n%s\n", l, l, stackString(l.Stack))
 	}
 	b.WriteString("== spans\n")
 	var spans []sdktrace.ReadOnlySpan
@@ -464,7 +464,7 @@ func relExercise(t *testing.T, sig *relSignals, db *sql.DB, arg string) {
 	if err := c.QueryRowContext(ctx, "SELECT $1::text", arg).Scan(&s); err != nil {
 		t.Fatal(err)
 	}
-	sig.leaks.wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected && !l.Resolved })
+	sig.leaks.wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected })
 	sig.addCheckouts(checkouts(t, db))
 	for _, co := range checkouts(t, db) {
 		if co.LastStatement != "SELECT $1::text" {
@@ -499,7 +499,7 @@ func relExercise(t *testing.T, sig *relSignals, db *sql.DB, arg string) {
 		_ = c.Close()
 	}
 	wg.Wait()
-	sig.leaks.wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Resolved })
+	sig.leaks.wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.Resolved })
 
 	// Rows dropped without Close, on a context that is never cancelled.
 	leakOnPurpose(func() {

@@ -2,7 +2,6 @@ package pgxleak
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"slices"
@@ -407,62 +406,6 @@ func (s *sideConn) terminate(ctx context.Context, pid uint32) error {
 	s.cacheMu.Lock()
 	s.view = nil // it changed
 	s.cacheMu.Unlock()
-	return nil
-}
-
-// Terminate ends the server backend of a connection checked out of db,
-// by its backend PID ([Checkout.BackendPID], as [Checkouts] and [Inspect]
-// give it), with pg_terminate_backend over a side connection. The server
-// rolls back its transaction and releases its locks at once. The
-// connection stays checked out: database/sql counts it as open until its
-// holder gives it back, and it is then discarded, never reused. Use it on
-// a leak whose locks block others: the pool's capacity is not restored,
-// the server's is.
-//
-// A connection given back before Terminate marks it is left alone (the
-// next caller may hold it by now) and Terminate says so; once marked, it
-// is discarded at its return, even one that comes before the server has
-// ended the backend.
-//
-// Only a connection checked out of db can be terminated. It needs pgx's
-// driver and a direct connection to PostgreSQL: behind PgBouncer the PID
-// is PgBouncer's.
-func Terminate(ctx context.Context, db *sql.DB, backendPID uint32) error {
-	p := poolOf(db)
-	if p == nil {
-		return ErrNotTracked
-	}
-	return p.terminate(ctx, backendPID)
-}
-
-func (p *pool) terminate(ctx context.Context, pid uint32) error {
-	if p.cfg.pgBouncer {
-		return errors.New("pgxleak: Terminate: behind PgBouncer the backend PID is PgBouncer's; terminate it on the server")
-	}
-	var target *connState
-	var seq uint64
-	p.tracker.each(func(c *connState) {
-		if pid != 0 && c.pid == pid && c.state == stateOut && !c.internal {
-			target, seq = c, c.checkouts
-		}
-	})
-	if target == nil {
-		return fmt.Errorf("pgxleak: Terminate: PID %d is not a connection checked out of this pool", pid)
-	}
-	// The locks were released after the choice: the holder may have given
-	// the connection back since, and another caller taken it, on the same
-	// backend. Marked only if it is still out on the checkout chosen, and
-	// marked before the server is asked: if it comes back from here on, it
-	// is discarded at its return, never handed to the next caller. (The
-	// holder's session is then ended after its return, which harms no
-	// one: the connection is not reused.)
-	if !target.markTerminated(seq) {
-		return fmt.Errorf("pgxleak: Terminate: PID %d: the connection came back to the pool; not terminated", pid)
-	}
-	if err := p.diagnosis.side.terminate(ctx, pid); err != nil {
-		return fmt.Errorf("pgxleak: Terminate: PID %d: %w", pid, err)
-	}
-	p.diagnosis.terminated.Add(1)
 	return nil
 }
 

@@ -61,7 +61,7 @@ func TestHolderMatchedByStack(t *testing.T) {
 	}
 	defer db.Close()
 	p := poolOf(db)
-	holder := func() (*Holder, string) {
+	holder := func() (*Goroutine, string) {
 		t.Helper()
 		snaps := p.tracker.outSnapshots(p.now())
 		if len(snaps) == 0 {
@@ -81,7 +81,7 @@ func TestHolderMatchedByStack(t *testing.T) {
 
 	release := make(chan struct{})
 	wg := holdConns(t, db, 1, release)
-	var h *Holder
+	var h *Goroutine
 	var note string
 	deadline := time.Now().Add(5 * time.Second)
 	for h, note = holder(); (h == nil || h.State != "chan receive") && time.Now().Before(deadline); h, note = holder() {
@@ -89,8 +89,8 @@ func TestHolderMatchedByStack(t *testing.T) {
 	if h == nil || h.MatchedBy != matchedByStack || h.Exited || len(h.Stack) == 0 || !strings.HasSuffix(h.Stack[0].File, "stuck_internal_test.go") {
 		t.Fatalf("holder %+v (%s): want the blocked goroutine, matched by checkout stack", h, note)
 	}
-	if !strings.Contains(h.String(), "(found by its checkout stack: goroutine identity unavailable)") {
-		t.Errorf("holder %q: want the fallback named", h.String())
+	if !strings.Contains(h.verdict(), "(found by its checkout stack: goroutine identity unavailable)") {
+		t.Errorf("holder %q: want the fallback named", h.verdict())
 	}
 	close(release)
 	wg.Wait()
@@ -159,7 +159,7 @@ func TestHolderCheckoutDuringDump(t *testing.T) {
 		t.Errorf("holder %+v, note %q: want none for a checkout made while the dump was taken", h, note)
 	}
 	s.checkoutAt = int64(d.Taken.Add(-d.Took - time.Millisecond).Sub(p.epoch))
-	if h, _ := p.holderOf(s, Checkout{}, d); h == nil || h.Goroutine != s.goid {
+	if h, _ := p.holderOf(s, Checkout{}, d); h == nil || h.ID != s.goid {
 		t.Errorf("holder %+v: want this goroutine for a checkout made before the dump", h)
 	}
 }

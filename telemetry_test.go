@@ -129,7 +129,7 @@ func TestTracingLeakSpans(t *testing.T) {
 		// leak leaks a connection on ctx and returns the culprit site, the
 		// report the span must match, and a func that ends the scenario.
 		leak     func(t *testing.T, db *pgxleakDB, ctx context.Context) (site, pgxleak.Leak, func())
-		kind     pgxleak.LeakKind
+		kind     pgxleak.Kind
 		resolved bool
 		status   codes.Code
 		// then runs after the span was checked, with that span.
@@ -305,8 +305,8 @@ type pgxleakDB struct {
 	rec *leakRecorder
 }
 
-func suspected(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected && !l.Resolved }
-func resolved(l pgxleak.Leak) bool  { return l.Kind == pgxleak.LeakSuspected && l.Resolved }
+func suspected(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected }
+func resolved(l pgxleak.Leak) bool  { return l.Kind == pgxleak.Resolved }
 
 // dropRows runs a query and drops its Rows without closing them.
 //

@@ -33,7 +33,7 @@ func (p *pool) tune(db *sql.DB) error {
 		case err != nil:
 			p.logger().Warn("pgxleak: capacity check failed", slog.String("pool", p.name()), slog.Any("error", err))
 		case !capa.Fits:
-			p.logger().Warn("pgxleak: "+capa.String(), slog.String("pool", p.name()))
+			p.logger().Warn("pgxleak: "+capa.summary(), slog.String("pool", p.name()))
 		}
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/pgxleak/pgxleak/internal/stack"
 )
@@ -23,11 +24,11 @@ func (c Checkout) stuckVerdict() string {
 	var b strings.Builder
 	if h := c.Holder; h != nil {
 		b.WriteString("; ")
-		b.WriteString(h.String())
+		b.WriteString(h.verdict())
 	}
 	if s := c.Server; s != nil {
 		b.WriteString("; server: ")
-		b.WriteString(s.String())
+		b.WriteString(s.verdict())
 	}
 	if c.Terminated {
 		b.WriteString("; backend terminated")
@@ -35,15 +36,15 @@ func (c Checkout) stuckVerdict() string {
 	return b.String()
 }
 
-// String is the holder's verdict: "goroutine exited", or "goroutine 812
+// verdict is a holder's verdict: "goroutine exited", or "goroutine 812
 // now at app/worker.go:29 in net/http.(*Client).Do [IO wait]".
-func (h *Holder) String() string {
+func (h *Goroutine) verdict() string {
 	var b strings.Builder
 	if h.Exited {
 		b.WriteString("goroutine exited (" + exitedMeaning[strings.Index(exitedMeaning, "unless"):] + ")")
 	} else {
-		fmt.Fprintf(&b, "goroutine %d", h.Goroutine)
-		if !h.At.IsZero() {
+		fmt.Fprintf(&b, "goroutine %d", h.ID)
+		if !stack.Frame(h.At).IsZero() {
 			fmt.Fprintf(&b, " now at %s", shortLine(h.At))
 			if fn := h.calleeOf(); fn != "" {
 				fmt.Fprintf(&b, " in %s", fn)
@@ -63,9 +64,9 @@ func (h *Holder) String() string {
 	return b.String()
 }
 
-// String is the server's verdict: "idle in transaction, holding locks
+// verdict is the server's verdict: "idle in transaction, holding locks
 // that block PID 4121 (checked out at app/service.go:70)".
-func (s *ServerActivity) String() string {
+func (s *ServerActivity) verdict() string {
 	var b strings.Builder
 	b.WriteString(s.State)
 	if s.WaitEventType == "Lock" && len(s.BlockedBy) > 0 {
@@ -94,20 +95,17 @@ func (s *ServerActivity) pids(ps []uint32) string {
 
 // shortLine is "app/service.go:70", or "an unknown line".
 func shortLine(f Frame) string {
-	if f.IsZero() {
+	if stack.Frame(f).IsZero() {
 		return "an unknown line"
 	}
 	return stack.Frame(f).ShortFile() + ":" + strconv.Itoa(f.Line)
 }
 
-// IsZero reports whether f is the zero Frame (no stack was recorded).
-func (f Frame) IsZero() bool { return stack.Frame(f).IsZero() }
-
-// deadlockHeadline is a LeakDeadlock's first line.
+// deadlockHeadline is a Deadlock's first line.
 func (l Leak) deadlockHeadline() string {
 	g := "a goroutine"
 	if l.Holder != nil {
-		g = "goroutine " + strconv.FormatUint(l.Holder.Goroutine, 10)
+		g = "goroutine " + strconv.FormatUint(l.Holder.ID, 10)
 	}
 	s := fmt.Sprintf("deadlock: %s waits for a connection at %s while holding one of the same pool, checked out at %s, held %s",
 		g, shortLine(l.WaitingAt), l.Culprit, l.Held.Round(1e6))
@@ -117,7 +115,7 @@ func (l Leak) deadlockHeadline() string {
 		s += "; it proceeds only if another goroutine returns a connection (do not query the pool inside an open Rows or Tx: use the Tx, or read the rows first)"
 	}
 	if l.Server != nil {
-		s += "; server: " + l.Server.String()
+		s += "; server: " + l.Server.verdict()
 	}
 	return s
 }
@@ -127,8 +125,8 @@ func (l Leak) deadlockHeadline() string {
 // the default line is (the holder's stack is on the Leak, for OnLeak).
 func stuckAttrs(l Leak) []slog.Attr {
 	var a []slog.Attr
-	if h := l.Holder; h != nil && !h.Exited && h.Goroutine != 0 {
-		a = append(a, slog.Uint64("holder_goroutine", h.Goroutine))
+	if h := l.Holder; h != nil && !h.Exited && h.ID != 0 {
+		a = append(a, slog.Uint64("holder_goroutine", h.ID))
 	}
 	if len(l.Notes) > 0 {
 		a = append(a, slog.String("notes", strings.Join(l.Notes, "; ")))
@@ -136,8 +134,42 @@ func stuckAttrs(l Leak) []slog.Attr {
 	if l.Terminated {
 		a = append(a, slog.Bool("terminated", true))
 	}
-	if l.Kind == LeakDeadlock && l.PoolDeadlocked {
+	if l.Kind == Deadlock && l.PoolDeadlocked {
 		a = append(a, slog.Bool("pool_deadlocked", true))
 	}
 	return a
+}
+
+// verdict returns the headline's clauses, most important first: what
+// happened and where, then what else is known about it. New facts about a
+// leak (its holder, the server's view) go in as further clauses.
+func (l Leak) verdict() []string {
+	var v []string
+	switch {
+	case l.Kind == Resolved:
+		v = append(v, fmt.Sprintf("connection returned after %s", l.Held.Round(time.Millisecond)),
+			fmt.Sprintf("it was reported as a suspected leak: checked out at %s", l.culpritOrReason()))
+	case l.Kind == LeakSuspected:
+		v = append(v, fmt.Sprintf("suspected leak: %s", l.Checkout))
+	case l.Kind == Deadlock:
+		v = append(v, l.deadlockHeadline())
+	case l.Kind == LeakGarbageCollected:
+		v = append(v, "leaked connection: Rows garbage-collected without Close", l.Checkout.String(), "it never returns to the pool")
+	default:
+		v = append(v, fmt.Sprintf("%s, still out when the pool was drained or closed", l.Checkout))
+	}
+	if l.Earlier != 0 {
+		v = append(v, fmt.Sprintf("already reported as %s at %s", l.Earlier.phrase(), l.EarlierAt.Format(time.TimeOnly)))
+	}
+	if l.Repeats > 0 {
+		v[0] += fmt.Sprintf(" (+%d more like it)", l.Repeats)
+	}
+	return v
+}
+
+func (c Checkout) culpritOrReason() string {
+	if c.Culprit == (Frame{}) && c.NoCulprit != "" {
+		return "an unknown line (" + c.NoCulprit + ")"
+	}
+	return c.Culprit.String()
 }

@@ -15,29 +15,34 @@ var (
 	osStderr io.Writer = os.Stderr
 )
 
-// A VerifyOption configures [Find], [VerifyNone] and [VerifyTestMain].
-type VerifyOption interface {
-	applyVerify(*verifyConfig)
+// verbConfig is what the options of Find, VerifyNone, VerifyTestMain and
+// Drain set; the pool's own options are ignored there.
+type verbConfig struct {
+	grace     time.Duration
+	ignore    []string
+	terminate bool // Drain: TerminateStillOut
 }
 
-type verifyOptionFunc func(*verifyConfig)
-
-func (f verifyOptionFunc) applyVerify(c *verifyConfig) { f(c) }
-
-type verifyConfig struct {
-	grace  time.Duration
-	ignore []string
+// verbOption is an Option of Find, VerifyNone, VerifyTestMain or Drain.
+// Open and OpenDB refuse it, naming it.
+type verbOption struct {
+	name string
+	set  func(*verbConfig)
 }
 
-// DefaultGracePeriod is how long [Find] waits for connections to come back
+func (o verbOption) apply(c *config) {
+	c.errs = append(c.errs, fmt.Errorf("pgxleak: %s is an option of Find, VerifyNone, VerifyTestMain and Drain, not of Open", o.name))
+}
+
+// defaultGracePeriod is how long [Find] waits for connections to come back
 // before it reports them: database/sql closes Rows and rolls back Tx on
 // another goroutine when their context (say t.Context()) ends.
-const DefaultGracePeriod = time.Second
+const defaultGracePeriod = time.Second
 
 // GracePeriod sets how long Find polls for checked-out connections to come
-// back before reporting them. Default: [DefaultGracePeriod].
-func GracePeriod(d time.Duration) VerifyOption {
-	return verifyOptionFunc(func(c *verifyConfig) { c.grace = max(d, 0) })
+// back before reporting them. Default: one second.
+func GracePeriod(d time.Duration) Option {
+	return verbOption{"GracePeriod", func(c *verbConfig) { c.grace = max(d, 0) }}
 }
 
 // IgnoreFunction ignores checkouts with a frame of the fully qualified
@@ -45,21 +50,22 @@ func GracePeriod(d time.Duration) VerifyOption {
 // "github.com/acme/app.(*Cache).warm", for a connection that is meant to
 // outlive the test. It cannot match a checkout whose stack was not
 // recorded (see [WithStackSampling]); such a checkout is listed, saying so.
-func IgnoreFunction(fn string) VerifyOption {
-	return verifyOptionFunc(func(c *verifyConfig) { c.ignore = append(c.ignore, fn) })
+func IgnoreFunction(fn string) Option {
+	return verbOption{"IgnoreFunction", func(c *verbConfig) { c.ignore = append(c.ignore, fn) }}
 }
 
-func newVerifyConfig(opts []VerifyOption) *verifyConfig {
-	c := &verifyConfig{grace: DefaultGracePeriod}
+// newVerbConfig applies the verbs' options in opts, ignoring the others.
+func newVerbConfig(opts []Option) *verbConfig {
+	c := &verbConfig{grace: defaultGracePeriod}
 	for _, o := range opts {
-		if o != nil {
-			o.applyVerify(c)
+		if o, ok := o.(verbOption); ok {
+			o.set(c)
 		}
 	}
 	return c
 }
 
-func (c *verifyConfig) ignored(co Checkout) bool {
+func (c *verbConfig) ignored(co Checkout) bool {
 	for _, f := range co.Stack {
 		if slices.Contains(c.ignore, f.Function) {
 			return true
@@ -71,15 +77,16 @@ func (c *verifyConfig) ignored(co Checkout) bool {
 // Find returns nil when no connection is checked out of db, waiting up to
 // the grace period for connections on their way back. Otherwise it returns
 // a *[LeakError] listing each with its culprit, stack and held time.
-func Find(db *sql.DB, opts ...VerifyOption) error {
+// [GracePeriod] and [IgnoreFunction] apply; the pool's options are ignored.
+func Find(db *sql.DB, opts ...Option) error {
 	p := poolOf(db)
 	if p == nil {
 		return ErrNotTracked
 	}
-	return findIn([]*pool{p}, newVerifyConfig(opts))
+	return findIn([]*pool{p}, newVerbConfig(opts))
 }
 
-func findIn(pools []*pool, cfg *verifyConfig) error {
+func findIn(pools []*pool, cfg *verbConfig) error {
 	deadline := time.Now().Add(cfg.grace)
 	for {
 		var out []Checkout
@@ -108,16 +115,6 @@ func findIn(pools []*pool, cfg *verifyConfig) error {
 	}
 }
 
-// TestingT is the part of *testing.T that VerifyNone uses.
-type TestingT interface {
-	Error(args ...any)
-}
-
-// TestingM is the part of *testing.M that VerifyTestMain uses.
-type TestingM interface {
-	Run() int
-}
-
 // VerifyNone fails the test if any connection is still checked out of db
 // after the grace period, listing each with its culprit, stack and held
 // time. Call it from t.Cleanup, which runs after t.Context() is cancelled,
@@ -126,7 +123,7 @@ type TestingM interface {
 //
 //	db, _ := pgxleak.Open("pgx", dsn)
 //	t.Cleanup(func() { pgxleak.VerifyNone(t, db); db.Close() })
-func VerifyNone(t TestingT, db *sql.DB, opts ...VerifyOption) {
+func VerifyNone(t interface{ Error(args ...any) }, db *sql.DB, opts ...Option) {
 	if h, ok := t.(interface{ Helper() }); ok {
 		h.Helper()
 	}
@@ -144,8 +141,8 @@ func VerifyNone(t TestingT, db *sql.DB, opts ...VerifyOption) {
 // output only with -v.) Use it in TestMain:
 //
 //	func TestMain(m *testing.M) { pgxleak.VerifyTestMain(m) }
-func VerifyTestMain(m TestingM, opts ...VerifyOption) {
-	cfg := newVerifyConfig(opts)
+func VerifyTestMain(m interface{ Run() int }, opts ...Option) {
+	cfg := newVerbConfig(opts)
 	code := m.Run()
 	if code == 0 {
 		if err := findIn(openPools.withLeftovers(), cfg); err != nil {

@@ -57,8 +57,8 @@ var gormOpeners = []struct {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = db.Close() })
-		if _, ok := db.Driver().(*pgxleak.Driver); !ok {
-			t.Fatalf("GORM's pool runs on %T, not pgxleak", db.Driver())
+		if _, err := pgxleak.Stats(db); err != nil {
+			t.Fatalf("GORM's pool runs on %T, not pgxleak: %v", db.Driver(), err)
 		}
 		return gdb, db
 	}},
@@ -211,7 +211,7 @@ func TestGormLeakAttribution(t *testing.T) {
 			}
 			for i, want := range []int{txLine, rowsLine, prowsLine} {
 				if c := cos[i].Culprit; c.File != file || c.Line != want {
-					t.Errorf("checkout %d: culprit %s:%d, want %s:%d\n%s", i, c.File, c.Line, file, want, cos[i].StackString())
+					t.Errorf("checkout %d: culprit %s:%d, want %s:%d\n%s", i, c.File, c.Line, file, want, stackString(cos[i].Stack))
 				}
 			}
 			if opener.tuned {

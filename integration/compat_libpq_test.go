@@ -39,8 +39,8 @@ func TestLibpq(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { _ = db.Close() })
-			if _, ok := db.Driver().(*pgxleak.Driver); !ok {
-				t.Fatalf("the pool runs on %T, not pgxleak", db.Driver())
+			if _, err := pgxleak.Stats(db); err != nil {
+				t.Fatalf("the pool runs on %T, not pgxleak: %v", db.Driver(), err)
 			}
 			libpqWorkload(t, db)
 

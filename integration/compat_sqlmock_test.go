@@ -55,7 +55,7 @@ func newMockDB(t *testing.T, viaOpen bool) (*sql.DB, sqlmock.Sqlmock) {
 	return db, mock
 }
 
-// tRecorder is a pgxleak.TestingT that records instead of failing.
+// tRecorder is what VerifyNone takes for a *testing.T: it records instead of failing.
 type tRecorder struct{ errs []string }
 
 func (r *tRecorder) Error(args ...any) { r.errs = append(r.errs, fmt.Sprint(args...)) }

@@ -188,7 +188,7 @@ func TestSqlxLeakAttribution(t *testing.T) {
 	}
 	for i, wantLine := range []int{rowsLine, txLine} {
 		if c := cos[i].Culprit; c.File != file || c.Line != wantLine {
-			t.Errorf("checkout %d: culprit %s:%d, want %s:%d\n%s", i, c.File, c.Line, file, wantLine, cos[i].StackString())
+			t.Errorf("checkout %d: culprit %s:%d, want %s:%d\n%s", i, c.File, c.Line, file, wantLine, stackString(cos[i].Stack))
 		}
 	}
 	l := rec.wait(t, 10*time.Second, func(l pgxleak.Leak) bool {

@@ -92,13 +92,13 @@ func TestCheckoutStackFramePointersMatchCallers(t *testing.T) {
 				for i, fp := range []bool{true, false} {
 					got[i] = heldStack(t, be.connector(t), path, fp)
 				}
-				t.Logf("%d frames:\n%s", len(got[0]), pgxleak.Checkout{Stack: got[0]}.StackString())
+				t.Logf("%d frames:\n%s", len(got[0]), stackString(got[0]))
 				if !slices.Equal(got[0], got[1]) {
 					t.Fatalf("frame pointers:\n%s\nruntime.Callers:\n%s",
-						pgxleak.Checkout{Stack: got[0]}.StackString(), pgxleak.Checkout{Stack: got[1]}.StackString())
+						stackString(got[0]), stackString(got[1]))
 				}
 				if !hasFrame(got[0], path.want) || !hasFrame(got[0], "TestCheckoutStackFramePointersMatchCallers") {
-					t.Fatalf("expected %s and the test in the stack:\n%s", path.want, pgxleak.Checkout{Stack: got[0]}.StackString())
+					t.Fatalf("expected %s and the test in the stack:\n%s", path.want, stackString(got[0]))
 				}
 			})
 		}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
+	"github.com/pgxleak/pgxleak/internal/stack"
 )
 
 // TestMain checks, after the tests passed, that no pool opened through
@@ -246,4 +247,14 @@ func checkouts(t testing.TB, db *sql.DB) []pgxleak.Checkout {
 		t.Fatal(err)
 	}
 	return cs
+}
+
+// stackString renders frames as LeakError and the live page do, like a
+// goroutine's stack in a panic.
+func stackString(fs []pgxleak.Frame) string {
+	out := make([]stack.Frame, len(fs))
+	for i, f := range fs {
+		out[i] = stack.Frame(f)
+	}
+	return stack.Format(out)
 }

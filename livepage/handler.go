@@ -165,7 +165,7 @@ func (pp *PoolPage) capRows() {
 		pp.Checkouts, pp.CheckoutsNotShown = pp.Checkouts[:maxRows], n-maxRows
 	}
 	if n := len(pp.Waiters); n > maxRows {
-		slices.SortStableFunc(pp.Waiters, func(a, b pgxleak.Waiter) int {
+		slices.SortStableFunc(pp.Waiters, func(a, b pgxleak.Goroutine) int {
 			return cmp.Compare(min(len(b.Holds), 1), min(len(a.Holds), 1))
 		})
 		pp.Waiters, pp.WaitersNotShown = pp.Waiters[:maxRows], n-maxRows

@@ -135,8 +135,12 @@ func newPoolView(i int, pp *PoolPage, now time.Time) poolView {
 	}
 
 	for _, r := range pp.Reports {
-		rv := reportView{Kind: r.Kind, Headline: r.Headline, Count: r.Count, Last: ago(now, r.Last), First: ago(now, r.First),
-			Bad: r.Kind == "deadlock" || r.Kind == "pool_deadlocked" || r.Kind == "garbage_collected"}
+		kind := r.Kind.String()
+		if r.Kind == pgxleak.Deadlock && r.Checkout == nil {
+			kind = "pool_deadlocked" // the whole pool's deadlock, not one checkout's
+		}
+		rv := reportView{Kind: kind, Headline: r.Headline, Count: r.Count, Last: ago(now, r.Last), First: ago(now, r.First),
+			Bad: r.Kind == pgxleak.Deadlock || r.Kind == pgxleak.LeakGarbageCollected}
 		if r.Checkout != nil && len(r.Checkout.Stack) > 0 {
 			rv.Stack = formatStack(r.Checkout.Stack)
 		}
@@ -193,7 +197,7 @@ func newHolderView(poolID string, c pgxleak.Checkout, byPID map[uint32]pgxleak.C
 		case g.Exited:
 			h.Holder, h.HolderBad = "exited: nothing can return it unless it handed its Rows, Tx or Conn to another goroutine", true
 		default:
-			s := fmt.Sprintf("goroutine %d", g.Goroutine)
+			s := fmt.Sprintf("goroutine %d", g.ID)
 			if g.State != "" {
 				s += ", " + g.State
 				if g.Waiting > 0 {
@@ -231,7 +235,7 @@ func newHolderView(poolID string, c pgxleak.Checkout, byPID map[uint32]pgxleak.C
 
 // groupWaiters groups the waiters by the line that asked for a
 // connection, deadlocked groups first, then the largest.
-func groupWaiters(poolID string, ws []pgxleak.Waiter) []waiterGroup {
+func groupWaiters(poolID string, ws []pgxleak.Goroutine) []waiterGroup {
 	type group struct {
 		at       pgxleak.Frame
 		deadlock bool
@@ -253,9 +257,9 @@ func groupWaiters(poolID string, ws []pgxleak.Waiter) []waiterGroup {
 			order = append(order, g)
 		}
 		g.n++
-		g.longest = max(g.longest, w.Waited)
+		g.longest = max(g.longest, w.Waiting)
 		if len(g.ids) < 20 {
-			g.ids = append(g.ids, strconv.FormatUint(w.Goroutine, 10))
+			g.ids = append(g.ids, strconv.FormatUint(w.ID, 10))
 		}
 		for _, c := range w.Holds {
 			if s := c.Culprit.String(); !slices.Contains(g.holds, s) {
@@ -305,10 +309,10 @@ func wholePoolDeadlocked(pp *PoolPage) bool {
 	}
 	waiting := make(map[uint64]bool)
 	for _, w := range pp.Waiters {
-		waiting[w.Goroutine] = true
+		waiting[w.ID] = true
 	}
 	for _, c := range pp.Checkouts {
-		if c.Holder == nil || c.Holder.Exited || !waiting[c.Holder.Goroutine] {
+		if c.Holder == nil || c.Holder.Exited || !waiting[c.Holder.ID] {
 			return false
 		}
 	}

@@ -23,17 +23,17 @@ func constructedPage(holders int) Page {
 			Held: held, BackendPID: pid, TxStatus: "in transaction", LastStatement: "SELECT * FROM orders WHERE id = $1 FOR UPDATE"}
 	}
 	exited := co(70, 4120, 31*time.Second)
-	exited.Holder = &pgxleak.Holder{Goroutine: 77, Exited: true, MatchedBy: "goroutine id"}
+	exited.Holder = &pgxleak.Goroutine{ID: 77, Exited: true, MatchedBy: "goroutine id"}
 	exited.Server = &pgxleak.ServerActivity{State: "idle in transaction"}
 	alive := co(17, 4121, 45*time.Second)
-	alive.Holder = &pgxleak.Holder{Goroutine: 812, State: "IO wait", Waiting: 2 * time.Minute, At: at("work", 29), Stack: []pgxleak.Frame{at("work", 29)}, MatchedBy: "goroutine id"}
+	alive.Holder = &pgxleak.Goroutine{ID: 812, State: "IO wait", Waiting: 2 * time.Minute, At: at("work", 29), Stack: []pgxleak.Frame{at("work", 29)}, MatchedBy: "goroutine id"}
 	alive.Server = &pgxleak.ServerActivity{State: "active", WaitEventType: "Lock", WaitEvent: "transactionid", BlockedBy: []uint32{4120}}
 	dl := co(50, 4122, 2*time.Second)
-	dl.Holder = &pgxleak.Holder{Goroutine: 900, State: "select", At: at("nested", 52)}
+	dl.Holder = &pgxleak.Goroutine{ID: 900, State: "select", At: at("nested", 52)}
 	cs := []pgxleak.Checkout{alive, exited, dl}
 	for i := len(cs); i < holders; i++ {
 		c := co(100+i, uint32(5000+i), time.Duration(holders-i)*time.Millisecond)
-		c.Holder = &pgxleak.Holder{Goroutine: uint64(10000 + i), State: "chan receive", At: at("wait", 200+i), Stack: stk}
+		c.Holder = &pgxleak.Goroutine{ID: uint64(10000 + i), State: "chan receive", At: at("wait", 200+i), Stack: stk}
 		cs = append(cs, c)
 	}
 	var hist []Sample
@@ -43,7 +43,7 @@ func constructedPage(holders int) Page {
 	pp := PoolPage{
 		Inspection: pgxleak.Inspection{
 			Pool: "orders", TakenAt: now, Checkouts: cs,
-			Waiters: []pgxleak.Waiter{
+			Waiters: []pgxleak.Goroutine{
 				{Goroutine: 900, At: at("nested", 52), Stack: []pgxleak.Frame{at("nested", 52)}, Holds: []pgxleak.Checkout{dl}},
 				{Goroutine: 901, At: at("list", 88)},
 				{Goroutine: 902, At: at("list", 88)},
@@ -114,7 +114,7 @@ func TestPageWholePoolDeadlocked(t *testing.T) {
 	pp.Waiters = nil
 	for _, c := range pp.Checkouts {
 		c.Holder.Exited = false
-		pp.Waiters = append(pp.Waiters, pgxleak.Waiter{Goroutine: c.Holder.Goroutine, At: c.Holder.At, Holds: []pgxleak.Checkout{c}})
+		pp.Waiters = append(pp.Waiters, pgxleak.Goroutine{ID: c.Holder.ID, At: c.Holder.At, Holds: []pgxleak.Checkout{c}})
 	}
 	var b bytes.Buffer
 	if err := renderPage(&b, p, ""); err != nil {

@@ -136,7 +136,7 @@ func main() {
 			switch fn := l.Culprit.Function; {
 			case fn == "main.(*server).leaky":
 				want["leak"] = true
-			case fn == "main.(*server).slow" && l.Resolved:
+			case fn == "main.(*server).slow" && l.Kind == pgxleak.Resolved:
 				want["slow returned"] = true
 			case fn == "main.(*server).slow":
 				want["slow"] = true

@@ -292,7 +292,11 @@ func (t *telemetry) observe(_ context.Context, o metric.Observer) error {
 // that gets a second, short span linked to the first. Garbage-collected and
 // still-out leaks never resolve: their spans end at detection.
 func (t *telemetry) leak(l Leak, s snapshot) {
-	if !l.Resolved {
+	resolved := l.Kind == Resolved
+	if resolved {
+		l.Kind = LeakSuspected // spans and metrics say suspected, resolved
+	}
+	if !resolved {
 		t.leaks.Add(context.Background(), 1, metric.WithAttributes(
 			semconv.DBClientConnectionPoolName(l.Pool), keyLeakKind.String(l.Kind.String())))
 	}
@@ -306,7 +310,7 @@ func (t *telemetry) leak(l Leak, s snapshot) {
 		delete(t.leakSpans, s.conn)
 		prev = nil
 	}
-	if l.Resolved {
+	if resolved {
 		delete(t.leakSpans, s.conn)
 		if prev != nil && prev.open {
 			prev.timer.Stop()
@@ -316,7 +320,7 @@ func (t *telemetry) leak(l Leak, s snapshot) {
 			prev.span.End(trace.WithTimestamp(detectedAt))
 			return
 		}
-		span := t.startLeakSpan(l, s, prev)
+		span := t.startLeakSpan(l, true, s, prev)
 		span.SetStatus(codes.Ok, "")
 		span.End(trace.WithTimestamp(detectedAt))
 		return
@@ -324,7 +328,7 @@ func (t *telemetry) leak(l Leak, s snapshot) {
 	if prev != nil {
 		t.endUnresolved(prev) // suspected before, now garbage-collected or still out
 	}
-	span := t.startLeakSpan(l, s, prev)
+	span := t.startLeakSpan(l, false, s, prev)
 	span.SetStatus(codes.Error, l.String())
 	if l.Kind != LeakSuspected || t.closed || t.p.cfg.leakThreshold <= 0 {
 		delete(t.leakSpans, s.conn)
@@ -357,7 +361,7 @@ func (t *telemetry) endUnresolved(ls *leakSpan) {
 // startLeakSpan starts a leak span at the checkout, linked to the span that
 // was active in the checkout's context and, for a late resolution, to the
 // leak's earlier span.
-func (t *telemetry) startLeakSpan(l Leak, s snapshot, earlier *leakSpan) trace.Span {
+func (t *telemetry) startLeakSpan(l Leak, resolved bool, s snapshot, earlier *leakSpan) trace.Span {
 	var links []trace.Link
 	if s.ctx != nil {
 		if sc := trace.SpanContextFromContext(s.ctx); sc.IsValid() {
@@ -371,7 +375,7 @@ func (t *telemetry) startLeakSpan(l Leak, s snapshot, earlier *leakSpan) trace.S
 		semconv.DBSystemNamePostgreSQL,
 		semconv.DBClientConnectionPoolName(l.Pool),
 		keyLeakKind.String(l.Kind.String()),
-		keyLeakResolved.Bool(l.Resolved),
+		keyLeakResolved.Bool(resolved),
 	}, checkoutAttrs(l.Checkout)...)
 	_, span := t.tracer.Start(context.Background(), leakSpanName,
 		trace.WithTimestamp(l.CheckedOutAt),
@@ -395,7 +399,7 @@ func checkoutAttrs(c Checkout) []attribute.KeyValue {
 			semconv.CodeLineNumber(c.Culprit.Line))
 	}
 	if len(c.Stack) > 0 {
-		kv = append(kv, semconv.CodeStacktrace(c.StackString()))
+		kv = append(kv, semconv.CodeStacktrace(formatStack(c.Stack)))
 	}
 	if c.BackendPID != 0 {
 		kv = append(kv, keyBackendPID.Int64(int64(c.BackendPID)))

@@ -49,7 +49,7 @@ type findings struct {
 	server    bool // the server view was asked for
 	checkouts []Checkout
 	keys      []holderKey // parallel to checkouts
-	waiters   []Waiter
+	waiters   []Goroutine
 	notes     []string
 }
 
@@ -109,7 +109,7 @@ func (p *pool) diagnoseNow(ctx context.Context, server bool) *findings {
 	var notes noteSet
 	for _, s := range snaps {
 		c := p.describe(s)
-		var h *Holder
+		var h *Goroutine
 		note := newerThanDump
 		if seq, ok := outBefore[s.conn]; ok && seq == s.seq {
 			h, note = p.holderOf(s, c, dump)
@@ -143,8 +143,8 @@ func (p *pool) outSeqs() map[*connState]uint64 {
 
 // waitersIn returns the goroutines of dump waiting for a connection of
 // this pool, each with the checkouts of this pool it holds.
-func (p *pool) waitersIn(dump *gdump.Snapshot, cs []Checkout, notes *noteSet) []Waiter {
-	var ws []Waiter
+func (p *pool) waitersIn(dump *gdump.Snapshot, cs []Checkout, notes *noteSet) []Goroutine {
+	var ws []Goroutine
 	unknown := 0
 	for i := range dump.Goroutines {
 		g := &dump.Goroutines[i]
@@ -162,10 +162,10 @@ func (p *pool) waitersIn(dump *gdump.Snapshot, cs []Checkout, notes *noteSet) []
 		if !g.WaitingOn(p.db) {
 			continue
 		}
-		w := Waiter{Goroutine: g.ID, Waited: g.Wait, Stack: dumpFrames(g.Frames)}
+		w := Goroutine{ID: g.ID, Waiting: g.Wait, Stack: dumpFrames(g.Frames)}
 		w.At, _ = p.userFrame(g)
 		for _, c := range cs {
-			if c.Holder != nil && !c.Holder.Exited && c.Holder.Goroutine == g.ID {
+			if c.Holder != nil && !c.Holder.Exited && c.Holder.ID == g.ID {
 				w.Holds = append(w.Holds, c)
 			}
 		}
@@ -199,7 +199,7 @@ func (p *pool) annotate(l *Leak, r report) {
 		l.Holder, l.Server, l.WaitingAt, l.PoolDeadlocked = r.stuck.holder, r.stuck.server, r.stuck.waitingAt, r.stuck.poolDeadlocked
 		return
 	}
-	if l.Resolved || (l.Kind != LeakSuspected && l.Kind != LeakStillOut) {
+	if l.Kind != LeakSuspected && l.Kind != LeakStillOut {
 		return
 	}
 	k := holderKey{r.snap.conn, r.snap.checkoutAt}
@@ -212,7 +212,7 @@ func (p *pool) annotate(l *Leak, r report) {
 
 // stuckReport is what a deadlock report carries beyond its checkout.
 type stuckReport struct {
-	holder         *Holder
+	holder         *Goroutine
 	server         *ServerActivity
 	waitingAt      Frame
 	poolDeadlocked bool
@@ -252,7 +252,7 @@ func (d *findings) poolDeadlocked(maxOpen int) bool {
 		return false
 	}
 	for _, c := range d.checkouts {
-		if c.Holder == nil || c.Holder.Exited || !slices.ContainsFunc(d.waiters, func(w Waiter) bool { return w.Goroutine == c.Holder.Goroutine }) {
+		if c.Holder == nil || c.Holder.Exited || !slices.ContainsFunc(d.waiters, func(w Goroutine) bool { return w.ID == c.Holder.ID }) {
 			return false
 		}
 	}

@@ -1,0 +1,194 @@
+package pgxleak
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pgxleak/pgxleak/internal/stack"
+)
+
+// monitor is the pool's reporting side: its goroutine (run) emits what the
+// tracker queued and what its scans find.
+//
+// Ownership: stop and done are set once; done is closed by the monitor
+// goroutine when it exits. reportMu guards the de-duplication state (seen,
+// summaryDue); the callback's channels are set by startDelivery before the
+// monitor starts; recent has its own lock.
+type monitor struct {
+	stop chan struct{}
+	done chan struct{}
+
+	reportMu   sync.Mutex
+	seen       map[reportKey]*reportRate // guarded by reportMu
+	summary    *time.Timer               // fires when suppressed reports are due a summary line
+	summaryDue time.Time                 // guarded by reportMu; when summary fires; zero if stopped
+
+	callbacks        chan Leak     // reports for the OnLeak callback; nil without one
+	delivered        chan struct{} // closed when the callback's goroutine is done
+	deliverGoroutine atomic.Uint64 // its ID, to recognise Close called from the callback
+	lagging          atomic.Bool   // the callback's queue is full
+
+	recent recentReports // the recent reports Inspect lists
+}
+
+// run is the pool's monitor goroutine: it symbolises and emits reports,
+// scans for connections held too long, keeps the minimum of idle
+// connections and samples wait statistics.
+func (p *pool) run() {
+	defer close(p.monitor.done)
+	var scan, keep, waits <-chan time.Time
+	if t := p.cfg.leakThreshold; t > 0 {
+		tk := time.NewTicker(min(max(t/4, 5*time.Millisecond), time.Second))
+		defer tk.Stop()
+		scan = tk.C
+	}
+	if p.cfg.minIdle > 0 && p.db != nil {
+		tk := time.NewTicker(p.cfg.keepIdleEvery)
+		defer tk.Stop()
+		keep = tk.C
+	}
+	sideIdleTick := time.NewTicker(max(p.cfg.sideIdle/4, time.Millisecond)) // every pool, sql.Open's too
+	defer sideIdleTick.Stop()
+	if p.db != nil {
+		p.tel.startWaitSampling()
+		tk := time.NewTicker(p.cfg.waitInterval)
+		defer tk.Stop()
+		waits = tk.C
+	}
+	for {
+		select {
+		case <-p.monitor.stop:
+			p.flushFinal()
+			return
+		case <-p.tracker.wake:
+			p.flush()
+		case <-scan:
+			p.scan()
+		case <-p.monitor.summary.C:
+			p.summarize(false)
+		case <-keep:
+			// On its own goroutine, so that scans and reports never wait
+			// behind a slow connect; one at a time.
+			if p.keeping.CompareAndSwap(false, true) {
+				p.background.Go(func() {
+					defer p.keeping.Store(false)
+					p.keepMinIdle(p.internalCtx)
+				})
+			}
+		case <-sideIdleTick.C:
+			p.diagnosis.side.closeIfIdle(p.cfg.sideIdle)
+		case <-waits:
+			p.tel.sampleWaitStats()
+		}
+	}
+}
+
+func (p *pool) flush() {
+	for _, r := range p.tracker.takeQueue(false) {
+		p.emit(r)
+	}
+}
+
+// flushFinal emits what is queued, closes the queue, and writes the
+// summary lines of every report still suppressed: nothing comes after it.
+func (p *pool) flushFinal() {
+	for _, r := range p.tracker.takeQueue(true) {
+		p.emit(r)
+	}
+	p.summarize(true)
+}
+
+// emit symbolises, de-duplicates and delivers one report: to the tracer,
+// the logger and the OnLeak callback.
+func (p *pool) emit(r report) {
+	l := Leak{Kind: r.kind, Checkout: p.describe(r.snap)}
+	l.Earlier, l.EarlierAt = p.earlier(r)
+	p.annotate(&l, r)
+	p.monitor.recent.addLeak(l)
+	p.tel.leak(l, r.snap)
+	if !p.admit(&l) {
+		return
+	}
+	lg := p.logger()
+	level := slog.LevelWarn
+	if l.Kind == Resolved {
+		level = slog.LevelInfo
+	}
+	if l.Kind == Deadlock {
+		level = slog.LevelError
+	}
+	ctx := context.Background()
+	lg.LogAttrs(ctx, level, l.String(), p.logAttrs(l, lg.Enabled(ctx, slog.LevelDebug))...)
+	p.deliver(l) // after the log line, so a callback sees it written
+}
+
+// logAttrs are a report's attributes in the log: short by default (the
+// headline carries the culprit); the stack and the checkout time only when
+// the logger is enabled at DEBUG. The full report is in the Leak given to
+// WithOnLeak and in the leak span.
+func (p *pool) logAttrs(l Leak, debug bool) []slog.Attr {
+	attrs := []slog.Attr{
+		slog.String("kind", l.Kind.String()),
+		slog.String("pool", l.Pool),
+		slog.Duration("held", l.Held),
+		slog.String("tx_status", l.TxStatus),
+	}
+	if l.BackendPID != 0 {
+		attrs = append(attrs, slog.Any("backend_pid", l.BackendPID))
+	}
+	if st := l.LastStatement; st != "" {
+		if !debug {
+			st = shorten(st, maxLogStatement)
+		}
+		attrs = append(attrs, slog.String("last_statement", st))
+	}
+	if l.Repeats > 0 {
+		attrs = append(attrs, slog.Int("repeats", l.Repeats))
+	}
+	attrs = append(attrs, stuckAttrs(l)...)
+	if callers := p.callers(l.Stack); callers != "" && l.Kind != Resolved {
+		attrs = append(attrs, slog.String("callers", callers))
+	}
+	if debug {
+		attrs = append(attrs, slog.Time("checked_out_at", l.CheckedOutAt))
+		if len(l.Stack) > 0 {
+			attrs = append(attrs, slog.String("stack", formatStack(l.Stack)))
+		}
+	}
+	return attrs
+}
+
+// maxLogStatement bounds the statement in a default log line; the Leak
+// carries it whole (up to maxStatement).
+const maxLogStatement = 120
+
+// maxCallers bounds the frames of the application a log line lists.
+const maxCallers = 4
+
+// callers lists the application's frames of a stack after the culprit,
+// innermost first: "app/handler.go:20 (app.serve) < main.go:31
+// (main.main)". Library, standard-library, runtime and test-runner frames
+// are left out.
+func (p *pool) callers(fs []Frame) string {
+	var out []string
+	first := true
+	for _, f := range fs {
+		if sf := stack.Frame(f); !isUserFrame(sf, p.cfg.libraryPrefix) || isStdlib(sf) {
+			continue
+		}
+		if first { // the culprit, already in the headline
+			first = false
+			continue
+		}
+		if len(out) == maxCallers {
+			out = append(out, "…")
+			break
+		}
+		out = append(out, f.String())
+	}
+	return strings.Join(out, " < ")
+}

@@ -1,0 +1,188 @@
+package pgxleak
+
+import (
+	"cmp"
+	"database/sql"
+	"slices"
+	"time"
+)
+
+// PoolStats is pgxleak's counters next to database/sql's.
+type PoolStats struct {
+	sql.DBStats
+	Checkouts        uint64 `json:"checkouts"`         // checkouts seen by the tracker (the pool's own warm-ups excluded)
+	Returns          uint64 `json:"returns"`           // returns matched to a checkout
+	CheckedOut       int    `json:"checked_out"`       // checked out now by users, by the tracker's count (DBStats.InUse also counts the pool's own warm-ups)
+	Suspected        uint64 `json:"suspected"`         // suspected leaks reported
+	Resolved         uint64 `json:"resolved"`          // suspected leaks that came back
+	GarbageCollected uint64 `json:"garbage_collected"` // Rows garbage-collected without Close
+	StillOut         uint64 `json:"still_out"`         // connections still out at Drain or Close
+	// LifetimeDiscarded counts connections discarded at the end of their
+	// jittered lifetime (WithConnMaxLifetime), which pgxleak enforces
+	// itself: DBStats.MaxLifetimeClosed counts only database/sql's own,
+	// later, closes.
+	LifetimeDiscarded uint64 `json:"lifetime_discarded"`
+	// Terminated counts backends ended by Terminate or Drain's
+	// TerminateStillOut. database/sql still counts each as open (in
+	// DBStats.InUse and OpenConnections) until its holder gives it back:
+	// terminating frees the server and its locks, not the pool's slot.
+	Terminated uint64 `json:"terminated"`
+	// Unseen counts connections database/sql has in use (DBStats.InUse)
+	// that no driver call has shown the tracker yet: handed out by its
+	// background opener. Each is also listed by Checkouts, with Unseen set.
+	Unseen int `json:"unseen"`
+	// Deadlocks counts connections reported held by a goroutine that waits
+	// for another of the same pool.
+	Deadlocks uint64 `json:"deadlocks"`
+	// Closed says the pool is closed: the counters are final.
+	Closed bool `json:"closed"`
+}
+
+// Checkouts returns every connection checked out of db right now, oldest
+// first. It returns [ErrNotTracked] for a *sql.DB not opened through
+// pgxleak.
+func Checkouts(db *sql.DB) ([]Checkout, error) {
+	p := poolOf(db)
+	if p == nil {
+		return nil, ErrNotTracked
+	}
+	return p.checkouts(), nil
+}
+
+// Stats returns db.Stats() with pgxleak's counters. It returns
+// [ErrNotTracked] for a *sql.DB not opened through pgxleak.
+func Stats(db *sql.DB) (PoolStats, error) {
+	p := poolOf(db)
+	if p == nil {
+		return PoolStats{}, ErrNotTracked
+	}
+	var s PoolStats
+	s.DBStats = db.Stats()
+	p.fillStats(&s)
+	s.Unseen = len(p.unseenCheckouts())
+	return s, nil
+}
+
+func (p *pool) checkouts() []Checkout {
+	snaps := p.tracker.outSnapshots(p.now())
+	out := make([]Checkout, len(snaps))
+	for i, s := range snaps {
+		out[i] = p.describe(s)
+	}
+	return append(out, p.unseenCheckouts()...)
+}
+
+// lost counts the connections out that can never come back: their Rows
+// was garbage-collected.
+func (p *pool) lost() (n int) {
+	p.tracker.each(func(c *connState) {
+		if c.state == stateOut && !c.internal && c.gcLeaked {
+			n++
+		}
+	})
+	return n
+}
+
+// outCount counts the connections the tracker has seen checked out, the
+// pool's own included: the part of DBStats.InUse it can explain.
+func (p *pool) outCount() (n int) {
+	p.tracker.each(func(c *connState) {
+		if c.state == stateOut {
+			n++
+		}
+	})
+	return n
+}
+
+// unseenCheckouts reconciles the tracker with database/sql's count of
+// connections in use. database/sql's background opener connects on its
+// own goroutine and hands the connection to a waiting caller with no
+// driver call on the caller's goroutine, and a connection it made is
+// handed out with no ResetSession until a caller returned it once (sql.go:
+// openNewConnection, putConnDBLocked, driverConn.resetSession). Such a
+// checkout is seen only at its first operation. Until then, DBStats.InUse
+// counts it and the tracker does not: each connection of that difference
+// that can only be one of those (connected by the opener and never seen
+// out, or, for a driver without ResetSession, any idle one) is listed with
+// Unseen set. DBStats.InUse also counts connections being opened or
+// closed, which are not listed.
+//
+// It reads db.Stats() before taking the tracker's locks: database/sql
+// closes connections under its own lock, and closing takes the tracker's.
+func (p *pool) unseenCheckouts() []Checkout {
+	if p.db == nil {
+		return nil
+	}
+	inUse := p.db.Stats().InUse
+	now := p.now()
+	var out int
+	type candidate struct {
+		pid       uint32
+		idleSince int64
+	}
+	var candidates []candidate
+	p.tracker.each(func(c *connState) {
+		switch {
+		case c.state == stateOut:
+			out++
+		case c.state == stateIdle && (c.pristine || c.noReset):
+			candidates = append(candidates, candidate{c.pid, c.idleSince})
+		}
+	})
+	n := min(inUse-out, len(candidates))
+	if n <= 0 {
+		return nil
+	}
+	slices.SortFunc(candidates, func(a, b candidate) int { return cmp.Compare(a.idleSince, b.idleSince) })
+	name := p.name()
+	unseen := make([]Checkout, n)
+	for i := range unseen {
+		// Which candidates are out is known only when all of them are;
+		// otherwise each could be the oldest, whose age bounds them all.
+		c := candidates[0]
+		if n == len(candidates) {
+			c = candidates[i]
+		}
+		unseen[i] = Checkout{
+			Pool:         name,
+			CheckedOutAt: p.epoch.Add(time.Duration(c.idleSince)).Round(0),
+			Held:         time.Duration(now - c.idleSince),
+			TxStatus:     txStatusString(txUnknown),
+			Unseen:       true,
+		}
+		if n == len(candidates) {
+			unseen[i].BackendPID = c.pid
+		}
+	}
+	return unseen
+}
+
+func (p *pool) fillStats(s *PoolStats) {
+	p.tracker.fillStats(s)
+	s.Terminated = p.diagnosis.terminated.Load()
+	s.Deadlocks = p.monitor.recent.count(Deadlock)
+	p.mu.Lock()
+	s.Closed = p.closed
+	p.mu.Unlock()
+}
+
+// fillStats fills in the tracker's counters.
+func (t *tracker) fillStats(s *PoolStats) {
+	t.mu.Lock()
+	s.Checkouts, s.Returns = t.closedCounts[0], t.closedCounts[1]
+	for c := range t.conns {
+		c.mu.Lock()
+		s.Checkouts += c.checkouts
+		s.Returns += c.returns
+		if c.state == stateOut && !c.internal {
+			s.CheckedOut++
+		}
+		c.mu.Unlock()
+	}
+	t.mu.Unlock()
+	s.Suspected = t.suspectedLeaks.Load()
+	s.Resolved = t.resolvedLeaks.Load()
+	s.GarbageCollected = t.gcLeaks.Load()
+	s.StillOut = t.stillOutLeaks.Load()
+	s.LifetimeDiscarded = t.lifetimeDiscarded.Load()
+}
