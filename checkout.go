@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/pgxleak/pgxleak/internal/goid"
 	"github.com/pgxleak/pgxleak/internal/stack"
 )
 
@@ -210,4 +211,21 @@ func (c *connState) setTxStatus(st byte) {
 	c.mu.Lock()
 	c.txStatus = st
 	c.mu.Unlock()
+}
+
+// holderID returns the calling goroutine's ID for a checkout, or 0 when it
+// cannot be read in a few nanoseconds; holders are then found by their
+// checkout stack instead (see matchByStack), and reports say so.
+func holderID() uint64 {
+	if goid.Fast() {
+		return goid.ID()
+	}
+	return 0
+}
+
+// isTerminated reports whether c's backend was terminated.
+func (c *connState) isTerminated() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.terminated
 }

@@ -1,18 +1,15 @@
 package pgxleak
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/pgxleak/pgxleak/internal/stack"
 )
-
-// formatStack renders frames like a goroutine's stack in a panic.
-func formatStack(fs []Frame) string {
-	return stack.Format(toStackFrames(fs))
-}
 
 // describe symbolises a snapshot. It is only called to make a report or
 // answer an inspection, never on the hot path.
@@ -82,22 +79,6 @@ const maxStatement = 1024
 
 func truncateStatement(s string) string { return shorten(s, maxStatement) }
 
-func fromStackFrames(fs []stack.Frame) []Frame {
-	out := make([]Frame, len(fs))
-	for i, f := range fs {
-		out[i] = Frame(f)
-	}
-	return out
-}
-
-func toStackFrames(fs []Frame) []stack.Frame {
-	out := make([]stack.Frame, len(fs))
-	for i, f := range fs {
-		out[i] = stack.Frame(f)
-	}
-	return out
-}
-
 // shorten cuts s to at most n bytes, on a rune boundary, marking the cut.
 func shorten(s string, n int) string {
 	if len(s) <= n {
@@ -107,4 +88,76 @@ func shorten(s string, n int) string {
 		n--
 	}
 	return s[:n] + "…"
+}
+
+func (p *pool) checkouts() []Checkout {
+	snaps := p.tracker.outSnapshots(p.now())
+	out := make([]Checkout, len(snaps))
+	for i, s := range snaps {
+		out[i] = p.describe(s)
+	}
+	return append(out, p.unseenCheckouts()...)
+}
+
+// unseenCheckouts reconciles the tracker with database/sql's count of
+// connections in use. database/sql's background opener connects on its
+// own goroutine and hands the connection to a waiting caller with no
+// driver call on the caller's goroutine, and a connection it made is
+// handed out with no ResetSession until a caller returned it once (sql.go:
+// openNewConnection, putConnDBLocked, driverConn.resetSession). Such a
+// checkout is seen only at its first operation. Until then, DBStats.InUse
+// counts it and the tracker does not: each connection of that difference
+// that can only be one of those (connected by the opener and never seen
+// out, or, for a driver without ResetSession, any idle one) is listed with
+// Unseen set. DBStats.InUse also counts connections being opened or
+// closed, which are not listed.
+//
+// It reads db.Stats() before taking the tracker's locks: database/sql
+// closes connections under its own lock, and closing takes the tracker's.
+func (p *pool) unseenCheckouts() []Checkout {
+	if p.db == nil {
+		return nil
+	}
+	inUse := p.db.Stats().InUse
+	now := p.now()
+	var out int
+	type candidate struct {
+		pid       uint32
+		idleSince int64
+	}
+	var candidates []candidate
+	p.tracker.each(func(c *connState) {
+		switch {
+		case c.state == stateOut:
+			out++
+		case c.state == stateIdle && (c.pristine || c.noReset):
+			candidates = append(candidates, candidate{c.pid, c.idleSince})
+		}
+	})
+	n := min(inUse-out, len(candidates))
+	if n <= 0 {
+		return nil
+	}
+	slices.SortFunc(candidates, func(a, b candidate) int { return cmp.Compare(a.idleSince, b.idleSince) })
+	name := p.name()
+	unseen := make([]Checkout, n)
+	for i := range unseen {
+		// Which candidates are out is known only when all of them are;
+		// otherwise each could be the oldest, whose age bounds them all.
+		c := candidates[0]
+		if n == len(candidates) {
+			c = candidates[i]
+		}
+		unseen[i] = Checkout{
+			Pool:         name,
+			CheckedOutAt: p.epoch.Add(time.Duration(c.idleSince)).Round(0),
+			Held:         time.Duration(now - c.idleSince),
+			TxStatus:     txStatusString(txUnknown),
+			Unseen:       true,
+		}
+		if n == len(candidates) {
+			unseen[i].BackendPID = c.pid
+		}
+	}
+	return unseen
 }

@@ -92,11 +92,13 @@ type layer struct {
 var (
 	tableRow  = regexp.MustCompile("^\\|\\s*([a-z]+)\\s*\\|([^|]*)\\|")
 	goFile    = regexp.MustCompile("`([a-z0-9_]+\\.go)`")
-	exception = regexp.MustCompile("^- `([a-z0-9_]+\\.go)` → `([A-Za-z0-9_.]+)`")
+	exception = regexp.MustCompile("^- ([^→]+)→([^:]+):")
+	backticks = regexp.MustCompile("`([^`]+)`")
 )
 
 // readDesign parses DESIGN.md: the layer table (rows "| name | `a.go`, `b.go`
-// … |", top row highest) and the exceptions ("- `a.go` → `name`: why").
+// … |", top row highest) and the exceptions ("- `a.go`, `b.go` → `name`,
+// `other`: why", every file with every name).
 func readDesign(t *testing.T, path string) (map[string]layer, map[string]bool) {
 	t.Helper()
 	b, err := os.ReadFile(path)
@@ -120,7 +122,11 @@ func readDesign(t *testing.T, path string) (map[string]layer, map[string]bool) {
 			rank++
 		}
 		if m := exception.FindStringSubmatch(line); m != nil {
-			exceptions[m[1]+" "+m[2]] = true
+			for _, f := range backticks.FindAllStringSubmatch(m[1], -1) {
+				for _, n := range backticks.FindAllStringSubmatch(m[2], -1) {
+					exceptions[f[1]+" "+n[1]] = true
+				}
+			}
 		}
 	}
 	if len(layers) == 0 {
@@ -220,10 +226,6 @@ func qualified(obj types.Object) string {
 		if r := o.Type().(*types.Signature).Recv(); r != nil {
 			recv = r.Type()
 		}
-	case *types.Var:
-		if o.IsField() {
-			return fieldOwner(obj) + obj.Name()
-		}
 	}
 	if recv != nil {
 		if p, ok := recv.(*types.Pointer); ok {
@@ -234,28 +236,6 @@ func qualified(obj types.Object) string {
 		}
 	}
 	return obj.Name()
-}
-
-// fieldOwner finds the named struct type declaring field obj ("pool."), by
-// position, or "" for a field of an unnamed struct.
-func fieldOwner(obj types.Object) string {
-	scope := obj.Pkg().Scope()
-	for _, n := range scope.Names() {
-		tn, ok := scope.Lookup(n).(*types.TypeName)
-		if !ok {
-			continue
-		}
-		st, ok := tn.Type().Underlying().(*types.Struct)
-		if !ok {
-			continue
-		}
-		for i := range st.NumFields() {
-			if st.Field(i) == obj {
-				return n + "."
-			}
-		}
-	}
-	return ""
 }
 
 // stubImporter gives every import as an empty, complete package: the design

@@ -210,14 +210,6 @@ func (p *pool) annotate(l *Leak, r report) {
 	l.Notes = d.notes
 }
 
-// stuckReport is what a deadlock report carries beyond its checkout.
-type stuckReport struct {
-	holder         *Goroutine
-	server         *ServerActivity
-	waitingAt      Frame
-	poolDeadlocked bool
-}
-
 // diagnoseFresh is diagnose for Inspect: the checkouts as they are now,
 // with the dump and the server view from their caches when recent. The
 // server is asked outside diagMu, so that the monitor's reports never wait
@@ -257,4 +249,9 @@ func (d *findings) poolDeadlocked(maxOpen int) bool {
 		}
 	}
 	return true
+}
+
+type holderKey struct {
+	c          *connState
+	checkoutAt int64
 }

@@ -8,9 +8,6 @@ import (
 	"time"
 )
 
-// ErrDraining is returned for new checkouts while [Drain] runs.
-var ErrDraining = errors.New("pgxleak: pool is draining; no new connections are handed out")
-
 // Drain stops new checkouts from db and waits until every checked-out
 // connection has come back, or ctx ends. It then closes db. If connections
 // were still out, it returns a *[LeakError] listing them with their
@@ -82,24 +79,6 @@ func (p *pool) terminateStillOut(ctx context.Context) []string {
 		}
 	}
 	return notes
-}
-
-// stillOut returns every connection still out, and the first time it is
-// called for a pool reports each as LeakStillOut.
-func (p *pool) stillOut() []Checkout {
-	p.mu.Lock()
-	issued := p.stillOutIssued
-	p.stillOutIssued = true
-	p.mu.Unlock()
-	snaps := p.tracker.outSnapshots(p.now())
-	out := make([]Checkout, len(snaps))
-	for i, s := range snaps {
-		out[i] = p.describe(s)
-		if !issued && p.tracker.enqueue(report{kind: LeakStillOut, snap: s}) { // emitted by the monitor before close returns
-			p.tracker.stillOutLeaks.Add(1)
-		}
-	}
-	return out
 }
 
 // Terminate ends the server backend of a connection checked out of db,

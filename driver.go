@@ -10,6 +10,7 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"errors"
 	"io"
 	"runtime"
 
@@ -163,3 +164,19 @@ func calledByOpener() bool {
 		}
 	}
 }
+
+// poolOf returns the pool behind db, or nil if db was not opened
+// through pgxleak.
+func poolOf(db *sql.DB) *pool {
+	if db == nil {
+		return nil
+	}
+	if d, ok := db.Driver().(*sqlDriver); ok {
+		return d.pool
+	}
+	return nil
+}
+
+// ErrNotTracked is returned by [Stats], [Checkouts], [Inspect], [Drain],
+// [Find] and [Terminate] for a *sql.DB that was not opened through pgxleak.
+var ErrNotTracked = errors.New("pgxleak: this *sql.DB was not opened by pgxleak (use pgxleak.Open, pgxleak.OpenDB or sql.Open(\"pgxleak\", dsn))")

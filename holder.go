@@ -17,22 +17,6 @@ import (
 // one absent from a complete dump has exited, since the runtime never
 // reuses goroutine IDs.
 
-// holderID returns the calling goroutine's ID for a checkout, or 0 when it
-// cannot be read in a few nanoseconds; holders are then found by their
-// checkout stack instead (see matchByStack), and reports say so.
-func holderID() uint64 {
-	if goid.Fast() {
-		return goid.ID()
-	}
-	return 0
-}
-
-// How a holder was found (Holder.MatchedBy).
-const (
-	matchedByID    = "goroutine id"
-	matchedByStack = "checkout stack"
-)
-
 // holderOf joins one checkout with a goroutine dump. It returns nil, with
 // a note saying why, when the dump cannot answer: the dump is older than
 // the checkout, it was cut short, or identity is unavailable and the
@@ -150,15 +134,4 @@ func dumpFrames(fs []gdump.Frame) []Frame {
 		out[i] = Frame{Function: f.Function, File: f.File, Line: f.Line}
 	}
 	return out
-}
-
-// calleeOf returns the function h's user frame is calling, for "now at
-// app/worker.go:29 in net/http.(*Client).Do"; "" when At is innermost.
-func (h *Goroutine) calleeOf() string {
-	for i, f := range h.Stack {
-		if f == h.At && i > 0 {
-			return h.Stack[i-1].Function
-		}
-	}
-	return ""
 }

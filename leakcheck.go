@@ -10,6 +10,7 @@ package pgxleak
 import (
 	"cmp"
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -259,20 +260,28 @@ func (t *tracker) takeQueue(closing bool) []report {
 	return q
 }
 
-// scan reports connections held past the threshold, once per checkout. A
-// connection already reported as garbage-collected is not reported again.
-func (p *pool) scan() {
-	limit := int64(p.cfg.leakThreshold)
-	now := p.now()
+// scan returns the checkouts held past limit at pool time now, once per
+// checkout, marking them suspected and counting them. A connection already
+// reported as garbage-collected is not reported again.
+func (t *tracker) scan(now, limit int64) []snapshot {
 	var found []snapshot
-	p.tracker.each(func(c *connState) {
+	t.each(func(c *connState) {
 		if c.state == stateOut && !c.internal && !c.suspected && !c.gcLeaked && now-c.checkoutAt >= limit {
 			c.suspected, c.reportedAt[0] = true, now
 			found = append(found, c.snapshotLocked(now))
 		}
 	})
-	for _, s := range found {
-		p.tracker.suspectedLeaks.Add(1)
-		p.emit(report{kind: LeakSuspected, snap: s})
-	}
+	t.suspectedLeaks.Add(uint64(len(found)))
+	return found
+}
+
+// ErrDraining is returned for new checkouts while [Drain] runs.
+var ErrDraining = errors.New("pgxleak: pool is draining; no new connections are handed out")
+
+// stuckReport is what a deadlock report carries beyond its checkout.
+type stuckReport struct {
+	holder         *Goroutine
+	server         *ServerActivity
+	waitingAt      Frame
+	poolDeadlocked bool
 }

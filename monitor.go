@@ -67,7 +67,9 @@ func (p *pool) run() {
 		case <-p.tracker.wake:
 			p.flush()
 		case <-scan:
-			p.scan()
+			for _, s := range p.tracker.scan(p.now(), int64(p.cfg.leakThreshold)) {
+				p.emit(report{kind: LeakSuspected, snap: s})
+			}
 		case <-p.monitor.summary.C:
 			p.summarize(false)
 		case <-keep:

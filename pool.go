@@ -187,3 +187,21 @@ func (p *pool) close() {
 		openPools.keepLeftovers(p) // VerifyTestMain fails the run for them
 	}
 }
+
+// stillOut returns every connection still out, and the first time it is
+// called for a pool reports each as LeakStillOut.
+func (p *pool) stillOut() []Checkout {
+	p.mu.Lock()
+	issued := p.stillOutIssued
+	p.stillOutIssued = true
+	p.mu.Unlock()
+	snaps := p.tracker.outSnapshots(p.now())
+	out := make([]Checkout, len(snaps))
+	for i, s := range snaps {
+		out[i] = p.describe(s)
+		if !issued && p.tracker.enqueue(report{kind: LeakStillOut, snap: s}) { // emitted by the monitor before close returns
+			p.tracker.stillOutLeaks.Add(1)
+		}
+	}
+	return out
+}

@@ -2,7 +2,6 @@ package pgxleak
 
 import (
 	"cmp"
-	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -46,17 +45,6 @@ type recentReports struct {
 func (r *recentReports) addLeak(l Leak) {
 	c := l.Checkout
 	r.add(l.Kind, c.Culprit, l.String(), &c, time.Now())
-}
-
-// addEpisode records a slow wait episode.
-func (r *recentReports) addEpisode(ep *episode) {
-	h := fmt.Sprintf("pgxleak: callers waited %s for connections in %s (%d waits", ep.total.Round(time.Millisecond),
-		ep.end.Sub(ep.start).Round(time.Millisecond), ep.waits)
-	if ep.stalled > 0 {
-		h += fmt.Sprintf(", none served for %s", ep.stalled.Round(time.Millisecond))
-	}
-	h += fmt.Sprintf("); peak %d of %d connections in use", ep.peakInUse, ep.maxOpen)
-	r.add(Exhausted, Frame{}, h, nil, ep.end)
 }
 
 func (r *recentReports) add(kind Kind, at Frame, headline string, c *Checkout, now time.Time) {

@@ -197,3 +197,24 @@ func (e *LeakError) Error() string {
 
 // Unwrap returns the context error that ended the wait, if any.
 func (e *LeakError) Unwrap() error { return e.cause }
+
+// formatStack renders frames like a goroutine's stack in a panic.
+func formatStack(fs []Frame) string {
+	return stack.Format(toStackFrames(fs))
+}
+
+func fromStackFrames(fs []stack.Frame) []Frame {
+	out := make([]Frame, len(fs))
+	for i, f := range fs {
+		out[i] = Frame(f)
+	}
+	return out
+}
+
+func toStackFrames(fs []Frame) []stack.Frame {
+	out := make([]stack.Frame, len(fs))
+	for i, f := range fs {
+		out[i] = stack.Frame(f)
+	}
+	return out
+}

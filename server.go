@@ -408,10 +408,3 @@ func (s *sideConn) terminate(ctx context.Context, pid uint32) error {
 	s.cacheMu.Unlock()
 	return nil
 }
-
-// isTerminated reports whether c's backend was terminated.
-func (c *connState) isTerminated() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.terminated
-}

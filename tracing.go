@@ -429,3 +429,25 @@ func (t *telemetry) close() {
 		}
 	}
 }
+
+// waitState is the wait sampler's state.
+type waitState struct {
+	lastCount    int64
+	lastDuration time.Duration
+	lastTick     time.Time
+	stallSince   time.Time // since when callers wait and none got a connection; zero if not stalled
+	episode      *episode
+	previous     trace.SpanContext // the truncated episode a new one continues
+}
+
+// waitRecord is wait_time's cursor: the WaitCount and WaitDuration of
+// db.Stats() already recorded, from zero (the pool's own counters start
+// there, and a monitor that starts late must not skip the first waits).
+// The sampler's tick and the metric callback both advance it, under mu, so
+// that waits that ended are visible at the next collection and each is
+// recorded once.
+type waitRecord struct {
+	mu       sync.Mutex
+	count    int64
+	duration time.Duration
+}

@@ -173,3 +173,20 @@ func (c Checkout) culpritOrReason() string {
 	}
 	return c.Culprit.String()
 }
+
+// calleeOf returns the function h's user frame is calling, for "now at
+// app/worker.go:29 in net/http.(*Client).Do"; "" when At is innermost.
+func (h *Goroutine) calleeOf() string {
+	for i, f := range h.Stack {
+		if f == h.At && i > 0 {
+			return h.Stack[i-1].Function
+		}
+	}
+	return ""
+}
+
+// How a holder was found (Goroutine.MatchedBy).
+const (
+	matchedByID    = "goroutine id"
+	matchedByStack = "checkout stack"
+)

@@ -4,8 +4,8 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
+	"fmt"
 	"slices"
-	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -21,33 +21,6 @@ const maxEpisodeIntervals = 60
 // maxHolderEvents bounds the holder events of one wait-episode span; the
 // holders that held their connection longest are kept.
 const maxHolderEvents = 64
-
-// waitState is the wait sampler's state.
-type waitState struct {
-	lastCount    int64
-	lastDuration time.Duration
-	lastTick     time.Time
-	stallSince   time.Time // since when callers wait and none got a connection; zero if not stalled
-	episode      *episode
-	previous     trace.SpanContext // the truncated episode a new one continues
-}
-
-// episode is a run of sampling intervals in which callers waited.
-type episode struct {
-	start, end time.Time
-	waits      int64
-	total      time.Duration
-	stalled    time.Duration
-	peakInUse  int
-	maxOpen    int
-	slow       bool
-	holders    map[holderKey]holder
-}
-
-type holderKey struct {
-	c          *connState
-	checkoutAt int64
-}
 
 type holder struct {
 	snap snapshot
@@ -132,18 +105,6 @@ func (t *telemetry) sampleWaitStats() {
 		t.endEpisode(true)
 		w.episode = &episode{start: now, holders: make(map[holderKey]holder)}
 	}
-}
-
-// waitRecord is wait_time's cursor: the WaitCount and WaitDuration of
-// db.Stats() already recorded, from zero (the pool's own counters start
-// there, and a monitor that starts late must not skip the first waits).
-// The sampler's tick and the metric callback both advance it, under mu, so
-// that waits that ended are visible at the next collection and each is
-// recorded once.
-type waitRecord struct {
-	mu       sync.Mutex
-	count    int64
-	duration time.Duration
 }
 
 // recordWaitTime records wait_time from the growth of st since the cursor.
@@ -317,4 +278,27 @@ func (t *telemetry) emitEpisode(ep *episode, truncated bool, continues trace.Spa
 	}
 	span.End(trace.WithTimestamp(ep.end))
 	return span.SpanContext()
+}
+
+// addEpisode records a slow wait episode.
+func (r *recentReports) addEpisode(ep *episode) {
+	h := fmt.Sprintf("pgxleak: callers waited %s for connections in %s (%d waits", ep.total.Round(time.Millisecond),
+		ep.end.Sub(ep.start).Round(time.Millisecond), ep.waits)
+	if ep.stalled > 0 {
+		h += fmt.Sprintf(", none served for %s", ep.stalled.Round(time.Millisecond))
+	}
+	h += fmt.Sprintf("); peak %d of %d connections in use", ep.peakInUse, ep.maxOpen)
+	r.add(Exhausted, Frame{}, h, nil, ep.end)
+}
+
+// episode is a run of sampling intervals in which callers waited.
+type episode struct {
+	start, end time.Time
+	waits      int64
+	total      time.Duration
+	stalled    time.Duration
+	peakInUse  int
+	maxOpen    int
+	slow       bool
+	holders    map[holderKey]holder
 }
