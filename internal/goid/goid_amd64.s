@@ -1,4 +1,5 @@
-// Copyright 2026 The pgxleak Authors. All rights reserved.
+// Copyright 2026 The pgxleak Authors. Use of this source code is governed by
+// the MIT license in the LICENSE file.
 
 //go:build !pgxleak_nogoid
 
