@@ -3,222 +3,54 @@ package pgxleak_test
 import (
 	"context"
 	"errors"
-	"runtime"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/pgxleak/pgxleak"
-	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
 
-func TestDrainWaitsForReturns(t *testing.T) {
-	db, _ := openTest(t)
-	c, err := db.Conn(context.Background())
+// TestInspectSettingsReportsServer: an Inspection carries what the live
+// page shows: the effective settings, the recent reports (typed kinds, with
+// the leak's checkout) and the server's limits, read over the side
+// connection as CheckCapacity reads them for one instance.
+func TestInspectSettingsReportsServer(t *testing.T) {
+	db, _ := openTest(t, pgxleak.WithPoolName("inspect-all"), pgxleak.WithMaxOpenConns(3),
+		pgxleak.WithLeakThreshold(30*time.Millisecond), pgxleak.WithWaitSampleInterval(20*time.Millisecond))
+	at := lineBelow()
+	conn, err := db.Conn(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
-	drained := make(chan error, 1)
-	go func() { drained <- pgxleak.Drain(context.Background(), db) }()
-	pgtest.WaitFor(t, 5*time.Second, "drain to start refusing checkouts", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_, err := db.ExecContext(ctx, "SELECT 1")
-		return errors.Is(err, pgxleak.ErrDraining)
+	defer conn.Close()
+	in := inspectUntil(t, db, "the suspected leak listed, and the server read", func(in pgxleak.Inspection) bool {
+		return len(in.Reports) > 0 && in.Server != nil
 	})
-	select {
-	case err := <-drained:
-		t.Fatalf("Drain returned %v while a connection was out", err)
-	default:
+	if s := in.Settings; !s.Tuned || s.MaxOpen != 3 || s.LeakThreshold != 30*time.Millisecond || s.WaitSampleInterval != 20*time.Millisecond || !s.ServerView {
+		t.Errorf("settings %+v", s)
 	}
-	if _, err := c.ExecContext(context.Background(), "SELECT 1"); err != nil {
-		t.Fatalf("a connection already out must keep working during drain: %v", err)
+	r := in.Reports[0]
+	if r.Kind != pgxleak.LeakSuspected || !r.Kind.Leak() || r.Count != 1 || r.Checkout == nil || r.At.Line != at.line {
+		t.Errorf("report %+v: want one suspected leak at %s", r, at)
 	}
-	c.Close()
-	if err := <-drained; err != nil {
-		t.Fatalf("Drain = %v", err)
+	if s := in.Server; s.Instances != 1 || s.PoolMax != 3 || s.MaxConnections == 0 || s.Available != s.MaxConnections-s.ReservedConnections ||
+		s.ApplicationName == "" || len(s.Fleet) == 0 || s.ReadAt.IsZero() {
+		t.Errorf("server %+v", s)
 	}
-	if err := db.Ping(); err == nil {
-		t.Fatal("the pool is still open after Drain")
-	}
-}
-
-func TestDrainReportsLeftovers(t *testing.T) {
-	rec := newLeakRecorder()
-	db, _ := openTest(t, rec.option())
-	line := lineBelow()
-	tx, err := db.Begin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback()
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-	defer cancel()
-	err = pgxleak.Drain(ctx, db)
-	var le *pgxleak.LeakError
-	if !errors.As(err, &le) || len(le.Checkouts) != 1 || !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Drain = %v, want a LeakError with one checkout and the deadline", err)
-	}
-	if !strings.Contains(err.Error(), line.String()) {
-		t.Fatalf("Drain error does not name the culprit line %s: %v", line, err)
-	}
-	rec.wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut && isCulprit(line)(l) })
-	if st := stats(t, db); st.StillOut != 1 {
-		t.Fatalf("stats %+v", st)
+	if st := in.Stats; st.Suspected != 1 || st.CheckedOut != 1 || st.Closed {
+		t.Errorf("stats %+v", st)
 	}
 }
 
-func TestCheckoutsFields(t *testing.T) {
-	db, _ := openTest(t)
-	ctx := context.Background()
-	c, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	var pid int
-	if err := c.QueryRowContext(ctx, "SELECT pg_backend_pid() WHERE $1::text <> ''", "argument-value").Scan(&pid); err != nil {
-		t.Fatal(err)
-	}
-	cs := checkouts(t, db)
-	if len(cs) != 1 {
-		t.Fatalf("Checkouts = %v", cs)
-	}
-	co := cs[0]
-	if int(co.BackendPID) != pid || co.TxStatus != "idle" || co.Suspected || co.Held <= 0 || time.Since(co.CheckedOutAt) < co.Held-time.Millisecond {
-		t.Fatalf("checkout %+v (pid %d)", co, pid)
-	}
-	if co.LastStatement != "SELECT pg_backend_pid() WHERE $1::text <> ''" || strings.Contains(co.String(), "argument-value") {
-		t.Fatalf("statement %q: want the text without arguments", co.LastStatement)
-	}
-	if cs, err := pgxleak.Checkouts(nil); cs != nil || !errors.Is(err, pgxleak.ErrNotTracked) {
-		t.Fatalf("Checkouts(nil) = %v, %v; want nil, ErrNotTracked", cs, err)
+// TestInspectNotTracked: Inspect, Stats and Checkouts say the same of a
+// *sql.DB pgxleak did not open.
+func TestInspectNotTracked(t *testing.T) {
+	if _, err := pgxleak.Inspect(context.Background(), nil); !errors.Is(err, pgxleak.ErrNotTracked) {
+		t.Errorf("Inspect: %v", err)
 	}
 	if _, err := pgxleak.Stats(nil); !errors.Is(err, pgxleak.ErrNotTracked) {
-		t.Fatalf("Stats(nil): %v, want ErrNotTracked", err)
+		t.Errorf("Stats: %v", err)
 	}
-}
-
-// TestDrainDoesNotWaitForGarbageCollectedLeaks: a connection whose Rows
-// was garbage-collected never comes back, so Drain reports it at once
-// instead of waiting for ctx.
-func TestDrainDoesNotWaitForGarbageCollectedLeaks(t *testing.T) {
-	rec := newLeakRecorder()
-	db, _ := openTest(t, rec.option())
-	line := leakRows(t, db)
-	deadline := time.Now().Add(10 * time.Second)
-	for stats(t, db).GarbageCollected == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("no garbage-collection report")
-		}
-		runtime.GC()
-		time.Sleep(5 * time.Millisecond)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	err := pgxleak.Drain(ctx, db)
-	var le *pgxleak.LeakError
-	if !errors.As(err, &le) || errors.Is(err, context.DeadlineExceeded) || len(le.Checkouts) != 1 || le.Checkouts[0].Culprit.Line != line.line {
-		t.Fatalf("Drain = %v; want the lost connection listed at once", err)
-	}
-}
-
-// TestDrainResetInFlight: a checkout of an idle connection whose session
-// reset is under way when Drain starts must not be handed out once Drain
-// has looked: ResetSession checks for draining under the connection's
-// lock, which Drain takes for every connection.
-func TestDrainResetInFlight(t *testing.T) {
-	fc := &fakeConnector{}
-	db, err := pgxleak.OpenDB(fc, pgxleak.WithMaxOpenConns(1), pgxleak.WithLogger(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Ping(); err != nil { // opens the connection and returns it
-		t.Fatal(err)
-	}
-	entered, release := make(chan struct{}), make(chan struct{})
-	fc.reset = func(context.Context) error { // set before any other goroutine calls ResetSession
-		entered <- struct{}{}
-		<-release
-		return nil
-	}
-	before := stats(t, db).Checkouts
-	connErr := make(chan error, 1)
-	go func() {
-		c, err := db.Conn(context.Background())
-		if err == nil {
-			c.Close()
-		}
-		connErr <- err
-	}()
-	<-entered // the reset is under way
-	drained := make(chan error, 1)
-	go func() { drained <- pgxleak.Drain(context.Background(), db) }()
-	pgtest.WaitFor(t, 5*time.Second, "Drain to start", func() bool { return pgxleak.Draining(db) })
-	close(release)
-	if err := <-connErr; err == nil {
-		t.Fatal("the checkout whose reset straddled Drain was handed out")
-	}
-	if err := <-drained; err != nil {
-		t.Fatalf("Drain = %v", err)
-	}
-	if got := stats(t, db).Checkouts; got != before {
-		t.Fatalf("%d checkouts recorded during Drain, want none", got-before)
-	}
-}
-
-// TestDrainWaitsForConnectInFlight: a checkout whose Connect began before
-// Drain must neither slip past it nor be handed out after it.
-func TestDrainWaitsForConnectInFlight(t *testing.T) {
-	fc := &fakeConnector{gate: make(chan struct{})}
-	db, err := pgxleak.OpenDB(fc, pgxleak.WithLogger(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	connErr := make(chan error, 1)
-	go func() {
-		c, err := db.Conn(context.Background())
-		if err == nil {
-			c.Close()
-		}
-		connErr <- err
-	}()
-	pgtest.WaitFor(t, 5*time.Second, "Connect to be under way", func() bool { return fc.attempts.Load() == 1 })
-	drained := make(chan error, 1)
-	go func() { drained <- pgxleak.Drain(context.Background(), db) }()
-	pgtest.WaitFor(t, 5*time.Second, "Drain to start", func() bool { return pgxleak.Draining(db) })
-	select {
-	case err := <-drained:
-		t.Fatalf("Drain returned %v while a Connect was under way", err)
-	case <-time.After(20 * time.Millisecond): // Drain polls every 5ms: it had its chances
-	}
-	close(fc.gate)
-	if err := <-connErr; !errors.Is(err, pgxleak.ErrDraining) {
-		t.Fatalf("the in-flight checkout got %v, want ErrDraining", err)
-	}
-	if err := <-drained; err != nil {
-		t.Fatalf("Drain = %v", err)
-	}
-}
-
-// TestDrainTwice: a second Drain lists what is still out too.
-func TestDrainTwice(t *testing.T) {
-	db, _ := openTest(t)
-	c, err := db.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	for i := range 2 {
-		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-		err := pgxleak.Drain(ctx, db)
-		cancel()
-		var le *pgxleak.LeakError
-		if !errors.As(err, &le) || len(le.Checkouts) != 1 {
-			t.Fatalf("Drain #%d = %v, want the connection still out", i+1, err)
-		}
-	}
-	if st := stats(t, db); st.StillOut != 1 {
-		t.Fatalf("stats %+v: reported once", st)
+	if cs, err := pgxleak.Checkouts(nil); cs != nil || !errors.Is(err, pgxleak.ErrNotTracked) {
+		t.Errorf("Checkouts: %v, %v", cs, err)
 	}
 }

@@ -3,7 +3,6 @@ package pgxleak_test
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -96,97 +95,6 @@ func TestServerViewBlockedByLeak(t *testing.T) {
 	}
 	cancel()
 	<-done
-}
-
-// TestDrainTerminateStillOut: after Drain with TerminateStillOut, the
-// leaked transaction's row lock is released, and the report says which
-// backend was terminated.
-func TestDrainTerminateStillOut(t *testing.T) {
-	rec := newLeakRecorder()
-	db, dsn := openTest(t, rec.option())
-	pgtest.Exec(t, dsn, "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
-	leak, leakAt := leakLockedTx(t, db)
-	defer leak.Rollback() // the terminated connection comes back here, and is discarded
-
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
-	err := pgxleak.Drain(ctx, db, pgxleak.TerminateStillOut())
-	var le *pgxleak.LeakError
-	if !errors.As(err, &le) || len(le.Checkouts) != 1 {
-		t.Fatalf("Drain: %v, want a LeakError with one checkout", err)
-	}
-	if c := le.Checkouts[0]; !c.Terminated || c.Culprit.Line != leakAt.line || !strings.Contains(c.String(), "; backend terminated") {
-		t.Errorf("still out: %q (terminated %v), want the leak at %v, terminated", c.String(), c.Terminated, leakAt)
-	}
-	if len(le.Notes) != 0 {
-		t.Errorf("notes %q, want none", le.Notes)
-	}
-	r := rec.wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut })
-	if !r.Terminated {
-		t.Errorf("still-out report %q: want it marked terminated", r.String())
-	}
-	if n := stats(t, db).Terminated; n != 1 {
-		t.Errorf("Stats.Terminated = %d, want 1", n)
-	}
-
-	// A new transaction on a new connection can lock the row (the server
-	// ends the backend asynchronously: NOWAIT until it has).
-	c, err := pgx.Connect(context.Background(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(context.Background())
-	pgtest.WaitFor(t, 5*time.Second, "the row lock released", func() bool {
-		tx, err := c.Begin(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer tx.Rollback(context.Background())
-		_, err = tx.Exec(context.Background(), "SELECT id FROM t WHERE id = 1 FOR UPDATE NOWAIT")
-		return err == nil
-	})
-}
-
-// TestTerminateDiscardsOnReturn: a connection whose backend was terminated
-// is discarded when it comes back, even when nothing used it since (pgx
-// has not noticed the closed socket yet).
-func TestTerminateDiscardsOnReturn(t *testing.T) {
-	db, _ := openTest(t, pgxleak.WithMaxOpenConns(1))
-	ctx := context.Background()
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := conn.PingContext(ctx); err != nil {
-		t.Fatal(err)
-	}
-	cs := checkouts(t, db)
-	if len(cs) != 1 || cs[0].BackendPID == 0 {
-		t.Fatalf("checkouts %+v, want one with a backend PID", cs)
-	}
-	pid := cs[0].BackendPID
-	if err := pgxleak.Terminate(ctx, db, pid+100000); err == nil || !strings.Contains(err.Error(), "not a connection checked out of this pool") {
-		t.Errorf("Terminate of a PID not ours: %v", err)
-	}
-	if err := pgxleak.Terminate(ctx, db, pid); err != nil {
-		t.Fatalf("Terminate: %v", err)
-	}
-	if err := conn.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if n := db.Stats().OpenConnections; n != 0 {
-		t.Errorf("%d connections open after the terminated one came back, want 0 (discarded)", n)
-	}
-	var got uint32
-	if err := db.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&got); err != nil {
-		t.Fatalf("the next query: %v (the terminated connection was handed out again?)", err)
-	}
-	if got == pid {
-		t.Errorf("the terminated backend %d was reused", pid)
-	}
-	if st := stats(t, db); st.Terminated != 1 {
-		t.Errorf("Stats.Terminated = %d, want 1", st.Terminated)
-	}
 }
 
 // TestServerViewRefused: a server at max_connections refuses the side

@@ -348,23 +348,6 @@ func TestHandlerFleet(t *testing.T) {
 	}
 }
 
-// TestOpenApplicationName: the DSN's application_name wins.
-func TestOpenApplicationName(t *testing.T) {
-	dsn := pgtest.WithParams(pgtest.NewDatabase(t), map[string]string{"application_name": "mine"})
-	db, err := pgxleak.Open("pgx", dsn, pgxleak.WithPoolName("p"), pgxleak.WithLogger(quiet))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	var app string
-	if err := db.QueryRowContext(t.Context(), "SELECT current_setting('application_name')").Scan(&app); err != nil {
-		t.Fatal(err)
-	}
-	if app != "mine" {
-		t.Errorf("application_name %q, want the DSN's", app)
-	}
-}
-
 // TestHandlerServerViewOff: with WithoutServerView (or behind PgBouncer)
 // the page does not read the server at all, and says why.
 func TestHandlerServerViewOff(t *testing.T) {

@@ -44,12 +44,12 @@ func constructedPage(holders int) Page {
 		Inspection: pgxleak.Inspection{
 			Pool: "orders", TakenAt: now, Checkouts: cs,
 			Waiters: []pgxleak.Goroutine{
-				{Goroutine: 900, At: at("nested", 52), Stack: []pgxleak.Frame{at("nested", 52)}, Holds: []pgxleak.Checkout{dl}},
-				{Goroutine: 901, At: at("list", 88)},
-				{Goroutine: 902, At: at("list", 88)},
+				{ID: 900, At: at("nested", 52), Stack: []pgxleak.Frame{at("nested", 52)}, Holds: []pgxleak.Checkout{dl}},
+				{ID: 901, At: at("list", 88)},
+				{ID: 902, At: at("list", 88)},
 			},
 			Notes:    []string{"server view unavailable: too many clients already"},
-			Reports:  []pgxleak.Report{{Kind: "deadlock", Headline: "pgxleak: deadlock", At: at("nested", 52), Count: 3, First: now.Add(-time.Minute), Last: now}},
+			Reports:  []pgxleak.Report{{Kind: pgxleak.Deadlock, Headline: "pgxleak: deadlock", At: at("nested", 52), Count: 3, First: now.Add(-time.Minute), Last: now}},
 			Settings: pgxleak.Settings{Tuned: true, MaxOpen: 3},
 			Server: &pgxleak.Capacity{ReadAt: now, Instances: 1, PoolMax: 3, ApplicationName: "orders-api/orders", MaxConnections: 100, ReservedConnections: 3, Available: 97,
 				InUse: 12, Fleet: []pgxleak.FleetUsage{{ApplicationName: "orders-api/orders", Connections: 9}, {ApplicationName: "", Connections: 3}}},

@@ -1,0 +1,285 @@
+package pgxleak_test
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/pgtest"
+)
+
+func TestDrainWaitsForReturns(t *testing.T) {
+	db, _ := openTest(t)
+	c, err := db.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	drained := make(chan error, 1)
+	go func() { drained <- pgxleak.Drain(context.Background(), db) }()
+	pgtest.WaitFor(t, 5*time.Second, "drain to start refusing checkouts", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := db.ExecContext(ctx, "SELECT 1")
+		return errors.Is(err, pgxleak.ErrDraining)
+	})
+	select {
+	case err := <-drained:
+		t.Fatalf("Drain returned %v while a connection was out", err)
+	default:
+	}
+	if _, err := c.ExecContext(context.Background(), "SELECT 1"); err != nil {
+		t.Fatalf("a connection already out must keep working during drain: %v", err)
+	}
+	c.Close()
+	if err := <-drained; err != nil {
+		t.Fatalf("Drain = %v", err)
+	}
+	if err := db.Ping(); err == nil {
+		t.Fatal("the pool is still open after Drain")
+	}
+}
+
+func TestDrainReportsLeftovers(t *testing.T) {
+	rec := newLeakRecorder()
+	db, _ := openTest(t, rec.option())
+	line := lineBelow()
+	tx, err := db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	err = pgxleak.Drain(ctx, db)
+	var le *pgxleak.LeakError
+	if !errors.As(err, &le) || len(le.Checkouts) != 1 || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Drain = %v, want a LeakError with one checkout and the deadline", err)
+	}
+	if !strings.Contains(err.Error(), line.String()) {
+		t.Fatalf("Drain error does not name the culprit line %s: %v", line, err)
+	}
+	rec.wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut && isCulprit(line)(l) })
+	if st := stats(t, db); st.StillOut != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestDrainDoesNotWaitForGarbageCollectedLeaks: a connection whose Rows
+// was garbage-collected never comes back, so Drain reports it at once
+// instead of waiting for ctx.
+func TestDrainDoesNotWaitForGarbageCollectedLeaks(t *testing.T) {
+	rec := newLeakRecorder()
+	db, _ := openTest(t, rec.option())
+	line := leakRows(t, db)
+	deadline := time.Now().Add(10 * time.Second)
+	for stats(t, db).GarbageCollected == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no garbage-collection report")
+		}
+		runtime.GC()
+		time.Sleep(5 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err := pgxleak.Drain(ctx, db)
+	var le *pgxleak.LeakError
+	if !errors.As(err, &le) || errors.Is(err, context.DeadlineExceeded) || len(le.Checkouts) != 1 || le.Checkouts[0].Culprit.Line != line.line {
+		t.Fatalf("Drain = %v; want the lost connection listed at once", err)
+	}
+}
+
+// TestDrainResetInFlight: a checkout of an idle connection whose session
+// reset is under way when Drain starts must not be handed out once Drain
+// has looked: ResetSession checks for draining under the connection's
+// lock, which Drain takes for every connection.
+func TestDrainResetInFlight(t *testing.T) {
+	fc := &fakeConnector{}
+	db, err := pgxleak.OpenDB(fc, pgxleak.WithMaxOpenConns(1), pgxleak.WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Ping(); err != nil { // opens the connection and returns it
+		t.Fatal(err)
+	}
+	entered, release := make(chan struct{}), make(chan struct{})
+	fc.reset = func(context.Context) error { // set before any other goroutine calls ResetSession
+		entered <- struct{}{}
+		<-release
+		return nil
+	}
+	before := stats(t, db).Checkouts
+	connErr := make(chan error, 1)
+	go func() {
+		c, err := db.Conn(context.Background())
+		if err == nil {
+			c.Close()
+		}
+		connErr <- err
+	}()
+	<-entered // the reset is under way
+	drained := make(chan error, 1)
+	go func() { drained <- pgxleak.Drain(context.Background(), db) }()
+	pgtest.WaitFor(t, 5*time.Second, "Drain to start", func() bool { return pgxleak.Draining(db) })
+	close(release)
+	if err := <-connErr; err == nil {
+		t.Fatal("the checkout whose reset straddled Drain was handed out")
+	}
+	if err := <-drained; err != nil {
+		t.Fatalf("Drain = %v", err)
+	}
+	if got := stats(t, db).Checkouts; got != before {
+		t.Fatalf("%d checkouts recorded during Drain, want none", got-before)
+	}
+}
+
+// TestDrainWaitsForConnectInFlight: a checkout whose Connect began before
+// Drain must neither slip past it nor be handed out after it.
+func TestDrainWaitsForConnectInFlight(t *testing.T) {
+	fc := &fakeConnector{gate: make(chan struct{})}
+	db, err := pgxleak.OpenDB(fc, pgxleak.WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	connErr := make(chan error, 1)
+	go func() {
+		c, err := db.Conn(context.Background())
+		if err == nil {
+			c.Close()
+		}
+		connErr <- err
+	}()
+	pgtest.WaitFor(t, 5*time.Second, "Connect to be under way", func() bool { return fc.attempts.Load() == 1 })
+	drained := make(chan error, 1)
+	go func() { drained <- pgxleak.Drain(context.Background(), db) }()
+	pgtest.WaitFor(t, 5*time.Second, "Drain to start", func() bool { return pgxleak.Draining(db) })
+	select {
+	case err := <-drained:
+		t.Fatalf("Drain returned %v while a Connect was under way", err)
+	case <-time.After(20 * time.Millisecond): // Drain polls every 5ms: it had its chances
+	}
+	close(fc.gate)
+	if err := <-connErr; !errors.Is(err, pgxleak.ErrDraining) {
+		t.Fatalf("the in-flight checkout got %v, want ErrDraining", err)
+	}
+	if err := <-drained; err != nil {
+		t.Fatalf("Drain = %v", err)
+	}
+}
+
+// TestDrainTwice: a second Drain lists what is still out too.
+func TestDrainTwice(t *testing.T) {
+	db, _ := openTest(t)
+	c, err := db.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := range 2 {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		err := pgxleak.Drain(ctx, db)
+		cancel()
+		var le *pgxleak.LeakError
+		if !errors.As(err, &le) || len(le.Checkouts) != 1 {
+			t.Fatalf("Drain #%d = %v, want the connection still out", i+1, err)
+		}
+	}
+	if st := stats(t, db); st.StillOut != 1 {
+		t.Fatalf("stats %+v: reported once", st)
+	}
+}
+
+// TestDrainTerminateStillOut: after Drain with TerminateStillOut, the
+// leaked transaction's row lock is released, and the report says which
+// backend was terminated.
+func TestDrainTerminateStillOut(t *testing.T) {
+	rec := newLeakRecorder()
+	db, dsn := openTest(t, rec.option())
+	pgtest.Exec(t, dsn, "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
+	leak, leakAt := leakLockedTx(t, db)
+	defer leak.Rollback() // the terminated connection comes back here, and is discarded
+
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	err := pgxleak.Drain(ctx, db, pgxleak.TerminateStillOut())
+	var le *pgxleak.LeakError
+	if !errors.As(err, &le) || len(le.Checkouts) != 1 {
+		t.Fatalf("Drain: %v, want a LeakError with one checkout", err)
+	}
+	if c := le.Checkouts[0]; !c.Terminated || c.Culprit.Line != leakAt.line || !strings.Contains(c.String(), "; backend terminated") {
+		t.Errorf("still out: %q (terminated %v), want the leak at %v, terminated", c.String(), c.Terminated, leakAt)
+	}
+	if len(le.Notes) != 0 {
+		t.Errorf("notes %q, want none", le.Notes)
+	}
+	r := rec.wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut })
+	if !r.Terminated {
+		t.Errorf("still-out report %q: want it marked terminated", r.String())
+	}
+	if n := stats(t, db).Terminated; n != 1 {
+		t.Errorf("Stats.Terminated = %d, want 1", n)
+	}
+
+	// A new transaction on a new connection can lock the row (the server
+	// ends the backend asynchronously: NOWAIT until it has).
+	c, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	pgtest.WaitFor(t, 5*time.Second, "the row lock released", func() bool {
+		tx, err := c.Begin(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(context.Background())
+		_, err = tx.Exec(context.Background(), "SELECT id FROM t WHERE id = 1 FOR UPDATE NOWAIT")
+		return err == nil
+	})
+}
+
+// TestTerminateDiscardsOnReturn: a connection whose backend was terminated
+// is discarded when it comes back, even when nothing used it since (pgx
+// has not noticed the closed socket yet).
+func TestTerminateDiscardsOnReturn(t *testing.T) {
+	db, _ := openTest(t, pgxleak.WithMaxOpenConns(1))
+	ctx := context.Background()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.PingContext(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cs := checkouts(t, db)
+	if len(cs) != 1 || cs[0].BackendPID == 0 {
+		t.Fatalf("checkouts %+v, want one with a backend PID", cs)
+	}
+	pid := cs[0].BackendPID
+	if err := pgxleak.Terminate(ctx, db, pid+100000); err == nil || !strings.Contains(err.Error(), "not a connection checked out of this pool") {
+		t.Errorf("Terminate of a PID not ours: %v", err)
+	}
+	if err := pgxleak.Terminate(ctx, db, pid); err != nil {
+		t.Fatalf("Terminate: %v", err)
+	}
+	if err := conn.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := db.Stats().OpenConnections; n != 0 {
+		t.Errorf("%d connections open after the terminated one came back, want 0 (discarded)", n)
+	}
+	var got uint32
+	if err := db.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&got); err != nil {
+		t.Fatalf("the next query: %v (the terminated connection was handed out again?)", err)
+	}
+	if got == pid {
+		t.Errorf("the terminated backend %d was reused", pid)
+	}
+	if st := stats(t, db); st.Terminated != 1 {
+		t.Errorf("Stats.Terminated = %d, want 1", st.Terminated)
+	}
+}
