@@ -90,8 +90,8 @@ type layer struct {
 }
 
 var (
-	tableRow  = regexp.MustCompile("^\\|\\s*([a-z]+)\\s*\\|([^|]*)\\|")
-	goFile    = regexp.MustCompile("`([a-z0-9_]+\\.go)`")
+	tableRow  = regexp.MustCompile(`^\|\s*([a-z]+)\s*\|([^|]*)\|`)
+	goFile    = regexp.MustCompile("`([a-z0-9_]+[.]go)`")
 	exception = regexp.MustCompile("^- ([^→]+)→([^:]+):")
 	backticks = regexp.MustCompile("`([^`]+)`")
 )

@@ -19,7 +19,8 @@ import (
 // Over pgx's driver, Open sets the sessions' application_name, unless the
 // DSN (or PGAPPNAME) sets one, to the program's name followed by
 // "/" and the [WithPoolName] name if there is one ("orders-api/primary"),
-// so that pg_stat_activity, [CheckCapacity] and the live page ([Handler])
+// so that pg_stat_activity, [CheckCapacity] and [Inspection].Server (and the
+// live page, package livepage)
 // can tell the programs and pools sharing a server apart.
 // sql.Open("pgxleak", dsn) does the same with the program's name.
 //
