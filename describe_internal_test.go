@@ -25,6 +25,7 @@ func TestDescribeNoCulprit(t *testing.T) {
 			t.Fatal(err)
 		}
 		p := newPool(cfg, "described")
+		t.Cleanup(p.close) // its telemetry too
 		c := p.describe(snapshot{checkoutAt: int64(time.Second), held: int64(2 * time.Second), txStatus: txIdle})
 		if c.Culprit != (Frame{}) || !strings.HasPrefix(c.NoCulprit, tc.want) {
 			t.Errorf("%s: culprit %v, reason %q; want %q", tc.name, c.Culprit, c.NoCulprit, tc.want)

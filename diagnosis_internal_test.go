@@ -71,7 +71,7 @@ func TestHolderMatchedByStack(t *testing.T) {
 		s.goid = 0 // as when identity is unavailable
 		c := p.describe(s)
 		for _, f := range c.Stack { // this package is a library to the culprit policy
-			if strings.HasSuffix(f.File, "stuck_internal_test.go") {
+			if strings.HasSuffix(f.File, "diagnosis_internal_test.go") {
 				c.Culprit = f
 				break
 			}
@@ -86,7 +86,7 @@ func TestHolderMatchedByStack(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for h, note = holder(); (h == nil || h.State != "chan receive") && time.Now().Before(deadline); h, note = holder() {
 	}
-	if h == nil || h.MatchedBy != matchedByStack || h.Exited || len(h.Stack) == 0 || !strings.HasSuffix(h.Stack[0].File, "stuck_internal_test.go") {
+	if h == nil || h.MatchedBy != matchedByStack || h.Exited || len(h.Stack) == 0 || !strings.HasSuffix(h.Stack[0].File, "diagnosis_internal_test.go") {
 		t.Fatalf("holder %+v (%s): want the blocked goroutine, matched by checkout stack", h, note)
 	}
 	if !strings.Contains(h.verdict(), "(found by its checkout stack: goroutine identity unavailable)") {

@@ -15,6 +15,9 @@ func TestRegistryLeftovers(t *testing.T) {
 	}
 	r := &poolRegistry{pools: make(map[*pool]struct{}), leftovers: make(map[*pool]struct{})}
 	open, back, kept := newPool(cfg, "open"), newPool(cfg, "back"), newPool(cfg, "kept")
+	for _, p := range []*pool{open, back, kept} {
+		t.Cleanup(p.close) // their telemetry too
+	}
 	r.add(open)
 	r.add(back)
 	r.remove(back)
