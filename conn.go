@@ -105,7 +105,7 @@ func (c *conn) Prepare(query string) (driver.Stmt, error) {
 	if err != nil {
 		return nil, err
 	}
-	return c.wrapStmt(s, query), nil
+	return newStmt(c, s, query), nil
 }
 
 // Close implements [driver.Conn]. It is one of the two ways a connection
@@ -125,7 +125,7 @@ func (c *conn) Begin() (driver.Tx, error) {
 	if err != nil {
 		return nil, err
 	}
-	return c.wrapTx(t), nil
+	return newTx(c, t), nil
 }
 
 // IsValid implements [driver.Validator]. database/sql calls it on every
@@ -190,7 +190,7 @@ func (c *conn) PrepareContext(ctx context.Context, query string) (driver.Stmt, e
 	if err != nil {
 		return nil, err
 	}
-	return c.wrapStmt(s, query), nil
+	return newStmt(c, s, query), nil
 }
 
 // CheckNamedValue implements [driver.NamedValueChecker]. Without one
@@ -293,7 +293,7 @@ func (c *connBeginTx) BeginTx(ctx context.Context, opts driver.TxOptions) (drive
 	if err != nil {
 		return nil, err
 	}
-	return (*conn)(c).wrapTx(t), nil
+	return newTx((*conn)(c), t), nil
 }
 
 type connSessionResetter conn

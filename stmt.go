@@ -5,7 +5,9 @@ import (
 	"database/sql/driver"
 )
 
-func (c *conn) wrapStmt(s driver.Stmt, query string) driver.Stmt {
+// newStmt wraps s, prepared on c for query. It is a function, not a method
+// of conn, for the reason newTx is.
+func newStmt(c *conn, s driver.Stmt, query string) driver.Stmt {
 	return stmtWrappers[stmtMask(s)](&stmt{inner: s, c: c, query: query})
 }
 

@@ -2,7 +2,10 @@ package pgxleak
 
 import "database/sql/driver"
 
-func (c *conn) wrapTx(t driver.Tx) driver.Tx {
+// newTx wraps t, begun on c. It is a function, not a method of conn: every
+// method of conn is promoted into each generated wrapper, and costs
+// compile time there.
+func newTx(c *conn, t driver.Tx) driver.Tx {
 	c.setTxStatus(txInTransaction)
 	return &tx{inner: t, c: c}
 }
