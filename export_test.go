@@ -27,7 +27,7 @@ var (
 func DSNSecrets(dsn string) []string { return dsnSecrets(dsn, parseOrNil(dsn)) }
 
 // PoolName returns the pool name Open derives from dsn.
-func PoolName(dsn string) string { return parseDSN(dsn).poolName }
+func PoolName(dsn string) string { info, _ := parseDSN(dsn); return info.poolName }
 
 // Draining reports whether Drain has started on db.
 func Draining(db *sql.DB) bool { return trackerOf(db).draining.Load() }
