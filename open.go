@@ -90,7 +90,8 @@ func (d *Driver) OpenConnector(name string) (driver.Connector, error) {
 // DSN's passwords masked, and errors.As still finds pgx's
 // *pgconn.ParseConfigError. The names [stdlib.RegisterConnConfig] returns
 // are looked up by pgx's driver, not parsed. Other drivers' DSNs are theirs
-// to read: Open passes them on unparsed.
+// to read: Open passes them on unparsed, and such a pool has no name
+// unless [WithPoolName] gives one.
 //
 // Over pgx v5's driver, Open sets the sessions' application_name, unless
 // the DSN (or PGAPPNAME) sets one, to the program's name followed by

@@ -352,8 +352,9 @@ func WithMaxUses(n int64) Option {
 }
 
 // WithPoolName names the pool in reports, spans and metrics
-// (db.client.connection.pool.name). Default: "host:port/database" from the
-// DSN or the first connection, never with credentials.
+// (db.client.connection.pool.name). Default: "host:port/database" from
+// pgx's DSN or the first pgx connection, never with credentials; a pool over
+// another driver has no name unless given one.
 func WithPoolName(name string) Option {
 	return optionFunc(func(c *config) {
 		if name == "" {
