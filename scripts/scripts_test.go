@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -174,23 +175,33 @@ func TestSetupBareMachine(t *testing.T) {
 
 // TestTestCommand: test.sh runs the set-up, then go test with -race over
 // the three modules, and prints the opt-out, if any, as its last line,
-// whether the tests passed or not, keeping go test's exit code.
+// naming what it skipped, whether the tests passed or not, keeping go
+// test's exit code.
 func TestTestCommand(t *testing.T) {
-	tools := map[string]string{"go": fakeGo, "id": fakeRoot, "apt-get": fakeAptGet,
-		"gcc": "", "initdb": "", "pgbouncer": "", "chromium": ""} // all installed
 	goTest := "go test -race -timeout 15m ./... ./examples/... ./integration/..."
 	for _, tc := range []struct {
 		name, skip, goStatus, last string
+		absent                     []string // of pgbouncer and chromium
 		code                       int
 	}{
 		{name: "no opt-out", last: "ok  (fake go test)"},
-		{name: "opted out", skip: "pgbouncer,chromium",
-			last: "pgxleak: NOT TESTED, on purpose: PGXLEAK_SKIP=pgbouncer,chromium skipped the tests that need pgbouncer, chromium"},
-		{name: "opted out, tests fail", skip: "chromium", goStatus: "1", code: 1,
-			last: "pgxleak: NOT TESTED, on purpose: PGXLEAK_SKIP=chromium skipped the tests that need chromium"},
+		{name: "opted out", skip: "pgbouncer,chromium", absent: []string{"pgbouncer", "chromium"},
+			last: "pgxleak: NOT TESTED, on purpose (PGXLEAK_SKIP=pgbouncer,chromium): the tests that need pgbouncer, chromium skipped"},
+		{name: "opted out, tests fail", skip: "chromium", absent: []string{"chromium"}, goStatus: "1", code: 1,
+			last: "pgxleak: NOT TESTED, on purpose (PGXLEAK_SKIP=chromium): the tests that need chromium skipped"},
+		{name: "opted out, one there", skip: "pgbouncer,chromium", absent: []string{"chromium"},
+			last: "pgxleak: NOT TESTED, on purpose (PGXLEAK_SKIP=pgbouncer,chromium): the tests that need chromium skipped"},
+		{name: "opted out, all there", skip: "chromium",
+			last: "pgxleak: PGXLEAK_SKIP=chromium, but nothing it names is missing: every test ran"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
+			tools := map[string]string{"go": fakeGo, "id": fakeRoot, "apt-get": fakeAptGet, "gcc": "", "initdb": ""}
+			for _, dep := range []string{"pgbouncer", "chromium"} {
+				if !slices.Contains(tc.absent, dep) {
+					tools[dep] = ""
+				}
+			}
 			m := newMachine(t, tools)
 			stdout, stderr, code := m.run(t, []string{"PGXLEAK_SKIP=" + tc.skip, "FAKE_GO_STATUS=" + tc.goStatus}, "test.sh")
 			assert.Equal(t, tc.code, code, "exit code; stderr:\n%s", stderr)

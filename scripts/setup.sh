@@ -7,6 +7,7 @@
 #
 #   scripts/setup.sh demo   # the demo: PostgreSQL, unless DATABASE_URL is set or a server listens
 #   scripts/setup.sh test   # the suite: a C compiler (for -race), PostgreSQL, pgbouncer, Chromium
+#   scripts/setup.sh absent # prints which of the dependencies PGXLEAK_SKIP names are missing
 #
 # PGXLEAK_SKIP opts out by name (postgres, pgbouncer, chromium; comma-
 # separated): what it names is not installed, and the tests that need it
@@ -16,8 +17,8 @@ set -euo pipefail
 
 what=${1:-}
 case $what in
-demo | test) ;;
-*) echo "usage: scripts/setup.sh demo|test" >&2; exit 2 ;;
+demo | test | absent) ;;
+*) echo "usage: scripts/setup.sh demo|test|absent" >&2; exit 2 ;;
 esac
 
 say() { echo "pgxleak: $*" >&2; }
@@ -58,6 +59,13 @@ have_cc() { command -v "$(go env CC)" >/dev/null; }
 # The local server: 127.0.0.1:5432, or PGXLEAK_LOCAL_ADDR (host:port).
 local_addr=${PGXLEAK_LOCAL_ADDR:-127.0.0.1:5432}
 local_server() { [ "$hide" != 1 ] && (: </dev/tcp/"${local_addr%:*}"/"${local_addr##*:}") 2>/dev/null; }
+
+if [ "$what" = absent ]; then
+	absent=()
+	for name in ${skip//,/ }; do "have_$name" || absent+=("$name"); done
+	echo "${absent[*]}"
+	exit 0
+fi
 
 missing=()    # Debian packages
 optional=()   # the PGXLEAK_SKIP names among them

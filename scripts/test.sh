@@ -10,6 +10,11 @@ scripts/setup.sh test
 status=0
 go test -race -timeout 15m "$@" ./... ./examples/... ./integration/... || status=$?
 if [ -n "${PGXLEAK_SKIP:-}" ]; then
-	echo "pgxleak: NOT TESTED, on purpose: PGXLEAK_SKIP=$PGXLEAK_SKIP skipped the tests that need ${PGXLEAK_SKIP//,/, }"
+	absent=$(scripts/setup.sh absent)
+	if [ -n "$absent" ]; then
+		echo "pgxleak: NOT TESTED, on purpose (PGXLEAK_SKIP=$PGXLEAK_SKIP): the tests that need ${absent// /, } skipped"
+	else
+		echo "pgxleak: PGXLEAK_SKIP=$PGXLEAK_SKIP, but nothing it names is missing: every test ran"
+	fi
 fi
 exit $status
