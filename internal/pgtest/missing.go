@@ -10,8 +10,9 @@ import (
 
 // SkipEnv names the environment variable that lists, comma-separated, the
 // dependencies whose tests skip on purpose when they are missing:
-// PGXLEAK_SKIP=pgbouncer,chromium. The names are the Dep values. ./scripts/test.sh installs every dependency it does not name,
-// and prints the opt-out at the end of the run.
+// PGXLEAK_SKIP=pgbouncer,chromium (the names are the Dep values).
+// ./scripts/test.sh installs every dependency it does not name, and
+// prints the opt-out at the end of the run.
 const SkipEnv = "PGXLEAK_SKIP"
 
 // Dep is a dependency of the tests that SkipEnv can name.
