@@ -73,17 +73,17 @@ type Settings struct {
 	// read back: MaxIdle, ConnMaxLifetime and ConnMaxIdleTime are then the
 	// values Open set, and a later setter call does not show. (MaxOpen is
 	// always the one in force, from db.Stats().)
-	LimitsFromOpen bool `json:"limits_from_open,omitempty"`
-	MaxUses               int64         `json:"max_uses"`              // 0 means unlimited
-	LeakThreshold         time.Duration `json:"leak_threshold_ns"`     // 0 means off
-	SlowWaitThreshold     time.Duration `json:"slow_wait_threshold_ns"`
-	WaitSampleInterval    time.Duration `json:"wait_sample_interval_ns"`
-	ReportInterval        time.Duration `json:"report_interval_ns"`
-	StackDepth            int           `json:"stack_depth"`
-	StackSampling         int64         `json:"stack_sampling"`
-	Statements            bool          `json:"statements"`
-	GCDetection           bool          `json:"gc_detection"`
-	PgBouncer             bool          `json:"pgbouncer"`
+	LimitsFromOpen     bool          `json:"limits_from_open,omitempty"`
+	MaxUses            int64         `json:"max_uses"`          // 0 means unlimited
+	LeakThreshold      time.Duration `json:"leak_threshold_ns"` // 0 means off
+	SlowWaitThreshold  time.Duration `json:"slow_wait_threshold_ns"`
+	WaitSampleInterval time.Duration `json:"wait_sample_interval_ns"`
+	ReportInterval     time.Duration `json:"report_interval_ns"`
+	StackDepth         int           `json:"stack_depth"`
+	StackSampling      int64         `json:"stack_sampling"`
+	Statements         bool          `json:"statements"`
+	GCDetection        bool          `json:"gc_detection"`
+	PgBouncer          bool          `json:"pgbouncer"`
 	// ServerView is false under WithoutServerView: reports and the page do
 	// not read pg_stat_activity.
 	ServerView bool `json:"server_view"`
