@@ -293,3 +293,67 @@ func TestJitterFollowsLifetime(t *testing.T) {
 		})
 	}
 }
+
+// TestMinIdleFollowsSetters: the min-idle keeper follows the limits in
+// force after db.Set… calls, not the ones given at Open: it keeps no more
+// than database/sql keeps idle (more would be closed at every round and
+// re-opened at the next), keeps working when the maximum of open
+// connections is lifted, and refreshes its connections within half an idle
+// time shortened after Open.
+func TestMinIdleFollowsSetters(t *testing.T) {
+	const idle = 200 * time.Millisecond // the keeper runs every 100ms
+	for _, tc := range []struct {
+		name  string
+		opts  []pgxleak.Option
+		set   func(db *sql.DB)
+		check func(t *testing.T, db *sql.DB)
+	}{
+		{
+			name: "SetMaxIdleConns below the minimum",
+			opts: []pgxleak.Option{pgxleak.WithMinIdleConns(3), pgxleak.WithConnMaxIdleTime(idle)},
+			set:  func(db *sql.DB) { db.SetMaxIdleConns(1) },
+			check: func(t *testing.T, db *sql.DB) {
+				// SetMaxIdleConns closed two; the keeper's rounds close none.
+				start := time.Now()
+				pgtest.WaitFor(t, 20*time.Second, "ten keeper periods", func() bool {
+					require.Equal(t, int64(2), db.Stats().MaxIdleClosed, "the keeper churns connections database/sql closes as surplus")
+					return time.Since(start) > 10*idle/2
+				})
+				pgtest.WaitFor(t, 10*time.Second, "one connection kept idle", func() bool { return db.Stats().Idle == 1 })
+			},
+		},
+		{
+			name: "SetMaxOpenConns(0): unlimited",
+			opts: []pgxleak.Option{pgxleak.WithMinIdleConns(2), pgxleak.WithConnMaxIdleTime(idle)},
+			set:  func(db *sql.DB) { db.SetMaxOpenConns(0) },
+			check: func(t *testing.T, db *sql.DB) {
+				waitKept(t, db, 2)
+			},
+		},
+		{
+			name: "SetConnMaxIdleTime shorter than Open's",
+			opts: []pgxleak.Option{pgxleak.WithMinIdleConns(2), pgxleak.WithWaitSampleInterval(50 * time.Millisecond)},
+			set:  func(db *sql.DB) { db.SetConnMaxIdleTime(idle) },
+			check: func(t *testing.T, db *sql.DB) {
+				waitKept(t, db, 2)
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			db, _ := openTest(t, append([]pgxleak.Option{pgxleak.WithMaxOpenConns(5)}, tc.opts...)...)
+			tc.set(db)
+			tc.check(t, db)
+		})
+	}
+}
+
+// waitKept waits until database/sql's idle-time cleaner, which runs at
+// most once a second, has had two chances to close the idle connections,
+// then for n of them to be idle: kept by the keeper, or re-opened by it.
+func waitKept(t *testing.T, db *sql.DB, n int) {
+	t.Helper()
+	start := time.Now()
+	pgtest.WaitFor(t, 20*time.Second, "two cleaner periods", func() bool { return time.Since(start) > 2500*time.Millisecond })
+	pgtest.WaitFor(t, 3*time.Second, "the minimum of idle connections kept", func() bool { return db.Stats().Idle >= n })
+}
