@@ -97,7 +97,7 @@ type Limits struct {
 // LimitsOf reads db's limits in force, as pgxleak does.
 func LimitsOf(db *sql.DB) Limits {
 	cfg, _ := newConfig(nil)
-	l := readLimits(db, cfg)
+	l := dbFields.read(db, cfg)
 	return Limits{MaxOpen: l.maxOpen, MaxIdle: l.maxIdle, MaxLifetime: l.maxLifetime, MaxIdleTime: l.maxIdleTime, Read: l.read}
 }
 

@@ -110,38 +110,38 @@ func (f *sqlDBFields) limitsLocked(db *sql.DB) poolLimits {
 	return l
 }
 
-// readLimits returns db's limits in force; c gives the fallback's values.
-// It locks database/sql's mutex, as db.Stats() does: it must not be called
+// read returns db's limits in force; c gives the fallback's values. It
+// locks database/sql's mutex, as db.Stats() does: it must not be called
 // from a driver call, nor with a tracker lock held.
-func readLimits(db *sql.DB, c *config) poolLimits {
-	if !dbFields.ok {
+func (f *sqlDBFields) read(db *sql.DB, c *config) poolLimits {
+	if !f.ok {
 		return poolLimits{maxOpen: db.Stats().MaxOpenConnections, maxIdle: c.maxIdle, maxLifetime: c.maxLifetime, maxIdleTime: c.maxIdleTime}
 	}
-	mu := dbFields.mutex(db)
+	mu := f.mutex(db)
 	mu.Lock()
 	defer mu.Unlock()
-	return dbFields.limitsLocked(db)
+	return f.limitsLocked(db)
 }
 
-// tryReadLimits is readLimits for a driver call: ok is false, at once, if
+// tryRead is read for a driver call: ok is false, at once, if
 // database/sql's mutex is held or sql.DB could not be read.
-func tryReadLimits(db *sql.DB) (l poolLimits, ok bool) {
-	if !dbFields.ok {
+func (f *sqlDBFields) tryRead(db *sql.DB) (l poolLimits, ok bool) {
+	if !f.ok {
 		return l, false
 	}
-	mu := dbFields.mutex(db)
+	mu := f.mutex(db)
 	if !mu.TryLock() {
 		return l, false
 	}
 	defer mu.Unlock()
-	return dbFields.limitsLocked(db), true
+	return f.limitsLocked(db), true
 }
 
 // limits returns the limits in force on p's pool, opened by Open or
 // OpenDB (p.db is not nil). Seeing a lifetime other than pgxleak's turns
 // the jitter off (see jitterDue).
 func (p *tracker) limits() poolLimits {
-	l := readLimits(p.db, p.cfg)
+	l := p.fields.read(p.db, p.cfg)
 	if l.read && l.maxLifetime != p.cfg.maxLifetime {
 		p.jitter.Store(false)
 	}
@@ -169,7 +169,7 @@ func (p *tracker) jitterDue() bool {
 	if !p.jitter.Load() {
 		return false
 	}
-	l, ok := tryReadLimits(p.db)
+	l, ok := p.fields.tryRead(p.db)
 	if !ok {
 		return false
 	}

@@ -28,6 +28,7 @@ type tracker struct {
 	db          *sql.DB // nil when opened by sql.Open("pgxleak", ...)
 	epoch       time.Time
 	clock       *coarseClock // the hot path's clock (see clockNow)
+	fields      *sqlDBFields // where database/sql keeps its limits (see limits.go); tests replace it
 	draining    atomic.Bool
 	jitter      atomic.Bool  // connections get a jittered end of life, and it applies (see jitterDue)
 	handingOut  atomic.Int64 // Connect calls under way; Drain waits for them (ResetSession: see there)
@@ -96,6 +97,7 @@ func newTracker(cfg *config, defaultName string) *tracker {
 	}
 	p.summary.Stop()
 	p.clock = newCoarseClock(p.epoch, coarseResolution(cfg.leakThreshold))
+	p.fields = &dbFields
 	p.tel = newTelemetry(p)
 	return p
 }

@@ -23,7 +23,7 @@ func (p *tracker) tune(db *sql.DB) error {
 	db.SetMaxIdleConns(c.maxIdle)
 	db.SetConnMaxLifetime(c.maxLifetime)
 	db.SetConnMaxIdleTime(c.maxIdleTime)
-	p.jitter.Store(dbFields.ok && c.jittered())
+	p.jitter.Store(p.fields.ok && c.jittered())
 	if c.minIdle > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), c.warmUpTimeout)
 		defer cancel()
