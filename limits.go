@@ -20,7 +20,7 @@ import (
 // only one of them: DBStats.MaxOpenConnections. The rest are unexported
 // fields of sql.DB, guarded by its mutex mu (sql.go, type DB, in Go 1.25
 // through 1.27). pgxleak reads them the way (*sql.DB).Stats reads maxOpen:
-// under that mutex, never writing anything. It finds them once, by name
+// under that mutex, writing nothing but the lock. It finds them once, by name
 // and type; TestLimitsRead fails on a Go whose sql.DB has moved them, and
 // then pgxleak falls back (see poolLimits.read): the lifetime is
 // database/sql's alone, without jitter, and the page says the other limits
