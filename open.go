@@ -53,9 +53,9 @@ func (d *Driver) wrapped() driver.Driver {
 // OpenConnector returns a connector for the DSN name whose connections are
 // tracked in a new pool with the default options. It is what
 // sql.Open("pgxleak", dsn) calls. Pool tuning needs the *sql.DB, which a
-// driver never sees, so such a pool keeps database/sql's limits; only the
-// per-connection lifetime ([DefaultConnMaxLifetime], jittered), which the
-// wrapper enforces itself, applies. Use [Open] for the tuned defaults.
+// driver never sees, so such a pool keeps database/sql's limits and
+// lifetime (none unless db.SetConnMaxLifetime sets one), exactly as
+// sql.Open("pgx", dsn) does. Use [Open] for the tuned defaults.
 func (d *Driver) OpenConnector(name string) (driver.Connector, error) {
 	cfg, err := newConfig(nil)
 	if err != nil {

@@ -28,7 +28,9 @@ type tracker struct {
 	db          *sql.DB // nil when opened by sql.Open("pgxleak", ...)
 	epoch       time.Time
 	clock       *coarseClock // the hot path's clock (see clockNow)
+	fields      *sqlDBFields // where database/sql keeps its limits (see limits.go); tests replace it
 	draining    atomic.Bool
+	jitter      atomic.Bool  // connections get a jittered end of life, and it applies (see jitterDue)
 	handingOut  atomic.Int64 // Connect calls under way; Drain waits for them (ResetSession: see there)
 	keeping     atomic.Bool  // a keepMinIdle runs
 	background  sync.WaitGroup
@@ -49,7 +51,7 @@ type tracker struct {
 	gcLeaks        atomic.Uint64
 	stillOutLeaks  atomic.Uint64
 
-	lifetimeDiscarded atomic.Uint64 // connections discarded at the end of their jittered lifetime
+	lifetimeDiscarded atomic.Uint64 // connections discarded at their jittered end of life, before database/sql's lifetime
 
 	queueMu sync.Mutex
 	queue   []report
@@ -95,6 +97,7 @@ func newTracker(cfg *config, defaultName string) *tracker {
 	}
 	p.summary.Stop()
 	p.clock = newCoarseClock(p.epoch, coarseResolution(cfg.leakThreshold))
+	p.fields = &dbFields
 	p.tel = newTelemetry(p)
 	return p
 }
@@ -134,16 +137,16 @@ var discardLogger = slog.New(slog.DiscardHandler)
 // register starts tracking a freshly connected connection: its stack
 // buffer, its jittered end of life, and, for a pool not named yet, the
 // name its pgx configuration gives.
+//
+// The end of life is drawn from [lifetime−jitter, lifetime] from now, a
+// little before database/sql's own clock starts (its driverConn.createdAt,
+// set when Connect returns), so it never comes after database/sql's.
 func (p *tracker) register(c *connState) {
 	if p.cfg.stackDepth > 0 {
 		c.pcs = make([]uintptr, p.cfg.stackDepth)
 	}
-	if lt := p.cfg.maxLifetime; lt > 0 {
-		life := lt
-		if j := p.cfg.lifetimeJitter; j > 0 {
-			life -= rand.N(j)
-		}
-		c.expiresAt = p.now() + int64(life)
+	if p.jitter.Load() {
+		c.expiresAt = p.now() + int64(p.cfg.maxLifetime-rand.N(p.cfg.lifetimeJitter))
 	}
 	p.mu.Lock()
 	p.conns[c] = struct{}{}
@@ -246,10 +249,21 @@ func (p *tracker) run() {
 		defer tk.Stop()
 		scan = tk.C
 	}
+	// The keeper's period follows the idle time in force, checked at every
+	// round and every wait sample (see keepIdleEvery).
+	var keepTick *time.Ticker
+	var keepEvery time.Duration
+	followIdleTime := func() {
+		if d := keepIdleEvery(p.limits().maxIdleTime); d != keepEvery {
+			keepTick.Reset(d)
+			keepEvery = d
+		}
+	}
 	if p.cfg.minIdle > 0 && p.db != nil {
-		tk := time.NewTicker(p.cfg.keepIdleEvery)
-		defer tk.Stop()
-		keep = tk.C
+		keepEvery = keepIdleEvery(p.limits().maxIdleTime)
+		keepTick = time.NewTicker(keepEvery)
+		defer keepTick.Stop()
+		keep = keepTick.C
 	}
 	sideIdleTick := time.NewTicker(max(p.cfg.sideIdle/4, time.Millisecond)) // every pool, sql.Open's too
 	defer sideIdleTick.Stop()
@@ -271,6 +285,7 @@ func (p *tracker) run() {
 		case <-p.summary.C:
 			p.summarize(false)
 		case <-keep:
+			followIdleTime()
 			// On its own goroutine, so that scans and reports never wait
 			// behind a slow connect; one at a time.
 			if p.keeping.CompareAndSwap(false, true) {
@@ -284,6 +299,9 @@ func (p *tracker) run() {
 		case <-waits:
 			p.tel.sampleWaitStats()
 			p.sampleHistory()
+			if keepTick != nil {
+				followIdleTime()
+			}
 		}
 	}
 }
