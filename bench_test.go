@@ -32,8 +32,6 @@ type benchImpl struct {
 	plain bool             // sql.OpenDB, no pgxleak
 	opts  []pgxleak.Option // pgxleak options beyond the common ones
 	fp    bool             // frame-pointer unwinding (the default); false forces runtime.Callers
-
-	noLifetime bool // plain only: leave database/sql's ConnMaxLifetime at its default, 0
 }
 
 var (
@@ -49,9 +47,10 @@ var (
 var fakeImpls = []benchImpl{implPlain, implStack32, implCallers, implSampled, implNoStack}
 
 // openPool opens a pool of maxOpen connections over connector, plain or
-// through pgxleak, with the same database/sql settings: pgxleak's defaults
-// for lifetime and idle time are applied to the plain pool too, since
-// database/sql checks them on every checkout.
+// through pgxleak, with the same database/sql settings: the plain pool gets
+// through its own setters what pgxleak's Open applies with them, pgxleak's
+// default lifetime and idle time included, since database/sql checks them
+// on every checkout.
 func openPool(tb testing.TB, impl benchImpl, connector driver.Connector, maxOpen, maxIdle int) *sql.DB {
 	tb.Helper()
 	var db *sql.DB
@@ -59,9 +58,7 @@ func openPool(tb testing.TB, impl benchImpl, connector driver.Connector, maxOpen
 		db = sql.OpenDB(connector)
 		db.SetMaxOpenConns(maxOpen)
 		db.SetMaxIdleConns(maxIdle)
-		if !impl.noLifetime {
-			db.SetConnMaxLifetime(pgxleak.DefaultConnMaxLifetime)
-		}
+		db.SetConnMaxLifetime(pgxleak.DefaultConnMaxLifetime)
 		db.SetConnMaxIdleTime(pgxleak.DefaultConnMaxIdleTime)
 	} else {
 		opts := append([]pgxleak.Option{
@@ -159,8 +156,8 @@ func BenchmarkFake(b *testing.B) {
 }
 
 // BenchmarkBudget measures the four paths pgxleak's performance budget
-// names, each plain database/sql against pgxleak's defaults in the same
-// run, over the in-memory driver and a pool of 10:
+// names, each against plain database/sql configured the same way, in the
+// same run, over the in-memory driver and a pool of 10:
 //
 //   - path=queryrow: db.QueryRow(q).Scan(&n), on the Background context
 //     (so pgxleak watches the Rows for garbage collection);
@@ -169,12 +166,17 @@ func BenchmarkFake(b *testing.B) {
 //   - path=conn: db.Conn(ctx) then Close, a bare checkout and return;
 //   - path=par50: QueryRow+Scan from 50 goroutines.
 //
-// plain here is database/sql as a user without pgxleak has it: the pool's
-// size and pgxleak's idle time (database/sql's cleaner reads it off the hot
-// path), and no lifetime, database/sql's default.
+// set= says how both pools are configured; plain gets through its own
+// setters what pgxleak's Open applies, so that each ratio is against the
+// pool a user would have without pgxleak:
+//
+//   - set=open: pgxleak's defaults (10 open, 10 idle, a 30-minute lifetime,
+//     jittered, and a 5-minute idle time); database/sql enforces the
+//     lifetime, so both read the clock for it at every checkout and return;
+//   - set=lifetime0: the same, then db.SetConnMaxLifetime(0) on both, as a
+//     user who wants no lifetime calls it (database/sql's default): no
+//     lifetime check, and pgxleak's jitter is off.
 func BenchmarkBudget(b *testing.B) {
-	budgetPlain := implPlain
-	budgetPlain.noLifetime = true
 	paths := []struct {
 		name string
 		par  int // goroutines; 0 runs on the benchmark's own
@@ -204,43 +206,51 @@ func BenchmarkBudget(b *testing.B) {
 			return db.QueryRow("SELECT n FROM t").Scan(&n)
 		}},
 	}
+	sets := []struct {
+		name string
+		set  func(db *sql.DB) // the user's calls after opening, on both pools
+	}{
+		{"open", func(*sql.DB) {}},
+		{"lifetime0", func(db *sql.DB) { db.SetConnMaxLifetime(0) }},
+	}
 	for _, path := range paths {
-		for _, impl := range []benchImpl{budgetPlain, implStack32} {
-			if impl.plain {
-				impl.name = "plain"
-			} else {
-				impl.name = "pgxleak"
-			}
-			b.Run("path="+path.name+"/impl="+impl.name, func(b *testing.B) {
-				impl.use(b)
-				db := openPool(b, impl, &benchConnector{}, 10, 10)
-				warm(b, db, 10)
-				ctx := context.Background()
-				if path.name == "deadline" {
-					var cancel context.CancelFunc
-					ctx, cancel = context.WithTimeout(ctx, time.Hour)
-					defer cancel()
+		for _, set := range sets {
+			for _, impl := range []benchImpl{implPlain, implStack32} {
+				if !impl.plain {
+					impl.name = "pgxleak"
 				}
-				b.ReportAllocs()
-				defer cpuTime(b)()
-				if path.par == 0 {
-					for b.Loop() {
-						if err := path.run(ctx, db); err != nil {
-							b.Fatal(err)
-						}
+				b.Run("path="+path.name+"/set="+set.name+"/impl="+impl.name, func(b *testing.B) {
+					impl.use(b)
+					db := openPool(b, impl, &benchConnector{}, 10, 10)
+					set.set(db)
+					warm(b, db, 10)
+					ctx := context.Background()
+					if path.name == "deadline" {
+						var cancel context.CancelFunc
+						ctx, cancel = context.WithTimeout(ctx, time.Hour)
+						defer cancel()
 					}
-					return
-				}
-				b.SetParallelism(max(1, path.par/runtime.GOMAXPROCS(0)))
-				b.RunParallel(func(pb *testing.PB) {
-					for pb.Next() {
-						if err := path.run(ctx, db); err != nil {
-							b.Error(err)
-							return
+					b.ReportAllocs()
+					defer cpuTime(b)()
+					if path.par == 0 {
+						for b.Loop() {
+							if err := path.run(ctx, db); err != nil {
+								b.Fatal(err)
+							}
 						}
+						return
 					}
+					b.SetParallelism(max(1, path.par/runtime.GOMAXPROCS(0)))
+					b.RunParallel(func(pb *testing.PB) {
+						for pb.Next() {
+							if err := path.run(ctx, db); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					})
 				})
-			})
+			}
 		}
 	}
 }

@@ -32,6 +32,15 @@ func TestCheckCapacity(t *testing.T) {
 	if _, err := pgxleak.CheckCapacity(ctx, db, 0); err == nil {
 		t.Fatal("instances 0 accepted")
 	}
+	// The pool's size in force, not Open's.
+	db.SetMaxOpenConns(20)
+	if c, err := pgxleak.CheckCapacity(ctx, db, 2); err != nil || c.PoolMax != 20 || c.Demand != 40 {
+		t.Fatalf("after db.SetMaxOpenConns(20): %+v, %v", c, err)
+	}
+	db.SetMaxOpenConns(0)
+	if c, err := pgxleak.CheckCapacity(ctx, db, 2); err != nil || c.PoolMax != 0 || c.Fits || !strings.Contains(pgxleak.CapacitySummary(c), "no connection limit") {
+		t.Fatalf("after db.SetMaxOpenConns(0): %+v, %v", c, err)
+	}
 }
 
 func TestCapacityCheckOnOpenWarns(t *testing.T) {

@@ -120,13 +120,21 @@ func (c *connState) checkin() (discard bool) {
 	if c.state == stateOut {
 		c.returnLocked(now, timed)
 	}
-	expired := c.expiresAt != 0 && now >= c.expiresAt
-	discard = c.broken || c.terminated || p.cfg.maxUses > 0 && c.uses >= p.cfg.maxUses || expired
+	discard = c.broken || c.terminated || p.cfg.maxUses > 0 && c.uses >= p.cfg.maxUses
 	c.mu.Unlock()
-	if expired {
-		p.tracker.lifetimeDiscarded.Add(1)
+	return discard || c.lifeEnded(now)
+}
+
+// lifeEnded reports whether c is past its jittered end of life at pool
+// time now and the jitter applies (see pool.jitterDue); if so, it
+// counts the discard. The comparison is all a checkout or a return pays
+// until then.
+func (c *connState) lifeEnded(now int64) bool {
+	if c.expiresAt == 0 || now < c.expiresAt || !c.pool.jitterDue() {
+		return false
 	}
-	return discard
+	c.pool.tracker.lifetimeDiscarded.Add(1)
+	return true
 }
 
 // returnLocked records a return at pool time now; timed says now is the
@@ -152,13 +160,9 @@ func (c *connState) returnLocked(now int64, timed bool) {
 }
 
 // reusableAt reports whether an idle connection may be checked out again
-// at pool time now: not while draining, not past its jittered lifetime.
+// at pool time now: not past its jittered end of life, not while draining.
 func (c *connState) reusableAt(now int64) bool {
-	if c.expiresAt != 0 && now >= c.expiresAt {
-		c.pool.tracker.lifetimeDiscarded.Add(1)
-		return false
-	}
-	return !c.pool.tracker.draining.Load()
+	return !c.lifeEnded(now) && !c.pool.tracker.draining.Load()
 }
 
 // markTerminated marks c's backend as terminated if c is still out on

@@ -126,11 +126,14 @@ func TestPoolDeadlocked(t *testing.T) {
 }
 
 // TestExhaustedWarning: a pool of 2 with 2 leaks and 10 waiters gives one
-// WARN naming the waiters' and the holders' lines.
+// WARN naming the waiters' and the holders' lines. The pool is opened with
+// 5 and limited to 2 by db.SetMaxOpenConns: the warning gives the limit in
+// force.
 func TestExhaustedWarning(t *testing.T) {
 	var logs lockedBuffer
-	db, _ := openTest(t, pgxleak.WithMaxOpenConns(2), pgxleak.WithWaitSampleInterval(500*time.Millisecond),
+	db, _ := openTest(t, pgxleak.WithMaxOpenConns(5), pgxleak.WithWaitSampleInterval(500*time.Millisecond),
 		pgxleak.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	db.SetMaxOpenConns(2)
 	leakLine := make(chan site, 2)
 	var txs [2]*txHolder
 	for i := range txs {

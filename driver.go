@@ -55,15 +55,18 @@ func (d *sqlDriver) wrapped() driver.Driver {
 // OpenConnector returns a connector for the DSN name whose connections are
 // tracked in a new pool with the default options. It is what
 // sql.Open("pgxleak", dsn) calls. Pool tuning needs the *sql.DB, which a
-// driver never sees, so such a pool keeps database/sql's limits; only the
-// per-connection lifetime (30 minutes by default, jittered), which the
-// wrapper enforces itself, applies. Use [Open] for the tuned defaults.
+// driver never sees, so such a pool keeps database/sql's limits and
+// lifetime (none unless db.SetConnMaxLifetime sets one), exactly as
+// sql.Open("pgx", dsn) does. Use [Open] for the tuned defaults.
 func (d *sqlDriver) OpenConnector(name string) (driver.Connector, error) {
 	cfg, err := newConfig(nil)
 	if err != nil {
 		return nil, err
 	}
-	dsn := parseDSN(name)
+	// database/sql's contract is lazy: a DSN pgx cannot parse is not an
+	// error here but at the first connect, where pgx's driver parses it
+	// again and reports it (with the password masked, see connector).
+	dsn, _ := parseDSN(name)
 	dsn.setApplicationName("")
 	c, err := connectorFor(d.wrapped(), name, dsn, false)
 	if err != nil {

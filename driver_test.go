@@ -2,7 +2,12 @@ package pgxleak_test
 
 import (
 	"database/sql"
+	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
@@ -27,4 +32,24 @@ func TestRegisteredDriver(t *testing.T) {
 		t.Fatalf("tracker stats = %+v, want 1 checkout, 1 return", st)
 	}
 	pgxleak.VerifyNone(t, db)
+}
+
+// TestSQLOpenBadDSNIsLazy: sql.Open("pgxleak", dsn) keeps database/sql's
+// contract: no error at Open, pgx's own error at the first use, with the
+// password masked.
+func TestSQLOpenBadDSNIsLazy(t *testing.T) {
+	for _, tc := range badDSNs {
+		t.Run(tc.name, func(t *testing.T) {
+			db, err := sql.Open(pgxleak.DriverName, tc.dsn)
+			require.NoError(t, err)
+			defer db.Close()
+			err = db.PingContext(t.Context())
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+			assert.False(t, strings.HasPrefix(err.Error(), "pgxleak:"), "error %q: the driver's errors pass through", err)
+			var pe *pgconn.ParseConfigError
+			assert.ErrorAs(t, err, &pe)
+			assertNoPassword(t, err)
+		})
+	}
 }

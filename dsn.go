@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql/driver"
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -11,19 +13,35 @@ import (
 
 // dsnInfo is what pgxleak reads from a DSN, parsed once per Open.
 type dsnInfo struct {
-	pgx      *pgx.ConnConfig // nil when pgx cannot parse it (a registered config's name, another driver's syntax)
+	pgx      *pgx.ConnConfig // nil unless pgx v5 parsed it (another driver's DSN, a registered config's name, a malformed one)
 	secrets  []string        // the passwords to mask in errors (see dsnSecrets)
 	poolName string          // "host:port/database", never with credentials; "" when unparsed
 }
 
-func parseDSN(dsn string) dsnInfo {
-	var info dsnInfo
-	if cfg, err := pgx.ParseConfig(dsn); err == nil {
-		info.pgx = cfg
-		info.poolName = fmt.Sprintf("%s:%d/%s", cfg.Host, cfg.Port, cfg.Database)
+// parseDSN parses dsn as pgx v5 does. The error is pgx's, its text not yet
+// masked; info.secrets is set either way.
+func parseDSN(dsn string) (dsnInfo, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return dsnInfo{secrets: dsnSecrets(dsn, nil)}, err
 	}
-	info.secrets = dsnSecrets(dsn, info.pgx)
-	return info
+	return dsnInfo{
+		pgx:      cfg,
+		secrets:  dsnSecrets(dsn, cfg),
+		poolName: fmt.Sprintf("%s:%d/%s", cfg.Host, cfg.Port, cfg.Database),
+	}, nil
+}
+
+// registeredConfigName reports whether dsn has the form of the names pgx's
+// [stdlib.RegisterConnConfig] returns ("registeredConnConfig0"), which pgx's
+// driver looks up instead of parsing.
+func registeredConfigName(dsn string) bool {
+	n, ok := strings.CutPrefix(dsn, "registeredConnConfig")
+	if !ok || n == "" {
+		return false
+	}
+	_, err := strconv.ParseUint(n, 10, 64)
+	return err == nil
 }
 
 // connectorFor returns the connector for dsn over d. Over pgx's driver it

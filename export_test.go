@@ -17,6 +17,7 @@ var (
 	DefaultMaxOpenConns    = defaultMaxOpenConns()  // the default WithMaxOpenConns on this machine
 	DefaultConnMaxLifetime = defaultConnMaxLifetime // the default WithConnMaxLifetime
 	DefaultConnMaxIdleTime = defaultConnMaxIdleTime // the default WithConnMaxIdleTime
+	CapacitySummary        = Capacity.summary       // the check in words, as WithCapacityCheck logs it
 
 	OSExit   *func(int) = &osExit   // what VerifyTestMain exits with
 	OSStderr *io.Writer = &osStderr // where VerifyTestMain writes its report
@@ -29,7 +30,7 @@ var (
 func DSNSecrets(dsn string) []string { return dsnSecrets(dsn, parseOrNil(dsn)) }
 
 // PoolName returns the pool name Open derives from dsn.
-func PoolName(dsn string) string { return parseDSN(dsn).poolName }
+func PoolName(dsn string) string { info, _ := parseDSN(dsn); return info.poolName }
 
 // Draining reports whether Drain has started on db.
 func Draining(db *sql.DB) bool { return poolOf(db).tracker.draining.Load() }
@@ -51,31 +52,61 @@ func PoolTuningOf(opts ...Option) (PoolTuning, error) {
 		MaxUses: cfg.maxUses, LifetimeJitter: cfg.lifetimeJitter}, nil
 }
 
-// ConnLifetimes returns the lifetimes n connections over inner get in one
-// pool configured by opts: the time each has left right after its connect.
+// ConnLifetimes returns the jittered lifetimes n connections over inner
+// get in one pool configured by opts: the time each has left right after
+// its connect, or 0 if it has no end of life of pgxleak's (database/sql's
+// lifetime alone applies).
 func ConnLifetimes(t testing.TB, inner driver.Conn, n int, opts ...Option) []time.Duration {
 	p := newTestTracker(t, opts)
+	p.jitter.Store(p.cfg.jittered())
 	out := make([]time.Duration, n)
 	for i := range out {
-		c := newConn(p, inner)
-		out[i] = time.Duration(c.expiresAt - p.now())
+		if c := newConn(p, inner); c.expiresAt != 0 {
+			out[i] = time.Duration(c.expiresAt - p.now())
+		}
 	}
 	return out
 }
 
 // WrapConn wraps inner as a pool configured by opts does on connect and
-// returns what database/sql sees; expire(true) puts the connection past its
-// end of life, expire(false) gives it none.
-func WrapConn(t testing.TB, inner driver.Conn, opts ...Option) (w driver.Conn, expire func(bool)) {
+// returns what database/sql sees, and the pool's *sql.DB (with the limits
+// Open sets; it never connects), whose lifetime the jitter follows.
+// expire(true) puts the connection past its jittered end of life,
+// expire(false) gives it none.
+func WrapConn(t testing.TB, inner driver.Conn, opts ...Option) (w driver.Conn, db *sql.DB, expire func(bool)) {
 	p := newTestTracker(t, opts)
+	p.db = sql.OpenDB(dsnConnector{driver: &sqlDriver{}})
+	t.Cleanup(func() { _ = p.db.Close() })
+	p.db.SetConnMaxLifetime(p.cfg.maxLifetime)
+	p.jitter.Store(p.cfg.jittered())
 	c := newConn(p, inner)
-	return c.wrapper, func(expired bool) {
+	return c.wrapper, p.db, func(expired bool) {
 		c.expiresAt = 0
 		if expired {
 			c.expiresAt = p.now() - 1
 		}
 	}
 }
+
+// Limits are the pool limits in force on a *sql.DB, as pgxleak reads them
+// back from database/sql; Read is false if this Go's sql.DB could not be
+// read.
+type Limits struct {
+	MaxOpen, MaxIdle         int
+	MaxLifetime, MaxIdleTime time.Duration
+	Read                     bool
+}
+
+// LimitsOf reads db's limits in force, as pgxleak does.
+func LimitsOf(db *sql.DB) Limits {
+	cfg, _ := newConfig(nil)
+	l := dbFields.read(db, cfg)
+	return Limits{MaxOpen: l.maxOpen, MaxIdle: l.maxIdle, MaxLifetime: l.maxLifetime, MaxIdleTime: l.maxIdleTime, Read: l.read}
+}
+
+// Jittered reports whether db's connections still get pgxleak's jittered
+// end of life.
+func Jittered(db *sql.DB) bool { return poolOf(db).jitter.Load() }
 
 // newTestTracker returns the tracker of a pool configured by opts, without
 // a *sql.DB; it is closed when t ends.

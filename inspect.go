@@ -37,29 +37,41 @@ type Inspection struct {
 	Server *Capacity `json:"server,omitempty"`
 }
 
-// Settings are a pool's effective settings, defaults resolved.
+// Settings are a pool's effective settings, defaults resolved. The pool
+// limits (MaxOpen to ConnMaxIdleTime) are the ones in force, read back
+// from database/sql: a db.SetMaxIdleConns, SetMaxOpenConns,
+// SetConnMaxLifetime or SetConnMaxIdleTime after Open shows here.
 type Settings struct {
 	// Tuned is false for a pool opened by sql.Open("pgxleak", dsn): the
 	// pool limits below (MaxOpen to MaxUses) are then pgxleak's defaults,
 	// not applied, and database/sql's own limits apply; the leak-detection
 	// settings apply either way.
-	Tuned                 bool          `json:"tuned"`
-	MaxOpen               int           `json:"max_open"` // 0 means unlimited
-	MaxIdle               int           `json:"max_idle"`
-	MinIdle               int           `json:"min_idle"`
-	ConnMaxLifetime       time.Duration `json:"conn_max_lifetime_ns"` // 0 means forever
+	Tuned   bool `json:"tuned"`
+	MaxOpen int  `json:"max_open"` // 0 means unlimited
+	MaxIdle int  `json:"max_idle"`
+	// MinIdle is the number of idle connections kept: WithMinIdleConns,
+	// but no more than MaxIdle.
+	MinIdle         int           `json:"min_idle"`
+	ConnMaxLifetime time.Duration `json:"conn_max_lifetime_ns"` // 0 means forever
+	// ConnMaxLifetimeJitter is 0 once db.SetConnMaxLifetime has replaced
+	// the lifetime Open set (see WithConnMaxLifetimeJitter).
 	ConnMaxLifetimeJitter time.Duration `json:"conn_max_lifetime_jitter_ns"`
 	ConnMaxIdleTime       time.Duration `json:"conn_max_idle_time_ns"` // 0 means forever
-	MaxUses               int64         `json:"max_uses"`              // 0 means unlimited
-	LeakThreshold         time.Duration `json:"leak_threshold_ns"`     // 0 means off
-	SlowWaitThreshold     time.Duration `json:"slow_wait_threshold_ns"`
-	WaitSampleInterval    time.Duration `json:"wait_sample_interval_ns"`
-	ReportInterval        time.Duration `json:"report_interval_ns"`
-	StackDepth            int           `json:"stack_depth"`
-	StackSampling         int64         `json:"stack_sampling"`
-	Statements            bool          `json:"statements"`
-	GCDetection           bool          `json:"gc_detection"`
-	PgBouncer             bool          `json:"pgbouncer"`
+	// LimitsFromOpen is true when this Go's database/sql could not be
+	// read back: MaxIdle, ConnMaxLifetime and ConnMaxIdleTime are then the
+	// values Open set, and a later setter call does not show. (MaxOpen is
+	// always the one in force, from db.Stats().)
+	LimitsFromOpen     bool          `json:"limits_from_open,omitempty"`
+	MaxUses            int64         `json:"max_uses"`          // 0 means unlimited
+	LeakThreshold      time.Duration `json:"leak_threshold_ns"` // 0 means off
+	SlowWaitThreshold  time.Duration `json:"slow_wait_threshold_ns"`
+	WaitSampleInterval time.Duration `json:"wait_sample_interval_ns"`
+	ReportInterval     time.Duration `json:"report_interval_ns"`
+	StackDepth         int           `json:"stack_depth"`
+	StackSampling      int64         `json:"stack_sampling"`
+	Statements         bool          `json:"statements"`
+	GCDetection        bool          `json:"gc_detection"`
+	PgBouncer          bool          `json:"pgbouncer"`
 	// ServerView is false under WithoutServerView: reports and the page do
 	// not read pg_stat_activity.
 	ServerView bool `json:"server_view"`
@@ -127,7 +139,13 @@ func (p *pool) settings() Settings {
 		IdleInTransactionTimeout: c.idleInTx,
 	}
 	if p.db != nil {
-		s.MaxOpen = p.db.Stats().MaxOpenConnections
+		l := p.limits()
+		s.MaxOpen, s.MaxIdle, s.MinIdle = l.maxOpen, l.maxIdle, p.minIdle(l)
+		s.ConnMaxLifetime, s.ConnMaxIdleTime = l.maxLifetime, l.maxIdleTime
+		if !p.jitter.Load() {
+			s.ConnMaxLifetimeJitter = 0
+		}
+		s.LimitsFromOpen = !l.read
 	}
 	return s
 }

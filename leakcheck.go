@@ -46,7 +46,7 @@ type connState struct {
 	pool      *pool
 	pgx       *pgx.Conn // nil unless the wrapped conn is pgx's
 	pid       uint32
-	expiresAt int64 // jittered end of life, in pool time; 0 means never
+	expiresAt int64 // jittered end of life, in pool time; 0 means none (see pool.register)
 	noReset   bool  // the driver has no ResetSession: no reuse is seen before its first operation
 
 	mu         sync.Mutex
@@ -144,7 +144,7 @@ type tracker struct {
 	resolvedLeaks     atomic.Uint64
 	gcLeaks           atomic.Uint64
 	stillOutLeaks     atomic.Uint64
-	lifetimeDiscarded atomic.Uint64 // connections discarded at the end of their jittered lifetime
+	lifetimeDiscarded atomic.Uint64 // connections discarded at their jittered end of life, before database/sql's lifetime
 
 	queueMu     sync.Mutex
 	queue       []report      // guarded by queueMu

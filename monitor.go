@@ -46,10 +46,21 @@ func (p *pool) run() {
 		defer tk.Stop()
 		scan = tk.C
 	}
+	// The keeper's period follows the idle time in force, checked at every
+	// round and every wait sample (see keepIdleEvery).
+	var keepTick *time.Ticker
+	var keepEvery time.Duration
+	followIdleTime := func() {
+		if d := keepIdleEvery(p.limits().maxIdleTime); d != keepEvery {
+			keepTick.Reset(d)
+			keepEvery = d
+		}
+	}
 	if p.cfg.minIdle > 0 && p.db != nil {
-		tk := time.NewTicker(p.cfg.keepIdleEvery)
-		defer tk.Stop()
-		keep = tk.C
+		keepEvery = keepIdleEvery(p.limits().maxIdleTime)
+		keepTick = time.NewTicker(keepEvery)
+		defer keepTick.Stop()
+		keep = keepTick.C
 	}
 	sideIdleTick := time.NewTicker(max(p.cfg.sideIdle/4, time.Millisecond)) // every pool, sql.Open's too
 	defer sideIdleTick.Stop()
@@ -73,6 +84,7 @@ func (p *pool) run() {
 		case <-p.monitor.summary.C:
 			p.summarize(false)
 		case <-keep:
+			followIdleTime()
 			// On its own goroutine, so that scans and reports never wait
 			// behind a slow connect; one at a time.
 			if p.keeping.CompareAndSwap(false, true) {
@@ -85,6 +97,9 @@ func (p *pool) run() {
 			p.diagnosis.side.closeIfIdle(p.cfg.sideIdle)
 		case <-waits:
 			p.tel.sampleWaitStats()
+			if keepTick != nil {
+				followIdleTime()
+			}
 		}
 	}
 }

@@ -11,13 +11,25 @@ import (
 )
 
 // Open opens a database like [sql.Open], over the driver registered as
-// driverName ("pgx" for pgx v5's stdlib is the common case; "pgxleak" means
-// the same), tracks every checkout of its connections, and applies the pool
+// driverName, tracks every checkout of its connections, and applies the pool
 // tuning in opts over pgxleak's defaults (see [WithMaxOpenConns] and the
 // other options).
 //
-// Over pgx's driver, Open sets the sessions' application_name, unless the
-// DSN (or PGAPPNAME) sets one, to the program's name followed by
+// The common case is "pgx", the name pgx v5's stdlib registers unless
+// another driver (pgx v4's stdlib, for one) took it first; Open wraps
+// whichever driver holds the name, as sql.Open would use it. "pgx/v5" is
+// always pgx v5's, and "pgxleak" ([DriverName]) means pgx v5's too. Over
+// pgx v5's driver, Open parses the DSN once, and a DSN pgx cannot parse
+// (a bad port, an unknown sslmode, "not a dsn") is an error from Open, where
+// sql.Open would report it only at the first connect; its text has the
+// DSN's passwords masked, and errors.As still finds pgx's
+// *pgconn.ParseConfigError. The names [stdlib.RegisterConnConfig] returns
+// are looked up by pgx's driver, not parsed. Other drivers' DSNs are theirs
+// to read: Open passes them on unparsed, and such a pool has no name
+// unless [WithPoolName] gives one.
+//
+// Over pgx v5's driver, Open sets the sessions' application_name, unless
+// the DSN (or PGAPPNAME) sets one, to the program's name followed by
 // "/" and the [WithPoolName] name if there is one ("orders-api/primary"),
 // so that pg_stat_activity, [CheckCapacity] and [Inspection].Server (and the
 // live page, package livepage)
@@ -33,21 +45,19 @@ func Open(driverName, dsn string, opts ...Option) (*sql.DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	info := parseDSN(dsn)
-	info.setApplicationName(cfg.poolName)
-	var d driver.Driver
-	switch driverName {
-	case DriverName, "pgx", "pgx/v5":
-		d = stdlib.GetDefaultDriver()
-	default:
-		// database/sql has no lookup of a registered driver but sql.Open,
-		// which only records the name and starts the opener goroutine.
-		probe, err := sql.Open(driverName, dsn)
-		if err != nil {
+	d, err := registeredDriver(driverName, dsn)
+	if err != nil {
+		return nil, fmt.Errorf("pgxleak: Open: %w", redactError(err, dsnSecrets(dsn, nil)))
+	}
+	var info dsnInfo
+	if _, ok := d.(*stdlib.Driver); ok {
+		info, err = parseDSN(dsn)
+		if err != nil && !registeredConfigName(dsn) {
 			return nil, fmt.Errorf("pgxleak: Open: %w", redactError(err, info.secrets))
 		}
-		d = probe.Driver()
-		_ = probe.Close() // it never connected; closing only stops its goroutine
+		info.setApplicationName(cfg.poolName)
+	} else {
+		info.secrets = dsnSecrets(dsn, nil) // another driver's DSN: not pgx's to parse
 	}
 	if err := sessionGuards(cfg, d, info); err != nil {
 		return nil, err
@@ -57,6 +67,26 @@ func Open(driverName, dsn string, opts ...Option) (*sql.DB, error) {
 		return nil, err
 	}
 	return openDB(c, cfg, info.poolName, info.secrets)
+}
+
+// registeredDriver returns the driver registered as name. pgxleak's own
+// name and "pgx/v5" are pgx v5's driver (pgx registers "pgx/v5"
+// unconditionally, so no other driver can hold it). For any other name,
+// "pgx" included, it asks database/sql: it has no lookup of a registered
+// driver but sql.Open, which only asks a [driver.DriverContext] for a
+// connector (pgx's parses nothing there) and starts the pool's opener
+// goroutine; the probe never connects, and closing it stops that goroutine.
+func registeredDriver(name, dsn string) (driver.Driver, error) {
+	if name == DriverName || name == "pgx/v5" {
+		return stdlib.GetDefaultDriver(), nil
+	}
+	probe, err := sql.Open(name, dsn)
+	if err != nil {
+		return nil, err
+	}
+	d := probe.Driver()
+	_ = probe.Close()
+	return d, nil
 }
 
 // OpenDB opens a database over any [driver.Connector] (pgx's

@@ -108,8 +108,8 @@ const (
 	// sideApplicationName names the side connection in pg_stat_activity.
 	sideApplicationName = "pgxleak side connection"
 
-	// defaultKeepIdleEvery is the period of the min-idle keeper, at most
-	// half the idle time, so kept connections never reach it.
+	// defaultKeepIdleEvery is the period of the min-idle keeper, unless
+	// half the idle time in force is shorter (see keepIdleEvery).
 	defaultKeepIdleEvery = 30 * time.Second
 )
 
@@ -145,7 +145,6 @@ type config struct {
 	poolName       string
 	checkInstances int
 	warmUpTimeout  time.Duration
-	keepIdleEvery  time.Duration
 	pgBouncer      bool
 	sideIdle       time.Duration // no option: sideIdle; tests shorten it
 
@@ -236,15 +235,14 @@ func (c *config) resolve() {
 	if c.maxLifetime > 0 && c.lifetimeJitter > c.maxLifetime {
 		c.invalid("WithConnMaxLifetimeJitter", c.lifetimeJitter, fmt.Sprintf("larger than WithConnMaxLifetime(%v)", c.maxLifetime))
 	}
-	if c.keepIdleEvery == 0 {
-		c.keepIdleEvery = defaultKeepIdleEvery
-		if c.maxIdleTime > 0 && c.maxIdleTime/2 < c.keepIdleEvery {
-			c.keepIdleEvery = max(c.maxIdleTime/2, 10*time.Millisecond)
-		}
-	}
 }
 
-// Pool tuning.
+// jittered reports whether connections get a jittered end of life.
+func (c *config) jittered() bool { return c.maxLifetime > 0 && c.lifetimeJitter > 0 }
+
+// Pool tuning. Open applies these limits with database/sql's own setters
+// (db.SetMaxOpenConns and the rest), and database/sql enforces them: a
+// later call of a setter replaces the option, exactly as on a plain pool.
 
 // WithMaxOpenConns limits the number of open connections, in use plus idle
 // (see [sql.DB.SetMaxOpenConns]); 0 means unlimited, as in database/sql.
@@ -279,8 +277,11 @@ func WithMaxIdleConns(n int) Option {
 // returns, and then keeps at least n connections idle for as long as the pool
 // lives: a background task re-opens the ones that database/sql closes
 // (idle time, lifetime, errors) and keeps n of them from going idle for
-// longer than ConnMaxIdleTime. database/sql has no such setting. Open fails
-// if n > 0 and the server is unreachable. Default: 0.
+// longer than ConnMaxIdleTime. database/sql has no such setting. The
+// keeper follows the limits in force, including a db.SetMaxIdleConns,
+// SetMaxOpenConns or SetConnMaxIdleTime after Open: it keeps no more than
+// MaxIdleConns idle, and refreshes them within half the idle time. Open
+// fails if n > 0 and the server is unreachable. Default: 0.
 func WithMinIdleConns(n int) Option {
 	return optionFunc(func(c *config) {
 		if n < 0 {
@@ -292,12 +293,12 @@ func WithMinIdleConns(n int) Option {
 }
 
 // WithConnMaxLifetime closes connections that have been open longer than d
-// (see [sql.DB.SetConnMaxLifetime]); 0 keeps them forever. Each connection's
-// lifetime is shortened by a random part of the jitter
-// ([WithConnMaxLifetimeJitter]), so d is the maximum. pgxleak enforces it
-// itself, so a later db.SetConnMaxLifetime changes only database/sql's own
-// check, not this one; the connections pgxleak discards are counted in
-// [PoolStats].LifetimeDiscarded. Default: 30 minutes.
+// (see [sql.DB.SetConnMaxLifetime]); 0 keeps them forever. Open sets it
+// with db.SetConnMaxLifetime and database/sql enforces it, so a later
+// db.SetConnMaxLifetime replaces it exactly as on a plain pool.
+// Each connection's lifetime is shortened by a random part of the jitter
+// ([WithConnMaxLifetimeJitter]), so d is the maximum.
+// Default: 30 minutes.
 func WithConnMaxLifetime(d time.Duration) Option {
 	return optionFunc(func(c *config) {
 		if d < 0 {
@@ -310,15 +311,17 @@ func WithConnMaxLifetime(d time.Duration) Option {
 
 // WithConnMaxLifetimeJitter gives each connection a lifetime drawn uniformly
 // from [lifetime−d, lifetime], so that connections opened together do not
-// all reconnect together. An expired connection is discarded when it is
-// returned, or when it is checked out again if the driver implements
-// driver.SessionResetter (pgx does); one nobody uses is closed by the
-// idle-time cleaner ([WithConnMaxIdleTime]). database/sql's own lifetime
-// is left at 0, because its check reads the system clock on every checkout
-// and return, unless there is no idle time, or it is longer than the
-// lifetime; a later db.SetConnMaxLifetime adds database/sql's check, at
-// that cost. d must not exceed the lifetime. Default: a tenth of the
-// lifetime.
+// all reconnect together. database/sql closes a connection at the full
+// lifetime; pgxleak discards it at its jittered end, when it is returned
+// or when it is checked out again if the driver implements
+// driver.SessionResetter (pgx does), and counts it in
+// [PoolStats].LifetimeDiscarded (database/sql's MaxLifetimeClosed counts
+// the rest, those that reached the full lifetime first). The jitter
+// applies only while the lifetime in force is the one [WithConnMaxLifetime]
+// set: after a db.SetConnMaxLifetime with another value, including 0,
+// database/sql's lifetime is all there is, as on a plain pool, for the
+// rest of the pool's life. d must not exceed the lifetime. Default: a
+// tenth of the lifetime.
 func WithConnMaxLifetimeJitter(d time.Duration) Option {
 	return optionFunc(func(c *config) {
 		if d < 0 {
@@ -356,8 +359,9 @@ func WithMaxUses(n int64) Option {
 }
 
 // WithPoolName names the pool in reports, spans and metrics
-// (db.client.connection.pool.name). Default: "host:port/database" from the
-// DSN or the first connection, never with credentials.
+// (db.client.connection.pool.name). Default: "host:port/database" from
+// pgx's DSN or the first pgx connection, never with credentials; a pool over
+// another driver has no name unless given one.
 func WithPoolName(name string) Option {
 	return optionFunc(func(c *config) {
 		if name == "" {

@@ -27,8 +27,10 @@ import (
 // tracker.mu, then a connection's mu; the parts' other locks are leaves.
 type pool struct {
 	cfg         *config
-	db          *sql.DB // nil when opened by sql.Open("pgxleak", ...)
+	db          *sql.DB      // nil when opened by sql.Open("pgxleak", ...)
+	fields      *sqlDBFields // where database/sql keeps its limits (see limits.go); tests replace it
 	epoch       time.Time
+	jitter      atomic.Bool // connections get a jittered end of life, and it applies (see jitterDue)
 	keeping     atomic.Bool // a keepMinIdle runs
 	background  sync.WaitGroup
 	internalCtx context.Context
@@ -68,6 +70,7 @@ func newPool(cfg *config, defaultName string) *pool {
 	}
 	p.monitor.summary.Stop()
 	p.tracker.clock = newCoarseClock(p.epoch, coarseResolution(cfg.leakThreshold))
+	p.fields = &dbFields
 	p.tel = newTelemetry(p)
 	return p
 }
@@ -107,16 +110,16 @@ var discardLogger = slog.New(slog.DiscardHandler)
 // register starts tracking a freshly connected connection: its stack
 // buffer, its jittered end of life, and, for a pool not named yet, the
 // name its pgx configuration gives.
+//
+// The end of life is drawn from [lifetime−jitter, lifetime] from now, a
+// little before database/sql's own clock starts (its driverConn.createdAt,
+// set when Connect returns), so it never comes after database/sql's.
 func (p *pool) register(c *connState) {
 	if p.cfg.stackDepth > 0 {
 		c.pcs = make([]uintptr, p.cfg.stackDepth)
 	}
-	if lt := p.cfg.maxLifetime; lt > 0 {
-		life := lt
-		if j := p.cfg.lifetimeJitter; j > 0 {
-			life -= rand.N(j)
-		}
-		c.expiresAt = p.now() + int64(life)
+	if p.jitter.Load() {
+		c.expiresAt = p.now() + int64(p.cfg.maxLifetime-rand.N(p.cfg.lifetimeJitter))
 	}
 	if c.pgx != nil {
 		p.mu.Lock()

@@ -14,10 +14,10 @@ type PoolStats struct {
 	Resolved         uint64 `json:"resolved"`          // suspected leaks that came back
 	GarbageCollected uint64 `json:"garbage_collected"` // Rows garbage-collected without Close
 	StillOut         uint64 `json:"still_out"`         // connections still out at Drain or Close
-	// LifetimeDiscarded counts connections discarded at the end of their
-	// jittered lifetime (WithConnMaxLifetime), which pgxleak enforces
-	// itself: DBStats.MaxLifetimeClosed counts only database/sql's own,
-	// later, closes.
+	// LifetimeDiscarded counts connections pgxleak discarded at their
+	// jittered end of life (WithConnMaxLifetimeJitter), before
+	// database/sql's lifetime; DBStats.MaxLifetimeClosed counts those
+	// database/sql closed at the full lifetime.
 	LifetimeDiscarded uint64 `json:"lifetime_discarded"`
 	// Terminated counts backends ended by Terminate or Drain's
 	// TerminateStillOut. database/sql still counts each as open (in

@@ -241,7 +241,8 @@ func (t *telemetry) useTimeRecorded() bool {
 // waits that ended since the sampler last did (see recordWaitTime), so that
 // wait_time is current at every collection. With the *sql.DB at
 // hand (pools opened with Open or OpenDB) the counts and the maximum come
-// from db.Stats(), the idle limits from the options pgxleak applied. For a
+// from db.Stats(), the idle limits from database/sql too (see limits.go),
+// so a db.SetMaxIdleConns after Open shows. For a
 // pool opened with sql.Open("pgxleak", dsn), the counts come from the
 // tracker and the limits, which only the *sql.DB knows, are not reported.
 func (t *telemetry) observe(_ context.Context, o metric.Observer) error {
@@ -274,8 +275,9 @@ func (t *telemetry) observe(_ context.Context, o metric.Observer) error {
 	if st.MaxOpenConnections > 0 {
 		o.ObserveInt64(t.maxConns, int64(st.MaxOpenConnections), a.observe...)
 	}
-	o.ObserveInt64(t.idleMax, int64(t.p.cfg.maxIdle), a.observe...)
-	o.ObserveInt64(t.idleMin, int64(t.p.cfg.minIdle), a.observe...)
+	l := t.p.limits()
+	o.ObserveInt64(t.idleMax, int64(l.maxIdle), a.observe...)
+	o.ObserveInt64(t.idleMin, int64(t.p.minIdle(l)), a.observe...)
 	return nil
 }
 

@@ -302,3 +302,33 @@ func TestMetricsPoolName(t *testing.T) {
 		})
 	}
 }
+
+// TestMetricsFollowSetters: the limit metrics are the limits in force,
+// read back from database/sql after db.Set… calls, not the ones given at
+// Open.
+func TestMetricsFollowSetters(t *testing.T) {
+	o := newOTelTest(t)
+	db, dsn := openTest(t, o.options(pgxleak.WithMaxOpenConns(6), pgxleak.WithMaxIdleConns(4), pgxleak.WithMinIdleConns(3))...)
+	name := poolName(t, dsn)
+	var m map[string]metricdata.Metrics
+	pgtest.WaitFor(t, 10*time.Second, "the monitor to report the limits", func() bool {
+		m = o.collect(t)
+		_, ok := m["db.client.connection.idle.max"]
+		return ok
+	})
+	checkSum(t, m, "db.client.connection.max", "{connection}", name, nil, 6)
+	checkSum(t, m, "db.client.connection.idle.max", "{connection}", name, nil, 4)
+	checkSum(t, m, "db.client.connection.idle.min", "{connection}", name, nil, 3)
+
+	db.SetMaxIdleConns(1)
+	db.SetMaxOpenConns(5)
+	m = o.collect(t)
+	checkSum(t, m, "db.client.connection.max", "{connection}", name, nil, 5)
+	checkSum(t, m, "db.client.connection.idle.max", "{connection}", name, nil, 1)
+	checkSum(t, m, "db.client.connection.idle.min", "{connection}", name, nil, 1) // no more than database/sql keeps
+
+	db.SetMaxOpenConns(0)
+	if _, ok := o.collect(t)["db.client.connection.max"]; ok {
+		t.Error("db.client.connection.max reported for an unlimited pool")
+	}
+}

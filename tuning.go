@@ -11,13 +11,19 @@ import (
 )
 
 // tune applies the configuration to db: database/sql's own settings, then
-// the warm-up and the capacity check.
+// the warm-up and the capacity check. database/sql enforces the limits,
+// the lifetime included, so a later db.SetMaxOpenConns, SetMaxIdleConns,
+// SetConnMaxLifetime or SetConnMaxIdleTime works as on a plain pool;
+// pgxleak adds only the jitter, which shortens its own lifetime while that
+// is in force (see jitterDue), and reads back what is in force for the
+// rest (see limits.go).
 func (p *pool) tune(db *sql.DB) error {
 	c := p.cfg
 	db.SetMaxOpenConns(c.maxOpen)
 	db.SetMaxIdleConns(c.maxIdle)
-	db.SetConnMaxLifetime(c.sqlMaxLifetime())
+	db.SetConnMaxLifetime(c.maxLifetime)
 	db.SetConnMaxIdleTime(c.maxIdleTime)
+	p.jitter.Store(p.fields.ok && c.jittered())
 	if c.minIdle > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), c.warmUpTimeout)
 		defer cancel()
@@ -37,21 +43,6 @@ func (p *pool) tune(db *sql.DB) error {
 		}
 	}
 	return nil
-}
-
-// sqlMaxLifetime is the lifetime database/sql itself is given. pgxleak
-// enforces the jittered lifetime itself: an expired connection is refused
-// at its next checkout (ResetSession) and discarded at its return
-// (IsValid), and the idle-time cleaner closes one nobody uses. A lifetime
-// set on database/sql would cost a system clock read on every checkout
-// and every return (its expired check), so it is left at 0, unless the
-// idle-time cleaner would not close an unused expired connection soon
-// enough: with no idle time, or an idle time longer than the lifetime.
-func (c *config) sqlMaxLifetime() time.Duration {
-	if c.maxLifetime > 0 && (c.maxIdleTime <= 0 || c.maxIdleTime > c.maxLifetime) {
-		return c.maxLifetime
-	}
-	return 0
 }
 
 // internalContext marks the pool's own checkouts (warm-up, keeping idle
@@ -104,16 +95,21 @@ func joinDistinct(errs []error) error {
 // keepMinIdle runs periodically while the pool lives. It checks out up to
 // MinIdleConns connections together and returns them, which both re-opens
 // connections database/sql closed and makes the most recently used ones
-// fresh again, so that only the surplus ones expire by idle time. It takes
-// no more than the pool has free when it starts; if users take the rest
-// meanwhile, the connections it holds could make them wait, so a round
-// gives up after keepIdleRound and the next one tries again.
+// fresh again, so that only the surplus ones expire by idle time. It
+// follows the limits in force: no more than database/sql keeps idle (more
+// would be closed at their return, and re-opened every round), and no more
+// than the pool has free when it starts. If users take the rest meanwhile,
+// the connections it holds could make them wait, so a round gives up after
+// keepIdleRound and the next one tries again.
 func (p *pool) keepMinIdle(ctx context.Context) {
 	if p.db == nil || p.tracker.draining.Load() {
 		return
 	}
-	st := p.db.Stats()
-	n := min(p.cfg.minIdle, st.MaxOpenConnections-st.InUse)
+	l := p.limits()
+	n := p.minIdle(l)
+	if l.maxOpen > 0 {
+		n = min(n, l.maxOpen-p.db.Stats().InUse)
+	}
 	if n <= 0 {
 		return
 	}
@@ -127,3 +123,13 @@ func (p *pool) keepMinIdle(ctx context.Context) {
 // keepIdleRound bounds one round of keepMinIdle, and so how long it can
 // hold connections that users are waiting for.
 const keepIdleRound = 2 * time.Second
+
+// keepIdleEvery is the min-idle keeper's period under the idle time in
+// force: defaultKeepIdleEvery, or half the idle time if that is shorter,
+// so that kept connections never reach it.
+func keepIdleEvery(idleTime time.Duration) time.Duration {
+	if idleTime > 0 && idleTime/2 < defaultKeepIdleEvery {
+		return max(idleTime/2, 10*time.Millisecond)
+	}
+	return defaultKeepIdleEvery
+}

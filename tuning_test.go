@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
@@ -148,26 +151,6 @@ func TestMinIdleUnreachable(t *testing.T) {
 	}
 }
 
-// TestLifetimeGovernedByOption: pgxleak enforces WithConnMaxLifetime
-// itself, so db.SetConnMaxLifetime(0) after Open changes only database/sql's
-// own check; the connections pgxleak discards are counted in
-// PoolStats.LifetimeDiscarded (database/sql's MaxLifetimeClosed does not
-// see them).
-func TestLifetimeGovernedByOption(t *testing.T) {
-	db, _ := openTest(t, pgxleak.WithMaxOpenConns(1),
-		pgxleak.WithConnMaxLifetime(50*time.Millisecond), pgxleak.WithConnMaxLifetimeJitter(0))
-	db.SetConnMaxLifetime(0)
-	pgtest.WaitFor(t, 10*time.Second, "a connection discarded at the end of its lifetime", func() bool {
-		if _, err := db.Exec("SELECT 1"); err != nil {
-			t.Fatal(err)
-		}
-		return stats(t, db).LifetimeDiscarded > 0
-	})
-	if st := stats(t, db); st.MaxLifetimeClosed != 0 {
-		t.Fatalf("stats %+v: database/sql's own lifetime was turned off", st)
-	}
-}
-
 // TestMinIdleUnreachableOneError: warming up n connections to a server
 // that is down gives its error once, not n times.
 func TestMinIdleUnreachableOneError(t *testing.T) {
@@ -228,24 +211,19 @@ func TestLifetimeExpiresOnReturn(t *testing.T) {
 }
 
 // TestJitterSpreadsLifetimes: each connection gets its own lifetime in
-// [lifetime−jitter, lifetime], spread rather than equal.
+// [lifetime−jitter, lifetime], spread rather than equal; without jitter it
+// gets none of pgxleak's, and database/sql's lifetime alone applies.
 func TestJitterSpreadsLifetimes(t *testing.T) {
 	const life, jitter = time.Hour, 10 * time.Minute
 	inner, _ := (&fakeConnector{}).Connect(context.Background())
 	lo, hi := time.Duration(1<<62), time.Duration(0)
 	for _, got := range pgxleak.ConnLifetimes(t, inner, 200, pgxleak.WithConnMaxLifetime(life), pgxleak.WithConnMaxLifetimeJitter(jitter)) {
-		if got > life || got < life-jitter-time.Second {
-			t.Fatalf("lifetime %v outside [%v, %v]", got, life-jitter, life)
-		}
+		require.True(t, got <= life && got >= life-jitter-time.Second, "lifetime %v outside [%v, %v]", got, life-jitter, life)
 		lo, hi = min(lo, got), max(hi, got)
 	}
-	if hi-lo < jitter/2 {
-		t.Fatalf("200 lifetimes spread over only %v of the %v jitter", hi-lo, jitter)
-	}
+	assert.GreaterOrEqual(t, hi-lo, jitter/2, "200 lifetimes spread over only %v of the %v jitter", hi-lo, jitter)
 	got := pgxleak.ConnLifetimes(t, inner, 1, pgxleak.WithConnMaxLifetime(life), pgxleak.WithConnMaxLifetimeJitter(0))[0]
-	if got > life || got < life-time.Second {
-		t.Fatalf("without jitter the lifetime is %v, want %v", got, life)
-	}
+	assert.Zero(t, got, "without jitter a connection has an end of life of pgxleak's")
 }
 
 func TestDefaultConfig(t *testing.T) {
@@ -258,25 +236,124 @@ func TestDefaultConfig(t *testing.T) {
 	}
 }
 
-// TestExpiredConnectionDiscarded: past its jittered lifetime a connection
-// is refused at checkout (ResetSession → ErrBadConn) and at return
-// (IsValid → false), before database/sql's own, later, maximum.
+// TestExpiredConnectionDiscarded: past its jittered end of life a
+// connection is refused at checkout (ResetSession → ErrBadConn) and at
+// return (IsValid → false), before database/sql's own, later, maximum;
+// WithMaxUses discards it at the return that reaches the maximum.
 func TestExpiredConnectionDiscarded(t *testing.T) {
 	inner, _ := (&fakeConnector{}).Connect(context.Background())
-	w, expire := pgxleak.WrapConn(t, inner, pgxleak.WithMaxUses(2))
-	if err := w.(driver.SessionResetter).ResetSession(context.Background()); err != nil {
-		t.Fatalf("fresh connection refused: %v", err)
-	}
-	if !w.(driver.Validator).IsValid() {
-		t.Fatal("fresh connection invalid after one use")
-	}
+	w, _, expire := pgxleak.WrapConn(t, inner, pgxleak.WithMaxUses(2))
+	require.NoError(t, w.(driver.SessionResetter).ResetSession(context.Background()), "fresh connection refused")
+	require.True(t, w.(driver.Validator).IsValid(), "fresh connection invalid after one use")
 	expire(true)
-	if err := w.(driver.SessionResetter).ResetSession(context.Background()); err != driver.ErrBadConn {
-		t.Fatalf("expired connection: ResetSession = %v, want driver.ErrBadConn", err)
-	}
+	require.ErrorIs(t, w.(driver.SessionResetter).ResetSession(context.Background()), driver.ErrBadConn, "expired connection checked out")
 	expire(false)
 	_ = w.(driver.SessionResetter).ResetSession(context.Background()) // second use
-	if w.(driver.Validator).IsValid() {
-		t.Fatal("connection valid after reaching WithMaxUses(2)")
+	assert.False(t, w.(driver.Validator).IsValid(), "connection valid after reaching WithMaxUses(2)")
+}
+
+// TestJitterFollowsLifetime: the jitter only shortens the lifetime pgxleak
+// set. Once db.SetConnMaxLifetime sets another one (0 included), a
+// connection past its jittered end is kept, for good: database/sql's
+// lifetime alone applies, as on a plain pool.
+func TestJitterFollowsLifetime(t *testing.T) {
+	const life = time.Hour
+	for _, tc := range []struct {
+		name    string
+		set     []time.Duration // db.SetConnMaxLifetime calls, in order
+		discard bool
+	}{
+		{"no setter", nil, true},
+		{"the same lifetime again", []time.Duration{life}, true},
+		{"0: forever", []time.Duration{0}, false},
+		{"longer", []time.Duration{2 * life}, false},
+		{"shorter", []time.Duration{life / 2}, false},
+		{"another, then back", []time.Duration{0, life}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			inner, _ := (&fakeConnector{}).Connect(context.Background())
+			w, db, expire := pgxleak.WrapConn(t, inner, pgxleak.WithConnMaxLifetime(life))
+			for i, d := range tc.set {
+				db.SetConnMaxLifetime(d)
+				if i == 0 && len(tc.set) > 1 { // seen in between, as any checkout past its end would
+					expire(true)
+					require.NoError(t, w.(driver.SessionResetter).ResetSession(context.Background()))
+				}
+			}
+			expire(true)
+			err := w.(driver.SessionResetter).ResetSession(context.Background())
+			valid := w.(driver.Validator).IsValid()
+			if tc.discard {
+				assert.ErrorIs(t, err, driver.ErrBadConn, "checkout past the jittered end")
+				assert.False(t, valid, "return past the jittered end")
+			} else {
+				assert.NoError(t, err, "checkout past the jittered end of a lifetime no longer in force")
+				assert.True(t, valid, "return past the jittered end of a lifetime no longer in force")
+			}
+		})
 	}
+}
+
+// TestMinIdleFollowsSetters: the min-idle keeper follows the limits in
+// force after db.Set… calls, not the ones given at Open: it keeps no more
+// than database/sql keeps idle (more would be closed at every round and
+// re-opened at the next), keeps working when the maximum of open
+// connections is lifted, and refreshes its connections within half an idle
+// time shortened after Open.
+func TestMinIdleFollowsSetters(t *testing.T) {
+	const idle = 200 * time.Millisecond // the keeper runs every 100ms
+	for _, tc := range []struct {
+		name  string
+		opts  []pgxleak.Option
+		set   func(db *sql.DB)
+		check func(t *testing.T, db *sql.DB)
+	}{
+		{
+			name: "SetMaxIdleConns below the minimum",
+			opts: []pgxleak.Option{pgxleak.WithMinIdleConns(3), pgxleak.WithConnMaxIdleTime(idle)},
+			set:  func(db *sql.DB) { db.SetMaxIdleConns(1) },
+			check: func(t *testing.T, db *sql.DB) {
+				// SetMaxIdleConns closed two; the keeper's rounds close none.
+				start := time.Now()
+				pgtest.WaitFor(t, 20*time.Second, "ten keeper periods", func() bool {
+					require.Equal(t, int64(2), db.Stats().MaxIdleClosed, "the keeper churns connections database/sql closes as surplus")
+					return time.Since(start) > 10*idle/2
+				})
+				pgtest.WaitFor(t, 10*time.Second, "one connection kept idle", func() bool { return db.Stats().Idle == 1 })
+			},
+		},
+		{
+			name: "SetMaxOpenConns(0): unlimited",
+			opts: []pgxleak.Option{pgxleak.WithMinIdleConns(2), pgxleak.WithConnMaxIdleTime(idle)},
+			set:  func(db *sql.DB) { db.SetMaxOpenConns(0) },
+			check: func(t *testing.T, db *sql.DB) {
+				waitKept(t, db, 2)
+			},
+		},
+		{
+			name: "SetConnMaxIdleTime shorter than Open's",
+			opts: []pgxleak.Option{pgxleak.WithMinIdleConns(2), pgxleak.WithWaitSampleInterval(50 * time.Millisecond)},
+			set:  func(db *sql.DB) { db.SetConnMaxIdleTime(idle) },
+			check: func(t *testing.T, db *sql.DB) {
+				waitKept(t, db, 2)
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			db, _ := openTest(t, append([]pgxleak.Option{pgxleak.WithMaxOpenConns(5)}, tc.opts...)...)
+			tc.set(db)
+			tc.check(t, db)
+		})
+	}
+}
+
+// waitKept waits until database/sql's idle-time cleaner, which runs at
+// most once a second, has had two chances to close the idle connections,
+// then for n of them to be idle: kept by the keeper, or re-opened by it.
+func waitKept(t *testing.T, db *sql.DB, n int) {
+	t.Helper()
+	start := time.Now()
+	pgtest.WaitFor(t, 20*time.Second, "two cleaner periods", func() bool { return time.Since(start) > 2500*time.Millisecond })
+	pgtest.WaitFor(t, 3*time.Second, "the minimum of idle connections kept", func() bool { return db.Stats().Idle >= n })
 }

@@ -92,7 +92,8 @@ func (t *telemetry) sampleWaitStats() {
 	ep.total += dTime
 	ep.stalled = max(ep.stalled, stalled)
 	ep.peakInUse = max(ep.peakInUse, st.InUse)
-	ep.maxOpen = st.MaxOpenConnections
+	l := t.p.limits()
+	ep.maxOpen, ep.maxIdle, ep.minIdle = st.MaxOpenConnections, l.maxIdle, t.p.minIdle(l)
 	if dTime >= t.threshold || stalled >= t.threshold {
 		ep.slow = true
 	}
@@ -238,8 +239,8 @@ func (t *telemetry) emitEpisode(ep *episode, truncated bool, continues trace.Spa
 		keyWaitThreshold.Float64(t.threshold.Seconds()),
 		keyWaitInterval.Float64(t.interval.Seconds()),
 		keyMaxOpen.Int(ep.maxOpen),
-		keyMaxIdle.Int(p.cfg.maxIdle),
-		keyMinIdle.Int(p.cfg.minIdle),
+		keyMaxIdle.Int(ep.maxIdle),
+		keyMinIdle.Int(ep.minIdle),
 		keyPeakInUse.Int(ep.peakInUse),
 		keyHolders.Int(len(holders)),
 	}
@@ -298,7 +299,9 @@ type episode struct {
 	total      time.Duration
 	stalled    time.Duration
 	peakInUse  int
-	maxOpen    int
+	maxOpen    int // the limits in force at the last sample
+	maxIdle    int
+	minIdle    int
 	slow       bool
 	holders    map[holderKey]holder
 }

@@ -26,10 +26,14 @@ import (
 func TestTracingSlowWaitEpisode(t *testing.T) {
 	o := newOTelTest(t)
 	db, _ := openTest(t, o.options(
-		pgxleak.WithMaxOpenConns(2),
+		pgxleak.WithMaxOpenConns(4),
+		pgxleak.WithMinIdleConns(2),
 		pgxleak.WithSlowWaitThreshold(50*time.Millisecond),
 		pgxleak.WithWaitSampleInterval(10*time.Millisecond),
 	)...)
+	// The span gives the limits in force, not Open's.
+	db.SetMaxOpenConns(2)
+	db.SetMaxIdleConns(1)
 	const hold = "SELECT pg_sleep(0.5)" // a slow holder
 	ctx := context.Background()
 	errs := make(chan error, 6)
@@ -92,8 +96,8 @@ func TestTracingSlowWaitEpisode(t *testing.T) {
 	}
 	for key, want := range map[attribute.Key]int64{
 		"pgxleak.pool.max_open_connections": 2,
-		"pgxleak.pool.max_idle_connections": 2,
-		"pgxleak.pool.min_idle_connections": 0,
+		"pgxleak.pool.max_idle_connections": 1,
+		"pgxleak.pool.min_idle_connections": 1,
 		"pgxleak.pool.peak_in_use":          2,
 	} {
 		if got := a[key].AsInt64(); got != want {

@@ -3,6 +3,7 @@ package livepage_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,8 +21,8 @@ import (
 )
 
 // chromium finds a Chromium to drive: $PGXLEAK_CHROMIUM, or Debian's
-// chromium package. Without one the browser test skips, loudly, unless
-// $PGXLEAK_REQUIRE_CHROMIUM is set (CI sets it), and then fails.
+// chromium package. Without one the browser test fails, unless
+// PGXLEAK_SKIP names chromium (pgtest.Missing).
 func chromium(t *testing.T) string {
 	t.Helper()
 	names := []string{os.Getenv("PGXLEAK_CHROMIUM"), "chromium", "chromium-browser", "google-chrome", "google-chrome-stable"}
@@ -33,11 +34,7 @@ func chromium(t *testing.T) string {
 			return p
 		}
 	}
-	msg := "*** NO CHROMIUM FOUND: the live page was NOT tested in a real browser. Install Debian's chromium package (apt-get install chromium; .ci/run does) or set PGXLEAK_CHROMIUM ***"
-	if os.Getenv("PGXLEAK_REQUIRE_CHROMIUM") != "" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
+	pgtest.Missing(t, pgtest.DepChromium, errors.New("no $PGXLEAK_CHROMIUM, chromium, chromium-browser or google-chrome on PATH: the live page was not tested in a real browser"))
 	return ""
 }
 

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
@@ -369,5 +370,58 @@ func TestHandlerServerViewOff(t *testing.T) {
 	}
 	if n != 0 {
 		t.Errorf("%d side connections to this database, want none", n)
+	}
+}
+
+// TestHandlerSettingsFollowSetters: the page's settings are the limits in
+// force, read back from database/sql: a db.Set… call after Open shows, and
+// the jitter shows as none once the lifetime is no longer Open's.
+func TestHandlerSettingsFollowSetters(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		set  func(db *sql.DB)
+		want pgxleak.Settings // the pool limits only
+		life string           // the lifetime's row on the HTML page
+	}{
+		{"as opened", func(*sql.DB) {},
+			pgxleak.Settings{MaxOpen: 6, MaxIdle: 4, MinIdle: 3, ConnMaxLifetime: time.Hour, ConnMaxLifetimeJitter: 10 * time.Minute, ConnMaxIdleTime: time.Minute},
+			"1h0m0s, jitter 10m0s"},
+		{"SetMaxOpenConns", func(db *sql.DB) { db.SetMaxOpenConns(2) }, // database/sql lowers max idle to match
+			pgxleak.Settings{MaxOpen: 2, MaxIdle: 2, MinIdle: 2, ConnMaxLifetime: time.Hour, ConnMaxLifetimeJitter: 10 * time.Minute, ConnMaxIdleTime: time.Minute},
+			"1h0m0s, jitter 10m0s"},
+		{"SetMaxIdleConns", func(db *sql.DB) { db.SetMaxIdleConns(1) },
+			pgxleak.Settings{MaxOpen: 6, MaxIdle: 1, MinIdle: 1, ConnMaxLifetime: time.Hour, ConnMaxLifetimeJitter: 10 * time.Minute, ConnMaxIdleTime: time.Minute},
+			"1h0m0s, jitter 10m0s"},
+		{"SetConnMaxLifetime(0)", func(db *sql.DB) { db.SetConnMaxLifetime(0) },
+			pgxleak.Settings{MaxOpen: 6, MaxIdle: 4, MinIdle: 3, ConnMaxIdleTime: time.Minute},
+			"forever, jitter none"},
+		{"SetConnMaxLifetime", func(db *sql.DB) { db.SetConnMaxLifetime(time.Minute) },
+			pgxleak.Settings{MaxOpen: 6, MaxIdle: 4, MinIdle: 3, ConnMaxLifetime: time.Minute, ConnMaxIdleTime: time.Minute},
+			"1m0s, jitter none"},
+		{"SetConnMaxIdleTime(0)", func(db *sql.DB) { db.SetConnMaxIdleTime(0) },
+			pgxleak.Settings{MaxOpen: 6, MaxIdle: 4, MinIdle: 3, ConnMaxLifetime: time.Hour, ConnMaxLifetimeJitter: 10 * time.Minute},
+			"1h0m0s, jitter 10m0s"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			db, _ := openTest(t, pgxleak.WithPoolName("page-setters"), pgxleak.WithMaxOpenConns(6), pgxleak.WithMaxIdleConns(4),
+				pgxleak.WithMinIdleConns(3), pgxleak.WithConnMaxLifetime(time.Hour), pgxleak.WithConnMaxLifetimeJitter(10*time.Minute),
+				pgxleak.WithConnMaxIdleTime(time.Minute))
+			tc.set(db)
+			srv := httptest.NewServer(livepage.Handler(db))
+			defer srv.Close()
+			s := poolNamed(t, getPage(t, srv.URL), "page-setters").Settings
+			got := pgxleak.Settings{MaxOpen: s.MaxOpen, MaxIdle: s.MaxIdle, MinIdle: s.MinIdle, ConnMaxLifetime: s.ConnMaxLifetime,
+				ConnMaxLifetimeJitter: s.ConnMaxLifetimeJitter, ConnMaxIdleTime: s.ConnMaxIdleTime, LimitsFromOpen: s.LimitsFromOpen}
+			assert.Equal(t, tc.want, got)
+			html, _ := get(t, srv.URL)
+			for _, row := range []string{
+				fmt.Sprintf("<dt>max open connections</dt><dd>%d</dd>", tc.want.MaxOpen),
+				fmt.Sprintf("<dt>max idle connections</dt><dd>%d</dd>", tc.want.MaxIdle),
+				fmt.Sprintf("<dt>min idle connections</dt><dd>%d</dd>", tc.want.MinIdle),
+				"<dt>connection max lifetime</dt><dd>" + tc.life + "</dd>",
+			} {
+				assert.Contains(t, html, row)
+			}
+		})
 	}
 }

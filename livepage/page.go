@@ -354,6 +354,9 @@ func settingsRows(s pgxleak.Settings) [][2]string {
 	if !s.Tuned {
 		rows = append(rows, [2]string{"tuning", "not applied: opened with sql.Open, so database/sql's own limits apply"})
 	}
+	if s.LimitsFromOpen {
+		rows = append(rows, [2]string{"pool limits", "as Open set them: this Go's database/sql cannot be read back, so later db.Set… calls do not show (max open excepted)"})
+	}
 	return rows
 }
 

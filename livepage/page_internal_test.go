@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"github.com/pgxleak/pgxleak"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -159,6 +160,19 @@ func TestNiceCeil(t *testing.T) {
 	for _, tc := range []struct{ in, want float64 }{{0, 1}, {-3, 1}, {0.3, 0.5}, {1, 1}, {1.2, 2}, {3, 5}, {7, 10}, {40, 50}, {101, 200}} {
 		if got := niceCeil(tc.in); fmt.Sprint(got) != fmt.Sprint(tc.want) {
 			t.Errorf("niceCeil(%v) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestSettingsRowsLimitsFromOpen: when pgxleak could not read database/sql's
+// limits back (Settings.LimitsFromOpen), the page says the limits shown are
+// the ones Open set; otherwise it says nothing of it.
+func TestSettingsRowsLimitsFromOpen(t *testing.T) {
+	row := [2]string{"pool limits", "as Open set them: this Go's database/sql cannot be read back, so later db.Set… calls do not show (max open excepted)"}
+	for _, fromOpen := range []bool{false, true} {
+		rows := settingsRows(pgxleak.Settings{Tuned: true, MaxOpen: 3, MaxIdle: 4, LimitsFromOpen: fromOpen})
+		if got := slices.Contains(rows, row); got != fromOpen {
+			t.Errorf("LimitsFromOpen %v: the row %q shown: %v\n%q", fromOpen, row[1], got, rows)
 		}
 	}
 }

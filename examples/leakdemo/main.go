@@ -12,8 +12,8 @@
 //	go run ./examples/leakdemo -http :8080
 //	open http://localhost:8080/debug/pgxleak/
 //
-// It connects to DATABASE_URL, or to the local server at 127.0.0.1:5432
-// (user postgres, database test).
+// It connects to DATABASE_URL, else to 127.0.0.1:5432 (user postgres, database
+// test), else to a throwaway cluster it starts from the local PostgreSQL binaries.
 package main
 
 import (
@@ -78,10 +78,8 @@ func (s *server) healthy(w http.ResponseWriter, r *http.Request) {
 func main() {
 	addr := flag.String("http", "", "keep running and serve the service and the live page at this address (e.g. :8080)")
 	flag.Parse()
-	dsn, fromEnv := os.LookupEnv("DATABASE_URL")
-	if !fromEnv || dsn == "" {
-		dsn, fromEnv = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", false
-	}
+	dsn, fromEnv := database() // DATABASE_URL, the local server, or a throwaway cluster
+	defer removeCluster()
 	// Reports go to stdout, without timestamps, stack attributes or the
 	// checkout time, so the demo's output is easy to read.
 	logger := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{
@@ -106,7 +104,7 @@ func main() {
 		pgxleak.WithOnLeak(func(l pgxleak.Leak) { reports <- l }),
 	)
 	if err != nil {
-		log.Fatalf("leakdemo: %v\n%s", err, hint(fromEnv))
+		fatalf("leakdemo: %v\n%s", err, hint(fromEnv))
 	}
 
 	s := &server{db: db}
@@ -120,7 +118,7 @@ func main() {
 	for _, path := range []string{"/healthy", "/leaky", "/slow", "/healthy"} {
 		resp, err := http.Get(srv.URL + path)
 		if err != nil {
-			log.Fatalf("leakdemo: GET %s: %v", path, err)
+			fatalf("leakdemo: GET %s: %v", path, err)
 		}
 		resp.Body.Close()
 		fmt.Printf("GET %-8s -> %s\n", path, resp.Status)
@@ -142,7 +140,7 @@ func main() {
 				want["slow"] = true
 			}
 		case <-timeout:
-			log.Fatalf("leakdemo: expected reports did not arrive: %v", want)
+			fatalf("leakdemo: expected reports did not arrive: %v", want)
 		}
 	}
 
@@ -166,10 +164,17 @@ func main() {
 			fmt.Printf("  %s (%s, last statement %q)\n", c, c.TxStatus, c.LastStatement)
 		}
 	case err != nil:
-		log.Fatalf("leakdemo: drain: %v", err)
+		fatalf("leakdemo: drain: %v", err)
 	default:
 		fmt.Println("\ndrained cleanly")
 	}
+}
+
+// fatalf logs the error and exits, removing the throwaway cluster if the
+// demo started one.
+func fatalf(format string, args ...any) {
+	log.Printf(format, args...)
+	exit(1)
 }
 
 // hint says what to do when the pool cannot be opened, depending on where
@@ -199,7 +204,7 @@ func serve(addr, dsn string, fromEnv bool, logger *slog.Logger) {
 	srv := &http.Server{Addr: addr, Handler: mux}
 	go func() {
 		if err := srv.ListenAndServe(); err != nil {
-			log.Fatalf("leakdemo: %v", err)
+			fatalf("leakdemo: %v", err)
 		}
 	}()
 	fmt.Printf("leakdemo: open http://%s/debug/pgxleak/ and watch the pool fill up (Ctrl-C to stop)\n", displayAddr(addr))
@@ -211,7 +216,7 @@ func serve(addr, dsn string, fromEnv bool, logger *slog.Logger) {
 			pgxleak.WithLogger(logger),
 		)
 		if err != nil {
-			log.Fatalf("leakdemo: %v\n%s", err, hint(fromEnv))
+			fatalf("leakdemo: %v\n%s", err, hint(fromEnv))
 		}
 		h := livepage.Handler(db)
 		page.Store(&h)

@@ -73,21 +73,16 @@ func MaxClientConn(n int) BouncerOption { return func(c *bouncerConfig) { c.maxC
 
 // NewPgBouncer starts pgbouncer for t in transaction pooling mode in front of
 // the shared server, and stops it when t ends. Without a pgbouncer binary it
-// skips t loudly, or fails it when PGXLEAK_REQUIRE_DB=1 (CI installs the
-// Debian package). When running as root, pgbouncer (which refuses to run as
-// root) runs as the user nobody.
+// ends t as Missing says: a failure, unless PGXLEAK_SKIP names pgbouncer.
+// When running as root, pgbouncer (which refuses to run as root) runs as
+// the user nobody.
 func NewPgBouncer(t testing.TB, opts ...BouncerOption) *PgBouncer {
 	t.Helper()
-	admin := AdminDSN(t)
 	bin, err := findPgBouncer()
 	if err != nil {
-		msg := "\n*** pgxleak: NO PGBOUNCER FOR THE PGBOUNCER TESTS ***\n" + err.Error() +
-			"\nInstall it (Debian: apt-get install pgbouncer); .ci/run does.\n"
-		if os.Getenv(RequireEnv) == "1" {
-			t.Fatal(msg + RequireEnv + "=1, so this is a failure.")
-		}
-		t.Skip(msg)
+		Missing(t, DepPgBouncer, err)
 	}
+	admin := AdminDSN(t)
 	cfg := bouncerConfig{poolSize: 2, maxClientConn: 50}
 	for _, o := range opts {
 		o(&cfg)
@@ -150,6 +145,9 @@ func ServerConnections(t testing.TB, dbname string) int {
 func findPgBouncer() (string, error) {
 	if p, err := exec.LookPath("pgbouncer"); err == nil {
 		return p, nil
+	}
+	if os.Getenv(hideLocalEnv) == "1" {
+		return "", errors.New("no pgbouncer on PATH")
 	}
 	for _, p := range []string{"/usr/sbin/pgbouncer", "/usr/local/sbin/pgbouncer", "/usr/local/bin/pgbouncer"} {
 		if _, err := os.Stat(p); err == nil {
@@ -316,6 +314,22 @@ func unprivileged() (*syscall.Credential, error) {
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
+
+func chown(path string, cred *syscall.Credential) error {
+	if cred == nil {
+		return nil
+	}
+	return os.Chown(path, int(cred.Uid), int(cred.Gid))
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // iniQuote quotes a value for a pgbouncer connection string.

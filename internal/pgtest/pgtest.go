@@ -1,14 +1,18 @@
-// Package pgtest gives pgxleak's tests a real PostgreSQL server.
+// Package pgtest gives pgxleak's tests a real PostgreSQL server, and
+// pgbouncer in front of it.
 //
 // The server is, in order of preference: DATABASE_URL; the local server at
-// 127.0.0.1:5432 (user postgres, database test); a private throwaway cluster
-// started from the local PostgreSQL binaries (initdb + pg_ctl in a temporary
-// directory, on a free port, as an unprivileged user when running as root).
-// With none of these, the run fails, once, with one line saying how to get
-// PostgreSQL, unless PGXLEAK_SKIP_DB=1 asks to skip the integration tests
-// on purpose: go test prints a passing package's skips only with -v, so a
-// skip by default would print "ok" for a suite that tested nothing. A
-// DATABASE_URL that is set but does not answer is always a failure.
+// 127.0.0.1:5432 (or PGXLEAK_LOCAL_ADDR; user postgres, database test); a
+// private throwaway cluster started from the local PostgreSQL binaries
+// (package cluster: initdb + pg_ctl in a temporary directory, on a free
+// port, as an unprivileged user when running as root). A DATABASE_URL that
+// is set but does not answer is always a failure.
+//
+// A test whose dependency is missing (the server, pgbouncer, Chromium)
+// fails the run, once per dependency, with one line saying how to get it,
+// unless PGXLEAK_SKIP names the dependency (PGXLEAK_SKIP=pgbouncer,chromium):
+// go test prints a passing package's skips only with -v, so a skip by
+// default would print "ok" for a suite that tested nothing. See Missing.
 //
 // Every test gets its own database (NewDatabase), so tests can run in
 // parallel. Tests that kill or restart a server ask for a private cluster
@@ -26,29 +30,37 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/pgxleak/pgxleak/internal/pgtest/cluster"
 )
 
-// RequireEnv is the environment variable that turns a missing pgbouncer
-// from a skip into a failure. CI sets it to 1. (A missing PostgreSQL is a
-// failure anyway: see SkipEnv.)
-const RequireEnv = "PGXLEAK_REQUIRE_DB"
-
-// SkipEnv is the environment variable that skips the tests needing a
-// server, on purpose, when there is none: PGXLEAK_SKIP_DB=1.
-const SkipEnv = "PGXLEAK_SKIP_DB"
-
-// hideLocalEnv makes pgtest behave as on a machine without PostgreSQL
-// (nothing on 127.0.0.1:5432, no binaries in /usr/lib/postgresql), for
-// the test of that behaviour; hiding initdb from PATH is up to the caller.
-const hideLocalEnv = "PGXLEAK_PGTEST_HIDE_LOCAL"
+// hideLocalEnv makes pgtest behave as on a machine without PostgreSQL and
+// pgbouncer (nothing on the local address, no binaries in
+// /usr/lib/postgresql, /usr/sbin or /usr/local), for the tests of that
+// behaviour; hiding them from PATH is up to the caller.
+const hideLocalEnv = cluster.HideLocalEnv
 
 // LocalDSN is the local server the machines run.
 const LocalDSN = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+
+// LocalAddrEnv names the environment variable that moves the local server
+// from 127.0.0.1:5432 to another host:port (user postgres, database test
+// still). Pointing it at a closed port makes the tests (and leakdemo) start
+// their own cluster, as on a machine where PostgreSQL is stopped.
+const LocalAddrEnv = "PGXLEAK_LOCAL_ADDR"
+
+// localAddr returns the local server's address: LocalAddrEnv, or
+// 127.0.0.1:5432.
+func localAddr() string {
+	if addr := os.Getenv(LocalAddrEnv); addr != "" {
+		return addr
+	}
+	return "127.0.0.1:5432"
+}
 
 var shared struct {
 	once    sync.Once
@@ -56,7 +68,6 @@ var shared struct {
 	source  string
 	cluster *Cluster
 	err     error
-	failed  atomic.Bool // a test already failed for the missing server
 }
 
 // M wraps a *testing.M so that a shared private cluster, if one was
@@ -76,22 +87,25 @@ func (r mainRunner) Run() int {
 // Shutdown stops the shared private cluster, if one was started.
 func Shutdown() {
 	if shared.cluster != nil {
-		shared.cluster.stop()
+		shared.cluster.Close()
 		shared.cluster = nil
 	}
-	removeTemplate()
+	cluster.RemoveTemplate()
 }
 
 // AdminDSN returns a DSN for the shared test server with rights to create
 // databases, starting a private cluster if it must. Without a server it
-// skips t, or fails it when PGXLEAK_REQUIRE_DB=1.
+// ends t as Missing says (a DATABASE_URL that does not answer always fails).
 func AdminDSN(t testing.TB) string {
 	t.Helper()
 	shared.once.Do(func() {
 		shared.dsn, shared.source, shared.err = findServer()
 	})
 	if shared.err != nil {
-		noServer(t, shared.err)
+		if errors.Is(shared.err, errURLDown) {
+			failOnce(t, "DATABASE_URL", fmt.Sprintf("pgtest: %v", shared.err))
+		}
+		Missing(t, DepPostgres, shared.err)
 	}
 	return shared.dsn
 }
@@ -101,21 +115,6 @@ func AdminDSN(t testing.TB) string {
 func Source(t testing.TB) string {
 	AdminDSN(t)
 	return shared.source
-}
-
-// noServer fails the run for a missing server: the first test that needs
-// one fails with one line that says what to do, and the others skip (the
-// run has failed already). With PGXLEAK_SKIP_DB=1 they all skip, unless
-// DATABASE_URL is set and does not answer.
-func noServer(t testing.TB, err error) {
-	t.Helper()
-	if os.Getenv(SkipEnv) == "1" && !errors.Is(err, errURLDown) {
-		t.Skipf("pgtest: no PostgreSQL (%v); skipped on purpose, %s=1", err, SkipEnv)
-	}
-	if !shared.failed.CompareAndSwap(false, true) {
-		t.Skip("pgtest: no PostgreSQL; the run has failed for it already")
-	}
-	t.Fatalf("pgtest: no PostgreSQL for the integration tests: %v. Install it (apt-get install postgresql) or set DATABASE_URL; or set %s=1 to skip them on purpose", err, SkipEnv)
 }
 
 // errURLDown marks a DATABASE_URL that is set but does not answer.
@@ -128,12 +127,13 @@ func findServer() (dsn, source string, err error) {
 		}
 		return u, "DATABASE_URL", nil
 	}
-	if os.Getenv(hideLocalEnv) != "1" && ping(LocalDSN) == nil {
-		return LocalDSN, "local", nil
+	local := strings.Replace(LocalDSN, "127.0.0.1:5432", localAddr(), 1)
+	if os.Getenv(hideLocalEnv) != "1" && ping(local) == nil {
+		return local, "local", nil
 	}
-	c, cerr := startCluster(nil)
+	c, cerr := cluster.New()
 	if cerr != nil {
-		return "", "", fmt.Errorf("no DATABASE_URL, nothing on 127.0.0.1:5432, and no private cluster: %w", cerr)
+		return "", "", fmt.Errorf("no DATABASE_URL, no server at %s, and no private cluster: %w", localAddr(), cerr)
 	}
 	shared.cluster = c
 	return c.DSN(), "private cluster", nil

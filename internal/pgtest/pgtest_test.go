@@ -74,47 +74,65 @@ func TestWithParams(t *testing.T) {
 	}
 }
 
-// helperEnv runs TestHelperNeedsServer for real, in a subprocess.
+// helperEnv runs TestHelperNeeds for real, in a subprocess: its value
+// names what the helper needs, "server" or "pgbouncer".
 const helperEnv = "PGTEST_HELPER_PROCESS"
 
-// TestHelperNeedsServer is the test binary's stand-in for a package of
-// integration tests, run by TestNoServerIsNotGreen in a subprocess.
-func TestHelperNeedsServer(t *testing.T) {
-	if os.Getenv(helperEnv) != "1" {
-		t.Skip("the subprocess of TestNoServerIsNotGreen")
+// TestHelperNeeds is the test binary's stand-in for a package of
+// integration tests, run by TestMissingIsNotGreen in a subprocess.
+func TestHelperNeeds(t *testing.T) {
+	need := os.Getenv(helperEnv)
+	if need == "" {
+		t.Skip("the subprocess of TestMissingIsNotGreen")
 	}
 	for _, name := range []string{"first", "second"} {
-		t.Run(name, func(t *testing.T) { NewDatabase(t) })
+		t.Run(name, func(t *testing.T) {
+			switch need {
+			case "server":
+				NewDatabase(t)
+			case "pgbouncer":
+				NewPgBouncer(t)
+			default:
+				t.Fatalf("%s=%q", helperEnv, need)
+			}
+		})
 	}
 }
 
-// TestNoServerIsNotGreen: without a server, the suite fails, with one line
-// that says what to do, instead of printing ok over skipped tests; it skips
-// only when asked to with PGXLEAK_SKIP_DB=1, and never for a DATABASE_URL
-// that is set and does not answer.
-func TestNoServerIsNotGreen(t *testing.T) {
+// TestMissingIsNotGreen: without a server, or without pgbouncer, the suite
+// fails, with one line that says what to do, instead of printing ok over
+// skipped tests; it skips only when PGXLEAK_SKIP names the dependency, and
+// never for a DATABASE_URL that is set and does not answer.
+func TestMissingIsNotGreen(t *testing.T) {
 	t.Parallel()
 	const closed = "postgres://postgres@127.0.0.1:1/test?sslmode=disable&connect_timeout=2" // nothing listens on port 1
 	for _, tc := range []struct {
 		name     string
+		need     string
 		env      []string
 		fail     bool
 		mentions []string
 	}{
-		{"DATABASE_URL does not answer", []string{"DATABASE_URL=" + closed}, true,
+		{"DATABASE_URL does not answer", "server", []string{"DATABASE_URL=" + closed}, true,
 			[]string{"DATABASE_URL is set but does not answer"}},
-		{"DATABASE_URL does not answer, skip asked", []string{"DATABASE_URL=" + closed, SkipEnv + "=1"}, true,
+		{"DATABASE_URL does not answer, skip asked", "server", []string{"DATABASE_URL=" + closed, SkipEnv + "=postgres"}, true,
 			[]string{"DATABASE_URL is set but does not answer"}},
-		{"no PostgreSQL anywhere", []string{hideLocalEnv + "=1"}, true,
-			[]string{"apt-get install postgresql", SkipEnv + "=1"}},
-		{"no PostgreSQL anywhere, skip asked", []string{hideLocalEnv + "=1", SkipEnv + "=1"}, false,
-			[]string{"skipped on purpose"}},
+		{"no PostgreSQL anywhere", "server", []string{hideLocalEnv + "=1"}, true,
+			[]string{"apt-get install postgresql", "./scripts/test.sh installs it", SkipEnv + "=postgres"}},
+		{"no PostgreSQL anywhere, another skip asked", "server", []string{hideLocalEnv + "=1", SkipEnv + "=pgbouncer,chromium"}, true,
+			[]string{"apt-get install postgresql", SkipEnv + "=postgres"}},
+		{"no PostgreSQL anywhere, skip asked", "server", []string{hideLocalEnv + "=1", SkipEnv + "=chromium, postgres"}, false,
+			[]string{"skipped on purpose: PGXLEAK_SKIP names postgres"}},
+		{"no pgbouncer", "pgbouncer", []string{hideLocalEnv + "=1"}, true,
+			[]string{"no pgbouncer on PATH", "apt-get install pgbouncer", SkipEnv + "=pgbouncer"}},
+		{"no pgbouncer, skip asked", "pgbouncer", []string{hideLocalEnv + "=1", SkipEnv + "=pgbouncer"}, false,
+			[]string{"skipped on purpose: PGXLEAK_SKIP names pgbouncer"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			cmd := exec.Command(os.Args[0], "-test.run=^TestHelperNeedsServer$", "-test.v", "-test.count=1")
+			cmd := exec.Command(os.Args[0], "-test.run=^TestHelperNeeds$", "-test.v", "-test.count=1")
 			cmd.Env = append(withoutEnv(os.Environ(), "DATABASE_URL", SkipEnv, "PATH"),
-				append([]string{helperEnv + "=1", "PATH=" + t.TempDir()}, tc.env...)...) // no initdb on PATH
+				append([]string{helperEnv + "=" + tc.need, "PATH=" + t.TempDir()}, tc.env...)...) // no initdb or pgbouncer on PATH
 			out, err := cmd.CombinedOutput()
 			if failed := err != nil; failed != tc.fail {
 				t.Fatalf("run failed: %v, want %v; output:\n%s", err, tc.fail, out)
@@ -124,8 +142,11 @@ func TestNoServerIsNotGreen(t *testing.T) {
 					t.Errorf("output does not mention %q:\n%s", m, out)
 				}
 			}
-			if n := strings.Count(string(out), "--- FAIL: TestHelperNeedsServer/"); tc.fail && n != 1 {
-				t.Errorf("%d tests failed for the missing server, want one line for the run:\n%s", n, out)
+			if n := strings.Count(string(out), "--- FAIL: TestHelperNeeds/"); tc.fail && n != 1 {
+				t.Errorf("%d tests failed for the missing dependency, want one line for the run:\n%s", n, out)
+			}
+			if n := strings.Count(string(out), "--- SKIP: TestHelperNeeds/"); !tc.fail && n != 2 {
+				t.Errorf("%d tests skipped, want both:\n%s", n, out)
 			}
 		})
 	}
