@@ -3,7 +3,6 @@ package pgxleak_test
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"fmt"
 	"os"
 	"runtime"
@@ -14,22 +13,24 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 	"github.com/pgxleak/pgxleak/internal/stack"
+	"github.com/pgxleak/pgxleak/internal/testdriver"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 func TestLeakConnNeverClosed(t *testing.T) {
-	rec := newLeakRecorder()
-	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), rec.option())
+	rec := &leaktest.Recorder{}
+	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), rec.Option())
 	line := lineBelow()
 	c, err := db.Conn(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := rec.wait(t, 5*time.Second, suspectedAt(line))
+	l := rec.Wait(t, 5*time.Second, suspectedAt(line))
 	if l.Held < threshold || !strings.HasPrefix(l.Checkout.String(), fmt.Sprintf("connection checked out at %s (pgxleak_test.TestLeakConnNeverClosed)", line.short())) {
 		t.Fatalf("report: %s (held %v)", l.Checkout, l.Held)
 	}
@@ -40,7 +41,7 @@ func TestLeakConnNeverClosed(t *testing.T) {
 		t.Fatalf("Find = %v, want the culprit line", err)
 	}
 	c.Close()
-	r := rec.wait(t, 5*time.Second, resolvedAt(line))
+	r := rec.Wait(t, 5*time.Second, resolvedAt(line))
 	if r.Held < l.Held {
 		t.Fatalf("resolved after %v, but it was already held %v", r.Held, l.Held)
 	}
@@ -51,8 +52,8 @@ func TestLeakConnNeverClosed(t *testing.T) {
 }
 
 func TestLeakTxNeverEnded(t *testing.T) {
-	rec := newLeakRecorder()
-	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), rec.option())
+	rec := &leaktest.Recorder{}
+	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), rec.Option())
 	line := lineBelow()
 	tx, err := db.Begin()
 	if err != nil {
@@ -61,14 +62,14 @@ func TestLeakTxNeverEnded(t *testing.T) {
 	if _, err := tx.Exec("CREATE TABLE t (id int)"); err != nil {
 		t.Fatal(err)
 	}
-	l := rec.wait(t, 5*time.Second, suspectedAt(line))
+	l := rec.Wait(t, 5*time.Second, suspectedAt(line))
 	if l.TxStatus != "in transaction" || l.LastStatement != "CREATE TABLE t (id int)" {
 		t.Fatalf("tx status %q, last statement %q", l.TxStatus, l.LastStatement)
 	}
 	if err := tx.Rollback(); err != nil {
 		t.Fatal(err)
 	}
-	rec.wait(t, 5*time.Second, resolvedAt(line))
+	rec.Wait(t, 5*time.Second, resolvedAt(line))
 	pgxleak.VerifyNone(t, db)
 }
 
@@ -87,21 +88,14 @@ func leakRows(t *testing.T, db *sql.DB) (line site) {
 }
 
 func TestLeakRowsNeverClosedThresholdAndGC(t *testing.T) {
-	rec := newLeakRecorder()
-	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), rec.option())
+	rec := &leaktest.Recorder{}
+	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), rec.Option())
 	line := leakRows(t, db)
-	rec.wait(t, 5*time.Second, suspectedAt(line))
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for !hasLeak(rec, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakGarbageCollected && isCulprit(line)(l) }) {
+	rec.Wait(t, 5*time.Second, suspectedAt(line))
+	pgtest.WaitFor(t, 10*time.Second, "a garbage-collection report", func() bool {
 		runtime.GC()
-		select {
-		case <-rec.added:
-		case <-time.After(10 * time.Millisecond):
-		case <-ctx.Done():
-			t.Fatalf("no garbage-collection report; got %v", rec.all())
-		}
-	}
+		return rec.Has(func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakGarbageCollected && isCulprit(line)(l) })
+	})
 	st := pgxleak.Stats(db)
 	if st.GarbageCollected != 1 || st.CheckedOut != 1 || st.DBStats.InUse != 1 {
 		t.Fatalf("stats %+v: the connection is lost for good, and counted once", st)
@@ -116,10 +110,10 @@ func leakQueryRow(db *sql.DB) (line site) {
 }
 
 func TestLeakQueryRowNeverScanned(t *testing.T) {
-	rec := newLeakRecorder()
-	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), rec.option())
+	rec := &leaktest.Recorder{}
+	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), rec.Option())
 	line := leakQueryRow(db)
-	rec.wait(t, 5*time.Second, suspectedAt(line))
+	rec.Wait(t, 5*time.Second, suspectedAt(line))
 	if n := len(pgxleak.Checkouts(db)); n != 1 {
 		t.Fatalf("%d checkouts, want the unscanned row's connection", n)
 	}
@@ -129,8 +123,8 @@ func TestLeakQueryRowNeverScanned(t *testing.T) {
 // reported as suspected, then as resolved when database/sql closes them
 // because the context ended.
 func TestLeakRowsCancellableResolved(t *testing.T) {
-	rec := newLeakRecorder()
-	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), rec.option())
+	rec := &leaktest.Recorder{}
+	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), rec.Option())
 	ctx, cancel := context.WithCancel(context.Background())
 	line := lineBelow()
 	rows, err := db.QueryContext(ctx, "SELECT generate_series(1, 3)")
@@ -138,9 +132,9 @@ func TestLeakRowsCancellableResolved(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rows.Close()
-	rec.wait(t, 5*time.Second, suspectedAt(line))
+	rec.Wait(t, 5*time.Second, suspectedAt(line))
 	cancel()
-	r := rec.wait(t, 5*time.Second, resolvedAt(line))
+	r := rec.Wait(t, 5*time.Second, resolvedAt(line))
 	if r.Held < threshold {
 		t.Fatalf("held %v", r.Held)
 	}
@@ -156,8 +150,8 @@ func TestNoFalsePositives(t *testing.T) {
 	if os.Getenv("PGXLEAK_FULL") == "1" {
 		perG = 10_000 // 2,000,000 queries
 	}
-	rec := newLeakRecorder()
-	db, _ := openTest(t, pgxleak.WithMaxOpenConns(5), pgxleak.WithLeakThreshold(time.Second), rec.option())
+	rec := &leaktest.Recorder{}
+	db, _ := openTest(t, pgxleak.WithMaxOpenConns(5), pgxleak.WithLeakThreshold(time.Second), rec.Option())
 	var failed atomic.Int64
 	var longest atomic.Int64 // the longest query, in ns: no checkout of it was held longer
 	start := time.Now()
@@ -184,7 +178,7 @@ func TestNoFalsePositives(t *testing.T) {
 	// On a loaded machine a query can really hold its connection past the
 	// 1s threshold (a goroutine starved of CPU): that report is true. A
 	// false one claims a hold no query had.
-	for _, l := range rec.all() {
+	for _, l := range rec.All() {
 		held := l.Held
 		if !l.SeenAt.IsZero() {
 			held -= l.SeenAt.Sub(l.CheckedOutAt) // the bound of a checkout seen late
@@ -276,43 +270,40 @@ func TestLastStatementBelongsToTheCheckout(t *testing.T) {
 // runtime.Callers, and require the reported stacks to be identical, frame
 // for frame: through database/sql's paths (Conn, Tx, Rows, prepared
 // statements, QueryRow), over the in-memory driver and over pgx against
-// the real server. The sqlx and GORM paths are in the integration module.
+// the real server. The sqlx and GORM paths are in the integration module,
+// through the same harness (internal/leaktest).
 
-// holdPath leaves one connection checked out of db and returns a function
-// that gives it back.
-type holdPath struct {
-	name string
-	want string // a function that must be in the stack
-	hold func(t *testing.T, db *sql.DB) (release func())
+func TestCheckoutStackFramePointersMatchCallers(t *testing.T) {
+	leaktest.CheckFramePointerStacks(t, holdPaths)
 }
 
-var holdPaths = []holdPath{
-	{"db.Conn", "database/sql.(*DB).Conn", func(t *testing.T, db *sql.DB) func() {
+var holdPaths = []leaktest.HoldPath{
+	{Name: "db.Conn", Want: "database/sql.(*DB).Conn", Hold: func(t *testing.T, db *sql.DB) func() {
 		c, err := db.Conn(context.Background())
-		must(t, err)
+		require.NoError(t, err)
 		return func() { _ = c.Close() }
 	}},
-	{"db.BeginTx", "database/sql.(*DB).BeginTx", func(t *testing.T, db *sql.DB) func() {
+	{Name: "db.BeginTx", Want: "database/sql.(*DB).BeginTx", Hold: func(t *testing.T, db *sql.DB) func() {
 		tx, err := db.BeginTx(context.Background(), nil)
-		must(t, err)
+		require.NoError(t, err)
 		return func() { _ = tx.Rollback() }
 	}},
-	{"db.Query", "database/sql.(*DB).Query", func(t *testing.T, db *sql.DB) func() {
+	{Name: "db.Query", Want: "database/sql.(*DB).Query", Hold: func(t *testing.T, db *sql.DB) func() {
 		rows, err := db.Query("SELECT 1")
-		must(t, err)
+		require.NoError(t, err)
 		return func() { _ = rows.Close() }
 	}},
-	{"db.QueryContext cancellable", "database/sql.(*DB).QueryContext", func(t *testing.T, db *sql.DB) func() {
+	{Name: "db.QueryContext cancellable", Want: "database/sql.(*DB).QueryContext", Hold: func(t *testing.T, db *sql.DB) func() {
 		ctx, cancel := context.WithCancel(context.Background())
 		rows, err := db.QueryContext(ctx, "SELECT 1")
-		must(t, err)
+		require.NoError(t, err)
 		return func() { _ = rows.Close(); cancel() }
 	}},
-	{"stmt.Query", "database/sql.(*Stmt).Query", func(t *testing.T, db *sql.DB) func() {
+	{Name: "stmt.Query", Want: "database/sql.(*Stmt).Query", Hold: func(t *testing.T, db *sql.DB) func() {
 		st, err := db.Prepare("SELECT 1")
-		must(t, err)
+		require.NoError(t, err)
 		rows, err := st.Query()
-		must(t, err)
+		require.NoError(t, err)
 		return func() { _ = rows.Close(); _ = st.Close() }
 	}},
 }
@@ -325,95 +316,20 @@ func TestCheckoutStackDeeperThanBuffer(t *testing.T) {
 	if !stack.FramePointers() {
 		t.Skip("frame-pointer unwinding is off")
 	}
-	path := holdPath{"deep db.Conn", "database/sql.(*DB).Conn", func(t *testing.T, db *sql.DB) func() {
+	path := leaktest.HoldPath{Name: "deep db.Conn", Want: "database/sql.(*DB).Conn", Hold: func(t *testing.T, db *sql.DB) func() {
 		c, err := holdAt(db, 40)
-		must(t, err)
+		require.NoError(t, err)
 		return func() { _ = c.Close() }
 	}}
 	var got [2][]pgxleak.Frame
 	for i, fp := range []bool{true, false} {
-		got[i] = heldStack(t, &fakeConnector{}, path, fp)
+		got[i] = leaktest.HeldStack(t, &testdriver.Connector{}, path, fp)
 	}
 	fp, rc := got[0], got[1]
-	if len(fp) < len(rc) || !slices.Equal(fp[:len(rc)], rc) {
-		t.Fatalf("frame pointers:\n%s\nruntime.Callers:\n%s",
-			pgxleak.Checkout{Stack: fp}.StackString(), pgxleak.Checkout{Stack: rc}.StackString())
-	}
-	if !hasFrame(fp, "holdAt") {
-		t.Fatalf("no holdAt frame:\n%s", pgxleak.Checkout{Stack: fp}.StackString())
-	}
-}
-
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
-func TestCheckoutStackFramePointersMatchCallers(t *testing.T) {
-	if !stack.FramePointers() {
-		t.Skipf("frame-pointer unwinding is off on %s (PGXLEAK_FPUNWIND=0, build tag, or architecture)", runtime.GOARCH)
-	}
-	backends := []struct {
-		name      string
-		connector func(t *testing.T) driver.Connector
-	}{
-		{"memdriver", func(*testing.T) driver.Connector { return &fakeConnector{} }},
-		{"postgres", func(t *testing.T) driver.Connector {
-			cfg, err := pgx.ParseConfig(pgtest.AdminDSN(t))
-			must(t, err)
-			return stdlib.GetConnector(*cfg)
-		}},
-	}
-	for _, be := range backends {
-		for _, path := range holdPaths {
-			t.Run(be.name+"/"+path.name, func(t *testing.T) {
-				var got [2][]pgxleak.Frame
-				for i, fp := range []bool{true, false} {
-					got[i] = heldStack(t, be.connector(t), path, fp)
-				}
-				t.Logf("%d frames:\n%s", len(got[0]), pgxleak.Checkout{Stack: got[0]}.StackString())
-				if !slices.Equal(got[0], got[1]) {
-					t.Fatalf("frame pointers:\n%s\nruntime.Callers:\n%s",
-						pgxleak.Checkout{Stack: got[0]}.StackString(), pgxleak.Checkout{Stack: got[1]}.StackString())
-				}
-				if !hasFrame(got[0], path.want) || !hasFrame(got[0], "TestCheckoutStackFramePointersMatchCallers") {
-					t.Fatalf("expected %s and the test in the stack:\n%s", path.want, pgxleak.Checkout{Stack: got[0]}.StackString())
-				}
-			})
-		}
-	}
-}
-
-// heldStack opens a pool of one connection over c, checks that connection
-// out through path with frame-pointer unwinding on or off, and returns the
-// stack pgxleak reports for it. The connection has been used once before,
-// so the checkout goes through ResetSession in both runs.
-func heldStack(t *testing.T, c driver.Connector, path holdPath, fp bool) []pgxleak.Frame {
-	t.Helper()
-	db, err := pgxleak.OpenDB(c, pgxleak.WithMaxOpenConns(1), pgxleak.WithLogger(quiet))
-	must(t, err)
-	defer db.Close()
-	must(t, db.Ping())
-	was := stack.SetFramePointers(fp)
-	release := path.hold(t, db)
-	stack.SetFramePointers(was)
-	defer release()
-	cos := pgxleak.Checkouts(db)
-	if len(cos) != 1 {
-		t.Fatalf("%d checkouts, want 1", len(cos))
-	}
-	return cos[0].Stack
-}
-
-func hasFrame(fs []pgxleak.Frame, fn string) bool {
-	for _, f := range fs {
-		if strings.Contains(f.Function, fn) {
-			return true
-		}
-	}
-	return false
+	require.GreaterOrEqual(t, len(fp), len(rc), "frame pointers must give at least as many frames")
+	require.Equal(t, rc, fp[:len(rc)], "the innermost frames must be the same")
+	assert.True(t, slices.ContainsFunc(fp, func(f pgxleak.Frame) bool { return strings.Contains(f.Function, "holdAt") }),
+		"no holdAt frame:\n%s", pgxleak.Checkout{Stack: fp}.StackString())
 }
 
 // TestCheckoutAllocations: tracking a checkout and its return allocates
@@ -465,10 +381,10 @@ func TestCheckoutAllocations(t *testing.T) {
 // with pgxleak's defaults (the stack of every checkout, GC detection).
 func extraAllocs(t *testing.T, op func(db *sql.DB) error) float64 {
 	t.Helper()
-	plain := sql.OpenDB(&fakeConnector{})
+	plain := sql.OpenDB(&testdriver.Connector{})
 	defer plain.Close()
 	plain.SetMaxIdleConns(10)
-	tracked, err := pgxleak.OpenDB(&fakeConnector{}, pgxleak.WithLogger(quiet), pgxleak.WithMaxOpenConns(10))
+	tracked, err := pgxleak.OpenDB(&testdriver.Connector{}, pgxleak.WithLogger(quiet), pgxleak.WithMaxOpenConns(10))
 	if err != nil {
 		t.Fatal(err)
 	}

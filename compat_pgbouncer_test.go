@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
 
@@ -157,8 +158,8 @@ func TestPgBouncerQueriesAndTransactions(t *testing.T) {
 // server connection it pins is the one pgbouncer cannot give to others.
 func TestPgBouncerLeakDetection(t *testing.T) {
 	t.Parallel()
-	rec := newLeakRecorder()
-	db, _, _ := compatOpenBouncer(t, 1, pgxleak.WithPgBouncer(), rec.option(), pgxleak.WithLeakThreshold(50*time.Millisecond))
+	rec := &leaktest.Recorder{}
+	db, _, _ := compatOpenBouncer(t, 1, pgxleak.WithPgBouncer(), rec.Option(), pgxleak.WithLeakThreshold(50*time.Millisecond))
 	ctx := t.Context()
 
 	_, file, line, _ := runtime.Caller(0)
@@ -171,7 +172,7 @@ func TestPgBouncerLeakDetection(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	l := rec.wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected && !l.Resolved })
+	l := rec.Wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected && !l.Resolved })
 	if l.Culprit.File != file || l.Culprit.Line != line {
 		t.Errorf("culprit = %s:%d, want %s:%d\n%s", l.Culprit.File, l.Culprit.Line, file, line, l.StackString())
 	}
@@ -202,7 +203,7 @@ func TestPgBouncerLeakDetection(t *testing.T) {
 	if err := tx.Rollback(); err != nil {
 		t.Fatal(err)
 	}
-	rec.wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Resolved })
+	rec.Wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Resolved })
 	pgxleak.VerifyNone(t, db)
 }
 

@@ -4,12 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
-	"fmt"
-	"io"
 	"reflect"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -17,6 +14,7 @@ import (
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/optional"
+	"github.com/pgxleak/pgxleak/internal/testdriver"
 )
 
 func implements(v any, t reflect.Type) bool { return reflect.TypeOf(v).Implements(t) }
@@ -160,152 +158,6 @@ func TestConnectionLeftInTransactionIsDiscarded(t *testing.T) {
 	}
 }
 
-// legacyConnector is a fake driver for the adapter's fallbacks: its
-// connections and statements have only the methods database/sql requires,
-// plus what legacyFeatures asks for. It logs every call that reaches it.
-// It is apart from fakeConnector because what it varies is a method set,
-// which a field of one type cannot switch.
-type legacyConnector struct {
-	legacyFeatures
-	onPrepare func() // called inside Prepare, if set
-
-	mu  sync.Mutex
-	log []string
-}
-
-type legacyFeatures struct {
-	execQuery bool // the conn has the legacy Execer and Queryer
-	nvc       bool // the conn has a NamedValueChecker for nvcArg
-	stmtCC    bool // statements have a ColumnConverter for ccArg
-}
-
-func (c *legacyConnector) logf(format string, args ...any) {
-	c.mu.Lock()
-	c.log = append(c.log, fmt.Sprintf(format, args...))
-	c.mu.Unlock()
-}
-
-func (c *legacyConnector) Connect(context.Context) (driver.Conn, error) {
-	lc := &legacyConn{c: c}
-	switch {
-	case c.execQuery:
-		return legacyExecQueryConn{lc}, nil
-	case c.nvc:
-		return legacyNVCConn{lc}, nil
-	}
-	return lc, nil
-}
-
-func (c *legacyConnector) Driver() driver.Driver { return legacyDriver{c} }
-
-type legacyDriver struct{ c *legacyConnector }
-
-func (d legacyDriver) Open(string) (driver.Conn, error) { return d.c.Connect(context.Background()) }
-
-type legacyConn struct{ c *legacyConnector }
-
-func (c *legacyConn) Prepare(query string) (driver.Stmt, error) {
-	c.c.logf("prepare %s", query)
-	if c.c.onPrepare != nil {
-		c.c.onPrepare()
-	}
-	s := &legacyStmt{c: c.c, query: query}
-	if c.c.stmtCC {
-		return legacyCCStmt{s}, nil
-	}
-	return s, nil
-}
-
-func (c *legacyConn) Close() error { return nil }
-
-func (c *legacyConn) Begin() (driver.Tx, error) { //nolint:staticcheck // the interface requires it
-	c.c.logf("begin")
-	return legacyTx{c.c}, nil
-}
-
-type legacyExecQueryConn struct{ *legacyConn }
-
-func (c legacyExecQueryConn) Exec(query string, args []driver.Value) (driver.Result, error) { //nolint:staticcheck // the legacy interface under test
-	c.c.logf("exec %s %v", query, args)
-	return driver.RowsAffected(1), nil
-}
-
-func (c legacyExecQueryConn) Query(query string, args []driver.Value) (driver.Rows, error) { //nolint:staticcheck // the legacy interface under test
-	c.c.logf("query %s %v", query, args)
-	return &legacyRows{}, nil
-}
-
-// nvcArg is converted by the conn's NamedValueChecker, ccArg by the
-// statement's ColumnConverter; the default conversion rejects both.
-type (
-	nvcArg struct{ n int }
-	ccArg  struct{ n int }
-)
-
-type legacyNVCConn struct{ *legacyConn }
-
-func (c legacyNVCConn) CheckNamedValue(nv *driver.NamedValue) error {
-	if a, ok := nv.Value.(nvcArg); ok {
-		nv.Value = fmt.Sprintf("nvc%d", a.n)
-		return nil
-	}
-	return driver.ErrSkip
-}
-
-type legacyStmt struct {
-	c     *legacyConnector
-	query string
-}
-
-func (s *legacyStmt) Close() error {
-	s.c.logf("close %s", s.query)
-	return nil
-}
-
-func (s *legacyStmt) NumInput() int { return -1 }
-
-func (s *legacyStmt) Exec(args []driver.Value) (driver.Result, error) { //nolint:staticcheck // the legacy interface under test
-	s.c.logf("stmt exec %s %v", s.query, args)
-	return driver.RowsAffected(1), nil
-}
-
-func (s *legacyStmt) Query(args []driver.Value) (driver.Rows, error) { //nolint:staticcheck // the legacy interface under test
-	s.c.logf("stmt query %s %v", s.query, args)
-	return &legacyRows{}, nil
-}
-
-type legacyCCStmt struct{ *legacyStmt }
-
-func (s legacyCCStmt) ColumnConverter(int) driver.ValueConverter { return ccConverter{} }
-
-type ccConverter struct{}
-
-func (ccConverter) ConvertValue(v any) (driver.Value, error) {
-	if a, ok := v.(ccArg); ok {
-		return fmt.Sprintf("cc%d", a.n), nil
-	}
-	return driver.DefaultParameterConverter.ConvertValue(v)
-}
-
-type legacyRows struct{ done bool }
-
-func (r *legacyRows) Columns() []string { return []string{"v"} }
-func (r *legacyRows) Close() error      { return nil }
-
-func (r *legacyRows) Next(dest []driver.Value) error {
-	if r.done {
-		return io.EOF
-	}
-	r.done = true
-	dest[0] = "row"
-	return nil
-}
-
-type legacyTx struct{ c *legacyConnector }
-
-func (t legacyTx) Commit() error   { t.c.logf("commit"); return nil }
-func (t legacyTx) Rollback() error { t.c.logf("rollback"); return nil }
-
 // cancelArg cancels the statement's context while database/sql converts
 // the arguments, that is after it checked the context and before the
 // driver runs the statement.
@@ -365,7 +217,7 @@ func TestWrapFallbackParity(t *testing.T) {
 	const namedErr = "sql: driver does not support the use of Named Parameters"
 	cases := []struct {
 		name       string
-		features   legacyFeatures
+		legacy     testdriver.Legacy
 		cancelIn   string // "prepare": the context ends inside the driver's Prepare
 		run        run
 		wantErr    string // in both results; "" for none
@@ -373,11 +225,11 @@ func TestWrapFallbackParity(t *testing.T) {
 		sinceGo126 bool   // wantLog is database/sql's behaviour from Go 1.26 on
 	}{
 		{
-			name: "Execer: named parameter", features: legacyFeatures{execQuery: true},
+			name: "Execer: named parameter", legacy: testdriver.Legacy{ExecQuery: true},
 			run: exec("E", sql.Named("a", 1)), wantErr: namedErr,
 		},
 		{
-			name: "Queryer: named parameter", features: legacyFeatures{execQuery: true},
+			name: "Queryer: named parameter", legacy: testdriver.Legacy{ExecQuery: true},
 			run: func(ctx context.Context, _ context.CancelFunc, db *sql.DB) (string, error) {
 				return queryAll(db.QueryContext(ctx, "Q", sql.Named("a", 1)))
 			},
@@ -395,11 +247,11 @@ func TestWrapFallbackParity(t *testing.T) {
 			wantErr: namedErr, wantLog: "close Q",
 		},
 		{
-			name: "Execer: positional", features: legacyFeatures{execQuery: true},
+			name: "Execer: positional", legacy: testdriver.Legacy{ExecQuery: true},
 			run: exec("E", 7), wantLog: "exec E [7]",
 		},
 		{
-			name: "Queryer: positional", features: legacyFeatures{execQuery: true},
+			name: "Queryer: positional", legacy: testdriver.Legacy{ExecQuery: true},
 			run: func(ctx context.Context, _ context.CancelFunc, db *sql.DB) (string, error) {
 				return queryAll(db.QueryContext(ctx, "Q", 7))
 			},
@@ -421,7 +273,7 @@ func TestWrapFallbackParity(t *testing.T) {
 			wantErr: "context canceled", wantLog: "close P",
 		},
 		{
-			name: "Execer: context ends before Exec", features: legacyFeatures{execQuery: true},
+			name: "Execer: context ends before Exec", legacy: testdriver.Legacy{ExecQuery: true},
 			run: cancelling(func(ctx context.Context, db *sql.DB, arg any) (string, error) {
 				_, err := db.ExecContext(ctx, "E", arg)
 				return "", err
@@ -429,7 +281,7 @@ func TestWrapFallbackParity(t *testing.T) {
 			wantErr: "context canceled",
 		},
 		{
-			name: "Queryer: context ends before Query", features: legacyFeatures{execQuery: true},
+			name: "Queryer: context ends before Query", legacy: testdriver.Legacy{ExecQuery: true},
 			run: cancelling(func(ctx context.Context, db *sql.DB, arg any) (string, error) {
 				return queryAll(db.QueryContext(ctx, "Q", arg))
 			}),
@@ -451,20 +303,20 @@ func TestWrapFallbackParity(t *testing.T) {
 			wantErr: "context canceled", wantLog: "close Q",
 		},
 		{
-			name: "no NamedValueChecker: ErrSkip to the ColumnConverter", features: legacyFeatures{stmtCC: true},
-			run: exec("E", ccArg{1}), wantLog: "stmt exec E [cc1]", sinceGo126: true,
+			name: "no NamedValueChecker: ErrSkip to the ColumnConverter", legacy: testdriver.Legacy{ColumnConverter: true},
+			run: exec("E", testdriver.CCArg{N: 1}), wantLog: "stmt exec E [cc1]", sinceGo126: true,
 		},
 		{
 			name: "no NamedValueChecker: ErrSkip to the default conversion",
-			run:  exec("E", ccArg{1}), wantErr: "unsupported type pgxleak_test.ccArg",
+			run:  exec("E", testdriver.CCArg{N: 1}), wantErr: "unsupported type testdriver.CCArg",
 		},
 		{
-			name: "conn NamedValueChecker serves a statement without one", features: legacyFeatures{nvc: true},
-			run: stmtExec("E", nvcArg{2}), wantLog: "stmt exec E [nvc2]",
+			name: "conn NamedValueChecker serves a statement without one", legacy: testdriver.Legacy{NamedValueChecker: true},
+			run: stmtExec("E", testdriver.NVCArg{N: 2}), wantLog: "stmt exec E [nvc2]",
 		},
 		{
-			name: "conn NamedValueChecker skips to the ColumnConverter", features: legacyFeatures{nvc: true, stmtCC: true},
-			run: stmtExec("E", ccArg{3}, nvcArg{4}), wantLog: "stmt exec E [cc3 nvc4]", sinceGo126: true,
+			name: "conn NamedValueChecker skips to the ColumnConverter", legacy: testdriver.Legacy{NamedValueChecker: true, ColumnConverter: true},
+			run: stmtExec("E", testdriver.CCArg{N: 3}, testdriver.NVCArg{N: 4}), wantLog: "stmt exec E [cc3 nvc4]", sinceGo126: true,
 		},
 		{
 			name: "no Pinger: Ping is nil",
@@ -493,10 +345,11 @@ func TestWrapFallbackParity(t *testing.T) {
 			do := func(open func(driver.Connector) (*sql.DB, error)) result {
 				ctx, cancel := context.WithCancel(t.Context())
 				defer cancel()
-				fake := &legacyConnector{legacyFeatures: tc.features}
+				legacy := tc.legacy
 				if tc.cancelIn == "prepare" {
-					fake.onPrepare = cancel
+					legacy.OnPrepare = cancel
 				}
+				fake := &testdriver.Connector{Legacy: &legacy}
 				db, err := open(fake)
 				if err != nil {
 					t.Fatal(err)
@@ -509,9 +362,7 @@ func TestWrapFallbackParity(t *testing.T) {
 				if err != nil {
 					r.Err = err.Error()
 				}
-				fake.mu.Lock()
-				r.Log = fake.log
-				fake.mu.Unlock()
+				r.Log = fake.Calls()
 				return r
 			}
 			plain := do(func(c driver.Connector) (*sql.DB, error) { return sql.OpenDB(c), nil })

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
 	"github.com/pgxleak/pgxleak/internal/stack"
 )
 
@@ -46,8 +47,8 @@ func TestCulpritIndex(t *testing.T) {
 // TestCulpritInLibraryPrefixTest: a test in a package covered by a library
 // prefix that leaks is named at its own line, not at testing.tRunner.
 func TestCulpritInLibraryPrefixTest(t *testing.T) {
-	rec := newLeakRecorder()
-	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), rec.option(),
+	rec := &leaktest.Recorder{}
+	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), rec.Option(),
 		pgxleak.WithLibraryPrefixes("github.com/pgxleak/pgxleak_test."))
 	line := lineBelow()
 	c, err := db.Conn(context.Background())
@@ -55,7 +56,7 @@ func TestCulpritInLibraryPrefixTest(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	rec.wait(t, 5*time.Second, suspectedAt(line))
+	rec.Wait(t, 5*time.Second, suspectedAt(line))
 }
 
 // TestNoCulpritSaysWhy: a report without a culprit says why, and what to
@@ -70,14 +71,14 @@ func TestNoCulpritSaysWhy(t *testing.T) {
 		{"too shallow", pgxleak.WithStackDepth(3), "in the 3 recorded; raise WithStackDepth (the user's frame is typically 8–12 deep)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rec := newLeakRecorder()
-			db, _ := openTest(t, tc.opt, pgxleak.WithLeakThreshold(threshold), rec.option())
+			rec := &leaktest.Recorder{}
+			db, _ := openTest(t, tc.opt, pgxleak.WithLeakThreshold(threshold), rec.Option())
 			c, err := db.Conn(context.Background())
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer c.Close()
-			l := rec.wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected })
+			l := rec.Wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected })
 			if l.Culprit != (pgxleak.Frame{}) || !strings.Contains(l.NoCulprit, tc.want) || !strings.Contains(l.String(), tc.want) ||
 				strings.Contains(l.String(), "no stack recorded") {
 				t.Fatalf("report %q (NoCulprit %q), want %q", l, l.NoCulprit, tc.want)

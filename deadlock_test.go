@@ -9,15 +9,16 @@ import (
 	"time"
 
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
 
 // TestSelfDeadlock: the classic nested query on a pool of one. A deadlock
 // report comes within 2 s of the wait, at ERROR, naming both lines.
 func TestSelfDeadlock(t *testing.T) {
-	rec := newLeakRecorder()
+	rec := &leaktest.Recorder{}
 	var logs lockedBuffer
-	db, _ := openTest(t, rec.option(), pgxleak.WithMaxOpenConns(1),
+	db, _ := openTest(t, rec.Option(), pgxleak.WithMaxOpenConns(1),
 		pgxleak.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -46,7 +47,7 @@ func TestSelfDeadlock(t *testing.T) {
 	}()
 	l := <-lines
 	start := <-waiting
-	d := rec.wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakDeadlock })
+	d := rec.Wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakDeadlock })
 	if took := time.Since(start); took > 2*time.Second+500*time.Millisecond {
 		t.Errorf("deadlock reported %v after the wait began, want within about 2s", took)
 	}
@@ -79,9 +80,9 @@ func TestSelfDeadlock(t *testing.T) {
 // TestPoolDeadlocked: three connections, each held by a goroutine that
 // waits for a fourth.
 func TestPoolDeadlocked(t *testing.T) {
-	rec := newLeakRecorder()
+	rec := &leaktest.Recorder{}
 	var logs lockedBuffer
-	db, _ := openTest(t, rec.option(), pgxleak.WithMaxOpenConns(3), pgxleak.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	db, _ := openTest(t, rec.Option(), pgxleak.WithMaxOpenConns(3), pgxleak.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var holding, wg sync.WaitGroup
@@ -116,7 +117,7 @@ func TestPoolDeadlocked(t *testing.T) {
 	}
 	// One report per line (reports are de-duplicated by line), and one
 	// ERROR line for the whole pool.
-	rec.wait(t, 5*time.Second, func(d pgxleak.Leak) bool {
+	rec.Wait(t, 5*time.Second, func(d pgxleak.Leak) bool {
 		return d.Kind == pgxleak.LeakDeadlock && d.Culprit.Line == l[0].line && d.WaitingAt.Line == l[1].line
 	})
 	want := "level=ERROR msg=\"pgxleak: pool deadlocked: all 3 connections are held by goroutines that are themselves waiting"

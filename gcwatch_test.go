@@ -8,6 +8,9 @@ import (
 	"time"
 
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
+	"github.com/pgxleak/pgxleak/internal/testdriver"
+	"github.com/stretchr/testify/require"
 )
 
 // pgxleak watches Rows read on a context that cannot be cancelled for
@@ -18,16 +21,16 @@ import (
 // collections in between, report nothing; one dropped Rows is reported
 // once.
 func TestGCWatchReuseNoFalseReports(t *testing.T) {
-	rec := newLeakRecorder()
-	db, err := pgxleak.OpenDB(&fakeConnector{}, pgxleak.WithMaxOpenConns(2), pgxleak.WithLogger(quiet), rec.option())
-	must(t, err)
+	rec := &leaktest.Recorder{}
+	db, err := pgxleak.OpenDB(&testdriver.Connector{}, pgxleak.WithMaxOpenConns(2), pgxleak.WithLogger(quiet), rec.Option())
+	require.NoError(t, err)
 	defer db.Close()
 	for i := range 200 {
 		rows, err := db.Query("SELECT n FROM t")
-		must(t, err)
+		require.NoError(t, err)
 		for rows.Next() {
 		}
-		must(t, rows.Close())
+		require.NoError(t, rows.Close())
 		if i%20 == 0 {
 			runtime.GC()
 		}
@@ -35,20 +38,20 @@ func TestGCWatchReuseNoFalseReports(t *testing.T) {
 	// Two Rows open at once on one connection: the second gets a watch
 	// of its own, and the spare one is dropped when both are closed.
 	conn, err := db.Conn(context.Background())
-	must(t, err)
+	require.NoError(t, err)
 	r1, err := conn.QueryContext(context.Background(), "SELECT 1")
-	must(t, err)
+	require.NoError(t, err)
 	r2, err := conn.QueryContext(context.Background(), "SELECT 2")
-	must(t, err)
-	must(t, r1.Close())
-	must(t, r2.Close())
-	must(t, conn.Close())
+	require.NoError(t, err)
+	require.NoError(t, r1.Close())
+	require.NoError(t, r2.Close())
+	require.NoError(t, conn.Close())
 	for range 5 {
 		runtime.GC()
 		time.Sleep(5 * time.Millisecond)
 	}
 	if n := pgxleak.Stats(db).GarbageCollected; n != 0 {
-		t.Fatalf("%d garbage-collection reports for Rows that were closed: %v", n, rec.all())
+		t.Fatalf("%d garbage-collection reports for Rows that were closed: %v", n, rec.All())
 	}
 
 	gcwatchDropRows(t, db)
@@ -72,7 +75,7 @@ func TestGCWatchReuseNoFalseReports(t *testing.T) {
 //go:noinline
 func gcwatchDropRows(t *testing.T, db *sql.DB) {
 	rows, err := db.Query("SELECT 1")
-	must(t, err)
+	require.NoError(t, err)
 	_ = rows
 }
 
@@ -82,22 +85,22 @@ func gcwatchDropRows(t *testing.T, db *sql.DB) {
 // a query would stay in memory. With no idle connections kept, each query
 // opens and closes one; all of them must be collectable.
 func TestGCWatchConnectionsCollected(t *testing.T) {
-	mc := &fakeConnector{trackGC: true}
+	mc := &testdriver.Connector{TrackGC: true}
 	db, err := pgxleak.OpenDB(mc, pgxleak.WithMaxOpenConns(2), pgxleak.WithMaxIdleConns(0), pgxleak.WithLogger(quiet))
-	must(t, err)
+	require.NoError(t, err)
 	defer db.Close()
 	const n = 50
 	for range n {
 		var v int64
-		must(t, db.QueryRow("SELECT n FROM t").Scan(&v))
+		require.NoError(t, db.QueryRow("SELECT n FROM t").Scan(&v))
 	}
-	if got := mc.closed.Load(); got != n {
+	if got := mc.Closed.Load(); got != n {
 		t.Fatalf("%d connections closed, want %d", got, n)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for mc.collected.Load() < n {
+	for mc.Collected.Load() < n {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d closed connections garbage-collected", mc.collected.Load(), n)
+			t.Fatalf("%d of %d closed connections garbage-collected", mc.Collected.Load(), n)
 		}
 		runtime.GC()
 		time.Sleep(5 * time.Millisecond)

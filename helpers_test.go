@@ -4,7 +4,9 @@
 // example). Tests are named TestFuncBehaviour in camel case, without
 // underscores (TestDrainWaitsForReturns, TestLeakConnNeverClosed), as
 // every test here already is. Polling uses pgtest.WaitFor; the one fake
-// driver is fakeConnector (fake_test.go).
+// driver is internal/testdriver and the one leak recorder
+// internal/leaktest's Recorder. Assertions use testify: require where the
+// test cannot go on, assert where it can.
 package pgxleak_test
 
 import (
@@ -87,52 +89,6 @@ func openTest(t testing.TB, opts ...pgxleak.Option) (*sql.DB, string) {
 // quiet is a logger that drops every record.
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-// leakRecorder collects leak reports for assertions.
-type leakRecorder struct {
-	mu    sync.Mutex
-	leaks []pgxleak.Leak
-	added chan struct{}
-}
-
-func newLeakRecorder() *leakRecorder { return &leakRecorder{added: make(chan struct{}, 1000)} }
-
-func (r *leakRecorder) option() pgxleak.Option {
-	return pgxleak.WithOnLeak(func(l pgxleak.Leak) {
-		r.mu.Lock()
-		r.leaks = append(r.leaks, l)
-		r.mu.Unlock()
-		select {
-		case r.added <- struct{}{}:
-		default:
-		}
-	})
-}
-
-func (r *leakRecorder) all() []pgxleak.Leak {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]pgxleak.Leak(nil), r.leaks...)
-}
-
-// wait returns the first report matching match, failing t after timeout.
-func (r *leakRecorder) wait(t testing.TB, timeout time.Duration, match func(pgxleak.Leak) bool) pgxleak.Leak {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	for {
-		for _, l := range r.all() {
-			if match(l) {
-				return l
-			}
-		}
-		select {
-		case <-r.added:
-		case <-ctx.Done():
-			t.Fatalf("no matching leak report within %v; got %v", timeout, r.all())
-		}
-	}
-}
-
 // site is a line of test code, as a report's culprit frame names it.
 type site struct {
 	fn, file string
@@ -172,15 +128,6 @@ func resolvedAt(line site) func(pgxleak.Leak) bool {
 }
 
 const threshold = 100 * time.Millisecond
-
-func hasLeak(r *leakRecorder, match func(pgxleak.Leak) bool) bool {
-	for _, l := range r.all() {
-		if match(l) {
-			return true
-		}
-	}
-	return false
-}
 
 // lockedBuffer is a bytes.Buffer that slog handlers and the monitor on
 // several goroutines may write to while the test reads it.

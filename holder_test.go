@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
 
@@ -38,8 +39,8 @@ func checkoutAtLine(in pgxleak.Inspection, line site) (pgxleak.Checkout, bool) {
 }
 
 func TestHolderExited(t *testing.T) {
-	rec := newLeakRecorder()
-	db, _ := openTest(t, rec.option())
+	rec := &leaktest.Recorder{}
+	db, _ := openTest(t, rec.Option())
 	type leaked struct {
 		rows             *sql.Rows
 		tx               *sql.Tx
@@ -95,15 +96,15 @@ func TestHolderExited(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	r := rec.wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut })
+	r := rec.Wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut })
 	if r.Holder == nil || !r.Holder.Exited || !strings.Contains(r.String(), "goroutine exited") {
 		t.Errorf("still-out report %q, holder %+v: want goroutine exited", r.String(), r.Holder)
 	}
 }
 
 func TestHolderAlive(t *testing.T) {
-	rec := newLeakRecorder()
-	db, _ := openTest(t, rec.option())
+	rec := &leaktest.Recorder{}
+	db, _ := openTest(t, rec.Option())
 	release := make(chan struct{})
 	done := make(chan error)
 	lines := make(chan [2]site, 1)

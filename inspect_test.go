@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
+	"github.com/pgxleak/pgxleak/internal/testdriver"
 )
 
 func TestDrainWaitsForReturns(t *testing.T) {
@@ -44,8 +46,8 @@ func TestDrainWaitsForReturns(t *testing.T) {
 }
 
 func TestDrainReportsLeftovers(t *testing.T) {
-	rec := newLeakRecorder()
-	db, _ := openTest(t, rec.option())
+	rec := &leaktest.Recorder{}
+	db, _ := openTest(t, rec.Option())
 	line := lineBelow()
 	tx, err := db.Begin()
 	if err != nil {
@@ -62,7 +64,7 @@ func TestDrainReportsLeftovers(t *testing.T) {
 	if !strings.Contains(err.Error(), line.String()) {
 		t.Fatalf("Drain error does not name the culprit line %s: %v", line, err)
 	}
-	rec.wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut && isCulprit(line)(l) })
+	rec.Wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut && isCulprit(line)(l) })
 	if st := pgxleak.Stats(db); st.StillOut != 1 {
 		t.Fatalf("stats %+v", st)
 	}
@@ -100,8 +102,8 @@ func TestCheckoutsFields(t *testing.T) {
 // was garbage-collected never comes back, so Drain reports it at once
 // instead of waiting for ctx.
 func TestDrainDoesNotWaitForGarbageCollectedLeaks(t *testing.T) {
-	rec := newLeakRecorder()
-	db, _ := openTest(t, rec.option())
+	rec := &leaktest.Recorder{}
+	db, _ := openTest(t, rec.Option())
 	line := leakRows(t, db)
 	deadline := time.Now().Add(10 * time.Second)
 	for pgxleak.Stats(db).GarbageCollected == 0 {
@@ -125,7 +127,7 @@ func TestDrainDoesNotWaitForGarbageCollectedLeaks(t *testing.T) {
 // has looked: ResetSession checks for draining under the connection's
 // lock, which Drain takes for every connection.
 func TestDrainResetInFlight(t *testing.T) {
-	fc := &fakeConnector{}
+	fc := &testdriver.Connector{}
 	db, err := pgxleak.OpenDB(fc, pgxleak.WithMaxOpenConns(1), pgxleak.WithLogger(nil))
 	if err != nil {
 		t.Fatal(err)
@@ -134,7 +136,7 @@ func TestDrainResetInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	entered, release := make(chan struct{}), make(chan struct{})
-	fc.reset = func(context.Context) error { // set before any other goroutine calls ResetSession
+	fc.Reset = func(context.Context) error { // set before any other goroutine calls ResetSession
 		entered <- struct{}{}
 		<-release
 		return nil
@@ -167,7 +169,7 @@ func TestDrainResetInFlight(t *testing.T) {
 // TestDrainWaitsForConnectInFlight: a checkout whose Connect began before
 // Drain must neither slip past it nor be handed out after it.
 func TestDrainWaitsForConnectInFlight(t *testing.T) {
-	fc := &fakeConnector{gate: make(chan struct{})}
+	fc := &testdriver.Connector{Gate: make(chan struct{})}
 	db, err := pgxleak.OpenDB(fc, pgxleak.WithLogger(nil))
 	if err != nil {
 		t.Fatal(err)
@@ -180,7 +182,7 @@ func TestDrainWaitsForConnectInFlight(t *testing.T) {
 		}
 		connErr <- err
 	}()
-	pgtest.WaitFor(t, 5*time.Second, "Connect to be under way", func() bool { return fc.attempts.Load() == 1 })
+	pgtest.WaitFor(t, 5*time.Second, "Connect to be under way", func() bool { return fc.Attempts.Load() == 1 })
 	drained := make(chan error, 1)
 	go func() { drained <- pgxleak.Drain(context.Background(), db) }()
 	pgtest.WaitFor(t, 5*time.Second, "Drain to start", func() bool { return pgxleak.Draining(db) })
@@ -189,7 +191,7 @@ func TestDrainWaitsForConnectInFlight(t *testing.T) {
 		t.Fatalf("Drain returned %v while a Connect was under way", err)
 	case <-time.After(20 * time.Millisecond): // Drain polls every 5ms: it had its chances
 	}
-	close(fc.gate)
+	close(fc.Gate)
 	if err := <-connErr; !errors.Is(err, pgxleak.ErrDraining) {
 		t.Fatalf("the in-flight checkout got %v, want ErrDraining", err)
 	}

@@ -14,7 +14,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
+	"github.com/pgxleak/pgxleak/internal/testdriver"
 )
 
 // TestLeakOpenerHandoffAttributedToWaiter: with a pool of one, a goroutine
@@ -23,8 +25,8 @@ import (
 // the waiter, with no driver call on the waiter's goroutine until its query.
 // The checkout must still be attributed to the waiter's line.
 func TestLeakOpenerHandoffAttributedToWaiter(t *testing.T) {
-	rec := newLeakRecorder()
-	db, _ := openTest(t, pgxleak.WithMaxOpenConns(1), pgxleak.WithLeakThreshold(threshold), rec.option())
+	rec := &leaktest.Recorder{}
+	db, _ := openTest(t, pgxleak.WithMaxOpenConns(1), pgxleak.WithLeakThreshold(threshold), rec.Option())
 	ctx := context.Background()
 	holder, err := db.Conn(ctx)
 	if err != nil {
@@ -60,7 +62,7 @@ func TestLeakOpenerHandoffAttributedToWaiter(t *testing.T) {
 		t.FailNow()
 	}
 	defer rows.Close()
-	l := rec.wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected && l.Culprit.Line == line.line })
+	l := rec.Wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected && l.Culprit.Line == line.line })
 	if filepath.Base(l.Culprit.File) != filepath.Base(line.file) || int(l.BackendPID) == firstPID {
 		t.Fatalf("culprit %s, pid %d (first %d)", l.Culprit, l.BackendPID, firstPID)
 	}
@@ -190,7 +192,7 @@ func TestCheckoutByBackgroundOpenerRaw(t *testing.T) {
 // goes idle never reset; the next plain db.Conn takes it with no driver
 // call at all. That checkout is listed, and Find does not pass.
 func TestCheckoutByBackgroundOpenerWaiterGaveUp(t *testing.T) {
-	fc := &fakeConnector{}
+	fc := &testdriver.Connector{}
 	db, err := pgxleak.OpenDB(fc, pgxleak.WithLogger(nil), pgxleak.WithMaxOpenConns(1), pgxleak.WithMaxUses(1))
 	if err != nil {
 		t.Fatal(err)
@@ -201,18 +203,18 @@ func TestCheckoutByBackgroundOpenerWaiterGaveUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fc.gate = make(chan struct{}) // the opener's connect now waits
+	fc.Gate = make(chan struct{}) // the opener's connect now waits
 	wctx, cancel := context.WithCancel(ctx)
 	gaveUp := make(chan error, 1)
 	go func() { _, err := db.Conn(wctx); gaveUp <- err }()
 	pgtest.WaitFor(t, 10*time.Second, "the waiter to queue", func() bool { return db.Stats().WaitCount == 1 })
 	_ = first.Close() // used up: discarded, and the opener connects for the waiter
-	pgtest.WaitFor(t, 10*time.Second, "the opener to connect", func() bool { return fc.attempts.Load() == 2 })
+	pgtest.WaitFor(t, 10*time.Second, "the opener to connect", func() bool { return fc.Attempts.Load() == 2 })
 	cancel()
 	if err := <-gaveUp; err == nil {
 		t.Fatal("the waiter got a connection; want it to give up")
 	}
-	close(fc.gate)
+	close(fc.Gate)
 	pgtest.WaitFor(t, 10*time.Second, "the opener's connection to go idle", func() bool { return db.Stats().Idle == 1 })
 
 	c, err := db.Conn(ctx) // no driver call: the connection was never reset
@@ -259,7 +261,7 @@ func (c *openerCounter) Connect(ctx context.Context) (driver.Conn, error) {
 // sees about N such handoffs per 28.5 minutes (the mean jittered lifetime).
 func BenchmarkBlindHandoffs(b *testing.B) {
 	const lifetime = 20 * time.Millisecond
-	oc := &openerCounter{Connector: &fakeConnector{}}
+	oc := &openerCounter{Connector: &testdriver.Connector{}}
 	db, err := pgxleak.OpenDB(oc, pgxleak.WithLogger(nil), pgxleak.WithMaxOpenConns(4),
 		pgxleak.WithConnMaxLifetime(lifetime))
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/testdriver"
 )
 
 // TestTracingOptionsValidation checks the telemetry options' errors.
@@ -134,7 +135,7 @@ func TestInvalidOptionsNamed(t *testing.T) {
 		{pgxleak.WithWaitSampleInterval(0), "WithWaitSampleInterval"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := pgxleak.OpenDB(&fakeConnector{}, tc.opt)
+			_, err := pgxleak.OpenDB(&testdriver.Connector{}, tc.opt)
 			if err == nil {
 				t.Fatal("OpenDB accepted the invalid option")
 			}
@@ -149,7 +150,7 @@ func TestInvalidOptionsNamed(t *testing.T) {
 		})
 	}
 	// Combinations: every invalid option is named, and only those.
-	_, err := pgxleak.OpenDB(&fakeConnector{}, pgxleak.WithMaxOpenConns(4), pgxleak.WithMaxIdleConns(5),
+	_, err := pgxleak.OpenDB(&testdriver.Connector{}, pgxleak.WithMaxOpenConns(4), pgxleak.WithMaxIdleConns(5),
 		pgxleak.WithMinIdleConns(6), pgxleak.WithConnMaxLifetime(time.Minute), pgxleak.WithConnMaxLifetimeJitter(2*time.Minute),
 		pgxleak.WithStackSampling(0))
 	if err == nil {
@@ -159,7 +160,7 @@ func TestInvalidOptionsNamed(t *testing.T) {
 	if got := relOptionErrors(t, err); !slices.Equal(got, want) {
 		t.Fatalf("error names %v, want %v: %v", got, want, err)
 	}
-	if _, err := pgxleak.OpenDB(&fakeConnector{}, nil); err == nil || !strings.Contains(err.Error(), "nil Option") {
+	if _, err := pgxleak.OpenDB(&testdriver.Connector{}, nil); err == nil || !strings.Contains(err.Error(), "nil Option") {
 		t.Fatalf("a nil Option: %v", err)
 	}
 	if _, err := pgxleak.OpenDB(nil); err == nil || !strings.Contains(err.Error(), "nil connector") {
@@ -282,7 +283,7 @@ func FuzzOptions(f *testing.F) {
 		sort.Strings(want)
 		want = slices.Compact(want)
 
-		db, err := pgxleak.OpenDB(&fakeConnector{}, opts...)
+		db, err := pgxleak.OpenDB(&testdriver.Connector{}, opts...)
 		if len(want) > 0 {
 			if err == nil {
 				_ = db.Close()

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/testdriver"
 )
 
 func TestDSNSecrets(t *testing.T) {
@@ -108,7 +109,7 @@ func TestConnectorSecrets(t *testing.T) {
 	if got := strings.Join(pgxleak.ConnectorSecrets(stdlib.GetConnector(*cfg)), "\n"); !strings.Contains(got, "changed-after-parse") || !strings.Contains(got, "s3cret") {
 		t.Errorf("ConnectorSecrets = %q, want both the parsed and the set password", got)
 	}
-	if got := pgxleak.ConnectorSecrets(&fakeConnector{}); got != nil {
+	if got := pgxleak.ConnectorSecrets(&testdriver.Connector{}); got != nil {
 		t.Errorf("ConnectorSecrets of a non-pgx connector = %q", got)
 	}
 }

@@ -19,7 +19,9 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
+	"github.com/pgxleak/pgxleak/internal/testdriver"
 )
 
 // relSlack is how late a call may return after its context deadline before
@@ -107,8 +109,8 @@ func TestFaultIdleConnectionKilled(t *testing.T) {
 	t.Parallel()
 	cl := pgtest.NewCluster(t)
 	admin := relAdmin(t, cl)
-	rec := newLeakRecorder()
-	db := relOpen(t, cl.DSN(), rec.option(), pgxleak.WithMaxOpenConns(2), pgxleak.WithLeakThreshold(5*time.Second))
+	rec := &leaktest.Recorder{}
+	db := relOpen(t, cl.DSN(), rec.Option(), pgxleak.WithMaxOpenConns(2), pgxleak.WithLeakThreshold(5*time.Second))
 	ctx := t.Context()
 
 	pid1, err := relBackendPID(ctx, db)
@@ -137,7 +139,7 @@ func TestFaultIdleConnectionKilled(t *testing.T) {
 	if st.OpenConnections != 1 {
 		t.Errorf("OpenConnections = %d, want 1: the dead connection must be closed", st.OpenConnections)
 	}
-	if leaks := rec.all(); len(leaks) != 0 {
+	if leaks := rec.All(); len(leaks) != 0 {
 		t.Errorf("leak reports: %v", leaks)
 	}
 }
@@ -201,8 +203,8 @@ func TestFaultCheckedOutConnectionKilled(t *testing.T) {
 			name = "during a statement"
 		}
 		t.Run(name, func(t *testing.T) {
-			rec := newLeakRecorder()
-			db := relOpen(t, cl.DSN(), rec.option(), pgxleak.WithLeakThreshold(10*time.Second))
+			rec := &leaktest.Recorder{}
+			db := relOpen(t, cl.DSN(), rec.Option(), pgxleak.WithLeakThreshold(10*time.Second))
 			ctx := t.Context()
 			id := 1
 			if during {
@@ -277,7 +279,7 @@ func TestFaultCheckedOutConnectionKilled(t *testing.T) {
 				t.Fatalf("the pool did not recover: %v", err)
 			}
 			relBalanced(t, db)
-			if leaks := rec.all(); len(leaks) != 0 {
+			if leaks := rec.All(); len(leaks) != 0 {
 				t.Errorf("leak reports: %v", leaks)
 			}
 		})
@@ -294,10 +296,10 @@ func TestFaultServerRestart(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
 			cl := pgtest.NewCluster(t)
-			rec := newLeakRecorder()
+			rec := &leaktest.Recorder{}
 			// A leak threshold above the per-call deadline: any checkout that
 			// outlives its call would be reported.
-			db := relOpen(t, cl.DSN(), rec.option(), pgxleak.WithMaxOpenConns(10), pgxleak.WithLeakThreshold(4*time.Second))
+			db := relOpen(t, cl.DSN(), rec.Option(), pgxleak.WithMaxOpenConns(10), pgxleak.WithLeakThreshold(4*time.Second))
 
 			const workers, callTimeout = 50, 2 * time.Second
 			var (
@@ -393,7 +395,7 @@ func TestFaultServerRestart(t *testing.T) {
 			if st.Checkouts < uint64(okCount.Load()) {
 				t.Errorf("tracker saw %d checkouts for %d successful queries", st.Checkouts, okCount.Load())
 			}
-			if leaks := rec.all(); len(leaks) != 0 {
+			if leaks := rec.All(); len(leaks) != 0 {
 				t.Errorf("leak reports during the restart: %v", leaks)
 			}
 		})
@@ -490,7 +492,7 @@ func TestFaultMaxConnections(t *testing.T) {
 // ten keep-idle periods, only the warm-up's two may be attempted.
 func TestFaultSlowWarmUp(t *testing.T) {
 	t.Parallel()
-	fc := &fakeConnector{gate: make(chan struct{})}
+	fc := &testdriver.Connector{Gate: make(chan struct{})}
 	type result struct {
 		db  *sql.DB
 		err error
@@ -502,12 +504,12 @@ func TestFaultSlowWarmUp(t *testing.T) {
 			pgxleak.WithLogger(quiet))
 		opened <- result{db, err}
 	}()
-	pgtest.WaitFor(t, 10*time.Second, "the warm-up's two connection attempts", func() bool { return fc.attempts.Load() >= 2 })
+	pgtest.WaitFor(t, 10*time.Second, "the warm-up's two connection attempts", func() bool { return fc.Attempts.Load() >= 2 })
 	time.Sleep(100 * time.Millisecond) // ten keep-idle periods in which nothing else may connect
-	if n := fc.attempts.Load(); n != 2 {
+	if n := fc.Attempts.Load(); n != 2 {
 		t.Errorf("%d connection attempts during Open's warm-up of 2: the keep-idle task ran alongside it", n)
 	}
-	close(fc.gate)
+	close(fc.Gate)
 	r := <-opened
 	if r.err != nil {
 		t.Fatalf("Open: %v", r.err)

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
+	"github.com/pgxleak/pgxleak/internal/testdriver"
 )
 
 func relFull() bool { return os.Getenv("PGXLEAK_FULL") == "1" }
@@ -77,8 +79,8 @@ func TestLoadManyGoroutines(t *testing.T) {
 	if relFull() {
 		duration = 30 * time.Second
 	}
-	rec := newLeakRecorder()
-	db, _ := openTest(t, rec.option(), pgxleak.WithMaxOpenConns(poolSize),
+	rec := &leaktest.Recorder{}
+	db, _ := openTest(t, rec.Option(), pgxleak.WithMaxOpenConns(poolSize),
 		pgxleak.WithLeakThreshold(time.Second), pgxleak.WithReportInterval(0))
 
 	var ops, failures atomic.Int64
@@ -134,7 +136,7 @@ func TestLoadManyGoroutines(t *testing.T) {
 		t.Errorf("false leak reports: suspected %d (resolved %d), garbage-collected %d, still out %d",
 			st.Suspected, st.Resolved, st.GarbageCollected, st.StillOut)
 	}
-	for _, l := range rec.all() {
+	for _, l := range rec.All() {
 		held := l.Held
 		if !l.SeenAt.IsZero() {
 			held -= l.SeenAt.Sub(l.CheckedOutAt) // the bound of a checkout seen late
@@ -246,23 +248,23 @@ func TestLoadMemoryFlat(t *testing.T) {
 		{"churning", []pgxleak.Option{pgxleak.WithMaxUses(10)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rec := newLeakRecorder()
-			opts := append([]pgxleak.Option{rec.option(), pgxleak.WithMaxOpenConns(10), pgxleak.WithLeakThreshold(time.Second),
+			rec := &leaktest.Recorder{}
+			opts := append([]pgxleak.Option{rec.Option(), pgxleak.WithMaxOpenConns(10), pgxleak.WithLeakThreshold(time.Second),
 				pgxleak.WithLogger(nil)}, tc.opts...)
-			fc := &fakeConnector{}
+			fc := &testdriver.Connector{}
 			db, err := pgxleak.OpenDB(fc, opts...)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer db.Close()
 			longest := relMemoryFlat(t, db, small, large, 64<<10)
-			t.Logf("%d connections opened; longest operation %v", fc.opened.Load(), longest)
+			t.Logf("%d connections opened; longest operation %v", fc.Opened.Load(), longest)
 			// On a loaded machine an operation can really hold its
 			// connection past the 1s threshold (a goroutine starved of
 			// CPU): that report is true. A false one claims a hold no
 			// operation had (a stale checkout time, say). Held of a
 			// checkout seen late includes its bound; SeenAt removes it.
-			for _, l := range rec.all() {
+			for _, l := range rec.All() {
 				held := l.Held
 				if !l.SeenAt.IsZero() {
 					held -= l.SeenAt.Sub(l.CheckedOutAt)

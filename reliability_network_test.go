@@ -17,6 +17,7 @@ import (
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/faultproxy"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
 
@@ -130,8 +131,8 @@ func TestFaultNetwork(t *testing.T) {
 	})
 
 	t.Run("timeout", func(t *testing.T) {
-		rec := newLeakRecorder()
-		db := open(t, rec.option(), pgxleak.WithLeakThreshold(time.Minute))
+		rec := &leaktest.Recorder{}
+		db := open(t, rec.Option(), pgxleak.WithLeakThreshold(time.Minute))
 		ctx := t.Context()
 		if _, err := db.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS blackholed (id int)"); err != nil {
 			t.Fatal(err)
@@ -203,7 +204,7 @@ func TestFaultNetwork(t *testing.T) {
 			t.Fatal("the stuck statement outlived its 2s deadline")
 		}
 		_ = held.Close()
-		if leaks := rec.all(); len(leaks) != 1 || leaks[0].Kind != pgxleak.LeakStillOut {
+		if leaks := rec.All(); len(leaks) != 1 || leaks[0].Kind != pgxleak.LeakStillOut {
 			t.Errorf("reports: %v, want the one still_out from Drain", leaks)
 		}
 		proxy.Clear()

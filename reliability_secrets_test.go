@@ -30,6 +30,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
 
@@ -42,7 +43,7 @@ func relRandHex(n int) string {
 // relSignals captures everything a pool emits.
 type relSignals struct {
 	logs   lockedBuffer
-	leaks  *leakRecorder
+	leaks  *leaktest.Recorder
 	spans  *tracetest.SpanRecorder
 	tp     *sdktrace.TracerProvider
 	reader *sdkmetric.ManualReader
@@ -53,7 +54,7 @@ type relSignals struct {
 }
 
 func newRelSignals(t *testing.T) *relSignals {
-	s := &relSignals{leaks: newLeakRecorder(), spans: tracetest.NewSpanRecorder(), reader: sdkmetric.NewManualReader()}
+	s := &relSignals{leaks: &leaktest.Recorder{}, spans: tracetest.NewSpanRecorder(), reader: sdkmetric.NewManualReader()}
 	s.tp = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(s.spans))
 	s.mp = sdkmetric.NewMeterProvider(sdkmetric.WithReader(s.reader))
 	t.Cleanup(func() {
@@ -72,7 +73,7 @@ func (s *relSignals) logger() *slog.Logger {
 func (s *relSignals) options() []pgxleak.Option {
 	return []pgxleak.Option{
 		pgxleak.WithLogger(s.logger()),
-		s.leaks.option(),
+		s.leaks.Option(),
 		pgxleak.WithTracerProvider(s.tp),
 		pgxleak.WithMeterProvider(s.mp),
 	}
@@ -103,7 +104,7 @@ func (s *relSignals) dump(t *testing.T) string {
 	b.WriteString("== logs\n")
 	b.WriteString(s.logs.String())
 	b.WriteString("== leak reports\n")
-	for _, l := range s.leaks.all() {
+	for _, l := range s.leaks.All() {
 		fmt.Fprintf(&b, "%s\n%+v\n%s\n", l, l, l.StackString())
 	}
 	b.WriteString("== spans\n")
@@ -464,7 +465,7 @@ func relExercise(t *testing.T, sig *relSignals, db *sql.DB, arg string) {
 	if err := c.QueryRowContext(ctx, "SELECT $1::text", arg).Scan(&s); err != nil {
 		t.Fatal(err)
 	}
-	sig.leaks.wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected && !l.Resolved })
+	sig.leaks.Wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected && !l.Resolved })
 	sig.addCheckouts(pgxleak.Checkouts(db))
 	for _, co := range pgxleak.Checkouts(db) {
 		if co.LastStatement != "SELECT $1::text" {
@@ -499,7 +500,7 @@ func relExercise(t *testing.T, sig *relSignals, db *sql.DB, arg string) {
 		_ = c.Close()
 	}
 	wg.Wait()
-	sig.leaks.wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Resolved })
+	sig.leaks.Wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Resolved })
 
 	// Rows dropped without Close, on a context that is never cancelled.
 	leakOnPurpose(func() {
@@ -511,7 +512,7 @@ func relExercise(t *testing.T, sig *relSignals, db *sql.DB, arg string) {
 	})
 	pgtest.WaitFor(t, 20*time.Second, "the dropped Rows to be reported", func() bool {
 		runtime.GC()
-		for _, l := range sig.leaks.all() {
+		for _, l := range sig.leaks.All() {
 			if l.Kind == pgxleak.LeakGarbageCollected {
 				return true
 			}
@@ -559,7 +560,7 @@ func TestSecretsWithoutStatements(t *testing.T) {
 			if err := c.QueryRowContext(ctx, q, "x").Scan(&s); err != nil {
 				t.Fatal(err)
 			}
-			sig.leaks.wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected })
+			sig.leaks.Wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected })
 			// A waiter behind the two held connections.
 			c2, err := db.Conn(ctx)
 			if err != nil {
@@ -586,7 +587,7 @@ func TestSecretsWithoutStatements(t *testing.T) {
 			})
 			pgtest.WaitFor(t, 20*time.Second, "the dropped Rows to be reported", func() bool {
 				runtime.GC()
-				for _, l := range sig.leaks.all() {
+				for _, l := range sig.leaks.All() {
 					if l.Kind == pgxleak.LeakGarbageCollected {
 						return true
 					}
@@ -598,7 +599,7 @@ func TestSecretsWithoutStatements(t *testing.T) {
 			err = pgxleak.Drain(dctx, db)
 			sig.addErr(err)
 			_ = c.Close()
-			for _, l := range sig.leaks.all() {
+			for _, l := range sig.leaks.All() {
 				if without && l.LastStatement != "" {
 					t.Errorf("%s report has LastStatement %q", l.Kind, l.LastStatement)
 				}

@@ -12,16 +12,18 @@ import (
 	"time"
 
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
+	"github.com/pgxleak/pgxleak/internal/testdriver"
 )
 
 // TestReportsDeduplicated: a leak in a loop is reported once per culprit
 // and counted, not logged a hundred times.
 func TestReportsDeduplicated(t *testing.T) {
-	rec := newLeakRecorder()
+	rec := &leaktest.Recorder{}
 	var buf lockedBuffer
 	logger := slog.New(slog.NewTextHandler(&buf, nil))
-	db, _ := openTest(t, pgxleak.WithMaxOpenConns(10), pgxleak.WithLeakThreshold(threshold), rec.option(), pgxleak.WithLogger(logger))
+	db, _ := openTest(t, pgxleak.WithMaxOpenConns(10), pgxleak.WithLeakThreshold(threshold), rec.Option(), pgxleak.WithLogger(logger))
 	var conns []*sql.Conn
 	var line site
 	for range 10 {
@@ -37,9 +39,9 @@ func TestReportsDeduplicated(t *testing.T) {
 		c.Close()
 	}
 	pgtest.WaitFor(t, 5*time.Second, "all ten to resolve", func() bool { return pgxleak.Stats(db).Resolved == 10 })
-	rec.wait(t, 5*time.Second, resolvedAt(line))
+	rec.Wait(t, 5*time.Second, resolvedAt(line))
 	var suspected, resolved int
-	for _, l := range rec.all() {
+	for _, l := range rec.All() {
 		if !isCulprit(line)(l) {
 			t.Fatalf("culprit %s, want %s", l.Culprit, line)
 		}
@@ -68,15 +70,15 @@ func TestLogReportLeadsWithCulprit(t *testing.T) {
 		t.Run(tc.level.String(), func(t *testing.T) {
 			var buf lockedBuffer
 			logger := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: tc.level}))
-			rec := newLeakRecorder()
-			db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), pgxleak.WithLogger(logger), rec.option())
+			rec := &leaktest.Recorder{}
+			db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), pgxleak.WithLogger(logger), rec.Option())
 			line := lineBelow()
 			c, err := db.Conn(context.Background())
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer c.Close()
-			if l := rec.wait(t, 5*time.Second, suspectedAt(line)); len(l.Stack) == 0 {
+			if l := rec.Wait(t, 5*time.Second, suspectedAt(line)); len(l.Stack) == 0 {
 				t.Fatal("the Leak has no stack")
 			}
 			out := buf.String()
@@ -184,10 +186,10 @@ func holdB(t *testing.T, db *sql.DB) *sql.Conn {
 // different functions on unsampled checkouts are two reports, each saying
 // why it has no culprit; checkouts without a culprit are never merged.
 func TestSamplingDoesNotMergeLeaks(t *testing.T) {
-	rec := newLeakRecorder()
+	rec := &leaktest.Recorder{}
 	var logs lockedBuffer
 	db, _ := openTest(t, pgxleak.WithStackSampling(3), pgxleak.WithMaxOpenConns(2),
-		pgxleak.WithLeakThreshold(threshold), rec.option(), pgxleak.WithLogger(logTo(&logs)))
+		pgxleak.WithLeakThreshold(threshold), rec.Option(), pgxleak.WithLogger(logTo(&logs)))
 	// The first checkout of each connection is sampled; the next two are not.
 	c1, c2 := holdA(t, db), holdB(t, db)
 	c1.Close()
@@ -196,8 +198,8 @@ func TestSamplingDoesNotMergeLeaks(t *testing.T) {
 	defer a.Close()
 	defer b.Close()
 	pgtest.WaitFor(t, 5*time.Second, "both to be suspected", func() bool { return pgxleak.Stats(db).Suspected == 2 })
-	pgtest.WaitFor(t, 5*time.Second, "two reports", func() bool { return len(rec.all()) >= 2 })
-	for _, l := range rec.all() {
+	pgtest.WaitFor(t, 5*time.Second, "two reports", func() bool { return len(rec.All()) >= 2 })
+	for _, l := range rec.All() {
 		if l.Culprit != (pgxleak.Frame{}) || !strings.Contains(l.NoCulprit, "not sampled") || !strings.Contains(l.String(), "WithStackSampling(1)") {
 			t.Fatalf("report %q (NoCulprit %q): want no culprit, and why", l, l.NoCulprit)
 		}
@@ -212,27 +214,20 @@ func TestSamplingDoesNotMergeLeaks(t *testing.T) {
 // links to the earlier report; a suspected connection's still-out report
 // links to the suspicion.
 func TestOneLeakOneReportPerKind(t *testing.T) {
-	rec := newLeakRecorder()
+	rec := &leaktest.Recorder{}
 	var logs lockedBuffer
 	const slowThreshold = 3 * time.Second // far beyond the garbage collection
 	dsn := pgtest.NewDatabase(t)
-	db, err := pgxleak.Open("pgx", dsn, pgxleak.WithLeakThreshold(slowThreshold), rec.option(), pgxleak.WithLogger(logTo(&logs)))
+	db, err := pgxleak.Open("pgx", dsn, pgxleak.WithLeakThreshold(slowThreshold), rec.Option(), pgxleak.WithLogger(logTo(&logs)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
 	gcLine := leakRows(t, db)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for !hasLeak(rec, reportAt(pgxleak.LeakGarbageCollected, gcLine)) {
+	pgtest.WaitFor(t, 10*time.Second, "a garbage-collection report", func() bool {
 		runtime.GC()
-		select {
-		case <-rec.added:
-		case <-time.After(10 * time.Millisecond):
-		case <-ctx.Done():
-			t.Fatalf("no garbage-collection report; got %v", rec.all())
-		}
-	}
+		return rec.Has(reportAt(pgxleak.LeakGarbageCollected, gcLine))
+	})
 	// A second leak, taken later: the scan that finds it past the
 	// threshold finds the first one past it too.
 	line := lineBelow()
@@ -241,16 +236,16 @@ func TestOneLeakOneReportPerKind(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	rec.wait(t, 10*time.Second, reportAt(pgxleak.LeakSuspected, line))
-	if hasLeak(rec, reportAt(pgxleak.LeakSuspected, gcLine)) || pgxleak.Stats(db).Suspected != 1 {
-		t.Fatalf("the garbage-collected connection was reported again as suspected: %v", rec.all())
+	rec.Wait(t, 10*time.Second, reportAt(pgxleak.LeakSuspected, line))
+	if rec.Has(reportAt(pgxleak.LeakSuspected, gcLine)) || pgxleak.Stats(db).Suspected != 1 {
+		t.Fatalf("the garbage-collected connection was reported again as suspected: %v", rec.All())
 	}
 	db.Close()
-	gone := rec.wait(t, 5*time.Second, reportAt(pgxleak.LeakStillOut, gcLine))
+	gone := rec.Wait(t, 5*time.Second, reportAt(pgxleak.LeakStillOut, gcLine))
 	if gone.Earlier == nil || gone.Earlier.Kind != pgxleak.LeakGarbageCollected || !strings.Contains(gone.String(), "already reported as a leaked connection (Rows garbage-collected) at ") {
 		t.Fatalf("still-out report %q does not link to the earlier one (%+v)", gone, gone.Earlier)
 	}
-	held := rec.wait(t, 5*time.Second, reportAt(pgxleak.LeakStillOut, line))
+	held := rec.Wait(t, 5*time.Second, reportAt(pgxleak.LeakStillOut, line))
 	if held.Earlier == nil || held.Earlier.Kind != pgxleak.LeakSuspected || held.Earlier.At.Before(held.CheckedOutAt.Add(slowThreshold)) ||
 		!strings.Contains(held.String(), "already reported as a suspected leak at ") {
 		t.Fatalf("still-out report %q does not link to the suspicion (%+v)", held, held.Earlier)
@@ -262,12 +257,12 @@ func TestOneLeakOneReportPerKind(t *testing.T) {
 // report to carry them; still-out reports are de-duplicated the same way,
 // and their summary is written at Close.
 func TestSuppressedReportsSummarised(t *testing.T) {
-	rec := newLeakRecorder()
+	rec := &leaktest.Recorder{}
 	var logs lockedBuffer
 	const interval = 300 * time.Millisecond
 	dsn := pgtest.NewDatabase(t)
 	db, err := pgxleak.Open("pgx", dsn, pgxleak.WithMaxOpenConns(3), pgxleak.WithLeakThreshold(threshold),
-		pgxleak.WithReportInterval(interval), rec.option(), pgxleak.WithLogger(logTo(&logs)))
+		pgxleak.WithReportInterval(interval), rec.Option(), pgxleak.WithLogger(logTo(&logs)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,7 +282,7 @@ func TestSuppressedReportsSummarised(t *testing.T) {
 			c.Close()
 		}
 	}()
-	first := rec.wait(t, 5*time.Second, reportAt(pgxleak.LeakSuspected, line))
+	first := rec.Wait(t, 5*time.Second, reportAt(pgxleak.LeakSuspected, line))
 	loc := first.Culprit.String()
 	want := fmt.Sprintf("2 more suspected leaks at %s since ", loc)
 	pgtest.WaitFor(t, 10*time.Second, "a summary line", func() bool { return strings.Contains(logs.String(), want) })
@@ -296,7 +291,7 @@ func TestSuppressedReportsSummarised(t *testing.T) {
 	}
 	db.Close()
 	var stillOut int
-	for _, l := range rec.all() {
+	for _, l := range rec.All() {
 		if reportAt(pgxleak.LeakStillOut, line)(l) {
 			stillOut++
 		}
@@ -358,16 +353,16 @@ func TestOnLeakMayCloseOrDrain(t *testing.T) {
 // after Close was reported as still out at Close; its return is neither
 // counted nor queued for a report that would never be delivered.
 func TestNothingReportedAfterClose(t *testing.T) {
-	rec := newLeakRecorder()
-	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), rec.option())
+	rec := &leaktest.Recorder{}
+	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), rec.Option())
 	line := lineBelow()
 	c, err := db.Conn(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec.wait(t, 5*time.Second, reportAt(pgxleak.LeakSuspected, line))
+	rec.Wait(t, 5*time.Second, reportAt(pgxleak.LeakSuspected, line))
 	db.Close()
-	rec.wait(t, 5*time.Second, reportAt(pgxleak.LeakStillOut, line))
+	rec.Wait(t, 5*time.Second, reportAt(pgxleak.LeakStillOut, line))
 	c.Close() // database/sql closes it now
 	if st := pgxleak.Stats(db); st.Resolved != 0 || st.Suspected != 1 || st.StillOut != 1 {
 		t.Fatalf("stats %+v: a return after Close counted", st)
@@ -379,12 +374,12 @@ func TestNothingReportedAfterClose(t *testing.T) {
 // or the test runner's.
 func TestLogCallersAreTheApplications(t *testing.T) {
 	var logs lockedBuffer
-	rec := newLeakRecorder()
-	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), pgxleak.WithLogger(logTo(&logs)), rec.option())
+	rec := &leaktest.Recorder{}
+	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), pgxleak.WithLogger(logTo(&logs)), rec.Option())
 	line := lineBelow()
 	c := holdA(t, db)
 	defer c.Close()
-	rec.wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected })
+	rec.Wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected })
 	want := fmt.Sprintf(`callers="%s (pgxleak_test.TestLogCallersAreTheApplications)"`, line.short())
 	if out := logs.String(); !strings.Contains(out, want) {
 		t.Fatalf("log:\n%s\nwant %s", out, want)
@@ -395,7 +390,8 @@ func TestLogCallersAreTheApplications(t *testing.T) {
 // its pool closed (and reported the connection as still out) is neither
 // counted nor queued for a report that no monitor would deliver.
 func TestNoGarbageCollectedReportAfterClose(t *testing.T) {
-	stillOut, collected, queued := pgxleak.CollectAfterClose(t, &fakeConn{connector: &fakeConnector{}}, pgxleak.WithLogger(quiet))
+	inner, _ := (&testdriver.Connector{}).Connect(context.Background())
+	stillOut, collected, queued := pgxleak.CollectAfterClose(t, inner, pgxleak.WithLogger(quiet))
 	if stillOut != 1 || collected != 0 || queued != 0 {
 		t.Fatalf("%d still out at Close; after it %d garbage-collected counted and %d reports queued; want 1, 0, 0", stillOut, collected, queued)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/faultproxy"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
 
@@ -102,8 +103,8 @@ func TestServerViewBlockedByLeak(t *testing.T) {
 // leaked transaction's row lock is released, and the report says which
 // backend was terminated.
 func TestDrainTerminateStillOut(t *testing.T) {
-	rec := newLeakRecorder()
-	db, dsn := openTest(t, rec.option())
+	rec := &leaktest.Recorder{}
+	db, dsn := openTest(t, rec.Option())
 	pgtest.Exec(t, dsn, "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
 	leak, leakAt := leakLockedTx(t, db)
 	defer leak.Rollback() // the terminated connection comes back here, and is discarded
@@ -121,7 +122,7 @@ func TestDrainTerminateStillOut(t *testing.T) {
 	if len(le.Notes) != 0 {
 		t.Errorf("notes %q, want none", le.Notes)
 	}
-	r := rec.wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut })
+	r := rec.Wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut })
 	if !r.Terminated {
 		t.Errorf("still-out report %q: want it marked terminated", r.String())
 	}
@@ -193,8 +194,8 @@ func TestTerminateDiscardsOnReturn(t *testing.T) {
 // connection; the report still comes, and says why the view is missing.
 func TestServerViewRefused(t *testing.T) {
 	cl := pgtest.NewCluster(t, pgtest.Setting("max_connections", "2"), pgtest.Setting("superuser_reserved_connections", "0"))
-	rec := newLeakRecorder()
-	db, err := pgxleak.Open("pgx", cl.DSN(), rec.option(), pgxleak.WithMaxOpenConns(2), pgxleak.WithLogger(quiet))
+	rec := &leaktest.Recorder{}
+	db, err := pgxleak.Open("pgx", cl.DSN(), rec.Option(), pgxleak.WithMaxOpenConns(2), pgxleak.WithLogger(quiet))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +229,7 @@ func TestServerViewRefused(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	r := rec.wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut })
+	r := rec.Wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut })
 	if !slices.Contains(r.Notes, want) || strings.Contains(strings.Join(r.Notes, " "), "postgres@") {
 		t.Errorf("report notes %q: want %q, without credentials", r.Notes, want)
 	}
@@ -315,8 +316,8 @@ func TestServerViewNeverHoldsReports(t *testing.T) {
 	}
 	defer proxy.Close()
 	cfg.Host, cfg.Port = "127.0.0.1", uint16(proxy.Port())
-	rec := newLeakRecorder()
-	db, err := pgxleak.OpenDB(stdlib.GetConnector(*cfg), rec.option(), pgxleak.WithLogger(quiet), pgxleak.WithLeakThreshold(50*time.Millisecond))
+	rec := &leaktest.Recorder{}
+	db, err := pgxleak.OpenDB(stdlib.GetConnector(*cfg), rec.Option(), pgxleak.WithLogger(quiet), pgxleak.WithLeakThreshold(50*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,7 +330,7 @@ func TestServerViewNeverHoldsReports(t *testing.T) {
 		t.Fatal(err)
 	}
 	proxy.Set(faultproxy.Toxics{Timeout: true}) // a black hole: the side connection's connect hangs
-	r := rec.wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected })
+	r := rec.Wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected })
 	notes := strings.Join(r.Notes, "; ")
 	if r.Server != nil || strings.Contains(notes, "server view") {
 		t.Errorf("report notes %q, server %+v: want the report without waiting for the server", notes, r.Server)

@@ -3,29 +3,14 @@ package pgxleak
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
-	"errors"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/pgxleak/pgxleak/internal/gdump"
+	"github.com/pgxleak/pgxleak/internal/testdriver"
 )
-
-// idleConnector makes connections that do nothing: enough for db.Conn.
-type idleConnector struct{}
-
-func (idleConnector) Connect(context.Context) (driver.Conn, error) { return idleConn{}, nil }
-func (idleConnector) Driver() driver.Driver                        { return nil }
-
-type idleConn struct{}
-
-func (idleConn) Prepare(string) (driver.Stmt, error) {
-	return nil, errors.New("idleConn: no statements")
-}
-func (idleConn) Close() error              { return nil }
-func (idleConn) Begin() (driver.Tx, error) { return nil, errors.New("idleConn: no transactions") }
 
 // holdConns checks out n connections of db, each from its own goroutine
 // made by the same code, which then blocks until release is closed. It
@@ -55,7 +40,7 @@ func holdConns(t *testing.T, db *sql.DB, n int, release chan struct{}) *sync.Wai
 // found by its checkout stack, and is never guessed when that cannot
 // single it out.
 func TestHolderMatchedByStack(t *testing.T) {
-	db, err := OpenDB(idleConnector{}, WithLogger(nil))
+	db, err := OpenDB(&testdriver.Connector{}, WithLogger(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +94,7 @@ func TestHolderMatchedByStack(t *testing.T) {
 // TestDumpRateLimit: a storm of inspections and reports takes one
 // goroutine dump per interval.
 func TestDumpRateLimit(t *testing.T) {
-	db, err := OpenDB(idleConnector{}, WithLogger(nil))
+	db, err := OpenDB(&testdriver.Connector{}, WithLogger(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +128,7 @@ func TestDumpRateLimit(t *testing.T) {
 // waits for a connection): it is left without a holder, not joined. (It
 // made TestNoFalsePositives report a false deadlock under load.)
 func TestHolderCheckoutDuringDump(t *testing.T) {
-	db, err := OpenDB(idleConnector{}, WithLogger(nil))
+	db, err := OpenDB(&testdriver.Connector{}, WithLogger(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +154,7 @@ func TestHolderCheckoutDuringDump(t *testing.T) {
 // last diagnosis while its dump is the latest: reports in a storm do not
 // describe every checkout again each.
 func TestDiagnoseCoversHolderless(t *testing.T) {
-	db, err := OpenDB(idleConnector{}, WithLogger(nil), WithoutServerView())
+	db, err := OpenDB(&testdriver.Connector{}, WithLogger(nil), WithoutServerView())
 	if err != nil {
 		t.Fatal(err)
 	}

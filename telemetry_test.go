@@ -27,6 +27,7 @@ import (
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
 
@@ -147,9 +148,9 @@ func TestTracingLeakSpans(t *testing.T) {
 				if _, err := conn.ExecContext(ctx, stmt, 1); err != nil {
 					t.Fatal(err)
 				}
-				db.rec.wait(t, 10*time.Second, suspected)
+				db.rec.Wait(t, 10*time.Second, suspected)
 				_ = conn.Close() // within one more threshold: the span ends here
-				return at, db.rec.wait(t, 10*time.Second, resolved), func() {}
+				return at, db.rec.Wait(t, 10*time.Second, resolved), func() {}
 			},
 			kind: pgxleak.LeakSuspected, resolved: true, status: codes.Ok,
 		},
@@ -165,7 +166,7 @@ func TestTracingLeakSpans(t *testing.T) {
 				if _, err := tx.ExecContext(ctx, stmt, 1); err != nil {
 					t.Fatal(err)
 				}
-				return at, db.rec.wait(t, 10*time.Second, suspected), func() { _ = tx.Rollback() }
+				return at, db.rec.Wait(t, 10*time.Second, suspected), func() { _ = tx.Rollback() }
 			},
 			kind: pgxleak.LeakSuspected, status: codes.Error,
 			then: func(t *testing.T, o *otelTest, first sdktrace.ReadOnlySpan, done func()) {
@@ -190,7 +191,7 @@ func TestTracingLeakSpans(t *testing.T) {
 				deadline := time.Now().Add(10 * time.Second)
 				for {
 					runtime.GC()
-					for _, l := range db.rec.all() {
+					for _, l := range db.rec.All() {
 						if l.Kind == pgxleak.LeakGarbageCollected {
 							return at, l, func() {}
 						}
@@ -221,7 +222,7 @@ func TestTracingLeakSpans(t *testing.T) {
 				if err := pgxleak.Drain(cancelled, db.DB); !errors.As(err, &lerr) {
 					t.Fatalf("Drain = %v, want a *LeakError", err)
 				}
-				return at, db.rec.wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut }),
+				return at, db.rec.Wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut }),
 					func() { _ = conn.Close() }
 			},
 			kind: pgxleak.LeakStillOut, status: codes.Error,
@@ -230,8 +231,8 @@ func TestTracingLeakSpans(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			o := newOTelTest(t)
-			rec := newLeakRecorder()
-			sqlDB, dsn := openTest(t, o.options(rec.option(), pgxleak.WithMaxOpenConns(2), pgxleak.WithLeakThreshold(tt.threshold))...)
+			rec := &leaktest.Recorder{}
+			sqlDB, dsn := openTest(t, o.options(rec.Option(), pgxleak.WithMaxOpenConns(2), pgxleak.WithLeakThreshold(tt.threshold))...)
 			db := &pgxleakDB{DB: sqlDB, rec: rec}
 
 			// The parent span's context has no Done channel, like a
@@ -302,7 +303,7 @@ func TestTracingLeakSpans(t *testing.T) {
 // pgxleakDB is a pool with its leak recorder.
 type pgxleakDB struct {
 	*sql.DB
-	rec *leakRecorder
+	rec *leaktest.Recorder
 }
 
 func suspected(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected && !l.Resolved }
@@ -381,11 +382,11 @@ func TestTracingHealthyPoolEmitsNoSpans(t *testing.T) {
 // db.Stats() and the tracker's counters.
 func TestMetricsPoolSignals(t *testing.T) {
 	o := newOTelTest(t)
-	rec := newLeakRecorder()
+	rec := &leaktest.Recorder{}
 	const secret = "s3cret-do-not-export"
 	dsn := withPassword(t, pgtest.NewDatabase(t), secret)
 	db, err := pgxleak.Open("pgx", dsn, o.options(
-		rec.option(),
+		rec.Option(),
 		pgxleak.WithLogger(nil),
 		pgxleak.WithMaxOpenConns(2),
 		pgxleak.WithMinIdleConns(1),
@@ -409,7 +410,7 @@ func TestMetricsPoolSignals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec.wait(t, 10*time.Second, suspected)
+	rec.Wait(t, 10*time.Second, suspected)
 	m := o.collect(t)
 	checkSum(t, m, "pgxleak.connection.suspected", "{connection}", name, nil, 1)
 	checkSum(t, m, "pgxleak.connection.leaks", "{leak}", name, attribute.String("pgxleak.leak.kind", "suspected"), 1)
@@ -431,7 +432,7 @@ func TestMetricsPoolSignals(t *testing.T) {
 	if err := leaked.Close(); err != nil {
 		t.Fatal(err)
 	}
-	rec.wait(t, 10*time.Second, resolved)
+	rec.Wait(t, 10*time.Second, resolved)
 
 	// wait_time appears at the sampler's next tick.
 	var waitTime metricdata.HistogramDataPoint[float64]

@@ -6,13 +6,14 @@ import (
 	"time"
 
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
 
 func TestCloseReportsStillOut(t *testing.T) {
-	rec := newLeakRecorder()
+	rec := &leaktest.Recorder{}
 	dsn := pgtest.NewDatabase(t)
-	db, err := pgxleak.Open("pgx", dsn, rec.option(), pgxleak.WithLogger(nil))
+	db, err := pgxleak.Open("pgx", dsn, rec.Option(), pgxleak.WithLogger(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -22,6 +23,6 @@ func TestCloseReportsStillOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Close()
-	rec.wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut && isCulprit(line)(l) })
+	rec.Wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut && isCulprit(line)(l) })
 	c.Close()
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
+	"github.com/pgxleak/pgxleak/internal/testdriver"
 )
 
 // holdConcurrently checks out n connections so that all n are out at once,
@@ -231,7 +232,7 @@ func TestLifetimeExpiresOnReturn(t *testing.T) {
 // [lifetime−jitter, lifetime], spread rather than equal.
 func TestJitterSpreadsLifetimes(t *testing.T) {
 	const life, jitter = time.Hour, 10 * time.Minute
-	inner, _ := (&fakeConnector{}).Connect(context.Background())
+	inner, _ := (&testdriver.Connector{}).Connect(context.Background())
 	lo, hi := time.Duration(1<<62), time.Duration(0)
 	for _, got := range pgxleak.ConnLifetimes(t, inner, 200, pgxleak.WithConnMaxLifetime(life), pgxleak.WithConnMaxLifetimeJitter(jitter)) {
 		if got > life || got < life-jitter-time.Second {
@@ -262,7 +263,7 @@ func TestDefaultConfig(t *testing.T) {
 // is refused at checkout (ResetSession → ErrBadConn) and at return
 // (IsValid → false), before database/sql's own, later, maximum.
 func TestExpiredConnectionDiscarded(t *testing.T) {
-	inner, _ := (&fakeConnector{}).Connect(context.Background())
+	inner, _ := (&testdriver.Connector{}).Connect(context.Background())
 	w, expire := pgxleak.WrapConn(t, inner, pgxleak.WithMaxUses(2))
 	if err := w.(driver.SessionResetter).ResetSession(context.Background()); err != nil {
 		t.Fatalf("fresh connection refused: %v", err)

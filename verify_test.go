@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/testdriver"
 )
 
 // fakeT records what VerifyNone reports.
@@ -96,7 +97,7 @@ func TestVerifyTestMain(t *testing.T) {
 	*pgxleak.OSStderr = &stderr
 	pgxleak.IsolateRegistry(t)
 
-	db, err := pgxleak.OpenDB(&fakeConnector{}, pgxleak.WithLogger(quiet))
+	db, err := pgxleak.OpenDB(&testdriver.Connector{}, pgxleak.WithLogger(quiet))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +158,7 @@ func TestVerifyTestMainClosedPool(t *testing.T) {
 	*pgxleak.OSStderr = &stderr
 	pgxleak.IsolateRegistry(t)
 
-	db, err := pgxleak.OpenDB(&fakeConnector{}, pgxleak.WithLogger(quiet))
+	db, err := pgxleak.OpenDB(&testdriver.Connector{}, pgxleak.WithLogger(quiet))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
+	"github.com/pgxleak/pgxleak/internal/testdriver"
 )
 
 // TestTracingSlowWaitEpisode holds both connections of a pool of 2 with
@@ -157,7 +158,7 @@ func TestTracingSlowWaitEpisode(t *testing.T) {
 // sampler's tick after that collection does not record them again.
 func TestMetricsWaitTimeAtCollection(t *testing.T) {
 	o := newOTelTest(t)
-	db, err := pgxleak.OpenDB(&fakeConnector{}, o.options(
+	db, err := pgxleak.OpenDB(&testdriver.Connector{}, o.options(
 		pgxleak.WithPoolName("waits"),
 		pgxleak.WithLogger(nil),
 		pgxleak.WithMaxOpenConns(2),

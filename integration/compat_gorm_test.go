@@ -12,6 +12,7 @@ import (
 	"gorm.io/gorm/logger"
 
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
 )
 
 type gormProduct struct {
@@ -180,8 +181,8 @@ func TestGormLeakAttribution(t *testing.T) {
 	for _, opener := range gormOpeners {
 		t.Run(opener.name, func(t *testing.T) {
 			t.Parallel()
-			rec := newLeakRecorder()
-			gdb, db := opener.open(t, gormConfig(false), rec.option(), pgxleak.WithLeakThreshold(50*time.Millisecond))
+			rec := &leaktest.Recorder{}
+			gdb, db := opener.open(t, gormConfig(false), rec.Option(), pgxleak.WithLeakThreshold(50*time.Millisecond))
 			if err := gdb.AutoMigrate(&gormProduct{}); err != nil {
 				t.Fatal(err)
 			}
@@ -215,7 +216,7 @@ func TestGormLeakAttribution(t *testing.T) {
 				}
 			}
 			if opener.tuned {
-				l := rec.wait(t, 10*time.Second, func(l pgxleak.Leak) bool {
+				l := rec.Wait(t, 10*time.Second, func(l pgxleak.Leak) bool {
 					return l.Kind == pgxleak.LeakSuspected && l.TxStatus == "in transaction"
 				})
 				if l.Culprit.File != file || l.Culprit.Line != txLine {

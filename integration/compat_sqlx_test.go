@@ -10,6 +10,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
 )
 
 // sqlx chooses its placeholder style by driver name, and knows "pgx" but not
@@ -166,8 +167,8 @@ func TestSqlxUnknownDriverName(t *testing.T) {
 // checks that both are attributed to this file's lines, not to sqlx.
 func TestSqlxLeakAttribution(t *testing.T) {
 	t.Parallel()
-	rec := newLeakRecorder()
-	db, _ := openTest(t, rec.option(), pgxleak.WithLeakThreshold(50*time.Millisecond))
+	rec := &leaktest.Recorder{}
+	db, _ := openTest(t, rec.Option(), pgxleak.WithLeakThreshold(50*time.Millisecond))
 	dbx := sqlx.NewDb(db, "pgx")
 	dbx.MustExec(`CREATE TABLE t (x int)`)
 
@@ -191,7 +192,7 @@ func TestSqlxLeakAttribution(t *testing.T) {
 			t.Errorf("checkout %d: culprit %s:%d, want %s:%d\n%s", i, c.File, c.Line, file, wantLine, cos[i].StackString())
 		}
 	}
-	l := rec.wait(t, 10*time.Second, func(l pgxleak.Leak) bool {
+	l := rec.Wait(t, 10*time.Second, func(l pgxleak.Leak) bool {
 		return l.Kind == pgxleak.LeakSuspected && l.TxStatus == "in transaction"
 	})
 	if l.Culprit.File != file || l.Culprit.Line != txLine || l.LastStatement != `INSERT INTO t VALUES (1)` {
