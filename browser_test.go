@@ -3,6 +3,7 @@ package pgxleak_test
 import (
 	"bytes"
 	"context"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,10 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
-
-	"net/http/httptest"
 )
 
 // chromium finds a Chromium to drive: $PGXLEAK_CHROMIUM, or Debian's
@@ -48,9 +49,7 @@ func artifactDir(t *testing.T) string {
 	if dir == "" {
 		dir = filepath.Join(os.TempDir(), "pgxleak-artifacts")
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, os.MkdirAll(dir, 0o755))
 	return dir
 }
 
@@ -66,16 +65,12 @@ func TestHandlerInBrowser(t *testing.T) {
 	leaky, _ := openTest(t, pgxleak.WithPoolName("browser-leak"), pgxleak.WithWaitSampleInterval(50*time.Millisecond))
 	at := lineBelow()
 	rows, err := leaky.QueryContext(t.Context(), "SELECT 1") // leaked until the test ends
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer rows.Close()
 
 	stalled, _ := openTest(t, pgxleak.WithPoolName("browser-stalled"), pgxleak.WithMaxOpenConns(1), pgxleak.WithWaitSampleInterval(50*time.Millisecond))
 	held, err := stalled.Conn(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer held.Close()
 	waitCtx, stopWaiting := context.WithCancel(t.Context())
 	waiterDone := make(chan struct{})
@@ -95,9 +90,7 @@ func TestHandlerInBrowser(t *testing.T) {
 	})
 
 	profile, err := os.MkdirTemp("", "pgxleak-chromium-")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer os.RemoveAll(profile)
 	shot := filepath.Join(artifactDir(t), "pgxleak-page.png")
 	_ = os.Remove(shot)

@@ -13,13 +13,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/leaktest"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 	"github.com/pgxleak/pgxleak/internal/stack"
 	"github.com/pgxleak/pgxleak/internal/testdriver"
-	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
 )
 
 func TestLeakConnNeverClosed(t *testing.T) {
@@ -27,9 +28,7 @@ func TestLeakConnNeverClosed(t *testing.T) {
 	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), rec.Option())
 	line := lineBelow()
 	c, err := db.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	l := rec.Wait(t, 5*time.Second, suspectedAt(line))
 	if l.Held < threshold || !strings.HasPrefix(l.Checkout.String(), fmt.Sprintf("connection checked out at %s (pgxleak_test.TestLeakConnNeverClosed)", line.short())) {
 		t.Fatalf("report: %s (held %v)", l.Checkout, l.Held)
@@ -56,19 +55,14 @@ func TestLeakTxNeverEnded(t *testing.T) {
 	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), rec.Option())
 	line := lineBelow()
 	tx, err := db.Begin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec("CREATE TABLE t (id int)"); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
+	_, err = tx.Exec("CREATE TABLE t (id int)")
+	require.NoError(t, err)
 	l := rec.Wait(t, 5*time.Second, suspectedAt(line))
 	if l.TxStatus != "in transaction" || l.LastStatement != "CREATE TABLE t (id int)" {
 		t.Fatalf("tx status %q, last statement %q", l.TxStatus, l.LastStatement)
 	}
-	if err := tx.Rollback(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, tx.Rollback())
 	rec.Wait(t, 5*time.Second, resolvedAt(line))
 	pgxleak.VerifyNone(t, db)
 }
@@ -80,9 +74,7 @@ func TestLeakTxNeverEnded(t *testing.T) {
 func leakRows(t *testing.T, db *sql.DB) (line site) {
 	line = lineBelow()
 	rows, err := db.Query("SELECT generate_series(1, 3)")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	_ = rows
 	return line
 }
@@ -128,9 +120,7 @@ func TestLeakRowsCancellableResolved(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	line := lineBelow()
 	rows, err := db.QueryContext(ctx, "SELECT generate_series(1, 3)")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer rows.Close()
 	rec.Wait(t, 5*time.Second, suspectedAt(line))
 	cancel()
@@ -198,13 +188,10 @@ func TestNoFalsePositives(t *testing.T) {
 func TestWithoutStatements(t *testing.T) {
 	db, _ := openTest(t, pgxleak.WithoutStatements())
 	c, err := db.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer c.Close()
-	if _, err := c.ExecContext(context.Background(), "SELECT 'hidden'"); err != nil {
-		t.Fatal(err)
-	}
+	_, err = c.ExecContext(context.Background(), "SELECT 'hidden'")
+	require.NoError(t, err)
 	if cs := pgxleak.Checkouts(db); len(cs) != 1 || cs[0].LastStatement != "" {
 		t.Fatalf("Checkouts = %+v", cs)
 	}
@@ -227,9 +214,7 @@ func TestStackCaptureOffAndSampled(t *testing.T) {
 			got := 0
 			for range 4 {
 				c, err := db.Conn(context.Background())
-				if err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, err)
 				if cs := pgxleak.Checkouts(db); len(cs) != 1 {
 					t.Fatalf("not tracked: %v", cs)
 				} else if cs[0].Culprit.Line != 0 {
@@ -251,13 +236,10 @@ func TestStackCaptureOffAndSampled(t *testing.T) {
 // the previous holder's statement.
 func TestLastStatementBelongsToTheCheckout(t *testing.T) {
 	db, _ := openTest(t, pgxleak.WithMaxOpenConns(1))
-	if _, err := db.Exec("SELECT 'previous request'"); err != nil {
-		t.Fatal(err)
-	}
+	_, err := db.Exec("SELECT 'previous request'")
+	require.NoError(t, err)
 	c, err := db.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer c.Close()
 	if cs := pgxleak.Checkouts(db); len(cs) != 1 || cs[0].LastStatement != "" {
 		t.Fatalf("Checkouts = %+v, want no statement yet", cs)
@@ -385,16 +367,12 @@ func extraAllocs(t *testing.T, op func(db *sql.DB) error) float64 {
 	defer plain.Close()
 	plain.SetMaxIdleConns(10)
 	tracked, err := pgxleak.OpenDB(&testdriver.Connector{}, pgxleak.WithLogger(quiet), pgxleak.WithMaxOpenConns(10))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer tracked.Close()
 	var n [2]float64
 	for i, db := range []*sql.DB{plain, tracked} {
 		n[i] = testing.AllocsPerRun(200, func() {
-			if err := op(db); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, op(db))
 		})
 	}
 	t.Logf("allocations per operation: plain %v, pgxleak %v", n[0], n[1])

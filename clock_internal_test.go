@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
 
@@ -60,9 +62,7 @@ func TestCoarseClockParksAndWakes(t *testing.T) {
 // that no goroutine is left).
 func TestCoarseClockStopsWithThePool(t *testing.T) {
 	cfg, err := newConfig(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	p := newTracker(cfg, "clock")
 	p.start()
 	pgtest.WaitFor(t, 5*time.Second, "the clock to tick", func() bool { return p.clock.v.Load() != 0 })

@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/leaktest"
@@ -27,9 +28,7 @@ func compatOpenBouncer(t *testing.T, poolSize int, opts ...pgxleak.Option) (*sql
 	b := pgtest.NewPgBouncer(t, pgtest.PoolSize(poolSize))
 	opts = append([]pgxleak.Option{pgxleak.WithLogger(quiet)}, opts...)
 	db, err := pgxleak.Open("pgx", b.DSN(dsn), opts...)
-	if err != nil {
-		t.Fatalf("pgxleak.Open through pgbouncer: %v", err)
-	}
+	require.NoError(t, err, "pgxleak.Open through pgbouncer")
 	t.Cleanup(func() { _ = db.Close() })
 	return db, b, compatDBName(t, dsn)
 }
@@ -37,9 +36,7 @@ func compatOpenBouncer(t *testing.T, poolSize int, opts ...pgxleak.Option) (*sql
 func compatDBName(t *testing.T, dsn string) string {
 	t.Helper()
 	cfg, err := pgx.ParseConfig(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return cfg.Database
 }
 
@@ -132,23 +129,17 @@ func TestPgBouncerQueriesAndTransactions(t *testing.T) {
 	}
 
 	rows, err := db.QueryContext(ctx, `SELECT id, balance::text FROM accounts ORDER BY id`)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer rows.Close()
 	for rows.Next() {
 		var id int
 		var bal string
-		if err := rows.Scan(&id, &bal); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, rows.Scan(&id, &bal))
 		if bal != "116.50" { // 16 of 20 committed
 			t.Errorf("account %d balance = %s, want 116.50", id, bal)
 		}
 	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, rows.Err())
 	t.Logf("%d client connections ran their transactions on at most %d server connections", clients, maxServers)
 	pgxleak.VerifyNone(t, db)
 }
@@ -164,13 +155,10 @@ func TestPgBouncerLeakDetection(t *testing.T) {
 
 	_, file, line, _ := runtime.Caller(0)
 	tx, err := db.BeginTx(ctx, nil) // the leak
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	line++
-	if _, err := tx.ExecContext(ctx, "SELECT $1::int", 1); err != nil {
-		t.Fatal(err)
-	}
+	_, err = tx.ExecContext(ctx, "SELECT $1::int", 1)
+	require.NoError(t, err)
 
 	l := rec.Wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected && !l.Resolved })
 	if l.Culprit.File != file || l.Culprit.Line != line {
@@ -188,9 +176,7 @@ func TestPgBouncerLeakDetection(t *testing.T) {
 	// client waits for it, which is what a leak behind a bouncer costs
 	// everyone else.
 	other, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	var one int
 	qctx, qcancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	qerr := other.QueryRowContext(qctx, "SELECT 1").Scan(&one)
@@ -200,9 +186,7 @@ func TestPgBouncerLeakDetection(t *testing.T) {
 	}
 	_ = other.Close()
 
-	if err := tx.Rollback(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, tx.Rollback())
 	rec.Wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Resolved })
 	pgxleak.VerifyNone(t, db)
 }
@@ -234,16 +218,12 @@ func TestPgBouncerExecModes(t *testing.T) {
 				bdsn = pgtest.WithParams(bdsn, map[string]string{"default_query_exec_mode": tc.dsnParam})
 			}
 			db, err := pgxleak.Open("pgx", bdsn, append([]pgxleak.Option{pgxleak.WithLogger(quiet), pgxleak.WithMaxOpenConns(2)}, tc.opts...)...)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			defer db.Close()
 			ctx := t.Context()
 
 			a, err := db.Conn(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			defer a.Close()
 			const q = "SELECT $1::int + 1"
 			var n int
@@ -253,14 +233,10 @@ func TestPgBouncerExecModes(t *testing.T) {
 			// Another client opens a transaction: pgbouncer gives it the
 			// only server connection so far, the one a's query ran on.
 			c, err := db.Conn(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			defer c.Close()
 			tx, err := c.BeginTx(ctx, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			defer tx.Rollback()
 			// a's next query gets a new server connection.
 			err = a.QueryRowContext(ctx, q, 2).Scan(&n)
@@ -290,20 +266,14 @@ func TestPgBouncerPreparedStatementLimit(t *testing.T) {
 	}
 	ctx := t.Context()
 	a, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer a.Close()
 	c, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer c.Close()
 	const q = "SELECT $1::int * 2"
 	s1, err := a.PrepareContext(ctx, q)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer s1.Close()
 	s2, err := c.PrepareContext(ctx, q)
 	if err == nil {
@@ -321,9 +291,7 @@ func TestPgBouncerPreparedStatementLimit(t *testing.T) {
 func compatExecMode(t *testing.T, db *sql.DB) pgx.QueryExecMode {
 	t.Helper()
 	conn, err := db.Conn(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer conn.Close()
 	var mode pgx.QueryExecMode
 	err = conn.Raw(func(dc any) error {
@@ -334,8 +302,6 @@ func compatExecMode(t *testing.T, db *sql.DB) pgx.QueryExecMode {
 		mode = pc.Config().DefaultQueryExecMode
 		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return mode
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // the plain "pgx" driver, for parity
+	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
@@ -238,16 +239,13 @@ func TestPgxParity(t *testing.T) {
 	ctx := t.Context()
 	plainDSN := pgtest.NewDatabase(t)
 	plain, err := sql.Open("pgx", plainDSN)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer plain.Close()
 	plain.SetMaxOpenConns(1) // temp tables and session state land where they would with pgxleak's
 	leak, _ := openTest(t, pgxleak.WithMaxOpenConns(1))
 	for _, db := range []*sql.DB{plain, leak} {
-		if _, err := db.ExecContext(ctx, schema); err != nil {
-			t.Fatal(err)
-		}
+		_, err := db.ExecContext(ctx, schema)
+		require.NoError(t, err)
 	}
 	for _, pc := range parityCalls() {
 		t.Run(pc.name, func(t *testing.T) {

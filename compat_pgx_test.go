@@ -15,6 +15,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 	_ "github.com/jackc/pgx/v5/stdlib" // the plain "pgx" driver, for parity
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
@@ -26,9 +28,8 @@ import (
 
 func compatExec(t testing.TB, db *sql.DB, query string, args ...any) {
 	t.Helper()
-	if _, err := db.ExecContext(context.Background(), query, args...); err != nil {
-		t.Fatalf("%s: %v", query, err)
-	}
+	_, err := db.ExecContext(context.Background(), query, args...)
+	require.NoError(t, err, "%s", query)
 }
 
 // compatPair opens the same fresh database twice: through plain pgx stdlib
@@ -37,9 +38,7 @@ func compatPair(t *testing.T, opts ...pgxleak.Option) (plain, leak *sql.DB, dsn 
 	t.Helper()
 	leak, dsn = openTest(t, opts...)
 	plain, err := sql.Open("pgx", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	plain.SetMaxOpenConns(4)
 	t.Cleanup(func() { _ = plain.Close() })
 	return plain, leak, dsn
@@ -200,18 +199,14 @@ func TestPgxTypeRoundTrips(t *testing.T) {
 			var got [2]any
 			for i, db := range []*sql.DB{plain, leak} {
 				dest := tc.dest()
-				if err := db.QueryRowContext(t.Context(), tc.query, tc.arg).Scan(scanTarget(dest)); err != nil {
-					t.Fatalf("%s: %v", []string{"pgx", "pgxleak"}[i], err)
-				}
+				require.NoError(t, db.QueryRowContext(t.Context(), tc.query, tc.arg).Scan(scanTarget(dest)), "%s", []string{"pgx", "pgxleak"}[i])
 				v := scanned(dest)
 				if tc.norm != nil {
 					v = tc.norm(v)
 				}
 				got[i] = v
 				if tc.check != nil {
-					if err := tc.check(v); err != nil {
-						t.Errorf("%s: %v", []string{"pgx", "pgxleak"}[i], err)
-					}
+					assert.NoError(t, tc.check(v), "%s", []string{"pgx", "pgxleak"}[i])
 				} else if !reflect.DeepEqual(v, tc.want) {
 					t.Errorf("%s: got %#v, want %#v", []string{"pgx", "pgxleak"}[i], v, tc.want)
 				}
@@ -241,23 +236,18 @@ func TestPgxTypesInTable(t *testing.T) {
 		{[]any{2, nil, nil, nil, nil, nil, nil, nil}, `2|<NULL>|<NULL>|<NULL>|<NULL>|<NULL>|<NULL>|<NULL>`},
 	}
 	for _, r := range rows {
-		if _, err := db.ExecContext(ctx, `INSERT INTO types VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, r.args...); err != nil {
-			t.Fatalf("insert %v: %v", r.args[0], err)
-		}
+		_, err := db.ExecContext(ctx, `INSERT INTO types VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, r.args...)
+		require.NoError(t, err, "insert %v", r.args[0])
 	}
 	c, err := pgx.Connect(ctx, pgtest.WithParams(dsn, map[string]string{"timezone": "UTC"}))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer c.Close(context.Background())
 	for _, r := range rows {
 		var got string
 		err := c.QueryRow(ctx, `SELECT concat_ws('|', id, coalesce(u::text, '<NULL>'), coalesce(j::text, '<NULL>'), coalesce(a::text, '<NULL>'),
 			coalesce(n::float8::text, '<NULL>'), coalesce(ts::text, '<NULL>'), coalesce(iv::text, '<NULL>'), coalesce(note, '<NULL>'))
 			FROM types WHERE id = $1`, r.args[0]).Scan(&got)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		if got != r.want {
 			t.Errorf("row %v:\n got %s\nwant %s", r.args[0], got, r.want)
 		}
@@ -276,9 +266,7 @@ func TestPgxCopyThroughEscapeHatch(t *testing.T) {
 	before := pgxleak.Stats(db).Checkouts
 
 	conn, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	const n = 1000
 	var copied int64
 	var out bytes.Buffer
@@ -299,12 +287,8 @@ func TestPgxCopyThroughEscapeHatch(t *testing.T) {
 		_, err := pc.PgConn().CopyTo(ctx, &out, "COPY (SELECT id, name, tags FROM items WHERE id < 3 ORDER BY id) TO STDOUT")
 		return err
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := conn.Close(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
+	require.NoError(t, conn.Close())
 	if copied != n {
 		t.Errorf("CopyFrom copied %d rows, want %d", copied, n)
 	}
@@ -328,9 +312,7 @@ func TestPgxListenNotifyThroughEscapeHatch(t *testing.T) {
 	db, _ := openTest(t)
 	ctx := t.Context()
 	listener, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer listener.Close()
 	withPgx := func(f func(*pgx.Conn) error) error {
 		return listener.Raw(func(dc any) error {
@@ -345,15 +327,12 @@ func TestPgxListenNotifyThroughEscapeHatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	var listenerPID int
-	if err := listener.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&listenerPID); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, listener.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&listenerPID))
 	for _, payload := range []string{"first", "second: ünïcode"} {
-		if _, err := db.ExecContext(ctx, `SELECT pg_notify('pgxleak events', $1)`, payload); err != nil {
-			t.Fatal(err)
-		}
+		_, err := db.ExecContext(ctx, `SELECT pg_notify('pgxleak events', $1)`, payload)
+		require.NoError(t, err)
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := withPgx(func(pc *pgx.Conn) error {
+		err = withPgx(func(pc *pgx.Conn) error {
 			n, err := pc.WaitForNotification(wctx)
 			if err != nil {
 				return err
@@ -364,16 +343,12 @@ func TestPgxListenNotifyThroughEscapeHatch(t *testing.T) {
 			return nil
 		})
 		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 	}
 	if err := withPgx(func(pc *pgx.Conn) error { _, err := pc.Exec(ctx, "UNLISTEN *"); return err }); err != nil {
 		t.Fatal(err)
 	}
-	if err := listener.Close(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, listener.Close())
 	pgxleak.VerifyNone(t, db)
 }
 
@@ -387,19 +362,13 @@ func TestPgxPreparedStatements(t *testing.T) {
 		name := []string{"pgx", "pgxleak"}[i]
 		ctx := t.Context()
 		conn, err := db.Conn(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		const q = "SELECT $1::int * $2::int"
 		stmt, err := conn.PrepareContext(ctx, q)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		prepared := func() int {
 			var n int
-			if err := conn.QueryRowContext(ctx, "SELECT count(*) FROM pg_prepared_statements WHERE statement = $1", q).Scan(&n); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, conn.QueryRowContext(ctx, "SELECT count(*) FROM pg_prepared_statements WHERE statement = $1", q).Scan(&n))
 			return n
 		}
 		if n := prepared(); n != 1 {
@@ -411,39 +380,27 @@ func TestPgxPreparedStatements(t *testing.T) {
 				t.Errorf("%s: stmt(%d, 10) = %d, %v", name, a, got, err)
 			}
 		}
-		if err := stmt.Close(); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, stmt.Close())
 		if n := prepared(); n != 0 {
 			t.Errorf("%s: %d server-side statements left after Stmt.Close, want 0", name, n)
 		}
-		if err := conn.Close(); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, conn.Close())
 
 		// A pool-level statement, re-executed on whatever connection, and
 		// inside a transaction.
 		dbStmt, err := db.PrepareContext(ctx, "SELECT $1::text || '!'")
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		tx, err := db.BeginTx(ctx, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		var s string
 		if err := tx.StmtContext(ctx, dbStmt).QueryRowContext(ctx, "in tx").Scan(&s); err != nil || s != "in tx!" {
 			t.Errorf("%s: tx stmt = %q, %v", name, s, err)
 		}
-		if err := tx.Commit(); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, tx.Commit())
 		if err := dbStmt.QueryRowContext(ctx, "pool").Scan(&s); err != nil || s != "pool!" {
 			t.Errorf("%s: db stmt = %q, %v", name, s, err)
 		}
-		if err := dbStmt.Close(); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, dbStmt.Close())
 	}
 	pgxleak.VerifyNone(t, leak)
 }
@@ -456,9 +413,7 @@ func TestPgxQueryCancellation(t *testing.T) {
 	t.Parallel()
 	plain, leak, dsn := compatPair(t)
 	observer, err := pgx.Connect(t.Context(), pgtest.WithParams(dsn, map[string]string{"application_name": "pgxleak_observer"}))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer observer.Close(context.Background())
 	sleeping := func(pid int) bool {
 		var n int
@@ -472,14 +427,10 @@ func TestPgxQueryCancellation(t *testing.T) {
 		name := []string{"pgx", "pgxleak"}[i]
 		t.Run(name, func(t *testing.T) {
 			conn, err := db.Conn(t.Context())
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			defer conn.Close()
 			var pid int
-			if err := conn.QueryRowContext(t.Context(), "SELECT pg_backend_pid()").Scan(&pid); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, conn.QueryRowContext(t.Context(), "SELECT pg_backend_pid()").Scan(&pid))
 			ctx, cancel := context.WithCancel(t.Context())
 			defer cancel()
 			done := make(chan error, 1)

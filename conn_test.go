@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/optional"
@@ -28,9 +29,7 @@ func TestOptionalInterfacesMatchPgx(t *testing.T) {
 	db, _ := openTest(t)
 	ctx := t.Context()
 	c, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer c.Close()
 	err = c.Raw(func(dc any) error {
 		inner := dc.(interface{ Unwrap() driver.Conn }).Unwrap()
@@ -88,9 +87,7 @@ func TestOptionalInterfacesMatchPgx(t *testing.T) {
 		}
 		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 }
 
 func TestPgErrorPassesThroughUnwrapped(t *testing.T) {
@@ -108,9 +105,7 @@ func TestPgErrorPassesThroughUnwrapped(t *testing.T) {
 func TestPgxConnEscapeHatch(t *testing.T) {
 	db, _ := openTest(t)
 	c, err := db.Conn(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer c.Close()
 	err = c.Raw(func(dc any) error {
 		pc, ok := pgxleak.PgxConn(dc)
@@ -120,9 +115,7 @@ func TestPgxConnEscapeHatch(t *testing.T) {
 		var n int
 		return pc.QueryRow(t.Context(), "SELECT 7").Scan(&n)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	if _, ok := pgxleak.PgxConn("not a conn"); ok {
 		t.Fatal("PgxConn accepted a string")
 	}
@@ -135,13 +128,9 @@ func TestConnectionLeftInTransactionIsDiscarded(t *testing.T) {
 	db, _ := openTest(t, pgxleak.WithMaxOpenConns(1))
 	ctx := t.Context()
 	c, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	var pid1 int
-	if err := c.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&pid1); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, c.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&pid1))
 	if _, err := c.ExecContext(ctx, "BEGIN"); err != nil { // a transaction database/sql doesn't know of
 		t.Fatal(err)
 	}
@@ -150,9 +139,7 @@ func TestConnectionLeftInTransactionIsDiscarded(t *testing.T) {
 		t.Fatalf("a connection left inside a transaction went back to the pool: %+v", st)
 	}
 	var pid2 int
-	if err := db.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&pid2); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, db.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&pid2))
 	if pid1 == pid2 {
 		t.Fatalf("connection %d was reused although it was left inside a transaction", pid1)
 	}
@@ -351,13 +338,9 @@ func TestWrapFallbackParity(t *testing.T) {
 				}
 				fake := &testdriver.Connector{Legacy: &legacy}
 				db, err := open(fake)
-				if err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, err)
 				v, err := tc.run(ctx, cancel, db)
-				if err := db.Close(); err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, db.Close())
 				r := result{Value: v}
 				if err != nil {
 					r.Err = err.Error()

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/leaktest"
 	"github.com/pgxleak/pgxleak/internal/stack"
@@ -52,9 +54,7 @@ func TestCulpritInLibraryPrefixTest(t *testing.T) {
 		pgxleak.WithLibraryPrefixes("github.com/pgxleak/pgxleak_test."))
 	line := lineBelow()
 	c, err := db.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer c.Close()
 	rec.Wait(t, 5*time.Second, suspectedAt(line))
 }
@@ -74,9 +74,7 @@ func TestNoCulpritSaysWhy(t *testing.T) {
 			rec := &leaktest.Recorder{}
 			db, _ := openTest(t, tc.opt, pgxleak.WithLeakThreshold(threshold), rec.Option())
 			c, err := db.Conn(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			defer c.Close()
 			l := rec.Wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected })
 			if l.Culprit != (pgxleak.Frame{}) || !strings.Contains(l.NoCulprit, tc.want) || !strings.Contains(l.String(), tc.want) ||

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
@@ -26,14 +27,10 @@ import (
 func get(t testing.TB, url string) (string, http.Header) {
 	t.Helper()
 	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET %s: %s: %s", url, resp.Status, body)
 	}
@@ -75,9 +72,7 @@ func TestHandlerLeakCulprit(t *testing.T) {
 		pgxleak.WithIdleInTransactionTimeout(90*time.Second))
 	at := lineBelow()
 	rows, err := db.QueryContext(t.Context(), "SELECT 1") // leaked until the test ends
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer rows.Close()
 
 	srv := httptest.NewServer(pgxleak.Handler(db))
@@ -112,9 +107,7 @@ func TestHandlerLeakCulprit(t *testing.T) {
 	// Round trip: what was decoded encodes to the same JSON.
 	body, _ := get(t, srv.URL+"?format=json")
 	var again pgxleak.Page
-	if err := json.Unmarshal([]byte(body), &again); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, json.Unmarshal([]byte(body), &again))
 	var b1, b2 bytes.Buffer
 	_ = json.NewEncoder(&b1).Encode(again)
 	var raw any
@@ -135,9 +128,8 @@ func TestHandlerPlotPoints(t *testing.T) {
 	srv := httptest.NewServer(pgxleak.Handler(db))
 	defer srv.Close()
 	for range 5 {
-		if _, err := db.ExecContext(t.Context(), "SELECT 1"); err != nil {
-			t.Fatal(err)
-		}
+		_, err := db.ExecContext(t.Context(), "SELECT 1")
+		require.NoError(t, err)
 	}
 	var before pgxleak.PoolPage
 	pgtest.WaitFor(t, 10*time.Second, "5 samples", func() bool {
@@ -181,9 +173,7 @@ func TestHandlerEscapes(t *testing.T) {
 	const evil = `<script>alert("x")</script>`
 	db, _ := openTest(t, pgxleak.WithPoolName("<b>"+evil))
 	rows, err := db.QueryContext(t.Context(), "SELECT '"+evil+"'")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer rows.Close()
 	srv := httptest.NewServer(pgxleak.Handler(db))
 	defer srv.Close()
@@ -205,18 +195,14 @@ func TestHandlerMethods(t *testing.T) {
 	for _, m := range []string{http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodPatch, http.MethodOptions} {
 		req, _ := http.NewRequest(m, srv.URL, strings.NewReader("x"))
 		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET, HEAD" {
 			t.Errorf("%s: %s, Allow %q; want 405 with Allow: GET, HEAD", m, resp.Status, resp.Header.Get("Allow"))
 		}
 	}
 	resp, err := http.Head(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("HEAD: %s", resp.Status)
@@ -244,16 +230,12 @@ func TestHandlerPools(t *testing.T) {
 	if p := getPage(t, one.URL); len(p.Pools) != 1 || p.Pools[0].Pool != "page-pools-b" {
 		t.Errorf("Handler(a) shows %d pools", len(p.Pools))
 	}
-	if err := b.Close(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, b.Close())
 	if html, _ := get(t, srv.URL); strings.Contains(html, "Pool page-pools-a") {
 		t.Error("a closed pool is still listed")
 	}
 	other, err := sql.Open("pgx", "postgres://nobody@127.0.0.1:1/none") // never connects
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer other.Close()
 	plain := httptest.NewServer(pgxleak.Handler(other))
 	defer plain.Close()
@@ -268,28 +250,20 @@ func TestHandlerPools(t *testing.T) {
 func TestHandlerFleet(t *testing.T) {
 	// pgtest's DSN names its connections; pgxleak would keep that name.
 	cfg, err := pgx.ParseConfig(pgtest.NewDatabase(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	dsn := fmt.Sprintf("host=%s port=%d user=%s password='%s' dbname=%s sslmode=disable",
 		cfg.Host, cfg.Port, cfg.User, strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(cfg.Password), cfg.Database)
 	open := func(name string, n int) (*sql.DB, string) {
 		db, err := pgxleak.Open("pgx", dsn, pgxleak.WithPoolName(name), pgxleak.WithLogger(quiet))
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		t.Cleanup(func() { _ = db.Close() })
 		for range n {
 			c, err := db.Conn(t.Context())
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			t.Cleanup(func() { _ = c.Close() })
 		}
 		var app string
-		if err := db.QueryRowContext(t.Context(), "SELECT current_setting('application_name')").Scan(&app); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, db.QueryRowContext(t.Context(), "SELECT current_setting('application_name')").Scan(&app))
 		return db, app
 	}
 	a, appA := open("fleet-a", 2)
@@ -335,9 +309,7 @@ func TestHandlerFleet(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	capa, err := pgxleak.CheckCapacity(ctx, a, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	// CheckCapacity's query runs on one of fleet-a's idle connections.
 	if got := counts(capa.Fleet); got[appA] != 3 || got[appB] != 4 || capa.ApplicationName != appA {
 		t.Errorf("CheckCapacity: fleet %v, application_name %q", got, capa.ApplicationName)
@@ -348,14 +320,10 @@ func TestHandlerFleet(t *testing.T) {
 func TestOpenApplicationName(t *testing.T) {
 	dsn := pgtest.WithParams(pgtest.NewDatabase(t), map[string]string{"application_name": "mine"})
 	db, err := pgxleak.Open("pgx", dsn, pgxleak.WithPoolName("p"), pgxleak.WithLogger(quiet))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer db.Close()
 	var app string
-	if err := db.QueryRowContext(t.Context(), "SELECT current_setting('application_name')").Scan(&app); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, db.QueryRowContext(t.Context(), "SELECT current_setting('application_name')").Scan(&app))
 	if app != "mine" {
 		t.Errorf("application_name %q, want the DSN's", app)
 	}
@@ -365,9 +333,7 @@ func TestOpenApplicationName(t *testing.T) {
 // the page does not read the server at all, and says why.
 func TestHandlerServerViewOff(t *testing.T) {
 	db, _ := openTest(t, pgxleak.WithoutServerView(), pgxleak.WithPoolName("view-off"))
-	if err := db.PingContext(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, db.PingContext(t.Context()))
 	srv := httptest.NewServer(pgxleak.Handler(db))
 	defer srv.Close()
 	var p pgxleak.Page
@@ -379,9 +345,7 @@ func TestHandlerServerViewOff(t *testing.T) {
 		t.Errorf("server view %+v: want none, unavailable because it is off", s)
 	}
 	var n int
-	if err := db.QueryRowContext(t.Context(), "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgxleak side connection' AND datname = current_database()").Scan(&n); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, db.QueryRowContext(t.Context(), "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgxleak side connection' AND datname = current_database()").Scan(&n))
 	if n != 0 {
 		t.Errorf("%d side connections to this database, want none", n)
 	}

@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/leaktest"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
@@ -20,9 +23,7 @@ func inspectUntil(t *testing.T, db *sql.DB, msg string, cond func(pgxleak.Inspec
 	pgtest.WaitFor(t, 10*time.Second, msg, func() bool {
 		var err error
 		in, err = pgxleak.Inspect(context.Background(), db)
-		if err != nil {
-			t.Fatalf("Inspect: %v", err)
-		}
+		require.NoError(t, err, "Inspect")
 		return cond(in)
 	})
 	return in
@@ -52,14 +53,10 @@ func TestHolderExited(t *testing.T) {
 		var err error
 		l.rowsLine = lineBelow()
 		l.rows, err = db.Query("SELECT 1")
-		if err != nil {
-			t.Error(err)
-		}
+		assert.NoError(t, err)
 		l.txLine = lineBelow()
 		l.tx, err = db.Begin()
-		if err != nil {
-			t.Error(err)
-		}
+		assert.NoError(t, err)
 		got <- l
 	}()
 	l := <-got // kept reachable, so the Rows is not garbage-collected
@@ -93,9 +90,7 @@ func TestHolderExited(t *testing.T) {
 	}
 
 	// The report made when the pool is closed says so too.
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, db.Close())
 	r := rec.Wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut })
 	if r.Holder == nil || !r.Holder.Exited || !strings.Contains(r.String(), "goroutine exited") {
 		t.Errorf("still-out report %q, holder %+v: want goroutine exited", r.String(), r.Holder)
@@ -127,9 +122,7 @@ func TestHolderAlive(t *testing.T) {
 	l := <-lines
 	defer func() {
 		close(release)
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
+		assert.NoError(t, <-done)
 	}()
 	in := inspectUntil(t, db, "the holder blocked on the channel", func(in pgxleak.Inspection) bool {
 		c, ok := checkoutAtLine(in, l[0])

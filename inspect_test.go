@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/leaktest"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
@@ -17,9 +19,7 @@ import (
 func TestDrainWaitsForReturns(t *testing.T) {
 	db, _ := openTest(t)
 	c, err := db.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	drained := make(chan error, 1)
 	go func() { drained <- pgxleak.Drain(context.Background(), db) }()
 	pgtest.WaitFor(t, 5*time.Second, "drain to start refusing checkouts", func() bool {
@@ -33,13 +33,10 @@ func TestDrainWaitsForReturns(t *testing.T) {
 		t.Fatalf("Drain returned %v while a connection was out", err)
 	default:
 	}
-	if _, err := c.ExecContext(context.Background(), "SELECT 1"); err != nil {
-		t.Fatalf("a connection already out must keep working during drain: %v", err)
-	}
+	_, err = c.ExecContext(context.Background(), "SELECT 1")
+	require.NoError(t, err, "a connection already out must keep working during drain")
 	c.Close()
-	if err := <-drained; err != nil {
-		t.Fatalf("Drain = %v", err)
-	}
+	require.NoError(t, <-drained, "Drain =")
 	if err := db.Ping(); err == nil {
 		t.Fatal("the pool is still open after Drain")
 	}
@@ -50,9 +47,7 @@ func TestDrainReportsLeftovers(t *testing.T) {
 	db, _ := openTest(t, rec.Option())
 	line := lineBelow()
 	tx, err := db.Begin()
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer tx.Rollback()
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
@@ -74,14 +69,10 @@ func TestCheckoutsFields(t *testing.T) {
 	db, _ := openTest(t)
 	ctx := context.Background()
 	c, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer c.Close()
 	var pid int
-	if err := c.QueryRowContext(ctx, "SELECT pg_backend_pid() WHERE $1::text <> ''", "argument-value").Scan(&pid); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, c.QueryRowContext(ctx, "SELECT pg_backend_pid() WHERE $1::text <> ''", "argument-value").Scan(&pid))
 	cs := pgxleak.Checkouts(db)
 	if len(cs) != 1 {
 		t.Fatalf("Checkouts = %v", cs)
@@ -129,9 +120,7 @@ func TestDrainDoesNotWaitForGarbageCollectedLeaks(t *testing.T) {
 func TestDrainResetInFlight(t *testing.T) {
 	fc := &testdriver.Connector{}
 	db, err := pgxleak.OpenDB(fc, pgxleak.WithMaxOpenConns(1), pgxleak.WithLogger(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	if err := db.Ping(); err != nil { // opens the connection and returns it
 		t.Fatal(err)
 	}
@@ -158,9 +147,7 @@ func TestDrainResetInFlight(t *testing.T) {
 	if err := <-connErr; err == nil {
 		t.Fatal("the checkout whose reset straddled Drain was handed out")
 	}
-	if err := <-drained; err != nil {
-		t.Fatalf("Drain = %v", err)
-	}
+	require.NoError(t, <-drained, "Drain =")
 	if got := pgxleak.Stats(db).Checkouts; got != before {
 		t.Fatalf("%d checkouts recorded during Drain, want none", got-before)
 	}
@@ -171,9 +158,7 @@ func TestDrainResetInFlight(t *testing.T) {
 func TestDrainWaitsForConnectInFlight(t *testing.T) {
 	fc := &testdriver.Connector{Gate: make(chan struct{})}
 	db, err := pgxleak.OpenDB(fc, pgxleak.WithLogger(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	connErr := make(chan error, 1)
 	go func() {
 		c, err := db.Conn(context.Background())
@@ -195,18 +180,14 @@ func TestDrainWaitsForConnectInFlight(t *testing.T) {
 	if err := <-connErr; !errors.Is(err, pgxleak.ErrDraining) {
 		t.Fatalf("the in-flight checkout got %v, want ErrDraining", err)
 	}
-	if err := <-drained; err != nil {
-		t.Fatalf("Drain = %v", err)
-	}
+	require.NoError(t, <-drained, "Drain =")
 }
 
 // TestDrainTwice: a second Drain lists what is still out too.
 func TestDrainTwice(t *testing.T) {
 	db, _ := openTest(t)
 	c, err := db.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer c.Close()
 	for i := range 2 {
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)

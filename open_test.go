@@ -9,6 +9,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
@@ -16,9 +18,7 @@ import (
 func TestRegisteredDriver(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
 	db, err := sql.Open("pgxleak", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer db.Close()
 	if _, ok := db.Driver().(*pgxleak.Driver); !ok {
 		t.Fatalf("Driver() = %T, want *pgxleak.Driver", db.Driver())
@@ -113,9 +113,7 @@ func FuzzOpenDSN(f *testing.F) {
 				if st := pgxleak.Stats(db); st.CheckedOut != 0 || st.OpenConnections != 0 {
 					t.Fatalf("Open connected: %+v", st)
 				}
-				if err := db.Close(); err != nil {
-					t.Fatalf("Close: %v", err)
-				}
+				require.NoError(t, db.Close(), "Close")
 			}
 		}
 		db, err := sql.Open(pgxleak.DriverName, dsn)
@@ -130,14 +128,10 @@ func FuzzOpenDSN(f *testing.F) {
 func TestPoolNameHasNoCredentials(t *testing.T) {
 	dsn := pgtest.WithParams(pgtest.NewDatabase(t), map[string]string{"password": "hunter2"})
 	db, err := pgxleak.Open("pgx", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer db.Close()
 	c, err := db.Conn(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer c.Close()
 	cs := pgxleak.Checkouts(db)
 	if len(cs) != 1 {
@@ -154,16 +148,12 @@ func TestPoolNameHasNoCredentials(t *testing.T) {
 func TestOpenIdleInTransactionTimeout(t *testing.T) {
 	db, _ := openTest(t, pgxleak.WithIdleInTransactionTimeout(1500*time.Millisecond))
 	var got string
-	if err := db.QueryRow("SHOW idle_in_transaction_session_timeout").Scan(&got); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, db.QueryRow("SHOW idle_in_transaction_session_timeout").Scan(&got))
 	if got != "1500ms" {
 		t.Errorf("idle_in_transaction_session_timeout = %q, want 1500ms", got)
 	}
 	plain, _ := openTest(t)
-	if err := plain.QueryRow("SHOW idle_in_transaction_session_timeout").Scan(&got); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, plain.QueryRow("SHOW idle_in_transaction_session_timeout").Scan(&got))
 	if got != "0" {
 		t.Errorf("by default idle_in_transaction_session_timeout = %q, want the server's 0", got)
 	}

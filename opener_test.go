@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/leaktest"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
@@ -29,13 +31,9 @@ func TestLeakOpenerHandoffAttributedToWaiter(t *testing.T) {
 	db, _ := openTest(t, pgxleak.WithMaxOpenConns(1), pgxleak.WithLeakThreshold(threshold), rec.Option())
 	ctx := context.Background()
 	holder, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	var firstPID int
-	if err := holder.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&firstPID); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, holder.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&firstPID))
 	if _, err := holder.ExecContext(ctx, "BEGIN"); err != nil { // makes it invalid on return
 		t.Fatal(err)
 	}
@@ -78,12 +76,8 @@ func handOff(t *testing.T, db *sql.DB) (*sql.Conn, time.Time) {
 	t.Helper()
 	ctx := context.Background()
 	first, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := first.PingContext(ctx); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
+	require.NoError(t, first.PingContext(ctx))
 	type taken struct {
 		c   *sql.Conn
 		at  time.Time
@@ -96,9 +90,7 @@ func handOff(t *testing.T, db *sql.DB) (*sql.Conn, time.Time) {
 		got <- taken{c, time.Now(), err}
 	}()
 	pgtest.WaitFor(t, 10*time.Second, "the second caller to wait", func() bool { return db.Stats().WaitCount > waits })
-	if err := first.Close(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, first.Close())
 	tk := <-got
 	if tk.err != nil {
 		t.Fatal(tk.err)
@@ -151,13 +143,12 @@ func TestCheckoutByBackgroundOpener(t *testing.T) {
 func TestCheckoutByBackgroundOpenerRaw(t *testing.T) {
 	db := openHandOff(t)
 	ctx := context.Background()
-	if _, err := db.ExecContext(ctx, "CREATE TABLE copied (a int)"); err != nil {
-		t.Fatal(err)
-	}
+	_, err := db.ExecContext(ctx, "CREATE TABLE copied (a int)")
+	require.NoError(t, err)
 	c, takenAt := handOff(t, db)
 	time.Sleep(100 * time.Millisecond) // held before its first use
 	var at site
-	err := c.Raw(func(dc any) error {
+	err = c.Raw(func(dc any) error {
 		at = lineBelow()
 		pc, ok := pgxleak.PgxConn(dc)
 		if !ok {
@@ -166,9 +157,7 @@ func TestCheckoutByBackgroundOpenerRaw(t *testing.T) {
 		_, err := pc.CopyFrom(ctx, pgx.Identifier{"copied"}, []string{"a"}, pgx.CopyFromRows([][]any{{1}}))
 		return err
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	asked := time.Now()
 	cs := pgxleak.Checkouts(db)
 	if len(cs) != 1 || cs[0].Unseen {
@@ -194,15 +183,11 @@ func TestCheckoutByBackgroundOpenerRaw(t *testing.T) {
 func TestCheckoutByBackgroundOpenerWaiterGaveUp(t *testing.T) {
 	fc := &testdriver.Connector{}
 	db, err := pgxleak.OpenDB(fc, pgxleak.WithLogger(nil), pgxleak.WithMaxOpenConns(1), pgxleak.WithMaxUses(1))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() })
 	ctx := context.Background()
 	first, err := db.Conn(ctx) // connected on this goroutine, before the gate
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	fc.Gate = make(chan struct{}) // the opener's connect now waits
 	wctx, cancel := context.WithCancel(ctx)
 	gaveUp := make(chan error, 1)
@@ -218,9 +203,7 @@ func TestCheckoutByBackgroundOpenerWaiterGaveUp(t *testing.T) {
 	pgtest.WaitFor(t, 10*time.Second, "the opener's connection to go idle", func() bool { return db.Stats().Idle == 1 })
 
 	c, err := db.Conn(ctx) // no driver call: the connection was never reset
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer c.Close()
 	if cs := pgxleak.Checkouts(db); len(cs) != 1 || !cs[0].Unseen {
 		t.Fatalf("Checkouts = %+v; want the connection just taken, marked Unseen", cs)
@@ -264,9 +247,7 @@ func BenchmarkBlindHandoffs(b *testing.B) {
 	oc := &openerCounter{Connector: &testdriver.Connector{}}
 	db, err := pgxleak.OpenDB(oc, pgxleak.WithLogger(nil), pgxleak.WithMaxOpenConns(4),
 		pgxleak.WithConnMaxLifetime(lifetime))
-	if err != nil {
-		b.Fatal(err)
-	}
+	require.NoError(b, err)
 	defer db.Close()
 	ctx := context.Background()
 	start := time.Now()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/testdriver"
@@ -67,9 +68,7 @@ func TestInvalidOptions(t *testing.T) {
 				t.Fatalf("error %q does not name %s", err, tc.want)
 			}
 			cfg, err := pgx.ParseConfig("postgres://u:pw@127.0.0.1:5432/db")
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			db, err = pgxleak.OpenDB(stdlib.GetConnector(*cfg), tc.opt)
 			if err == nil {
 				db.Close()
@@ -294,9 +293,7 @@ func FuzzOptions(f *testing.F) {
 			}
 			return
 		}
-		if err != nil {
-			t.Fatalf("OpenDB rejected valid options: %v", err)
-		}
+		require.NoError(t, err, "OpenDB rejected valid options")
 		defer db.Close()
 		st := pgxleak.Stats(db)
 		if st.MaxOpenConnections != effOpen {

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/require"
 )
 
 // constructedPage is a page with what the stuck-pool diagnosis fills in
@@ -65,9 +67,7 @@ func constructedPage(holders int) Page {
 // stuck-pool diagnosis does, from constructed values.
 func TestPageHoldersWaitersServer(t *testing.T) {
 	var b bytes.Buffer
-	if err := renderPage(&b, constructedPage(3), "n"); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, renderPage(&b, constructedPage(3), "n"))
 	html := b.String()
 	for _, want := range []string{
 		"service.go:17", // culprits
@@ -116,9 +116,7 @@ func TestPageWholePoolDeadlocked(t *testing.T) {
 		pp.Waiters = append(pp.Waiters, Waiter{Goroutine: c.Holder.Goroutine, At: c.Holder.At, Holds: []Checkout{c}})
 	}
 	var b bytes.Buffer
-	if err := renderPage(&b, p, ""); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, renderPage(&b, p, ""))
 	if !strings.Contains(b.String(), "The whole pool is deadlocked: all 3 connections") {
 		t.Error("no whole-pool deadlock verdict")
 	}
@@ -128,9 +126,7 @@ func TestPageWholePoolDeadlocked(t *testing.T) {
 func TestPageCap(t *testing.T) {
 	p := constructedPage(1000)
 	var b bytes.Buffer
-	if err := renderPage(&b, p, ""); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, renderPage(&b, p, ""))
 	if !strings.Contains(b.String(), "… and 800 more not shown") {
 		t.Error("no cap message for 800 holders")
 	}
@@ -146,9 +142,7 @@ func BenchmarkRenderPage1000Holders(b *testing.B) {
 	for b.Loop() {
 		var buf bytes.Buffer
 		p := constructedPage(1000) // capRows is part of the cost
-		if err := renderPage(&buf, p, ""); err != nil {
-			b.Fatal(err)
-		}
+		require.NoError(b, renderPage(&buf, p, ""))
 		size = buf.Len()
 	}
 	b.ReportMetric(float64(size), "page-bytes")

@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
@@ -19,9 +20,7 @@ func TestWithPgBouncerDSN(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
 	cfg, err := pgx.ParseConfig(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	kv := fmt.Sprintf("host=%s port=%d user=%s dbname=%s sslmode=disable", cfg.Host, cfg.Port, cfg.User, cfg.Database)
 	for _, tc := range []struct {
 		name    string
@@ -44,9 +43,7 @@ func TestWithPgBouncerDSN(t *testing.T) {
 				}
 				return
 			}
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			defer db.Close()
 			if got := compatExecMode(t, db); got != tc.want {
 				t.Errorf("exec mode = %v, want %v", got, tc.want)
@@ -55,9 +52,7 @@ func TestWithPgBouncerDSN(t *testing.T) {
 	}
 	t.Run("without WithPgBouncer pgx's default stays", func(t *testing.T) {
 		db, err := pgxleak.Open("pgx", dsn, pgxleak.WithLogger(quiet))
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		defer db.Close()
 		if got := compatExecMode(t, db); got != pgx.QueryExecModeCacheStatement {
 			t.Errorf("exec mode = %v, want pgx's default", got)
@@ -72,13 +67,9 @@ func TestWithPgBouncerOpenDB(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
 	cfg, err := pgx.ParseConfig(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	bad, err := pgxleak.OpenDB(stdlib.GetConnector(*cfg), pgxleak.WithPgBouncer(), pgxleak.WithLogger(quiet))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer bad.Close()
 	if err := bad.PingContext(t.Context()); err == nil || !strings.HasPrefix(err.Error(), "pgxleak: WithPgBouncer") ||
 		!strings.Contains(err.Error(), "QueryExecModeExec") {
@@ -90,9 +81,7 @@ func TestWithPgBouncerOpenDB(t *testing.T) {
 
 	cfg.DefaultQueryExecMode = pgx.QueryExecModeExec
 	good, err := pgxleak.OpenDB(stdlib.GetConnector(*cfg), pgxleak.WithPgBouncer(), pgxleak.WithLogger(quiet))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer good.Close()
 	var n int
 	if err := good.QueryRowContext(t.Context(), "SELECT $1::int", 7).Scan(&n); err != nil || n != 7 {
@@ -111,9 +100,7 @@ func TestWithPgBouncerOpenDB(t *testing.T) {
 func TestWithPgBouncerParsesLikePgx(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
 	cfg, err := pgx.ParseConfig(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	for _, tc := range []struct{ name, dsn string }{
 		{"two hosts", fmt.Sprintf("postgres://%s@%s:%d,%s:%d/%s?sslmode=disable", cfg.User, cfg.Host, cfg.Port, cfg.Host, cfg.Port, cfg.Database)},
 		{"hash in password", fmt.Sprintf("postgres://%s:pa#ss@%s:%d/%s?sslmode=disable", cfg.User, cfg.Host, cfg.Port, cfg.Database)},
@@ -124,14 +111,10 @@ func TestWithPgBouncerParsesLikePgx(t *testing.T) {
 				t.Skipf("pgx does not accept it either: %v", err)
 			}
 			db, err := pgxleak.Open("pgx", tc.dsn, pgxleak.WithPgBouncer(), pgxleak.WithLogger(nil))
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			defer db.Close()
 			c, err := db.Conn(t.Context())
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			defer c.Close()
 			err = c.Raw(func(dc any) error {
 				pc, _ := pgxleak.PgxConn(dc)
@@ -140,9 +123,7 @@ func TestWithPgBouncerParsesLikePgx(t *testing.T) {
 				}
 				return nil
 			})
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 		})
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/testdriver"
@@ -98,9 +99,7 @@ func TestRedactError(t *testing.T) {
 
 func TestConnectorSecrets(t *testing.T) {
 	cfg, err := pgx.ParseConfig("postgres://app:s3cret@127.0.0.1:1/db")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	got := pgxleak.ConnectorSecrets(stdlib.GetConnector(*cfg))
 	if !strings.Contains(strings.Join(got, "\n"), "s3cret") {
 		t.Errorf("ConnectorSecrets = %q, want s3cret", got)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/leaktest"
@@ -36,9 +37,7 @@ func relOpen(t testing.TB, dsn string, opts ...pgxleak.Option) *sql.DB {
 	t.Helper()
 	opts = append([]pgxleak.Option{pgxleak.WithLogger(quiet)}, opts...)
 	db, err := pgxleak.Open("pgx", dsn, opts...)
-	if err != nil {
-		t.Fatalf("pgxleak.Open: %v", err)
-	}
+	require.NoError(t, err, "pgxleak.Open")
 	t.Cleanup(func() { _ = db.Close() })
 	return db
 }
@@ -49,9 +48,7 @@ func relAdmin(t testing.TB, c *pgtest.Cluster) *pgx.Conn {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, pgtest.WithParams(c.DSN(), map[string]string{"application_name": "pgxleak_admin"}))
-	if err != nil {
-		t.Fatalf("admin connection: %v", err)
-	}
+	require.NoError(t, err, "admin connection")
 	t.Cleanup(func() { _ = conn.Close(context.Background()) })
 	return conn
 }
@@ -114,18 +111,14 @@ func TestFaultIdleConnectionKilled(t *testing.T) {
 	ctx := t.Context()
 
 	pid1, err := relBackendPID(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	if st := db.Stats(); st.Idle != 1 || st.InUse != 0 {
 		t.Fatalf("after one query: %+v, want one idle connection", st)
 	}
 	relTerminate(t, admin, pid1)
 
 	pid2, err := relBackendPID(ctx, db)
-	if err != nil {
-		t.Fatalf("the query after the idle connection was killed failed: %v", err)
-	}
+	require.NoError(t, err, "the query after the idle connection was killed failed")
 	if pid2 == pid1 {
 		t.Fatalf("the query ran on the killed backend %d", pid1)
 	}
@@ -158,13 +151,10 @@ func TestFaultIdleConnectionKilledRightAfterUse(t *testing.T) {
 	ctx := t.Context()
 	// Two checkouts: the second goes through pgx's session reset, which
 	// starts its one-second no-ping window.
-	if _, err := relBackendPID(ctx, db); err != nil {
-		t.Fatal(err)
-	}
+	_, err := relBackendPID(ctx, db)
+	require.NoError(t, err)
 	pid1, err := relBackendPID(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	relTerminate(t, admin, pid1)
 	_, err = relBackendPID(ctx, db)
 	if err != nil {
@@ -178,9 +168,7 @@ func TestFaultIdleConnectionKilledRightAfterUse(t *testing.T) {
 		t.Logf("inside pgx's ping window the query failed as expected: %v", err)
 	} // else the machine was slow enough that pgx pinged and retried
 	pid3, err := relBackendPID(ctx, db)
-	if err != nil {
-		t.Fatalf("the next query failed too: %v", err)
-	}
+	require.NoError(t, err, "the next query failed too")
 	if pid3 == pid1 {
 		t.Fatal("the killed backend was used again")
 	}
@@ -194,9 +182,8 @@ func TestFaultCheckedOutConnectionKilled(t *testing.T) {
 	t.Parallel()
 	cl := pgtest.NewCluster(t)
 	admin := relAdmin(t, cl)
-	if _, err := admin.Exec(t.Context(), "CREATE TABLE killed (id int PRIMARY KEY)"); err != nil {
-		t.Fatal(err)
-	}
+	_, err := admin.Exec(t.Context(), "CREATE TABLE killed (id int PRIMARY KEY)")
+	require.NoError(t, err)
 	for _, during := range []bool{false, true} {
 		name := "between statements"
 		if during {
@@ -211,16 +198,11 @@ func TestFaultCheckedOutConnectionKilled(t *testing.T) {
 				id = 2
 			}
 			tx, err := db.BeginTx(ctx, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := tx.ExecContext(ctx, "INSERT INTO killed VALUES ($1)", id); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
+			_, err = tx.ExecContext(ctx, "INSERT INTO killed VALUES ($1)", id)
+			require.NoError(t, err)
 			pid, err := relBackendPID(ctx, tx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			cos := pgxleak.Checkouts(db)
 			if len(cos) != 1 || cos[0].BackendPID != uint32(pid) || cos[0].TxStatus != "in transaction" ||
 				!strings.HasSuffix(cos[0].Culprit.File, "reliability_fault_test.go") {
@@ -275,9 +257,8 @@ func TestFaultCheckedOutConnectionKilled(t *testing.T) {
 			if st.Checkouts != 1 {
 				t.Errorf("Checkouts = %d, want 1", st.Checkouts)
 			}
-			if _, err := relBackendPID(ctx, db); err != nil {
-				t.Fatalf("the pool did not recover: %v", err)
-			}
+			_, err = relBackendPID(ctx, db)
+			require.NoError(t, err, "the pool did not recover")
 			relBalanced(t, db)
 			if leaks := rec.All(); len(leaks) != 0 {
 				t.Errorf("leak reports: %v", leaks)
@@ -354,16 +335,12 @@ func TestFaultServerRestart(t *testing.T) {
 			}()
 
 			pgtest.WaitFor(t, 30*time.Second, "200 queries before the restart", func() bool { return okCount.Load() >= 200 })
-			if err := cl.Stop(mode); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, cl.Stop(mode))
 			errsBefore := errCount.Load()
 			pgtest.WaitFor(t, 30*time.Second, "errors to reach the callers while the server is down", func() bool {
 				return errCount.Load() >= errsBefore+workers
 			})
-			if err := cl.Start(); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, cl.Start())
 			back := time.Now()
 			okAtStart := okCount.Load()
 			pgtest.WaitFor(t, 10*time.Second, "a query to succeed after the restart", func() bool { return okCount.Load() > okAtStart })
@@ -387,9 +364,8 @@ func TestFaultServerRestart(t *testing.T) {
 			// After the restart the pool is healthy: every stale connection has
 			// been discarded, so sequential queries all succeed.
 			for i := range 20 {
-				if _, err := relBackendPID(t.Context(), db); err != nil {
-					t.Fatalf("query %d after recovery: %v", i, err)
-				}
+				_, err := relBackendPID(t.Context(), db)
+				require.NoError(t, err, "query %d after recovery", i)
 			}
 			st := relBalanced(t, db)
 			if st.Checkouts < uint64(okCount.Load()) {
@@ -449,9 +425,7 @@ func TestFaultMaxConnections(t *testing.T) {
 		if err == nil {
 			err = c.PingContext(ctx)
 		}
-		if err != nil {
-			t.Fatalf("connection %d of 5: %v", i+1, err)
-		}
+		require.NoError(t, err, "connection %d of 5", i+1)
 		held = append(held, c)
 	}
 	callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -478,9 +452,8 @@ func TestFaultMaxConnections(t *testing.T) {
 	if st.Checkouts != 5 {
 		t.Errorf("Checkouts = %d, want 5", st.Checkouts)
 	}
-	if _, err := relBackendPID(ctx, db); err != nil {
-		t.Fatalf("query after the connections came back: %v", err)
-	}
+	_, err = relBackendPID(ctx, db)
+	require.NoError(t, err, "query after the connections came back")
 	relBalanced(t, db)
 }
 

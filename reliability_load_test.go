@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/leaktest"
 	"github.com/pgxleak/pgxleak/internal/testdriver"
@@ -198,9 +200,7 @@ func relCheckouts(t *testing.T, db *sql.DB, n int) (longest time.Duration) {
 		})
 	}
 	wg.Wait()
-	if err := failed.Load(); err != nil {
-		t.Fatal(err)
-	}
+	require.Nil(t, failed.Load())
 	return time.Duration(maxHold.Load())
 }
 
@@ -253,9 +253,7 @@ func TestLoadMemoryFlat(t *testing.T) {
 				pgxleak.WithLogger(nil)}, tc.opts...)
 			fc := &testdriver.Connector{}
 			db, err := pgxleak.OpenDB(fc, opts...)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			defer db.Close()
 			longest := relMemoryFlat(t, db, small, large, 64<<10)
 			t.Logf("%d connections opened; longest operation %v", fc.Opened.Load(), longest)

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	"github.com/pgxleak/pgxleak"
@@ -31,9 +32,7 @@ func TestFaultNetwork(t *testing.T) {
 	before := goleak.IgnoreCurrent()
 	cl := pgtest.NewCluster(t)
 	proxy, err := faultproxy.New(fmt.Sprintf("127.0.0.1:%d", cl.Port()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	t.Cleanup(func() {
 		_ = proxy.Close()
 		goleak.VerifyNone(t, before)
@@ -83,9 +82,7 @@ func TestFaultNetwork(t *testing.T) {
 		t.Helper()
 		proxy.Clear()
 		db := relOpen(t, base, opts...)
-		if err := db.PingContext(t.Context()); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, db.PingContext(t.Context()))
 		t.Cleanup(func() {
 			// Heal the network first, so pgx's cleanup of connections it
 			// abandoned (a cancel request and a Terminate, up to 15 s on a
@@ -111,9 +108,7 @@ func TestFaultNetwork(t *testing.T) {
 	t.Run("reset_peer", func(t *testing.T) {
 		db := open(t)
 		conn, err := db.Conn(t.Context())
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		proxy.Set(faultproxy.Toxics{ResetPeer: true})
 		took, err := timed(10*time.Second, conn.PingContext)
 		quick(t, "ping on a reset connection", err, took)
@@ -122,9 +117,8 @@ func TestFaultNetwork(t *testing.T) {
 		took, err = timed(10*time.Second, query(db, "SELECT 'x'"))
 		quick(t, "query while new connections are reset", err, took)
 		proxy.Clear()
-		if _, err := timed(10*time.Second, query(db, "SELECT 'x'")); err != nil {
-			t.Fatalf("after the resets stopped: %v", err)
-		}
+		_, err = timed(10*time.Second, query(db, "SELECT 'x'"))
+		require.NoError(t, err, "after the resets stopped")
 		if n := db.Stats().OpenConnections; n != 1 {
 			t.Errorf("OpenConnections = %d, want 1: reset connections must be discarded", n)
 		}
@@ -134,30 +128,22 @@ func TestFaultNetwork(t *testing.T) {
 		rec := &leaktest.Recorder{}
 		db := open(t, rec.Option(), pgxleak.WithLeakThreshold(time.Minute))
 		ctx := t.Context()
-		if _, err := db.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS blackholed (id int)"); err != nil {
-			t.Fatal(err)
-		}
+		_, err := db.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS blackholed (id int)")
+		require.NoError(t, err)
 		// A transaction begun before the black hole, committed into it:
 		// driver.Tx.Commit takes no context, but pgx commits with the
 		// BeginTx one.
 		txCtx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 		defer cancel()
 		tx, err := db.BeginTx(txCtx, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tx.ExecContext(txCtx, "INSERT INTO blackholed VALUES (1)"); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
+		_, err = tx.ExecContext(txCtx, "INSERT INTO blackholed VALUES (1)")
+		require.NoError(t, err)
 		// A connection held across the black hole, for Drain below.
 		held, err := db.Conn(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		defer held.Close()
-		if err := held.PingContext(ctx); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, held.PingContext(ctx))
 
 		proxy.Set(faultproxy.Toxics{Timeout: true})
 		start := time.Now()
@@ -256,13 +242,9 @@ func TestFaultNetwork(t *testing.T) {
 		db := relOpen(t, dsn, pgxleak.WithMaxOpenConns(1))
 		ctx := t.Context()
 		held, err := db.Conn(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		defer held.Close()
-		if err := held.PingContext(ctx); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, held.PingContext(ctx))
 		waiter := make(chan error, 1)
 		go func() {
 			_, err := timed(bound+time.Minute, query(db, "SELECT 'x'"))
@@ -295,9 +277,8 @@ func TestFaultNetwork(t *testing.T) {
 		case <-time.After(bound + relSlack):
 			t.Fatalf("the waiter still waits %v after the opener's attempt was lost", bound+relSlack)
 		}
-		if _, err := timed(10*time.Second, query(db, "SELECT 'x'")); err != nil {
-			t.Fatalf("the pool did not recover: %v", err)
-		}
+		_, err = timed(10*time.Second, query(db, "SELECT 'x'"))
+		require.NoError(t, err, "the pool did not recover")
 		relBalanced(t, db)
 	})
 

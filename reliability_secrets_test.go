@@ -24,6 +24,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -135,9 +137,7 @@ func (s *relSignals) dump(t *testing.T) string {
 	}
 	b.WriteString("== metrics\n")
 	var rm metricdata.ResourceMetrics
-	if err := s.reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatalf("collecting metrics: %v", err)
-	}
+	require.NoError(t, s.reader.Collect(context.Background(), &rm), "collecting metrics")
 	for _, sm := range rm.ScopeMetrics {
 		for _, m := range sm.Metrics {
 			fmt.Fprintf(&b, "metric %s %q %s\n", m.Name, m.Description, m.Unit)
@@ -223,17 +223,14 @@ func relScramCluster(t *testing.T) (cl *pgtest.Cluster, pw, core string) {
 		"CREATE ROLE app LOGIN PASSWORD '" + pw + "'",
 		"CREATE DATABASE appdb OWNER app",
 	} {
-		if _, err := admin.Exec(ctx, q); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
+		_, err := admin.Exec(ctx, q)
+		require.NoError(t, err, "%s", q)
 	}
 	var scram bool
 	if err := admin.QueryRow(ctx, "SELECT rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid WHERE rolname = 'app'").Scan(&scram); err != nil || !scram {
 		t.Fatalf("app's password is not stored as a SCRAM verifier: %v, %v", scram, err)
 	}
-	if err := cl.RequirePassword(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, cl.RequirePassword())
 	// The role really needs its password now.
 	for _, bad := range []string{"", "wrong-" + relRandHex(4)} {
 		u := url.URL{Scheme: "postgres", User: url.UserPassword("app", bad), Host: fmt.Sprintf("127.0.0.1:%d", cl.Port()), Path: "/appdb", RawQuery: "sslmode=disable"}
@@ -284,43 +281,33 @@ func TestSecretsNeverEmitted(t *testing.T) {
 				pgxleak.WithSlowWaitThreshold(time.Millisecond), pgxleak.WithWaitSampleInterval(20*time.Millisecond),
 				pgxleak.WithConnMaxIdleTime(100*time.Millisecond))
 			db, err := pgxleak.Open("pgx", dsn, opts...)
-			if err != nil {
-				t.Fatalf("Open: %v", err)
-			}
+			require.NoError(t, err, "Open")
 			defer db.Close()
 			relExercise(t, sig, db, arg)
 
 			// A connection held to the end, for Drain below.
 			ctx := t.Context()
 			held, err := db.Conn(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			defer held.Close()
 			heldPID, err := relBackendPID(ctx, held)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := held.ExecContext(ctx, "SELECT $1::text", arg); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
+			_, err = held.ExecContext(ctx, "SELECT $1::text", arg)
+			require.NoError(t, err)
 
 			// The keep-idle task fails once the role may no longer log in,
 			// and logs the server's error.
 			admin := relAdmin(t, cl)
-			if _, err := admin.Exec(ctx, "ALTER ROLE app NOLOGIN"); err != nil {
-				t.Fatal(err)
-			}
+			_, err = admin.Exec(ctx, "ALTER ROLE app NOLOGIN")
+			require.NoError(t, err)
 			defer func() { _, _ = admin.Exec(context.Background(), "ALTER ROLE app LOGIN") }()
-			if _, err := admin.Exec(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'app' AND pid <> $1", heldPID); err != nil {
-				t.Fatal(err)
-			}
+			_, err = admin.Exec(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'app' AND pid <> $1", heldPID)
+			require.NoError(t, err)
 			pgtest.WaitFor(t, 20*time.Second, "the keep-idle task to log its failure", func() bool {
 				return strings.Contains(sig.logs.String(), "is not permitted to log in")
 			})
-			if _, err := admin.Exec(ctx, "ALTER ROLE app LOGIN"); err != nil {
-				t.Fatal(err)
-			}
+			_, err = admin.Exec(ctx, "ALTER ROLE app LOGIN")
+			require.NoError(t, err)
 
 			// Drain with connections still out: the one whose Rows were
 			// dropped, and the one held on purpose.
@@ -378,9 +365,7 @@ func TestSecretsNeverEmitted(t *testing.T) {
 			}
 			if cfg, err := pgx.ParseConfig(tc.dsn); err == nil {
 				db, err := pgxleak.OpenDB(stdlib.GetConnector(*cfg), sig.options()...)
-				if err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, err)
 				errs = append(errs, db.PingContext(t.Context()))
 				_ = db.Close()
 			}
@@ -445,26 +430,17 @@ func relExercise(t *testing.T, sig *relSignals, db *sql.DB, arg string) {
 	if err := db.QueryRowContext(ctx, "SELECT $1::text", arg).Scan(&s); err != nil || s != arg {
 		t.Fatalf("query: %q, %v", s, err)
 	}
-	if _, err := db.ExecContext(ctx, "SELECT $1::text", arg); err != nil {
-		t.Fatal(err)
-	}
+	_, err := db.ExecContext(ctx, "SELECT $1::text", arg)
+	require.NoError(t, err)
 	stmt, err := db.PrepareContext(ctx, "SELECT $1::text")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := stmt.QueryRowContext(ctx, arg).Scan(&s); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
+	require.NoError(t, stmt.QueryRowContext(ctx, arg).Scan(&s))
 	_ = stmt.Close()
 
 	// A suspected leak, then its return.
 	c, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.QueryRowContext(ctx, "SELECT $1::text", arg).Scan(&s); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
+	require.NoError(t, c.QueryRowContext(ctx, "SELECT $1::text", arg).Scan(&s))
 	sig.leaks.Wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected && !l.Resolved })
 	sig.addCheckouts(pgxleak.Checkouts(db))
 	for _, co := range pgxleak.Checkouts(db) {
@@ -477,21 +453,15 @@ func relExercise(t *testing.T, sig *relSignals, db *sql.DB, arg string) {
 	held := []*sql.Conn{c}
 	for len(held) < db.Stats().MaxOpenConnections {
 		c2, err := db.Conn(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c2.PingContext(ctx); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
+		require.NoError(t, c2.PingContext(ctx))
 		held = append(held, c2)
 	}
 	var wg sync.WaitGroup
 	for range 3 {
 		wg.Go(func() {
 			var s string
-			if err := db.QueryRowContext(ctx, "SELECT $1::text", arg).Scan(&s); err != nil {
-				t.Error(err)
-			}
+			assert.NoError(t, db.QueryRowContext(ctx, "SELECT $1::text", arg).Scan(&s))
 		})
 	}
 	pgtest.WaitFor(t, 10*time.Second, "waiters", func() bool { return db.Stats().WaitCount >= 1 })
@@ -505,9 +475,7 @@ func relExercise(t *testing.T, sig *relSignals, db *sql.DB, arg string) {
 	// Rows dropped without Close, on a context that is never cancelled.
 	leakOnPurpose(func() {
 		rows, err := db.QueryContext(context.Background(), "SELECT $1::text", arg)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		_ = rows
 	})
 	pgtest.WaitFor(t, 20*time.Second, "the dropped Rows to be reported", func() bool {
@@ -526,9 +494,7 @@ func relExercise(t *testing.T, sig *relSignals, db *sql.DB, arg string) {
 func relClosedPort(t *testing.T) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	port := l.Addr().(*net.TCPAddr).Port
 	_ = l.Close()
 	return port
@@ -553,36 +519,25 @@ func TestSecretsWithoutStatements(t *testing.T) {
 			db, _ := openTest(t, opts...)
 			ctx := t.Context()
 			c, err := db.Conn(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			var s string
-			if err := c.QueryRowContext(ctx, q, "x").Scan(&s); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, c.QueryRowContext(ctx, q, "x").Scan(&s))
 			sig.leaks.Wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected })
 			// A waiter behind the two held connections.
 			c2, err := db.Conn(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := c2.ExecContext(ctx, q, "y"); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
+			_, err = c2.ExecContext(ctx, q, "y")
+			require.NoError(t, err)
 			done := make(chan error, 1)
 			go func() { _, err := db.ExecContext(ctx, q, "z"); done <- err }()
 			pgtest.WaitFor(t, 10*time.Second, "a waiter", func() bool { return db.Stats().WaitCount >= 1 })
 			time.Sleep(100 * time.Millisecond) // let the wait span several sampling intervals
 			sig.addCheckouts(pgxleak.Checkouts(db))
 			_ = c2.Close()
-			if err := <-done; err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, <-done)
 			leakOnPurpose(func() {
 				rows, err := db.QueryContext(context.Background(), q, "w")
-				if err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, err)
 				_ = rows
 			})
 			pgtest.WaitFor(t, 20*time.Second, "the dropped Rows to be reported", func() bool {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/leaktest"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
@@ -29,9 +31,7 @@ func TestReportsDeduplicated(t *testing.T) {
 	for range 10 {
 		line = lineBelow()
 		c, err := db.Conn(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		conns = append(conns, c)
 	}
 	pgtest.WaitFor(t, 5*time.Second, "all ten to be suspected", func() bool { return pgxleak.Stats(db).Suspected == 10 })
@@ -74,9 +74,7 @@ func TestLogReportLeadsWithCulprit(t *testing.T) {
 			db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), pgxleak.WithLogger(logger), rec.Option())
 			line := lineBelow()
 			c, err := db.Conn(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			defer c.Close()
 			if l := rec.Wait(t, 5*time.Second, suspectedAt(line)); len(l.Stack) == 0 {
 				t.Fatal("the Leak has no stack")
@@ -167,18 +165,14 @@ func logTo(b *lockedBuffer) *slog.Logger { return slog.New(slog.NewTextHandler(b
 //go:noinline
 func holdA(t *testing.T, db *sql.DB) *sql.Conn {
 	c, err := db.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return c
 }
 
 //go:noinline
 func holdB(t *testing.T, db *sql.DB) *sql.Conn {
 	c, err := db.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return c
 }
 
@@ -219,9 +213,7 @@ func TestOneLeakOneReportPerKind(t *testing.T) {
 	const slowThreshold = 3 * time.Second // far beyond the garbage collection
 	dsn := pgtest.NewDatabase(t)
 	db, err := pgxleak.Open("pgx", dsn, pgxleak.WithLeakThreshold(slowThreshold), rec.Option(), pgxleak.WithLogger(logTo(&logs)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer db.Close()
 	gcLine := leakRows(t, db)
 	pgtest.WaitFor(t, 10*time.Second, "a garbage-collection report", func() bool {
@@ -232,9 +224,7 @@ func TestOneLeakOneReportPerKind(t *testing.T) {
 	// threshold finds the first one past it too.
 	line := lineBelow()
 	c, err := db.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer c.Close()
 	rec.Wait(t, 10*time.Second, reportAt(pgxleak.LeakSuspected, line))
 	if rec.Has(reportAt(pgxleak.LeakSuspected, gcLine)) || pgxleak.Stats(db).Suspected != 1 {
@@ -263,18 +253,14 @@ func TestSuppressedReportsSummarised(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
 	db, err := pgxleak.Open("pgx", dsn, pgxleak.WithMaxOpenConns(3), pgxleak.WithLeakThreshold(threshold),
 		pgxleak.WithReportInterval(interval), rec.Option(), pgxleak.WithLogger(logTo(&logs)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer db.Close()
 	var conns []*sql.Conn
 	var line site
 	for range 3 {
 		line = lineBelow()
 		c, err := db.Conn(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		conns = append(conns, c)
 	}
 	defer func() {
@@ -328,14 +314,10 @@ func TestOnLeakMayCloseOrDrain(t *testing.T) {
 						ended <- tc.end(db)
 					})
 				}))
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			close(ready)
 			c, err := db.Conn(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			defer c.Close()
 			select {
 			case <-ended:
@@ -357,9 +339,7 @@ func TestNothingReportedAfterClose(t *testing.T) {
 	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), rec.Option())
 	line := lineBelow()
 	c, err := db.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	rec.Wait(t, 5*time.Second, reportAt(pgxleak.LeakSuspected, line))
 	db.Close()
 	rec.Wait(t, 5*time.Second, reportAt(pgxleak.LeakStillOut, line))

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
@@ -20,13 +21,9 @@ import (
 func openOne(t *testing.T) (*sql.DB, *connState) {
 	t.Helper()
 	db, err := Open("pgx", pgtest.NewDatabase(t), WithMaxOpenConns(1), WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() })
-	if err := db.PingContext(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, db.PingContext(context.Background()))
 	var c *connState
 	trackerOf(db).each(func(s *connState) { c = s })
 	if c == nil {
@@ -39,9 +36,7 @@ func openOne(t *testing.T) (*sql.DB, *connState) {
 func backendPID(t *testing.T, db *sql.DB) uint32 {
 	t.Helper()
 	var pid uint32
-	if err := db.QueryRowContext(context.Background(), "SELECT pg_backend_pid()").Scan(&pid); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, db.QueryRowContext(context.Background(), "SELECT pg_backend_pid()").Scan(&pid))
 	return pid
 }
 
@@ -53,24 +48,16 @@ func TestTerminateRechecksCheckout(t *testing.T) {
 	db, c := openOne(t)
 	ctx := context.Background()
 	leaker, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := leaker.PingContext(ctx); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
+	require.NoError(t, leaker.PingContext(ctx))
 	c.mu.Lock()
 	chosen := c.checkouts // what terminate remembers when it chooses
 	c.mu.Unlock()
 	_ = leaker.Close()            // the leaker gives it back...
 	innocent, err := db.Conn(ctx) // ...and another caller takes it
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer innocent.Close()
-	if err := innocent.PingContext(ctx); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, innocent.PingContext(ctx))
 	if c.markTerminated(chosen) {
 		t.Fatal("marked a connection checked out again since it was chosen")
 	}
@@ -117,21 +104,15 @@ func TestTerminatedIdleNotHandedOut(t *testing.T) {
 // the idle time.
 func TestSideConnIdlesOut(t *testing.T) {
 	cfg, err := newConfig(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	cfg.sideIdle = 10 * time.Millisecond
 	pc, err := pgx.ParseConfig(pgtest.NewDatabase(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	p := newTracker(cfg, "")
 	p.stuck.side.cfg = pc // as from the pool's first pgx connection
 	p.start()
 	defer p.close()
-	if err := p.stuck.side.do(context.Background(), func(ctx context.Context, c *pgx.Conn) error { return c.Ping(ctx) }); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, p.stuck.side.do(context.Background(), func(ctx context.Context, c *pgx.Conn) error { return c.Ping(ctx) }))
 	pgtest.WaitFor(t, 5*time.Second, "the idle side connection closed", func() bool {
 		s := &p.stuck.side
 		s.mu.Lock()

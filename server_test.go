@@ -14,6 +14,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/faultproxy"
@@ -39,9 +41,7 @@ func leakLockedTx(t *testing.T, db *sql.DB) (*sql.Tx, site) {
 		if err == nil {
 			_, err = l.tx.Exec("SELECT id FROM t WHERE id = 1 FOR UPDATE")
 		}
-		if err != nil {
-			t.Error(err)
-		}
+		assert.NoError(t, err)
 		got <- l
 	}()
 	l := <-got
@@ -133,15 +133,11 @@ func TestDrainTerminateStillOut(t *testing.T) {
 	// A new transaction on a new connection can lock the row (the server
 	// ends the backend asynchronously: NOWAIT until it has).
 	c, err := pgx.Connect(context.Background(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer c.Close(context.Background())
 	pgtest.WaitFor(t, 5*time.Second, "the row lock released", func() bool {
 		tx, err := c.Begin(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		defer tx.Rollback(context.Background())
 		_, err = tx.Exec(context.Background(), "SELECT id FROM t WHERE id = 1 FOR UPDATE NOWAIT")
 		return err == nil
@@ -155,12 +151,8 @@ func TestTerminateDiscardsOnReturn(t *testing.T) {
 	db, _ := openTest(t, pgxleak.WithMaxOpenConns(1))
 	ctx := context.Background()
 	conn, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := conn.PingContext(ctx); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
+	require.NoError(t, conn.PingContext(ctx))
 	cs := pgxleak.Checkouts(db)
 	if len(cs) != 1 || cs[0].BackendPID == 0 {
 		t.Fatalf("checkouts %+v, want one with a backend PID", cs)
@@ -169,12 +161,8 @@ func TestTerminateDiscardsOnReturn(t *testing.T) {
 	if err := pgxleak.Terminate(ctx, db, pid+100000); err == nil || !strings.Contains(err.Error(), "not a connection checked out of this pool") {
 		t.Errorf("Terminate of a PID not ours: %v", err)
 	}
-	if err := pgxleak.Terminate(ctx, db, pid); err != nil {
-		t.Fatalf("Terminate: %v", err)
-	}
-	if err := conn.Close(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, pgxleak.Terminate(ctx, db, pid), "Terminate")
+	require.NoError(t, conn.Close())
 	if n := db.Stats().OpenConnections; n != 0 {
 		t.Errorf("%d connections open after the terminated one came back, want 0 (discarded)", n)
 	}
@@ -196,26 +184,19 @@ func TestServerViewRefused(t *testing.T) {
 	cl := pgtest.NewCluster(t, pgtest.Setting("max_connections", "2"), pgtest.Setting("superuser_reserved_connections", "0"))
 	rec := &leaktest.Recorder{}
 	db, err := pgxleak.Open("pgx", cl.DSN(), rec.Option(), pgxleak.WithMaxOpenConns(2), pgxleak.WithLogger(quiet))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer db.Close()
 	ctx := context.Background()
 	for range 2 {
 		tx, err := db.BeginTx(ctx, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		defer tx.Rollback()
-		if _, err := tx.ExecContext(ctx, "SELECT 1"); err != nil {
-			t.Fatal(err)
-		}
+		_, err = tx.ExecContext(ctx, "SELECT 1")
+		require.NoError(t, err)
 	}
 	start := time.Now()
 	in, err := pgxleak.Inspect(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	if took := time.Since(start); took > 3*time.Second {
 		t.Errorf("Inspect took %v with the server refusing; it must stay bounded", took)
 	}
@@ -226,9 +207,7 @@ func TestServerViewRefused(t *testing.T) {
 	if len(in.Checkouts) != 2 || in.Checkouts[0].Server != nil || in.Checkouts[0].Holder == nil {
 		t.Errorf("checkouts %+v: want two, with holders and no server view", in.Checkouts)
 	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, db.Close())
 	r := rec.Wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut })
 	if !slices.Contains(r.Notes, want) || strings.Contains(strings.Join(r.Notes, " "), "postgres@") {
 		t.Errorf("report notes %q: want %q, without credentials", r.Notes, want)
@@ -261,35 +240,24 @@ func (r *queryRecorder) seen(sub string) bool {
 // pgxleak's own pg_stat_activity and pg_terminate_backend queries.
 func TestServerViewNotTraced(t *testing.T) {
 	cfg, err := pgx.ParseConfig(pgtest.NewDatabase(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	rec := &queryRecorder{}
 	cfg.Tracer = rec
 	db, err := pgxleak.OpenDB(stdlib.GetConnector(*cfg), pgxleak.WithLogger(quiet))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer db.Close()
 	ctx := context.Background()
 	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, "SELECT 1"); err != nil {
-		t.Fatal(err)
-	}
+	_, err = tx.ExecContext(ctx, "SELECT 1")
+	require.NoError(t, err)
 	in, err := pgxleak.Inspect(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	if len(in.Checkouts) != 1 || in.Checkouts[0].Server == nil {
 		t.Fatalf("checkouts %+v, notes %q: want one with the server's view", in.Checkouts, in.Notes)
 	}
-	if err := pgxleak.Terminate(ctx, db, in.Checkouts[0].BackendPID); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, pgxleak.Terminate(ctx, db, in.Checkouts[0].BackendPID))
 	if !rec.seen("SELECT 1") {
 		t.Fatal("the tracer did not see the pool's own query")
 	}
@@ -307,28 +275,19 @@ func TestServerViewNotTraced(t *testing.T) {
 // monitor ("server view unavailable: no answer within 1s").
 func TestServerViewNeverHoldsReports(t *testing.T) {
 	cfg, err := pgx.ParseConfig(pgtest.NewDatabase(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	proxy, err := faultproxy.New(fmt.Sprintf("%s:%d", cfg.Host, cfg.Port))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer proxy.Close()
 	cfg.Host, cfg.Port = "127.0.0.1", uint16(proxy.Port())
 	rec := &leaktest.Recorder{}
 	db, err := pgxleak.OpenDB(stdlib.GetConnector(*cfg), rec.Option(), pgxleak.WithLogger(quiet), pgxleak.WithLeakThreshold(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer db.Close()
 	tx, err := db.Begin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec("SELECT 1"); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
+	_, err = tx.Exec("SELECT 1")
+	require.NoError(t, err)
 	proxy.Set(faultproxy.Toxics{Timeout: true}) // a black hole: the side connection's connect hangs
 	r := rec.Wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected })
 	notes := strings.Join(r.Notes, "; ")
@@ -336,10 +295,6 @@ func TestServerViewNeverHoldsReports(t *testing.T) {
 		t.Errorf("report notes %q, server %+v: want the report without waiting for the server", notes, r.Server)
 	}
 	proxy.Clear()
-	if err := tx.Rollback(); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, tx.Rollback())
+	require.NoError(t, db.Close())
 }

@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak/internal/gdump"
 	"github.com/pgxleak/pgxleak/internal/testdriver"
 )
@@ -41,9 +44,7 @@ func holdConns(t *testing.T, db *sql.DB, n int, release chan struct{}) *sync.Wai
 // single it out.
 func TestHolderMatchedByStack(t *testing.T) {
 	db, err := OpenDB(&testdriver.Connector{}, WithLogger(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer db.Close()
 	p := trackerOf(db)
 	holder := func() (*Holder, string) {
@@ -95,9 +96,7 @@ func TestHolderMatchedByStack(t *testing.T) {
 // goroutine dump per interval.
 func TestDumpRateLimit(t *testing.T) {
 	db, err := OpenDB(&testdriver.Connector{}, WithLogger(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer db.Close()
 	p := trackerOf(db)
 	release := make(chan struct{})
@@ -109,9 +108,8 @@ func TestDumpRateLimit(t *testing.T) {
 	for range 50 {
 		storm.Go(func() {
 			for range 20 {
-				if _, err := Inspect(context.Background(), db); err != nil {
-					t.Error(err)
-				}
+				_, err := Inspect(context.Background(), db)
+				assert.NoError(t, err)
 				p.emit(report{kind: LeakSuspected, snap: p.outSnapshots()[0]})
 			}
 		})
@@ -129,9 +127,7 @@ func TestDumpRateLimit(t *testing.T) {
 // made TestNoFalsePositives report a false deadlock under load.)
 func TestHolderCheckoutDuringDump(t *testing.T) {
 	db, err := OpenDB(&testdriver.Connector{}, WithLogger(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer db.Close()
 	p := trackerOf(db)
 	d := gdump.Take(0)
@@ -155,9 +151,7 @@ func TestHolderCheckoutDuringDump(t *testing.T) {
 // describe every checkout again each.
 func TestDiagnoseCoversHolderless(t *testing.T) {
 	db, err := OpenDB(&testdriver.Connector{}, WithLogger(nil), WithoutServerView())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer db.Close()
 	p := trackerOf(db)
 	release := make(chan struct{})

@@ -15,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -87,9 +88,7 @@ func (o *otelTest) waitEnded(t *testing.T, name string, n int) []sdktrace.ReadOn
 func (o *otelTest) collect(t *testing.T) map[string]metricdata.Metrics {
 	t.Helper()
 	var rm metricdata.ResourceMetrics
-	if err := o.reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatalf("collecting metrics: %v", err)
-	}
+	require.NoError(t, o.reader.Collect(context.Background(), &rm), "collecting metrics")
 	out := make(map[string]metricdata.Metrics)
 	for _, sm := range rm.ScopeMetrics {
 		for _, m := range sm.Metrics {
@@ -111,9 +110,7 @@ func attrs(kvs []attribute.KeyValue) map[attribute.Key]attribute.Value {
 func poolName(t *testing.T, dsn string) string {
 	t.Helper()
 	cfg, err := pgx.ParseConfig(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return fmt.Sprintf("%s:%d/%s", cfg.Host, cfg.Port, cfg.Database)
 }
 
@@ -142,12 +139,9 @@ func TestTracingLeakSpans(t *testing.T) {
 			leak: func(t *testing.T, db *pgxleakDB, ctx context.Context) (site, pgxleak.Leak, func()) {
 				at := lineBelow()
 				conn, err := db.Conn(ctx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if _, err := conn.ExecContext(ctx, stmt, 1); err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, err)
+				_, err = conn.ExecContext(ctx, stmt, 1)
+				require.NoError(t, err)
 				db.rec.Wait(t, 10*time.Second, suspected)
 				_ = conn.Close() // within one more threshold: the span ends here
 				return at, db.rec.Wait(t, 10*time.Second, resolved), func() {}
@@ -160,12 +154,9 @@ func TestTracingLeakSpans(t *testing.T) {
 			leak: func(t *testing.T, db *pgxleakDB, ctx context.Context) (site, pgxleak.Leak, func()) {
 				at := lineBelow()
 				tx, err := db.BeginTx(ctx, nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if _, err := tx.ExecContext(ctx, stmt, 1); err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, err)
+				_, err = tx.ExecContext(ctx, stmt, 1)
+				require.NoError(t, err)
 				return at, db.rec.Wait(t, 10*time.Second, suspected), func() { _ = tx.Rollback() }
 			},
 			kind: pgxleak.LeakSuspected, status: codes.Error,
@@ -210,12 +201,9 @@ func TestTracingLeakSpans(t *testing.T) {
 			leak: func(t *testing.T, db *pgxleakDB, ctx context.Context) (site, pgxleak.Leak, func()) {
 				at := lineBelow()
 				conn, err := db.Conn(ctx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if _, err := conn.ExecContext(ctx, stmt, 1); err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, err)
+				_, err = conn.ExecContext(ctx, stmt, 1)
+				require.NoError(t, err)
 				cancelled, cancel := context.WithCancel(ctx)
 				cancel()
 				var lerr *pgxleak.LeakError
@@ -315,9 +303,7 @@ func resolved(l pgxleak.Leak) bool  { return l.Kind == pgxleak.LeakSuspected && 
 func dropRows(t *testing.T, db *pgxleakDB, ctx context.Context, stmt string) site {
 	at := lineBelow()
 	rows, err := db.QueryContext(ctx, stmt, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	_ = rows
 	return at
 }
@@ -393,23 +379,18 @@ func TestMetricsPoolSignals(t *testing.T) {
 		pgxleak.WithLeakThreshold(100*time.Millisecond),
 		pgxleak.WithWaitSampleInterval(10*time.Millisecond),
 	)...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() })
 	name := poolName(t, dsn)
 	ctx := context.Background()
 
 	for range 10 {
-		if _, err := db.ExecContext(ctx, "SELECT 1"); err != nil {
-			t.Fatal(err)
-		}
+		_, err := db.ExecContext(ctx, "SELECT 1")
+		require.NoError(t, err)
 	}
 	// A leak: held past the threshold.
 	leaked, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	rec.Wait(t, 10*time.Second, suspected)
 	m := o.collect(t)
 	checkSum(t, m, "pgxleak.connection.suspected", "{connection}", name, nil, 1)
@@ -417,21 +398,13 @@ func TestMetricsPoolSignals(t *testing.T) {
 
 	// A wait: the other connection is held too, and one caller waits.
 	held, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	waited := make(chan error, 1)
 	go func() { _, err := db.ExecContext(ctx, "SELECT 1"); waited <- err }()
 	pgtest.WaitFor(t, 10*time.Second, "a caller to wait", func() bool { return db.Stats().WaitCount == 1 })
-	if err := held.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-waited; err != nil {
-		t.Fatal(err)
-	}
-	if err := leaked.Close(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, held.Close())
+	require.NoError(t, <-waited)
+	require.NoError(t, leaked.Close())
 	rec.Wait(t, 10*time.Second, resolved)
 
 	// wait_time appears at the sampler's next tick.
@@ -565,21 +538,15 @@ func TestMetricsUseTimeAllocatesNothing(t *testing.T) {
 		ctx := context.Background()
 		return testing.AllocsPerRun(200, func() {
 			c, err := db.Conn(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			_ = c.Close()
 		})
 	}
 	plain, err := sql.Open("pgx", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	tracked, err := pgxleak.Open("pgx", dsn, pgxleak.WithMeterProvider(o.mp), pgxleak.WithLogger(nil),
 		pgxleak.WithMaxOpenConns(1), pgxleak.WithWaitSampleInterval(time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	base, with := allocs(plain), allocs(tracked)
 	t.Logf("allocations per checkout and return: %.0f with database/sql alone, %.0f through pgxleak with the SDK's meter", base, with)
 	if with > base {
@@ -604,9 +571,7 @@ func TestMetricsPoolName(t *testing.T) {
 			name: "Open",
 			open: func(t *testing.T, dsn string, opts ...pgxleak.Option) *sql.DB {
 				db, err := pgxleak.Open("pgx", dsn, opts...)
-				if err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, err)
 				return db
 			},
 			want: poolName,
@@ -615,13 +580,9 @@ func TestMetricsPoolName(t *testing.T) {
 			name: "OpenDB over pgx, named by its first connection",
 			open: func(t *testing.T, dsn string, opts ...pgxleak.Option) *sql.DB {
 				cfg, err := pgx.ParseConfig(dsn)
-				if err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, err)
 				db, err := pgxleak.OpenDB(stdlib.GetConnector(*cfg), opts...)
-				if err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, err)
 				return db
 			},
 			want: poolName,
@@ -630,9 +591,7 @@ func TestMetricsPoolName(t *testing.T) {
 			name: "WithPoolName",
 			open: func(t *testing.T, dsn string, opts ...pgxleak.Option) *sql.DB {
 				db, err := pgxleak.Open("pgx", dsn, append(opts, pgxleak.WithPoolName("orders"))...)
-				if err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, err)
 				return db
 			},
 			want: func(*testing.T, string) string { return "orders" },
@@ -644,9 +603,8 @@ func TestMetricsPoolName(t *testing.T) {
 			dsn := pgtest.NewDatabase(t)
 			db := tt.open(t, dsn, pgxleak.WithMeterProvider(o.mp), pgxleak.WithLogger(nil), pgxleak.WithMaxOpenConns(1))
 			t.Cleanup(func() { _ = db.Close() })
-			if _, err := db.ExecContext(context.Background(), "SELECT 1"); err != nil {
-				t.Fatal(err)
-			}
+			_, err := db.ExecContext(context.Background(), "SELECT 1")
+			require.NoError(t, err)
 			name := tt.want(t, dsn)
 			m := o.collect(t)
 			if create := checkHistogram(t, m, "db.client.connection.create_time", name); create.Count != 1 {
@@ -675,19 +633,14 @@ func TestTracingGlobalProvidersByDefault(t *testing.T) {
 	})
 	dsn := pgtest.NewDatabase(t)
 	db, err := sql.Open(pgxleak.DriverName, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() })
 	name := poolName(t, dsn)
 	ctx := context.Background()
-	if _, err := db.ExecContext(ctx, "SELECT 1"); err != nil {
-		t.Fatal(err)
-	}
+	_, err = db.ExecContext(ctx, "SELECT 1")
+	require.NoError(t, err)
 	conn, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer conn.Close()
 
 	m := o.collect(t)

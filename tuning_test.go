@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 	"github.com/pgxleak/pgxleak/internal/testdriver"
@@ -27,9 +30,7 @@ func holdConcurrently(t testing.TB, db *sql.DB, n int) {
 				t.Error(err)
 				return
 			}
-			if err := c.PingContext(context.Background()); err != nil {
-				t.Error(err)
-			}
+			assert.NoError(t, c.PingContext(context.Background()))
 			conns[i] = c
 		})
 	}
@@ -159,9 +160,8 @@ func TestLifetimeGovernedByOption(t *testing.T) {
 		pgxleak.WithConnMaxLifetime(50*time.Millisecond), pgxleak.WithConnMaxLifetimeJitter(0))
 	db.SetConnMaxLifetime(0)
 	pgtest.WaitFor(t, 10*time.Second, "a connection discarded at the end of its lifetime", func() bool {
-		if _, err := db.Exec("SELECT 1"); err != nil {
-			t.Fatal(err)
-		}
+		_, err := db.Exec("SELECT 1")
+		require.NoError(t, err)
 		return pgxleak.Stats(db).LifetimeDiscarded > 0
 	})
 	if st := pgxleak.Stats(db); st.MaxLifetimeClosed != 0 {
@@ -188,9 +188,7 @@ func TestMaxUses(t *testing.T) {
 	var pids []int
 	for range 9 {
 		var pid int
-		if err := db.QueryRow("SELECT pg_backend_pid()").Scan(&pid); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, db.QueryRow("SELECT pg_backend_pid()").Scan(&pid))
 		pids = append(pids, pid)
 	}
 	for i := range pids {
@@ -208,21 +206,15 @@ func TestLifetimeExpiresOnReturn(t *testing.T) {
 		pgxleak.WithConnMaxLifetime(100*time.Millisecond), pgxleak.WithConnMaxLifetimeJitter(50*time.Millisecond))
 	var pid1, pid2 int
 	c, err := db2.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.QueryRowContext(context.Background(), "SELECT pg_backend_pid()").Scan(&pid1); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
+	require.NoError(t, c.QueryRowContext(context.Background(), "SELECT pg_backend_pid()").Scan(&pid1))
 	start := time.Now()
 	pgtest.WaitFor(t, time.Second, "the lifetime to pass", func() bool { return time.Since(start) > 120*time.Millisecond })
 	c.Close() // returned after its lifetime: IsValid says no
 	if st := db2.Stats(); st.OpenConnections != 0 {
 		t.Fatalf("expired connection kept: %+v", st)
 	}
-	if err := db2.QueryRow("SELECT pg_backend_pid()").Scan(&pid2); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, db2.QueryRow("SELECT pg_backend_pid()").Scan(&pid2))
 	if pid1 == pid2 {
 		t.Fatal("expired connection reused")
 	}
@@ -251,9 +243,7 @@ func TestJitterSpreadsLifetimes(t *testing.T) {
 
 func TestDefaultConfig(t *testing.T) {
 	cfg, err := pgxleak.PoolTuningOf()
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	if cfg.MaxIdle != cfg.MaxOpen || cfg.LifetimeJitter != pgxleak.DefaultConnMaxLifetime/10 || cfg.MinIdle != 0 || cfg.MaxUses != 0 {
 		t.Fatalf("defaults: %+v", cfg)
 	}
@@ -265,9 +255,7 @@ func TestDefaultConfig(t *testing.T) {
 func TestExpiredConnectionDiscarded(t *testing.T) {
 	inner, _ := (&testdriver.Connector{}).Connect(context.Background())
 	w, expire := pgxleak.WrapConn(t, inner, pgxleak.WithMaxUses(2))
-	if err := w.(driver.SessionResetter).ResetSession(context.Background()); err != nil {
-		t.Fatalf("fresh connection refused: %v", err)
-	}
+	require.NoError(t, w.(driver.SessionResetter).ResetSession(context.Background()), "fresh connection refused")
 	if !w.(driver.Validator).IsValid() {
 		t.Fatal("fresh connection invalid after one use")
 	}

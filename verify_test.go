@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/testdriver"
 )
@@ -31,9 +33,7 @@ func TestVerifyNone(t *testing.T) {
 	db, _ := openTest(t)
 	line := lineBelow()
 	c, err := db.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	ft := &fakeT{}
 	pgxleak.VerifyNone(ft, db, pgxleak.GracePeriod(50*time.Millisecond))
 	if len(ft.errors) != 1 || !strings.Contains(ft.errors[0], line.String()) ||
@@ -73,9 +73,7 @@ func TestVerifyNoneAfterTestContext(t *testing.T) {
 	t.Run("leaves rows open on t.Context()", func(t *testing.T) {
 		t.Cleanup(func() { pgxleak.VerifyNone(ft, db) })
 		rows, err := db.QueryContext(t.Context(), "SELECT generate_series(1, 10)")
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		_ = rows
 	})
 	if len(ft.errors) != 0 {
@@ -98,14 +96,10 @@ func TestVerifyTestMain(t *testing.T) {
 	pgxleak.IsolateRegistry(t)
 
 	db, err := pgxleak.OpenDB(&testdriver.Connector{}, pgxleak.WithLogger(quiet))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer db.Close()
 	c, err := db.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	for _, tc := range []struct {
 		name     string
 		runCode  int
@@ -159,16 +153,10 @@ func TestVerifyTestMainClosedPool(t *testing.T) {
 	pgxleak.IsolateRegistry(t)
 
 	db, err := pgxleak.OpenDB(&testdriver.Connector{}, pgxleak.WithLogger(quiet))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	c, err := db.Conn(context.Background()) // the leak
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
+	require.NoError(t, db.Close())
 	exitCode = -1
 	pgxleak.VerifyTestMain(fakeM{0}, pgxleak.GracePeriod(0))
 	if exitCode != 1 || !strings.Contains(stderr.String(), "verify_test.go") {

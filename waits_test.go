@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
@@ -66,9 +68,7 @@ func TestTracingSlowWaitEpisode(t *testing.T) {
 	wg.Wait()
 	close(errs)
 	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 	}
 
 	spans := o.waitEnded(t, "pgxleak.connection.wait", 1)
@@ -164,9 +164,7 @@ func TestMetricsWaitTimeAtCollection(t *testing.T) {
 		pgxleak.WithMaxOpenConns(2),
 		pgxleak.WithWaitSampleInterval(time.Hour),
 	)...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() })
 	ctx := context.Background()
 
@@ -180,9 +178,7 @@ func TestMetricsWaitTimeAtCollection(t *testing.T) {
 				t.Error(err)
 				return
 			}
-			if err := c.PingContext(ctx); err != nil {
-				t.Error(err)
-			}
+			assert.NoError(t, c.PingContext(ctx))
 			time.Sleep(40 * time.Millisecond) // the work done while holding it
 			_ = c.Close()
 		})

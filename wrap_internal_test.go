@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak/internal/optional"
 )
 
@@ -99,9 +101,7 @@ func checkRules(t *testing.T, kind string, m int, w any) {
 // m, every Always one (driver.Validator among them), and no Folded one.
 func TestGeneratedWrappersExact(t *testing.T) {
 	cfg, err := newConfig(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	p := newTracker(cfg, "test")
 	t.Cleanup(p.close)
 	c := &conn{connState: connState{tracker: p}, inner: fullConn{}}

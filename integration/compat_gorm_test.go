@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
@@ -42,21 +44,15 @@ var gormOpeners = []struct {
 	{"Conn: pgxleak.Open", true, func(t *testing.T, cfg *gorm.Config, opts ...pgxleak.Option) (*gorm.DB, *sql.DB) {
 		db, _ := openTest(t, opts...)
 		gdb, err := gorm.Open(postgres.New(postgres.Config{Conn: db}), cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		return gdb, db
 	}},
 	{"DriverName: pgxleak", false, func(t *testing.T, cfg *gorm.Config, opts ...pgxleak.Option) (*gorm.DB, *sql.DB) {
 		_, dsn := openTest(t)
 		gdb, err := gorm.Open(postgres.New(postgres.Config{DriverName: pgxleak.DriverName, DSN: dsn}), cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		db, err := gdb.DB()
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		t.Cleanup(func() { _ = db.Close() })
 		if _, ok := db.Driver().(*pgxleak.Driver); !ok {
 			t.Fatalf("GORM's pool runs on %T, not pgxleak", db.Driver())
@@ -80,32 +76,24 @@ func TestGorm(t *testing.T) {
 				gdb, db := opener.open(t, gormConfig(prepare))
 				ctx := t.Context()
 				gdb = gdb.WithContext(ctx)
-				if err := gdb.AutoMigrate(&gormProduct{}); err != nil {
-					t.Fatalf("AutoMigrate: %v", err)
-				}
+				require.NoError(t, gdb.AutoMigrate(&gormProduct{}), "AutoMigrate")
 
 				// Create, read, update, delete.
 				p := gormProduct{Code: "A1", Price: 100}
 				if err := gdb.Create(&p).Error; err != nil || p.ID == 0 {
 					t.Fatalf("Create: id %d, %v", p.ID, err)
 				}
-				if err := gdb.Create(&[]gormProduct{{Code: "B2", Price: 5}, {Code: "C3", Price: 7}}).Error; err != nil {
-					t.Fatalf("batch Create: %v", err)
-				}
+				require.NoError(t, gdb.Create(&[]gormProduct{{Code: "B2", Price: 5}, {Code: "C3", Price: 7}}).Error, "batch Create")
 				var got gormProduct
 				if err := gdb.First(&got, "code = ?", "A1").Error; err != nil || got.ID != p.ID || got.Price != 100 {
 					t.Errorf("First = %+v, %v", got, err)
 				}
-				if err := gdb.Model(&got).Update("price", 200).Error; err != nil {
-					t.Errorf("Update: %v", err)
-				}
+				assert.NoError(t, gdb.Model(&got).Update("price", 200).Error, "Update")
 				var cheap []gormProduct
 				if err := gdb.Where("price < ?", 10).Order("code").Find(&cheap).Error; err != nil || len(cheap) != 2 || cheap[0].Code != "B2" {
 					t.Errorf("Find = %+v, %v", cheap, err)
 				}
-				if err := gdb.Delete(&cheap[0]).Error; err != nil {
-					t.Errorf("Delete: %v", err)
-				}
+				assert.NoError(t, gdb.Delete(&cheap[0]).Error, "Delete")
 				var count int64
 				if err := gdb.Model(&gormProduct{}).Count(&count).Error; err != nil || count != 2 {
 					t.Errorf("Count after soft delete = %d, %v; want 2", count, err)
@@ -146,9 +134,7 @@ func TestGorm(t *testing.T) {
 				}
 				tx := gdb.Begin()
 				tx.Create(&gormProduct{Code: "T4", Price: 1})
-				if err := tx.Commit().Error; err != nil {
-					t.Errorf("Begin/Commit: %v", err)
-				}
+				assert.NoError(t, tx.Commit().Error, "Begin/Commit")
 				var codes []string
 				if err := gdb.Model(&gormProduct{}).Where("code LIKE ?", "T%").Order("code").Pluck("code", &codes).Error; err != nil ||
 					len(codes) != 2 || codes[0] != "T1" || codes[1] != "T4" {
@@ -183,28 +169,20 @@ func TestGormLeakAttribution(t *testing.T) {
 			t.Parallel()
 			rec := &leaktest.Recorder{}
 			gdb, db := opener.open(t, gormConfig(false), rec.Option(), pgxleak.WithLeakThreshold(50*time.Millisecond))
-			if err := gdb.AutoMigrate(&gormProduct{}); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, gdb.AutoMigrate(&gormProduct{}))
 
 			_, file, line, _ := runtime.Caller(0)
 			tx := gdb.Begin() // leaked
 			txLine := line + 1
-			if err := tx.Create(&gormProduct{Code: "X", Price: 1}).Error; err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, tx.Create(&gormProduct{Code: "X", Price: 1}).Error)
 			_, _, line, _ = runtime.Caller(0)
 			rows, err := gdb.Model(&gormProduct{}).Rows() // leaked
 			rowsLine := line + 1
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			_, _, line, _ = runtime.Caller(0)
 			prows, err := gdb.Session(&gorm.Session{PrepareStmt: true}).Model(&gormProduct{}).Where("price > ?", 0).Rows() // leaked
 			prowsLine := line + 1
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 
 			cos := pgxleak.Checkouts(db)
 			if len(cos) != 3 {
@@ -226,9 +204,7 @@ func TestGormLeakAttribution(t *testing.T) {
 
 			_ = rows.Close()
 			_ = prows.Close()
-			if err := tx.Rollback().Error; err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, tx.Rollback().Error)
 			pgxleak.VerifyNone(t, db)
 		})
 	}

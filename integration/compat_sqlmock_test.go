@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/DATA-DOG/go-sqlmock"
+	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
 )
@@ -35,9 +36,7 @@ func newMockDB(t *testing.T, viaOpen bool) (*sql.DB, sqlmock.Sqlmock) {
 	_, _ = rand.Read(b[:])
 	dsn := "pgxleak_mock_" + hex.EncodeToString(b[:])
 	mockDB, mock, err := sqlmock.NewWithDSN(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	opts := []pgxleak.Option{pgxleak.WithMaxOpenConns(1), pgxleak.WithLogger(quiet)}
 	var db *sql.DB
 	if viaOpen {
@@ -45,9 +44,7 @@ func newMockDB(t *testing.T, viaOpen bool) (*sql.DB, sqlmock.Sqlmock) {
 	} else {
 		db, err = pgxleak.OpenDB(sqlmockConnector{drv: mockDB.Driver(), dsn: dsn}, opts...)
 	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	t.Cleanup(func() {
 		_ = db.Close()     // sqlmock answers the driver's Close with "not expected"; that is fine here
 		_ = mockDB.Close() // likewise
@@ -86,20 +83,14 @@ func TestSqlmock(t *testing.T) {
 				t.Fatalf("query = %q, %v", got, err)
 			}
 			tx, err := db.BeginTx(ctx, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			if r, err := tx.ExecContext(ctx, `UPDATE users SET name = $1 WHERE id = $2`, "bob", 7); err != nil {
 				t.Fatal(err)
 			} else if n, _ := r.RowsAffected(); n != 1 {
 				t.Fatalf("rows affected = %d", n)
 			}
-			if err := tx.Commit(); err != nil {
-				t.Fatal(err)
-			}
-			if err := mock.ExpectationsWereMet(); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, tx.Commit())
+			require.NoError(t, mock.ExpectationsWereMet())
 			var clean tRecorder
 			pgxleak.VerifyNone(&clean, db, pgxleak.GracePeriod(0))
 			if len(clean.errs) != 0 {
@@ -113,9 +104,7 @@ func TestSqlmock(t *testing.T) {
 			mock.ExpectQuery(`SELECT id FROM users`).WillReturnRows(sqlmock.NewRows([]string{"id"}).AddRow(1).AddRow(2))
 			_, file, line, _ := runtime.Caller(0)
 			rows, err := db.QueryContext(context.Background(), `SELECT id FROM users`) // the leak
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			line++
 			var leaky tRecorder
 			pgxleak.VerifyNone(&leaky, db, pgxleak.GracePeriod(0))
@@ -128,9 +117,7 @@ func TestSqlmock(t *testing.T) {
 			} else if c := lerr.Checkouts[0].Culprit; c.File != file || c.Line != line {
 				t.Errorf("culprit %s:%d, want %s:%d", c.File, c.Line, file, line)
 			}
-			if err := rows.Close(); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, rows.Close())
 			pgxleak.VerifyNone(t, db)
 		})
 	}
@@ -145,9 +132,7 @@ func TestSqlmockLeakedTransaction(t *testing.T) {
 	mock.ExpectRollback()
 	_, file, line, _ := runtime.Caller(0)
 	tx, err := db.Begin() // the leak
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	line++
 	cos := pgxleak.Checkouts(db)
 	if len(cos) != 1 || cos[0].Culprit.File != file || cos[0].Culprit.Line != line {
@@ -156,11 +141,7 @@ func TestSqlmockLeakedTransaction(t *testing.T) {
 	if cos[0].TxStatus != "in transaction" {
 		t.Errorf("tx status %q, want in transaction", cos[0].TxStatus)
 	}
-	if err := tx.Rollback(); err != nil {
-		t.Fatal(err)
-	}
-	if err := mock.ExpectationsWereMet(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, tx.Rollback())
+	require.NoError(t, mock.ExpectationsWereMet())
 	pgxleak.VerifyNone(t, db)
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/leaktest"
@@ -41,9 +42,7 @@ func TestSqlx(t *testing.T) {
 		{"Connect(pgxleak)", func(t *testing.T) *sqlx.DB {
 			_, dsn := openTest(t)
 			dbx, err := sqlx.Connect(pgxleak.DriverName, dsn)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			t.Cleanup(func() { _ = dbx.Close() })
 			return dbx
 		}},
@@ -84,42 +83,31 @@ func TestSqlx(t *testing.T) {
 				t.Errorf("Select = %+v, %v", users, err)
 			}
 			q, args, err := sqlx.In(`SELECT name FROM users WHERE id IN (?) ORDER BY id`, []int{2, 4})
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			var names []string
 			if err := dbx.SelectContext(ctx, &names, dbx.Rebind(q), args...); err != nil || len(names) != 2 || names[0] != "bob" || names[1] != "di" {
 				t.Errorf("In+Rebind Select = %v, %v", names, err)
 			}
 			rows, err := dbx.NamedQueryContext(ctx, `SELECT id, name FROM users WHERE name = :name`, map[string]any{"name": "cy"})
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			for rows.Next() {
 				var got sqlxUser
 				if err := rows.StructScan(&got); err != nil || got.ID != 3 {
 					t.Errorf("NamedQuery row = %+v, %v", got, err)
 				}
 			}
-			if err := rows.Close(); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, rows.Close())
 
 			// Beginx: commit.
 			tx, err := dbx.Beginx()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := tx.NamedExecContext(ctx, `UPDATE users SET email = :email WHERE id = :id`, map[string]any{"id": 2, "email": "bob@example.com"}); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
+			_, err = tx.NamedExecContext(ctx, `UPDATE users SET email = :email WHERE id = :id`, map[string]any{"id": 2, "email": "bob@example.com"})
+			require.NoError(t, err)
 			var inTxEmail string
 			if err := tx.GetContext(ctx, &inTxEmail, tx.Rebind(`SELECT email FROM users WHERE id = ?`), 2); err != nil || inTxEmail != "bob@example.com" {
 				t.Errorf("Get inside Beginx = %q, %v", inTxEmail, err)
 			}
-			if err := tx.Commit(); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, tx.Commit())
 			// MustBegin: roll back.
 			mtx := dbx.MustBegin()
 			mtx.MustExec(`DELETE FROM users`)
@@ -127,9 +115,7 @@ func TestSqlx(t *testing.T) {
 			if err := mtx.Get(&inTx, `SELECT count(*) FROM users`); err != nil || inTx != 0 {
 				t.Errorf("count inside the transaction = %d, %v", inTx, err)
 			}
-			if err := mtx.Rollback(); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, mtx.Rollback())
 			var email string
 			if err := dbx.Get(&email, `SELECT email FROM users WHERE id = 2`); err != nil || email != "bob@example.com" {
 				t.Errorf("committed email = %q, %v", email, err)
@@ -154,9 +140,7 @@ func TestSqlxUnknownDriverName(t *testing.T) {
 		t.Fatalf("BindType = %d, want UNKNOWN", got)
 	}
 	db, err := sql.Open(pgxleak.DriverName, "postgres://unused")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer db.Close()
 	if got := sqlx.NewDb(db, "pgxleak-not-registered").Rebind("?"); got != "?" {
 		t.Fatalf("Rebind with an unknown driver name = %q; sqlx has learnt new names, update the README", got)
@@ -174,9 +158,7 @@ func TestSqlxLeakAttribution(t *testing.T) {
 
 	_, file, line, _ := runtime.Caller(0)
 	rows, err := dbx.Queryx(`SELECT 1 UNION ALL SELECT 2`) // leaked: never closed
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	rowsLine := line + 1
 	_, _, line, _ = runtime.Caller(0)
 	tx := dbx.MustBegin() // leaked: never committed
@@ -199,11 +181,7 @@ func TestSqlxLeakAttribution(t *testing.T) {
 		t.Errorf("report: culprit %s:%d, last statement %q; want %s:%d, the INSERT", l.Culprit.File, l.Culprit.Line, l.LastStatement, file, txLine)
 	}
 
-	if err := rows.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := tx.Rollback(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, rows.Close())
+	require.NoError(t, tx.Rollback())
 	pgxleak.VerifyNone(t, db)
 }

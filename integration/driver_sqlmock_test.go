@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/DATA-DOG/go-sqlmock"
+	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
 )
@@ -18,14 +19,10 @@ import (
 func TestSqlmockErrorsPassThrough(t *testing.T) {
 	sentinel := errors.New("mock failure")
 	mdb, mock, err := sqlmock.NewWithDSN("sqlmock_errors_pass_through")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer mdb.Close()
 	db, err := pgxleak.Open("sqlmock", "sqlmock_errors_pass_through", pgxleak.WithMaxOpenConns(1))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer db.Close()
 	mock.ExpectExec("UPDATE t").WillReturnError(sentinel)
 	mock.ExpectQuery("SELECT x").WillReturnRows(sqlmock.NewRows([]string{"x"}).AddRow(5))
@@ -39,15 +36,9 @@ func TestSqlmockErrorsPassThrough(t *testing.T) {
 		t.Fatalf("query = %d, %v", x, err)
 	}
 	tx, err := db.BeginTx(context.Background(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := tx.Rollback(); err != nil {
-		t.Fatal(err)
-	}
-	if err := mock.ExpectationsWereMet(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
+	require.NoError(t, tx.Rollback())
+	require.NoError(t, mock.ExpectationsWereMet())
 	st := pgxleak.Stats(db)
 	if st.Checkouts != 3 || st.Returns != 3 {
 		t.Fatalf("tracker saw %d checkouts, %d returns; want 3, 3", st.Checkouts, st.Returns)
@@ -60,22 +51,16 @@ func TestSqlmockErrorsPassThrough(t *testing.T) {
 // unknown state; the connection must not go back to the pool.
 func TestFailedRollbackDiscardsConnection(t *testing.T) {
 	mdb, mock, err := sqlmock.NewWithDSN("failed_rollback_discards")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer mdb.Close()
 	db, err := pgxleak.Open("sqlmock", "failed_rollback_discards", pgxleak.WithLogger(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer db.Close()
 	mock.ExpectBegin()
 	mock.ExpectRollback().WillReturnError(errors.New("connection lost during rollback"))
 	mock.ExpectClose()
 	tx, err := db.Begin()
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	if err := tx.Rollback(); err == nil {
 		t.Fatal("Rollback succeeded")
 	}

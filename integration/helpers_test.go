@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	"github.com/pgxleak/pgxleak"
@@ -55,18 +56,15 @@ func openTest(t testing.TB, opts ...pgxleak.Option) (*sql.DB, string) {
 	dsn := pgtest.NewDatabase(t)
 	opts = append([]pgxleak.Option{pgxleak.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))}, opts...)
 	db, err := pgxleak.Open("pgx", dsn, opts...)
-	if err != nil {
-		t.Fatalf("pgxleak.Open: %v", err)
-	}
+	require.NoError(t, err, "pgxleak.Open")
 	t.Cleanup(func() { _ = db.Close() })
 	return db, dsn
 }
 
 func compatExec(t testing.TB, db *sql.DB, query string, args ...any) {
 	t.Helper()
-	if _, err := db.ExecContext(context.Background(), query, args...); err != nil {
-		t.Fatalf("%s: %v", query, err)
-	}
+	_, err := db.ExecContext(context.Background(), query, args...)
+	require.NoError(t, err, "%s", query)
 }
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 )
 
@@ -20,9 +21,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func echoServer(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var conns []net.Conn
@@ -72,9 +71,7 @@ func echoServer(t *testing.T) string {
 func newProxy(t *testing.T) *Proxy {
 	t.Helper()
 	p, err := New(echoServer(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	t.Cleanup(func() { _ = p.Close() })
 	return p
 }
@@ -82,9 +79,7 @@ func newProxy(t *testing.T) *Proxy {
 func dial(t *testing.T, p *Proxy) net.Conn {
 	t.Helper()
 	c, err := net.Dial("tcp", p.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	t.Cleanup(func() { _ = c.Close() })
 	return c
 }
@@ -108,9 +103,8 @@ func roundTrip(t *testing.T, c net.Conn, msg string, deadline time.Duration) (ti
 func TestForwards(t *testing.T) {
 	p := newProxy(t)
 	c := dial(t, p)
-	if _, err := roundTrip(t, c, "hello", 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	_, err := roundTrip(t, c, "hello", 5*time.Second)
+	require.NoError(t, err)
 	if p.Conns() != 1 || p.Accepted() != 1 {
 		t.Fatalf("Conns = %d, Accepted = %d, want 1, 1", p.Conns(), p.Accepted())
 	}
@@ -124,9 +118,7 @@ func TestLatency(t *testing.T) {
 	}
 	p.Set(Toxics{Latency: 100 * time.Millisecond})
 	d, err := roundTrip(t, c, "slow", 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	if d < 200*time.Millisecond { // 100 ms each way
 		t.Fatalf("round trip with 100ms latency each way took %v", d)
 	}
@@ -139,9 +131,8 @@ func TestLatency(t *testing.T) {
 func TestTimeoutDropsData(t *testing.T) {
 	p := newProxy(t)
 	c := dial(t, p)
-	if _, err := roundTrip(t, c, "warm", 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	_, err := roundTrip(t, c, "warm", 5*time.Second)
+	require.NoError(t, err)
 	p.Set(Toxics{Timeout: true})
 	d, err := roundTrip(t, c, "lost", 300*time.Millisecond)
 	if p.Dropped() != int64(len("lost")) {
@@ -153,9 +144,8 @@ func TestTimeoutDropsData(t *testing.T) {
 	}
 	// The dropped bytes never arrive, even after the black hole ends.
 	p.Clear()
-	if _, err := roundTrip(t, c, "back", 5*time.Second); err != nil {
-		t.Fatalf("after Clear: %v", err)
-	}
+	_, err = roundTrip(t, c, "back", 5*time.Second)
+	require.NoError(t, err, "after Clear")
 	if p.Conns() != 1 {
 		t.Fatalf("the black hole closed the connection: Conns = %d", p.Conns())
 	}
@@ -164,9 +154,8 @@ func TestTimeoutDropsData(t *testing.T) {
 func TestTimeoutCloseAfter(t *testing.T) {
 	p := newProxy(t)
 	c := dial(t, p)
-	if _, err := roundTrip(t, c, "warm", 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	_, err := roundTrip(t, c, "warm", 5*time.Second)
+	require.NoError(t, err)
 	p.Set(Toxics{Timeout: true, CloseAfter: 100 * time.Millisecond})
 	d, err := roundTrip(t, c, "lost", 5*time.Second)
 	if err == nil || d < 90*time.Millisecond || d > 3*time.Second {
@@ -180,11 +169,10 @@ func TestTimeoutCloseAfter(t *testing.T) {
 func TestResetPeer(t *testing.T) {
 	p := newProxy(t)
 	c := dial(t, p)
-	if _, err := roundTrip(t, c, "warm", 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	_, err := roundTrip(t, c, "warm", 5*time.Second)
+	require.NoError(t, err)
 	p.Set(Toxics{ResetPeer: true})
-	_, err := roundTrip(t, c, "x", 5*time.Second)
+	_, err = roundTrip(t, c, "x", 5*time.Second)
 	if !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
 		t.Fatalf("open connection after ResetPeer: %v, want connection reset", err)
 	}
@@ -201,9 +189,8 @@ func TestResetPeer(t *testing.T) {
 	}
 	p.Clear()
 	c3 := dial(t, p)
-	if _, err := roundTrip(t, c3, "z", 5*time.Second); err != nil {
-		t.Fatalf("after Clear: %v", err)
-	}
+	_, err = roundTrip(t, c3, "z", 5*time.Second)
+	require.NoError(t, err, "after Clear")
 }
 
 func TestBandwidth(t *testing.T) {
@@ -212,12 +199,10 @@ func TestBandwidth(t *testing.T) {
 	p.Set(Toxics{Bandwidth: 512 << 10}) // 256 KiB takes ~0.5 s
 	start := time.Now()
 	_ = c.SetDeadline(start.Add(10 * time.Second))
-	if _, err := c.Write([]byte("big\n")); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.ReadFull(c, make([]byte, 256<<10)); err != nil {
-		t.Fatal(err)
-	}
+	_, err := c.Write([]byte("big\n"))
+	require.NoError(t, err)
+	_, err = io.ReadFull(c, make([]byte, 256<<10))
+	require.NoError(t, err)
 	if d := time.Since(start); d < 400*time.Millisecond || d > 5*time.Second {
 		t.Fatalf("256 KiB at 512 KiB/s took %v, want ~500ms", d)
 	}
@@ -225,13 +210,10 @@ func TestBandwidth(t *testing.T) {
 
 func TestCloseEndsEverything(t *testing.T) {
 	p, err := New(echoServer(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	c := dial(t, p)
-	if _, err := roundTrip(t, c, "warm", 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	_, err = roundTrip(t, c, "warm", 5*time.Second)
+	require.NoError(t, err)
 	p.Set(Toxics{Latency: time.Hour}) // a pipe goroutine now sleeps for an hour
 	_, _ = c.Write([]byte("stuck"))
 	done := make(chan struct{})

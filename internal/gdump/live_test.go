@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak/internal/goid"
 )
 
@@ -45,9 +47,7 @@ func TestLiveStates(t *testing.T) {
 	var mu sync.Mutex
 	mu.Lock() // unlocked at stop, by the goroutine below
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer ln.Close()
 
 	type result struct {
@@ -153,9 +153,7 @@ var registerOnce sync.Once
 func openPool(t *testing.T, max int) *sql.DB {
 	registerOnce.Do(func() { sql.Register("gdump-fake", fakeDriver{}) })
 	db, err := sql.Open("gdump-fake", "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	db.SetMaxOpenConns(max)
 	t.Cleanup(func() { db.Close() })
 	return db
@@ -168,13 +166,9 @@ func TestWaitingForConn(t *testing.T) {
 	dbA, dbB := openPool(t, 1), openPool(t, 1)
 	ctx := context.Background()
 	holdA, err := dbA.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	holdB, err := dbB.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	cctx, cancel := context.WithCancel(ctx)
 	type waiter struct {
 		id   uint64

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/require"
 )
 
 // notOptional are the interfaces of database/sql/driver that are not an
@@ -33,9 +35,7 @@ var notOptional = map[string]string{
 func TestListComplete(t *testing.T) {
 	dir := filepath.Join(build.Default.GOROOT, "src", "database", "sql", "driver")
 	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatalf("reading the toolchain's database/sql/driver: %v", err)
-	}
+	require.NoError(t, err, "reading the toolchain's database/sql/driver")
 	listed := map[string]bool{}
 	for _, i := range All {
 		listed[i.Name()] = true
@@ -47,9 +47,7 @@ func TestListComplete(t *testing.T) {
 			continue
 		}
 		f, err := parser.ParseFile(fset, filepath.Join(dir, e.Name()), nil, parser.SkipObjectResolution)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		for _, d := range f.Decls {
 			g, ok := d.(*ast.GenDecl)
 			if !ok || g.Tok != token.TYPE {

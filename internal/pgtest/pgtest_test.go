@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
 )
 
 func TestMain(m *testing.M) { os.Exit(M(m).Run()) }
@@ -18,14 +19,10 @@ func TestNewDatabaseIsolated(t *testing.T) {
 	Exec(t, a, "CREATE TABLE only_in_a (x int)")
 	ctx := context.Background()
 	c, err := pgx.Connect(ctx, b)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer c.Close(ctx)
 	var n int
-	if err := c.QueryRow(ctx, "SELECT count(*) FROM pg_tables WHERE tablename = 'only_in_a'").Scan(&n); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, c.QueryRow(ctx, "SELECT count(*) FROM pg_tables WHERE tablename = 'only_in_a'").Scan(&n))
 	if n != 0 {
 		t.Fatalf("database b sees a's table")
 	}
@@ -37,26 +34,18 @@ func TestClusterRestart(t *testing.T) {
 	ctx := context.Background()
 	var max string
 	conn, err := pgx.Connect(ctx, c.DSN())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	if err := conn.QueryRow(ctx, "SHOW max_connections").Scan(&max); err != nil || max != "15" {
 		t.Fatalf("max_connections = %q, %v", max, err)
 	}
 	conn.Close(ctx)
-	if err := c.Stop("immediate"); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, c.Stop("immediate"))
 	if _, err := pgx.Connect(ctx, c.DSN()); err == nil {
 		t.Fatal("connected to a stopped cluster")
 	}
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, c.Start())
 	conn, err = pgx.Connect(ctx, c.DSN())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	conn.Close(ctx)
 }
 
