@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -23,9 +24,7 @@ func TestNewDatabaseIsolated(t *testing.T) {
 	defer c.Close(ctx)
 	var n int
 	require.NoError(t, c.QueryRow(ctx, "SELECT count(*) FROM pg_tables WHERE tablename = 'only_in_a'").Scan(&n))
-	if n != 0 {
-		t.Fatalf("database b sees a's table")
-	}
+	assert.Zero(t, n, "database b sees a's table")
 }
 
 func TestClusterRestart(t *testing.T) {
@@ -35,14 +34,12 @@ func TestClusterRestart(t *testing.T) {
 	var max string
 	conn, err := pgx.Connect(ctx, c.DSN())
 	require.NoError(t, err)
-	if err := conn.QueryRow(ctx, "SHOW max_connections").Scan(&max); err != nil || max != "15" {
-		t.Fatalf("max_connections = %q, %v", max, err)
-	}
+	require.NoError(t, conn.QueryRow(ctx, "SHOW max_connections").Scan(&max))
+	require.Equal(t, "15", max, "max_connections")
 	conn.Close(ctx)
 	require.NoError(t, c.Stop("immediate"))
-	if _, err := pgx.Connect(ctx, c.DSN()); err == nil {
-		t.Fatal("connected to a stopped cluster")
-	}
+	_, err = pgx.Connect(ctx, c.DSN())
+	require.Error(t, err, "connected to a stopped cluster")
 	require.NoError(t, c.Start())
 	conn, err = pgx.Connect(ctx, c.DSN())
 	require.NoError(t, err)
@@ -55,11 +52,12 @@ func TestWithParams(t *testing.T) {
 		{"host=h user=u", "host=h user=u dbname='x' application_name='x'"},
 	} {
 		got := WithParams(tc.in, map[string]string{"dbname": "x", "application_name": "x"})
-		cfgGot, err1 := pgx.ParseConfig(got)
-		cfgWant, err2 := pgx.ParseConfig(tc.want)
-		if err1 != nil || err2 != nil || cfgGot.Database != cfgWant.Database || cfgGot.RuntimeParams["application_name"] != "x" {
-			t.Errorf("WithParams(%q) = %q", tc.in, got)
-		}
+		cfgGot, err := pgx.ParseConfig(got)
+		require.NoError(t, err, "WithParams(%q) = %q", tc.in, got)
+		cfgWant, err := pgx.ParseConfig(tc.want)
+		require.NoError(t, err)
+		assert.Equal(t, cfgWant.Database, cfgGot.Database, "WithParams(%q) = %q", tc.in, got)
+		assert.Equal(t, "x", cfgGot.RuntimeParams["application_name"], "WithParams(%q) = %q", tc.in, got)
 	}
 }
 
@@ -105,16 +103,13 @@ func TestNoServerIsNotGreen(t *testing.T) {
 			cmd.Env = append(withoutEnv(os.Environ(), "DATABASE_URL", SkipEnv, "PATH"),
 				append([]string{helperEnv + "=1", "PATH=" + t.TempDir()}, tc.env...)...) // no initdb on PATH
 			out, err := cmd.CombinedOutput()
-			if failed := err != nil; failed != tc.fail {
-				t.Fatalf("run failed: %v, want %v; output:\n%s", err, tc.fail, out)
-			}
+			require.Equal(t, tc.fail, err != nil, "run failed: %v; output:\n%s", err, out)
 			for _, m := range tc.mentions {
-				if !strings.Contains(string(out), m) {
-					t.Errorf("output does not mention %q:\n%s", m, out)
-				}
+				assert.Contains(t, string(out), m)
 			}
-			if n := strings.Count(string(out), "--- FAIL: TestHelperNeedsServer/"); tc.fail && n != 1 {
-				t.Errorf("%d tests failed for the missing server, want one line for the run:\n%s", n, out)
+			if tc.fail {
+				assert.Equal(t, 1, strings.Count(string(out), "--- FAIL: TestHelperNeedsServer/"),
+					"tests failed for the missing server, want one line for the run:\n%s", out)
 			}
 		})
 	}
