@@ -29,7 +29,7 @@ import (
 func compatExec(t testing.TB, db *sql.DB, query string, args ...any) {
 	t.Helper()
 	_, err := db.ExecContext(context.Background(), query, args...)
-	require.NoError(t, err, "%s", query)
+	require.NoError(t, err, query)
 }
 
 // compatPair opens the same fresh database twice: through plain pgx stdlib
@@ -206,7 +206,7 @@ func TestPgxTypeRoundTrips(t *testing.T) {
 				}
 				got[i] = v
 				if tc.check != nil {
-					assert.NoError(t, tc.check(v), "%s", []string{"pgx", "pgxleak"}[i])
+					assert.NoError(t, tc.check(v), []string{"pgx", "pgxleak"}[i])
 				} else if !reflect.DeepEqual(v, tc.want) {
 					t.Errorf("%s: got %#v, want %#v", []string{"pgx", "pgxleak"}[i], v, tc.want)
 				}

@@ -224,7 +224,7 @@ func relScramCluster(t *testing.T) (cl *pgtest.Cluster, pw, core string) {
 		"CREATE DATABASE appdb OWNER app",
 	} {
 		_, err := admin.Exec(ctx, q)
-		require.NoError(t, err, "%s", q)
+		require.NoError(t, err, q)
 	}
 	var scram bool
 	if err := admin.QueryRow(ctx, "SELECT rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid WHERE rolname = 'app'").Scan(&scram); err != nil || !scram {

@@ -2,11 +2,12 @@ package integration_test
 
 import (
 	"database/sql"
-	"errors"
+	"fmt"
 	"runtime"
 	"testing"
 
 	"github.com/lib/pq"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
@@ -38,9 +39,7 @@ func TestLibpq(t *testing.T) {
 			db, err := tc.open(pgtest.NewDatabase(t))
 			require.NoError(t, err)
 			t.Cleanup(func() { _ = db.Close() })
-			if _, ok := db.Driver().(*pgxleak.Driver); !ok {
-				t.Fatalf("the pool runs on %T, not pgxleak", db.Driver())
-			}
+			require.IsType(t, &pgxleak.Driver{}, db.Driver(), "the pool runs on pgxleak")
 			libpqWorkload(t, db)
 
 			_, file, line, _ := runtime.Caller(0)
@@ -48,9 +47,8 @@ func TestLibpq(t *testing.T) {
 			require.NoError(t, err)
 			line++
 			cos := pgxleak.Checkouts(db)
-			if len(cos) != 1 || cos[0].Culprit.File != file || cos[0].Culprit.Line != line {
-				t.Fatalf("checkouts %v, want one at %s:%d", cos, file, line)
-			}
+			require.Len(t, cos, 1)
+			require.Equal(t, fmt.Sprintf("%s:%d", file, line), fmt.Sprintf("%s:%d", cos[0].Culprit.File, cos[0].Culprit.Line), "the leak's culprit")
 			require.NoError(t, tx.Rollback())
 			pgxleak.VerifyNone(t, db)
 		})
@@ -86,14 +84,13 @@ func libpqWorkload(t *testing.T, db *sql.DB) {
 	require.NoError(t, err)
 	require.NoError(t, tx.Rollback())
 	var sum int
-	if err := db.QueryRowContext(ctx, `SELECT sum(v) FROM kv WHERE k <> $1`, "z").Scan(&sum); err != nil || sum != 3 {
-		t.Errorf("sum = %d, %v; want 3 (the update was rolled back)", sum, err)
+	if assert.NoError(t, db.QueryRowContext(ctx, `SELECT sum(v) FROM kv WHERE k <> $1`, "z").Scan(&sum)) {
+		assert.Equal(t, 3, sum, "the update was rolled back")
 	}
 	_, err = db.ExecContext(ctx, `INSERT INTO kv VALUES ($1, $2)`, "a", 1)
 	var pqErr *pq.Error
-	if !errors.As(err, &pqErr) || pqErr.Code != "23505" {
-		t.Errorf("duplicate insert = %v (%T), want a *pq.Error 23505", err, err)
-	} else if _, ok := err.(*pq.Error); !ok {
-		t.Errorf("the error is a %T wrapping lib/pq's; drivers' errors must pass through unwrapped", err)
+	if assert.ErrorAs(t, err, &pqErr, "duplicate insert") {
+		assert.EqualValues(t, "23505", pqErr.Code, "duplicate insert")
+		assert.IsType(t, &pq.Error{}, err, "drivers' errors must pass through unwrapped")
 	}
 }

@@ -54,7 +54,7 @@ func (r testMain) Run() int {
 func openTest(t testing.TB, opts ...pgxleak.Option) (*sql.DB, string) {
 	t.Helper()
 	dsn := pgtest.NewDatabase(t)
-	opts = append([]pgxleak.Option{pgxleak.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))}, opts...)
+	opts = append([]pgxleak.Option{pgxleak.WithLogger(quiet)}, opts...)
 	db, err := pgxleak.Open("pgx", dsn, opts...)
 	require.NoError(t, err, "pgxleak.Open")
 	t.Cleanup(func() { _ = db.Close() })
@@ -64,7 +64,7 @@ func openTest(t testing.TB, opts ...pgxleak.Option) (*sql.DB, string) {
 func compatExec(t testing.TB, db *sql.DB, query string, args ...any) {
 	t.Helper()
 	_, err := db.ExecContext(context.Background(), query, args...)
-	require.NoError(t, err, "%s", query)
+	require.NoError(t, err, query)
 }
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
