@@ -3,6 +3,9 @@ package pgxleak
 import (
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 func TestHistoryLen(t *testing.T) {
@@ -17,31 +20,21 @@ func TestHistoryLen(t *testing.T) {
 		{time.Hour, 2},
 		{0, 900},
 	} {
-		if got := historyLen(tc.interval); got != tc.want {
-			t.Errorf("historyLen(%v) = %d, want %d", tc.interval, got, tc.want)
-		}
+		assert.Equal(t, tc.want, historyLen(tc.interval), "historyLen(%v)", tc.interval)
 	}
 }
 
 func TestHistoryRing(t *testing.T) {
 	var h history
-	if got := h.samples(); len(got) != 0 {
-		t.Fatalf("zero history has %d samples", len(got))
-	}
+	require.Empty(t, h.samples(), "the zero history")
 	n := historyLen(5 * time.Minute) // 3
 	for i := range n + 2 {
 		h.add(Sample{Waits: int64(i)}, 5*time.Minute)
 		got := h.samples()
-		if want := min(i+1, n); len(got) != want {
-			t.Fatalf("after %d adds: %d samples, want %d", i+1, len(got), want)
-		}
+		require.Len(t, got, min(i+1, n), "after %d adds", i+1)
 		for j, s := range got { // oldest first, the newest last
-			if want := int64(i - len(got) + 1 + j); s.Waits != want {
-				t.Fatalf("after %d adds: sample %d is %d, want %d", i+1, j, s.Waits, want)
-			}
+			require.Equal(t, int64(i-len(got)+1+j), s.Waits, "after %d adds: sample %d", i+1, j)
 		}
 	}
-	if len(h.ring) != n {
-		t.Fatalf("ring grew to %d, want %d", len(h.ring), n)
-	}
+	require.Len(t, h.ring, n, "the ring grew")
 }

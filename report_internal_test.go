@@ -3,6 +3,8 @@ package pgxleak
 import (
 	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/assert"
 )
 
 // TestLeakKindWords: every kind reads as words in a report and a summary
@@ -19,17 +21,12 @@ func TestLeakKindWords(t *testing.T) {
 		{LeakStillOut, false, "still out", "still-out connections (at Drain or Close)"},
 		{LeakDeadlock, false, "a deadlock (held while waiting for another)", "deadlocks (a connection held while waiting for another)"},
 	} {
-		if got := tc.kind.phrase(); got != tc.phrase {
-			t.Errorf("%v.phrase() = %q, want %q", tc.kind, got, tc.phrase)
-		}
-		if got := tc.kind.plural(tc.resolved); got != tc.plural {
-			t.Errorf("%v.plural(%v) = %q, want %q", tc.kind, tc.resolved, got, tc.plural)
-		}
+		assert.Equal(t, tc.phrase, tc.kind.phrase(), "%v.phrase()", tc.kind)
+		assert.Equal(t, tc.plural, tc.kind.plural(tc.resolved), "%v.plural(%v)", tc.kind, tc.resolved)
 	}
 	// Every kind there is has its words: a new kind must be added above.
 	for k := LeakSuspected; !strings.HasPrefix(k.String(), "LeakKind("); k++ {
-		if k.phrase() == k.String() || k.plural(false) == k.String() {
-			t.Errorf("kind %v has no words of its own", k)
-		}
+		assert.NotEqual(t, k.String(), k.phrase(), "kind %v has no words of its own", k)
+		assert.NotEqual(t, k.String(), k.plural(false), "kind %v has no words of its own", k)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak/internal/pgtest"
@@ -26,9 +27,7 @@ func openOne(t *testing.T) (*sql.DB, *connState) {
 	require.NoError(t, db.PingContext(context.Background()))
 	var c *connState
 	trackerOf(db).each(func(s *connState) { c = s })
-	if c == nil {
-		t.Fatal("no connection tracked")
-	}
+	require.NotNil(t, c, "no connection tracked")
 	return db, c
 }
 
@@ -58,18 +57,12 @@ func TestTerminateRechecksCheckout(t *testing.T) {
 	require.NoError(t, err)
 	defer innocent.Close()
 	require.NoError(t, innocent.PingContext(ctx))
-	if c.markTerminated(chosen) {
-		t.Fatal("marked a connection checked out again since it was chosen")
-	}
-	if c.isTerminated() {
-		t.Fatal("the innocent checkout's connection is marked terminated")
-	}
+	require.False(t, c.markTerminated(chosen), "marked a connection checked out again since it was chosen")
+	require.False(t, c.isTerminated(), "the innocent checkout's connection is marked terminated")
 	c.mu.Lock()
 	now := c.checkouts
 	c.mu.Unlock()
-	if !c.markTerminated(now) {
-		t.Fatal("did not mark the connection on the checkout chosen")
-	}
+	require.True(t, c.markTerminated(now), "did not mark the connection on the checkout chosen")
 }
 
 // TestTerminateRefusesIdle: Terminate of a connection given back before it
@@ -78,12 +71,9 @@ func TestTerminateRefusesIdle(t *testing.T) {
 	db, _ := openOne(t)
 	pid := backendPID(t, db)
 	err := Terminate(context.Background(), db, pid)
-	if err == nil || !strings.HasPrefix(err.Error(), "pgxleak: ") {
-		t.Fatalf("Terminate of an idle connection: %v, want a pgxleak error", err)
-	}
-	if got := backendPID(t, db); got != pid {
-		t.Errorf("next checkout on backend %d, want the idle %d (untouched)", got, pid)
-	}
+	require.Error(t, err, "Terminate of an idle connection")
+	require.True(t, strings.HasPrefix(err.Error(), "pgxleak: "), "Terminate of an idle connection: %v, want a pgxleak error", err)
+	assert.Equal(t, pid, backendPID(t, db), "the next checkout is on the idle backend, untouched")
 }
 
 // TestTerminatedIdleNotHandedOut: an idle connection marked terminated is
@@ -94,9 +84,7 @@ func TestTerminatedIdleNotHandedOut(t *testing.T) {
 	c.mu.Lock()
 	c.terminated = true
 	c.mu.Unlock()
-	if got := backendPID(t, db); got == pid {
-		t.Errorf("the terminated idle connection (backend %d) was handed out", pid)
-	}
+	assert.NotEqual(t, pid, backendPID(t, db), "the terminated idle connection was handed out")
 }
 
 // TestSideConnIdlesOut: the side connection of a pool without a *sql.DB

@@ -25,8 +25,7 @@ func holdConns(t *testing.T, db *sql.DB, n int, release chan struct{}) *sync.Wai
 	for range n {
 		wg.Go(func() {
 			c, err := db.Conn(context.Background())
-			if err != nil {
-				t.Error(err)
+			if !assert.NoError(t, err) {
 				held.Done()
 				return
 			}
@@ -50,9 +49,7 @@ func TestHolderMatchedByStack(t *testing.T) {
 	holder := func() (*Holder, string) {
 		t.Helper()
 		snaps := p.outSnapshots()
-		if len(snaps) == 0 {
-			t.Fatal("nothing checked out")
-		}
+		require.NotEmpty(t, snaps, "nothing checked out")
 		s := snaps[0]
 		s.goid = 0 // as when identity is unavailable
 		c := p.describe(s)
@@ -72,12 +69,10 @@ func TestHolderMatchedByStack(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for h, note = holder(); (h == nil || h.State != "chan receive") && time.Now().Before(deadline); h, note = holder() {
 	}
-	if h == nil || h.MatchedBy != matchedByStack || h.Exited || len(h.Stack) == 0 || !strings.HasSuffix(h.Stack[0].File, "stuck_internal_test.go") {
-		t.Fatalf("holder %+v (%s): want the blocked goroutine, matched by checkout stack", h, note)
-	}
-	if !strings.Contains(h.String(), "(found by its checkout stack: goroutine identity unavailable)") {
-		t.Errorf("holder %q: want the fallback named", h.String())
-	}
+	require.NotNil(t, h, "no holder: %s", note)
+	require.False(t, h.MatchedBy != matchedByStack || h.Exited || len(h.Stack) == 0 || !strings.HasSuffix(h.Stack[0].File, "stuck_internal_test.go"),
+		"holder %+v (%s): want the blocked goroutine, matched by checkout stack", h, note)
+	assert.Contains(t, h.String(), "(found by its checkout stack: goroutine identity unavailable)", "the fallback is named")
 	close(release)
 	wg.Wait()
 
@@ -85,9 +80,8 @@ func TestHolderMatchedByStack(t *testing.T) {
 	release = make(chan struct{})
 	wg = holdConns(t, db, 2, release)
 	h, note = holder()
-	if h != nil || !strings.Contains(note, "2 goroutines match the checkout stack") {
-		t.Errorf("holder %+v, note %q: want none, and why", h, note)
-	}
+	assert.Nil(t, h, "two goroutines match: no holder is guessed")
+	assert.Contains(t, note, "2 goroutines match the checkout stack", "the note says why")
 	close(release)
 	wg.Wait()
 }
@@ -116,9 +110,7 @@ func TestDumpRateLimit(t *testing.T) {
 	}
 	storm.Wait()
 	allowed := 1 + uint64(time.Since(start)/dumpInterval)
-	if n := p.stuck.dumps.Dumps(); n > allowed {
-		t.Errorf("%d dumps for 1000 inspections and 1000 reports in %v; want at most %d", n, time.Since(start), allowed)
-	}
+	assert.LessOrEqual(t, p.stuck.dumps.Dumps(), allowed, "dumps for 1000 inspections and 1000 reports in %v", time.Since(start))
 }
 
 // TestHolderCheckoutDuringDump: a checkout recorded while the dump was
@@ -131,17 +123,16 @@ func TestHolderCheckoutDuringDump(t *testing.T) {
 	defer db.Close()
 	p := trackerOf(db)
 	d := gdump.Take(0)
-	if d.Took <= 0 {
-		t.Fatalf("dump took %v", d.Took)
-	}
+	require.Positive(t, d.Took, "the dump's duration")
 	during := d.Taken.Add(-d.Took / 2)
 	s := snapshot{goid: holderID(), checkoutAt: int64(during.Sub(p.epoch))}
-	if h, note := p.holderOf(s, Checkout{}, d); h != nil || !strings.Contains(note, "newer than the goroutine dump") {
-		t.Errorf("holder %+v, note %q: want none for a checkout made while the dump was taken", h, note)
-	}
+	h, note := p.holderOf(s, Checkout{}, d)
+	assert.Nil(t, h, "no holder for a checkout made while the dump was taken")
+	assert.Contains(t, note, "newer than the goroutine dump")
 	s.checkoutAt = int64(d.Taken.Add(-d.Took - time.Millisecond).Sub(p.epoch))
-	if h, _ := p.holderOf(s, Checkout{}, d); h == nil || h.Goroutine != s.goid {
-		t.Errorf("holder %+v: want this goroutine for a checkout made before the dump", h)
+	h, _ = p.holderOf(s, Checkout{}, d)
+	if assert.NotNil(t, h, "a checkout made before the dump has its holder") {
+		assert.Equal(t, s.goid, h.Goroutine, "the holder of a checkout made before the dump is this goroutine")
 	}
 }
 
@@ -165,13 +156,10 @@ func TestDiagnoseCoversHolderless(t *testing.T) {
 	snaps := p.outSnapshots()
 	first := p.diagnose(context.Background(), false, holderKey{snaps[0].conn, snaps[0].checkoutAt})
 	for _, c := range first.checkouts {
-		if c.Holder != nil {
-			t.Fatalf("holder %+v: want none (the test needs holderless checkouts)", c.Holder)
-		}
+		require.Nil(t, c.Holder, "the test needs holderless checkouts")
 	}
 	for _, s := range snaps {
-		if d := p.diagnose(context.Background(), false, holderKey{s.conn, s.checkoutAt}); d != first {
-			t.Error("a holderless checkout of the last diagnosis was diagnosed again")
-		}
+		assert.Same(t, first, p.diagnose(context.Background(), false, holderKey{s.conn, s.checkoutAt}),
+			"a holderless checkout of the last diagnosis was diagnosed again")
 	}
 }
