@@ -2,9 +2,9 @@ package pgxleak_test
 
 import (
 	"log/slog"
-	"strings"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
@@ -16,20 +16,18 @@ func TestCheckCapacity(t *testing.T) {
 	ctx := t.Context()
 	one, err := pgxleak.CheckCapacity(ctx, db, 1)
 	require.NoError(t, err)
-	if one.MaxConnections < 10 || one.Available != one.MaxConnections-one.ReservedConnections || one.InUse < 1 {
-		t.Fatalf("implausible: %+v", one)
-	}
-	if !one.Fits || one.Demand != 10 {
-		t.Fatalf("one instance of 10 should fit: %s", one)
-	}
+	require.GreaterOrEqual(t, one.MaxConnections, 10, "implausible: %+v", one)
+	require.Equal(t, one.MaxConnections-one.ReservedConnections, one.Available, "implausible: %+v", one)
+	require.GreaterOrEqual(t, one.InUse, 1, "implausible: %+v", one)
+	assert.True(t, one.Fits, "one instance of 10 should fit: %s", one)
+	assert.Equal(t, 10, one.Demand)
 	many, err := pgxleak.CheckCapacity(ctx, db, 1000)
 	require.NoError(t, err)
-	if many.Fits || many.Demand != 10000 || !strings.Contains(many.String(), "do not fit") {
-		t.Fatalf("1000 instances of 10 should not fit: %s", many)
-	}
-	if _, err := pgxleak.CheckCapacity(ctx, db, 0); err == nil {
-		t.Fatal("instances 0 accepted")
-	}
+	assert.False(t, many.Fits, "1000 instances of 10 should not fit: %s", many)
+	assert.Equal(t, 10000, many.Demand)
+	assert.Contains(t, many.String(), "do not fit")
+	_, err = pgxleak.CheckCapacity(ctx, db, 0)
+	assert.Error(t, err, "instances 0 accepted")
 }
 
 func TestCapacityCheckOnOpenWarns(t *testing.T) {
@@ -39,9 +37,7 @@ func TestCapacityCheckOnOpenWarns(t *testing.T) {
 	db, err := pgxleak.Open("pgx", dsn, pgxleak.WithMaxOpenConns(50), pgxleak.WithCapacityCheck(100), pgxleak.WithLogger(logger))
 	require.NoError(t, err)
 	defer db.Close()
-	if !strings.Contains(buf.String(), "100 instances × 50 connections = 5000 do not fit") {
-		t.Fatalf("no capacity warning logged; log: %s", buf.String())
-	}
+	assert.Contains(t, buf.String(), "100 instances × 50 connections = 5000 do not fit", "the capacity warning is logged")
 }
 
 // TestNilLoggerAndCapacityCheck: WithLogger(nil) turns logging off, also
@@ -51,7 +47,5 @@ func TestNilLoggerAndCapacityCheck(t *testing.T) {
 	db, err := pgxleak.Open("pgx", dsn, pgxleak.WithLogger(nil), pgxleak.WithMaxOpenConns(50), pgxleak.WithCapacityCheck(1000))
 	require.NoError(t, err)
 	defer db.Close()
-	if st := pgxleak.Stats(db); st.Checkouts != 0 {
-		t.Fatalf("the capacity check counted as a user checkout: %+v", st)
-	}
+	assert.Zero(t, pgxleak.Stats(db).Checkouts, "the capacity check counted as a user checkout")
 }

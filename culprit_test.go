@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
@@ -39,9 +40,7 @@ func TestCulpritIndex(t *testing.T) {
 			{Function: "example.com/app.run", File: "/x/app/run.go"}}, []string{"example.com/dbutil."}, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := pgxleak.CulpritIndex(tc.frames, tc.extra); got != tc.want {
-				t.Fatalf("culprit %d, want %d", got, tc.want)
-			}
+			assert.Equal(t, tc.want, pgxleak.CulpritIndex(tc.frames, tc.extra))
 		})
 	}
 }
@@ -77,10 +76,10 @@ func TestNoCulpritSaysWhy(t *testing.T) {
 			require.NoError(t, err)
 			defer c.Close()
 			l := rec.Wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected })
-			if l.Culprit != (pgxleak.Frame{}) || !strings.Contains(l.NoCulprit, tc.want) || !strings.Contains(l.String(), tc.want) ||
-				strings.Contains(l.String(), "no stack recorded") {
-				t.Fatalf("report %q (NoCulprit %q), want %q", l, l.NoCulprit, tc.want)
-			}
+			assert.Zero(t, l.Culprit, "no culprit")
+			assert.Contains(t, l.NoCulprit, tc.want)
+			assert.Contains(t, l.String(), tc.want)
+			assert.NotContains(t, l.String(), "no stack recorded")
 		})
 	}
 }
@@ -128,8 +127,6 @@ func FuzzCulprit(f *testing.F) {
 				break
 			}
 		}
-		if i != want {
-			t.Fatalf("Culprit = %d, want %d (frames %q, extra %q)", i, want, names, extras)
-		}
+		require.Equal(t, want, i, "Culprit of frames %q, extra %q", names, extras)
 	})
 }

@@ -7,10 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/leaktest"
+	"github.com/pgxleak/pgxleak/internal/pgtest"
 	"github.com/pgxleak/pgxleak/internal/testdriver"
-	"github.com/stretchr/testify/require"
 )
 
 // pgxleak watches Rows read on a context that cannot be cancelled for
@@ -50,24 +53,16 @@ func TestGCWatchReuseNoFalseReports(t *testing.T) {
 		runtime.GC()
 		time.Sleep(5 * time.Millisecond)
 	}
-	if n := pgxleak.Stats(db).GarbageCollected; n != 0 {
-		t.Fatalf("%d garbage-collection reports for Rows that were closed: %v", n, rec.All())
-	}
+	require.Zero(t, pgxleak.Stats(db).GarbageCollected, "garbage-collection reports for Rows that were closed: %v", rec.All())
 
 	gcwatchDropRows(t, db)
-	deadline := time.Now().Add(10 * time.Second)
-	for pgxleak.Stats(db).GarbageCollected == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("a dropped Rows was never reported")
-		}
+	pgtest.WaitFor(t, 10*time.Second, "the dropped Rows to be reported", func() bool {
 		runtime.GC()
-		time.Sleep(5 * time.Millisecond)
-	}
+		return pgxleak.Stats(db).GarbageCollected != 0
+	})
 	runtime.GC()
 	time.Sleep(20 * time.Millisecond)
-	if n := pgxleak.Stats(db).GarbageCollected; n != 1 {
-		t.Fatalf("%d reports for one dropped Rows", n)
-	}
+	assert.EqualValues(t, 1, pgxleak.Stats(db).GarbageCollected, "reports for one dropped Rows")
 }
 
 // gcwatchDropRows runs a query and drops its Rows without closing them.
@@ -94,17 +89,11 @@ func TestGCWatchConnectionsCollected(t *testing.T) {
 		var v int64
 		require.NoError(t, db.QueryRow("SELECT n FROM t").Scan(&v))
 	}
-	if got := mc.Closed.Load(); got != n {
-		t.Fatalf("%d connections closed, want %d", got, n)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for mc.Collected.Load() < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d closed connections garbage-collected", mc.Collected.Load(), n)
-		}
+	require.EqualValues(t, n, mc.Closed.Load(), "connections closed")
+	pgtest.WaitFor(t, 10*time.Second, "every closed connection to be garbage-collected", func() bool {
 		runtime.GC()
-		time.Sleep(5 * time.Millisecond)
-	}
+		return mc.Collected.Load() >= n
+	})
 }
 
 // TestGCWatchAllocations: a query on a context that can never be cancelled
@@ -130,9 +119,7 @@ func TestGCWatchAllocations(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if extra := extraAllocs(t, tc.op); extra > 1 {
-				t.Errorf("%v allocations per query beyond plain database/sql's, want at most 1 (the Rows wrapper)", extra)
-			}
+			assert.LessOrEqual(t, extraAllocs(t, tc.op), 1.0, "allocations per query beyond plain database/sql's: at most the Rows wrapper")
 		})
 	}
 }
