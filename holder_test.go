@@ -74,27 +74,21 @@ func TestHolderExited(t *testing.T) {
 	})
 	for _, line := range []site{l.rowsLine, l.txLine} {
 		c, ok := checkoutAtLine(in, line)
-		if !ok {
-			t.Fatalf("no checkout at %v in %+v", line, in.Checkouts)
-		}
-		if c.Holder.MatchedBy != "goroutine id" || c.Holder.Goroutine == 0 {
-			t.Errorf("holder %+v: want matched by goroutine id", c.Holder)
-		}
-		want := line.short()
-		if s := c.String(); !strings.Contains(s, want) || !strings.Contains(s, "; goroutine exited") {
-			t.Errorf("checkout %q: want the line %s and the verdict \"goroutine exited\"", s, want)
-		}
+		require.True(t, ok, "no checkout at %v in %+v", line, in.Checkouts)
+		assert.Equal(t, "goroutine id", c.Holder.MatchedBy, "holder %+v", c.Holder)
+		assert.NotZero(t, c.Holder.Goroutine, "holder %+v", c.Holder)
+		assert.Contains(t, c.String(), line.short(), "the checkout names the line")
+		assert.Contains(t, c.String(), "; goroutine exited", "the checkout's verdict")
 	}
-	if len(in.Waiters) != 0 {
-		t.Errorf("waiters %+v, want none", in.Waiters)
-	}
+	assert.Empty(t, in.Waiters)
 
 	// The report made when the pool is closed says so too.
 	require.NoError(t, db.Close())
 	r := rec.Wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut })
-	if r.Holder == nil || !r.Holder.Exited || !strings.Contains(r.String(), "goroutine exited") {
-		t.Errorf("still-out report %q, holder %+v: want goroutine exited", r.String(), r.Holder)
+	if assert.NotNil(t, r.Holder, "the still-out report's holder") {
+		assert.True(t, r.Holder.Exited, "holder %+v: want goroutine exited", r.Holder)
 	}
+	assert.Contains(t, r.String(), "goroutine exited")
 }
 
 func TestHolderAlive(t *testing.T) {
@@ -130,17 +124,13 @@ func TestHolderAlive(t *testing.T) {
 	})
 	c, _ := checkoutAtLine(in, l[0])
 	h := c.Holder
-	if h.Exited || h.State != "chan receive" || h.MatchedBy != "goroutine id" {
-		t.Errorf("holder %+v: want alive, in chan receive, matched by goroutine id", h)
+	assert.False(t, h.Exited, "holder %+v: want alive", h)
+	assert.Equal(t, "chan receive", h.State)
+	assert.Equal(t, "goroutine id", h.MatchedBy)
+	assert.Contains(t, c.String(), l[1].short()+" [chan receive]")
+	assert.Contains(t, c.String(), "; goroutine ")
+	if assert.NotNil(t, c.Server, "the server view") {
+		assert.Equal(t, "idle in transaction", c.Server.State)
 	}
-	want := l[1].short() + " [chan receive]"
-	if s := c.String(); !strings.Contains(s, want) || !strings.Contains(s, "; goroutine ") {
-		t.Errorf("checkout %q: want %q", s, want)
-	}
-	if c.Server == nil || c.Server.State != "idle in transaction" {
-		t.Errorf("server view %+v, want idle in transaction", c.Server)
-	}
-	if s := c.String(); !strings.Contains(s, "; server: idle in transaction") {
-		t.Errorf("checkout %q: want the server's verdict", s)
-	}
+	assert.Contains(t, c.String(), "; server: idle in transaction", "the server's verdict")
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
@@ -38,25 +39,20 @@ func TestWithPgBouncerDSN(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			db, err := pgxleak.Open("pgx", tc.dsn, pgxleak.WithPgBouncer(), pgxleak.WithLogger(quiet))
 			if tc.wantErr != "" {
-				if err == nil || !strings.HasPrefix(err.Error(), tc.wantErr) {
-					t.Fatalf("Open = %v, want an error starting %q", err, tc.wantErr)
-				}
+				require.Error(t, err)
+				require.True(t, strings.HasPrefix(err.Error(), tc.wantErr), "Open = %v, want an error starting %q", err, tc.wantErr)
 				return
 			}
 			require.NoError(t, err)
 			defer db.Close()
-			if got := compatExecMode(t, db); got != tc.want {
-				t.Errorf("exec mode = %v, want %v", got, tc.want)
-			}
+			assert.Equal(t, tc.want, compatExecMode(t, db), "exec mode")
 		})
 	}
 	t.Run("without WithPgBouncer pgx's default stays", func(t *testing.T) {
 		db, err := pgxleak.Open("pgx", dsn, pgxleak.WithLogger(quiet))
 		require.NoError(t, err)
 		defer db.Close()
-		if got := compatExecMode(t, db); got != pgx.QueryExecModeCacheStatement {
-			t.Errorf("exec mode = %v, want pgx's default", got)
-		}
+		assert.Equal(t, pgx.QueryExecModeCacheStatement, compatExecMode(t, db), "exec mode: pgx's default")
 	})
 }
 
@@ -71,25 +67,21 @@ func TestWithPgBouncerOpenDB(t *testing.T) {
 	bad, err := pgxleak.OpenDB(stdlib.GetConnector(*cfg), pgxleak.WithPgBouncer(), pgxleak.WithLogger(quiet))
 	require.NoError(t, err)
 	defer bad.Close()
-	if err := bad.PingContext(t.Context()); err == nil || !strings.HasPrefix(err.Error(), "pgxleak: WithPgBouncer") ||
-		!strings.Contains(err.Error(), "QueryExecModeExec") {
-		t.Errorf("Ping with a cache_statement connector = %v, want a pgxleak error naming QueryExecModeExec", err)
+	err = bad.PingContext(t.Context())
+	if assert.Error(t, err, "Ping with a cache_statement connector") {
+		assert.True(t, strings.HasPrefix(err.Error(), "pgxleak: WithPgBouncer"), "Ping with a cache_statement connector = %v, want a pgxleak error", err)
+		assert.Contains(t, err.Error(), "QueryExecModeExec", "the error names the mode to use")
 	}
-	if n := bad.Stats().OpenConnections; n != 0 {
-		t.Errorf("%d connections left open after refusing them", n)
-	}
+	assert.Zero(t, bad.Stats().OpenConnections, "connections left open after refusing them")
 
 	cfg.DefaultQueryExecMode = pgx.QueryExecModeExec
 	good, err := pgxleak.OpenDB(stdlib.GetConnector(*cfg), pgxleak.WithPgBouncer(), pgxleak.WithLogger(quiet))
 	require.NoError(t, err)
 	defer good.Close()
 	var n int
-	if err := good.QueryRowContext(t.Context(), "SELECT $1::int", 7).Scan(&n); err != nil || n != 7 {
-		t.Fatalf("query with an exec-mode connector: %d, %v", n, err)
-	}
-	if got := compatExecMode(t, good); got != pgx.QueryExecModeExec {
-		t.Errorf("exec mode = %v", got)
-	}
+	require.NoError(t, good.QueryRowContext(t.Context(), "SELECT $1::int", 7).Scan(&n), "query with an exec-mode connector")
+	require.Equal(t, 7, n, "query with an exec-mode connector")
+	assert.Equal(t, pgx.QueryExecModeExec, compatExecMode(t, good), "exec mode")
 	pgxleak.VerifyNone(t, good)
 }
 
@@ -118,9 +110,7 @@ func TestWithPgBouncerParsesLikePgx(t *testing.T) {
 			defer c.Close()
 			err = c.Raw(func(dc any) error {
 				pc, _ := pgxleak.PgxConn(dc)
-				if m := pc.Config().DefaultQueryExecMode; m != pgx.QueryExecModeExec {
-					t.Errorf("exec mode %v, want exec", m)
-				}
+				assert.Equal(t, pgx.QueryExecModeExec, pc.Config().DefaultQueryExecMode, "exec mode")
 				return nil
 			})
 			require.NoError(t, err)
