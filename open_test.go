@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
@@ -20,25 +21,22 @@ func TestRegisteredDriver(t *testing.T) {
 	db, err := sql.Open("pgxleak", dsn)
 	require.NoError(t, err)
 	defer db.Close()
-	if _, ok := db.Driver().(*pgxleak.Driver); !ok {
-		t.Fatalf("Driver() = %T, want *pgxleak.Driver", db.Driver())
-	}
+	require.IsType(t, &pgxleak.Driver{}, db.Driver())
 	var n int
-	if err := db.QueryRow("SELECT 41 + 1").Scan(&n); err != nil || n != 42 {
-		t.Fatalf("query = %d, %v", n, err)
-	}
+	require.NoError(t, db.QueryRow("SELECT 41 + 1").Scan(&n))
+	require.Equal(t, 42, n)
 	st := pgxleak.Stats(db)
-	if st.Checkouts != 1 || st.Returns != 1 || st.CheckedOut != 0 {
-		t.Fatalf("tracker stats = %+v, want 1 checkout, 1 return", st)
-	}
+	require.EqualValues(t, 1, st.Checkouts, "checkouts tracked")
+	require.EqualValues(t, 1, st.Returns, "returns tracked")
+	require.Zero(t, st.CheckedOut)
 	pgxleak.VerifyNone(t, db)
 }
 
 func TestOpenUnknownDriver(t *testing.T) {
 	_, err := pgxleak.Open("no-such-driver", "whatever")
-	if err == nil || !strings.HasPrefix(err.Error(), "pgxleak:") || !strings.Contains(err.Error(), "no-such-driver") {
-		t.Fatalf("err = %v", err)
-	}
+	require.Error(t, err)
+	assert.True(t, strings.HasPrefix(err.Error(), "pgxleak:"), "err = %v: want a pgxleak error", err)
+	assert.Contains(t, err.Error(), "no-such-driver", "the error names the driver")
 }
 
 // TestOpenErrorsHidePassword covers bad DSNs and unreachable hosts: the
@@ -55,11 +53,9 @@ func TestOpenErrorsHidePassword(t *testing.T) {
 			db, err := pgxleak.Open("pgx", tc.dsn, pgxleak.WithMinIdleConns(1))
 			if err == nil {
 				db.Close()
-				t.Fatal("Open succeeded")
 			}
-			if strings.Contains(err.Error(), pw) {
-				t.Fatalf("error contains the password: %v", err)
-			}
+			require.Error(t, err, "Open succeeded")
+			assert.NotContains(t, err.Error(), pw, "the error contains the password")
 		})
 	}
 }
@@ -101,18 +97,16 @@ func FuzzOpenDSN(f *testing.F) {
 				return
 			}
 			for _, s := range secrets {
-				if strings.Contains(err.Error(), s) {
-					t.Fatalf("%s(%q): error %q contains the password %q", what, dsn, err, s)
-				}
+				require.NotContains(t, err.Error(), s, "%s(%q): the error contains the password", what, dsn)
 			}
 		}
 		for _, driverName := range []string{"pgx", pgxleak.DriverName} {
 			db, err := pgxleak.Open(driverName, dsn, pgxleak.WithLogger(nil), pgxleak.WithPgBouncer())
 			check("Open "+driverName, err)
 			if err == nil {
-				if st := pgxleak.Stats(db); st.CheckedOut != 0 || st.OpenConnections != 0 {
-					t.Fatalf("Open connected: %+v", st)
-				}
+				st := pgxleak.Stats(db)
+				require.Zero(t, st.CheckedOut, "Open connected")
+				require.Zero(t, st.OpenConnections, "Open connected")
 				require.NoError(t, db.Close(), "Close")
 			}
 		}
@@ -134,12 +128,11 @@ func TestPoolNameHasNoCredentials(t *testing.T) {
 	require.NoError(t, err)
 	defer c.Close()
 	cs := pgxleak.Checkouts(db)
-	if len(cs) != 1 {
-		t.Fatalf("Checkouts = %v", cs)
-	}
-	if name := cs[0].Pool; strings.Contains(name, "hunter2") || strings.Contains(name, "postgres@") || !strings.Contains(name, ":") {
-		t.Fatalf("pool name %q", name)
-	}
+	require.Len(t, cs, 1)
+	name := cs[0].Pool
+	assert.NotContains(t, name, "hunter2", "the pool's name shows the password")
+	assert.NotContains(t, name, "postgres@", "the pool's name shows the user")
+	assert.Contains(t, name, ":", "the pool's name is host:port")
 }
 
 // TestOpenIdleInTransactionTimeout: the option reaches every session Open
@@ -149,16 +142,10 @@ func TestOpenIdleInTransactionTimeout(t *testing.T) {
 	db, _ := openTest(t, pgxleak.WithIdleInTransactionTimeout(1500*time.Millisecond))
 	var got string
 	require.NoError(t, db.QueryRow("SHOW idle_in_transaction_session_timeout").Scan(&got))
-	if got != "1500ms" {
-		t.Errorf("idle_in_transaction_session_timeout = %q, want 1500ms", got)
-	}
+	assert.Equal(t, "1500ms", got, "idle_in_transaction_session_timeout")
 	plain, _ := openTest(t)
 	require.NoError(t, plain.QueryRow("SHOW idle_in_transaction_session_timeout").Scan(&got))
-	if got != "0" {
-		t.Errorf("by default idle_in_transaction_session_timeout = %q, want the server's 0", got)
-	}
+	assert.Equal(t, "0", got, "by default idle_in_transaction_session_timeout is the server's")
 	_, err := pgxleak.OpenDB(stdlib.GetConnector(pgx.ConnConfig{}), pgxleak.WithIdleInTransactionTimeout(time.Second))
-	if err == nil || !strings.Contains(err.Error(), `RuntimeParams["idle_in_transaction_session_timeout"]`) {
-		t.Errorf("OpenDB with WithIdleInTransactionTimeout: %v, want an error saying how to set it", err)
-	}
+	assert.ErrorContains(t, err, `RuntimeParams["idle_in_transaction_session_timeout"]`, "OpenDB with WithIdleInTransactionTimeout says how to set it")
 }
