@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/stack"
 	"github.com/pgxleak/pgxleak/internal/testdriver"
@@ -23,7 +25,9 @@ import (
 //	benchstat -col /pool -filter /impl:plain bench.txt  # pooled against a connection per query
 //
 // See BENCHMARKS.md for the results and how to read them. Nothing here
-// asserts on timing.
+// asserts on timing. Setup asserts with testify; inside a timed loop an
+// error is checked with a plain if and b.Fatal, since require's t.Helper
+// calls (runtime.Callers under a lock) would add to every iteration.
 
 // benchImpl is one way to open a pool over a connector.
 type benchImpl struct {
@@ -69,9 +73,8 @@ func openPool(tb testing.TB, impl benchImpl, connector driver.Connector, maxOpen
 			pgxleak.WithMaxIdleConns(maxIdle),
 		}, impl.opts...)
 		var err error
-		if db, err = pgxleak.OpenDB(connector, opts...); err != nil {
-			tb.Fatal(err)
-		}
+		db, err = pgxleak.OpenDB(connector, opts...)
+		require.NoError(tb, err)
 	}
 	tb.Cleanup(func() { _ = db.Close() })
 	return db
@@ -91,12 +94,8 @@ func warm(tb testing.TB, db *sql.DB, n int) {
 	conns := make([]*sql.Conn, n)
 	for i := range conns {
 		c, err := db.Conn(ctx)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		if err := c.PingContext(ctx); err != nil {
-			tb.Fatal(err)
-		}
+		require.NoError(tb, err)
+		require.NoError(tb, c.PingContext(ctx))
 		conns[i] = c
 	}
 	for _, c := range conns {
@@ -359,9 +358,7 @@ func hold(tb testing.TB, db *sql.DB, n int) []*sql.Conn {
 	conns := make([]*sql.Conn, n)
 	for i := range conns {
 		c, err := holdAt(db, i%8)
-		if err != nil {
-			tb.Fatal(err)
-		}
+		require.NoError(tb, err)
 		conns[i] = c
 	}
 	return conns
@@ -399,19 +396,15 @@ func BenchmarkInspect10k(b *testing.B) {
 	for b.Loop() {
 		b.StopTimer()
 		db, err := pgxleak.OpenDB(&testdriver.Connector{}, pgxleak.WithLogger(quiet), pgxleak.WithoutServerView())
-		if err != nil {
-			b.Fatal(err)
-		}
+		require.NoError(b, err)
 		c, err := db.Conn(ctx)
-		if err != nil {
-			b.Fatal(err)
-		}
+		require.NoError(b, err)
 		b.StartTimer()
 		in, err := pgxleak.Inspect(ctx, db)
 		b.StopTimer()
-		if err != nil || len(in.Checkouts) != 1 || in.Checkouts[0].Holder == nil {
-			b.Fatalf("Inspect: %v, %+v, notes %q", err, in.Checkouts, in.Notes)
-		}
+		require.NoError(b, err, "Inspect")
+		require.Len(b, in.Checkouts, 1, "notes %q", in.Notes)
+		require.NotNil(b, in.Checkouts[0].Holder, "notes %q", in.Notes)
 		_ = c.Close()
 		_ = db.Close()
 		b.StartTimer()
