@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
@@ -33,9 +34,7 @@ func TestOptionalInterfacesMatchPgx(t *testing.T) {
 	defer c.Close()
 	err = c.Raw(func(dc any) error {
 		inner := dc.(interface{ Unwrap() driver.Conn }).Unwrap()
-		if _, ok := inner.(*stdlib.Conn); !ok {
-			t.Fatalf("Unwrap() = %T, want *stdlib.Conn", inner)
-		}
+		require.IsType(t, &stdlib.Conn{}, inner, "Unwrap() gives pgx's conn")
 		ws, err := dc.(driver.ConnPrepareContext).PrepareContext(ctx, "SELECT $1::int")
 		if err != nil {
 			return err
@@ -65,26 +64,18 @@ func TestOptionalInterfacesMatchPgx(t *testing.T) {
 				w, pl := implements(p.wrapped, o.Type), implements(p.plain, o.Type)
 				switch o.Rule {
 				case optional.Exact:
-					if w != pl {
-						t.Errorf("%s: wrapped implements %s = %v, pgx = %v", p.what, o.Name(), w, pl)
-					}
+					assert.Equal(t, pl, w, "%s: the wrapper implements %s as pgx does", p.what, o.Name())
 				case optional.Always:
-					if !w {
-						t.Errorf("%s: wrapped does not implement %s", p.what, o.Name())
-					}
+					assert.True(t, w, "%s: wrapped does not implement %s", p.what, o.Name())
 				case optional.Folded:
-					if w {
-						t.Errorf("%s: wrapped implements %s, folded into %s", p.what, o.Name(), o.Into.Name())
-					}
-					if pl && !implements(p.wrapped, o.Into) {
-						t.Errorf("%s: pgx implements %s, wrapped not %s", p.what, o.Name(), o.Into.Name())
+					assert.False(t, w, "%s: wrapped implements %s, folded into %s", p.what, o.Name(), o.Into.Name())
+					if pl {
+						assert.True(t, implements(p.wrapped, o.Into), "%s: pgx implements %s, wrapped not %s", p.what, o.Name(), o.Into.Name())
 					}
 				}
 			}
 		}
-		if _, ok := dc.(driver.Validator); !ok {
-			t.Error("wrapped conn is not a driver.Validator")
-		}
+		assert.Implements(t, (*driver.Validator)(nil), dc, "the wrapped conn")
 		return nil
 	})
 	require.NoError(t, err)
@@ -94,12 +85,8 @@ func TestPgErrorPassesThroughUnwrapped(t *testing.T) {
 	db, _ := openTest(t)
 	_, err := db.Exec("SELECT * FROM no_such_table")
 	pgErr, ok := err.(*pgconn.PgError) // GORM does exactly this
-	if !ok {
-		t.Fatalf("error is %T (%v), want *pgconn.PgError by plain type assertion", err, err)
-	}
-	if pgErr.Code != "42P01" {
-		t.Fatalf("code = %s, want 42P01 (undefined_table)", pgErr.Code)
-	}
+	require.True(t, ok, "error is %T (%v), want *pgconn.PgError by plain type assertion", err, err)
+	assert.Equal(t, "42P01", pgErr.Code, "undefined_table")
 }
 
 func TestPgxConnEscapeHatch(t *testing.T) {
@@ -109,16 +96,13 @@ func TestPgxConnEscapeHatch(t *testing.T) {
 	defer c.Close()
 	err = c.Raw(func(dc any) error {
 		pc, ok := pgxleak.PgxConn(dc)
-		if !ok {
-			t.Fatalf("PgxConn(%T) failed", dc)
-		}
+		require.True(t, ok, "PgxConn(%T) failed", dc)
 		var n int
 		return pc.QueryRow(t.Context(), "SELECT 7").Scan(&n)
 	})
 	require.NoError(t, err)
-	if _, ok := pgxleak.PgxConn("not a conn"); ok {
-		t.Fatal("PgxConn accepted a string")
-	}
+	_, ok := pgxleak.PgxConn("not a conn")
+	assert.False(t, ok, "PgxConn accepted a string")
 }
 
 // TestConnectionLeftInTransactionIsDiscarded: IsValid reports a connection
@@ -131,18 +115,15 @@ func TestConnectionLeftInTransactionIsDiscarded(t *testing.T) {
 	require.NoError(t, err)
 	var pid1 int
 	require.NoError(t, c.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&pid1))
-	if _, err := c.ExecContext(ctx, "BEGIN"); err != nil { // a transaction database/sql doesn't know of
-		t.Fatal(err)
-	}
+	_, err = c.ExecContext(ctx, "BEGIN") // a transaction database/sql doesn't know of
+	require.NoError(t, err)
 	c.Close()
-	if st := db.Stats(); st.Idle != 0 || st.OpenConnections != 0 {
-		t.Fatalf("a connection left inside a transaction went back to the pool: %+v", st)
-	}
+	st := db.Stats()
+	require.Zero(t, st.Idle, "a connection left inside a transaction went back to the pool")
+	require.Zero(t, st.OpenConnections, "a connection left inside a transaction stayed open")
 	var pid2 int
 	require.NoError(t, db.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&pid2))
-	if pid1 == pid2 {
-		t.Fatalf("connection %d was reused although it was left inside a transaction", pid1)
-	}
+	assert.NotEqual(t, pid1, pid2, "the connection was reused although it was left inside a transaction")
 }
 
 // cancelArg cancels the statement's context while database/sql converts
@@ -350,19 +331,19 @@ func TestWrapFallbackParity(t *testing.T) {
 			}
 			plain := do(func(c driver.Connector) (*sql.DB, error) { return sql.OpenDB(c), nil })
 			wrapped := do(func(c driver.Connector) (*sql.DB, error) { return pgxleak.OpenDB(c) })
-			if !reflect.DeepEqual(plain, wrapped) {
-				t.Errorf("database/sql: %+v\npgxleak:      %+v", plain, wrapped)
-			}
-			if tc.wantErr == "" && plain.Err != "" || !strings.Contains(plain.Err, tc.wantErr) {
-				t.Errorf("error = %q, want %q", plain.Err, tc.wantErr)
+			assert.Equal(t, plain, wrapped, "plain database/sql (expected) and pgxleak (actual)")
+			if tc.wantErr == "" {
+				assert.Empty(t, plain.Err, "error")
+			} else {
+				assert.Contains(t, plain.Err, tc.wantErr, "error")
 			}
 			// Go 1.25's database/sql does not go on to the statement's
 			// ColumnConverter after ErrSkip; parity (above) holds on both.
 			if tc.sinceGo126 && strings.HasPrefix(runtime.Version(), "go1.25") {
 				return
 			}
-			if tc.wantLog != "" && !strings.Contains(strings.Join(plain.Log, "\n"), tc.wantLog) {
-				t.Errorf("driver calls %q, want %q among them", plain.Log, tc.wantLog)
+			if tc.wantLog != "" {
+				assert.Contains(t, strings.Join(plain.Log, "\n"), tc.wantLog, "the driver calls")
 			}
 		})
 	}
