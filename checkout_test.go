@@ -30,24 +30,21 @@ func TestLeakConnNeverClosed(t *testing.T) {
 	c, err := db.Conn(context.Background())
 	require.NoError(t, err)
 	l := rec.Wait(t, 5*time.Second, suspectedAt(line))
-	if l.Held < threshold || !strings.HasPrefix(l.Checkout.String(), fmt.Sprintf("connection checked out at %s (pgxleak_test.TestLeakConnNeverClosed)", line.short())) {
-		t.Fatalf("report: %s (held %v)", l.Checkout, l.Held)
-	}
-	if l.BackendPID == 0 || l.Pool == "" || l.TxStatus != "idle" || len(l.Stack) == 0 {
-		t.Fatalf("report lacks fields: %+v", l)
-	}
-	if err := pgxleak.Find(db, pgxleak.GracePeriod(0)); err == nil || !strings.Contains(err.Error(), line.String()) {
-		t.Fatalf("Find = %v, want the culprit line", err)
-	}
+	require.GreaterOrEqual(t, l.Held, threshold, "reported before the threshold")
+	require.True(t, strings.HasPrefix(l.Checkout.String(), fmt.Sprintf("connection checked out at %s (pgxleak_test.TestLeakConnNeverClosed)", line.short())),
+		"report: %s", l.Checkout)
+	require.NotZero(t, l.BackendPID, "the report's backend: %+v", l)
+	require.NotEmpty(t, l.Pool, "the report's pool: %+v", l)
+	require.Equal(t, "idle", l.TxStatus, "the report's transaction status")
+	require.NotEmpty(t, l.Stack, "the report's stack")
+	require.ErrorContains(t, pgxleak.Find(db, pgxleak.GracePeriod(0)), line.String(), "Find names the culprit line")
 	c.Close()
 	r := rec.Wait(t, 5*time.Second, resolvedAt(line))
-	if r.Held < l.Held {
-		t.Fatalf("resolved after %v, but it was already held %v", r.Held, l.Held)
-	}
+	require.GreaterOrEqual(t, r.Held, l.Held, "resolved after less time than it was already held")
 	pgxleak.VerifyNone(t, db)
-	if st := pgxleak.Stats(db); st.Suspected != 1 || st.Resolved != 1 {
-		t.Fatalf("stats %+v", st)
-	}
+	st := pgxleak.Stats(db)
+	assert.EqualValues(t, 1, st.Suspected, "suspected leaks")
+	assert.EqualValues(t, 1, st.Resolved, "resolved leaks")
 }
 
 func TestLeakTxNeverEnded(t *testing.T) {
@@ -59,9 +56,8 @@ func TestLeakTxNeverEnded(t *testing.T) {
 	_, err = tx.Exec("CREATE TABLE t (id int)")
 	require.NoError(t, err)
 	l := rec.Wait(t, 5*time.Second, suspectedAt(line))
-	if l.TxStatus != "in transaction" || l.LastStatement != "CREATE TABLE t (id int)" {
-		t.Fatalf("tx status %q, last statement %q", l.TxStatus, l.LastStatement)
-	}
+	require.Equal(t, "in transaction", l.TxStatus)
+	require.Equal(t, "CREATE TABLE t (id int)", l.LastStatement)
 	require.NoError(t, tx.Rollback())
 	rec.Wait(t, 5*time.Second, resolvedAt(line))
 	pgxleak.VerifyNone(t, db)
@@ -89,9 +85,9 @@ func TestLeakRowsNeverClosedThresholdAndGC(t *testing.T) {
 		return rec.Has(func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakGarbageCollected && isCulprit(line)(l) })
 	})
 	st := pgxleak.Stats(db)
-	if st.GarbageCollected != 1 || st.CheckedOut != 1 || st.DBStats.InUse != 1 {
-		t.Fatalf("stats %+v: the connection is lost for good, and counted once", st)
-	}
+	assert.EqualValues(t, 1, st.GarbageCollected, "the connection is counted once")
+	assert.EqualValues(t, 1, st.CheckedOut, "the connection is lost for good")
+	assert.Equal(t, 1, st.DBStats.InUse, "the connection is lost for good")
 }
 
 //go:noinline
@@ -106,9 +102,7 @@ func TestLeakQueryRowNeverScanned(t *testing.T) {
 	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), rec.Option())
 	line := leakQueryRow(db)
 	rec.Wait(t, 5*time.Second, suspectedAt(line))
-	if n := len(pgxleak.Checkouts(db)); n != 1 {
-		t.Fatalf("%d checkouts, want the unscanned row's connection", n)
-	}
+	assert.Len(t, pgxleak.Checkouts(db), 1, "the unscanned row's connection")
 }
 
 // TestLeakRowsCancellableResolved: rows on a cancellable context are
@@ -125,9 +119,7 @@ func TestLeakRowsCancellableResolved(t *testing.T) {
 	rec.Wait(t, 5*time.Second, suspectedAt(line))
 	cancel()
 	r := rec.Wait(t, 5*time.Second, resolvedAt(line))
-	if r.Held < threshold {
-		t.Fatalf("held %v", r.Held)
-	}
+	require.GreaterOrEqual(t, r.Held, threshold, "held")
 	pgxleak.VerifyNone(t, db)
 }
 
@@ -162,9 +154,7 @@ func TestNoFalsePositives(t *testing.T) {
 	wg.Wait()
 	elapsed := time.Since(start)
 	total := goroutines * perG
-	if f := failed.Load(); f > 0 {
-		t.Fatalf("%d of %d queries failed", f, total)
-	}
+	require.Zero(t, failed.Load(), "queries failed of %d", total)
 	// On a loaded machine a query can really hold its connection past the
 	// 1s threshold (a goroutine starved of CPU): that report is true. A
 	// false one claims a hold no query had.
@@ -173,14 +163,13 @@ func TestNoFalsePositives(t *testing.T) {
 		if !l.SeenAt.IsZero() {
 			held -= l.SeenAt.Sub(l.CheckedOutAt) // the bound of a checkout seen late
 		}
-		if l.Kind != pgxleak.LeakSuspected || held > time.Duration(longest.Load()) {
-			t.Fatalf("false report (longest query %v): %v", time.Duration(longest.Load()), l)
-		}
+		require.True(t, l.Kind == pgxleak.LeakSuspected && held <= time.Duration(longest.Load()),
+			"false report (longest query %v): %v", time.Duration(longest.Load()), l)
 	}
 	st := pgxleak.Stats(db)
-	if st.Checkouts != st.Returns || st.CheckedOut != 0 || st.Checkouts < uint64(total) {
-		t.Fatalf("unbalanced after %d queries: %+v", total, st)
-	}
+	assert.Equal(t, st.Checkouts, st.Returns, "unbalanced after %d queries", total)
+	assert.Zero(t, st.CheckedOut, "unbalanced after %d queries", total)
+	assert.GreaterOrEqual(t, st.Checkouts, uint64(total), "a checkout per query at least")
 	t.Logf("%d queries in %v (%.0f/s); %d checkouts, %d returns, %d waits",
 		total, elapsed, float64(total)/elapsed.Seconds(), st.Checkouts, st.Returns, st.WaitCount)
 }
@@ -192,9 +181,9 @@ func TestWithoutStatements(t *testing.T) {
 	defer c.Close()
 	_, err = c.ExecContext(context.Background(), "SELECT 'hidden'")
 	require.NoError(t, err)
-	if cs := pgxleak.Checkouts(db); len(cs) != 1 || cs[0].LastStatement != "" {
-		t.Fatalf("Checkouts = %+v", cs)
-	}
+	cs := pgxleak.Checkouts(db)
+	require.Len(t, cs, 1)
+	assert.Empty(t, cs[0].LastStatement, "the statement is not recorded")
 }
 
 // TestStackCaptureOffAndSampled: with capture off or sampled, checkouts are
@@ -215,19 +204,17 @@ func TestStackCaptureOffAndSampled(t *testing.T) {
 			for range 4 {
 				c, err := db.Conn(context.Background())
 				require.NoError(t, err)
-				if cs := pgxleak.Checkouts(db); len(cs) != 1 {
-					t.Fatalf("not tracked: %v", cs)
-				} else if cs[0].Culprit.Line != 0 {
+				cs := pgxleak.Checkouts(db)
+				require.Len(t, cs, 1, "not tracked")
+				if cs[0].Culprit.Line != 0 {
 					got++
 				}
 				c.Close()
 			}
-			if got != tc.withCulprits {
-				t.Fatalf("%d checkouts with a culprit, want %d", got, tc.withCulprits)
-			}
-			if st := pgxleak.Stats(db); st.Checkouts != 4 || st.Returns != 4 {
-				t.Fatalf("stats %+v", st)
-			}
+			assert.Equal(t, tc.withCulprits, got, "checkouts with a culprit")
+			st := pgxleak.Stats(db)
+			assert.EqualValues(t, 4, st.Checkouts, "checkouts tracked")
+			assert.EqualValues(t, 4, st.Returns, "returns tracked")
 		})
 	}
 }
@@ -241,9 +228,9 @@ func TestLastStatementBelongsToTheCheckout(t *testing.T) {
 	c, err := db.Conn(context.Background())
 	require.NoError(t, err)
 	defer c.Close()
-	if cs := pgxleak.Checkouts(db); len(cs) != 1 || cs[0].LastStatement != "" {
-		t.Fatalf("Checkouts = %+v, want no statement yet", cs)
-	}
+	cs := pgxleak.Checkouts(db)
+	require.Len(t, cs, 1)
+	assert.Empty(t, cs[0].LastStatement, "no statement yet")
 }
 
 // The checkout stacks pgxleak reports are captured by unwinding frame
@@ -351,9 +338,7 @@ func TestCheckoutAllocations(t *testing.T) {
 		}, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if extra := extraAllocs(t, tc.op); extra > tc.extra {
-				t.Errorf("%v allocations per operation beyond plain database/sql's, want at most %v", extra, tc.extra)
-			}
+			assert.LessOrEqual(t, extraAllocs(t, tc.op), tc.extra, "allocations per operation beyond plain database/sql's")
 		})
 	}
 }
