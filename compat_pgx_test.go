@@ -5,7 +5,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"reflect"
 	"strings"
@@ -207,12 +206,12 @@ func TestPgxTypeRoundTrips(t *testing.T) {
 				got[i] = v
 				if tc.check != nil {
 					assert.NoError(t, tc.check(v), []string{"pgx", "pgxleak"}[i])
-				} else if !reflect.DeepEqual(v, tc.want) {
-					t.Errorf("%s: got %#v, want %#v", []string{"pgx", "pgxleak"}[i], v, tc.want)
+				} else {
+					assert.Equal(t, tc.want, v, []string{"pgx", "pgxleak"}[i])
 				}
 			}
-			if tc.check == nil && !reflect.DeepEqual(got[0], got[1]) {
-				t.Errorf("pgx gave %#v, pgxleak %#v", got[0], got[1])
+			if tc.check == nil {
+				assert.Equal(t, got[0], got[1], "pgx (expected) and pgxleak (actual)")
 			}
 		})
 	}
@@ -248,9 +247,7 @@ func TestPgxTypesInTable(t *testing.T) {
 			coalesce(n::float8::text, '<NULL>'), coalesce(ts::text, '<NULL>'), coalesce(iv::text, '<NULL>'), coalesce(note, '<NULL>'))
 			FROM types WHERE id = $1`, r.args[0]).Scan(&got)
 		require.NoError(t, err)
-		if got != r.want {
-			t.Errorf("row %v:\n got %s\nwant %s", r.args[0], got, r.want)
-		}
+		assert.Equal(t, r.want, got, "row %v", r.args[0])
 	}
 	pgxleak.VerifyNone(t, db)
 }
@@ -289,19 +286,12 @@ func TestPgxCopyThroughEscapeHatch(t *testing.T) {
 	})
 	require.NoError(t, err)
 	require.NoError(t, conn.Close())
-	if copied != n {
-		t.Errorf("CopyFrom copied %d rows, want %d", copied, n)
-	}
-	if want := "0\titem 0\t{t,0}\n1\titem 1\t{t,1}\n2\titem 2\t{t,2}\n"; out.String() != want {
-		t.Errorf("COPY TO gave %q, want %q", out.String(), want)
-	}
+	assert.EqualValues(t, n, copied, "rows CopyFrom copied")
+	assert.Equal(t, "0\titem 0\t{t,0}\n1\titem 1\t{t,1}\n2\titem 2\t{t,2}\n", out.String(), "COPY TO")
 	var count int
-	if err := db.QueryRowContext(ctx, "SELECT count(*) FROM items").Scan(&count); err != nil || count != n {
-		t.Errorf("count = %d, %v; want %d", count, err, n)
-	}
-	if got := pgxleak.Stats(db).Checkouts - before; got != 2 {
-		t.Errorf("tracker counted %d checkouts for the Raw conn and the count query, want 2", got)
-	}
+	assert.NoError(t, db.QueryRowContext(ctx, "SELECT count(*) FROM items").Scan(&count))
+	assert.EqualValues(t, n, count, "rows in the table")
+	assert.EqualValues(t, 2, pgxleak.Stats(db).Checkouts-before, "checkouts for the Raw conn and the count query")
 	pgxleak.VerifyNone(t, db)
 }
 
@@ -323,9 +313,7 @@ func TestPgxListenNotifyThroughEscapeHatch(t *testing.T) {
 			return f(pc)
 		})
 	}
-	if err := withPgx(func(pc *pgx.Conn) error { _, err := pc.Exec(ctx, `LISTEN "pgxleak events"`); return err }); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, withPgx(func(pc *pgx.Conn) error { _, err := pc.Exec(ctx, `LISTEN "pgxleak events"`); return err }))
 	var listenerPID int
 	require.NoError(t, listener.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&listenerPID))
 	for _, payload := range []string{"first", "second: ünïcode"} {
@@ -345,9 +333,7 @@ func TestPgxListenNotifyThroughEscapeHatch(t *testing.T) {
 		cancel()
 		require.NoError(t, err)
 	}
-	if err := withPgx(func(pc *pgx.Conn) error { _, err := pc.Exec(ctx, "UNLISTEN *"); return err }); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, withPgx(func(pc *pgx.Conn) error { _, err := pc.Exec(ctx, "UNLISTEN *"); return err }))
 	require.NoError(t, listener.Close())
 	pgxleak.VerifyNone(t, db)
 }
@@ -371,19 +357,14 @@ func TestPgxPreparedStatements(t *testing.T) {
 			require.NoError(t, conn.QueryRowContext(ctx, "SELECT count(*) FROM pg_prepared_statements WHERE statement = $1", q).Scan(&n))
 			return n
 		}
-		if n := prepared(); n != 1 {
-			t.Errorf("%s: %d server-side statements for %q after Prepare, want 1", name, n, q)
-		}
+		assert.Equal(t, 1, prepared(), "%s: server-side statements for %q after Prepare", name, q)
 		for _, a := range []int{2, 3, 4} {
 			var got int
-			if err := stmt.QueryRowContext(ctx, a, 10).Scan(&got); err != nil || got != a*10 {
-				t.Errorf("%s: stmt(%d, 10) = %d, %v", name, a, got, err)
-			}
+			assert.NoError(t, stmt.QueryRowContext(ctx, a, 10).Scan(&got), "%s: stmt(%d, 10)", name, a)
+			assert.Equal(t, a*10, got, "%s: stmt(%d, 10)", name, a)
 		}
 		require.NoError(t, stmt.Close())
-		if n := prepared(); n != 0 {
-			t.Errorf("%s: %d server-side statements left after Stmt.Close, want 0", name, n)
-		}
+		assert.Zero(t, prepared(), "%s: server-side statements left after Stmt.Close", name)
 		require.NoError(t, conn.Close())
 
 		// A pool-level statement, re-executed on whatever connection, and
@@ -393,13 +374,11 @@ func TestPgxPreparedStatements(t *testing.T) {
 		tx, err := db.BeginTx(ctx, nil)
 		require.NoError(t, err)
 		var s string
-		if err := tx.StmtContext(ctx, dbStmt).QueryRowContext(ctx, "in tx").Scan(&s); err != nil || s != "in tx!" {
-			t.Errorf("%s: tx stmt = %q, %v", name, s, err)
-		}
+		assert.NoError(t, tx.StmtContext(ctx, dbStmt).QueryRowContext(ctx, "in tx").Scan(&s), "%s: tx stmt", name)
+		assert.Equal(t, "in tx!", s, "%s: tx stmt", name)
 		require.NoError(t, tx.Commit())
-		if err := dbStmt.QueryRowContext(ctx, "pool").Scan(&s); err != nil || s != "pool!" {
-			t.Errorf("%s: db stmt = %q, %v", name, s, err)
-		}
+		assert.NoError(t, dbStmt.QueryRowContext(ctx, "pool").Scan(&s), "%s: db stmt", name)
+		assert.Equal(t, "pool!", s, "%s: db stmt", name)
 		require.NoError(t, dbStmt.Close())
 	}
 	pgxleak.VerifyNone(t, leak)
@@ -417,10 +396,8 @@ func TestPgxQueryCancellation(t *testing.T) {
 	defer observer.Close(context.Background())
 	sleeping := func(pid int) bool {
 		var n int
-		if err := observer.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity
-			WHERE pid = $1 AND state = 'active' AND query LIKE '%pg_sleep%'`, pid).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, observer.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity
+			WHERE pid = $1 AND state = 'active' AND query LIKE '%pg_sleep%'`, pid).Scan(&n))
 		return n > 0
 	}
 	for i, db := range []*sql.DB{plain, leak} {
@@ -444,15 +421,11 @@ func TestPgxQueryCancellation(t *testing.T) {
 			select {
 			case err = <-done:
 			case <-time.After(15 * time.Second):
-				t.Fatal("the query did not return within 15s of cancelling its context")
+				require.FailNow(t, "the query did not return within 15s of cancelling its context")
 			}
-			if !errors.Is(err, context.Canceled) {
-				t.Errorf("error = %v, want one that is context.Canceled", err)
-			}
+			assert.ErrorIs(t, err, context.Canceled)
 			pgtest.WaitFor(t, 15*time.Second, "the server to stop the cancelled pg_sleep", func() bool { return !sleeping(pid) })
-			if el := time.Since(start); el > 30*time.Second {
-				t.Errorf("the query ran %v; the cancel did not reach the server", el)
-			}
+			assert.LessOrEqual(t, time.Since(start), 30*time.Second, "the query ran on: the cancel did not reach the server")
 		})
 	}
 	pgxleak.VerifyNone(t, leak)
