@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"runtime"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
@@ -30,16 +30,14 @@ func TestDrainWaitsForReturns(t *testing.T) {
 	})
 	select {
 	case err := <-drained:
-		t.Fatalf("Drain returned %v while a connection was out", err)
+		require.FailNowf(t, "Drain returned while a connection was out", "Drain = %v", err)
 	default:
 	}
 	_, err = c.ExecContext(context.Background(), "SELECT 1")
 	require.NoError(t, err, "a connection already out must keep working during drain")
 	c.Close()
-	require.NoError(t, <-drained, "Drain =")
-	if err := db.Ping(); err == nil {
-		t.Fatal("the pool is still open after Drain")
-	}
+	require.NoError(t, <-drained, "Drain")
+	assert.Error(t, db.Ping(), "the pool is still open after Drain")
 }
 
 func TestDrainReportsLeftovers(t *testing.T) {
@@ -53,16 +51,12 @@ func TestDrainReportsLeftovers(t *testing.T) {
 	defer cancel()
 	err = pgxleak.Drain(ctx, db)
 	var le *pgxleak.LeakError
-	if !errors.As(err, &le) || len(le.Checkouts) != 1 || !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Drain = %v, want a LeakError with one checkout and the deadline", err)
-	}
-	if !strings.Contains(err.Error(), line.String()) {
-		t.Fatalf("Drain error does not name the culprit line %s: %v", line, err)
-	}
+	require.ErrorAs(t, err, &le, "Drain")
+	require.Len(t, le.Checkouts, 1, "Drain")
+	require.ErrorIs(t, err, context.DeadlineExceeded, "Drain")
+	require.ErrorContains(t, err, line.String(), "the Drain error names the culprit line")
 	rec.Wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut && isCulprit(line)(l) })
-	if st := pgxleak.Stats(db); st.StillOut != 1 {
-		t.Fatalf("stats %+v", st)
-	}
+	assert.EqualValues(t, 1, pgxleak.Stats(db).StillOut, "still-out reports")
 }
 
 func TestCheckoutsFields(t *testing.T) {
@@ -74,19 +68,16 @@ func TestCheckoutsFields(t *testing.T) {
 	var pid int
 	require.NoError(t, c.QueryRowContext(ctx, "SELECT pg_backend_pid() WHERE $1::text <> ''", "argument-value").Scan(&pid))
 	cs := pgxleak.Checkouts(db)
-	if len(cs) != 1 {
-		t.Fatalf("Checkouts = %v", cs)
-	}
+	require.Len(t, cs, 1)
 	co := cs[0]
-	if int(co.BackendPID) != pid || co.TxStatus != "idle" || co.Suspected || co.Held <= 0 || time.Since(co.CheckedOutAt) < co.Held-time.Millisecond {
-		t.Fatalf("checkout %+v (pid %d)", co, pid)
-	}
-	if co.LastStatement != "SELECT pg_backend_pid() WHERE $1::text <> ''" || strings.Contains(co.String(), "argument-value") {
-		t.Fatalf("statement %q: want the text without arguments", co.LastStatement)
-	}
-	if pgxleak.Checkouts(nil) != nil {
-		t.Fatal("Checkouts(nil) should be nil")
-	}
+	assert.Equal(t, pid, int(co.BackendPID))
+	assert.Equal(t, "idle", co.TxStatus)
+	assert.False(t, co.Suspected)
+	assert.Positive(t, co.Held)
+	assert.GreaterOrEqual(t, time.Since(co.CheckedOutAt), co.Held-time.Millisecond, "Held is at most the time since CheckedOutAt")
+	assert.Equal(t, "SELECT pg_backend_pid() WHERE $1::text <> ''", co.LastStatement, "the statement's text")
+	assert.NotContains(t, co.String(), "argument-value", "the statement's arguments are not recorded")
+	assert.Nil(t, pgxleak.Checkouts(nil))
 }
 
 // TestDrainDoesNotWaitForGarbageCollectedLeaks: a connection whose Rows
@@ -96,21 +87,18 @@ func TestDrainDoesNotWaitForGarbageCollectedLeaks(t *testing.T) {
 	rec := &leaktest.Recorder{}
 	db, _ := openTest(t, rec.Option())
 	line := leakRows(t, db)
-	deadline := time.Now().Add(10 * time.Second)
-	for pgxleak.Stats(db).GarbageCollected == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("no garbage-collection report")
-		}
+	pgtest.WaitFor(t, 10*time.Second, "a garbage-collection report", func() bool {
 		runtime.GC()
-		time.Sleep(5 * time.Millisecond)
-	}
+		return pgxleak.Stats(db).GarbageCollected != 0
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	err := pgxleak.Drain(ctx, db)
 	var le *pgxleak.LeakError
-	if !errors.As(err, &le) || errors.Is(err, context.DeadlineExceeded) || len(le.Checkouts) != 1 || le.Checkouts[0].Culprit.Line != line.line {
-		t.Fatalf("Drain = %v; want the lost connection listed at once", err)
-	}
+	require.ErrorAs(t, err, &le, "Drain")
+	require.NotErrorIs(t, err, context.DeadlineExceeded, "Drain waited for a lost connection")
+	require.Len(t, le.Checkouts, 1, "Drain lists the lost connection")
+	assert.Equal(t, line.line, le.Checkouts[0].Culprit.Line, "the lost connection's culprit")
 }
 
 // TestDrainResetInFlight: a checkout of an idle connection whose session
@@ -121,9 +109,7 @@ func TestDrainResetInFlight(t *testing.T) {
 	fc := &testdriver.Connector{}
 	db, err := pgxleak.OpenDB(fc, pgxleak.WithMaxOpenConns(1), pgxleak.WithLogger(nil))
 	require.NoError(t, err)
-	if err := db.Ping(); err != nil { // opens the connection and returns it
-		t.Fatal(err)
-	}
+	require.NoError(t, db.Ping()) // opens the connection and returns it
 	entered, release := make(chan struct{}), make(chan struct{})
 	fc.Reset = func(context.Context) error { // set before any other goroutine calls ResetSession
 		entered <- struct{}{}
@@ -144,13 +130,9 @@ func TestDrainResetInFlight(t *testing.T) {
 	go func() { drained <- pgxleak.Drain(context.Background(), db) }()
 	pgtest.WaitFor(t, 5*time.Second, "Drain to start", func() bool { return pgxleak.Draining(db) })
 	close(release)
-	if err := <-connErr; err == nil {
-		t.Fatal("the checkout whose reset straddled Drain was handed out")
-	}
-	require.NoError(t, <-drained, "Drain =")
-	if got := pgxleak.Stats(db).Checkouts; got != before {
-		t.Fatalf("%d checkouts recorded during Drain, want none", got-before)
-	}
+	require.Error(t, <-connErr, "the checkout whose reset straddled Drain was handed out")
+	require.NoError(t, <-drained, "Drain")
+	assert.Equal(t, before, pgxleak.Stats(db).Checkouts, "checkouts recorded during Drain")
 }
 
 // TestDrainWaitsForConnectInFlight: a checkout whose Connect began before
@@ -173,14 +155,12 @@ func TestDrainWaitsForConnectInFlight(t *testing.T) {
 	pgtest.WaitFor(t, 5*time.Second, "Drain to start", func() bool { return pgxleak.Draining(db) })
 	select {
 	case err := <-drained:
-		t.Fatalf("Drain returned %v while a Connect was under way", err)
+		require.FailNowf(t, "Drain returned while a Connect was under way", "Drain = %v", err)
 	case <-time.After(20 * time.Millisecond): // Drain polls every 5ms: it had its chances
 	}
 	close(fc.Gate)
-	if err := <-connErr; !errors.Is(err, pgxleak.ErrDraining) {
-		t.Fatalf("the in-flight checkout got %v, want ErrDraining", err)
-	}
-	require.NoError(t, <-drained, "Drain =")
+	require.ErrorIs(t, <-connErr, pgxleak.ErrDraining, "the in-flight checkout")
+	require.NoError(t, <-drained, "Drain")
 }
 
 // TestDrainTwice: a second Drain lists what is still out too.
@@ -194,11 +174,8 @@ func TestDrainTwice(t *testing.T) {
 		err := pgxleak.Drain(ctx, db)
 		cancel()
 		var le *pgxleak.LeakError
-		if !errors.As(err, &le) || len(le.Checkouts) != 1 {
-			t.Fatalf("Drain #%d = %v, want the connection still out", i+1, err)
-		}
+		require.ErrorAs(t, err, &le, "Drain #%d", i+1)
+		require.Len(t, le.Checkouts, 1, "Drain #%d: the connection still out", i+1)
 	}
-	if st := pgxleak.Stats(db); st.StillOut != 1 {
-		t.Fatalf("stats %+v: reported once", st)
-	}
+	assert.EqualValues(t, 1, pgxleak.Stats(db).StillOut, "still-out reports: the connection is reported once")
 }
