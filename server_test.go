@@ -3,7 +3,6 @@ package pgxleak_test
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -66,8 +65,7 @@ func TestServerViewBlockedByLeak(t *testing.T) {
 		defer close(done)
 		blockedAt <- lineBelow()
 		tx, err := db.BeginTx(ctx, nil)
-		if err != nil {
-			t.Error(err)
+		if !assert.NoError(t, err) {
 			return
 		}
 		defer tx.Rollback()
@@ -80,21 +78,16 @@ func TestServerViewBlockedByLeak(t *testing.T) {
 	})
 	first, _ := checkoutAtLine(in, leakAt)
 	second, _ := checkoutAtLine(in, at)
-	if first.Server == nil || first.Server.State != "idle in transaction" || !slices.Contains(first.Server.Blocking, second.BackendPID) {
-		t.Errorf("the leak's server view %+v: want idle in transaction, blocking PID %d", first.Server, second.BackendPID)
+	if assert.NotNil(t, first.Server, "the leak's server view") {
+		assert.Equal(t, "idle in transaction", first.Server.State, "the leak's server view")
+		assert.Contains(t, first.Server.Blocking, second.BackendPID, "the leak's server view: blocking the second checkout")
 	}
 	s := second.Server
-	if !slices.Contains(s.BlockedBy, first.BackendPID) || s.Culprits[first.BackendPID].Line != leakAt.line {
-		t.Errorf("the blocked checkout's server view %+v: want blocked by PID %d, checked out at %v", s, first.BackendPID, leakAt)
-	}
-	want := "server: active, waiting on a lock (transactionid) held by PID " + strconv.Itoa(int(first.BackendPID)) + " (checked out at " + leakAt.short() + ")"
-	if !strings.Contains(second.String(), want) {
-		t.Errorf("blocked checkout %q: want %q", second.String(), want)
-	}
-	want = "server: idle in transaction, holding locks that block PID " + strconv.Itoa(int(second.BackendPID)) + " (checked out at " + at.short() + ")"
-	if !strings.Contains(first.String(), want) {
-		t.Errorf("leak %q: want %q", first.String(), want)
-	}
+	require.NotNil(t, s, "the blocked checkout's server view")
+	assert.Contains(t, s.BlockedBy, first.BackendPID, "the blocked checkout's server view: blocked by the leak")
+	assert.Equal(t, leakAt.line, s.Culprits[first.BackendPID].Line, "the blocked checkout's server view: the blocker's culprit")
+	assert.Contains(t, second.String(), "server: active, waiting on a lock (transactionid) held by PID "+strconv.Itoa(int(first.BackendPID))+" (checked out at "+leakAt.short()+")")
+	assert.Contains(t, first.String(), "server: idle in transaction, holding locks that block PID "+strconv.Itoa(int(second.BackendPID))+" (checked out at "+at.short()+")")
 	cancel()
 	<-done
 }
@@ -113,22 +106,16 @@ func TestDrainTerminateStillOut(t *testing.T) {
 	defer cancel()
 	err := pgxleak.Drain(ctx, db, pgxleak.TerminateStillOut())
 	var le *pgxleak.LeakError
-	if !errors.As(err, &le) || len(le.Checkouts) != 1 {
-		t.Fatalf("Drain: %v, want a LeakError with one checkout", err)
-	}
-	if c := le.Checkouts[0]; !c.Terminated || c.Culprit.Line != leakAt.line || !strings.Contains(c.String(), "; backend terminated") {
-		t.Errorf("still out: %q (terminated %v), want the leak at %v, terminated", c.String(), c.Terminated, leakAt)
-	}
-	if len(le.Notes) != 0 {
-		t.Errorf("notes %q, want none", le.Notes)
-	}
+	require.ErrorAs(t, err, &le, "Drain")
+	require.Len(t, le.Checkouts, 1, "Drain")
+	out := le.Checkouts[0]
+	assert.True(t, out.Terminated, "still out: %q, want it terminated", out.String())
+	assert.Equal(t, leakAt.line, out.Culprit.Line, "still out: the leak's culprit")
+	assert.Contains(t, out.String(), "; backend terminated")
+	assert.Empty(t, le.Notes)
 	r := rec.Wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut })
-	if !r.Terminated {
-		t.Errorf("still-out report %q: want it marked terminated", r.String())
-	}
-	if n := pgxleak.Stats(db).Terminated; n != 1 {
-		t.Errorf("Stats.Terminated = %d, want 1", n)
-	}
+	assert.True(t, r.Terminated, "still-out report %q: want it marked terminated", r.String())
+	assert.EqualValues(t, 1, pgxleak.Stats(db).Terminated, "Stats.Terminated")
 
 	// A new transaction on a new connection can lock the row (the server
 	// ends the backend asynchronously: NOWAIT until it has).
@@ -154,28 +141,17 @@ func TestTerminateDiscardsOnReturn(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, conn.PingContext(ctx))
 	cs := pgxleak.Checkouts(db)
-	if len(cs) != 1 || cs[0].BackendPID == 0 {
-		t.Fatalf("checkouts %+v, want one with a backend PID", cs)
-	}
+	require.Len(t, cs, 1)
+	require.NotZero(t, cs[0].BackendPID, "the checkout's backend PID")
 	pid := cs[0].BackendPID
-	if err := pgxleak.Terminate(ctx, db, pid+100000); err == nil || !strings.Contains(err.Error(), "not a connection checked out of this pool") {
-		t.Errorf("Terminate of a PID not ours: %v", err)
-	}
+	assert.ErrorContains(t, pgxleak.Terminate(ctx, db, pid+100000), "not a connection checked out of this pool", "Terminate of a PID not ours")
 	require.NoError(t, pgxleak.Terminate(ctx, db, pid), "Terminate")
 	require.NoError(t, conn.Close())
-	if n := db.Stats().OpenConnections; n != 0 {
-		t.Errorf("%d connections open after the terminated one came back, want 0 (discarded)", n)
-	}
+	assert.Zero(t, db.Stats().OpenConnections, "connections open after the terminated one came back: it is discarded")
 	var got uint32
-	if err := db.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&got); err != nil {
-		t.Fatalf("the next query: %v (the terminated connection was handed out again?)", err)
-	}
-	if got == pid {
-		t.Errorf("the terminated backend %d was reused", pid)
-	}
-	if st := pgxleak.Stats(db); st.Terminated != 1 {
-		t.Errorf("Stats.Terminated = %d, want 1", st.Terminated)
-	}
+	require.NoError(t, db.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&got), "the next query (the terminated connection was handed out again?)")
+	assert.NotEqual(t, pid, got, "the terminated backend was reused")
+	assert.EqualValues(t, 1, pgxleak.Stats(db).Terminated, "Stats.Terminated")
 }
 
 // TestServerViewRefused: a server at max_connections refuses the side
@@ -197,21 +173,17 @@ func TestServerViewRefused(t *testing.T) {
 	start := time.Now()
 	in, err := pgxleak.Inspect(ctx, db)
 	require.NoError(t, err)
-	if took := time.Since(start); took > 3*time.Second {
-		t.Errorf("Inspect took %v with the server refusing; it must stay bounded", took)
-	}
+	assert.LessOrEqual(t, time.Since(start), 3*time.Second, "Inspect with the server refusing must stay bounded")
 	want := "server view unavailable: FATAL: sorry, too many clients already (SQLSTATE 53300)"
-	if !slices.Contains(in.Notes, want) {
-		t.Errorf("notes %q, want %q", in.Notes, want)
-	}
-	if len(in.Checkouts) != 2 || in.Checkouts[0].Server != nil || in.Checkouts[0].Holder == nil {
-		t.Errorf("checkouts %+v: want two, with holders and no server view", in.Checkouts)
+	assert.Contains(t, in.Notes, want)
+	if assert.Len(t, in.Checkouts, 2) {
+		assert.Nil(t, in.Checkouts[0].Server, "no server view")
+		assert.NotNil(t, in.Checkouts[0].Holder, "the holder is found without the server")
 	}
 	require.NoError(t, db.Close())
 	r := rec.Wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut })
-	if !slices.Contains(r.Notes, want) || strings.Contains(strings.Join(r.Notes, " "), "postgres@") {
-		t.Errorf("report notes %q: want %q, without credentials", r.Notes, want)
-	}
+	assert.Contains(t, r.Notes, want, "the report's notes")
+	assert.NotContains(t, strings.Join(r.Notes, " "), "postgres@", "the report's notes carry credentials")
 }
 
 // queryRecorder is a pgx tracer that records every statement it sees.
@@ -254,17 +226,12 @@ func TestServerViewNotTraced(t *testing.T) {
 	require.NoError(t, err)
 	in, err := pgxleak.Inspect(ctx, db)
 	require.NoError(t, err)
-	if len(in.Checkouts) != 1 || in.Checkouts[0].Server == nil {
-		t.Fatalf("checkouts %+v, notes %q: want one with the server's view", in.Checkouts, in.Notes)
-	}
+	require.Len(t, in.Checkouts, 1, "notes %q", in.Notes)
+	require.NotNil(t, in.Checkouts[0].Server, "the server's view; notes %q", in.Notes)
 	require.NoError(t, pgxleak.Terminate(ctx, db, in.Checkouts[0].BackendPID))
-	if !rec.seen("SELECT 1") {
-		t.Fatal("the tracer did not see the pool's own query")
-	}
+	require.True(t, rec.seen("SELECT 1"), "the tracer did not see the pool's own query")
 	for _, q := range []string{"pg_stat_activity", "pg_terminate_backend"} {
-		if rec.seen(q) {
-			t.Errorf("the pool's tracer saw pgxleak's %s query", q)
-		}
+		assert.False(t, rec.seen(q), "the pool's tracer saw pgxleak's %s query", q)
 	}
 }
 
@@ -291,9 +258,8 @@ func TestServerViewNeverHoldsReports(t *testing.T) {
 	proxy.Set(faultproxy.Toxics{Timeout: true}) // a black hole: the side connection's connect hangs
 	r := rec.Wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected })
 	notes := strings.Join(r.Notes, "; ")
-	if r.Server != nil || strings.Contains(notes, "server view") {
-		t.Errorf("report notes %q, server %+v: want the report without waiting for the server", notes, r.Server)
-	}
+	assert.Nil(t, r.Server, "the report does not wait for the server")
+	assert.NotContains(t, notes, "server view", "the report does not wait for the server")
 	proxy.Clear()
 	require.NoError(t, tx.Rollback())
 	require.NoError(t, db.Close())
