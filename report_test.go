@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
@@ -42,21 +43,16 @@ func TestReportsDeduplicated(t *testing.T) {
 	rec.Wait(t, 5*time.Second, resolvedAt(line))
 	var suspected, resolved int
 	for _, l := range rec.All() {
-		if !isCulprit(line)(l) {
-			t.Fatalf("culprit %s, want %s", l.Culprit, line)
-		}
+		require.True(t, isCulprit(line)(l), "culprit %s, want %s", l.Culprit, line)
 		if l.Resolved {
 			resolved++
 		} else {
 			suspected++
 		}
 	}
-	if suspected != 1 || resolved != 1 {
-		t.Fatalf("%d suspected and %d resolved reports delivered, want 1 each", suspected, resolved)
-	}
-	if n := strings.Count(buf.String(), `msg="pgxleak: suspected leak:`); n != 1 {
-		t.Fatalf("%d log lines for one culprit:\n%s", n, buf.String())
-	}
+	assert.Equal(t, 1, suspected, "suspected reports delivered")
+	assert.Equal(t, 1, resolved, "resolved reports delivered")
+	assert.Equal(t, 1, strings.Count(buf.String(), `msg="pgxleak: suspected leak:`), "log lines for one culprit:\n%s", buf.String())
 }
 
 // TestLogReportLeadsWithCulprit: the default WARN line names the culprit
@@ -70,25 +66,37 @@ func TestLogReportLeadsWithCulprit(t *testing.T) {
 		t.Run(tc.level.String(), func(t *testing.T) {
 			var buf lockedBuffer
 			logger := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: tc.level}))
-			rec := &leaktest.Recorder{}
-			db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), pgxleak.WithLogger(logger), rec.Option())
+			leaks := make(chan pgxleak.Leak, 16)
+			db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), pgxleak.WithLogger(logger), pgxleak.WithOnLeak(func(l pgxleak.Leak) {
+				select {
+				case leaks <- l:
+				default:
+				}
+			}))
 			line := lineBelow()
 			c, err := db.Conn(context.Background())
 			require.NoError(t, err)
 			defer c.Close()
-			if l := rec.Wait(t, 5*time.Second, suspectedAt(line)); len(l.Stack) == 0 {
-				t.Fatal("the Leak has no stack")
+			// The report names where its holder, this goroutine, waits: it
+			// waits here, not in a shared helper, whose long name would
+			// count against the line's length.
+			timeout := time.After(5 * time.Second)
+			var l pgxleak.Leak
+			for !suspectedAt(line)(l) {
+				select {
+				case l = <-leaks:
+				case <-timeout:
+					require.FailNow(t, "no suspected-leak report")
+				}
 			}
+			require.NotEmpty(t, l.Stack, "the Leak has no stack")
 			out := buf.String()
-			want := fmt.Sprintf(`level=WARN msg="pgxleak: suspected leak: connection checked out at %s (pgxleak_test.TestLogReportLeadsWithCulprit.func1), held `, line.short())
-			if !strings.Contains(out, want) || !strings.Contains(out, "kind=suspected") || strings.Contains(out, "stack=") != tc.wantStack {
-				t.Fatalf("log:\n%s\nwant it to contain:\n%s (and a stack: %v)", out, want, tc.wantStack)
-			}
-			if n := strings.Count(out, line.String()); !tc.wantStack && n != 1 {
-				t.Fatalf("the culprit appears %d times in the default line:\n%s", n, out)
-			}
-			if !tc.wantStack && len(out) > 400 {
-				t.Fatalf("the default line is %d bytes:\n%s", len(out), out)
+			assert.Contains(t, out, fmt.Sprintf(`level=WARN msg="pgxleak: suspected leak: connection checked out at %s (pgxleak_test.TestLogReportLeadsWithCulprit.func1), held `, line.short()))
+			assert.Contains(t, out, "kind=suspected")
+			assert.Equal(t, tc.wantStack, strings.Contains(out, "stack="), "a stack in the log:\n%s", out)
+			if !tc.wantStack {
+				assert.Equal(t, 1, strings.Count(out, line.String()), "the culprit's count in the default line:\n%s", out)
+				assert.LessOrEqual(t, len(out), 400, "the default line's length:\n%s", out)
 			}
 		})
 	}
@@ -114,42 +122,31 @@ func FuzzLeakRendering(f *testing.F) {
 		l := pgxleak.Leak{Kind: pgxleak.LeakKind(kind), Checkout: co, Resolved: resolved, Repeats: repeats}
 
 		loc := culprit.String()
-		if loc == "" {
-			t.Fatal("Frame.String is empty")
-		}
+		require.NotEmpty(t, loc, "Frame.String")
 		s := l.String()
-		if !strings.HasPrefix(s, "pgxleak: ") || !strings.Contains(s, loc) {
-			t.Fatalf("Leak.String() = %q, want the culprit %q", s, loc)
-		}
-		if more := fmt.Sprintf("(+%d more like it)", repeats); (repeats > 0) != strings.Contains(s, more) {
-			t.Fatalf("Leak.String() = %q with %d repeats", s, repeats)
-		}
-		if !strings.Contains(co.String(), loc) {
-			t.Fatalf("Checkout.String() = %q", co.String())
-		}
+		require.True(t, strings.HasPrefix(s, "pgxleak: "), "Leak.String() = %q", s)
+		require.Contains(t, s, loc, "Leak.String() names the culprit")
+		require.Equal(t, repeats > 0, strings.Contains(s, fmt.Sprintf("(+%d more like it)", repeats)), "Leak.String() = %q with %d repeats", s, repeats)
+		require.Contains(t, co.String(), loc, "Checkout.String() names the culprit")
 		st := co.StackString()
 		var wantStack strings.Builder
 		for _, fr := range stack {
 			fmt.Fprintf(&wantStack, "%s()\n\t%s:%d\n", fr.Function, fr.File, fr.Line)
 		}
-		if st != wantStack.String() {
-			t.Fatalf("StackString() = %q, want %q", st, wantStack.String())
-		}
+		require.Equal(t, wantStack.String(), st, "StackString()")
 		want := map[int]string{1: "suspected", 2: "garbage_collected", 3: "still_out"}[kind]
 		if want == "" {
 			want = fmt.Sprintf("LeakKind(%d)", kind)
 		}
-		if got := l.Kind.String(); got != want {
-			t.Fatalf("LeakKind(%d).String() = %q, want %q", kind, got, want)
-		}
+		require.Equal(t, want, l.Kind.String(), "LeakKind(%d).String()", kind)
 		le := &pgxleak.LeakError{Checkouts: []pgxleak.Checkout{co, co}}
 		e := le.Error()
-		if !strings.HasPrefix(e, "pgxleak: 2 connection(s) still checked out") || strings.Count(e, loc) < 2 ||
-			!strings.Contains(e, "[pool "+pool) || !strings.Contains(e, st) {
-			t.Fatalf("LeakError.Error() = %q", e)
-		}
-		if stmt != "" && !strings.Contains(e, fmt.Sprintf("last statement %q", stmt)) {
-			t.Fatalf("LeakError.Error() = %q does not quote the statement", e)
+		require.True(t, strings.HasPrefix(e, "pgxleak: 2 connection(s) still checked out"), "LeakError.Error() = %q", e)
+		require.GreaterOrEqual(t, strings.Count(e, loc), 2, "LeakError.Error() names both culprits: %q", e)
+		require.Contains(t, e, "[pool "+pool)
+		require.Contains(t, e, st)
+		if stmt != "" {
+			require.Contains(t, e, fmt.Sprintf("last statement %q", stmt), "LeakError.Error() quotes the statement")
 		}
 	})
 }
@@ -194,13 +191,11 @@ func TestSamplingDoesNotMergeLeaks(t *testing.T) {
 	pgtest.WaitFor(t, 5*time.Second, "both to be suspected", func() bool { return pgxleak.Stats(db).Suspected == 2 })
 	pgtest.WaitFor(t, 5*time.Second, "two reports", func() bool { return len(rec.All()) >= 2 })
 	for _, l := range rec.All() {
-		if l.Culprit != (pgxleak.Frame{}) || !strings.Contains(l.NoCulprit, "not sampled") || !strings.Contains(l.String(), "WithStackSampling(1)") {
-			t.Fatalf("report %q (NoCulprit %q): want no culprit, and why", l, l.NoCulprit)
-		}
+		assert.Zero(t, l.Culprit, "an unsampled checkout has no culprit")
+		assert.Contains(t, l.NoCulprit, "not sampled", "the report says why")
+		assert.Contains(t, l.String(), "WithStackSampling(1)", "the report says what to do")
 	}
-	if n := strings.Count(logs.String(), "level=WARN"); n != 2 {
-		t.Fatalf("%d WARN lines for two leaks:\n%s", n, logs.String())
-	}
+	assert.Equal(t, 2, strings.Count(logs.String(), "level=WARN"), "WARN lines for two leaks:\n%s", logs.String())
 }
 
 // TestOneLeakOneReportPerKind: a connection whose Rows was garbage-collected
@@ -227,19 +222,18 @@ func TestOneLeakOneReportPerKind(t *testing.T) {
 	require.NoError(t, err)
 	defer c.Close()
 	rec.Wait(t, 10*time.Second, reportAt(pgxleak.LeakSuspected, line))
-	if rec.Has(reportAt(pgxleak.LeakSuspected, gcLine)) || pgxleak.Stats(db).Suspected != 1 {
-		t.Fatalf("the garbage-collected connection was reported again as suspected: %v", rec.All())
-	}
+	require.False(t, rec.Has(reportAt(pgxleak.LeakSuspected, gcLine)), "the garbage-collected connection was reported again as suspected: %v", rec.All())
+	require.EqualValues(t, 1, pgxleak.Stats(db).Suspected, "the garbage-collected connection was reported again as suspected")
 	db.Close()
 	gone := rec.Wait(t, 5*time.Second, reportAt(pgxleak.LeakStillOut, gcLine))
-	if gone.Earlier == nil || gone.Earlier.Kind != pgxleak.LeakGarbageCollected || !strings.Contains(gone.String(), "already reported as a leaked connection (Rows garbage-collected) at ") {
-		t.Fatalf("still-out report %q does not link to the earlier one (%+v)", gone, gone.Earlier)
-	}
+	require.NotNil(t, gone.Earlier, "still-out report %q does not link to the earlier one", gone)
+	assert.Equal(t, pgxleak.LeakGarbageCollected, gone.Earlier.Kind, "the earlier report")
+	assert.Contains(t, gone.String(), "already reported as a leaked connection (Rows garbage-collected) at ")
 	held := rec.Wait(t, 5*time.Second, reportAt(pgxleak.LeakStillOut, line))
-	if held.Earlier == nil || held.Earlier.Kind != pgxleak.LeakSuspected || held.Earlier.At.Before(held.CheckedOutAt.Add(slowThreshold)) ||
-		!strings.Contains(held.String(), "already reported as a suspected leak at ") {
-		t.Fatalf("still-out report %q does not link to the suspicion (%+v)", held, held.Earlier)
-	}
+	require.NotNil(t, held.Earlier, "still-out report %q does not link to the suspicion", held)
+	assert.Equal(t, pgxleak.LeakSuspected, held.Earlier.Kind, "the earlier report")
+	assert.False(t, held.Earlier.At.Before(held.CheckedOutAt.Add(slowThreshold)), "the suspicion came before the threshold (%+v)", held.Earlier)
+	assert.Contains(t, held.String(), "already reported as a suspected leak at ")
 }
 
 // TestSuppressedReportsSummarised: reports suppressed by de-duplication
@@ -272,9 +266,7 @@ func TestSuppressedReportsSummarised(t *testing.T) {
 	loc := first.Culprit.String()
 	want := fmt.Sprintf("2 more suspected leaks at %s since ", loc)
 	pgtest.WaitFor(t, 10*time.Second, "a summary line", func() bool { return strings.Contains(logs.String(), want) })
-	if st := pgxleak.Stats(db); st.Suspected != 3 {
-		t.Fatalf("stats %+v", st)
-	}
+	require.EqualValues(t, 3, pgxleak.Stats(db).Suspected, "suspected leaks")
 	db.Close()
 	var stillOut int
 	for _, l := range rec.All() {
@@ -282,9 +274,8 @@ func TestSuppressedReportsSummarised(t *testing.T) {
 			stillOut++
 		}
 	}
-	if wantClose := fmt.Sprintf("2 more still-out connections (at Drain or Close) at %s since ", loc); stillOut != 1 || !strings.Contains(logs.String(), wantClose) {
-		t.Fatalf("%d still-out reports for one line, want 1 and a summary line %q:\n%s", stillOut, wantClose, logs.String())
-	}
+	assert.Equal(t, 1, stillOut, "still-out reports for one line")
+	assert.Contains(t, logs.String(), fmt.Sprintf("2 more still-out connections (at Drain or Close) at %s since ", loc), "the summary line")
 }
 
 // TestOnLeakMayCloseOrDrain: a callback that closes or drains the pool
@@ -322,11 +313,9 @@ func TestOnLeakMayCloseOrDrain(t *testing.T) {
 			select {
 			case <-ended:
 			case <-time.After(10 * time.Second):
-				t.Fatalf("%s from the OnLeak callback did not return: deadlock", tc.name)
+				require.FailNowf(t, "deadlock", "%s from the OnLeak callback did not return", tc.name)
 			}
-			if err := db.Ping(); err == nil {
-				t.Fatal("the pool is still open")
-			}
+			assert.Error(t, db.Ping(), "the pool is still open")
 		})
 	}
 }
@@ -344,9 +333,10 @@ func TestNothingReportedAfterClose(t *testing.T) {
 	db.Close()
 	rec.Wait(t, 5*time.Second, reportAt(pgxleak.LeakStillOut, line))
 	c.Close() // database/sql closes it now
-	if st := pgxleak.Stats(db); st.Resolved != 0 || st.Suspected != 1 || st.StillOut != 1 {
-		t.Fatalf("stats %+v: a return after Close counted", st)
-	}
+	st := pgxleak.Stats(db)
+	assert.Zero(t, st.Resolved, "a return after Close counted")
+	assert.EqualValues(t, 1, st.Suspected, "suspected leaks")
+	assert.EqualValues(t, 1, st.StillOut, "still-out reports")
 }
 
 // TestLogCallersAreTheApplications: the log line lists the application's
@@ -360,10 +350,7 @@ func TestLogCallersAreTheApplications(t *testing.T) {
 	c := holdA(t, db)
 	defer c.Close()
 	rec.Wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected })
-	want := fmt.Sprintf(`callers="%s (pgxleak_test.TestLogCallersAreTheApplications)"`, line.short())
-	if out := logs.String(); !strings.Contains(out, want) {
-		t.Fatalf("log:\n%s\nwant %s", out, want)
-	}
+	assert.Contains(t, logs.String(), fmt.Sprintf(`callers="%s (pgxleak_test.TestLogCallersAreTheApplications)"`, line.short()))
 }
 
 // TestNoGarbageCollectedReportAfterClose: a Rows garbage-collected after
@@ -372,7 +359,7 @@ func TestLogCallersAreTheApplications(t *testing.T) {
 func TestNoGarbageCollectedReportAfterClose(t *testing.T) {
 	inner, _ := (&testdriver.Connector{}).Connect(context.Background())
 	stillOut, collected, queued := pgxleak.CollectAfterClose(t, inner, pgxleak.WithLogger(quiet))
-	if stillOut != 1 || collected != 0 || queued != 0 {
-		t.Fatalf("%d still out at Close; after it %d garbage-collected counted and %d reports queued; want 1, 0, 0", stillOut, collected, queued)
-	}
+	assert.EqualValues(t, 1, stillOut, "still out at Close")
+	assert.Zero(t, collected, "garbage-collected connections counted after Close")
+	assert.Zero(t, queued, "reports queued after Close")
 }
