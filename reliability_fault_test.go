@@ -17,6 +17,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
@@ -60,9 +61,8 @@ func relTerminate(t testing.TB, admin *pgx.Conn, pid int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var ok bool
-	if err := admin.QueryRow(ctx, "SELECT pg_terminate_backend($1)", pid).Scan(&ok); err != nil || !ok {
-		t.Fatalf("pg_terminate_backend(%d) = %v, %v", pid, ok, err)
-	}
+	require.NoError(t, admin.QueryRow(ctx, "SELECT pg_terminate_backend($1)", pid).Scan(&ok), "pg_terminate_backend(%d)", pid)
+	require.True(t, ok, "pg_terminate_backend(%d)", pid)
 	pgtest.WaitFor(t, 10*time.Second, fmt.Sprintf("backend %d to exit", pid), func() bool {
 		var n int
 		_ = admin.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid).Scan(&n)
@@ -83,7 +83,7 @@ func relBalanced(t testing.TB, db *sql.DB) pgxleak.PoolStats {
 			return st
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("tracker not balanced: InUse %d (database/sql %d), Checkouts %d, Returns %d, still out %v",
+			require.FailNowf(t, "tracker not balanced", "InUse %d (database/sql %d), Checkouts %d, Returns %d, still out %v",
 				st.InUse, st.DBStats.InUse, st.Checkouts, st.Returns, cos)
 		}
 		time.Sleep(5 * time.Millisecond)
@@ -112,29 +112,22 @@ func TestFaultIdleConnectionKilled(t *testing.T) {
 
 	pid1, err := relBackendPID(ctx, db)
 	require.NoError(t, err)
-	if st := db.Stats(); st.Idle != 1 || st.InUse != 0 {
-		t.Fatalf("after one query: %+v, want one idle connection", st)
-	}
+	dst := db.Stats()
+	require.Equal(t, 1, dst.Idle, "after one query: one idle connection")
+	require.Zero(t, dst.InUse, "after one query: none in use")
 	relTerminate(t, admin, pid1)
 
 	pid2, err := relBackendPID(ctx, db)
 	require.NoError(t, err, "the query after the idle connection was killed failed")
-	if pid2 == pid1 {
-		t.Fatalf("the query ran on the killed backend %d", pid1)
-	}
+	require.NotEqual(t, pid1, pid2, "the query ran on the killed backend")
 	st := relBalanced(t, db)
 	// The dead connection was offered to database/sql, failed its session
 	// reset and was closed without ever reaching the caller: that is not a
 	// checkout.
-	if st.Checkouts != 2 || st.Returns != 2 {
-		t.Errorf("Checkouts %d, Returns %d; want 2 and 2 (one per query, no phantom for the dead connection)", st.Checkouts, st.Returns)
-	}
-	if st.OpenConnections != 1 {
-		t.Errorf("OpenConnections = %d, want 1: the dead connection must be closed", st.OpenConnections)
-	}
-	if leaks := rec.All(); len(leaks) != 0 {
-		t.Errorf("leak reports: %v", leaks)
-	}
+	assert.EqualValues(t, 2, st.Checkouts, "checkouts: one per query, no phantom for the dead connection")
+	assert.EqualValues(t, 2, st.Returns, "returns: one per query, no phantom for the dead connection")
+	assert.Equal(t, 1, st.OpenConnections, "the dead connection must be closed")
+	assert.Empty(t, rec.All(), "leak reports")
 }
 
 // TestFaultIdleConnectionKilledRightAfterUse covers the one window pgx
@@ -161,17 +154,14 @@ func TestFaultIdleConnectionKilledRightAfterUse(t *testing.T) {
 		// Inside the window: the caller sees the server's own error.
 		var pgErr *pgconn.PgError
 		if !errors.As(err, &pgErr) || pgErr.Code != "57P01" {
-			if !strings.Contains(err.Error(), "conn closed") && !strings.Contains(err.Error(), "EOF") {
-				t.Fatalf("query on the killed connection: %v, want SQLSTATE 57P01 or a closed connection", err)
-			}
+			require.True(t, strings.Contains(err.Error(), "conn closed") || strings.Contains(err.Error(), "EOF"),
+				"query on the killed connection: %v, want SQLSTATE 57P01 or a closed connection", err)
 		}
 		t.Logf("inside pgx's ping window the query failed as expected: %v", err)
 	} // else the machine was slow enough that pgx pinged and retried
 	pid3, err := relBackendPID(ctx, db)
 	require.NoError(t, err, "the next query failed too")
-	if pid3 == pid1 {
-		t.Fatal("the killed backend was used again")
-	}
+	require.NotEqual(t, pid1, pid3, "the killed backend was used again")
 	relBalanced(t, db)
 }
 
@@ -204,10 +194,10 @@ func TestFaultCheckedOutConnectionKilled(t *testing.T) {
 			pid, err := relBackendPID(ctx, tx)
 			require.NoError(t, err)
 			cos := pgxleak.Checkouts(db)
-			if len(cos) != 1 || cos[0].BackendPID != uint32(pid) || cos[0].TxStatus != "in transaction" ||
-				!strings.HasSuffix(cos[0].Culprit.File, "reliability_fault_test.go") {
-				t.Fatalf("Checkouts before the kill = %+v, want one in transaction on backend %d taken here", cos, pid)
-			}
+			require.Len(t, cos, 1, "checkouts before the kill")
+			require.Equal(t, uint32(pid), cos[0].BackendPID, "the checkout's backend")
+			require.Equal(t, "in transaction", cos[0].TxStatus)
+			require.True(t, strings.HasSuffix(cos[0].Culprit.File, "reliability_fault_test.go"), "the checkout was taken here: %+v", cos[0].Culprit)
 
 			var stmtErr error
 			if during {
@@ -226,43 +216,30 @@ func TestFaultCheckedOutConnectionKilled(t *testing.T) {
 				select {
 				case stmtErr = <-done:
 				case <-time.After(10 * time.Second):
-					t.Fatal("the statement whose backend was killed did not return")
+					require.FailNow(t, "the statement whose backend was killed did not return")
 				}
-				if d := time.Since(start); d > 30*time.Second {
-					t.Fatalf("the killed statement returned after %v", d)
-				}
+				require.LessOrEqual(t, time.Since(start), 30*time.Second, "the killed statement's time to return")
 				var pgErr *pgconn.PgError
-				if !errors.As(stmtErr, &pgErr) || pgErr.Code != "57P01" {
-					t.Errorf("error = %v, want the server's SQLSTATE 57P01 passed through", stmtErr)
+				if assert.ErrorAs(t, stmtErr, &pgErr, "the server's error passes through") {
+					assert.Equal(t, "57P01", pgErr.Code, "the server's SQLSTATE")
 				}
 			} else {
 				relTerminate(t, admin, pid)
 				_, stmtErr = tx.ExecContext(ctx, "INSERT INTO killed VALUES (100)")
 			}
-			if stmtErr == nil {
-				t.Fatal("the statement on the killed connection succeeded")
-			}
+			require.Error(t, stmtErr, "the statement on the killed connection succeeded")
 			t.Logf("statement error: %v", stmtErr)
-			if err := tx.Commit(); err == nil {
-				t.Fatal("Commit on the killed connection succeeded")
-			}
+			require.Error(t, tx.Commit(), "Commit on the killed connection succeeded")
 			var n int
-			if err := admin.QueryRow(ctx, "SELECT count(*) FROM killed WHERE id = $1", id).Scan(&n); err != nil || n != 0 {
-				t.Fatalf("row %d present (%d, %v): the transaction was committed", id, n, err)
-			}
+			require.NoError(t, admin.QueryRow(ctx, "SELECT count(*) FROM killed WHERE id = $1", id).Scan(&n))
+			require.Zero(t, n, "row %d present: the transaction was committed", id)
 			st := relBalanced(t, db)
-			if st.OpenConnections != 0 {
-				t.Errorf("OpenConnections = %d, want 0: the killed connection must be discarded", st.OpenConnections)
-			}
-			if st.Checkouts != 1 {
-				t.Errorf("Checkouts = %d, want 1", st.Checkouts)
-			}
+			assert.Zero(t, st.OpenConnections, "the killed connection must be discarded")
+			assert.EqualValues(t, 1, st.Checkouts, "checkouts")
 			_, err = relBackendPID(ctx, db)
 			require.NoError(t, err, "the pool did not recover")
 			relBalanced(t, db)
-			if leaks := rec.All(); len(leaks) != 0 {
-				t.Errorf("leak reports: %v", leaks)
-			}
+			assert.Empty(t, rec.All(), "leak reports")
 		})
 	}
 }
@@ -355,12 +332,8 @@ func TestFaultServerRestart(t *testing.T) {
 			errSample.Range(func(k, _ any) bool { samples = append(samples, k.(string)); return true })
 			t.Logf("%s restart: %d ok, %d errors; first success %v after the server was back, 500 more by %v; errors seen: %q",
 				mode, okCount.Load(), errCount.Load(), firstOK.Round(time.Millisecond), recovered.Round(time.Millisecond), samples)
-			if firstOK > 5*time.Second {
-				t.Errorf("the pool took %v to serve a query after the server came back", firstOK)
-			}
-			if len(late) > 0 {
-				t.Errorf("%d calls returned later than their %v deadline + %v: %v", len(late), callTimeout, relSlack, late)
-			}
+			assert.LessOrEqual(t, firstOK, 5*time.Second, "the time the pool took to serve a query after the server came back")
+			assert.Empty(t, late, "calls returned later than their %v deadline + %v", callTimeout, relSlack)
 			// After the restart the pool is healthy: every stale connection has
 			// been discarded, so sequential queries all succeed.
 			for i := range 20 {
@@ -368,12 +341,8 @@ func TestFaultServerRestart(t *testing.T) {
 				require.NoError(t, err, "query %d after recovery", i)
 			}
 			st := relBalanced(t, db)
-			if st.Checkouts < uint64(okCount.Load()) {
-				t.Errorf("tracker saw %d checkouts for %d successful queries", st.Checkouts, okCount.Load())
-			}
-			if leaks := rec.All(); len(leaks) != 0 {
-				t.Errorf("leak reports during the restart: %v", leaks)
-			}
+			assert.GreaterOrEqual(t, st.Checkouts, uint64(okCount.Load()), "checkouts tracked: at least one per successful query")
+			assert.Empty(t, rec.All(), "leak reports during the restart")
 		})
 	}
 }
@@ -393,17 +362,15 @@ func TestFaultMaxConnections(t *testing.T) {
 		pgxleak.WithLogger(quiet))
 	if err == nil {
 		_ = db.Close()
-		t.Fatal("Open warmed up 8 connections on a server that allows 5")
 	}
+	require.Error(t, err, "Open warmed up 8 connections on a server that allows 5")
 	t.Logf("Open error (%v): %v", time.Since(start).Round(time.Millisecond), err)
 	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) || pgErr.Code != "53300" {
-		t.Errorf("Open error does not carry the server's SQLSTATE 53300: %v", err)
+	if assert.ErrorAs(t, err, &pgErr, "Open's error carries the server's") {
+		assert.Equal(t, "53300", pgErr.Code, "Open's error carries the server's SQLSTATE")
 	}
 	for _, want := range []string{"WithMinIdleConns", "too many clients"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("Open error does not say %q: %v", want, err)
-		}
+		assert.Contains(t, err.Error(), want)
 	}
 	// The failed Open closed the connections it did get: all five slots are
 	// free again (this is checked from inside one of them).
@@ -432,26 +399,21 @@ func TestFaultMaxConnections(t *testing.T) {
 	defer cancel()
 	start = time.Now()
 	_, err = db.Conn(callCtx)
-	if err == nil {
-		t.Fatal("a sixth connection was opened on a server that allows 5")
+	require.Error(t, err, "a sixth connection was opened on a server that allows 5")
+	assert.LessOrEqual(t, time.Since(start), 5*time.Second, "the sixth checkout's time to fail")
+	if assert.ErrorAs(t, err, &pgErr, "sixth checkout: the server's error") {
+		assert.Equal(t, "53300", pgErr.Code, "sixth checkout: the server's SQLSTATE")
 	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Errorf("the sixth checkout took %v to fail", d)
-	}
-	if !errors.As(err, &pgErr) || pgErr.Code != "53300" || !strings.Contains(err.Error(), "too many clients") {
-		t.Errorf("sixth checkout: %v, want the server's too many clients error (53300)", err)
-	}
-	if st := pgxleak.Stats(db); st.CheckedOut != 5 || st.Checkouts != 5 || len(pgxleak.Checkouts(db)) != 5 {
-		t.Errorf("tracker with 5 held and one refused: InUse %d, Checkouts %d, listed %d; want 5, 5, 5",
-			st.CheckedOut, st.Checkouts, len(pgxleak.Checkouts(db)))
-	}
+	assert.Contains(t, err.Error(), "too many clients")
+	pst := pgxleak.Stats(db)
+	assert.EqualValues(t, 5, pst.CheckedOut, "checked out, with 5 held and one refused")
+	assert.EqualValues(t, 5, pst.Checkouts, "checkouts, with 5 held and one refused")
+	assert.Len(t, pgxleak.Checkouts(db), 5, "checkouts listed, with 5 held and one refused")
 	for _, c := range held {
 		_ = c.Close()
 	}
 	st := relBalanced(t, db)
-	if st.Checkouts != 5 {
-		t.Errorf("Checkouts = %d, want 5", st.Checkouts)
-	}
+	assert.EqualValues(t, 5, st.Checkouts, "checkouts")
 	_, err = relBackendPID(ctx, db)
 	require.NoError(t, err, "query after the connections came back")
 	relBalanced(t, db)
@@ -479,13 +441,9 @@ func TestFaultSlowWarmUp(t *testing.T) {
 	}()
 	pgtest.WaitFor(t, 10*time.Second, "the warm-up's two connection attempts", func() bool { return fc.Attempts.Load() >= 2 })
 	time.Sleep(100 * time.Millisecond) // ten keep-idle periods in which nothing else may connect
-	if n := fc.Attempts.Load(); n != 2 {
-		t.Errorf("%d connection attempts during Open's warm-up of 2: the keep-idle task ran alongside it", n)
-	}
+	assert.EqualValues(t, 2, fc.Attempts.Load(), "connection attempts during Open's warm-up of 2: the keep-idle task ran alongside it")
 	close(fc.Gate)
 	r := <-opened
-	if r.err != nil {
-		t.Fatalf("Open: %v", r.err)
-	}
+	require.NoError(t, r.err, "Open")
 	_ = r.db.Close()
 }
