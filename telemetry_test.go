@@ -3,18 +3,16 @@ package pgxleak_test
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
-	"math"
 	"runtime"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -78,7 +76,7 @@ func (o *otelTest) waitEnded(t *testing.T, name string, n int) []sdktrace.ReadOn
 			return got
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %d %q span(s); have %d", n, name, len(o.ended(name)))
+			require.FailNowf(t, "timed out", "waiting for %d %q span(s); have %d", n, name, len(o.ended(name)))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -166,12 +164,10 @@ func TestTracingLeakSpans(t *testing.T) {
 				done()
 				spans := o.waitEnded(t, "pgxleak.connection.leak", 2)
 				late := spans[1]
-				if a := attrs(late.Attributes()); !a["pgxleak.leak.resolved"].AsBool() || late.Status().Code != codes.Ok {
-					t.Errorf("late resolution span: resolved=%v status=%v", a["pgxleak.leak.resolved"], late.Status())
-				}
-				if !slices.ContainsFunc(late.Links(), func(l sdktrace.Link) bool { return l.SpanContext.Equal(first.SpanContext()) }) {
-					t.Errorf("late resolution span does not link to the leak's span")
-				}
+				assert.True(t, attrs(late.Attributes())["pgxleak.leak.resolved"].AsBool(), "the late resolution span is resolved")
+				assert.Equal(t, codes.Ok, late.Status().Code, "the late resolution span's status")
+				assert.True(t, slices.ContainsFunc(late.Links(), func(l sdktrace.Link) bool { return l.SpanContext.Equal(first.SpanContext()) }),
+					"the late resolution span links to the leak's span")
 			},
 		},
 		{
@@ -179,19 +175,18 @@ func TestTracingLeakSpans(t *testing.T) {
 			threshold: time.Hour,
 			leak: func(t *testing.T, db *pgxleakDB, ctx context.Context) (site, pgxleak.Leak, func()) {
 				at := dropRows(t, db, ctx, stmt)
-				deadline := time.Now().Add(10 * time.Second)
-				for {
+				var gc pgxleak.Leak
+				pgtest.WaitFor(t, 10*time.Second, "the dropped Rows to be reported", func() bool {
 					runtime.GC()
 					for _, l := range db.rec.All() {
 						if l.Kind == pgxleak.LeakGarbageCollected {
-							return at, l, func() {}
+							gc = l
+							return true
 						}
 					}
-					if time.Now().After(deadline) {
-						t.Fatal("the dropped Rows were never reported")
-					}
-					time.Sleep(5 * time.Millisecond)
-				}
+					return false
+				})
+				return at, gc, func() {}
 			},
 			kind: pgxleak.LeakGarbageCollected, status: codes.Error,
 		},
@@ -207,9 +202,7 @@ func TestTracingLeakSpans(t *testing.T) {
 				cancelled, cancel := context.WithCancel(ctx)
 				cancel()
 				var lerr *pgxleak.LeakError
-				if err := pgxleak.Drain(cancelled, db.DB); !errors.As(err, &lerr) {
-					t.Fatalf("Drain = %v, want a *LeakError", err)
-				}
+				require.ErrorAs(t, pgxleak.Drain(cancelled, db.DB), &lerr, "Drain")
 				return at, db.rec.Wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut }),
 					func() { _ = conn.Close() }
 			},
@@ -231,9 +224,7 @@ func TestTracingLeakSpans(t *testing.T) {
 			parent.End()
 
 			spans := o.waitEnded(t, "pgxleak.connection.leak", 1)
-			if len(spans) != 1 {
-				t.Fatalf("%d leak spans, want 1", len(spans))
-			}
+			require.Len(t, spans, 1, "leak spans")
 			s := spans[0]
 			a := attrs(s.Attributes())
 			checks := []struct {
@@ -254,31 +245,17 @@ func TestTracingLeakSpans(t *testing.T) {
 				{"pgxleak.connection.held_duration", a["pgxleak.connection.held_duration"].AsFloat64(), l.Held.Seconds()},
 			}
 			for _, c := range checks {
-				if c.got != c.want {
-					t.Errorf("%s = %v, want %v", c.key, c.got, c.want)
-				}
+				assert.Equal(t, c.want, c.got, string(c.key))
 			}
-			if l.BackendPID == 0 {
-				t.Error("the report has no backend PID")
+			assert.NotZero(t, l.BackendPID, "the report has no backend PID")
+			assert.Contains(t, a["code.stacktrace"].AsString(), fmt.Sprintf("%s:%d", at.file, at.line), "code.stacktrace contains the culprit line")
+			assert.True(t, s.StartTime().Equal(l.CheckedOutAt), "span starts at %v, want the checkout at %v", s.StartTime(), l.CheckedOutAt)
+			assert.True(t, s.EndTime().Equal(l.CheckedOutAt.Add(l.Held)), "span ends at %v, want %v (checkout + held %v)", s.EndTime(), l.CheckedOutAt.Add(l.Held), l.Held)
+			assert.Equal(t, tt.status, s.Status().Code, "the span's status: %v", s.Status())
+			if assert.Len(t, s.Links(), 1, "links: one to the parent span") {
+				assert.True(t, s.Links()[0].SpanContext.Equal(parent.SpanContext()), "links = %v, want one to the parent span %v", s.Links(), parent.SpanContext())
 			}
-			if st := a["code.stacktrace"].AsString(); !strings.Contains(st, fmt.Sprintf("%s:%d", at.file, at.line)) {
-				t.Errorf("code.stacktrace does not contain the culprit line %s:%d:\n%s", at.file, at.line, st)
-			}
-			if !s.StartTime().Equal(l.CheckedOutAt) {
-				t.Errorf("span starts at %v, want the checkout at %v", s.StartTime(), l.CheckedOutAt)
-			}
-			if end := l.CheckedOutAt.Add(l.Held); !s.EndTime().Equal(end) {
-				t.Errorf("span ends at %v, want %v (checkout + held %v)", s.EndTime(), end, l.Held)
-			}
-			if s.Status().Code != tt.status {
-				t.Errorf("status = %v, want %v", s.Status(), tt.status)
-			}
-			if len(s.Links()) != 1 || !s.Links()[0].SpanContext.Equal(parent.SpanContext()) {
-				t.Errorf("links = %v, want one to the parent span %v", s.Links(), parent.SpanContext())
-			}
-			if s.Parent().IsValid() {
-				t.Errorf("leak span has a parent %v; it should be a root linked to the request", s.Parent())
-			}
+			assert.False(t, s.Parent().IsValid(), "leak span has a parent %v; it should be a root linked to the request", s.Parent())
 			if tt.then != nil {
 				tt.then(t, o, s, done)
 			} else {
@@ -349,17 +326,11 @@ func TestTracingHealthyPoolEmitsNoSpans(t *testing.T) {
 	wg.Wait()
 	close(errs)
 	for err := range errs {
-		t.Fatal(err)
+		require.NoError(t, err)
 	}
-	if st := db.Stats(); st.WaitCount != 0 {
-		t.Fatalf("the workload waited %d times; it must stay within the pool", st.WaitCount)
-	}
-	if err := db.Close(); err != nil { // flushes whatever telemetry is pending
-		t.Fatal(err)
-	}
-	if n := len(o.spans.Started()); n != 0 {
-		t.Errorf("a healthy pool started %d spans, want 0: %v", n, o.spans.Ended())
-	}
+	require.Zero(t, db.Stats().WaitCount, "the workload waited: it must stay within the pool")
+	require.NoError(t, db.Close()) // flushes whatever telemetry is pending
+	assert.Empty(t, o.spans.Started(), "a healthy pool started spans: %v", o.spans.Ended())
 }
 
 // TestMetricsPoolSignals drives a pool through checkouts, a wait and a leak
@@ -416,9 +387,7 @@ func TestMetricsPoolSignals(t *testing.T) {
 		}
 		return waitTime.Count == 1
 	})
-	if want := db.Stats().WaitDuration.Seconds(); math.Abs(waitTime.Sum-want) > 1e-9 {
-		t.Errorf("wait_time sum = %v, want db.Stats().WaitDuration = %v", waitTime.Sum, want)
-	}
+	assert.InDelta(t, db.Stats().WaitDuration.Seconds(), waitTime.Sum, 1e-9, "wait_time sum: db.Stats().WaitDuration")
 
 	m = o.collect(t)
 	st := pgxleak.Stats(db)
@@ -429,31 +398,21 @@ func TestMetricsPoolSignals(t *testing.T) {
 	checkSum(t, m, "db.client.connection.idle.min", "{connection}", name, nil, 1)
 	checkSum(t, m, "pgxleak.connection.suspected", "{connection}", name, nil, 0)
 	checkSum(t, m, "pgxleak.connection.leaks", "{leak}", name, attribute.String("pgxleak.leak.kind", "suspected"), 1)
-	if st.Idle+st.CheckedOut != st.OpenConnections || st.OpenConnections == 0 {
-		t.Errorf("db.Stats() = %+v", st.DBStats)
-	}
+	assert.Equal(t, st.OpenConnections, st.Idle+st.CheckedOut, "db.Stats() = %+v: idle and checked out make the open connections", st.DBStats)
+	assert.NotZero(t, st.OpenConnections, "open connections")
 
 	use := checkHistogram(t, m, "db.client.connection.use_time", name)
-	if use.Count != st.Returns {
-		t.Errorf("use_time count = %d, want one per return: %d", use.Count, st.Returns)
-	}
-	if use.Sum < 0.1 || use.Sum > 60 { // the leak alone was held past 100ms
-		t.Errorf("use_time sum = %vs, implausible", use.Sum)
-	}
+	assert.Equal(t, st.Returns, use.Count, "use_time count: one per return")
+	assert.True(t, use.Sum >= 0.1 && use.Sum <= 60, "use_time sum = %vs, implausible", use.Sum) // the leak alone was held past 100ms
 	create := checkHistogram(t, m, "db.client.connection.create_time", name)
-	if create.Count < 2 || create.Sum <= 0 || create.Sum > 30 {
-		t.Errorf("create_time count = %d, sum = %vs; want at least the 2 connections opened", create.Count, create.Sum)
-	}
+	assert.GreaterOrEqual(t, create.Count, uint64(2), "create_time count: at least the 2 connections opened")
+	assert.True(t, create.Sum > 0 && create.Sum <= 30, "create_time sum = %vs, implausible", create.Sum)
 	checkHistogram(t, m, "db.client.connection.wait_time", name)
 
 	for _, absent := range []string{"db.client.connection.pending_requests", "db.client.connection.timeouts"} {
-		if _, ok := m[absent]; ok {
-			t.Errorf("%s is reported; database/sql cannot tell it honestly", absent)
-		}
+		assert.NotContains(t, m, absent, "reported, though database/sql cannot tell it honestly")
 	}
-	if dump := fmt.Sprintf("%+v", m); strings.Contains(dump, secret) {
-		t.Errorf("the metrics contain the DSN's password")
-	}
+	assert.NotContains(t, fmt.Sprintf("%+v", m), secret, "the metrics contain the DSN's password")
 }
 
 // withPassword returns dsn with a password: the local server trusts its
@@ -471,21 +430,16 @@ func withPassword(t *testing.T, dsn, password string) string {
 func checkSum(t *testing.T, m map[string]metricdata.Metrics, name, unit, pool string, extra any, want int64) {
 	t.Helper()
 	md, ok := m[name]
-	if !ok {
-		t.Errorf("no metric %s", name)
+	if !assert.True(t, ok, "no metric %s", name) {
 		return
 	}
-	if md.Unit != unit {
-		t.Errorf("%s unit = %q, want %q", name, md.Unit, unit)
-	}
+	assert.Equal(t, unit, md.Unit, "%s's unit", name)
 	sum, ok := md.Data.(metricdata.Sum[int64])
-	if !ok {
-		t.Errorf("%s is a %T, want an int64 sum", name, md.Data)
+	if !assert.True(t, ok, "%s is a %T, want an int64 sum", name, md.Data) {
 		return
 	}
 	for _, dp := range sum.DataPoints {
-		if v, _ := dp.Attributes.Value("db.client.connection.pool.name"); v.AsString() != pool {
-			t.Errorf("%s data point with pool name %q, want %q", name, v.AsString(), pool)
+		if v, _ := dp.Attributes.Value("db.client.connection.pool.name"); !assert.Equal(t, pool, v.AsString(), "%s data point's pool name", name) {
 			continue
 		}
 		if kv, ok := extra.(attribute.KeyValue); ok {
@@ -493,12 +447,10 @@ func checkSum(t *testing.T, m map[string]metricdata.Metrics, name, unit, pool st
 				continue
 			}
 		}
-		if dp.Value != want {
-			t.Errorf("%s%v = %d, want %d", name, dp.Attributes.ToSlice(), dp.Value, want)
-		}
+		assert.Equal(t, want, dp.Value, "%s%v", name, dp.Attributes.ToSlice())
 		return
 	}
-	t.Errorf("%s has no data point for %v: %+v", name, extra, sum.DataPoints)
+	assert.Fail(t, "no data point", "%s has no data point for %v: %+v", name, extra, sum.DataPoints)
 }
 
 func histogram(m map[string]metricdata.Metrics, name string) (metricdata.Histogram[float64], bool) {
@@ -510,18 +462,14 @@ func histogram(m map[string]metricdata.Metrics, name string) (metricdata.Histogr
 // returns its one data point.
 func checkHistogram(t *testing.T, m map[string]metricdata.Metrics, name, pool string) metricdata.HistogramDataPoint[float64] {
 	t.Helper()
-	if u := m[name].Unit; u != "s" {
-		t.Errorf("%s unit = %q, want s", name, u)
-	}
+	assert.Equal(t, "s", m[name].Unit, "%s's unit", name)
 	h, ok := histogram(m, name)
-	if !ok || len(h.DataPoints) != 1 {
-		t.Errorf("%s: %+v, want a histogram with one data point", name, m[name])
+	if !assert.True(t, ok && len(h.DataPoints) == 1, "%s: %+v, want a histogram with one data point", name, m[name]) {
 		return metricdata.HistogramDataPoint[float64]{}
 	}
 	dp := h.DataPoints[0]
-	if v, _ := dp.Attributes.Value("db.client.connection.pool.name"); v.AsString() != pool || dp.Attributes.Len() != 1 {
-		t.Errorf("%s attributes = %v, want only the pool name %q", name, dp.Attributes.ToSlice(), pool)
-	}
+	v, _ := dp.Attributes.Value("db.client.connection.pool.name")
+	assert.True(t, v.AsString() == pool && dp.Attributes.Len() == 1, "%s attributes = %v, want only the pool name %q", name, dp.Attributes.ToSlice(), pool)
 	return dp
 }
 
@@ -549,11 +497,10 @@ func TestMetricsUseTimeAllocatesNothing(t *testing.T) {
 	require.NoError(t, err)
 	base, with := allocs(plain), allocs(tracked)
 	t.Logf("allocations per checkout and return: %.0f with database/sql alone, %.0f through pgxleak with the SDK's meter", base, with)
-	if with > base {
-		t.Errorf("the return path allocates: %.0f allocations per checkout through pgxleak, %.0f without", with, base)
-	}
-	if h, ok := histogram(o.collect(t), "db.client.connection.use_time"); !ok || h.DataPoints[0].Count < 200 {
-		t.Errorf("use_time did not record the checkouts: %+v", h)
+	assert.LessOrEqual(t, with, base, "allocations per checkout through pgxleak and without: the return path allocates")
+	h, ok := histogram(o.collect(t), "db.client.connection.use_time")
+	if assert.True(t, ok, "use_time did not record the checkouts") {
+		assert.GreaterOrEqual(t, h.DataPoints[0].Count, uint64(200), "use_time did not record the checkouts")
 	}
 }
 
@@ -607,12 +554,8 @@ func TestMetricsPoolName(t *testing.T) {
 			require.NoError(t, err)
 			name := tt.want(t, dsn)
 			m := o.collect(t)
-			if create := checkHistogram(t, m, "db.client.connection.create_time", name); create.Count != 1 {
-				t.Errorf("create_time count = %d, want 1", create.Count)
-			}
-			if use := checkHistogram(t, m, "db.client.connection.use_time", name); use.Count != 1 {
-				t.Errorf("use_time count = %d, want 1", use.Count)
-			}
+			assert.EqualValues(t, 1, checkHistogram(t, m, "db.client.connection.create_time", name).Count, "create_time count")
+			assert.EqualValues(t, 1, checkHistogram(t, m, "db.client.connection.use_time", name).Count, "use_time count")
 			checkSum(t, m, "db.client.connection.count", "{connection}", name, attribute.String("db.client.connection.state", "idle"), 1)
 			checkSum(t, m, "db.client.connection.max", "{connection}", name, nil, 1)
 		})
@@ -651,22 +594,20 @@ func TestTracingGlobalProvidersByDefault(t *testing.T) {
 			v, _ := dp.Attributes.Value("db.client.connection.pool.name")
 			return v.AsString() == name
 		}) {
-			t.Errorf("%s is reported for a pool whose *sql.DB pgxleak never saw", limit)
+			assert.Fail(t, "a limit of an unseen pool", "%s is reported for a pool whose *sql.DB pgxleak never saw", limit)
 		}
 	}
 
 	cancelled, cancel := context.WithCancel(ctx)
 	cancel()
-	if err := pgxleak.Drain(cancelled, db); err == nil {
-		t.Fatal("Drain = nil, want the connection still out")
-	}
+	require.Error(t, pgxleak.Drain(cancelled, db), "Drain: the connection is still out")
 	var mine []sdktrace.ReadOnlySpan
 	for _, s := range o.ended("pgxleak.connection.leak") {
 		if attrs(s.Attributes())["db.client.connection.pool.name"].AsString() == name {
 			mine = append(mine, s)
 		}
 	}
-	if len(mine) != 1 || attrs(mine[0].Attributes())["pgxleak.leak.kind"].AsString() != "still_out" {
-		t.Errorf("leak spans of this pool: %v, want one still_out span", mine)
+	if assert.Len(t, mine, 1, "leak spans of this pool") {
+		assert.Equal(t, "still_out", attrs(mine[0].Attributes())["pgxleak.leak.kind"].AsString(), "the pool's leak span")
 	}
 }
