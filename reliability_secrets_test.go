@@ -10,7 +10,6 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -198,7 +197,7 @@ func relAbsent(t *testing.T, what, text string, secrets ...string) {
 		}
 		if i := strings.Index(text, s); i >= 0 {
 			lo, hi := max(0, i-300), min(len(text), i+len(s)+100)
-			t.Errorf("%s contains %q:\n...%s...", what, s, text[lo:hi])
+			assert.Failf(t, "a secret in the signals", "%s contains %q:\n...%s...", what, s, text[lo:hi])
 		}
 	}
 }
@@ -227,9 +226,8 @@ func relScramCluster(t *testing.T) (cl *pgtest.Cluster, pw, core string) {
 		require.NoError(t, err, q)
 	}
 	var scram bool
-	if err := admin.QueryRow(ctx, "SELECT rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid WHERE rolname = 'app'").Scan(&scram); err != nil || !scram {
-		t.Fatalf("app's password is not stored as a SCRAM verifier: %v, %v", scram, err)
-	}
+	require.NoError(t, admin.QueryRow(ctx, "SELECT rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid WHERE rolname = 'app'").Scan(&scram))
+	require.True(t, scram, "app's password is not stored as a SCRAM verifier")
 	require.NoError(t, cl.RequirePassword())
 	// The role really needs its password now.
 	for _, bad := range []string{"", "wrong-" + relRandHex(4)} {
@@ -237,8 +235,8 @@ func relScramCluster(t *testing.T) (cl *pgtest.Cluster, pw, core string) {
 		c, err := pgx.Connect(ctx, u.String())
 		if err == nil {
 			_ = c.Close(ctx)
-			t.Fatalf("app connected with password %q: pg_hba does not require scram", bad)
 		}
+		require.Error(t, err, "app connected with password %q: pg_hba does not require scram", bad)
 	}
 	return cl, pw, core
 }
@@ -315,9 +313,8 @@ func TestSecretsNeverEmitted(t *testing.T) {
 			defer cancel()
 			err = pgxleak.Drain(dctx, db)
 			var le *pgxleak.LeakError
-			if !errors.As(err, &le) || len(le.Checkouts) < 2 {
-				t.Fatalf("Drain: %v, want a LeakError with the dropped Rows' and the held connection", err)
-			}
+			require.ErrorAs(t, err, &le, "Drain")
+			require.GreaterOrEqual(t, len(le.Checkouts), 2, "Drain lists the dropped Rows' and the held connection")
 			sig.addErr(err)
 		})
 	}
@@ -378,23 +375,17 @@ func TestSecretsNeverEmitted(t *testing.T) {
 				return
 			}
 			for i, err := range errs {
-				if err == nil {
-					t.Fatalf("way %d of opening succeeded", i)
-				}
-				if !strings.Contains(err.Error(), tc.want) {
-					t.Errorf("way %d: %v, want it to say %q", i, err, tc.want)
-				}
+				require.Error(t, err, "way %d of opening succeeded", i)
+				assert.ErrorContains(t, err, tc.want, "way %d", i)
 				sig.addErr(err)
 			}
 			if tc.want == "28P01" {
 				var pgErr *pgconn.PgError
-				if !errors.As(errs[0], &pgErr) || pgErr.Code != "28P01" {
-					t.Errorf("the server's PgError did not pass through: %v", errs[0])
+				if assert.ErrorAs(t, errs[0], &pgErr, "the server's PgError passes through") {
+					assert.Equal(t, "28P01", pgErr.Code, "the server's PgError passes through")
 				}
 			}
-			if !strings.Contains(errs[0].Error(), "WithMinIdleConns") {
-				t.Errorf("Open's warm-up error does not name WithMinIdleConns: %v", errs[0])
-			}
+			assert.ErrorContains(t, errs[0], "WithMinIdleConns", "Open's warm-up error names the option")
 		})
 	}
 
@@ -406,9 +397,7 @@ func TestSecretsNeverEmitted(t *testing.T) {
 		"span ", "metric db.client.connection", "db.client.connection.pool.name=127.0.0.1:",
 		"password authentication failed", "connection refused", "does not exist", "xxxxx",
 	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("no signal says %q: the capture missed something", want)
-		}
+		assert.Contains(t, out, want, "no signal says it: the capture missed something")
 	}
 	secrets := append(relPasswordForms(pw, core), relPasswordForms(wrong, wrong[6:22])...)
 	for _, dsn := range dsns {
@@ -427,9 +416,8 @@ func relExercise(t *testing.T, sig *relSignals, db *sql.DB, arg string) {
 	t.Helper()
 	ctx := t.Context()
 	var s string
-	if err := db.QueryRowContext(ctx, "SELECT $1::text", arg).Scan(&s); err != nil || s != arg {
-		t.Fatalf("query: %q, %v", s, err)
-	}
+	require.NoError(t, db.QueryRowContext(ctx, "SELECT $1::text", arg).Scan(&s))
+	require.Equal(t, arg, s)
 	_, err := db.ExecContext(ctx, "SELECT $1::text", arg)
 	require.NoError(t, err)
 	stmt, err := db.PrepareContext(ctx, "SELECT $1::text")
@@ -444,9 +432,7 @@ func relExercise(t *testing.T, sig *relSignals, db *sql.DB, arg string) {
 	sig.leaks.Wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected && !l.Resolved })
 	sig.addCheckouts(pgxleak.Checkouts(db))
 	for _, co := range pgxleak.Checkouts(db) {
-		if co.LastStatement != "SELECT $1::text" {
-			t.Errorf("LastStatement = %q, want the statement without its argument", co.LastStatement)
-		}
+		assert.Equal(t, "SELECT $1::text", co.LastStatement, "the statement without its argument")
 	}
 	// Waiters behind all the pool's connections, held, for wait metrics
 	// and spans.
@@ -555,15 +541,15 @@ func TestSecretsWithoutStatements(t *testing.T) {
 			sig.addErr(err)
 			_ = c.Close()
 			for _, l := range sig.leaks.All() {
-				if without && l.LastStatement != "" {
-					t.Errorf("%s report has LastStatement %q", l.Kind, l.LastStatement)
+				if without {
+					assert.Empty(t, l.LastStatement, "%s report's LastStatement", l.Kind)
 				}
 			}
 			out := sig.dump(t)
 			if without {
 				relAbsent(t, "signals with WithoutStatements", out, marker)
-			} else if !strings.Contains(out, marker) {
-				t.Errorf("without WithoutStatements no signal carries the statement: the search is vacuous\n%s", out)
+			} else {
+				assert.Contains(t, out, marker, "without WithoutStatements no signal carries the statement: the search is vacuous")
 			}
 		})
 	}
