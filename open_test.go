@@ -7,14 +7,17 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak"
 )
 
 func TestOpenUnknownDriver(t *testing.T) {
 	_, err := pgxleak.Open("no-such-driver", "whatever")
-	if err == nil || !strings.HasPrefix(err.Error(), "pgxleak:") || !strings.Contains(err.Error(), "no-such-driver") {
-		t.Fatalf("err = %v", err)
-	}
+	require.Error(t, err)
+	assert.True(t, strings.HasPrefix(err.Error(), "pgxleak:"), "err = %v: want a pgxleak error", err)
+	assert.Contains(t, err.Error(), "no-such-driver", "the error names the driver")
 }
 
 // TestOpenErrorsHidePassword covers bad DSNs and unreachable hosts: the
@@ -31,11 +34,9 @@ func TestOpenErrorsHidePassword(t *testing.T) {
 			db, err := pgxleak.Open("pgx", tc.dsn, pgxleak.WithMinIdleConns(1))
 			if err == nil {
 				db.Close()
-				t.Fatal("Open succeeded")
 			}
-			if strings.Contains(err.Error(), pw) {
-				t.Fatalf("error contains the password: %v", err)
-			}
+			require.Error(t, err, "Open succeeded")
+			assert.NotContains(t, err.Error(), pw, "the error contains the password")
 		})
 	}
 }
@@ -46,21 +47,11 @@ func TestOpenErrorsHidePassword(t *testing.T) {
 func TestOpenIdleInTransactionTimeout(t *testing.T) {
 	db, _ := openTest(t, pgxleak.WithIdleInTransactionTimeout(1500*time.Millisecond))
 	var got string
-	if err := db.QueryRow("SHOW idle_in_transaction_session_timeout").Scan(&got); err != nil {
-		t.Fatal(err)
-	}
-	if got != "1500ms" {
-		t.Errorf("idle_in_transaction_session_timeout = %q, want 1500ms", got)
-	}
+	require.NoError(t, db.QueryRow("SHOW idle_in_transaction_session_timeout").Scan(&got))
+	assert.Equal(t, "1500ms", got, "idle_in_transaction_session_timeout")
 	plain, _ := openTest(t)
-	if err := plain.QueryRow("SHOW idle_in_transaction_session_timeout").Scan(&got); err != nil {
-		t.Fatal(err)
-	}
-	if got != "0" {
-		t.Errorf("by default idle_in_transaction_session_timeout = %q, want the server's 0", got)
-	}
+	require.NoError(t, plain.QueryRow("SHOW idle_in_transaction_session_timeout").Scan(&got))
+	assert.Equal(t, "0", got, "by default idle_in_transaction_session_timeout is the server's")
 	_, err := pgxleak.OpenDB(stdlib.GetConnector(pgx.ConnConfig{}), pgxleak.WithIdleInTransactionTimeout(time.Second))
-	if err == nil || !strings.Contains(err.Error(), `RuntimeParams["idle_in_transaction_session_timeout"]`) {
-		t.Errorf("OpenDB with WithIdleInTransactionTimeout: %v, want an error saying how to set it", err)
-	}
+	assert.ErrorContains(t, err, `RuntimeParams["idle_in_transaction_session_timeout"]`, "OpenDB with WithIdleInTransactionTimeout says how to set it")
 }
