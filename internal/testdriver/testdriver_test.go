@@ -70,8 +70,10 @@ func TestConnectorLegacyMethodSet(t *testing.T) {
 			c := &testdriver.Connector{Legacy: &tc.legacy}
 			conn, err := c.Connect(context.Background())
 			require.NoError(t, err)
-			_, execer := conn.(driver.Execer)   //nolint:staticcheck // the legacy interface under test
-			_, queryer := conn.(driver.Queryer) //nolint:staticcheck // the legacy interface under test
+			//lint:ignore SA1019 the legacy interface under test
+			_, execer := conn.(driver.Execer)
+			//lint:ignore SA1019 the legacy interface under test
+			_, queryer := conn.(driver.Queryer)
 			_, nvc := conn.(driver.NamedValueChecker)
 			assert.Equal(t, tc.execQuery, execer)
 			assert.Equal(t, tc.execQuery, queryer)
