@@ -3,6 +3,9 @@ package pgxleak_test
 import (
 	"testing"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
@@ -11,15 +14,9 @@ import (
 func TestOpenApplicationName(t *testing.T) {
 	dsn := pgtest.WithParams(pgtest.NewDatabase(t), map[string]string{"application_name": "mine"})
 	db, err := pgxleak.Open("pgx", dsn, pgxleak.WithPoolName("p"), pgxleak.WithLogger(quiet))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer db.Close()
 	var app string
-	if err := db.QueryRowContext(t.Context(), "SELECT current_setting('application_name')").Scan(&app); err != nil {
-		t.Fatal(err)
-	}
-	if app != "mine" {
-		t.Errorf("application_name %q, want the DSN's", app)
-	}
+	require.NoError(t, db.QueryRowContext(t.Context(), "SELECT current_setting('application_name')").Scan(&app))
+	assert.Equal(t, "mine", app, "application_name: the DSN's")
 }

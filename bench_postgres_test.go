@@ -15,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
@@ -56,9 +57,7 @@ var pgImpls = []benchImpl{implPlain, implStack32}
 func pgConnector(tb testing.TB) driver.Connector {
 	tb.Helper()
 	cfg, err := pgx.ParseConfig(pgtest.AdminDSN(tb))
-	if err != nil {
-		tb.Fatal(err)
-	}
+	require.NoError(tb, err)
 	return stdlib.GetConnector(*cfg)
 }
 

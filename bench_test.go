@@ -4,16 +4,17 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
-	"io"
 	"runtime"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/stack"
+	"github.com/pgxleak/pgxleak/internal/testdriver"
 )
 
 // The benchmarks compare pgxleak with the plain database/sql pool it wraps,
@@ -24,7 +25,9 @@ import (
 //	benchstat -col /pool -filter /impl:plain bench.txt  # pooled against a connection per query
 //
 // See BENCHMARKS.md for the results and how to read them. Nothing here
-// asserts on timing.
+// asserts on timing. Setup asserts with testify; inside a timed loop an
+// error is checked with a plain if and b.Fatal, since require's t.Helper
+// calls (runtime.Callers under a lock) would add to every iteration.
 
 // benchImpl is one way to open a pool over a connector.
 type benchImpl struct {
@@ -67,9 +70,8 @@ func openPool(tb testing.TB, impl benchImpl, connector driver.Connector, maxOpen
 			pgxleak.WithMaxIdleConns(maxIdle),
 		}, impl.opts...)
 		var err error
-		if db, err = pgxleak.OpenDB(connector, opts...); err != nil {
-			tb.Fatal(err)
-		}
+		db, err = pgxleak.OpenDB(connector, opts...)
+		require.NoError(tb, err)
 	}
 	tb.Cleanup(func() { _ = db.Close() })
 	return db
@@ -89,12 +91,8 @@ func warm(tb testing.TB, db *sql.DB, n int) {
 	conns := make([]*sql.Conn, n)
 	for i := range conns {
 		c, err := db.Conn(ctx)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		if err := c.PingContext(ctx); err != nil {
-			tb.Fatal(err)
-		}
+		require.NoError(tb, err)
+		require.NoError(tb, c.PingContext(ctx))
 		conns[i] = c
 	}
 	for _, c := range conns {
@@ -140,7 +138,7 @@ func BenchmarkFake(b *testing.B) {
 		for _, impl := range fakeImpls {
 			b.Run("op="+op.name+"/impl="+impl.name, func(b *testing.B) {
 				impl.use(b)
-				db := openPool(b, impl, &benchConnector{}, 10, 10)
+				db := openPool(b, impl, &testdriver.Connector{}, 10, 10)
 				warm(b, db, 1)
 				ctx := context.Background()
 				b.ReportAllocs()
@@ -221,7 +219,7 @@ func BenchmarkBudget(b *testing.B) {
 				}
 				b.Run("path="+path.name+"/set="+set.name+"/impl="+impl.name, func(b *testing.B) {
 					impl.use(b)
-					db := openPool(b, impl, &benchConnector{}, 10, 10)
+					db := openPool(b, impl, &testdriver.Connector{}, 10, 10)
 					set.set(db)
 					warm(b, db, 10)
 					ctx := context.Background()
@@ -263,7 +261,7 @@ func BenchmarkFakeParallel(b *testing.B) {
 		for _, impl := range fakeImpls {
 			b.Run("op="+op.name+"/impl="+impl.name, func(b *testing.B) {
 				impl.use(b)
-				db := openPool(b, impl, &benchConnector{}, 10, 10)
+				db := openPool(b, impl, &testdriver.Connector{}, 10, 10)
 				warm(b, db, 10)
 				ctx := context.Background()
 				b.ReportAllocs()
@@ -298,7 +296,7 @@ func BenchmarkScale(b *testing.B) {
 		for _, impl := range []benchImpl{implPlain, implStack32, implReporting} {
 			b.Run("pool="+strconv.Itoa(size)+"/impl="+impl.name, func(b *testing.B) {
 				impl.use(b)
-				db := openPool(b, impl, &benchConnector{}, size, size)
+				db := openPool(b, impl, &testdriver.Connector{}, size, size)
 				held := hold(b, db, size-1)
 				defer release(held)
 				if impl.name == implReporting.name {
@@ -338,7 +336,7 @@ func BenchmarkScale(b *testing.B) {
 func BenchmarkReport(b *testing.B) {
 	for _, held := range []int{10, 1000} {
 		b.Run("held="+strconv.Itoa(held)+"/what=checkouts", func(b *testing.B) {
-			db := openPool(b, implStack32, &benchConnector{}, held, held)
+			db := openPool(b, implStack32, &testdriver.Connector{}, held, held)
 			conns := hold(b, db, held)
 			defer release(conns)
 			b.ReportAllocs()
@@ -350,7 +348,7 @@ func BenchmarkReport(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(held), "ns/conn")
 		})
 		b.Run("held="+strconv.Itoa(held)+"/what=stats", func(b *testing.B) {
-			db := openPool(b, implStack32, &benchConnector{}, held, held)
+			db := openPool(b, implStack32, &testdriver.Connector{}, held, held)
 			conns := hold(b, db, held)
 			defer release(conns)
 			b.ReportAllocs()
@@ -370,9 +368,7 @@ func hold(tb testing.TB, db *sql.DB, n int) []*sql.Conn {
 	conns := make([]*sql.Conn, n)
 	for i := range conns {
 		c, err := holdAt(db, i%8)
-		if err != nil {
-			tb.Fatal(err)
-		}
+		require.NoError(tb, err)
 		conns[i] = c
 	}
 	return conns
@@ -392,119 +388,6 @@ func release(conns []*sql.Conn) {
 	}
 }
 
-// benchConnector is the benchmarks' in-memory database/sql driver:
-// no network, no parsing, and no allocation per operation, so that what a
-// benchmark measures is database/sql plus whatever wraps the driver.
-// Connections implement ExecerContext, QueryerContext, ConnBeginTx,
-// SessionResetter and Pinger, like pgx's stdlib.Conn (which has no
-// Validator either). Every query returns one row with one int64 column.
-type benchConnector struct {
-	opened    atomic.Int64 // connections opened
-	closed    atomic.Int64 // connections closed
-	collected atomic.Int64 // connections garbage-collected, if trackGC
-	trackGC   bool
-}
-
-func (c *benchConnector) Connect(context.Context) (driver.Conn, error) {
-	c.opened.Add(1)
-	mc := &benchConn{connector: c}
-	if c.trackGC {
-		runtime.AddCleanup(mc, func(c *benchConnector) { c.collected.Add(1) }, c)
-	}
-	return mc, nil
-}
-
-func (c *benchConnector) Driver() driver.Driver { return benchDriver{c} }
-
-type benchDriver struct{ c *benchConnector }
-
-func (d benchDriver) Open(string) (driver.Conn, error) { return d.c.Connect(context.Background()) }
-
-// benchConn keeps one Rows and one Tx and hands out pointers to them:
-// database/sql uses a connection from one goroutine at a time and closes
-// a Rows before the connection is used again.
-type benchConn struct {
-	connector *benchConnector
-	rows      benchRows
-	tx        benchTx
-	stmt      benchStmt
-}
-
-var (
-	_ driver.ExecerContext   = (*benchConn)(nil)
-	_ driver.QueryerContext  = (*benchConn)(nil)
-	_ driver.ConnBeginTx     = (*benchConn)(nil)
-	_ driver.SessionResetter = (*benchConn)(nil)
-	_ driver.Pinger          = (*benchConn)(nil)
-)
-
-func (c *benchConn) Prepare(string) (driver.Stmt, error) {
-	c.stmt.c = c
-	return &c.stmt, nil
-}
-
-func (c *benchConn) Close() error {
-	c.connector.closed.Add(1)
-	return nil
-}
-
-func (c *benchConn) Begin() (driver.Tx, error) { return &c.tx, nil }
-
-//nolint:staticcheck // the interface requires it
-
-func (c *benchConn) BeginTx(context.Context, driver.TxOptions) (driver.Tx, error) { return &c.tx, nil }
-
-func (c *benchConn) ExecContext(context.Context, string, []driver.NamedValue) (driver.Result, error) {
-	return driver.RowsAffected(1), nil
-}
-
-func (c *benchConn) QueryContext(context.Context, string, []driver.NamedValue) (driver.Rows, error) {
-	c.rows = benchRows{}
-	return &c.rows, nil
-}
-
-func (c *benchConn) ResetSession(context.Context) error { return nil }
-
-func (c *benchConn) Ping(context.Context) error { return nil }
-
-var benchColumns = []string{"n"}
-
-type benchRows struct{ done bool }
-
-func (r *benchRows) Columns() []string { return benchColumns }
-
-func (r *benchRows) Close() error { return nil }
-
-func (r *benchRows) Next(dest []driver.Value) error {
-	if r.done {
-		return io.EOF
-	}
-	r.done = true
-	dest[0] = int64(1) // small integers are boxed without allocating
-	return nil
-}
-
-type benchTx struct{}
-
-func (benchTx) Commit() error { return nil }
-
-func (benchTx) Rollback() error { return nil }
-
-type benchStmt struct{ c *benchConn }
-
-func (s *benchStmt) Close() error { return nil }
-
-func (s *benchStmt) NumInput() int { return -1 }
-
-func (s *benchStmt) Exec([]driver.Value) (driver.Result, error) { //nolint:staticcheck // the interface requires it
-	return driver.RowsAffected(1), nil
-}
-
-func (s *benchStmt) Query([]driver.Value) (driver.Rows, error) { //nolint:staticcheck // the interface requires it
-	s.c.rows = benchRows{}
-	return &s.c.rows, nil
-}
-
 // BenchmarkInspect10k measures the stuck-pool diagnosis with 10,000
 // goroutines parked on a channel and one connection held: the goroutine
 // dump (stop-the-world), its parsing and the join with the checkouts.
@@ -522,20 +405,16 @@ func BenchmarkInspect10k(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		b.StopTimer()
-		db, err := pgxleak.OpenDB(&benchConnector{}, pgxleak.WithLogger(quiet), pgxleak.WithoutServerView())
-		if err != nil {
-			b.Fatal(err)
-		}
+		db, err := pgxleak.OpenDB(&testdriver.Connector{}, pgxleak.WithLogger(quiet), pgxleak.WithoutServerView())
+		require.NoError(b, err)
 		c, err := db.Conn(ctx)
-		if err != nil {
-			b.Fatal(err)
-		}
+		require.NoError(b, err)
 		b.StartTimer()
 		in, err := pgxleak.Inspect(ctx, db)
 		b.StopTimer()
-		if err != nil || len(in.Checkouts) != 1 || in.Checkouts[0].Holder == nil {
-			b.Fatalf("Inspect: %v, %+v, notes %q", err, in.Checkouts, in.Notes)
-		}
+		require.NoError(b, err, "Inspect")
+		require.Len(b, in.Checkouts, 1, "notes %q", in.Notes)
+		require.NotNil(b, in.Checkouts[0].Holder, "notes %q", in.Notes)
 		_ = c.Close()
 		_ = db.Close()
 		b.StartTimer()

@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
@@ -38,23 +41,17 @@ func TestOnLeakMayCloseOrDrain(t *testing.T) {
 						ended <- tc.end(db)
 					})
 				}))
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			close(ready)
 			c, err := db.Conn(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			defer c.Close()
 			select {
 			case <-ended:
 			case <-time.After(10 * time.Second):
-				t.Fatalf("%s from the OnLeak callback did not return: deadlock", tc.name)
+				require.FailNowf(t, "deadlock", "%s from the OnLeak callback did not return", tc.name)
 			}
-			if err := db.Ping(); err == nil {
-				t.Fatal("the pool is still open")
-			}
+			assert.Error(t, db.Ping(), "the pool is still open")
 		})
 	}
 }

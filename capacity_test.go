@@ -2,8 +2,10 @@ package pgxleak_test
 
 import (
 	"log/slog"
-	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
@@ -13,34 +15,30 @@ func TestCheckCapacity(t *testing.T) {
 	db, _ := openTest(t, pgxleak.WithMaxOpenConns(10))
 	ctx := t.Context()
 	one, err := pgxleak.CheckCapacity(ctx, db, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if one.MaxConnections < 10 || one.Available != one.MaxConnections-one.ReservedConnections || one.InUse < 1 {
-		t.Fatalf("implausible: %+v", one)
-	}
-	if !one.Fits || one.Demand != 10 {
-		t.Fatalf("one instance of 10 should fit: %+v", one)
-	}
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, one.MaxConnections, 10, "implausible: %+v", one)
+	require.Equal(t, one.MaxConnections-one.ReservedConnections, one.Available, "implausible: %+v", one)
+	require.GreaterOrEqual(t, one.InUse, 1, "implausible: %+v", one)
+	assert.True(t, one.Fits, "one instance of 10 should fit: %+v", one)
+	assert.Equal(t, 10, one.Demand)
 	many, err := pgxleak.CheckCapacity(ctx, db, 1000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if many.Fits || many.Demand != 10000 {
-		t.Fatalf("1000 instances of 10 should not fit: %+v", many)
-	}
-	if _, err := pgxleak.CheckCapacity(ctx, db, 0); err == nil {
-		t.Fatal("instances 0 accepted")
-	}
+	require.NoError(t, err)
+	assert.False(t, many.Fits, "1000 instances of 10 should not fit: %+v", many)
+	assert.Equal(t, 10000, many.Demand)
+	_, err = pgxleak.CheckCapacity(ctx, db, 0)
+	assert.Error(t, err, "instances 0 accepted")
 	// The pool's size in force, not Open's.
 	db.SetMaxOpenConns(20)
-	if c, err := pgxleak.CheckCapacity(ctx, db, 2); err != nil || c.PoolMax != 20 || c.Demand != 40 {
-		t.Fatalf("after db.SetMaxOpenConns(20): %+v, %v", c, err)
-	}
+	c, err := pgxleak.CheckCapacity(ctx, db, 2)
+	require.NoError(t, err)
+	assert.Equal(t, 20, c.PoolMax, "after db.SetMaxOpenConns(20)")
+	assert.Equal(t, 40, c.Demand, "after db.SetMaxOpenConns(20)")
 	db.SetMaxOpenConns(0)
-	if c, err := pgxleak.CheckCapacity(ctx, db, 2); err != nil || c.PoolMax != 0 || c.Fits || !strings.Contains(pgxleak.CapacitySummary(c), "no connection limit") {
-		t.Fatalf("after db.SetMaxOpenConns(0): %+v, %v", c, err)
-	}
+	c, err = pgxleak.CheckCapacity(ctx, db, 2)
+	require.NoError(t, err)
+	assert.Zero(t, c.PoolMax, "after db.SetMaxOpenConns(0)")
+	assert.False(t, c.Fits, "after db.SetMaxOpenConns(0): %+v", c)
+	assert.Contains(t, pgxleak.CapacitySummary(c), "no connection limit")
 }
 
 func TestCapacityCheckOnOpenWarns(t *testing.T) {
@@ -48,13 +46,9 @@ func TestCapacityCheckOnOpenWarns(t *testing.T) {
 	logger := slog.New(slog.NewTextHandler(&buf, nil))
 	dsn := pgtest.NewDatabase(t)
 	db, err := pgxleak.Open("pgx", dsn, pgxleak.WithMaxOpenConns(50), pgxleak.WithCapacityCheck(100), pgxleak.WithLogger(logger))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer db.Close()
-	if !strings.Contains(buf.String(), "100 instances × 50 connections = 5000 do not fit") {
-		t.Fatalf("no capacity warning logged; log: %s", buf.String())
-	}
+	assert.Contains(t, buf.String(), "100 instances × 50 connections = 5000 do not fit", "the capacity warning is logged")
 }
 
 // TestNilLoggerAndCapacityCheck: WithLogger(nil) turns logging off, also
@@ -62,11 +56,7 @@ func TestCapacityCheckOnOpenWarns(t *testing.T) {
 func TestNilLoggerAndCapacityCheck(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
 	db, err := pgxleak.Open("pgx", dsn, pgxleak.WithLogger(nil), pgxleak.WithMaxOpenConns(50), pgxleak.WithCapacityCheck(1000))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer db.Close()
-	if st := stats(t, db); st.Checkouts != 0 {
-		t.Fatalf("the capacity check counted as a user checkout: %+v", st)
-	}
+	assert.Zero(t, stats(t, db).Checkouts, "the capacity check counted as a user checkout")
 }

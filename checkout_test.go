@@ -3,18 +3,18 @@ package pgxleak_test
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak"
-	"github.com/pgxleak/pgxleak/internal/pgtest"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
 	"github.com/pgxleak/pgxleak/internal/stack"
+	"github.com/pgxleak/pgxleak/internal/testdriver"
 )
 
 // leakRows runs a query on a context that can never be cancelled and drops
@@ -24,9 +24,7 @@ import (
 func leakRows(t *testing.T, db *sql.DB) (line site) {
 	line = lineBelow()
 	rows, err := db.Query("SELECT generate_series(1, 3)")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	_ = rows
 	return line
 }
@@ -41,16 +39,13 @@ func leakQueryRow(db *sql.DB) (line site) {
 func TestWithoutStatements(t *testing.T) {
 	db, _ := openTest(t, pgxleak.WithoutStatements())
 	c, err := db.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer c.Close()
-	if _, err := c.ExecContext(context.Background(), "SELECT 'hidden'"); err != nil {
-		t.Fatal(err)
-	}
-	if cs := checkouts(t, db); len(cs) != 1 || cs[0].LastStatement != "" {
-		t.Fatalf("Checkouts = %+v", cs)
-	}
+	_, err = c.ExecContext(context.Background(), "SELECT 'hidden'")
+	require.NoError(t, err)
+	cs := checkouts(t, db)
+	require.Len(t, cs, 1)
+	assert.Empty(t, cs[0].LastStatement, "the statement is not recorded")
 }
 
 // TestStackCaptureOffAndSampled: with capture off or sampled, checkouts are
@@ -70,22 +65,18 @@ func TestStackCaptureOffAndSampled(t *testing.T) {
 			got := 0
 			for range 4 {
 				c, err := db.Conn(context.Background())
-				if err != nil {
-					t.Fatal(err)
-				}
-				if cs := checkouts(t, db); len(cs) != 1 {
-					t.Fatalf("not tracked: %v", cs)
-				} else if cs[0].Culprit.Line != 0 {
+				require.NoError(t, err)
+				cs := checkouts(t, db)
+				require.Len(t, cs, 1, "not tracked")
+				if cs[0].Culprit.Line != 0 {
 					got++
 				}
 				c.Close()
 			}
-			if got != tc.withCulprits {
-				t.Fatalf("%d checkouts with a culprit, want %d", got, tc.withCulprits)
-			}
-			if st := stats(t, db); st.Checkouts != 4 || st.Returns != 4 {
-				t.Fatalf("stats %+v", st)
-			}
+			assert.Equal(t, tc.withCulprits, got, "checkouts with a culprit")
+			st := stats(t, db)
+			assert.EqualValues(t, 4, st.Checkouts, "checkouts tracked")
+			assert.EqualValues(t, 4, st.Returns, "returns tracked")
 		})
 	}
 }
@@ -94,17 +85,14 @@ func TestStackCaptureOffAndSampled(t *testing.T) {
 // the previous holder's statement.
 func TestLastStatementBelongsToTheCheckout(t *testing.T) {
 	db, _ := openTest(t, pgxleak.WithMaxOpenConns(1))
-	if _, err := db.Exec("SELECT 'previous request'"); err != nil {
-		t.Fatal(err)
-	}
+	_, err := db.Exec("SELECT 'previous request'")
+	require.NoError(t, err)
 	c, err := db.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer c.Close()
-	if cs := checkouts(t, db); len(cs) != 1 || cs[0].LastStatement != "" {
-		t.Fatalf("Checkouts = %+v, want no statement yet", cs)
-	}
+	cs := checkouts(t, db)
+	require.Len(t, cs, 1)
+	assert.Empty(t, cs[0].LastStatement, "no statement yet")
 }
 
 // The checkout stacks pgxleak reports are captured by unwinding frame
@@ -113,43 +101,36 @@ func TestLastStatementBelongsToTheCheckout(t *testing.T) {
 // runtime.Callers, and require the reported stacks to be identical, frame
 // for frame: through database/sql's paths (Conn, Tx, Rows, prepared
 // statements, QueryRow), over the in-memory driver and over pgx against
-// the real server. The sqlx and GORM paths are in the integration module.
+// the real server. The sqlx and GORM paths are in the integration module,
+// through the same harness (internal/leaktest).
 
-// holdPath leaves one connection checked out of db and returns a function
-// that gives it back.
-type holdPath struct {
-	name string
-	want string // a function that must be in the stack
-	hold func(t *testing.T, db *sql.DB) (release func())
-}
-
-var holdPaths = []holdPath{
-	{"db.Conn", "database/sql.(*DB).Conn", func(t *testing.T, db *sql.DB) func() {
+var holdPaths = []leaktest.HoldPath{
+	{Name: "db.Conn", Want: "database/sql.(*DB).Conn", Hold: func(t *testing.T, db *sql.DB) func() {
 		c, err := db.Conn(context.Background())
-		must(t, err)
+		require.NoError(t, err)
 		return func() { _ = c.Close() }
 	}},
-	{"db.BeginTx", "database/sql.(*DB).BeginTx", func(t *testing.T, db *sql.DB) func() {
+	{Name: "db.BeginTx", Want: "database/sql.(*DB).BeginTx", Hold: func(t *testing.T, db *sql.DB) func() {
 		tx, err := db.BeginTx(context.Background(), nil)
-		must(t, err)
+		require.NoError(t, err)
 		return func() { _ = tx.Rollback() }
 	}},
-	{"db.Query", "database/sql.(*DB).Query", func(t *testing.T, db *sql.DB) func() {
+	{Name: "db.Query", Want: "database/sql.(*DB).Query", Hold: func(t *testing.T, db *sql.DB) func() {
 		rows, err := db.Query("SELECT 1")
-		must(t, err)
+		require.NoError(t, err)
 		return func() { _ = rows.Close() }
 	}},
-	{"db.QueryContext cancellable", "database/sql.(*DB).QueryContext", func(t *testing.T, db *sql.DB) func() {
+	{Name: "db.QueryContext cancellable", Want: "database/sql.(*DB).QueryContext", Hold: func(t *testing.T, db *sql.DB) func() {
 		ctx, cancel := context.WithCancel(context.Background())
 		rows, err := db.QueryContext(ctx, "SELECT 1")
-		must(t, err)
+		require.NoError(t, err)
 		return func() { _ = rows.Close(); cancel() }
 	}},
-	{"stmt.Query", "database/sql.(*Stmt).Query", func(t *testing.T, db *sql.DB) func() {
+	{Name: "stmt.Query", Want: "database/sql.(*Stmt).Query", Hold: func(t *testing.T, db *sql.DB) func() {
 		st, err := db.Prepare("SELECT 1")
-		must(t, err)
+		require.NoError(t, err)
 		rows, err := st.Query()
-		must(t, err)
+		require.NoError(t, err)
 		return func() { _ = rows.Close(); _ = st.Close() }
 	}},
 }
@@ -162,95 +143,24 @@ func TestCheckoutStackDeeperThanBuffer(t *testing.T) {
 	if !stack.FramePointers() {
 		t.Skip("frame-pointer unwinding is off")
 	}
-	path := holdPath{"deep db.Conn", "database/sql.(*DB).Conn", func(t *testing.T, db *sql.DB) func() {
+	path := leaktest.HoldPath{Name: "deep db.Conn", Want: "database/sql.(*DB).Conn", Hold: func(t *testing.T, db *sql.DB) func() {
 		c, err := holdAt(db, 40)
-		must(t, err)
+		require.NoError(t, err)
 		return func() { _ = c.Close() }
 	}}
 	var got [2][]pgxleak.Frame
 	for i, fp := range []bool{true, false} {
-		got[i] = heldStack(t, &fakeConnector{}, path, fp)
+		got[i] = leaktest.HeldStack(t, &testdriver.Connector{}, path, fp)
 	}
 	fp, rc := got[0], got[1]
-	if len(fp) < len(rc) || !slices.Equal(fp[:len(rc)], rc) {
-		t.Fatalf("frame pointers:\n%s\nruntime.Callers:\n%s",
-			stackString(fp), stackString(rc))
-	}
-	if !hasFrame(fp, "holdAt") {
-		t.Fatalf("no holdAt frame:\n%s", stackString(fp))
-	}
-}
-
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.GreaterOrEqual(t, len(fp), len(rc), "frame pointers must give at least as many frames")
+	require.Equal(t, rc, fp[:len(rc)], "the innermost frames must be the same")
+	assert.True(t, slices.ContainsFunc(fp, func(f pgxleak.Frame) bool { return strings.Contains(f.Function, "holdAt") }),
+		"no holdAt frame:\n%s", stackString(fp))
 }
 
 func TestCheckoutStackFramePointersMatchCallers(t *testing.T) {
-	if !stack.FramePointers() {
-		t.Skipf("frame-pointer unwinding is off on %s (PGXLEAK_FPUNWIND=0, build tag, or architecture)", runtime.GOARCH)
-	}
-	backends := []struct {
-		name      string
-		connector func(t *testing.T) driver.Connector
-	}{
-		{"memdriver", func(*testing.T) driver.Connector { return &fakeConnector{} }},
-		{"postgres", func(t *testing.T) driver.Connector {
-			cfg, err := pgx.ParseConfig(pgtest.AdminDSN(t))
-			must(t, err)
-			return stdlib.GetConnector(*cfg)
-		}},
-	}
-	for _, be := range backends {
-		for _, path := range holdPaths {
-			t.Run(be.name+"/"+path.name, func(t *testing.T) {
-				var got [2][]pgxleak.Frame
-				for i, fp := range []bool{true, false} {
-					got[i] = heldStack(t, be.connector(t), path, fp)
-				}
-				t.Logf("%d frames:\n%s", len(got[0]), stackString(got[0]))
-				if !slices.Equal(got[0], got[1]) {
-					t.Fatalf("frame pointers:\n%s\nruntime.Callers:\n%s",
-						stackString(got[0]), stackString(got[1]))
-				}
-				if !hasFrame(got[0], path.want) || !hasFrame(got[0], "TestCheckoutStackFramePointersMatchCallers") {
-					t.Fatalf("expected %s and the test in the stack:\n%s", path.want, stackString(got[0]))
-				}
-			})
-		}
-	}
-}
-
-// heldStack opens a pool of one connection over c, checks that connection
-// out through path with frame-pointer unwinding on or off, and returns the
-// stack pgxleak reports for it. The connection has been used once before,
-// so the checkout goes through ResetSession in both runs.
-func heldStack(t *testing.T, c driver.Connector, path holdPath, fp bool) []pgxleak.Frame {
-	t.Helper()
-	db, err := pgxleak.OpenDB(c, pgxleak.WithMaxOpenConns(1), pgxleak.WithLogger(quiet))
-	must(t, err)
-	defer db.Close()
-	must(t, db.Ping())
-	was := stack.SetFramePointers(fp)
-	release := path.hold(t, db)
-	stack.SetFramePointers(was)
-	defer release()
-	cos := checkouts(t, db)
-	if len(cos) != 1 {
-		t.Fatalf("%d checkouts, want 1", len(cos))
-	}
-	return cos[0].Stack
-}
-
-func hasFrame(fs []pgxleak.Frame, fn string) bool {
-	for _, f := range fs {
-		if strings.Contains(f.Function, fn) {
-			return true
-		}
-	}
-	return false
+	leaktest.CheckFramePointerStacks(t, holdPaths)
 }
 
 // TestCheckoutAllocations: tracking a checkout and its return allocates
@@ -290,9 +200,7 @@ func TestCheckoutAllocations(t *testing.T) {
 		}, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if extra := extraAllocs(t, tc.op); extra > tc.extra {
-				t.Errorf("%v allocations per operation beyond plain database/sql's, want at most %v", extra, tc.extra)
-			}
+			assert.LessOrEqual(t, extraAllocs(t, tc.op), tc.extra, "allocations per operation beyond plain database/sql's")
 		})
 	}
 }
@@ -302,20 +210,16 @@ func TestCheckoutAllocations(t *testing.T) {
 // with pgxleak's defaults (the stack of every checkout, GC detection).
 func extraAllocs(t *testing.T, op func(db *sql.DB) error) float64 {
 	t.Helper()
-	plain := sql.OpenDB(&fakeConnector{})
+	plain := sql.OpenDB(&testdriver.Connector{})
 	defer plain.Close()
 	plain.SetMaxIdleConns(10)
-	tracked, err := pgxleak.OpenDB(&fakeConnector{}, pgxleak.WithLogger(quiet), pgxleak.WithMaxOpenConns(10))
-	if err != nil {
-		t.Fatal(err)
-	}
+	tracked, err := pgxleak.OpenDB(&testdriver.Connector{}, pgxleak.WithLogger(quiet), pgxleak.WithMaxOpenConns(10))
+	require.NoError(t, err)
 	defer tracked.Close()
 	var n [2]float64
 	for i, db := range []*sql.DB{plain, tracked} {
 		n[i] = testing.AllocsPerRun(200, func() {
-			if err := op(db); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, op(db))
 		})
 	}
 	t.Logf("allocations per operation: plain %v, pgxleak %v", n[0], n[1])

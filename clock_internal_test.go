@@ -4,6 +4,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
 
@@ -14,9 +17,7 @@ func TestCoarseResolution(t *testing.T) {
 		{320 * time.Millisecond, 5 * time.Millisecond},
 		{10 * time.Millisecond, time.Millisecond},
 	} {
-		if got := coarseResolution(tc.threshold); got != tc.want {
-			t.Errorf("coarseResolution(%v) = %v, want %v", tc.threshold, got, tc.want)
-		}
+		assert.Equal(t, tc.want, coarseResolution(tc.threshold), "coarseResolution(%v)", tc.threshold)
 	}
 }
 
@@ -32,8 +33,8 @@ func TestCoarseClockNeverAhead(t *testing.T) {
 	defer func() { close(stop); <-done }()
 	for range 100_000 {
 		now := k.now()
-		if precise := k.precise(); now > precise {
-			t.Fatalf("coarse clock %d ahead of the system clock %d", now, precise)
+		if precise := k.precise(); now > precise { // no require call per read: the loop races the ticker
+			require.FailNowf(t, "coarse clock ahead", "coarse clock %d ahead of the system clock %d", now, precise)
 		}
 	}
 }
@@ -49,9 +50,7 @@ func TestCoarseClockParksAndWakes(t *testing.T) {
 	pgtest.WaitFor(t, 5*time.Second, "the clock to tick", func() bool { return k.v.Load() != 0 })
 	pgtest.WaitFor(t, 5*time.Second, "the unread clock to park", func() bool { return k.v.Load() == 0 })
 	before := k.precise()
-	if now := k.now(); now < before {
-		t.Fatalf("parked clock read %d, before it %d", now, before)
-	}
+	require.GreaterOrEqual(t, k.now(), before, "a read of the parked clock is fresh")
 	pgtest.WaitFor(t, 5*time.Second, "the read to wake the clock", func() bool { return k.v.Load() != 0 })
 }
 
@@ -60,9 +59,7 @@ func TestCoarseClockParksAndWakes(t *testing.T) {
 // that no goroutine is left).
 func TestCoarseClockStopsWithThePool(t *testing.T) {
 	cfg, err := newConfig(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	p := newPool(cfg, "clock")
 	p.start()
 	pgtest.WaitFor(t, 5*time.Second, "the clock to tick", func() bool { return p.tracker.clock.v.Load() != 0 })

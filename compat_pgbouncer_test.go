@@ -3,7 +3,6 @@ package pgxleak_test
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -12,8 +11,11 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
 
@@ -26,9 +28,7 @@ func compatOpenBouncer(t *testing.T, poolSize int, opts ...pgxleak.Option) (*sql
 	b := pgtest.NewPgBouncer(t, pgtest.PoolSize(poolSize))
 	opts = append([]pgxleak.Option{pgxleak.WithLogger(quiet)}, opts...)
 	db, err := pgxleak.Open("pgx", b.DSN(dsn), opts...)
-	if err != nil {
-		t.Fatalf("pgxleak.Open through pgbouncer: %v", err)
-	}
+	require.NoError(t, err, "pgxleak.Open through pgbouncer")
 	t.Cleanup(func() { _ = db.Close() })
 	return db, b, compatDBName(t, dsn)
 }
@@ -36,9 +36,7 @@ func compatOpenBouncer(t *testing.T, poolSize int, opts ...pgxleak.Option) (*sql
 func compatDBName(t *testing.T, dsn string) string {
 	t.Helper()
 	cfg, err := pgx.ParseConfig(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return cfg.Database
 }
 
@@ -53,10 +51,9 @@ func TestPgBouncerQueriesAndTransactions(t *testing.T) {
 
 	compatExec(t, db, `CREATE TABLE accounts (id int PRIMARY KEY, owner uuid NOT NULL, balance numeric NOT NULL, meta jsonb)`)
 	for i := range clients {
-		if _, err := db.ExecContext(ctx, `INSERT INTO accounts VALUES ($1, $2, $3, $4)`,
-			i, fmt.Sprintf("00000000-0000-0000-0000-00000000000%d", i), "100.50", `{"n":1}`); err != nil {
-			t.Fatalf("insert %d: %v", i, err)
-		}
+		_, err := db.ExecContext(ctx, `INSERT INTO accounts VALUES ($1, $2, $3, $4)`,
+			i, fmt.Sprintf("00000000-0000-0000-0000-00000000000%d", i), "100.50", `{"n":1}`)
+		require.NoError(t, err, "insert %d", i)
 	}
 
 	// Every client holds its own connection at the same time, then runs
@@ -106,9 +103,7 @@ func TestPgBouncerQueriesAndTransactions(t *testing.T) {
 		})
 	}
 	held.Wait()
-	if got := db.Stats().OpenConnections; got != clients {
-		t.Errorf("open client connections = %d, want %d", got, clients)
-	}
+	assert.Equal(t, clients, db.Stats().OpenConnections, "open client connections")
 	close(ready)
 	// Sample the server's view while the clients run.
 	finished := make(chan struct{})
@@ -122,32 +117,22 @@ func TestPgBouncerQueriesAndTransactions(t *testing.T) {
 		}
 		maxServers = max(maxServers, pgtest.ServerConnections(t, name))
 	}
-	if maxServers > servers {
-		t.Errorf("pg_stat_activity saw %d server connections for %d clients; pgbouncer's pool is %d", maxServers, clients, servers)
-	}
+	assert.LessOrEqual(t, maxServers, servers, "server connections pg_stat_activity saw for %d clients: pgbouncer's pool", clients)
 	close(errs)
 	for err := range errs {
-		t.Error(err)
+		assert.NoError(t, err)
 	}
 
 	rows, err := db.QueryContext(ctx, `SELECT id, balance::text FROM accounts ORDER BY id`)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer rows.Close()
 	for rows.Next() {
 		var id int
 		var bal string
-		if err := rows.Scan(&id, &bal); err != nil {
-			t.Fatal(err)
-		}
-		if bal != "116.50" { // 16 of 20 committed
-			t.Errorf("account %d balance = %s, want 116.50", id, bal)
-		}
+		require.NoError(t, rows.Scan(&id, &bal))
+		assert.Equal(t, "116.50", bal, "account %d: 16 of 20 committed", id)
 	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, rows.Err())
 	t.Logf("%d client connections ran their transactions on at most %d server connections", clients, maxServers)
 	pgxleak.VerifyNone(t, db)
 }
@@ -157,52 +142,38 @@ func TestPgBouncerQueriesAndTransactions(t *testing.T) {
 // server connection it pins is the one pgbouncer cannot give to others.
 func TestPgBouncerLeakDetection(t *testing.T) {
 	t.Parallel()
-	rec := newLeakRecorder()
-	db, _, _ := compatOpenBouncer(t, 1, pgxleak.WithPgBouncer(), rec.option(), pgxleak.WithLeakThreshold(50*time.Millisecond))
+	rec := &leaktest.Recorder{}
+	db, _, _ := compatOpenBouncer(t, 1, pgxleak.WithPgBouncer(), rec.Option(), pgxleak.WithLeakThreshold(50*time.Millisecond))
 	ctx := t.Context()
 
 	_, file, line, _ := runtime.Caller(0)
 	tx, err := db.BeginTx(ctx, nil) // the leak
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	line++
-	if _, err := tx.ExecContext(ctx, "SELECT $1::int", 1); err != nil {
-		t.Fatal(err)
-	}
+	_, err = tx.ExecContext(ctx, "SELECT $1::int", 1)
+	require.NoError(t, err)
 
-	l := rec.wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected })
-	if l.Culprit.File != file || l.Culprit.Line != line {
-		t.Errorf("culprit = %s:%d, want %s:%d\n%s", l.Culprit.File, l.Culprit.Line, file, line, stackString(l.Stack))
-	}
-	if l.TxStatus != "in transaction" {
-		t.Errorf("tx status = %q, want in transaction", l.TxStatus)
-	}
+	l := rec.Wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected })
+	assert.Equal(t, fmt.Sprintf("%s:%d", file, line), fmt.Sprintf("%s:%d", l.Culprit.File, l.Culprit.Line), "the culprit\n%s", stackString(l.Stack))
+	assert.Equal(t, "in transaction", l.TxStatus)
 	var lerr *pgxleak.LeakError
-	if err := pgxleak.Find(db, pgxleak.GracePeriod(0)); !errors.As(err, &lerr) || len(lerr.Checkouts) != 1 {
-		t.Fatalf("Find = %v, want one checkout", err)
-	}
+	require.ErrorAs(t, pgxleak.Find(db, pgxleak.GracePeriod(0)), &lerr)
+	require.Len(t, lerr.Checkouts, 1)
 
 	// The transaction pins pgbouncer's only server connection: another
 	// client waits for it, which is what a leak behind a bouncer costs
 	// everyone else.
 	other, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	var one int
 	qctx, qcancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	qerr := other.QueryRowContext(qctx, "SELECT 1").Scan(&one)
 	qcancel()
-	if qerr == nil {
-		t.Error("a query got a server connection while the leaked transaction held the only one")
-	}
+	assert.Error(t, qerr, "a query got a server connection while the leaked transaction held the only one")
 	_ = other.Close()
 
-	if err := tx.Rollback(); err != nil {
-		t.Fatal(err)
-	}
-	rec.wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.Resolved })
+	require.NoError(t, tx.Rollback())
+	rec.Wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.Resolved })
 	pgxleak.VerifyNone(t, db)
 }
 
@@ -233,46 +204,35 @@ func TestPgBouncerExecModes(t *testing.T) {
 				bdsn = pgtest.WithParams(bdsn, map[string]string{"default_query_exec_mode": tc.dsnParam})
 			}
 			db, err := pgxleak.Open("pgx", bdsn, append([]pgxleak.Option{pgxleak.WithLogger(quiet), pgxleak.WithMaxOpenConns(2)}, tc.opts...)...)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			defer db.Close()
 			ctx := t.Context()
 
 			a, err := db.Conn(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			defer a.Close()
 			const q = "SELECT $1::int + 1"
 			var n int
-			if err := a.QueryRowContext(ctx, q, 1).Scan(&n); err != nil || n != 2 {
-				t.Fatalf("first query: %d, %v", n, err)
-			}
+			require.NoError(t, a.QueryRowContext(ctx, q, 1).Scan(&n), "first query")
+			require.Equal(t, 2, n, "first query")
 			// Another client opens a transaction: pgbouncer gives it the
 			// only server connection so far, the one a's query ran on.
 			c, err := db.Conn(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			defer c.Close()
 			tx, err := c.BeginTx(ctx, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			defer tx.Rollback()
 			// a's next query gets a new server connection.
 			err = a.QueryRowContext(ctx, q, 2).Scan(&n)
 			if tc.wantCode == "" {
-				if err != nil || n != 3 {
-					t.Fatalf("query on another server connection: %d, %v", n, err)
-				}
+				require.NoError(t, err, "query on another server connection")
+				require.Equal(t, 3, n, "query on another server connection")
 				return
 			}
 			var pgErr *pgconn.PgError
-			if !errors.As(err, &pgErr) || pgErr.Code != tc.wantCode {
-				t.Fatalf("query on another server connection: err = %v, want SQLSTATE %s", err, tc.wantCode)
-			}
+			require.ErrorAs(t, err, &pgErr, "query on another server connection")
+			require.Equal(t, tc.wantCode, pgErr.Code, "query on another server connection: SQLSTATE")
 		})
 	}
 }
@@ -289,30 +249,23 @@ func TestPgBouncerPreparedStatementLimit(t *testing.T) {
 	}
 	ctx := t.Context()
 	a, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer a.Close()
 	c, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer c.Close()
 	const q = "SELECT $1::int * 2"
 	s1, err := a.PrepareContext(ctx, q)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer s1.Close()
 	s2, err := c.PrepareContext(ctx, q)
 	if err == nil {
 		s2.Close()
-		t.Fatal("a second client prepared the same statement on pgbouncer's only server connection; README's PgBouncer limits are out of date")
 	}
+	require.Error(t, err, "a second client prepared the same statement on pgbouncer's only server connection; README's PgBouncer limits are out of date")
 	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) || pgErr.Code != "42P05" {
-		t.Fatalf("second prepare: %v, want SQLSTATE 42P05 (duplicate prepared statement)", err)
-	}
+	require.ErrorAs(t, err, &pgErr, "second prepare")
+	require.Equal(t, "42P05", pgErr.Code, "second prepare: duplicate prepared statement")
 }
 
 // execMode returns the default query exec mode of one of db's pgx
@@ -320,9 +273,7 @@ func TestPgBouncerPreparedStatementLimit(t *testing.T) {
 func compatExecMode(t *testing.T, db *sql.DB) pgx.QueryExecMode {
 	t.Helper()
 	conn, err := db.Conn(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer conn.Close()
 	var mode pgx.QueryExecMode
 	err = conn.Raw(func(dc any) error {
@@ -333,8 +284,6 @@ func compatExecMode(t *testing.T, db *sql.DB) pgx.QueryExecMode {
 		mode = pc.Config().DefaultQueryExecMode
 		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return mode
 }

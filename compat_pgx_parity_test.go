@@ -5,13 +5,14 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // the plain "pgx" driver, for parity
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
@@ -238,35 +239,24 @@ func TestPgxParity(t *testing.T) {
 	ctx := t.Context()
 	plainDSN := pgtest.NewDatabase(t)
 	plain, err := sql.Open("pgx", plainDSN)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer plain.Close()
 	plain.SetMaxOpenConns(1) // temp tables and session state land where they would with pgxleak's
 	leak, _ := openTest(t, pgxleak.WithMaxOpenConns(1))
 	for _, db := range []*sql.DB{plain, leak} {
-		if _, err := db.ExecContext(ctx, schema); err != nil {
-			t.Fatal(err)
-		}
+		_, err := db.ExecContext(ctx, schema)
+		require.NoError(t, err)
 	}
 	for _, pc := range parityCalls() {
 		t.Run(pc.name, func(t *testing.T) {
 			want, wantErr := pc.call(ctx, plain)
 			got, gotErr := pc.call(ctx, leak)
-			if !reflect.DeepEqual(got, want) {
-				t.Errorf("results differ:\npgx:     %v\npgxleak: %v", want, got)
-			}
-			if describeErr(gotErr) != describeErr(wantErr) {
-				t.Errorf("errors differ:\npgx:     %s\npgxleak: %s", describeErr(wantErr), describeErr(gotErr))
-			}
+			assert.Equal(t, want, got, "pgx's result (expected) and pgxleak's (actual)")
+			assert.Equal(t, describeErr(wantErr), describeErr(gotErr), "pgx's error (expected) and pgxleak's (actual)")
 			for _, sentinel := range []error{sql.ErrNoRows, sql.ErrTxDone, context.Canceled} {
-				if errors.Is(wantErr, sentinel) != errors.Is(gotErr, sentinel) {
-					t.Errorf("errors.Is(err, %v): pgx %v, pgxleak %v", sentinel, errors.Is(wantErr, sentinel), errors.Is(gotErr, sentinel))
-				}
+				assert.Equal(t, errors.Is(wantErr, sentinel), errors.Is(gotErr, sentinel), "errors.Is(err, %v): pgx (expected) and pgxleak (actual)", sentinel)
 			}
-			if reflect.TypeOf(gotErr) != reflect.TypeOf(wantErr) {
-				t.Errorf("pgxleak's error is a %T, pgx's a %T: driver errors must pass through unwrapped (GORM type-asserts *pgconn.PgError)", gotErr, wantErr)
-			}
+			assert.IsType(t, wantErr, gotErr, "driver errors must pass through unwrapped (GORM type-asserts *pgconn.PgError)")
 			if testing.Verbose() {
 				t.Logf("result %v, error %s", got, describeErr(gotErr))
 			}

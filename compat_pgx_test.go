@@ -5,7 +5,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"reflect"
 	"strings"
@@ -15,6 +14,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 	_ "github.com/jackc/pgx/v5/stdlib" // the plain "pgx" driver, for parity
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
@@ -26,9 +27,8 @@ import (
 
 func compatExec(t testing.TB, db *sql.DB, query string, args ...any) {
 	t.Helper()
-	if _, err := db.ExecContext(context.Background(), query, args...); err != nil {
-		t.Fatalf("%s: %v", query, err)
-	}
+	_, err := db.ExecContext(context.Background(), query, args...)
+	require.NoError(t, err, query)
 }
 
 // compatPair opens the same fresh database twice: through plain pgx stdlib
@@ -37,9 +37,7 @@ func compatPair(t *testing.T, opts ...pgxleak.Option) (plain, leak *sql.DB, dsn 
 	t.Helper()
 	leak, dsn = openTest(t, opts...)
 	plain, err := sql.Open("pgx", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	plain.SetMaxOpenConns(4)
 	t.Cleanup(func() { _ = plain.Close() })
 	return plain, leak, dsn
@@ -200,24 +198,20 @@ func TestPgxTypeRoundTrips(t *testing.T) {
 			var got [2]any
 			for i, db := range []*sql.DB{plain, leak} {
 				dest := tc.dest()
-				if err := db.QueryRowContext(t.Context(), tc.query, tc.arg).Scan(scanTarget(dest)); err != nil {
-					t.Fatalf("%s: %v", []string{"pgx", "pgxleak"}[i], err)
-				}
+				require.NoError(t, db.QueryRowContext(t.Context(), tc.query, tc.arg).Scan(scanTarget(dest)), "%s", []string{"pgx", "pgxleak"}[i])
 				v := scanned(dest)
 				if tc.norm != nil {
 					v = tc.norm(v)
 				}
 				got[i] = v
 				if tc.check != nil {
-					if err := tc.check(v); err != nil {
-						t.Errorf("%s: %v", []string{"pgx", "pgxleak"}[i], err)
-					}
-				} else if !reflect.DeepEqual(v, tc.want) {
-					t.Errorf("%s: got %#v, want %#v", []string{"pgx", "pgxleak"}[i], v, tc.want)
+					assert.NoError(t, tc.check(v), []string{"pgx", "pgxleak"}[i])
+				} else {
+					assert.Equal(t, tc.want, v, []string{"pgx", "pgxleak"}[i])
 				}
 			}
-			if tc.check == nil && !reflect.DeepEqual(got[0], got[1]) {
-				t.Errorf("pgx gave %#v, pgxleak %#v", got[0], got[1])
+			if tc.check == nil {
+				assert.Equal(t, got[0], got[1], "pgx (expected) and pgxleak (actual)")
 			}
 		})
 	}
@@ -241,26 +235,19 @@ func TestPgxTypesInTable(t *testing.T) {
 		{[]any{2, nil, nil, nil, nil, nil, nil, nil}, `2|<NULL>|<NULL>|<NULL>|<NULL>|<NULL>|<NULL>|<NULL>`},
 	}
 	for _, r := range rows {
-		if _, err := db.ExecContext(ctx, `INSERT INTO types VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, r.args...); err != nil {
-			t.Fatalf("insert %v: %v", r.args[0], err)
-		}
+		_, err := db.ExecContext(ctx, `INSERT INTO types VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, r.args...)
+		require.NoError(t, err, "insert %v", r.args[0])
 	}
 	c, err := pgx.Connect(ctx, pgtest.WithParams(dsn, map[string]string{"timezone": "UTC"}))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer c.Close(context.Background())
 	for _, r := range rows {
 		var got string
 		err := c.QueryRow(ctx, `SELECT concat_ws('|', id, coalesce(u::text, '<NULL>'), coalesce(j::text, '<NULL>'), coalesce(a::text, '<NULL>'),
 			coalesce(n::float8::text, '<NULL>'), coalesce(ts::text, '<NULL>'), coalesce(iv::text, '<NULL>'), coalesce(note, '<NULL>'))
 			FROM types WHERE id = $1`, r.args[0]).Scan(&got)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got != r.want {
-			t.Errorf("row %v:\n got %s\nwant %s", r.args[0], got, r.want)
-		}
+		require.NoError(t, err)
+		assert.Equal(t, r.want, got, "row %v", r.args[0])
 	}
 	pgxleak.VerifyNone(t, db)
 }
@@ -276,9 +263,7 @@ func TestPgxCopyThroughEscapeHatch(t *testing.T) {
 	before := stats(t, db).Checkouts
 
 	conn, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	const n = 1000
 	var copied int64
 	var out bytes.Buffer
@@ -299,25 +284,14 @@ func TestPgxCopyThroughEscapeHatch(t *testing.T) {
 		_, err := pc.PgConn().CopyTo(ctx, &out, "COPY (SELECT id, name, tags FROM items WHERE id < 3 ORDER BY id) TO STDOUT")
 		return err
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := conn.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if copied != n {
-		t.Errorf("CopyFrom copied %d rows, want %d", copied, n)
-	}
-	if want := "0\titem 0\t{t,0}\n1\titem 1\t{t,1}\n2\titem 2\t{t,2}\n"; out.String() != want {
-		t.Errorf("COPY TO gave %q, want %q", out.String(), want)
-	}
+	require.NoError(t, err)
+	require.NoError(t, conn.Close())
+	assert.EqualValues(t, n, copied, "rows CopyFrom copied")
+	assert.Equal(t, "0\titem 0\t{t,0}\n1\titem 1\t{t,1}\n2\titem 2\t{t,2}\n", out.String(), "COPY TO")
 	var count int
-	if err := db.QueryRowContext(ctx, "SELECT count(*) FROM items").Scan(&count); err != nil || count != n {
-		t.Errorf("count = %d, %v; want %d", count, err, n)
-	}
-	if got := stats(t, db).Checkouts - before; got != 2 {
-		t.Errorf("tracker counted %d checkouts for the Raw conn and the count query, want 2", got)
-	}
+	assert.NoError(t, db.QueryRowContext(ctx, "SELECT count(*) FROM items").Scan(&count))
+	assert.EqualValues(t, n, count, "rows in the table")
+	assert.EqualValues(t, 2, stats(t, db).Checkouts-before, "checkouts for the Raw conn and the count query")
 	pgxleak.VerifyNone(t, db)
 }
 
@@ -328,9 +302,7 @@ func TestPgxListenNotifyThroughEscapeHatch(t *testing.T) {
 	db, _ := openTest(t)
 	ctx := t.Context()
 	listener, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer listener.Close()
 	withPgx := func(f func(*pgx.Conn) error) error {
 		return listener.Raw(func(dc any) error {
@@ -341,19 +313,14 @@ func TestPgxListenNotifyThroughEscapeHatch(t *testing.T) {
 			return f(pc)
 		})
 	}
-	if err := withPgx(func(pc *pgx.Conn) error { _, err := pc.Exec(ctx, `LISTEN "pgxleak events"`); return err }); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, withPgx(func(pc *pgx.Conn) error { _, err := pc.Exec(ctx, `LISTEN "pgxleak events"`); return err }))
 	var listenerPID int
-	if err := listener.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&listenerPID); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, listener.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&listenerPID))
 	for _, payload := range []string{"first", "second: ünïcode"} {
-		if _, err := db.ExecContext(ctx, `SELECT pg_notify('pgxleak events', $1)`, payload); err != nil {
-			t.Fatal(err)
-		}
+		_, err := db.ExecContext(ctx, `SELECT pg_notify('pgxleak events', $1)`, payload)
+		require.NoError(t, err)
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := withPgx(func(pc *pgx.Conn) error {
+		err = withPgx(func(pc *pgx.Conn) error {
 			n, err := pc.WaitForNotification(wctx)
 			if err != nil {
 				return err
@@ -364,16 +331,10 @@ func TestPgxListenNotifyThroughEscapeHatch(t *testing.T) {
 			return nil
 		})
 		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 	}
-	if err := withPgx(func(pc *pgx.Conn) error { _, err := pc.Exec(ctx, "UNLISTEN *"); return err }); err != nil {
-		t.Fatal(err)
-	}
-	if err := listener.Close(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, withPgx(func(pc *pgx.Conn) error { _, err := pc.Exec(ctx, "UNLISTEN *"); return err }))
+	require.NoError(t, listener.Close())
 	pgxleak.VerifyNone(t, db)
 }
 
@@ -387,63 +348,38 @@ func TestPgxPreparedStatements(t *testing.T) {
 		name := []string{"pgx", "pgxleak"}[i]
 		ctx := t.Context()
 		conn, err := db.Conn(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		const q = "SELECT $1::int * $2::int"
 		stmt, err := conn.PrepareContext(ctx, q)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		prepared := func() int {
 			var n int
-			if err := conn.QueryRowContext(ctx, "SELECT count(*) FROM pg_prepared_statements WHERE statement = $1", q).Scan(&n); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, conn.QueryRowContext(ctx, "SELECT count(*) FROM pg_prepared_statements WHERE statement = $1", q).Scan(&n))
 			return n
 		}
-		if n := prepared(); n != 1 {
-			t.Errorf("%s: %d server-side statements for %q after Prepare, want 1", name, n, q)
-		}
+		assert.Equal(t, 1, prepared(), "%s: server-side statements for %q after Prepare", name, q)
 		for _, a := range []int{2, 3, 4} {
 			var got int
-			if err := stmt.QueryRowContext(ctx, a, 10).Scan(&got); err != nil || got != a*10 {
-				t.Errorf("%s: stmt(%d, 10) = %d, %v", name, a, got, err)
-			}
+			assert.NoError(t, stmt.QueryRowContext(ctx, a, 10).Scan(&got), "%s: stmt(%d, 10)", name, a)
+			assert.Equal(t, a*10, got, "%s: stmt(%d, 10)", name, a)
 		}
-		if err := stmt.Close(); err != nil {
-			t.Fatal(err)
-		}
-		if n := prepared(); n != 0 {
-			t.Errorf("%s: %d server-side statements left after Stmt.Close, want 0", name, n)
-		}
-		if err := conn.Close(); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, stmt.Close())
+		assert.Zero(t, prepared(), "%s: server-side statements left after Stmt.Close", name)
+		require.NoError(t, conn.Close())
 
 		// A pool-level statement, re-executed on whatever connection, and
 		// inside a transaction.
 		dbStmt, err := db.PrepareContext(ctx, "SELECT $1::text || '!'")
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		tx, err := db.BeginTx(ctx, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		var s string
-		if err := tx.StmtContext(ctx, dbStmt).QueryRowContext(ctx, "in tx").Scan(&s); err != nil || s != "in tx!" {
-			t.Errorf("%s: tx stmt = %q, %v", name, s, err)
-		}
-		if err := tx.Commit(); err != nil {
-			t.Fatal(err)
-		}
-		if err := dbStmt.QueryRowContext(ctx, "pool").Scan(&s); err != nil || s != "pool!" {
-			t.Errorf("%s: db stmt = %q, %v", name, s, err)
-		}
-		if err := dbStmt.Close(); err != nil {
-			t.Fatal(err)
-		}
+		assert.NoError(t, tx.StmtContext(ctx, dbStmt).QueryRowContext(ctx, "in tx").Scan(&s), "%s: tx stmt", name)
+		assert.Equal(t, "in tx!", s, "%s: tx stmt", name)
+		require.NoError(t, tx.Commit())
+		assert.NoError(t, dbStmt.QueryRowContext(ctx, "pool").Scan(&s), "%s: db stmt", name)
+		assert.Equal(t, "pool!", s, "%s: db stmt", name)
+		require.NoError(t, dbStmt.Close())
 	}
 	pgxleak.VerifyNone(t, leak)
 }
@@ -456,30 +392,22 @@ func TestPgxQueryCancellation(t *testing.T) {
 	t.Parallel()
 	plain, leak, dsn := compatPair(t)
 	observer, err := pgx.Connect(t.Context(), pgtest.WithParams(dsn, map[string]string{"application_name": "pgxleak_observer"}))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer observer.Close(context.Background())
 	sleeping := func(pid int) bool {
 		var n int
-		if err := observer.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity
-			WHERE pid = $1 AND state = 'active' AND query LIKE '%pg_sleep%'`, pid).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, observer.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity
+			WHERE pid = $1 AND state = 'active' AND query LIKE '%pg_sleep%'`, pid).Scan(&n))
 		return n > 0
 	}
 	for i, db := range []*sql.DB{plain, leak} {
 		name := []string{"pgx", "pgxleak"}[i]
 		t.Run(name, func(t *testing.T) {
 			conn, err := db.Conn(t.Context())
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			defer conn.Close()
 			var pid int
-			if err := conn.QueryRowContext(t.Context(), "SELECT pg_backend_pid()").Scan(&pid); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, conn.QueryRowContext(t.Context(), "SELECT pg_backend_pid()").Scan(&pid))
 			ctx, cancel := context.WithCancel(t.Context())
 			defer cancel()
 			done := make(chan error, 1)
@@ -493,15 +421,11 @@ func TestPgxQueryCancellation(t *testing.T) {
 			select {
 			case err = <-done:
 			case <-time.After(15 * time.Second):
-				t.Fatal("the query did not return within 15s of cancelling its context")
+				require.FailNow(t, "the query did not return within 15s of cancelling its context")
 			}
-			if !errors.Is(err, context.Canceled) {
-				t.Errorf("error = %v, want one that is context.Canceled", err)
-			}
+			assert.ErrorIs(t, err, context.Canceled)
 			pgtest.WaitFor(t, 15*time.Second, "the server to stop the cancelled pg_sleep", func() bool { return !sleeping(pid) })
-			if el := time.Since(start); el > 30*time.Second {
-				t.Errorf("the query ran %v; the cancel did not reach the server", el)
-			}
+			assert.LessOrEqual(t, time.Since(start), 30*time.Second, "the query ran on: the cancel did not reach the server")
 		})
 	}
 	pgxleak.VerifyNone(t, leak)

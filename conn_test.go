@@ -4,19 +4,19 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
-	"fmt"
-	"io"
 	"reflect"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/optional"
+	"github.com/pgxleak/pgxleak/internal/testdriver"
 )
 
 func implements(v any, t reflect.Type) bool { return reflect.TypeOf(v).Implements(t) }
@@ -30,15 +30,11 @@ func TestOptionalInterfacesMatchPgx(t *testing.T) {
 	db, _ := openTest(t)
 	ctx := t.Context()
 	c, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer c.Close()
 	err = c.Raw(func(dc any) error {
 		inner := dc.(interface{ Unwrap() driver.Conn }).Unwrap()
-		if _, ok := inner.(*stdlib.Conn); !ok {
-			t.Fatalf("Unwrap() = %T, want *stdlib.Conn", inner)
-		}
+		require.IsType(t, &stdlib.Conn{}, inner, "Unwrap() gives pgx's conn")
 		ws, err := dc.(driver.ConnPrepareContext).PrepareContext(ctx, "SELECT $1::int")
 		if err != nil {
 			return err
@@ -68,66 +64,45 @@ func TestOptionalInterfacesMatchPgx(t *testing.T) {
 				w, pl := implements(p.wrapped, o.Type), implements(p.plain, o.Type)
 				switch o.Rule {
 				case optional.Exact:
-					if w != pl {
-						t.Errorf("%s: wrapped implements %s = %v, pgx = %v", p.what, o.Name(), w, pl)
-					}
+					assert.Equal(t, pl, w, "%s: the wrapper implements %s as pgx does", p.what, o.Name())
 				case optional.Always:
-					if !w {
-						t.Errorf("%s: wrapped does not implement %s", p.what, o.Name())
-					}
+					assert.True(t, w, "%s: wrapped does not implement %s", p.what, o.Name())
 				case optional.Folded:
-					if w {
-						t.Errorf("%s: wrapped implements %s, folded into %s", p.what, o.Name(), o.Into.Name())
-					}
-					if pl && !implements(p.wrapped, o.Into) {
-						t.Errorf("%s: pgx implements %s, wrapped not %s", p.what, o.Name(), o.Into.Name())
+					assert.False(t, w, "%s: wrapped implements %s, folded into %s", p.what, o.Name(), o.Into.Name())
+					if pl {
+						assert.True(t, implements(p.wrapped, o.Into), "%s: pgx implements %s, wrapped not %s", p.what, o.Name(), o.Into.Name())
 					}
 				}
 			}
 		}
-		if _, ok := dc.(driver.Validator); !ok {
-			t.Error("wrapped conn is not a driver.Validator")
-		}
+		assert.Implements(t, (*driver.Validator)(nil), dc, "the wrapped conn")
 		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 }
 
 func TestPgErrorPassesThroughUnwrapped(t *testing.T) {
 	db, _ := openTest(t)
 	_, err := db.Exec("SELECT * FROM no_such_table")
 	pgErr, ok := err.(*pgconn.PgError) // GORM does exactly this
-	if !ok {
-		t.Fatalf("error is %T (%v), want *pgconn.PgError by plain type assertion", err, err)
-	}
-	if pgErr.Code != "42P01" {
-		t.Fatalf("code = %s, want 42P01 (undefined_table)", pgErr.Code)
-	}
+	require.True(t, ok, "error is %T (%v), want *pgconn.PgError by plain type assertion", err, err)
+	assert.Equal(t, "42P01", pgErr.Code, "undefined_table")
 }
 
 func TestPgxConnEscapeHatch(t *testing.T) {
 	db, _ := openTest(t)
 	c, err := db.Conn(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer c.Close()
 	err = c.Raw(func(dc any) error {
 		pc, ok := pgxleak.PgxConn(dc)
-		if !ok {
-			t.Fatalf("PgxConn(%T) failed", dc)
-		}
+		require.True(t, ok, "PgxConn(%T) failed", dc)
 		var n int
 		return pc.QueryRow(t.Context(), "SELECT 7").Scan(&n)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := pgxleak.PgxConn("not a conn"); ok {
-		t.Fatal("PgxConn accepted a string")
-	}
+	require.NoError(t, err)
+	_, ok := pgxleak.PgxConn("not a conn")
+	assert.False(t, ok, "PgxConn accepted a string")
 }
 
 // TestConnectionLeftInTransactionIsDiscarded: IsValid reports a connection
@@ -137,174 +112,19 @@ func TestConnectionLeftInTransactionIsDiscarded(t *testing.T) {
 	db, _ := openTest(t, pgxleak.WithMaxOpenConns(1))
 	ctx := t.Context()
 	c, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	var pid1 int
-	if err := c.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&pid1); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.ExecContext(ctx, "BEGIN"); err != nil { // a transaction database/sql doesn't know of
-		t.Fatal(err)
-	}
+	require.NoError(t, c.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&pid1))
+	_, err = c.ExecContext(ctx, "BEGIN") // a transaction database/sql doesn't know of
+	require.NoError(t, err)
 	c.Close()
-	if st := db.Stats(); st.Idle != 0 || st.OpenConnections != 0 {
-		t.Fatalf("a connection left inside a transaction went back to the pool: %+v", st)
-	}
+	st := db.Stats()
+	require.Zero(t, st.Idle, "a connection left inside a transaction went back to the pool")
+	require.Zero(t, st.OpenConnections, "a connection left inside a transaction stayed open")
 	var pid2 int
-	if err := db.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&pid2); err != nil {
-		t.Fatal(err)
-	}
-	if pid1 == pid2 {
-		t.Fatalf("connection %d was reused although it was left inside a transaction", pid1)
-	}
+	require.NoError(t, db.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&pid2))
+	assert.NotEqual(t, pid1, pid2, "the connection was reused although it was left inside a transaction")
 }
-
-// legacyConnector is a fake driver for the adapter's fallbacks: its
-// connections and statements have only the methods database/sql requires,
-// plus what legacyFeatures asks for. It logs every call that reaches it.
-// It is apart from fakeConnector because what it varies is a method set,
-// which a field of one type cannot switch.
-type legacyConnector struct {
-	legacyFeatures
-	onPrepare func() // called inside Prepare, if set
-
-	mu  sync.Mutex
-	log []string
-}
-
-type legacyFeatures struct {
-	execQuery bool // the conn has the legacy Execer and Queryer
-	nvc       bool // the conn has a NamedValueChecker for nvcArg
-	stmtCC    bool // statements have a ColumnConverter for ccArg
-}
-
-func (c *legacyConnector) logf(format string, args ...any) {
-	c.mu.Lock()
-	c.log = append(c.log, fmt.Sprintf(format, args...))
-	c.mu.Unlock()
-}
-
-func (c *legacyConnector) Connect(context.Context) (driver.Conn, error) {
-	lc := &legacyConn{c: c}
-	switch {
-	case c.execQuery:
-		return legacyExecQueryConn{lc}, nil
-	case c.nvc:
-		return legacyNVCConn{lc}, nil
-	}
-	return lc, nil
-}
-
-func (c *legacyConnector) Driver() driver.Driver { return legacyDriver{c} }
-
-type legacyDriver struct{ c *legacyConnector }
-
-func (d legacyDriver) Open(string) (driver.Conn, error) { return d.c.Connect(context.Background()) }
-
-type legacyConn struct{ c *legacyConnector }
-
-func (c *legacyConn) Prepare(query string) (driver.Stmt, error) {
-	c.c.logf("prepare %s", query)
-	if c.c.onPrepare != nil {
-		c.c.onPrepare()
-	}
-	s := &legacyStmt{c: c.c, query: query}
-	if c.c.stmtCC {
-		return legacyCCStmt{s}, nil
-	}
-	return s, nil
-}
-
-func (c *legacyConn) Close() error { return nil }
-
-func (c *legacyConn) Begin() (driver.Tx, error) { //nolint:staticcheck // the interface requires it
-	c.c.logf("begin")
-	return legacyTx{c.c}, nil
-}
-
-type legacyExecQueryConn struct{ *legacyConn }
-
-func (c legacyExecQueryConn) Exec(query string, args []driver.Value) (driver.Result, error) { //nolint:staticcheck // the legacy interface under test
-	c.c.logf("exec %s %v", query, args)
-	return driver.RowsAffected(1), nil
-}
-
-func (c legacyExecQueryConn) Query(query string, args []driver.Value) (driver.Rows, error) { //nolint:staticcheck // the legacy interface under test
-	c.c.logf("query %s %v", query, args)
-	return &legacyRows{}, nil
-}
-
-// nvcArg is converted by the conn's NamedValueChecker, ccArg by the
-// statement's ColumnConverter; the default conversion rejects both.
-type (
-	nvcArg struct{ n int }
-	ccArg  struct{ n int }
-)
-
-type legacyNVCConn struct{ *legacyConn }
-
-func (c legacyNVCConn) CheckNamedValue(nv *driver.NamedValue) error {
-	if a, ok := nv.Value.(nvcArg); ok {
-		nv.Value = fmt.Sprintf("nvc%d", a.n)
-		return nil
-	}
-	return driver.ErrSkip
-}
-
-type legacyStmt struct {
-	c     *legacyConnector
-	query string
-}
-
-func (s *legacyStmt) Close() error {
-	s.c.logf("close %s", s.query)
-	return nil
-}
-
-func (s *legacyStmt) NumInput() int { return -1 }
-
-func (s *legacyStmt) Exec(args []driver.Value) (driver.Result, error) { //nolint:staticcheck // the legacy interface under test
-	s.c.logf("stmt exec %s %v", s.query, args)
-	return driver.RowsAffected(1), nil
-}
-
-func (s *legacyStmt) Query(args []driver.Value) (driver.Rows, error) { //nolint:staticcheck // the legacy interface under test
-	s.c.logf("stmt query %s %v", s.query, args)
-	return &legacyRows{}, nil
-}
-
-type legacyCCStmt struct{ *legacyStmt }
-
-func (s legacyCCStmt) ColumnConverter(int) driver.ValueConverter { return ccConverter{} }
-
-type ccConverter struct{}
-
-func (ccConverter) ConvertValue(v any) (driver.Value, error) {
-	if a, ok := v.(ccArg); ok {
-		return fmt.Sprintf("cc%d", a.n), nil
-	}
-	return driver.DefaultParameterConverter.ConvertValue(v)
-}
-
-type legacyRows struct{ done bool }
-
-func (r *legacyRows) Columns() []string { return []string{"v"} }
-func (r *legacyRows) Close() error      { return nil }
-
-func (r *legacyRows) Next(dest []driver.Value) error {
-	if r.done {
-		return io.EOF
-	}
-	r.done = true
-	dest[0] = "row"
-	return nil
-}
-
-type legacyTx struct{ c *legacyConnector }
-
-func (t legacyTx) Commit() error   { t.c.logf("commit"); return nil }
-func (t legacyTx) Rollback() error { t.c.logf("rollback"); return nil }
 
 // cancelArg cancels the statement's context while database/sql converts
 // the arguments, that is after it checked the context and before the
@@ -365,7 +185,7 @@ func TestWrapFallbackParity(t *testing.T) {
 	const namedErr = "sql: driver does not support the use of Named Parameters"
 	cases := []struct {
 		name       string
-		features   legacyFeatures
+		legacy     testdriver.Legacy
 		cancelIn   string // "prepare": the context ends inside the driver's Prepare
 		run        run
 		wantErr    string // in both results; "" for none
@@ -373,11 +193,11 @@ func TestWrapFallbackParity(t *testing.T) {
 		sinceGo126 bool   // wantLog is database/sql's behaviour from Go 1.26 on
 	}{
 		{
-			name: "Execer: named parameter", features: legacyFeatures{execQuery: true},
+			name: "Execer: named parameter", legacy: testdriver.Legacy{ExecQuery: true},
 			run: exec("E", sql.Named("a", 1)), wantErr: namedErr,
 		},
 		{
-			name: "Queryer: named parameter", features: legacyFeatures{execQuery: true},
+			name: "Queryer: named parameter", legacy: testdriver.Legacy{ExecQuery: true},
 			run: func(ctx context.Context, _ context.CancelFunc, db *sql.DB) (string, error) {
 				return queryAll(db.QueryContext(ctx, "Q", sql.Named("a", 1)))
 			},
@@ -395,11 +215,11 @@ func TestWrapFallbackParity(t *testing.T) {
 			wantErr: namedErr, wantLog: "close Q",
 		},
 		{
-			name: "Execer: positional", features: legacyFeatures{execQuery: true},
+			name: "Execer: positional", legacy: testdriver.Legacy{ExecQuery: true},
 			run: exec("E", 7), wantLog: "exec E [7]",
 		},
 		{
-			name: "Queryer: positional", features: legacyFeatures{execQuery: true},
+			name: "Queryer: positional", legacy: testdriver.Legacy{ExecQuery: true},
 			run: func(ctx context.Context, _ context.CancelFunc, db *sql.DB) (string, error) {
 				return queryAll(db.QueryContext(ctx, "Q", 7))
 			},
@@ -421,7 +241,7 @@ func TestWrapFallbackParity(t *testing.T) {
 			wantErr: "context canceled", wantLog: "close P",
 		},
 		{
-			name: "Execer: context ends before Exec", features: legacyFeatures{execQuery: true},
+			name: "Execer: context ends before Exec", legacy: testdriver.Legacy{ExecQuery: true},
 			run: cancelling(func(ctx context.Context, db *sql.DB, arg any) (string, error) {
 				_, err := db.ExecContext(ctx, "E", arg)
 				return "", err
@@ -429,7 +249,7 @@ func TestWrapFallbackParity(t *testing.T) {
 			wantErr: "context canceled",
 		},
 		{
-			name: "Queryer: context ends before Query", features: legacyFeatures{execQuery: true},
+			name: "Queryer: context ends before Query", legacy: testdriver.Legacy{ExecQuery: true},
 			run: cancelling(func(ctx context.Context, db *sql.DB, arg any) (string, error) {
 				return queryAll(db.QueryContext(ctx, "Q", arg))
 			}),
@@ -451,20 +271,20 @@ func TestWrapFallbackParity(t *testing.T) {
 			wantErr: "context canceled", wantLog: "close Q",
 		},
 		{
-			name: "no NamedValueChecker: ErrSkip to the ColumnConverter", features: legacyFeatures{stmtCC: true},
-			run: exec("E", ccArg{1}), wantLog: "stmt exec E [cc1]", sinceGo126: true,
+			name: "no NamedValueChecker: ErrSkip to the ColumnConverter", legacy: testdriver.Legacy{ColumnConverter: true},
+			run: exec("E", testdriver.CCArg{N: 1}), wantLog: "stmt exec E [cc1]", sinceGo126: true,
 		},
 		{
 			name: "no NamedValueChecker: ErrSkip to the default conversion",
-			run:  exec("E", ccArg{1}), wantErr: "unsupported type pgxleak_test.ccArg",
+			run:  exec("E", testdriver.CCArg{N: 1}), wantErr: "unsupported type testdriver.CCArg",
 		},
 		{
-			name: "conn NamedValueChecker serves a statement without one", features: legacyFeatures{nvc: true},
-			run: stmtExec("E", nvcArg{2}), wantLog: "stmt exec E [nvc2]",
+			name: "conn NamedValueChecker serves a statement without one", legacy: testdriver.Legacy{NamedValueChecker: true},
+			run: stmtExec("E", testdriver.NVCArg{N: 2}), wantLog: "stmt exec E [nvc2]",
 		},
 		{
-			name: "conn NamedValueChecker skips to the ColumnConverter", features: legacyFeatures{nvc: true, stmtCC: true},
-			run: stmtExec("E", ccArg{3}, nvcArg{4}), wantLog: "stmt exec E [cc3 nvc4]", sinceGo126: true,
+			name: "conn NamedValueChecker skips to the ColumnConverter", legacy: testdriver.Legacy{NamedValueChecker: true, ColumnConverter: true},
+			run: stmtExec("E", testdriver.CCArg{N: 3}, testdriver.NVCArg{N: 4}), wantLog: "stmt exec E [cc3 nvc4]", sinceGo126: true,
 		},
 		{
 			name: "no Pinger: Ping is nil",
@@ -493,42 +313,37 @@ func TestWrapFallbackParity(t *testing.T) {
 			do := func(open func(driver.Connector) (*sql.DB, error)) result {
 				ctx, cancel := context.WithCancel(t.Context())
 				defer cancel()
-				fake := &legacyConnector{legacyFeatures: tc.features}
+				legacy := tc.legacy
 				if tc.cancelIn == "prepare" {
-					fake.onPrepare = cancel
+					legacy.OnPrepare = cancel
 				}
+				fake := &testdriver.Connector{Legacy: &legacy}
 				db, err := open(fake)
-				if err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, err)
 				v, err := tc.run(ctx, cancel, db)
-				if err := db.Close(); err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, db.Close())
 				r := result{Value: v}
 				if err != nil {
 					r.Err = err.Error()
 				}
-				fake.mu.Lock()
-				r.Log = fake.log
-				fake.mu.Unlock()
+				r.Log = fake.Calls()
 				return r
 			}
 			plain := do(func(c driver.Connector) (*sql.DB, error) { return sql.OpenDB(c), nil })
 			wrapped := do(func(c driver.Connector) (*sql.DB, error) { return pgxleak.OpenDB(c) })
-			if !reflect.DeepEqual(plain, wrapped) {
-				t.Errorf("database/sql: %+v\npgxleak:      %+v", plain, wrapped)
-			}
-			if tc.wantErr == "" && plain.Err != "" || !strings.Contains(plain.Err, tc.wantErr) {
-				t.Errorf("error = %q, want %q", plain.Err, tc.wantErr)
+			assert.Equal(t, plain, wrapped, "plain database/sql (expected) and pgxleak (actual)")
+			if tc.wantErr == "" {
+				assert.Empty(t, plain.Err, "error")
+			} else {
+				assert.Contains(t, plain.Err, tc.wantErr, "error")
 			}
 			// Go 1.25's database/sql does not go on to the statement's
 			// ColumnConverter after ErrSkip; parity (above) holds on both.
 			if tc.sinceGo126 && strings.HasPrefix(runtime.Version(), "go1.25") {
 				return
 			}
-			if tc.wantLog != "" && !strings.Contains(strings.Join(plain.Log, "\n"), tc.wantLog) {
-				t.Errorf("driver calls %q, want %q among them", plain.Log, tc.wantLog)
+			if tc.wantLog != "" {
+				assert.Contains(t, strings.Join(plain.Log, "\n"), tc.wantLog, "the driver calls")
 			}
 		})
 	}

@@ -6,7 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
 	"github.com/pgxleak/pgxleak/internal/stack"
 )
 
@@ -36,9 +40,7 @@ func TestCulpritIndex(t *testing.T) {
 			{Function: "example.com/app.run", File: "/x/app/run.go"}}, []string{"example.com/dbutil."}, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := pgxleak.CulpritIndex(tc.frames, tc.extra); got != tc.want {
-				t.Fatalf("culprit %d, want %d", got, tc.want)
-			}
+			assert.Equal(t, tc.want, pgxleak.CulpritIndex(tc.frames, tc.extra))
 		})
 	}
 }
@@ -46,16 +48,14 @@ func TestCulpritIndex(t *testing.T) {
 // TestCulpritInLibraryPrefixTest: a test in a package covered by a library
 // prefix that leaks is named at its own line, not at testing.tRunner.
 func TestCulpritInLibraryPrefixTest(t *testing.T) {
-	rec := newLeakRecorder()
-	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), rec.option(),
+	rec := &leaktest.Recorder{}
+	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), rec.Option(),
 		pgxleak.WithLibraryPrefixes("github.com/pgxleak/pgxleak_test."))
 	line := lineBelow()
 	c, err := db.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer c.Close()
-	rec.wait(t, 5*time.Second, suspectedAt(line))
+	rec.Wait(t, 5*time.Second, suspectedAt(line))
 }
 
 // TestNoCulpritSaysWhy: a report without a culprit says why, and what to
@@ -70,18 +70,16 @@ func TestNoCulpritSaysWhy(t *testing.T) {
 		{"too shallow", pgxleak.WithStackDepth(3), "in the 3 recorded; raise WithStackDepth (the user's frame is typically 8–12 deep)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rec := newLeakRecorder()
-			db, _ := openTest(t, tc.opt, pgxleak.WithLeakThreshold(threshold), rec.option())
+			rec := &leaktest.Recorder{}
+			db, _ := openTest(t, tc.opt, pgxleak.WithLeakThreshold(threshold), rec.Option())
 			c, err := db.Conn(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			defer c.Close()
-			l := rec.wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected })
-			if l.Culprit != (pgxleak.Frame{}) || !strings.Contains(l.NoCulprit, tc.want) || !strings.Contains(l.String(), tc.want) ||
-				strings.Contains(l.String(), "no stack recorded") {
-				t.Fatalf("report %q (NoCulprit %q), want %q", l, l.NoCulprit, tc.want)
-			}
+			l := rec.Wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected })
+			assert.Zero(t, l.Culprit, "no culprit")
+			assert.Contains(t, l.NoCulprit, tc.want)
+			assert.Contains(t, l.String(), tc.want)
+			assert.NotContains(t, l.String(), "no stack recorded")
 		})
 	}
 }
@@ -129,8 +127,6 @@ func FuzzCulprit(f *testing.F) {
 				break
 			}
 		}
-		if i != want {
-			t.Fatalf("Culprit = %d, want %d (frames %q, extra %q)", i, want, names, extras)
-		}
+		require.Equal(t, want, i, "Culprit of frames %q, extra %q", names, extras)
 	})
 }

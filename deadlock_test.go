@@ -8,16 +8,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
 
 // TestSelfDeadlock: the classic nested query on a pool of one. A deadlock
 // report comes within 2 s of the wait, at ERROR, naming both lines.
 func TestSelfDeadlock(t *testing.T) {
-	rec := newLeakRecorder()
+	rec := &leaktest.Recorder{}
 	var logs lockedBuffer
-	db, _ := openTest(t, rec.option(), pgxleak.WithMaxOpenConns(1),
+	db, _ := openTest(t, rec.Option(), pgxleak.WithMaxOpenConns(1),
 		pgxleak.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -46,20 +49,13 @@ func TestSelfDeadlock(t *testing.T) {
 	}()
 	l := <-lines
 	start := <-waiting
-	d := rec.wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.Deadlock })
-	if took := time.Since(start); took > 2*time.Second+500*time.Millisecond {
-		t.Errorf("deadlock reported %v after the wait began, want within about 2s", took)
-	}
+	d := rec.Wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.Deadlock })
+	assert.LessOrEqual(t, time.Since(start), 2*time.Second+500*time.Millisecond, "the deadlock is reported within about 2s of the wait")
 	cancel()
-	if err := <-done; err == nil {
-		t.Error("the nested query succeeded; it should have waited until cancelled")
-	}
-	if d.Culprit.Line != l[0].line || d.WaitingAt.Line != l[1].line {
-		t.Errorf("deadlock holds at line %d, waits at line %d; want %v and %v", d.Culprit.Line, d.WaitingAt.Line, l[0], l[1])
-	}
-	if !d.PoolDeadlocked {
-		t.Errorf("a pool of one held by its only waiter is deadlocked as a whole: %s", d)
-	}
+	assert.Error(t, <-done, "the nested query succeeded; it should have waited until cancelled")
+	assert.Equal(t, l[0].line, d.Culprit.Line, "the deadlock holds at %v", l[0])
+	assert.Equal(t, l[1].line, d.WaitingAt.Line, "the deadlock waits at %v", l[1])
+	assert.True(t, d.PoolDeadlocked, "a pool of one held by its only waiter is deadlocked as a whole: %s", d)
 	s := d.String()
 	for _, want := range []string{
 		"pgxleak: deadlock: goroutine ",
@@ -67,21 +63,17 @@ func TestSelfDeadlock(t *testing.T) {
 		l[0].short(),
 		"the whole pool is deadlocked",
 	} {
-		if !strings.Contains(s, want) {
-			t.Errorf("report %q: want %q", s, want)
-		}
+		assert.Contains(t, s, want)
 	}
-	if !strings.Contains(logs.String(), "level=ERROR msg=\"pgxleak: deadlock:") {
-		t.Errorf("no ERROR log line for the deadlock:\n%s", logs.String())
-	}
+	assert.Contains(t, logs.String(), "level=ERROR msg=\"pgxleak: deadlock:", "the deadlock's ERROR log line")
 }
 
 // TestPoolDeadlocked: three connections, each held by a goroutine that
 // waits for a fourth.
 func TestPoolDeadlocked(t *testing.T) {
-	rec := newLeakRecorder()
+	rec := &leaktest.Recorder{}
 	var logs lockedBuffer
-	db, _ := openTest(t, rec.option(), pgxleak.WithMaxOpenConns(3), pgxleak.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	db, _ := openTest(t, rec.Option(), pgxleak.WithMaxOpenConns(3), pgxleak.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var holding, wg sync.WaitGroup
@@ -91,8 +83,7 @@ func TestPoolDeadlocked(t *testing.T) {
 		wg.Go(func() {
 			txLine := lineBelow()
 			tx, err := db.BeginTx(ctx, nil)
-			if err != nil {
-				t.Error(err)
+			if !assert.NoError(t, err) {
 				holding.Done()
 				return
 			}
@@ -106,17 +97,14 @@ func TestPoolDeadlocked(t *testing.T) {
 	}
 	l := <-lines
 	in := inspectUntil(t, db, "the pool deadlocked", func(in pgxleak.Inspection) bool { return in.Deadlocked })
-	if len(in.Waiters) != 3 {
-		t.Errorf("%d waiters, want 3: %+v", len(in.Waiters), in.Waiters)
-	}
+	assert.Len(t, in.Waiters, 3)
 	for _, w := range in.Waiters {
-		if w.At.Line != l[1].line || len(w.Holds) != 1 || w.Holds[0].Culprit.Line != l[0].line {
-			t.Errorf("waiter at line %d holding %+v; want %v holding the checkout at %v", w.At.Line, w.Holds, l[1], l[0])
-		}
+		assert.True(t, w.At.Line == l[1].line && len(w.Holds) == 1 && w.Holds[0].Culprit.Line == l[0].line,
+			"waiter at line %d holding %+v; want %v holding the checkout at %v", w.At.Line, w.Holds, l[1], l[0])
 	}
 	// One report per line (reports are de-duplicated by line), and one
 	// ERROR line for the whole pool.
-	rec.wait(t, 5*time.Second, func(d pgxleak.Leak) bool {
+	rec.Wait(t, 5*time.Second, func(d pgxleak.Leak) bool {
 		return d.Kind == pgxleak.Deadlock && d.Culprit.Line == l[0].line && d.WaitingAt.Line == l[1].line
 	})
 	want := "level=ERROR msg=\"pgxleak: pool deadlocked: all 3 connections are held by goroutines that are themselves waiting"
@@ -141,10 +129,9 @@ func TestExhaustedWarning(t *testing.T) {
 		go func() { // leaks a transaction and returns
 			line := lineBelow()
 			tx, err := db.Begin()
-			if err != nil {
-				t.Error(err)
-			} else if _, err := tx.Exec("SELECT 1"); err != nil {
-				t.Error(err)
+			if assert.NoError(t, err) {
+				_, err := tx.Exec("SELECT 1")
+				assert.NoError(t, err)
 			}
 			leakLine <- line
 			got <- &txHolder{tx}
@@ -166,26 +153,20 @@ func TestExhaustedWarning(t *testing.T) {
 	w := <-waitLine
 	want := "pool exhausted for "
 	pgtest.WaitFor(t, 5*time.Second, "the exhaustion warning", func() bool { return strings.Contains(logs.String(), want) })
-	if took := time.Since(start); took > 2*time.Second {
-		t.Errorf("warning after %v, want within about 1.5s", took)
-	}
+	assert.LessOrEqual(t, time.Since(start), 2*time.Second, "the warning comes within about 1.5s")
 	cancel()
 	wg.Wait()
 	for _, tx := range txs {
 		_ = tx.tx.Rollback()
 	}
 	out := logs.String()
-	if n := strings.Count(out, want); n != 1 {
-		t.Errorf("%d exhaustion warnings, want 1:\n%s", n, out)
-	}
+	assert.Equal(t, 1, strings.Count(out, want), "exhaustion warnings:\n%s", out)
 	for _, part := range []string{
 		"level=WARN",
 		"10 goroutines waiting (" + w.short() + " ×10)",
 		"2/2 connections held by " + held.short() + " ×2 (goroutine exited, idle in transaction)",
 	} {
-		if !strings.Contains(out, part) {
-			t.Errorf("warning %q: want %q", out, part)
-		}
+		assert.Contains(t, out, part)
 	}
 }
 

@@ -10,25 +10,27 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
 
 // TestReportsDeduplicated: a leak in a loop is reported once per culprit
 // and counted, not logged a hundred times.
 func TestReportsDeduplicated(t *testing.T) {
-	rec := newLeakRecorder()
+	rec := &leaktest.Recorder{}
 	var buf lockedBuffer
 	logger := slog.New(slog.NewTextHandler(&buf, nil))
-	db, _ := openTest(t, pgxleak.WithMaxOpenConns(10), pgxleak.WithLeakThreshold(threshold), rec.option(), pgxleak.WithLogger(logger))
+	db, _ := openTest(t, pgxleak.WithMaxOpenConns(10), pgxleak.WithLeakThreshold(threshold), rec.Option(), pgxleak.WithLogger(logger))
 	var conns []*sql.Conn
 	var line site
 	for range 10 {
 		line = lineBelow()
 		c, err := db.Conn(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		conns = append(conns, c)
 	}
 	pgtest.WaitFor(t, 5*time.Second, "all ten to be suspected", func() bool { return stats(t, db).Suspected == 10 })
@@ -36,34 +38,29 @@ func TestReportsDeduplicated(t *testing.T) {
 		c.Close()
 	}
 	pgtest.WaitFor(t, 5*time.Second, "all ten to resolve", func() bool { return stats(t, db).Resolved == 10 })
-	rec.wait(t, 5*time.Second, resolvedAt(line))
+	rec.Wait(t, 5*time.Second, resolvedAt(line))
 	var suspected, resolved int
-	for _, l := range rec.all() {
-		if !isCulprit(line)(l) {
-			t.Fatalf("culprit %s, want %s", l.Culprit, line)
-		}
+	for _, l := range rec.All() {
+		require.True(t, isCulprit(line)(l), "culprit %s, want %s", l.Culprit, line)
 		if l.Kind == pgxleak.Resolved {
 			resolved++
 		} else {
 			suspected++
 		}
 	}
-	if suspected != 1 || resolved != 1 {
-		t.Fatalf("%d suspected and %d resolved reports delivered, want 1 each", suspected, resolved)
-	}
-	if n := strings.Count(buf.String(), `msg="pgxleak: suspected leak:`); n != 1 {
-		t.Fatalf("%d log lines for one culprit:\n%s", n, buf.String())
-	}
+	assert.Equal(t, 1, suspected, "suspected reports delivered")
+	assert.Equal(t, 1, resolved, "resolved reports delivered")
+	assert.Equal(t, 1, strings.Count(buf.String(), `msg="pgxleak: suspected leak:`), "log lines for one culprit:\n%s", buf.String())
 }
 
 // TestSamplingDoesNotMergeLeaks: with stack sampling, two leaks from
 // different functions on unsampled checkouts are two reports, each saying
 // why it has no culprit; checkouts without a culprit are never merged.
 func TestSamplingDoesNotMergeLeaks(t *testing.T) {
-	rec := newLeakRecorder()
+	rec := &leaktest.Recorder{}
 	var logs lockedBuffer
 	db, _ := openTest(t, pgxleak.WithStackSampling(3), pgxleak.WithMaxOpenConns(2),
-		pgxleak.WithLeakThreshold(threshold), rec.option(), pgxleak.WithLogger(logTo(&logs)))
+		pgxleak.WithLeakThreshold(threshold), rec.Option(), pgxleak.WithLogger(logTo(&logs)))
 	// The first checkout of each connection is sampled; the next two are not.
 	c1, c2 := holdA(t, db), holdB(t, db)
 	c1.Close()
@@ -72,15 +69,13 @@ func TestSamplingDoesNotMergeLeaks(t *testing.T) {
 	defer a.Close()
 	defer b.Close()
 	pgtest.WaitFor(t, 5*time.Second, "both to be suspected", func() bool { return stats(t, db).Suspected == 2 })
-	pgtest.WaitFor(t, 5*time.Second, "two reports", func() bool { return len(rec.all()) >= 2 })
-	for _, l := range rec.all() {
-		if l.Culprit != (pgxleak.Frame{}) || !strings.Contains(l.NoCulprit, "not sampled") || !strings.Contains(l.String(), "WithStackSampling(1)") {
-			t.Fatalf("report %q (NoCulprit %q): want no culprit, and why", l, l.NoCulprit)
-		}
+	pgtest.WaitFor(t, 5*time.Second, "two reports", func() bool { return len(rec.All()) >= 2 })
+	for _, l := range rec.All() {
+		assert.Zero(t, l.Culprit, "an unsampled checkout has no culprit")
+		assert.Contains(t, l.NoCulprit, "not sampled", "the report says why")
+		assert.Contains(t, l.String(), "WithStackSampling(1)", "the report says what to do")
 	}
-	if n := strings.Count(logs.String(), "level=WARN"); n != 2 {
-		t.Fatalf("%d WARN lines for two leaks:\n%s", n, logs.String())
-	}
+	assert.Equal(t, 2, strings.Count(logs.String(), "level=WARN"), "WARN lines for two leaks:\n%s", logs.String())
 }
 
 // TestOneLeakOneReportPerKind: a connection whose Rows was garbage-collected
@@ -88,49 +83,35 @@ func TestSamplingDoesNotMergeLeaks(t *testing.T) {
 // links to the earlier report; a suspected connection's still-out report
 // links to the suspicion.
 func TestOneLeakOneReportPerKind(t *testing.T) {
-	rec := newLeakRecorder()
+	rec := &leaktest.Recorder{}
 	var logs lockedBuffer
 	const slowThreshold = 3 * time.Second // far beyond the garbage collection
 	dsn := pgtest.NewDatabase(t)
-	db, err := pgxleak.Open("pgx", dsn, pgxleak.WithLeakThreshold(slowThreshold), rec.option(), pgxleak.WithLogger(logTo(&logs)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, err := pgxleak.Open("pgx", dsn, pgxleak.WithLeakThreshold(slowThreshold), rec.Option(), pgxleak.WithLogger(logTo(&logs)))
+	require.NoError(t, err)
 	defer db.Close()
 	gcLine := leakRows(t, db)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for !hasLeak(rec, reportAt(pgxleak.LeakGarbageCollected, gcLine)) {
+	pgtest.WaitFor(t, 10*time.Second, "a garbage-collection report", func() bool {
 		runtime.GC()
-		select {
-		case <-rec.added:
-		case <-time.After(10 * time.Millisecond):
-		case <-ctx.Done():
-			t.Fatalf("no garbage-collection report; got %v", rec.all())
-		}
-	}
+		return rec.Has(reportAt(pgxleak.LeakGarbageCollected, gcLine))
+	})
 	// A second leak, taken later: the scan that finds it past the
 	// threshold finds the first one past it too.
 	line := lineBelow()
 	c, err := db.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer c.Close()
-	rec.wait(t, 10*time.Second, reportAt(pgxleak.LeakSuspected, line))
-	if hasLeak(rec, reportAt(pgxleak.LeakSuspected, gcLine)) || stats(t, db).Suspected != 1 {
-		t.Fatalf("the garbage-collected connection was reported again as suspected: %v", rec.all())
-	}
+	rec.Wait(t, 10*time.Second, reportAt(pgxleak.LeakSuspected, line))
+	require.False(t, rec.Has(reportAt(pgxleak.LeakSuspected, gcLine)), "the garbage-collected connection was reported again as suspected: %v", rec.All())
+	require.EqualValues(t, 1, stats(t, db).Suspected, "the garbage-collected connection was reported again as suspected")
 	db.Close()
-	gone := rec.wait(t, 5*time.Second, reportAt(pgxleak.LeakStillOut, gcLine))
-	if gone.Earlier != pgxleak.LeakGarbageCollected || !strings.Contains(gone.String(), "already reported as a leaked connection (Rows garbage-collected) at ") {
-		t.Fatalf("still-out report %q does not link to the earlier one (%+v)", gone, gone.Earlier)
-	}
-	held := rec.wait(t, 5*time.Second, reportAt(pgxleak.LeakStillOut, line))
-	if held.Earlier != pgxleak.LeakSuspected || held.EarlierAt.Before(held.CheckedOutAt.Add(slowThreshold)) ||
-		!strings.Contains(held.String(), "already reported as a suspected leak at ") {
-		t.Fatalf("still-out report %q does not link to the suspicion (%+v)", held, held.Earlier)
-	}
+	gone := rec.Wait(t, 5*time.Second, reportAt(pgxleak.LeakStillOut, gcLine))
+	assert.Equal(t, pgxleak.LeakGarbageCollected, gone.Earlier, "still-out report %q links to the earlier one", gone)
+	assert.Contains(t, gone.String(), "already reported as a leaked connection (Rows garbage-collected) at ")
+	held := rec.Wait(t, 5*time.Second, reportAt(pgxleak.LeakStillOut, line))
+	assert.Equal(t, pgxleak.LeakSuspected, held.Earlier, "still-out report %q links to the suspicion", held)
+	assert.False(t, held.EarlierAt.Before(held.CheckedOutAt.Add(slowThreshold)), "the suspicion came before the threshold (at %v)", held.EarlierAt)
+	assert.Contains(t, held.String(), "already reported as a suspected leak at ")
 }
 
 // TestSuppressedReportsSummarised: reports suppressed by de-duplication
@@ -138,24 +119,20 @@ func TestOneLeakOneReportPerKind(t *testing.T) {
 // report to carry them; still-out reports are de-duplicated the same way,
 // and their summary is written at Close.
 func TestSuppressedReportsSummarised(t *testing.T) {
-	rec := newLeakRecorder()
+	rec := &leaktest.Recorder{}
 	var logs lockedBuffer
 	const interval = 300 * time.Millisecond
 	dsn := pgtest.NewDatabase(t)
 	db, err := pgxleak.Open("pgx", dsn, pgxleak.WithMaxOpenConns(3), pgxleak.WithLeakThreshold(threshold),
-		pgxleak.WithReportInterval(interval), rec.option(), pgxleak.WithLogger(logTo(&logs)))
-	if err != nil {
-		t.Fatal(err)
-	}
+		pgxleak.WithReportInterval(interval), rec.Option(), pgxleak.WithLogger(logTo(&logs)))
+	require.NoError(t, err)
 	defer db.Close()
 	var conns []*sql.Conn
 	var line site
 	for range 3 {
 		line = lineBelow()
 		c, err := db.Conn(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		conns = append(conns, c)
 	}
 	defer func() {
@@ -163,21 +140,18 @@ func TestSuppressedReportsSummarised(t *testing.T) {
 			c.Close()
 		}
 	}()
-	first := rec.wait(t, 5*time.Second, reportAt(pgxleak.LeakSuspected, line))
+	first := rec.Wait(t, 5*time.Second, reportAt(pgxleak.LeakSuspected, line))
 	loc := first.Culprit.String()
 	want := fmt.Sprintf("2 more suspected leaks at %s since ", loc)
 	pgtest.WaitFor(t, 10*time.Second, "a summary line", func() bool { return strings.Contains(logs.String(), want) })
-	if st := stats(t, db); st.Suspected != 3 {
-		t.Fatalf("stats %+v", st)
-	}
+	require.EqualValues(t, 3, stats(t, db).Suspected, "suspected leaks")
 	db.Close()
 	var stillOut int
-	for _, l := range rec.all() {
+	for _, l := range rec.All() {
 		if reportAt(pgxleak.LeakStillOut, line)(l) {
 			stillOut++
 		}
 	}
-	if wantClose := fmt.Sprintf("2 more still-out connections (at Drain or Close) at %s since ", loc); stillOut != 1 || !strings.Contains(logs.String(), wantClose) {
-		t.Fatalf("%d still-out reports for one line, want 1 and a summary line %q:\n%s", stillOut, wantClose, logs.String())
-	}
+	assert.Equal(t, 1, stillOut, "still-out reports for one line")
+	assert.Contains(t, logs.String(), fmt.Sprintf("2 more still-out connections (at Drain or Close) at %s since ", loc), "the summary line")
 }

@@ -4,6 +4,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // TestDescribeNoCulprit: a checkout without a recorded stack says why, and
@@ -21,17 +24,15 @@ func TestDescribeNoCulprit(t *testing.T) {
 		{"none recorded", 32, 1, "no stack was recorded for this checkout"},
 	} {
 		cfg, err := newConfig([]Option{WithStackDepth(tc.depth), WithStackSampling(int(tc.every))})
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		p := newPool(cfg, "described")
 		t.Cleanup(p.close) // its telemetry too
 		c := p.describe(snapshot{checkoutAt: int64(time.Second), held: int64(2 * time.Second), txStatus: txIdle})
-		if c.Culprit != (Frame{}) || !strings.HasPrefix(c.NoCulprit, tc.want) {
-			t.Errorf("%s: culprit %v, reason %q; want %q", tc.name, c.Culprit, c.NoCulprit, tc.want)
-		}
-		if c.Pool != "described" || c.Held != 2*time.Second || !c.CheckedOutAt.Equal(p.epoch.Add(time.Second)) || c.TxStatus != "idle" {
-			t.Errorf("%s: described as %+v", tc.name, c)
-		}
+		assert.Zero(t, c.Culprit, "%s: the culprit", tc.name)
+		assert.True(t, strings.HasPrefix(c.NoCulprit, tc.want), "%s: reason %q, want %q", tc.name, c.NoCulprit, tc.want)
+		assert.Equal(t, "described", c.Pool, "%s: the pool's name", tc.name)
+		assert.Equal(t, 2*time.Second, c.Held, "%s: held", tc.name)
+		assert.True(t, c.CheckedOutAt.Equal(p.epoch.Add(time.Second)), "%s: checked out at %v, want the pool's clock", tc.name, c.CheckedOutAt)
+		assert.Equal(t, "idle", c.TxStatus, "%s: transaction status", tc.name)
 	}
 }

@@ -12,6 +12,9 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // The design checks: DESIGN.md is the map, and these tests hold the code to
@@ -35,9 +38,8 @@ func TestDesignLayers(t *testing.T) {
 	refs := crossFileRefs(t, ".")
 	files := rootFiles(t, ".")
 	for _, f := range files {
-		if _, ok := layers[f]; !ok {
-			t.Errorf("DESIGN.md's layer table does not name %s", f)
-		}
+		_, ok := layers[f]
+		assert.True(t, ok, "DESIGN.md's layer table does not name %s", f)
 	}
 	back, used := 0, map[string]bool{}
 	for _, r := range refs {
@@ -51,22 +53,18 @@ func TestDesignLayers(t *testing.T) {
 			used[key] = true
 			continue
 		}
-		t.Errorf("%s (%s) refers to %s in %s (%s), a higher layer; move it, or name the exception in DESIGN.md",
+		assert.Failf(t, "a reference runs back up the layers", "%s (%s) refers to %s in %s (%s), a higher layer; move it, or name the exception in DESIGN.md",
 			r.from, lf.name, r.name, r.def, ld.name)
 	}
 	for key := range exceptions {
-		if !used[key] {
-			t.Errorf("DESIGN.md names the exception %q, which no longer runs back up", key)
-		}
+		assert.True(t, used[key], "DESIGN.md names the exception %q, which no longer runs back up", key)
 	}
 	pct := 0.0
 	if len(refs) > 0 {
 		pct = 100 * float64(back) / float64(len(refs))
 	}
 	t.Logf("%d of %d references between root files run back up the layers (%.0f%%)", back, len(refs), pct)
-	if pct >= maxBackUpPercent {
-		t.Errorf("%.0f%% of the references run back up; the budget is under %d%%", pct, maxBackUpPercent)
-	}
+	assert.Less(t, pct, float64(maxBackUpPercent), "%.0f%% of the references run back up; the budget is under %d%%", pct, maxBackUpPercent)
 }
 
 // TestDesignAPISize counts the root package's exported identifiers: types,
@@ -75,12 +73,8 @@ func TestDesignLayers(t *testing.T) {
 func TestDesignAPISize(t *testing.T) {
 	api, options := exportedAPI(t, ".")
 	t.Logf("%d exported identifiers besides %d options", len(api), len(options))
-	if len(api) > maxExported {
-		t.Errorf("%d exported identifiers, over the budget of %d:\n%s", len(api), maxExported, strings.Join(api, "\n"))
-	}
-	if len(options) > maxOptions {
-		t.Errorf("%d options, over the budget of %d:\n%s", len(options), maxOptions, strings.Join(options, "\n"))
-	}
+	assert.LessOrEqual(t, len(api), maxExported, "exported identifiers over the budget:\n%s", strings.Join(api, "\n"))
+	assert.LessOrEqual(t, len(options), maxOptions, "options over the budget:\n%s", strings.Join(options, "\n"))
 }
 
 // layer is one row of DESIGN.md's layer table; rank 0 is the top.
@@ -102,9 +96,7 @@ var (
 func readDesign(t *testing.T, path string) (map[string]layer, map[string]bool) {
 	t.Helper()
 	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	layers, exceptions := map[string]layer{}, map[string]bool{}
 	rank := 0
 	for _, line := range strings.Split(string(b), "\n") {
@@ -114,9 +106,8 @@ func readDesign(t *testing.T, path string) (map[string]layer, map[string]bool) {
 				continue
 			}
 			for _, f := range fs {
-				if l, dup := layers[f[1]]; dup {
-					t.Errorf("DESIGN.md puts %s in two layers (%s, %s)", f[1], l.name, m[1])
-				}
+				l, dup := layers[f[1]]
+				assert.False(t, dup, "DESIGN.md puts %s in two layers (%s, %s)", f[1], l.name, m[1])
 				layers[f[1]] = layer{m[1], rank}
 			}
 			rank++
@@ -129,9 +120,7 @@ func readDesign(t *testing.T, path string) (map[string]layer, map[string]bool) {
 			}
 		}
 	}
-	if len(layers) == 0 {
-		t.Fatalf("%s has no layer table", path)
-	}
+	require.NotEmpty(t, layers, "%s has no layer table", path)
 	return layers, exceptions
 }
 
@@ -139,9 +128,7 @@ func readDesign(t *testing.T, path string) (map[string]layer, map[string]bool) {
 func rootFiles(t *testing.T, dir string) []string {
 	t.Helper()
 	all, err := filepath.Glob(filepath.Join(dir, "*.go"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	var files []string
 	for _, f := range all {
 		if !strings.HasSuffix(f, "_test.go") {
@@ -166,9 +153,7 @@ func crossFileRefs(t *testing.T, dir string) []ref {
 	var files []*ast.File
 	for _, name := range rootFiles(t, dir) {
 		f, err := parser.ParseFile(fset, filepath.Join(dir, name), nil, parser.SkipObjectResolution)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		files = append(files, f)
 	}
 	info := &types.Info{Uses: map[*ast.Ident]types.Object{}, Selections: map[*ast.SelectorExpr]*types.Selection{}}
@@ -256,9 +241,7 @@ func exportedAPI(t *testing.T, dir string) (api, options []string) {
 	fset := token.NewFileSet()
 	for _, name := range rootFiles(t, dir) {
 		f, err := parser.ParseFile(fset, filepath.Join(dir, name), nil, parser.SkipObjectResolution)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		for _, d := range f.Decls {
 			switch d := d.(type) {
 			case *ast.FuncDecl:

@@ -3,29 +3,17 @@ package pgxleak
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
-	"errors"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak/internal/gdump"
+	"github.com/pgxleak/pgxleak/internal/testdriver"
 )
-
-// idleConnector makes connections that do nothing: enough for db.Conn.
-type idleConnector struct{}
-
-func (idleConnector) Connect(context.Context) (driver.Conn, error) { return idleConn{}, nil }
-func (idleConnector) Driver() driver.Driver                        { return nil }
-
-type idleConn struct{}
-
-func (idleConn) Prepare(string) (driver.Stmt, error) {
-	return nil, errors.New("idleConn: no statements")
-}
-func (idleConn) Close() error              { return nil }
-func (idleConn) Begin() (driver.Tx, error) { return nil, errors.New("idleConn: no transactions") }
 
 // holdConns checks out n connections of db, each from its own goroutine
 // made by the same code, which then blocks until release is closed. It
@@ -37,8 +25,7 @@ func holdConns(t *testing.T, db *sql.DB, n int, release chan struct{}) *sync.Wai
 	for range n {
 		wg.Go(func() {
 			c, err := db.Conn(context.Background())
-			if err != nil {
-				t.Error(err)
+			if !assert.NoError(t, err) {
 				held.Done()
 				return
 			}
@@ -55,18 +42,14 @@ func holdConns(t *testing.T, db *sql.DB, n int, release chan struct{}) *sync.Wai
 // found by its checkout stack, and is never guessed when that cannot
 // single it out.
 func TestHolderMatchedByStack(t *testing.T) {
-	db, err := OpenDB(idleConnector{}, WithLogger(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, err := OpenDB(&testdriver.Connector{}, WithLogger(nil))
+	require.NoError(t, err)
 	defer db.Close()
 	p := poolOf(db)
 	holder := func() (*Goroutine, string) {
 		t.Helper()
 		snaps := p.tracker.outSnapshots(p.now())
-		if len(snaps) == 0 {
-			t.Fatal("nothing checked out")
-		}
+		require.NotEmpty(t, snaps, "nothing checked out")
 		s := snaps[0]
 		s.goid = 0 // as when identity is unavailable
 		c := p.describe(s)
@@ -86,12 +69,10 @@ func TestHolderMatchedByStack(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for h, note = holder(); (h == nil || h.State != "chan receive") && time.Now().Before(deadline); h, note = holder() {
 	}
-	if h == nil || h.MatchedBy != matchedByStack || h.Exited || len(h.Stack) == 0 || !strings.HasSuffix(h.Stack[0].File, "diagnosis_internal_test.go") {
-		t.Fatalf("holder %+v (%s): want the blocked goroutine, matched by checkout stack", h, note)
-	}
-	if !strings.Contains(h.verdict(), "(found by its checkout stack: goroutine identity unavailable)") {
-		t.Errorf("holder %q: want the fallback named", h.verdict())
-	}
+	require.NotNil(t, h, "no holder: %s", note)
+	require.False(t, h.MatchedBy != matchedByStack || h.Exited || len(h.Stack) == 0 || !strings.HasSuffix(h.Stack[0].File, "diagnosis_internal_test.go"),
+		"holder %+v (%s): want the blocked goroutine, matched by checkout stack", h, note)
+	assert.Contains(t, h.verdict(), "(found by its checkout stack: goroutine identity unavailable)", "the fallback is named")
 	close(release)
 	wg.Wait()
 
@@ -99,9 +80,8 @@ func TestHolderMatchedByStack(t *testing.T) {
 	release = make(chan struct{})
 	wg = holdConns(t, db, 2, release)
 	h, note = holder()
-	if h != nil || !strings.Contains(note, "2 goroutines match the checkout stack") {
-		t.Errorf("holder %+v, note %q: want none, and why", h, note)
-	}
+	assert.Nil(t, h, "two goroutines match: no holder is guessed")
+	assert.Contains(t, note, "2 goroutines match the checkout stack", "the note says why")
 	close(release)
 	wg.Wait()
 }
@@ -109,10 +89,8 @@ func TestHolderMatchedByStack(t *testing.T) {
 // TestDumpRateLimit: a storm of inspections and reports takes one
 // goroutine dump per interval.
 func TestDumpRateLimit(t *testing.T) {
-	db, err := OpenDB(idleConnector{}, WithLogger(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, err := OpenDB(&testdriver.Connector{}, WithLogger(nil))
+	require.NoError(t, err)
 	defer db.Close()
 	p := poolOf(db)
 	release := make(chan struct{})
@@ -124,18 +102,15 @@ func TestDumpRateLimit(t *testing.T) {
 	for range 50 {
 		storm.Go(func() {
 			for range 20 {
-				if _, err := Inspect(context.Background(), db); err != nil {
-					t.Error(err)
-				}
+				_, err := Inspect(context.Background(), db)
+				assert.NoError(t, err)
 				p.emit(report{kind: LeakSuspected, snap: p.tracker.outSnapshots(p.now())[0]})
 			}
 		})
 	}
 	storm.Wait()
 	allowed := 1 + uint64(time.Since(start)/dumpInterval)
-	if n := p.diagnosis.dumps.Dumps(); n > allowed {
-		t.Errorf("%d dumps for 1000 inspections and 1000 reports in %v; want at most %d", n, time.Since(start), allowed)
-	}
+	assert.LessOrEqual(t, p.diagnosis.dumps.Dumps(), allowed, "dumps for 1000 inspections and 1000 reports in %v", time.Since(start))
 }
 
 // TestHolderCheckoutDuringDump: a checkout recorded while the dump was
@@ -143,24 +118,21 @@ func TestDumpRateLimit(t *testing.T) {
 // waits for a connection): it is left without a holder, not joined. (It
 // made TestNoFalsePositives report a false deadlock under load.)
 func TestHolderCheckoutDuringDump(t *testing.T) {
-	db, err := OpenDB(idleConnector{}, WithLogger(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, err := OpenDB(&testdriver.Connector{}, WithLogger(nil))
+	require.NoError(t, err)
 	defer db.Close()
 	p := poolOf(db)
 	d := gdump.Take(0)
-	if d.Took <= 0 {
-		t.Fatalf("dump took %v", d.Took)
-	}
+	require.Positive(t, d.Took, "the dump's duration")
 	during := d.Taken.Add(-d.Took / 2)
 	s := snapshot{goid: holderID(), checkoutAt: int64(during.Sub(p.epoch))}
-	if h, note := p.holderOf(s, Checkout{}, d); h != nil || !strings.Contains(note, "newer than the goroutine dump") {
-		t.Errorf("holder %+v, note %q: want none for a checkout made while the dump was taken", h, note)
-	}
+	h, note := p.holderOf(s, Checkout{}, d)
+	assert.Nil(t, h, "no holder for a checkout made while the dump was taken")
+	assert.Contains(t, note, "newer than the goroutine dump")
 	s.checkoutAt = int64(d.Taken.Add(-d.Took - time.Millisecond).Sub(p.epoch))
-	if h, _ := p.holderOf(s, Checkout{}, d); h == nil || h.ID != s.goid {
-		t.Errorf("holder %+v: want this goroutine for a checkout made before the dump", h)
+	h, _ = p.holderOf(s, Checkout{}, d)
+	if assert.NotNil(t, h, "a checkout made before the dump has its holder") {
+		assert.Equal(t, s.goid, h.ID, "the holder of a checkout made before the dump is this goroutine")
 	}
 }
 
@@ -169,10 +141,8 @@ func TestHolderCheckoutDuringDump(t *testing.T) {
 // last diagnosis while its dump is the latest: reports in a storm do not
 // describe every checkout again each.
 func TestDiagnoseCoversHolderless(t *testing.T) {
-	db, err := OpenDB(idleConnector{}, WithLogger(nil), WithoutServerView())
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, err := OpenDB(&testdriver.Connector{}, WithLogger(nil), WithoutServerView())
+	require.NoError(t, err)
 	defer db.Close()
 	p := poolOf(db)
 	release := make(chan struct{})
@@ -186,13 +156,10 @@ func TestDiagnoseCoversHolderless(t *testing.T) {
 	snaps := p.tracker.outSnapshots(p.now())
 	first := p.diagnose(context.Background(), false, holderKey{snaps[0].conn, snaps[0].checkoutAt})
 	for _, c := range first.checkouts {
-		if c.Holder != nil {
-			t.Fatalf("holder %+v: want none (the test needs holderless checkouts)", c.Holder)
-		}
+		require.Nil(t, c.Holder, "the test needs holderless checkouts")
 	}
 	for _, s := range snaps {
-		if d := p.diagnose(context.Background(), false, holderKey{s.conn, s.checkoutAt}); d != first {
-			t.Error("a holderless checkout of the last diagnosis was diagnosed again")
-		}
+		assert.Same(t, first, p.diagnose(context.Background(), false, holderKey{s.conn, s.checkoutAt}),
+			"a holderless checkout of the last diagnosis was diagnosed again")
 	}
 }

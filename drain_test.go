@@ -4,21 +4,23 @@ import (
 	"context"
 	"errors"
 	"runtime"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
+	"github.com/pgxleak/pgxleak/internal/testdriver"
 )
 
 func TestDrainWaitsForReturns(t *testing.T) {
 	db, _ := openTest(t)
 	c, err := db.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	drained := make(chan error, 1)
 	go func() { drained <- pgxleak.Drain(context.Background(), db) }()
 	pgtest.WaitFor(t, 5*time.Second, "drain to start refusing checkouts", func() bool {
@@ -29,68 +31,54 @@ func TestDrainWaitsForReturns(t *testing.T) {
 	})
 	select {
 	case err := <-drained:
-		t.Fatalf("Drain returned %v while a connection was out", err)
+		require.FailNowf(t, "Drain returned while a connection was out", "Drain = %v", err)
 	default:
 	}
-	if _, err := c.ExecContext(context.Background(), "SELECT 1"); err != nil {
-		t.Fatalf("a connection already out must keep working during drain: %v", err)
-	}
+	_, err = c.ExecContext(context.Background(), "SELECT 1")
+	require.NoError(t, err, "a connection already out must keep working during drain")
 	c.Close()
-	if err := <-drained; err != nil {
-		t.Fatalf("Drain = %v", err)
-	}
-	if err := db.Ping(); err == nil {
-		t.Fatal("the pool is still open after Drain")
-	}
+	require.NoError(t, <-drained, "Drain")
+	assert.Error(t, db.Ping(), "the pool is still open after Drain")
 }
 
 func TestDrainReportsLeftovers(t *testing.T) {
-	rec := newLeakRecorder()
-	db, _ := openTest(t, rec.option())
+	rec := &leaktest.Recorder{}
+	db, _ := openTest(t, rec.Option())
 	line := lineBelow()
 	tx, err := db.Begin()
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer tx.Rollback()
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	err = pgxleak.Drain(ctx, db)
 	var le *pgxleak.LeakError
-	if !errors.As(err, &le) || len(le.Checkouts) != 1 || !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Drain = %v, want a LeakError with one checkout and the deadline", err)
-	}
-	if !strings.Contains(err.Error(), line.String()) {
-		t.Fatalf("Drain error does not name the culprit line %s: %v", line, err)
-	}
-	rec.wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut && isCulprit(line)(l) })
-	if st := stats(t, db); st.StillOut != 1 {
-		t.Fatalf("stats %+v", st)
-	}
+	require.ErrorAs(t, err, &le, "Drain")
+	require.Len(t, le.Checkouts, 1, "Drain")
+	require.ErrorIs(t, err, context.DeadlineExceeded, "Drain")
+	require.ErrorContains(t, err, line.String(), "the Drain error names the culprit line")
+	rec.Wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut && isCulprit(line)(l) })
+	assert.EqualValues(t, 1, stats(t, db).StillOut, "still-out reports")
 }
 
 // TestDrainDoesNotWaitForGarbageCollectedLeaks: a connection whose Rows
 // was garbage-collected never comes back, so Drain reports it at once
 // instead of waiting for ctx.
 func TestDrainDoesNotWaitForGarbageCollectedLeaks(t *testing.T) {
-	rec := newLeakRecorder()
-	db, _ := openTest(t, rec.option())
+	rec := &leaktest.Recorder{}
+	db, _ := openTest(t, rec.Option())
 	line := leakRows(t, db)
-	deadline := time.Now().Add(10 * time.Second)
-	for stats(t, db).GarbageCollected == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("no garbage-collection report")
-		}
+	pgtest.WaitFor(t, 10*time.Second, "a garbage-collection report", func() bool {
 		runtime.GC()
-		time.Sleep(5 * time.Millisecond)
-	}
+		return stats(t, db).GarbageCollected != 0
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	err := pgxleak.Drain(ctx, db)
 	var le *pgxleak.LeakError
-	if !errors.As(err, &le) || errors.Is(err, context.DeadlineExceeded) || len(le.Checkouts) != 1 || le.Checkouts[0].Culprit.Line != line.line {
-		t.Fatalf("Drain = %v; want the lost connection listed at once", err)
-	}
+	require.ErrorAs(t, err, &le, "Drain")
+	require.NotErrorIs(t, err, context.DeadlineExceeded, "Drain waited for a lost connection")
+	require.Len(t, le.Checkouts, 1, "Drain lists the lost connection")
+	assert.Equal(t, line.line, le.Checkouts[0].Culprit.Line, "the lost connection's culprit")
 }
 
 // TestDrainResetInFlight: a checkout of an idle connection whose session
@@ -98,16 +86,12 @@ func TestDrainDoesNotWaitForGarbageCollectedLeaks(t *testing.T) {
 // has looked: ResetSession checks for draining under the connection's
 // lock, which Drain takes for every connection.
 func TestDrainResetInFlight(t *testing.T) {
-	fc := &fakeConnector{}
+	fc := &testdriver.Connector{}
 	db, err := pgxleak.OpenDB(fc, pgxleak.WithMaxOpenConns(1), pgxleak.WithLogger(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Ping(); err != nil { // opens the connection and returns it
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
+	require.NoError(t, db.Ping()) // opens the connection and returns it
 	entered, release := make(chan struct{}), make(chan struct{})
-	fc.reset = func(context.Context) error { // set before any other goroutine calls ResetSession
+	fc.Reset = func(context.Context) error { // set before any other goroutine calls ResetSession
 		entered <- struct{}{}
 		<-release
 		return nil
@@ -126,25 +110,17 @@ func TestDrainResetInFlight(t *testing.T) {
 	go func() { drained <- pgxleak.Drain(context.Background(), db) }()
 	pgtest.WaitFor(t, 5*time.Second, "Drain to start", func() bool { return pgxleak.Draining(db) })
 	close(release)
-	if err := <-connErr; err == nil {
-		t.Fatal("the checkout whose reset straddled Drain was handed out")
-	}
-	if err := <-drained; err != nil {
-		t.Fatalf("Drain = %v", err)
-	}
-	if got := stats(t, db).Checkouts; got != before {
-		t.Fatalf("%d checkouts recorded during Drain, want none", got-before)
-	}
+	require.Error(t, <-connErr, "the checkout whose reset straddled Drain was handed out")
+	require.NoError(t, <-drained, "Drain")
+	assert.Equal(t, before, stats(t, db).Checkouts, "checkouts recorded during Drain")
 }
 
 // TestDrainWaitsForConnectInFlight: a checkout whose Connect began before
 // Drain must neither slip past it nor be handed out after it.
 func TestDrainWaitsForConnectInFlight(t *testing.T) {
-	fc := &fakeConnector{gate: make(chan struct{})}
+	fc := &testdriver.Connector{Gate: make(chan struct{})}
 	db, err := pgxleak.OpenDB(fc, pgxleak.WithLogger(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	connErr := make(chan error, 1)
 	go func() {
 		c, err := db.Conn(context.Background())
@@ -153,52 +129,43 @@ func TestDrainWaitsForConnectInFlight(t *testing.T) {
 		}
 		connErr <- err
 	}()
-	pgtest.WaitFor(t, 5*time.Second, "Connect to be under way", func() bool { return fc.attempts.Load() == 1 })
+	pgtest.WaitFor(t, 5*time.Second, "Connect to be under way", func() bool { return fc.Attempts.Load() == 1 })
 	drained := make(chan error, 1)
 	go func() { drained <- pgxleak.Drain(context.Background(), db) }()
 	pgtest.WaitFor(t, 5*time.Second, "Drain to start", func() bool { return pgxleak.Draining(db) })
 	select {
 	case err := <-drained:
-		t.Fatalf("Drain returned %v while a Connect was under way", err)
+		require.FailNowf(t, "Drain returned while a Connect was under way", "Drain = %v", err)
 	case <-time.After(20 * time.Millisecond): // Drain polls every 5ms: it had its chances
 	}
-	close(fc.gate)
-	if err := <-connErr; !errors.Is(err, pgxleak.ErrDraining) {
-		t.Fatalf("the in-flight checkout got %v, want ErrDraining", err)
-	}
-	if err := <-drained; err != nil {
-		t.Fatalf("Drain = %v", err)
-	}
+	close(fc.Gate)
+	require.ErrorIs(t, <-connErr, pgxleak.ErrDraining, "the in-flight checkout")
+	require.NoError(t, <-drained, "Drain")
 }
 
 // TestDrainTwice: a second Drain lists what is still out too.
 func TestDrainTwice(t *testing.T) {
 	db, _ := openTest(t)
 	c, err := db.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer c.Close()
 	for i := range 2 {
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		err := pgxleak.Drain(ctx, db)
 		cancel()
 		var le *pgxleak.LeakError
-		if !errors.As(err, &le) || len(le.Checkouts) != 1 {
-			t.Fatalf("Drain #%d = %v, want the connection still out", i+1, err)
-		}
+		require.ErrorAs(t, err, &le, "Drain #%d", i+1)
+		require.Len(t, le.Checkouts, 1, "Drain #%d: the connection still out", i+1)
 	}
-	if st := stats(t, db); st.StillOut != 1 {
-		t.Fatalf("stats %+v: reported once", st)
-	}
+	assert.EqualValues(t, 1, stats(t, db).StillOut, "still-out reports: the connection is reported once")
 }
 
 // TestDrainTerminateStillOut: after Drain with TerminateStillOut, the
 // leaked transaction's row lock is released, and the report says which
 // backend was terminated.
 func TestDrainTerminateStillOut(t *testing.T) {
-	rec := newLeakRecorder()
-	db, dsn := openTest(t, rec.option())
+	rec := &leaktest.Recorder{}
+	db, dsn := openTest(t, rec.Option())
 	pgtest.Exec(t, dsn, "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
 	leak, leakAt := leakLockedTx(t, db)
 	defer leak.Rollback() // the terminated connection comes back here, and is discarded
@@ -207,35 +174,25 @@ func TestDrainTerminateStillOut(t *testing.T) {
 	defer cancel()
 	err := pgxleak.Drain(ctx, db, pgxleak.TerminateStillOut())
 	var le *pgxleak.LeakError
-	if !errors.As(err, &le) || len(le.Checkouts) != 1 {
-		t.Fatalf("Drain: %v, want a LeakError with one checkout", err)
-	}
-	if c := le.Checkouts[0]; !c.Terminated || c.Culprit.Line != leakAt.line || !strings.Contains(c.String(), "; backend terminated") {
-		t.Errorf("still out: %q (terminated %v), want the leak at %v, terminated", c.String(), c.Terminated, leakAt)
-	}
-	if len(le.Notes) != 0 {
-		t.Errorf("notes %q, want none", le.Notes)
-	}
-	r := rec.wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut })
-	if !r.Terminated {
-		t.Errorf("still-out report %q: want it marked terminated", r.String())
-	}
-	if n := stats(t, db).Terminated; n != 1 {
-		t.Errorf("Stats.Terminated = %d, want 1", n)
-	}
+	require.ErrorAs(t, err, &le, "Drain")
+	require.Len(t, le.Checkouts, 1, "Drain")
+	out := le.Checkouts[0]
+	assert.True(t, out.Terminated, "still out: %q, want it terminated", out.String())
+	assert.Equal(t, leakAt.line, out.Culprit.Line, "still out: the leak's culprit")
+	assert.Contains(t, out.String(), "; backend terminated")
+	assert.Empty(t, le.Notes)
+	r := rec.Wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut })
+	assert.True(t, r.Terminated, "still-out report %q: want it marked terminated", r.String())
+	assert.EqualValues(t, 1, stats(t, db).Terminated, "Stats.Terminated")
 
 	// A new transaction on a new connection can lock the row (the server
 	// ends the backend asynchronously: NOWAIT until it has).
 	c, err := pgx.Connect(context.Background(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer c.Close(context.Background())
 	pgtest.WaitFor(t, 5*time.Second, "the row lock released", func() bool {
 		tx, err := c.Begin(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		defer tx.Rollback(context.Background())
 		_, err = tx.Exec(context.Background(), "SELECT id FROM t WHERE id = 1 FOR UPDATE NOWAIT")
 		return err == nil
@@ -249,37 +206,18 @@ func TestTerminateDiscardsOnReturn(t *testing.T) {
 	db, _ := openTest(t, pgxleak.WithMaxOpenConns(1))
 	ctx := context.Background()
 	conn, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := conn.PingContext(ctx); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
+	require.NoError(t, conn.PingContext(ctx))
 	cs := checkouts(t, db)
-	if len(cs) != 1 || cs[0].BackendPID == 0 {
-		t.Fatalf("checkouts %+v, want one with a backend PID", cs)
-	}
+	require.Len(t, cs, 1)
+	require.NotZero(t, cs[0].BackendPID, "the checkout's backend PID")
 	pid := cs[0].BackendPID
-	if err := pgxleak.Terminate(ctx, db, pid+100000); err == nil || !strings.Contains(err.Error(), "not a connection checked out of this pool") {
-		t.Errorf("Terminate of a PID not ours: %v", err)
-	}
-	if err := pgxleak.Terminate(ctx, db, pid); err != nil {
-		t.Fatalf("Terminate: %v", err)
-	}
-	if err := conn.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if n := db.Stats().OpenConnections; n != 0 {
-		t.Errorf("%d connections open after the terminated one came back, want 0 (discarded)", n)
-	}
+	assert.ErrorContains(t, pgxleak.Terminate(ctx, db, pid+100000), "not a connection checked out of this pool", "Terminate of a PID not ours")
+	require.NoError(t, pgxleak.Terminate(ctx, db, pid), "Terminate")
+	require.NoError(t, conn.Close())
+	assert.Zero(t, db.Stats().OpenConnections, "connections open after the terminated one came back: it is discarded")
 	var got uint32
-	if err := db.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&got); err != nil {
-		t.Fatalf("the next query: %v (the terminated connection was handed out again?)", err)
-	}
-	if got == pid {
-		t.Errorf("the terminated backend %d was reused", pid)
-	}
-	if st := stats(t, db); st.Terminated != 1 {
-		t.Errorf("Stats.Terminated = %d, want 1", st.Terminated)
-	}
+	require.NoError(t, db.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&got), "the next query (the terminated connection was handed out again?)")
+	assert.NotEqual(t, pid, got, "the terminated backend was reused")
+	assert.EqualValues(t, 1, stats(t, db).Terminated, "Stats.Terminated")
 }

@@ -16,21 +16,17 @@ import (
 func TestRegisteredDriver(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
 	db, err := sql.Open("pgxleak", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer db.Close()
-	if _, err := pgxleak.Stats(db); err != nil {
-		t.Fatalf("Driver() = %T: %v", db.Driver(), err)
-	}
+	_, err = pgxleak.Stats(db)
+	require.NoError(t, err, "Driver() = %T", db.Driver())
 	var n int
-	if err := db.QueryRow("SELECT 41 + 1").Scan(&n); err != nil || n != 42 {
-		t.Fatalf("query = %d, %v", n, err)
-	}
+	require.NoError(t, db.QueryRow("SELECT 41 + 1").Scan(&n))
+	require.Equal(t, 42, n)
 	st := stats(t, db)
-	if st.Checkouts != 1 || st.Returns != 1 || st.CheckedOut != 0 {
-		t.Fatalf("tracker stats = %+v, want 1 checkout, 1 return", st)
-	}
+	require.EqualValues(t, 1, st.Checkouts, "checkouts tracked")
+	require.EqualValues(t, 1, st.Returns, "returns tracked")
+	require.Zero(t, st.CheckedOut)
 	pgxleak.VerifyNone(t, db)
 }
 

@@ -6,6 +6,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
@@ -47,21 +50,17 @@ func FuzzOpenDSN(f *testing.F) {
 				return
 			}
 			for _, s := range secrets {
-				if strings.Contains(err.Error(), s) {
-					t.Fatalf("%s(%q): error %q contains the password %q", what, dsn, err, s)
-				}
+				require.NotContains(t, err.Error(), s, "%s(%q): the error contains the password", what, dsn)
 			}
 		}
 		for _, driverName := range []string{"pgx", pgxleak.DriverName} {
 			db, err := pgxleak.Open(driverName, dsn, pgxleak.WithLogger(nil), pgxleak.WithPgBouncer())
 			check("Open "+driverName, err)
 			if err == nil {
-				if st := stats(t, db); st.CheckedOut != 0 || st.OpenConnections != 0 {
-					t.Fatalf("Open connected: %+v", st)
-				}
-				if err := db.Close(); err != nil {
-					t.Fatalf("Close: %v", err)
-				}
+				st := stats(t, db)
+				require.Zero(t, st.CheckedOut, "Open connected")
+				require.Zero(t, st.OpenConnections, "Open connected")
+				require.NoError(t, db.Close(), "Close")
 			}
 		}
 		db, err := sql.Open(pgxleak.DriverName, dsn)
@@ -76,20 +75,15 @@ func FuzzOpenDSN(f *testing.F) {
 func TestPoolNameHasNoCredentials(t *testing.T) {
 	dsn := pgtest.WithParams(pgtest.NewDatabase(t), map[string]string{"password": "hunter2"})
 	db, err := pgxleak.Open("pgx", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer db.Close()
 	c, err := db.Conn(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer c.Close()
 	cs := checkouts(t, db)
-	if len(cs) != 1 {
-		t.Fatalf("Checkouts = %v", cs)
-	}
-	if name := cs[0].Pool; strings.Contains(name, "hunter2") || strings.Contains(name, "postgres@") || !strings.Contains(name, ":") {
-		t.Fatalf("pool name %q", name)
-	}
+	require.Len(t, cs, 1)
+	name := cs[0].Pool
+	assert.NotContains(t, name, "hunter2", "the pool's name shows the password")
+	assert.NotContains(t, name, "postgres@", "the pool's name shows the user")
+	assert.Contains(t, name, ":", "the pool's name is host:port")
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/testdriver"
 )
 
 // Open is a drop-in for sql.Open with pool defaults that suit PostgreSQL
@@ -26,12 +27,12 @@ func ExampleOpen() {
 	defer pgxleak.Drain(context.Background(), db)
 }
 
-// OpenDB wraps any connector; here a tiny in-memory one (fakeConnector,
-// whose every query returns one row holding 1), so unit tests without a
-// database get checkout tracking too. go-sqlmock's driver works the same
-// way.
+// OpenDB wraps any connector; here the tests' in-memory one
+// (testdriver.Connector, whose every query returns one row holding 1), so
+// unit tests without a database get checkout tracking too. go-sqlmock's
+// driver works the same way.
 func ExampleOpenDB() {
-	db, err := pgxleak.OpenDB(&fakeConnector{}, pgxleak.WithMaxOpenConns(2))
+	db, err := pgxleak.OpenDB(&testdriver.Connector{}, pgxleak.WithMaxOpenConns(2))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -51,7 +52,7 @@ func ExampleOpenDB() {
 // Find is the verb behind VerifyNone: it lists connections still checked
 // out, each with the function that took it.
 func ExampleFind() {
-	db, _ := pgxleak.OpenDB(&fakeConnector{}, pgxleak.WithLogger(nil))
+	db, _ := pgxleak.OpenDB(&testdriver.Connector{}, pgxleak.WithLogger(nil))
 	defer db.Close()
 
 	conn, _ := db.Conn(context.Background()) // forgotten: never closed
@@ -74,7 +75,7 @@ func ExampleFind() {
 // threshold, then its follow-up once it comes back.
 func ExampleWithOnLeak() {
 	reports := make(chan pgxleak.Leak, 4)
-	db, _ := pgxleak.OpenDB(&fakeConnector{},
+	db, _ := pgxleak.OpenDB(&testdriver.Connector{},
 		pgxleak.WithLeakThreshold(20*time.Millisecond),
 		pgxleak.WithLogger(nil),
 		pgxleak.WithOnLeak(func(l pgxleak.Leak) { reports <- l }),
@@ -95,7 +96,7 @@ func ExampleWithOnLeak() {
 // Drain stops new checkouts, waits for the ones out to come back, then
 // closes the pool; what did not come back in time is listed.
 func ExampleDrain() {
-	db, _ := pgxleak.OpenDB(&fakeConnector{}, pgxleak.WithLogger(nil))
+	db, _ := pgxleak.OpenDB(&testdriver.Connector{}, pgxleak.WithLogger(nil))
 
 	conn, _ := db.Conn(context.Background())
 	go func() {
@@ -110,7 +111,7 @@ func ExampleDrain() {
 
 // Checkouts shows what is out right now, e.g. for a debug endpoint.
 func ExampleCheckouts() {
-	db, _ := pgxleak.OpenDB(&fakeConnector{}, pgxleak.WithLogger(nil))
+	db, _ := pgxleak.OpenDB(&testdriver.Connector{}, pgxleak.WithLogger(nil))
 	defer db.Close()
 
 	conn, _ := db.Conn(context.Background())

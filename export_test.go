@@ -7,6 +7,8 @@ import (
 	"io"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/require"
 )
 
 // Seams for the external tests (package pgxleak_test): internals they check
@@ -113,9 +115,7 @@ func Jittered(db *sql.DB) bool { return poolOf(db).jitter.Load() }
 func newTestTracker(t testing.TB, opts []Option) *pool {
 	t.Helper()
 	cfg, err := newConfig(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	p := newPool(cfg, "test")
 	t.Cleanup(p.close)
 	return p

@@ -7,7 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
+	"github.com/pgxleak/pgxleak/internal/pgtest"
+	"github.com/pgxleak/pgxleak/internal/testdriver"
 )
 
 // pgxleak watches Rows read on a context that cannot be cancelled for
@@ -18,16 +24,16 @@ import (
 // collections in between, report nothing; one dropped Rows is reported
 // once.
 func TestGCWatchReuseNoFalseReports(t *testing.T) {
-	rec := newLeakRecorder()
-	db, err := pgxleak.OpenDB(&fakeConnector{}, pgxleak.WithMaxOpenConns(2), pgxleak.WithLogger(quiet), rec.option())
-	must(t, err)
+	rec := &leaktest.Recorder{}
+	db, err := pgxleak.OpenDB(&testdriver.Connector{}, pgxleak.WithMaxOpenConns(2), pgxleak.WithLogger(quiet), rec.Option())
+	require.NoError(t, err)
 	defer db.Close()
 	for i := range 200 {
 		rows, err := db.Query("SELECT n FROM t")
-		must(t, err)
+		require.NoError(t, err)
 		for rows.Next() {
 		}
-		must(t, rows.Close())
+		require.NoError(t, rows.Close())
 		if i%20 == 0 {
 			runtime.GC()
 		}
@@ -35,36 +41,28 @@ func TestGCWatchReuseNoFalseReports(t *testing.T) {
 	// Two Rows open at once on one connection: the second gets a watch
 	// of its own, and the spare one is dropped when both are closed.
 	conn, err := db.Conn(context.Background())
-	must(t, err)
+	require.NoError(t, err)
 	r1, err := conn.QueryContext(context.Background(), "SELECT 1")
-	must(t, err)
+	require.NoError(t, err)
 	r2, err := conn.QueryContext(context.Background(), "SELECT 2")
-	must(t, err)
-	must(t, r1.Close())
-	must(t, r2.Close())
-	must(t, conn.Close())
+	require.NoError(t, err)
+	require.NoError(t, r1.Close())
+	require.NoError(t, r2.Close())
+	require.NoError(t, conn.Close())
 	for range 5 {
 		runtime.GC()
 		time.Sleep(5 * time.Millisecond)
 	}
-	if n := stats(t, db).GarbageCollected; n != 0 {
-		t.Fatalf("%d garbage-collection reports for Rows that were closed: %v", n, rec.all())
-	}
+	require.Zero(t, stats(t, db).GarbageCollected, "garbage-collection reports for Rows that were closed: %v", rec.All())
 
 	gcwatchDropRows(t, db)
-	deadline := time.Now().Add(10 * time.Second)
-	for stats(t, db).GarbageCollected == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("a dropped Rows was never reported")
-		}
+	pgtest.WaitFor(t, 10*time.Second, "the dropped Rows to be reported", func() bool {
 		runtime.GC()
-		time.Sleep(5 * time.Millisecond)
-	}
+		return stats(t, db).GarbageCollected != 0
+	})
 	runtime.GC()
 	time.Sleep(20 * time.Millisecond)
-	if n := stats(t, db).GarbageCollected; n != 1 {
-		t.Fatalf("%d reports for one dropped Rows", n)
-	}
+	assert.EqualValues(t, 1, stats(t, db).GarbageCollected, "reports for one dropped Rows")
 }
 
 // gcwatchDropRows runs a query and drops its Rows without closing them.
@@ -72,7 +70,7 @@ func TestGCWatchReuseNoFalseReports(t *testing.T) {
 //go:noinline
 func gcwatchDropRows(t *testing.T, db *sql.DB) {
 	rows, err := db.Query("SELECT 1")
-	must(t, err)
+	require.NoError(t, err)
 	_ = rows
 }
 
@@ -82,26 +80,20 @@ func gcwatchDropRows(t *testing.T, db *sql.DB) {
 // a query would stay in memory. With no idle connections kept, each query
 // opens and closes one; all of them must be collectable.
 func TestGCWatchConnectionsCollected(t *testing.T) {
-	mc := &fakeConnector{trackGC: true}
+	mc := &testdriver.Connector{TrackGC: true}
 	db, err := pgxleak.OpenDB(mc, pgxleak.WithMaxOpenConns(2), pgxleak.WithMaxIdleConns(0), pgxleak.WithLogger(quiet))
-	must(t, err)
+	require.NoError(t, err)
 	defer db.Close()
 	const n = 50
 	for range n {
 		var v int64
-		must(t, db.QueryRow("SELECT n FROM t").Scan(&v))
+		require.NoError(t, db.QueryRow("SELECT n FROM t").Scan(&v))
 	}
-	if got := mc.closed.Load(); got != n {
-		t.Fatalf("%d connections closed, want %d", got, n)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for mc.collected.Load() < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d closed connections garbage-collected", mc.collected.Load(), n)
-		}
+	require.EqualValues(t, n, mc.Closed.Load(), "connections closed")
+	pgtest.WaitFor(t, 10*time.Second, "every closed connection to be garbage-collected", func() bool {
 		runtime.GC()
-		time.Sleep(5 * time.Millisecond)
-	}
+		return mc.Collected.Load() >= n
+	})
 }
 
 // TestGCWatchAllocations: a query on a context that can never be cancelled
@@ -127,9 +119,7 @@ func TestGCWatchAllocations(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if extra := extraAllocs(t, tc.op); extra > 1 {
-				t.Errorf("%v allocations per query beyond plain database/sql's, want at most 1 (the Rows wrapper)", extra)
-			}
+			assert.LessOrEqual(t, extraAllocs(t, tc.op), 1.0, "allocations per query beyond plain database/sql's: at most the Rows wrapper")
 		})
 	}
 }

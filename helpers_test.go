@@ -4,7 +4,9 @@
 // example). Tests are named TestFuncBehaviour in camel case, without
 // underscores (TestDrainWaitsForReturns, TestLeakConnNeverClosed), as
 // every test here already is. Polling uses pgtest.WaitFor; the one fake
-// driver is fakeConnector (fake_test.go).
+// driver is internal/testdriver and the one leak recorder
+// internal/leaktest's Recorder. Assertions use testify: require where the
+// test cannot go on, assert where it can.
 package pgxleak_test
 
 import (
@@ -22,11 +24,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
-	"github.com/pgxleak/pgxleak/internal/stack"
 )
 
 // TestMain checks, after the tests passed, that no pool opened through
@@ -78,61 +81,13 @@ func openTest(t testing.TB, opts ...pgxleak.Option) (*sql.DB, string) {
 	dsn := pgtest.NewDatabase(t)
 	opts = append([]pgxleak.Option{pgxleak.WithLogger(quiet)}, opts...)
 	db, err := pgxleak.Open("pgx", dsn, opts...)
-	if err != nil {
-		t.Fatalf("pgxleak.Open: %v", err)
-	}
+	require.NoError(t, err, "pgxleak.Open")
 	t.Cleanup(func() { _ = db.Close() })
 	return db, dsn
 }
 
 // quiet is a logger that drops every record.
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
-
-// leakRecorder collects leak reports for assertions.
-type leakRecorder struct {
-	mu    sync.Mutex
-	leaks []pgxleak.Leak
-	added chan struct{}
-}
-
-func newLeakRecorder() *leakRecorder { return &leakRecorder{added: make(chan struct{}, 1000)} }
-
-func (r *leakRecorder) option() pgxleak.Option {
-	return pgxleak.WithOnLeak(func(l pgxleak.Leak) {
-		r.mu.Lock()
-		r.leaks = append(r.leaks, l)
-		r.mu.Unlock()
-		select {
-		case r.added <- struct{}{}:
-		default:
-		}
-	})
-}
-
-func (r *leakRecorder) all() []pgxleak.Leak {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]pgxleak.Leak(nil), r.leaks...)
-}
-
-// wait returns the first report matching match, failing t after timeout.
-func (r *leakRecorder) wait(t testing.TB, timeout time.Duration, match func(pgxleak.Leak) bool) pgxleak.Leak {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	for {
-		for _, l := range r.all() {
-			if match(l) {
-				return l
-			}
-		}
-		select {
-		case <-r.added:
-		case <-ctx.Done():
-			t.Fatalf("no matching leak report within %v; got %v", timeout, r.all())
-		}
-	}
-}
 
 // site is a line of test code, as a report's culprit frame names it.
 type site struct {
@@ -173,15 +128,6 @@ func resolvedAt(line site) func(pgxleak.Leak) bool {
 }
 
 const threshold = 100 * time.Millisecond
-
-func hasLeak(r *leakRecorder, match func(pgxleak.Leak) bool) bool {
-	for _, l := range r.all() {
-		if match(l) {
-			return true
-		}
-	}
-	return false
-}
 
 // lockedBuffer is a bytes.Buffer that slog handlers and the monitor on
 // several goroutines may write to while the test reads it.
@@ -244,33 +190,10 @@ func (m multiHandler) WithGroup(name string) slog.Handler {
 	return out
 }
 
-// stats returns pgxleak.Stats(db), failing t if db is not a pgxleak pool.
-func stats(t testing.TB, db *sql.DB) pgxleak.PoolStats {
-	t.Helper()
-	s, err := pgxleak.Stats(db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-// checkouts returns pgxleak.Checkouts(db), failing t if db is not a
-// pgxleak pool.
-func checkouts(t testing.TB, db *sql.DB) []pgxleak.Checkout {
-	t.Helper()
-	cs, err := pgxleak.Checkouts(db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cs
-}
-
-// stackString renders frames as LeakError and the live page do, like a
-// goroutine's stack in a panic.
-func stackString(fs []pgxleak.Frame) string {
-	out := make([]stack.Frame, len(fs))
-	for i, f := range fs {
-		out[i] = stack.Frame(f)
-	}
-	return stack.Format(out)
-}
+// stats, checkouts and stackString are internal/leaktest's, shared with
+// the integration module.
+var (
+	stats       = leaktest.Stats
+	checkouts   = leaktest.Checkouts
+	stackString = leaktest.StackString
+)

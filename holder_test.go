@@ -7,7 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
 
@@ -19,9 +23,7 @@ func inspectUntil(t *testing.T, db *sql.DB, msg string, cond func(pgxleak.Inspec
 	pgtest.WaitFor(t, 10*time.Second, msg, func() bool {
 		var err error
 		in, err = pgxleak.Inspect(context.Background(), db)
-		if err != nil {
-			t.Fatalf("Inspect: %v", err)
-		}
+		require.NoError(t, err, "Inspect")
 		return cond(in)
 	})
 	return in
@@ -38,8 +40,8 @@ func checkoutAtLine(in pgxleak.Inspection, line site) (pgxleak.Checkout, bool) {
 }
 
 func TestHolderExited(t *testing.T) {
-	rec := newLeakRecorder()
-	db, _ := openTest(t, rec.option())
+	rec := &leaktest.Recorder{}
+	db, _ := openTest(t, rec.Option())
 	type leaked struct {
 		rows             *sql.Rows
 		tx               *sql.Tx
@@ -51,14 +53,10 @@ func TestHolderExited(t *testing.T) {
 		var err error
 		l.rowsLine = lineBelow()
 		l.rows, err = db.Query("SELECT 1")
-		if err != nil {
-			t.Error(err)
-		}
+		assert.NoError(t, err)
 		l.txLine = lineBelow()
 		l.tx, err = db.Begin()
-		if err != nil {
-			t.Error(err)
-		}
+		assert.NoError(t, err)
 		got <- l
 	}()
 	l := <-got // kept reachable, so the Rows is not garbage-collected
@@ -76,34 +74,26 @@ func TestHolderExited(t *testing.T) {
 	})
 	for _, line := range []site{l.rowsLine, l.txLine} {
 		c, ok := checkoutAtLine(in, line)
-		if !ok {
-			t.Fatalf("no checkout at %v in %+v", line, in.Checkouts)
-		}
-		if c.Holder.MatchedBy != "goroutine id" || c.Holder.ID == 0 {
-			t.Errorf("holder %+v: want matched by goroutine id", c.Holder)
-		}
-		want := line.short()
-		if s := c.String(); !strings.Contains(s, want) || !strings.Contains(s, "; goroutine exited") {
-			t.Errorf("checkout %q: want the line %s and the verdict \"goroutine exited\"", s, want)
-		}
+		require.True(t, ok, "no checkout at %v in %+v", line, in.Checkouts)
+		assert.Equal(t, "goroutine id", c.Holder.MatchedBy, "holder %+v", c.Holder)
+		assert.NotZero(t, c.Holder.ID, "holder %+v", c.Holder)
+		assert.Contains(t, c.String(), line.short(), "the checkout names the line")
+		assert.Contains(t, c.String(), "; goroutine exited", "the checkout's verdict")
 	}
-	if len(in.Waiters) != 0 {
-		t.Errorf("waiters %+v, want none", in.Waiters)
-	}
+	assert.Empty(t, in.Waiters)
 
 	// The report made when the pool is closed says so too.
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
+	require.NoError(t, db.Close())
+	r := rec.Wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut })
+	if assert.NotNil(t, r.Holder, "the still-out report's holder") {
+		assert.True(t, r.Holder.Exited, "holder %+v: want goroutine exited", r.Holder)
 	}
-	r := rec.wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut })
-	if r.Holder == nil || !r.Holder.Exited || !strings.Contains(r.String(), "goroutine exited") {
-		t.Errorf("still-out report %q, holder %+v: want goroutine exited", r.String(), r.Holder)
-	}
+	assert.Contains(t, r.String(), "goroutine exited")
 }
 
 func TestHolderAlive(t *testing.T) {
-	rec := newLeakRecorder()
-	db, _ := openTest(t, rec.option())
+	rec := &leaktest.Recorder{}
+	db, _ := openTest(t, rec.Option())
 	release := make(chan struct{})
 	done := make(chan error)
 	lines := make(chan [2]site, 1)
@@ -126,9 +116,7 @@ func TestHolderAlive(t *testing.T) {
 	l := <-lines
 	defer func() {
 		close(release)
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
+		assert.NoError(t, <-done)
 	}()
 	in := inspectUntil(t, db, "the holder blocked on the channel", func(in pgxleak.Inspection) bool {
 		c, ok := checkoutAtLine(in, l[0])
@@ -136,17 +124,13 @@ func TestHolderAlive(t *testing.T) {
 	})
 	c, _ := checkoutAtLine(in, l[0])
 	h := c.Holder
-	if h.Exited || h.State != "chan receive" || h.MatchedBy != "goroutine id" {
-		t.Errorf("holder %+v: want alive, in chan receive, matched by goroutine id", h)
+	assert.False(t, h.Exited, "holder %+v: want alive", h)
+	assert.Equal(t, "chan receive", h.State)
+	assert.Equal(t, "goroutine id", h.MatchedBy)
+	assert.Contains(t, c.String(), l[1].short()+" [chan receive]")
+	assert.Contains(t, c.String(), "; goroutine ")
+	if assert.NotNil(t, c.Server, "the server view") {
+		assert.Equal(t, "idle in transaction", c.Server.State)
 	}
-	want := l[1].short() + " [chan receive]"
-	if s := c.String(); !strings.Contains(s, want) || !strings.Contains(s, "; goroutine ") {
-		t.Errorf("checkout %q: want %q", s, want)
-	}
-	if c.Server == nil || c.Server.State != "idle in transaction" {
-		t.Errorf("server view %+v, want idle in transaction", c.Server)
-	}
-	if s := c.String(); !strings.Contains(s, "; server: idle in transaction") {
-		t.Errorf("checkout %q: want the server's verdict", s)
-	}
+	assert.Contains(t, c.String(), "; server: idle in transaction", "the server's verdict")
 }

@@ -2,9 +2,11 @@ package pgxleak_test
 
 import (
 	"context"
-	"errors"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
 )
@@ -18,39 +20,45 @@ func TestInspectSettingsReportsServer(t *testing.T) {
 		pgxleak.WithLeakThreshold(30*time.Millisecond), pgxleak.WithWaitSampleInterval(20*time.Millisecond))
 	at := lineBelow()
 	conn, err := db.Conn(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer conn.Close()
 	in := inspectUntil(t, db, "the suspected leak listed, and the server read", func(in pgxleak.Inspection) bool {
 		return len(in.Reports) > 0 && in.Server != nil
 	})
-	if s := in.Settings; !s.Tuned || s.MaxOpen != 3 || s.LeakThreshold != 30*time.Millisecond || s.WaitSampleInterval != 20*time.Millisecond || !s.ServerView {
-		t.Errorf("settings %+v", s)
-	}
+	s := in.Settings
+	assert.True(t, s.Tuned, "settings %+v", s)
+	assert.Equal(t, 3, s.MaxOpen, "settings")
+	assert.Equal(t, 30*time.Millisecond, s.LeakThreshold, "settings")
+	assert.Equal(t, 20*time.Millisecond, s.WaitSampleInterval, "settings")
+	assert.True(t, s.ServerView, "settings %+v", s)
 	r := in.Reports[0]
-	if r.Kind != pgxleak.LeakSuspected || !r.Kind.Leak() || r.Count != 1 || r.Checkout == nil || r.At.Line != at.line {
-		t.Errorf("report %+v: want one suspected leak at %s", r, at)
-	}
-	if s := in.Server; s.Instances != 1 || s.PoolMax != 3 || s.MaxConnections == 0 || s.Available != s.MaxConnections-s.ReservedConnections ||
-		s.ApplicationName == "" || len(s.Fleet) == 0 || s.ReadAt.IsZero() {
-		t.Errorf("server %+v", s)
-	}
-	if st := in.Stats; st.Suspected != 1 || st.CheckedOut != 1 || st.Closed {
-		t.Errorf("stats %+v", st)
-	}
+	assert.Equal(t, pgxleak.LeakSuspected, r.Kind, "the report")
+	assert.True(t, r.Kind.Leak(), "the report's kind is a leak")
+	assert.Equal(t, 1, r.Count, "the report")
+	assert.NotNil(t, r.Checkout, "the report's checkout")
+	assert.Equal(t, at.line, r.At.Line, "the report's culprit")
+	sv := in.Server
+	assert.Equal(t, 1, sv.Instances, "server")
+	assert.Equal(t, 3, sv.PoolMax, "server")
+	assert.NotZero(t, sv.MaxConnections, "server")
+	assert.Equal(t, sv.MaxConnections-sv.ReservedConnections, sv.Available, "server")
+	assert.NotEmpty(t, sv.ApplicationName, "server")
+	assert.NotEmpty(t, sv.Fleet, "server")
+	assert.False(t, sv.ReadAt.IsZero(), "server %+v", sv)
+	st := in.Stats
+	assert.EqualValues(t, 1, st.Suspected, "stats")
+	assert.EqualValues(t, 1, st.CheckedOut, "stats")
+	assert.False(t, st.Closed, "stats")
 }
 
 // TestInspectNotTracked: Inspect, Stats and Checkouts say the same of a
 // *sql.DB pgxleak did not open.
 func TestInspectNotTracked(t *testing.T) {
-	if _, err := pgxleak.Inspect(context.Background(), nil); !errors.Is(err, pgxleak.ErrNotTracked) {
-		t.Errorf("Inspect: %v", err)
-	}
-	if _, err := pgxleak.Stats(nil); !errors.Is(err, pgxleak.ErrNotTracked) {
-		t.Errorf("Stats: %v", err)
-	}
-	if cs, err := pgxleak.Checkouts(nil); cs != nil || !errors.Is(err, pgxleak.ErrNotTracked) {
-		t.Errorf("Checkouts: %v, %v", cs, err)
-	}
+	_, err := pgxleak.Inspect(context.Background(), nil)
+	assert.ErrorIs(t, err, pgxleak.ErrNotTracked, "Inspect")
+	_, err = pgxleak.Stats(nil)
+	assert.ErrorIs(t, err, pgxleak.ErrNotTracked, "Stats")
+	cs, err := pgxleak.Checkouts(nil)
+	assert.ErrorIs(t, err, pgxleak.ErrNotTracked, "Checkouts")
+	assert.Nil(t, cs, "Checkouts")
 }

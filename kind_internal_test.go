@@ -3,6 +3,8 @@ package pgxleak
 import (
 	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/assert"
 )
 
 // TestKindWords: every kind reads as words in a report and a summary
@@ -20,20 +22,13 @@ func TestKindWords(t *testing.T) {
 		{Deadlock, false, "a deadlock (held while waiting for another)", "deadlocks (a connection held while waiting for another)"},
 		{Exhausted, false, "an exhausted pool (callers waiting)", "waits on an exhausted pool"},
 	} {
-		if got := tc.kind.phrase(); got != tc.phrase {
-			t.Errorf("%v.phrase() = %q, want %q", tc.kind, got, tc.phrase)
-		}
-		if got := tc.kind.plural(); got != tc.plural {
-			t.Errorf("%v.plural() = %q, want %q", tc.kind, got, tc.plural)
-		}
-		if got := tc.kind.Leak(); got != tc.leak {
-			t.Errorf("%v.Leak() = %v, want %v", tc.kind, got, tc.leak)
-		}
+		assert.Equal(t, tc.phrase, tc.kind.phrase(), "%v.phrase()", tc.kind)
+		assert.Equal(t, tc.plural, tc.kind.plural(), "%v.plural()", tc.kind)
+		assert.Equal(t, tc.leak, tc.kind.Leak(), "%v.Leak()", tc.kind)
 	}
 	// Every kind there is has its words: a new kind must be added above.
 	for k := LeakSuspected; !strings.HasPrefix(k.String(), "Kind("); k++ {
-		if k.phrase() == k.String() || k.plural() == k.String() {
-			t.Errorf("kind %v has no words of its own", k)
-		}
+		assert.NotEqual(t, k.String(), k.phrase(), "kind %v has no phrase of its own", k)
+		assert.NotEqual(t, k.String(), k.plural(), "kind %v has no plural of its own", k)
 	}
 }

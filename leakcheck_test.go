@@ -10,36 +10,35 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
 )
 
 func TestLeakConnNeverClosed(t *testing.T) {
-	rec := newLeakRecorder()
-	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), rec.option())
+	rec := &leaktest.Recorder{}
+	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), rec.Option())
 	line := lineBelow()
 	c, err := db.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := rec.wait(t, 5*time.Second, suspectedAt(line))
-	if l.Held < threshold || !strings.HasPrefix(l.Checkout.String(), fmt.Sprintf("connection checked out at %s (pgxleak_test.TestLeakConnNeverClosed)", line.short())) {
-		t.Fatalf("report: %s (held %v)", l.Checkout, l.Held)
-	}
-	if l.BackendPID == 0 || l.Pool == "" || l.TxStatus != "idle" || len(l.Stack) == 0 {
-		t.Fatalf("report lacks fields: %+v", l)
-	}
-	if err := pgxleak.Find(db, pgxleak.GracePeriod(0)); err == nil || !strings.Contains(err.Error(), line.String()) {
-		t.Fatalf("Find = %v, want the culprit line", err)
-	}
+	require.NoError(t, err)
+	l := rec.Wait(t, 5*time.Second, suspectedAt(line))
+	require.GreaterOrEqual(t, l.Held, threshold, "reported before the threshold")
+	require.True(t, strings.HasPrefix(l.Checkout.String(), fmt.Sprintf("connection checked out at %s (pgxleak_test.TestLeakConnNeverClosed)", line.short())),
+		"report: %s", l.Checkout)
+	require.NotZero(t, l.BackendPID, "the report's backend: %+v", l)
+	require.NotEmpty(t, l.Pool, "the report's pool: %+v", l)
+	require.Equal(t, "idle", l.TxStatus, "the report's transaction status")
+	require.NotEmpty(t, l.Stack, "the report's stack")
+	require.ErrorContains(t, pgxleak.Find(db, pgxleak.GracePeriod(0)), line.String(), "Find names the culprit line")
 	c.Close()
-	r := rec.wait(t, 5*time.Second, resolvedAt(line))
-	if r.Held < l.Held {
-		t.Fatalf("resolved after %v, but it was already held %v", r.Held, l.Held)
-	}
+	r := rec.Wait(t, 5*time.Second, resolvedAt(line))
+	require.GreaterOrEqual(t, r.Held, l.Held, "resolved after less time than it was already held")
 	pgxleak.VerifyNone(t, db)
-	if st := stats(t, db); st.Suspected != 1 || st.Resolved != 1 {
-		t.Fatalf("stats %+v", st)
-	}
+	st := stats(t, db)
+	assert.EqualValues(t, 1, st.Suspected, "suspected leaks")
+	assert.EqualValues(t, 1, st.Resolved, "resolved leaks")
 }
 
 // TestNoFalsePositives: many goroutines running short queries on a small
@@ -51,8 +50,8 @@ func TestNoFalsePositives(t *testing.T) {
 	if os.Getenv("PGXLEAK_FULL") == "1" {
 		perG = 10_000 // 2,000,000 queries
 	}
-	rec := newLeakRecorder()
-	db, _ := openTest(t, pgxleak.WithMaxOpenConns(5), pgxleak.WithLeakThreshold(time.Second), rec.option())
+	rec := &leaktest.Recorder{}
+	db, _ := openTest(t, pgxleak.WithMaxOpenConns(5), pgxleak.WithLeakThreshold(time.Second), rec.Option())
 	var failed atomic.Int64
 	var longest atomic.Int64 // the longest query, in ns: no checkout of it was held longer
 	start := time.Now()
@@ -73,25 +72,22 @@ func TestNoFalsePositives(t *testing.T) {
 	wg.Wait()
 	elapsed := time.Since(start)
 	total := goroutines * perG
-	if f := failed.Load(); f > 0 {
-		t.Fatalf("%d of %d queries failed", f, total)
-	}
+	require.Zero(t, failed.Load(), "queries failed of %d", total)
 	// On a loaded machine a query can really hold its connection past the
 	// 1s threshold (a goroutine starved of CPU): that report is true. A
 	// false one claims a hold no query had.
-	for _, l := range rec.all() {
+	for _, l := range rec.All() {
 		held := l.Held
 		if !l.SeenAt.IsZero() {
 			held -= l.SeenAt.Sub(l.CheckedOutAt) // the bound of a checkout seen late
 		}
-		if l.Kind != pgxleak.LeakSuspected || held > time.Duration(longest.Load()) {
-			t.Fatalf("false report (longest query %v): %v", time.Duration(longest.Load()), l)
-		}
+		require.True(t, l.Kind == pgxleak.LeakSuspected && held <= time.Duration(longest.Load()),
+			"false report (longest query %v): %v", time.Duration(longest.Load()), l)
 	}
 	st := stats(t, db)
-	if st.Checkouts != st.Returns || st.CheckedOut != 0 || st.Checkouts < uint64(total) {
-		t.Fatalf("unbalanced after %d queries: %+v", total, st)
-	}
+	assert.Equal(t, st.Checkouts, st.Returns, "unbalanced after %d queries", total)
+	assert.Zero(t, st.CheckedOut, "unbalanced after %d queries", total)
+	assert.GreaterOrEqual(t, st.Checkouts, uint64(total), "a checkout per query at least")
 	t.Logf("%d queries in %v (%.0f/s); %d checkouts, %d returns, %d waits",
 		total, elapsed, float64(total)/elapsed.Seconds(), st.Checkouts, st.Returns, st.WaitCount)
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
+	"github.com/pgxleak/pgxleak/internal/testdriver"
 )
 
 // TestLimitsRead: pgxleak reads database/sql's limits back exactly as its
@@ -44,7 +45,7 @@ func TestLimitsRead(t *testing.T) {
 		}, pgxleak.Limits{MaxOpen: 6, MaxIdle: 4, MaxLifetime: time.Hour, MaxIdleTime: time.Minute}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			db := sql.OpenDB(&fakeConnector{})
+			db := sql.OpenDB(&testdriver.Connector{})
 			defer db.Close()
 			tc.set(db)
 			tc.want.Read = true

@@ -8,7 +8,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
+	"github.com/pgxleak/pgxleak/internal/testdriver"
 )
 
 // TestLogReportLeadsWithCulprit: the default WARN line names the culprit
@@ -22,27 +27,37 @@ func TestLogReportLeadsWithCulprit(t *testing.T) {
 		t.Run(tc.level.String(), func(t *testing.T) {
 			var buf lockedBuffer
 			logger := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: tc.level}))
-			rec := newLeakRecorder()
-			db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), pgxleak.WithLogger(logger), rec.option())
+			leaks := make(chan pgxleak.Leak, 16)
+			db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), pgxleak.WithLogger(logger), pgxleak.WithOnLeak(func(l pgxleak.Leak) {
+				select {
+				case leaks <- l:
+				default:
+				}
+			}))
 			line := lineBelow()
 			c, err := db.Conn(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			defer c.Close()
-			if l := rec.wait(t, 5*time.Second, suspectedAt(line)); len(l.Stack) == 0 {
-				t.Fatal("the Leak has no stack")
+			// The report names where its holder, this goroutine, waits: it
+			// waits here, not in a shared helper, whose long name would
+			// count against the line's length.
+			timeout := time.After(5 * time.Second)
+			var l pgxleak.Leak
+			for !suspectedAt(line)(l) {
+				select {
+				case l = <-leaks:
+				case <-timeout:
+					require.FailNow(t, "no suspected-leak report")
+				}
 			}
+			require.NotEmpty(t, l.Stack, "the Leak has no stack")
 			out := buf.String()
-			want := fmt.Sprintf(`level=WARN msg="pgxleak: suspected leak: connection checked out at %s (pgxleak_test.TestLogReportLeadsWithCulprit.func1), held `, line.short())
-			if !strings.Contains(out, want) || !strings.Contains(out, "kind=suspected") || strings.Contains(out, "stack=") != tc.wantStack {
-				t.Fatalf("log:\n%s\nwant it to contain:\n%s (and a stack: %v)", out, want, tc.wantStack)
-			}
-			if n := strings.Count(out, line.String()); !tc.wantStack && n != 1 {
-				t.Fatalf("the culprit appears %d times in the default line:\n%s", n, out)
-			}
-			if !tc.wantStack && len(out) > 400 {
-				t.Fatalf("the default line is %d bytes:\n%s", len(out), out)
+			assert.Contains(t, out, fmt.Sprintf(`level=WARN msg="pgxleak: suspected leak: connection checked out at %s (pgxleak_test.TestLogReportLeadsWithCulprit.func1), held `, line.short()))
+			assert.Contains(t, out, "kind=suspected")
+			assert.Equal(t, tc.wantStack, strings.Contains(out, "stack="), "a stack in the log:\n%s", out)
+			if !tc.wantStack {
+				assert.Equal(t, 1, strings.Count(out, line.String()), "the culprit's count in the default line:\n%s", out)
+				assert.LessOrEqual(t, len(out), 400, "the default line's length:\n%s", out)
 			}
 		})
 	}
@@ -52,20 +67,19 @@ func TestLogReportLeadsWithCulprit(t *testing.T) {
 // after Close was reported as still out at Close; its return is neither
 // counted nor queued for a report that would never be delivered.
 func TestNothingReportedAfterClose(t *testing.T) {
-	rec := newLeakRecorder()
-	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), rec.option())
+	rec := &leaktest.Recorder{}
+	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), rec.Option())
 	line := lineBelow()
 	c, err := db.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec.wait(t, 5*time.Second, reportAt(pgxleak.LeakSuspected, line))
+	require.NoError(t, err)
+	rec.Wait(t, 5*time.Second, reportAt(pgxleak.LeakSuspected, line))
 	db.Close()
-	rec.wait(t, 5*time.Second, reportAt(pgxleak.LeakStillOut, line))
+	rec.Wait(t, 5*time.Second, reportAt(pgxleak.LeakStillOut, line))
 	c.Close() // database/sql closes it now
-	if st := stats(t, db); st.Resolved != 0 || st.Suspected != 1 || st.StillOut != 1 {
-		t.Fatalf("stats %+v: a return after Close counted", st)
-	}
+	st := stats(t, db)
+	assert.Zero(t, st.Resolved, "a return after Close counted")
+	assert.EqualValues(t, 1, st.Suspected, "suspected leaks")
+	assert.EqualValues(t, 1, st.StillOut, "still-out reports")
 }
 
 // TestLogCallersAreTheApplications: the log line lists the application's
@@ -73,24 +87,22 @@ func TestNothingReportedAfterClose(t *testing.T) {
 // or the test runner's.
 func TestLogCallersAreTheApplications(t *testing.T) {
 	var logs lockedBuffer
-	rec := newLeakRecorder()
-	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), pgxleak.WithLogger(logTo(&logs)), rec.option())
+	rec := &leaktest.Recorder{}
+	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), pgxleak.WithLogger(logTo(&logs)), rec.Option())
 	line := lineBelow()
 	c := holdA(t, db)
 	defer c.Close()
-	rec.wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected })
-	want := fmt.Sprintf(`callers="%s (pgxleak_test.TestLogCallersAreTheApplications)"`, line.short())
-	if out := logs.String(); !strings.Contains(out, want) {
-		t.Fatalf("log:\n%s\nwant %s", out, want)
-	}
+	rec.Wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected })
+	assert.Contains(t, logs.String(), fmt.Sprintf(`callers="%s (pgxleak_test.TestLogCallersAreTheApplications)"`, line.short()))
 }
 
 // TestNoGarbageCollectedReportAfterClose: a Rows garbage-collected after
 // its pool closed (and reported the connection as still out) is neither
 // counted nor queued for a report that no monitor would deliver.
 func TestNoGarbageCollectedReportAfterClose(t *testing.T) {
-	stillOut, collected, queued := pgxleak.CollectAfterClose(t, &fakeConn{connector: &fakeConnector{}}, pgxleak.WithLogger(quiet))
-	if stillOut != 1 || collected != 0 || queued != 0 {
-		t.Fatalf("%d still out at Close; after it %d garbage-collected counted and %d reports queued; want 1, 0, 0", stillOut, collected, queued)
-	}
+	inner, _ := (&testdriver.Connector{}).Connect(context.Background())
+	stillOut, collected, queued := pgxleak.CollectAfterClose(t, inner, pgxleak.WithLogger(quiet))
+	assert.EqualValues(t, 1, stillOut, "still out at Close")
+	assert.Zero(t, collected, "garbage-collected connections counted after Close")
+	assert.Zero(t, queued, "reports queued after Close")
 }

@@ -23,13 +23,14 @@ import (
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
+	"github.com/pgxleak/pgxleak/internal/testdriver"
 )
 
 func TestOpenUnknownDriver(t *testing.T) {
 	_, err := pgxleak.Open("no-such-driver", "whatever")
-	if err == nil || !strings.HasPrefix(err.Error(), "pgxleak:") || !strings.Contains(err.Error(), "no-such-driver") {
-		t.Fatalf("err = %v", err)
-	}
+	require.Error(t, err)
+	assert.True(t, strings.HasPrefix(err.Error(), "pgxleak:"), "err = %v: want a pgxleak error", err)
+	assert.Contains(t, err.Error(), "no-such-driver", "the error names the driver")
 }
 
 // TestOpenErrorsHidePassword covers bad DSNs and unreachable hosts: the
@@ -46,11 +47,9 @@ func TestOpenErrorsHidePassword(t *testing.T) {
 			db, err := pgxleak.Open("pgx", tc.dsn, pgxleak.WithMinIdleConns(1))
 			if err == nil {
 				db.Close()
-				t.Fatal("Open succeeded")
 			}
-			if strings.Contains(err.Error(), pw) {
-				t.Fatalf("error contains the password: %v", err)
-			}
+			require.Error(t, err, "Open succeeded")
+			assert.NotContains(t, err.Error(), pw, "the error contains the password")
 		})
 	}
 }
@@ -61,23 +60,13 @@ func TestOpenErrorsHidePassword(t *testing.T) {
 func TestOpenIdleInTransactionTimeout(t *testing.T) {
 	db, _ := openTest(t, pgxleak.WithIdleInTransactionTimeout(1500*time.Millisecond))
 	var got string
-	if err := db.QueryRow("SHOW idle_in_transaction_session_timeout").Scan(&got); err != nil {
-		t.Fatal(err)
-	}
-	if got != "1500ms" {
-		t.Errorf("idle_in_transaction_session_timeout = %q, want 1500ms", got)
-	}
+	require.NoError(t, db.QueryRow("SHOW idle_in_transaction_session_timeout").Scan(&got))
+	assert.Equal(t, "1500ms", got, "idle_in_transaction_session_timeout")
 	plain, _ := openTest(t)
-	if err := plain.QueryRow("SHOW idle_in_transaction_session_timeout").Scan(&got); err != nil {
-		t.Fatal(err)
-	}
-	if got != "0" {
-		t.Errorf("by default idle_in_transaction_session_timeout = %q, want the server's 0", got)
-	}
+	require.NoError(t, plain.QueryRow("SHOW idle_in_transaction_session_timeout").Scan(&got))
+	assert.Equal(t, "0", got, "by default idle_in_transaction_session_timeout is the server's")
 	_, err := pgxleak.OpenDB(stdlib.GetConnector(pgx.ConnConfig{}), pgxleak.WithIdleInTransactionTimeout(time.Second))
-	if err == nil || !strings.Contains(err.Error(), `RuntimeParams["idle_in_transaction_session_timeout"]`) {
-		t.Errorf("OpenDB with WithIdleInTransactionTimeout: %v, want an error saying how to set it", err)
-	}
+	assert.ErrorContains(t, err, `RuntimeParams["idle_in_transaction_session_timeout"]`, "OpenDB with WithIdleInTransactionTimeout says how to set it")
 }
 
 // recordingDriverName is the name recording is registered under: a driver
@@ -89,9 +78,9 @@ var recording = &recordingDriver{dsns: make(map[string]int)}
 func init() { sql.Register(recordingDriverName, recording) }
 
 // recordingDriver counts its Connect calls per DSN; its connections are
-// fakeConnector's.
+// testdriver.Connector's.
 type recordingDriver struct {
-	fake fakeConnector
+	fake testdriver.Connector
 	mu   sync.Mutex
 	dsns map[string]int
 }

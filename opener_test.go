@@ -5,16 +5,21 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
+	"github.com/pgxleak/pgxleak/internal/testdriver"
 )
 
 // TestLeakOpenerHandoffAttributedToWaiter: with a pool of one, a goroutine
@@ -23,20 +28,15 @@ import (
 // the waiter, with no driver call on the waiter's goroutine until its query.
 // The checkout must still be attributed to the waiter's line.
 func TestLeakOpenerHandoffAttributedToWaiter(t *testing.T) {
-	rec := newLeakRecorder()
-	db, _ := openTest(t, pgxleak.WithMaxOpenConns(1), pgxleak.WithLeakThreshold(threshold), rec.option())
+	rec := &leaktest.Recorder{}
+	db, _ := openTest(t, pgxleak.WithMaxOpenConns(1), pgxleak.WithLeakThreshold(threshold), rec.Option())
 	ctx := context.Background()
 	holder, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	var firstPID int
-	if err := holder.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&firstPID); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := holder.ExecContext(ctx, "BEGIN"); err != nil { // makes it invalid on return
-		t.Fatal(err)
-	}
+	require.NoError(t, holder.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&firstPID))
+	_, err = holder.ExecContext(ctx, "BEGIN") // makes it invalid on return
+	require.NoError(t, err)
 	waiterLine := make(chan site, 1)
 	done := make(chan struct{})
 	var rows *sql.Rows
@@ -45,8 +45,7 @@ func TestLeakOpenerHandoffAttributedToWaiter(t *testing.T) {
 		line := lineBelow()
 		waiterLine <- line
 		r, err := db.Query("SELECT pg_backend_pid()")
-		if err != nil {
-			t.Error(err)
+		if !assert.NoError(t, err) {
 			return
 		}
 		rows = r
@@ -56,14 +55,11 @@ func TestLeakOpenerHandoffAttributedToWaiter(t *testing.T) {
 	pgtest.WaitFor(t, 5*time.Second, "the waiter to queue", func() bool { return db.Stats().WaitCount == 1 })
 	holder.Close() // bad: closed, and the opener connects a new one for the waiter
 	<-done
-	if rows == nil {
-		t.FailNow()
-	}
+	require.NotNil(t, rows, "the waiter's query failed")
 	defer rows.Close()
-	l := rec.wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected && l.Culprit.Line == line.line })
-	if filepath.Base(l.Culprit.File) != filepath.Base(line.file) || int(l.BackendPID) == firstPID {
-		t.Fatalf("culprit %s, pid %d (first %d)", l.Culprit, l.BackendPID, firstPID)
-	}
+	l := rec.Wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected && l.Culprit.Line == line.line })
+	assert.Equal(t, filepath.Base(line.file), filepath.Base(l.Culprit.File), "the culprit's file")
+	assert.NotEqual(t, firstPID, int(l.BackendPID), "the report names the new connection's backend")
 }
 
 // handOff makes database/sql's background opener hand a connection to a
@@ -76,12 +72,8 @@ func handOff(t *testing.T, db *sql.DB) (*sql.Conn, time.Time) {
 	t.Helper()
 	ctx := context.Background()
 	first, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := first.PingContext(ctx); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
+	require.NoError(t, first.PingContext(ctx))
 	type taken struct {
 		c   *sql.Conn
 		at  time.Time
@@ -94,13 +86,9 @@ func handOff(t *testing.T, db *sql.DB) (*sql.Conn, time.Time) {
 		got <- taken{c, time.Now(), err}
 	}()
 	pgtest.WaitFor(t, 10*time.Second, "the second caller to wait", func() bool { return db.Stats().WaitCount > waits })
-	if err := first.Close(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, first.Close())
 	tk := <-got
-	if tk.err != nil {
-		t.Fatal(tk.err)
-	}
+	require.NoError(t, tk.err)
 	t.Cleanup(func() { _ = tk.c.Close() })
 	return tk.c, tk.at
 }
@@ -121,26 +109,24 @@ func TestCheckoutByBackgroundOpener(t *testing.T) {
 	_, takenAt := handOff(t, db)
 
 	cs := checkouts(t, db)
-	if len(cs) != 1 || !cs[0].Unseen || cs[0].Culprit != (pgxleak.Frame{}) {
-		t.Fatalf("Checkouts = %+v; want the one connection the opener handed out, marked Unseen", cs)
-	}
-	if cs[0].CheckedOutAt.After(takenAt) {
-		t.Errorf("CheckedOutAt = %v, after db.Conn returned at %v: Held would understate", cs[0].CheckedOutAt, takenAt)
-	}
-	if st := stats(t, db); st.Unseen != 1 || st.InUse != 1 {
-		t.Errorf("Stats: Unseen = %d, InUse = %d; want 1, 1", st.Unseen, st.InUse)
-	}
+	require.Len(t, cs, 1, "the one connection the opener handed out")
+	require.True(t, cs[0].Unseen, "the connection the opener handed out is marked Unseen")
+	require.Zero(t, cs[0].Culprit, "an unseen checkout has no culprit")
+	assert.False(t, cs[0].CheckedOutAt.After(takenAt), "CheckedOutAt = %v, after db.Conn returned at %v: Held would understate", cs[0].CheckedOutAt, takenAt)
+	st := stats(t, db)
+	assert.EqualValues(t, 1, st.Unseen, "Stats' Unseen")
+	assert.EqualValues(t, 1, st.InUse, "Stats' InUse")
 	err := pgxleak.Find(db, pgxleak.GracePeriod(20*time.Millisecond))
 	var le *pgxleak.LeakError
-	if !errors.As(err, &le) || len(le.Checkouts) != 1 || !strings.Contains(err.Error(), "background opener") {
-		t.Fatalf("Find = %v; want a LeakError naming the background opener's checkout", err)
-	}
+	require.ErrorAs(t, err, &le, "Find")
+	require.Len(t, le.Checkouts, 1, "Find")
+	require.ErrorContains(t, err, "background opener", "Find names the background opener's checkout")
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	err = pgxleak.Drain(ctx, db)
-	if !errors.As(err, &le) || len(le.Checkouts) != 1 || !le.Checkouts[0].Unseen {
-		t.Fatalf("Drain = %v; want a LeakError listing the background opener's checkout", err)
-	}
+	require.ErrorAs(t, err, &le, "Drain")
+	require.Len(t, le.Checkouts, 1, "Drain")
+	require.True(t, le.Checkouts[0].Unseen, "Drain lists the background opener's checkout")
 }
 
 // TestCheckoutByBackgroundOpenerRaw: the first use of such a connection
@@ -149,13 +135,12 @@ func TestCheckoutByBackgroundOpener(t *testing.T) {
 func TestCheckoutByBackgroundOpenerRaw(t *testing.T) {
 	db := openHandOff(t)
 	ctx := context.Background()
-	if _, err := db.ExecContext(ctx, "CREATE TABLE copied (a int)"); err != nil {
-		t.Fatal(err)
-	}
+	_, err := db.ExecContext(ctx, "CREATE TABLE copied (a int)")
+	require.NoError(t, err)
 	c, takenAt := handOff(t, db)
 	time.Sleep(100 * time.Millisecond) // held before its first use
 	var at site
-	err := c.Raw(func(dc any) error {
+	err = c.Raw(func(dc any) error {
 		at = lineBelow()
 		pc, ok := pgxleak.PgxConn(dc)
 		if !ok {
@@ -164,25 +149,17 @@ func TestCheckoutByBackgroundOpenerRaw(t *testing.T) {
 		_, err := pc.CopyFrom(ctx, pgx.Identifier{"copied"}, []string{"a"}, pgx.CopyFromRows([][]any{{1}}))
 		return err
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	asked := time.Now()
 	cs := checkouts(t, db)
-	if len(cs) != 1 || cs[0].Unseen {
-		t.Fatalf("Checkouts = %+v; want the connection, seen at its first use", cs)
-	}
+	require.Len(t, cs, 1)
+	require.False(t, cs[0].Unseen, "the connection is seen at its first use")
 	co := cs[0]
-	if co.Culprit.Line != at.line || co.Culprit.File != at.file {
-		t.Errorf("culprit = %v; want %s:%d, the PgxConn call in Raw", co.Culprit, at.file, at.line)
-	}
-	if co.SeenAt.IsZero() || co.CheckedOutAt.After(takenAt) || co.Held < asked.Sub(takenAt) {
-		t.Errorf("CheckedOutAt = %v, SeenAt = %v, Held = %v; db.Conn returned %v ago: Held must bound it",
-			co.CheckedOutAt, co.SeenAt, co.Held, asked.Sub(takenAt))
-	}
-	if co.Held < 100*time.Millisecond {
-		t.Errorf("Held = %v; it was held 100ms before its first use", co.Held)
-	}
+	assert.Equal(t, fmt.Sprintf("%s:%d", at.file, at.line), fmt.Sprintf("%s:%d", co.Culprit.File, co.Culprit.Line), "the culprit: the PgxConn call in Raw")
+	assert.False(t, co.SeenAt.IsZero() || co.CheckedOutAt.After(takenAt) || co.Held < asked.Sub(takenAt),
+		"CheckedOutAt = %v, SeenAt = %v, Held = %v; db.Conn returned %v ago: Held must bound it",
+		co.CheckedOutAt, co.SeenAt, co.Held, asked.Sub(takenAt))
+	assert.GreaterOrEqual(t, co.Held, 100*time.Millisecond, "it was held 100ms before its first use")
 }
 
 // TestCheckoutByBackgroundOpenerWaiterGaveUp: the opener connects for a
@@ -190,42 +167,32 @@ func TestCheckoutByBackgroundOpenerRaw(t *testing.T) {
 // goes idle never reset; the next plain db.Conn takes it with no driver
 // call at all. That checkout is listed, and Find does not pass.
 func TestCheckoutByBackgroundOpenerWaiterGaveUp(t *testing.T) {
-	fc := &fakeConnector{}
+	fc := &testdriver.Connector{}
 	db, err := pgxleak.OpenDB(fc, pgxleak.WithLogger(nil), pgxleak.WithMaxOpenConns(1), pgxleak.WithMaxUses(1))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() })
 	ctx := context.Background()
 	first, err := db.Conn(ctx) // connected on this goroutine, before the gate
-	if err != nil {
-		t.Fatal(err)
-	}
-	fc.gate = make(chan struct{}) // the opener's connect now waits
+	require.NoError(t, err)
+	fc.Gate = make(chan struct{}) // the opener's connect now waits
 	wctx, cancel := context.WithCancel(ctx)
 	gaveUp := make(chan error, 1)
 	go func() { _, err := db.Conn(wctx); gaveUp <- err }()
 	pgtest.WaitFor(t, 10*time.Second, "the waiter to queue", func() bool { return db.Stats().WaitCount == 1 })
 	_ = first.Close() // used up: discarded, and the opener connects for the waiter
-	pgtest.WaitFor(t, 10*time.Second, "the opener to connect", func() bool { return fc.attempts.Load() == 2 })
+	pgtest.WaitFor(t, 10*time.Second, "the opener to connect", func() bool { return fc.Attempts.Load() == 2 })
 	cancel()
-	if err := <-gaveUp; err == nil {
-		t.Fatal("the waiter got a connection; want it to give up")
-	}
-	close(fc.gate)
+	require.Error(t, <-gaveUp, "the waiter got a connection; want it to give up")
+	close(fc.Gate)
 	pgtest.WaitFor(t, 10*time.Second, "the opener's connection to go idle", func() bool { return db.Stats().Idle == 1 })
 
 	c, err := db.Conn(ctx) // no driver call: the connection was never reset
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer c.Close()
-	if cs := checkouts(t, db); len(cs) != 1 || !cs[0].Unseen {
-		t.Fatalf("Checkouts = %+v; want the connection just taken, marked Unseen", cs)
-	}
-	if err := pgxleak.Find(db, pgxleak.GracePeriod(0)); err == nil {
-		t.Fatal("Find passed with a connection out")
-	}
+	cs := checkouts(t, db)
+	require.Len(t, cs, 1, "the connection just taken")
+	require.True(t, cs[0].Unseen, "the connection just taken is marked Unseen")
+	assert.Error(t, pgxleak.Find(db, pgxleak.GracePeriod(0)), "Find passed with a connection out")
 }
 
 // openerCounter wraps a connector and counts the connects made by
@@ -259,12 +226,10 @@ func (c *openerCounter) Connect(ctx context.Context) (driver.Conn, error) {
 // sees about N such handoffs per 28.5 minutes (the mean jittered lifetime).
 func BenchmarkBlindHandoffs(b *testing.B) {
 	const lifetime = 20 * time.Millisecond
-	oc := &openerCounter{Connector: &fakeConnector{}}
+	oc := &openerCounter{Connector: &testdriver.Connector{}}
 	db, err := pgxleak.OpenDB(oc, pgxleak.WithLogger(nil), pgxleak.WithMaxOpenConns(4),
 		pgxleak.WithConnMaxLifetime(lifetime))
-	if err != nil {
-		b.Fatal(err)
-	}
+	require.NoError(b, err)
 	defer db.Close()
 	ctx := context.Background()
 	start := time.Now()

@@ -10,8 +10,11 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/testdriver"
 )
 
 // TestTracingOptionsValidation checks the telemetry options' errors.
@@ -26,8 +29,8 @@ func TestTracingOptionsValidation(t *testing.T) {
 	}
 	for _, tt := range tests {
 		_, err := pgxleak.Open(pgxleak.DriverName, "postgres://u@127.0.0.1:1/db", tt.opt)
-		if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.HasPrefix(err.Error(), "pgxleak: ") {
-			t.Errorf("Open with an invalid %s: err = %v", tt.want, err)
+		if assert.ErrorContains(t, err, tt.want, "Open with an invalid %s", tt.want) {
+			assert.True(t, strings.HasPrefix(err.Error(), "pgxleak: "), "Open with an invalid %s: err = %v, want a pgxleak error", tt.want, err)
 		}
 	}
 }
@@ -60,23 +63,16 @@ func TestInvalidOptions(t *testing.T) {
 			db, err := pgxleak.Open("pgx", "postgres://u:pw@127.0.0.1:5432/db", tc.opt)
 			if err == nil {
 				db.Close()
-				t.Fatal("Open accepted it")
 			}
-			if !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "pgxleak:") {
-				t.Fatalf("error %q does not name %s", err, tc.want)
-			}
+			require.ErrorContains(t, err, tc.want, "Open's error names the option")
+			require.True(t, strings.HasPrefix(err.Error(), "pgxleak:"), "error %q: want a pgxleak error", err)
 			cfg, err := pgx.ParseConfig("postgres://u:pw@127.0.0.1:5432/db")
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			db, err = pgxleak.OpenDB(stdlib.GetConnector(*cfg), tc.opt)
 			if err == nil {
 				db.Close()
-				t.Fatal("OpenDB accepted it")
 			}
-			if !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("OpenDB error %q does not name %s", err, tc.want)
-			}
+			require.ErrorContains(t, err, tc.want, "OpenDB's error names the option")
 		})
 	}
 }
@@ -98,9 +94,7 @@ func relOptionErrors(t *testing.T, err error) []string {
 	var names []string
 	for _, line := range strings.Split(err.Error(), "\n") {
 		m := optionErrLine.FindStringSubmatch(line)
-		if m == nil {
-			t.Fatalf("error line %q does not name an option (whole error: %v)", line, err)
-		}
+		require.NotNil(t, m, "error line %q does not name an option (whole error: %v)", line, err)
 		names = append(names, m[1])
 	}
 	sort.Strings(names)
@@ -134,37 +128,26 @@ func TestInvalidOptionsNamed(t *testing.T) {
 		{pgxleak.WithWaitSampleInterval(0), "WithWaitSampleInterval"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := pgxleak.OpenDB(&fakeConnector{}, tc.opt)
-			if err == nil {
-				t.Fatal("OpenDB accepted the invalid option")
-			}
-			if got := relOptionErrors(t, err); !slices.Equal(got, []string{tc.name}) {
-				t.Fatalf("error names %v, want %s: %v", got, tc.name, err)
-			}
+			_, err := pgxleak.OpenDB(&testdriver.Connector{}, tc.opt)
+			require.Error(t, err, "OpenDB accepted the invalid option")
+			require.Equal(t, []string{tc.name}, relOptionErrors(t, err), "the options the error names: %v", err)
 			// Open checks options before anything else: the DSN is never
 			// looked at, so nothing connects.
-			if _, err := pgxleak.Open("pgx", "host=127.0.0.1 port=1", tc.opt); err == nil || !strings.Contains(err.Error(), tc.name) {
-				t.Fatalf("Open: %v, want an error naming %s", err, tc.name)
-			}
+			_, err = pgxleak.Open("pgx", "host=127.0.0.1 port=1", tc.opt)
+			require.ErrorContains(t, err, tc.name, "Open's error names the option")
 		})
 	}
 	// Combinations: every invalid option is named, and only those.
-	_, err := pgxleak.OpenDB(&fakeConnector{}, pgxleak.WithMaxOpenConns(4), pgxleak.WithMaxIdleConns(5),
+	_, err := pgxleak.OpenDB(&testdriver.Connector{}, pgxleak.WithMaxOpenConns(4), pgxleak.WithMaxIdleConns(5),
 		pgxleak.WithMinIdleConns(6), pgxleak.WithConnMaxLifetime(time.Minute), pgxleak.WithConnMaxLifetimeJitter(2*time.Minute),
 		pgxleak.WithStackSampling(0))
-	if err == nil {
-		t.Fatal("OpenDB accepted four invalid options")
-	}
+	require.Error(t, err, "OpenDB accepted four invalid options")
 	want := []string{"WithConnMaxLifetimeJitter", "WithMaxIdleConns", "WithMinIdleConns", "WithStackSampling"}
-	if got := relOptionErrors(t, err); !slices.Equal(got, want) {
-		t.Fatalf("error names %v, want %v: %v", got, want, err)
-	}
-	if _, err := pgxleak.OpenDB(&fakeConnector{}, nil); err == nil || !strings.Contains(err.Error(), "nil Option") {
-		t.Fatalf("a nil Option: %v", err)
-	}
-	if _, err := pgxleak.OpenDB(nil); err == nil || !strings.Contains(err.Error(), "nil connector") {
-		t.Fatalf("a nil connector: %v", err)
-	}
+	require.Equal(t, want, relOptionErrors(t, err), "the options the error names: %v", err)
+	_, err = pgxleak.OpenDB(&testdriver.Connector{}, nil)
+	assert.ErrorContains(t, err, "nil Option")
+	_, err = pgxleak.OpenDB(nil)
+	assert.ErrorContains(t, err, "nil connector")
 }
 
 // FuzzOptions opens pools over the in-process driver with arbitrary option
@@ -282,33 +265,26 @@ func FuzzOptions(f *testing.F) {
 		sort.Strings(want)
 		want = slices.Compact(want)
 
-		db, err := pgxleak.OpenDB(&fakeConnector{}, opts...)
+		db, err := pgxleak.OpenDB(&testdriver.Connector{}, opts...)
 		if len(want) > 0 {
 			if err == nil {
 				_ = db.Close()
-				t.Fatalf("OpenDB accepted invalid options %v", want)
 			}
-			if got := relOptionErrors(t, err); !slices.Equal(got, want) {
-				t.Fatalf("error names %v, want %v: %v", got, want, err)
-			}
+			require.Error(t, err, "OpenDB accepted invalid options %v", want)
+			require.Equal(t, want, relOptionErrors(t, err), "the options the error names: %v", err)
 			return
 		}
-		if err != nil {
-			t.Fatalf("OpenDB rejected valid options: %v", err)
-		}
+		require.NoError(t, err, "OpenDB rejected valid options")
 		defer db.Close()
 		st := stats(t, db)
-		if st.MaxOpenConnections != effOpen {
-			t.Fatalf("MaxOpenConnections = %d, want %d", st.MaxOpenConnections, effOpen)
-		}
+		require.Equal(t, effOpen, st.MaxOpenConnections, "MaxOpenConnections")
 		// Warm connections stay unless they expire at once.
 		lasting := (effLife == 0 || effLife-effJitter >= time.Minute) && (idle == 0 || idle >= int64(time.Minute))
-		if minIdle > 0 && lasting && st.Idle < minIdle {
-			t.Fatalf("%d idle after warming up %d", st.Idle, minIdle)
+		if minIdle > 0 && lasting {
+			require.GreaterOrEqual(t, st.Idle, minIdle, "idle after warming up")
 		}
-		if st.CheckedOut != 0 || st.Checkouts != 0 {
-			t.Fatalf("warm-up counted as checkouts: %+v", st)
-		}
+		require.Zero(t, st.CheckedOut, "the warm-up counted as a checkout")
+		require.Zero(t, st.Checkouts, "the warm-up counted as a checkout")
 	})
 }
 
@@ -324,13 +300,11 @@ func TestOpenRefusesCheckOptions(t *testing.T) {
 		{"IgnoreFunction", pgxleak.IgnoreFunction("app.f")},
 		{"TerminateStillOut", pgxleak.TerminateStillOut()},
 	} {
-		db, err := pgxleak.OpenDB(&fakeConnector{}, tc.opt)
-		if err == nil {
+		db, err := pgxleak.OpenDB(&testdriver.Connector{}, tc.opt)
+		if !assert.Error(t, err, "OpenDB accepted %s", tc.name) {
 			db.Close()
-			t.Fatalf("OpenDB accepted %s", tc.name)
+			continue
 		}
-		if !strings.Contains(err.Error(), "pgxleak: "+tc.name+" is an option of Find") {
-			t.Errorf("OpenDB(%s): %v", tc.name, err)
-		}
+		assert.Contains(t, err.Error(), "pgxleak: "+tc.name+" is an option of Find", "OpenDB(%s)", tc.name)
 	}
 }

@@ -7,6 +7,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
@@ -19,9 +21,7 @@ func TestWithPgBouncerDSN(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
 	cfg, err := pgx.ParseConfig(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	kv := fmt.Sprintf("host=%s port=%d user=%s dbname=%s sslmode=disable", cfg.Host, cfg.Port, cfg.User, cfg.Database)
 	for _, tc := range []struct {
 		name    string
@@ -39,29 +39,20 @@ func TestWithPgBouncerDSN(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			db, err := pgxleak.Open("pgx", tc.dsn, pgxleak.WithPgBouncer(), pgxleak.WithLogger(quiet))
 			if tc.wantErr != "" {
-				if err == nil || !strings.HasPrefix(err.Error(), tc.wantErr) {
-					t.Fatalf("Open = %v, want an error starting %q", err, tc.wantErr)
-				}
+				require.Error(t, err)
+				require.True(t, strings.HasPrefix(err.Error(), tc.wantErr), "Open = %v, want an error starting %q", err, tc.wantErr)
 				return
 			}
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			defer db.Close()
-			if got := compatExecMode(t, db); got != tc.want {
-				t.Errorf("exec mode = %v, want %v", got, tc.want)
-			}
+			assert.Equal(t, tc.want, compatExecMode(t, db), "exec mode")
 		})
 	}
 	t.Run("without WithPgBouncer pgx's default stays", func(t *testing.T) {
 		db, err := pgxleak.Open("pgx", dsn, pgxleak.WithLogger(quiet))
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		defer db.Close()
-		if got := compatExecMode(t, db); got != pgx.QueryExecModeCacheStatement {
-			t.Errorf("exec mode = %v, want pgx's default", got)
-		}
+		assert.Equal(t, pgx.QueryExecModeCacheStatement, compatExecMode(t, db), "exec mode: pgx's default")
 	})
 }
 
@@ -72,35 +63,25 @@ func TestWithPgBouncerOpenDB(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
 	cfg, err := pgx.ParseConfig(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	bad, err := pgxleak.OpenDB(stdlib.GetConnector(*cfg), pgxleak.WithPgBouncer(), pgxleak.WithLogger(quiet))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer bad.Close()
-	if err := bad.PingContext(t.Context()); err == nil || !strings.HasPrefix(err.Error(), "pgxleak: WithPgBouncer") ||
-		!strings.Contains(err.Error(), "QueryExecModeExec") {
-		t.Errorf("Ping with a cache_statement connector = %v, want a pgxleak error naming QueryExecModeExec", err)
+	err = bad.PingContext(t.Context())
+	if assert.Error(t, err, "Ping with a cache_statement connector") {
+		assert.True(t, strings.HasPrefix(err.Error(), "pgxleak: WithPgBouncer"), "Ping with a cache_statement connector = %v, want a pgxleak error", err)
+		assert.Contains(t, err.Error(), "QueryExecModeExec", "the error names the mode to use")
 	}
-	if n := bad.Stats().OpenConnections; n != 0 {
-		t.Errorf("%d connections left open after refusing them", n)
-	}
+	assert.Zero(t, bad.Stats().OpenConnections, "connections left open after refusing them")
 
 	cfg.DefaultQueryExecMode = pgx.QueryExecModeExec
 	good, err := pgxleak.OpenDB(stdlib.GetConnector(*cfg), pgxleak.WithPgBouncer(), pgxleak.WithLogger(quiet))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer good.Close()
 	var n int
-	if err := good.QueryRowContext(t.Context(), "SELECT $1::int", 7).Scan(&n); err != nil || n != 7 {
-		t.Fatalf("query with an exec-mode connector: %d, %v", n, err)
-	}
-	if got := compatExecMode(t, good); got != pgx.QueryExecModeExec {
-		t.Errorf("exec mode = %v", got)
-	}
+	require.NoError(t, good.QueryRowContext(t.Context(), "SELECT $1::int", 7).Scan(&n), "query with an exec-mode connector")
+	require.Equal(t, 7, n, "query with an exec-mode connector")
+	assert.Equal(t, pgx.QueryExecModeExec, compatExecMode(t, good), "exec mode")
 	pgxleak.VerifyNone(t, good)
 }
 
@@ -111,9 +92,7 @@ func TestWithPgBouncerOpenDB(t *testing.T) {
 func TestWithPgBouncerParsesLikePgx(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
 	cfg, err := pgx.ParseConfig(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	for _, tc := range []struct{ name, dsn string }{
 		{"two hosts", fmt.Sprintf("postgres://%s@%s:%d,%s:%d/%s?sslmode=disable", cfg.User, cfg.Host, cfg.Port, cfg.Host, cfg.Port, cfg.Database)},
 		{"hash in password", fmt.Sprintf("postgres://%s:pa#ss@%s:%d/%s?sslmode=disable", cfg.User, cfg.Host, cfg.Port, cfg.Database)},
@@ -124,25 +103,17 @@ func TestWithPgBouncerParsesLikePgx(t *testing.T) {
 				t.Skipf("pgx does not accept it either: %v", err)
 			}
 			db, err := pgxleak.Open("pgx", tc.dsn, pgxleak.WithPgBouncer(), pgxleak.WithLogger(nil))
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			defer db.Close()
 			c, err := db.Conn(t.Context())
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			defer c.Close()
 			err = c.Raw(func(dc any) error {
 				pc, _ := pgxleak.PgxConn(dc)
-				if m := pc.Config().DefaultQueryExecMode; m != pgx.QueryExecModeExec {
-					t.Errorf("exec mode %v, want exec", m)
-				}
+				assert.Equal(t, pgx.QueryExecModeExec, pc.Config().DefaultQueryExecMode, "exec mode")
 				return nil
 			})
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 		})
 	}
 }

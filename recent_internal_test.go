@@ -1,9 +1,11 @@
 package pgxleak
 
 import (
-	"fmt"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 func TestRecentReports(t *testing.T) {
@@ -17,26 +19,20 @@ func TestRecentReports(t *testing.T) {
 	r.addEpisode(&episode{start: time.Now(), end: time.Now(), waits: 3, total: time.Second, peakInUse: 2, maxOpen: 2})
 
 	got := r.list()
-	if len(got) != 4 {
-		t.Fatalf("got %d entries, want 4 (suspected at a ×2, resolved at a, gc at b, wait): %+v", len(got), got)
-	}
-	if got[0].Kind != Exhausted || got[0].Checkout != nil || got[0].Headline == "" {
-		t.Errorf("newest first: got %+v first, want the wait episode", got[0])
-	}
+	require.Len(t, got, 4, "suspected at a ×2, resolved at a, gc at b, wait")
+	assert.Equal(t, Exhausted, got[0].Kind, "newest first: the wait episode")
+	assert.Nil(t, got[0].Checkout, "the wait episode has no checkout")
+	assert.NotEmpty(t, got[0].Headline, "the wait episode's headline")
 	counts := map[string]int{}
 	for _, e := range got {
 		counts[e.Kind.String()+" "+e.At.Function] = e.Count
-		if e.Kind != Exhausted && (e.Checkout == nil || e.Checkout.Culprit != e.At) {
-			t.Errorf("%s entry without its checkout: %+v", e.Kind, e)
+		if e.Kind != Exhausted && assert.NotNil(t, e.Checkout, "%s entry without its checkout", e.Kind) {
+			assert.Equal(t, e.At, e.Checkout.Culprit, "%s entry's checkout", e.Kind)
 		}
 	}
-	want := map[string]int{"suspected app.a": 2, "resolved app.a": 1, "garbage_collected app.b": 1, "exhausted ": 1}
-	if fmt.Sprint(counts) != fmt.Sprint(want) {
-		t.Errorf("counts %v, want %v", counts, want)
-	}
-	if r.count(LeakSuspected) != 2 || r.count(Deadlock) != 0 {
-		t.Errorf("totals: suspected %d, deadlock %d", r.count(LeakSuspected), r.count(Deadlock))
-	}
+	assert.Equal(t, map[string]int{"suspected app.a": 2, "resolved app.a": 1, "garbage_collected app.b": 1, "exhausted ": 1}, counts)
+	assert.EqualValues(t, 2, r.count(LeakSuspected), "suspected in total")
+	assert.Zero(t, r.count(Deadlock), "deadlocks in total")
 }
 
 // TestRecentReportsBounded: beyond maxRecent places, the entry reported
@@ -49,13 +45,8 @@ func TestRecentReportsBounded(t *testing.T) {
 		r.add(LeakSuspected, f, "h", &Checkout{Culprit: f}, t0.Add(time.Duration(i)*time.Second))
 	}
 	got := r.list()
-	if len(got) != maxRecent {
-		t.Fatalf("%d entries, want %d", len(got), maxRecent)
-	}
-	if got[0].At.Line != maxRecent+10 || got[len(got)-1].At.Line != 11 {
-		t.Errorf("kept lines %d..%d, want %d..11", got[0].At.Line, got[len(got)-1].At.Line, maxRecent+10)
-	}
-	if n := r.count(LeakSuspected); n != maxRecent+10 {
-		t.Errorf("total %d, want %d", n, maxRecent+10)
-	}
+	require.Len(t, got, maxRecent)
+	assert.Equal(t, maxRecent+10, got[0].At.Line, "the newest kept")
+	assert.Equal(t, 11, got[len(got)-1].At.Line, "the oldest kept")
+	assert.EqualValues(t, maxRecent+10, r.count(LeakSuspected), "the total counts the dropped ones")
 }

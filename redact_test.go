@@ -11,8 +11,11 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/testdriver"
 )
 
 func TestDSNSecrets(t *testing.T) {
@@ -32,49 +35,32 @@ func TestDSNSecrets(t *testing.T) {
 		{`host=h password='s3\'cret'`, "s3'cret"},
 		{"host=h password='s3cret", "s3cret"},
 	} {
-		got := pgxleak.DSNSecrets(tc.dsn)
-		found := false
-		for _, s := range got {
-			found = found || s == tc.want
-		}
-		if !found {
-			t.Errorf("DSNSecrets(%q) = %q, want it to include %q", tc.dsn, got, tc.want)
-		}
+		assert.Contains(t, pgxleak.DSNSecrets(tc.dsn), tc.want, "DSNSecrets(%q)", tc.dsn)
 	}
-	if got := pgxleak.DSNSecrets("host=h user=app dbname=db"); len(got) != 0 {
-		t.Errorf("a DSN without a password yields secrets %q", got)
-	}
+	assert.Empty(t, pgxleak.DSNSecrets("host=h user=app dbname=db"), "a DSN without a password yields secrets")
 }
 
 func TestRedactError(t *testing.T) {
 	// Untouched when the text has no secret: the same value, so type
 	// assertions work.
 	pgErr := &pgconn.PgError{Code: "28P01", Message: "password authentication failed"}
-	if err := pgxleak.RedactError(pgErr, []string{"s3cret"}); err != error(pgErr) {
-		t.Errorf("RedactError changed an error without the secret: %#v", err)
-	}
+	assert.Same(t, pgErr, pgxleak.RedactError(pgErr, []string{"s3cret"}), "RedactError changed an error without the secret")
 	// An empty secret (a DSN without a password) masks nothing: the same
 	// value, not a text grown by masking every position.
 	refused := errors.New("dial tcp 127.0.0.1:1: connect: connection refused")
-	if err := pgxleak.RedactError(refused, []string{""}); err != refused {
-		t.Errorf("RedactError with an empty secret = %q, want the error unchanged", err)
-	}
-	if err := pgxleak.RedactError(refused, []string{"", "s3cret"}); err != refused {
-		t.Errorf("RedactError with an empty and an absent secret = %q, want the error unchanged", err)
-	}
+	assert.Same(t, refused, pgxleak.RedactError(refused, []string{""}), "RedactError with an empty secret")
+	assert.Same(t, refused, pgxleak.RedactError(refused, []string{"", "s3cret"}), "RedactError with an empty and an absent secret")
 	// Masked, and still the original underneath.
 	wrapped := fmt.Errorf("connecting with s3cret: %w", driver.ErrBadConn)
 	err := pgxleak.RedactError(wrapped, []string{"s3cret"})
-	if strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), "xxxxx") {
-		t.Errorf("RedactError = %q", err)
-	}
-	if !errors.Is(err, driver.ErrBadConn) || !errors.Is(err, wrapped) {
-		t.Errorf("the redacted error lost its chain: %v", err)
-	}
+	assert.NotContains(t, err.Error(), "s3cret")
+	assert.Contains(t, err.Error(), "xxxxx", "the secret is masked")
+	assert.ErrorIs(t, err, driver.ErrBadConn, "the redacted error lost its chain")
+	assert.ErrorIs(t, err, wrapped, "the redacted error lost its chain")
 	withPg := fmt.Errorf("s3cret: %w", pgErr)
 	var pe *pgconn.PgError
-	if !errors.As(pgxleak.RedactError(withPg, []string{"s3cret"}), &pe) || pe.Code != "28P01" {
-		t.Error("errors.As cannot reach the PgError behind a redacted error")
+	if assert.ErrorAs(t, pgxleak.RedactError(withPg, []string{"s3cret"}), &pe, "errors.As cannot reach the PgError behind a redacted error") {
+		assert.Equal(t, "28P01", pe.Code)
 	}
 	// A mask can complete a secret ending in its own letter; all-x secrets
 	// need another mask.
@@ -86,31 +72,20 @@ func TestRedactError(t *testing.T) {
 		{"xxxxx", "a xxxxx b"},
 	} {
 		err := pgxleak.RedactError(errors.New(tc.text), []string{tc.secret})
-		if strings.Contains(err.Error(), tc.secret) {
-			t.Errorf("RedactError(%q, %q) = %q", tc.text, tc.secret, err)
-		}
+		assert.NotContains(t, err.Error(), tc.secret, "RedactError(%q, %q)", tc.text, tc.secret)
 	}
-	if pgxleak.RedactError(nil, []string{"x"}) != nil {
-		t.Error("RedactError(nil) != nil")
-	}
+	assert.NoError(t, pgxleak.RedactError(nil, []string{"x"}), "RedactError(nil)")
 }
 
 func TestConnectorSecrets(t *testing.T) {
 	cfg, err := pgx.ParseConfig("postgres://app:s3cret@127.0.0.1:1/db")
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := pgxleak.ConnectorSecrets(stdlib.GetConnector(*cfg))
-	if !strings.Contains(strings.Join(got, "\n"), "s3cret") {
-		t.Errorf("ConnectorSecrets = %q, want s3cret", got)
-	}
+	require.NoError(t, err)
+	assert.Contains(t, pgxleak.ConnectorSecrets(stdlib.GetConnector(*cfg)), "s3cret")
 	cfg.Password = "changed-after-parse"
-	if got := strings.Join(pgxleak.ConnectorSecrets(stdlib.GetConnector(*cfg)), "\n"); !strings.Contains(got, "changed-after-parse") || !strings.Contains(got, "s3cret") {
-		t.Errorf("ConnectorSecrets = %q, want both the parsed and the set password", got)
-	}
-	if got := pgxleak.ConnectorSecrets(&fakeConnector{}); got != nil {
-		t.Errorf("ConnectorSecrets of a non-pgx connector = %q", got)
-	}
+	got := pgxleak.ConnectorSecrets(stdlib.GetConnector(*cfg))
+	assert.Contains(t, got, "changed-after-parse", "the set password")
+	assert.Contains(t, got, "s3cret", "the parsed password")
+	assert.Nil(t, pgxleak.ConnectorSecrets(&testdriver.Connector{}), "ConnectorSecrets of a non-pgx connector")
 }
 
 // FuzzRedactDSN builds DSNs in every form pgx reads with an arbitrary
@@ -166,14 +141,11 @@ func FuzzRedactDSN(f *testing.F) {
 		}
 		cfg, err := pgx.ParseConfig(dsn)
 		if err != nil {
-			msg := pgxleak.RedactError(err, secrets).Error()
-			if strings.Contains(msg, pw) {
-				t.Fatalf("DSN %q: error %q contains the password %q", dsn, msg, pw)
-			}
+			require.NotContains(t, pgxleak.RedactError(err, secrets).Error(), pw, "DSN %q: the error contains the password", dsn)
 			return
 		}
-		if name := pgxleak.PoolName(dsn); strings.Contains(name, pw) && !strings.Contains(cfg.Host+fmt.Sprint(cfg.Port)+cfg.Database, pw) {
-			t.Fatalf("pool name %q contains the password %q", name, pw)
+		if !strings.Contains(cfg.Host+fmt.Sprint(cfg.Port)+cfg.Database, pw) {
+			require.NotContains(t, pgxleak.PoolName(dsn), pw, "the pool name contains the password")
 		}
 	})
 }

@@ -1,8 +1,10 @@
 package pgxleak
 
 import (
-	"slices"
 	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // TestRegistryLeftovers: the registry lists the open pools and the closed
@@ -10,9 +12,7 @@ import (
 // connections have all come back since.
 func TestRegistryLeftovers(t *testing.T) {
 	cfg, err := newConfig(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	r := &poolRegistry{pools: make(map[*pool]struct{}), leftovers: make(map[*pool]struct{})}
 	open, back, kept := newPool(cfg, "open"), newPool(cfg, "back"), newPool(cfg, "kept")
 	for _, p := range []*pool{open, back, kept} {
@@ -21,15 +21,9 @@ func TestRegistryLeftovers(t *testing.T) {
 	r.add(open)
 	r.add(back)
 	r.remove(back)
-	if got := r.list(); len(got) != 1 || got[0] != open {
-		t.Fatalf("list = %v, want the open pool only", got)
-	}
+	require.Equal(t, []*pool{open}, r.list(), "the open pool only")
 	r.keepLeftovers(back) // closed with connections out: kept
-	if got := r.withLeftovers(); len(got) != 2 || !slices.Contains(got, back) {
-		t.Fatalf("withLeftovers = %v, want the open pool and the leftover", got)
-	}
+	require.ElementsMatch(t, []*pool{open, back}, r.withLeftovers(), "the open pool and the leftover")
 	r.keepLeftovers(kept) // back has no checkout any more: dropped
-	if got := r.withLeftovers(); len(got) != 2 || slices.Contains(got, back) || !slices.Contains(got, kept) {
-		t.Fatalf("withLeftovers = %v, want the open pool and the latest leftover", got)
-	}
+	assert.ElementsMatch(t, []*pool{open, kept}, r.withLeftovers(), "the open pool and the latest leftover")
 }

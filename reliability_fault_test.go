@@ -17,9 +17,13 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
+	"github.com/pgxleak/pgxleak/internal/testdriver"
 )
 
 // relSlack is how late a call may return after its context deadline before
@@ -34,9 +38,7 @@ func relOpen(t testing.TB, dsn string, opts ...pgxleak.Option) *sql.DB {
 	t.Helper()
 	opts = append([]pgxleak.Option{pgxleak.WithLogger(quiet)}, opts...)
 	db, err := pgxleak.Open("pgx", dsn, opts...)
-	if err != nil {
-		t.Fatalf("pgxleak.Open: %v", err)
-	}
+	require.NoError(t, err, "pgxleak.Open")
 	t.Cleanup(func() { _ = db.Close() })
 	return db
 }
@@ -47,9 +49,7 @@ func relAdmin(t testing.TB, c *pgtest.Cluster) *pgx.Conn {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, pgtest.WithParams(c.DSN(), map[string]string{"application_name": "pgxleak_admin"}))
-	if err != nil {
-		t.Fatalf("admin connection: %v", err)
-	}
+	require.NoError(t, err, "admin connection")
 	t.Cleanup(func() { _ = conn.Close(context.Background()) })
 	return conn
 }
@@ -61,9 +61,8 @@ func relTerminate(t testing.TB, admin *pgx.Conn, pid int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var ok bool
-	if err := admin.QueryRow(ctx, "SELECT pg_terminate_backend($1)", pid).Scan(&ok); err != nil || !ok {
-		t.Fatalf("pg_terminate_backend(%d) = %v, %v", pid, ok, err)
-	}
+	require.NoError(t, admin.QueryRow(ctx, "SELECT pg_terminate_backend($1)", pid).Scan(&ok), "pg_terminate_backend(%d)", pid)
+	require.True(t, ok, "pg_terminate_backend(%d)", pid)
 	pgtest.WaitFor(t, 10*time.Second, fmt.Sprintf("backend %d to exit", pid), func() bool {
 		var n int
 		_ = admin.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid).Scan(&n)
@@ -84,7 +83,7 @@ func relBalanced(t testing.TB, db *sql.DB) pgxleak.PoolStats {
 			return st
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("tracker not balanced: InUse %d (database/sql %d), Checkouts %d, Returns %d, still out %v",
+			require.FailNowf(t, "tracker not balanced", "InUse %d (database/sql %d), Checkouts %d, Returns %d, still out %v",
 				st.InUse, st.DBStats.InUse, st.Checkouts, st.Returns, cos)
 		}
 		time.Sleep(5 * time.Millisecond)
@@ -107,39 +106,28 @@ func TestFaultIdleConnectionKilled(t *testing.T) {
 	t.Parallel()
 	cl := pgtest.NewCluster(t)
 	admin := relAdmin(t, cl)
-	rec := newLeakRecorder()
-	db := relOpen(t, cl.DSN(), rec.option(), pgxleak.WithMaxOpenConns(2), pgxleak.WithLeakThreshold(5*time.Second))
+	rec := &leaktest.Recorder{}
+	db := relOpen(t, cl.DSN(), rec.Option(), pgxleak.WithMaxOpenConns(2), pgxleak.WithLeakThreshold(5*time.Second))
 	ctx := t.Context()
 
 	pid1, err := relBackendPID(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st := db.Stats(); st.Idle != 1 || st.InUse != 0 {
-		t.Fatalf("after one query: %+v, want one idle connection", st)
-	}
+	require.NoError(t, err)
+	dst := db.Stats()
+	require.Equal(t, 1, dst.Idle, "after one query: one idle connection")
+	require.Zero(t, dst.InUse, "after one query: none in use")
 	relTerminate(t, admin, pid1)
 
 	pid2, err := relBackendPID(ctx, db)
-	if err != nil {
-		t.Fatalf("the query after the idle connection was killed failed: %v", err)
-	}
-	if pid2 == pid1 {
-		t.Fatalf("the query ran on the killed backend %d", pid1)
-	}
+	require.NoError(t, err, "the query after the idle connection was killed failed")
+	require.NotEqual(t, pid1, pid2, "the query ran on the killed backend")
 	st := relBalanced(t, db)
 	// The dead connection was offered to database/sql, failed its session
 	// reset and was closed without ever reaching the caller: that is not a
 	// checkout.
-	if st.Checkouts != 2 || st.Returns != 2 {
-		t.Errorf("Checkouts %d, Returns %d; want 2 and 2 (one per query, no phantom for the dead connection)", st.Checkouts, st.Returns)
-	}
-	if st.OpenConnections != 1 {
-		t.Errorf("OpenConnections = %d, want 1: the dead connection must be closed", st.OpenConnections)
-	}
-	if leaks := rec.all(); len(leaks) != 0 {
-		t.Errorf("leak reports: %v", leaks)
-	}
+	assert.EqualValues(t, 2, st.Checkouts, "checkouts: one per query, no phantom for the dead connection")
+	assert.EqualValues(t, 2, st.Returns, "returns: one per query, no phantom for the dead connection")
+	assert.Equal(t, 1, st.OpenConnections, "the dead connection must be closed")
+	assert.Empty(t, rec.All(), "leak reports")
 }
 
 // TestFaultIdleConnectionKilledRightAfterUse covers the one window pgx
@@ -156,32 +144,24 @@ func TestFaultIdleConnectionKilledRightAfterUse(t *testing.T) {
 	ctx := t.Context()
 	// Two checkouts: the second goes through pgx's session reset, which
 	// starts its one-second no-ping window.
-	if _, err := relBackendPID(ctx, db); err != nil {
-		t.Fatal(err)
-	}
+	_, err := relBackendPID(ctx, db)
+	require.NoError(t, err)
 	pid1, err := relBackendPID(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	relTerminate(t, admin, pid1)
 	_, err = relBackendPID(ctx, db)
 	if err != nil {
 		// Inside the window: the caller sees the server's own error.
 		var pgErr *pgconn.PgError
 		if !errors.As(err, &pgErr) || pgErr.Code != "57P01" {
-			if !strings.Contains(err.Error(), "conn closed") && !strings.Contains(err.Error(), "EOF") {
-				t.Fatalf("query on the killed connection: %v, want SQLSTATE 57P01 or a closed connection", err)
-			}
+			require.True(t, strings.Contains(err.Error(), "conn closed") || strings.Contains(err.Error(), "EOF"),
+				"query on the killed connection: %v, want SQLSTATE 57P01 or a closed connection", err)
 		}
 		t.Logf("inside pgx's ping window the query failed as expected: %v", err)
 	} // else the machine was slow enough that pgx pinged and retried
 	pid3, err := relBackendPID(ctx, db)
-	if err != nil {
-		t.Fatalf("the next query failed too: %v", err)
-	}
-	if pid3 == pid1 {
-		t.Fatal("the killed backend was used again")
-	}
+	require.NoError(t, err, "the next query failed too")
+	require.NotEqual(t, pid1, pid3, "the killed backend was used again")
 	relBalanced(t, db)
 }
 
@@ -192,38 +172,32 @@ func TestFaultCheckedOutConnectionKilled(t *testing.T) {
 	t.Parallel()
 	cl := pgtest.NewCluster(t)
 	admin := relAdmin(t, cl)
-	if _, err := admin.Exec(t.Context(), "CREATE TABLE killed (id int PRIMARY KEY)"); err != nil {
-		t.Fatal(err)
-	}
+	_, err := admin.Exec(t.Context(), "CREATE TABLE killed (id int PRIMARY KEY)")
+	require.NoError(t, err)
 	for _, during := range []bool{false, true} {
 		name := "between statements"
 		if during {
 			name = "during a statement"
 		}
 		t.Run(name, func(t *testing.T) {
-			rec := newLeakRecorder()
-			db := relOpen(t, cl.DSN(), rec.option(), pgxleak.WithLeakThreshold(10*time.Second))
+			rec := &leaktest.Recorder{}
+			db := relOpen(t, cl.DSN(), rec.Option(), pgxleak.WithLeakThreshold(10*time.Second))
 			ctx := t.Context()
 			id := 1
 			if during {
 				id = 2
 			}
 			tx, err := db.BeginTx(ctx, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := tx.ExecContext(ctx, "INSERT INTO killed VALUES ($1)", id); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
+			_, err = tx.ExecContext(ctx, "INSERT INTO killed VALUES ($1)", id)
+			require.NoError(t, err)
 			pid, err := relBackendPID(ctx, tx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			cos := checkouts(t, db)
-			if len(cos) != 1 || cos[0].BackendPID != uint32(pid) || cos[0].TxStatus != "in transaction" ||
-				!strings.HasSuffix(cos[0].Culprit.File, "reliability_fault_test.go") {
-				t.Fatalf("Checkouts before the kill = %+v, want one in transaction on backend %d taken here", cos, pid)
-			}
+			require.Len(t, cos, 1, "checkouts before the kill")
+			require.Equal(t, uint32(pid), cos[0].BackendPID, "the checkout's backend")
+			require.Equal(t, "in transaction", cos[0].TxStatus)
+			require.True(t, strings.HasSuffix(cos[0].Culprit.File, "reliability_fault_test.go"), "the checkout was taken here: %+v", cos[0].Culprit)
 
 			var stmtErr error
 			if during {
@@ -242,44 +216,30 @@ func TestFaultCheckedOutConnectionKilled(t *testing.T) {
 				select {
 				case stmtErr = <-done:
 				case <-time.After(10 * time.Second):
-					t.Fatal("the statement whose backend was killed did not return")
+					require.FailNow(t, "the statement whose backend was killed did not return")
 				}
-				if d := time.Since(start); d > 30*time.Second {
-					t.Fatalf("the killed statement returned after %v", d)
-				}
+				require.LessOrEqual(t, time.Since(start), 30*time.Second, "the killed statement's time to return")
 				var pgErr *pgconn.PgError
-				if !errors.As(stmtErr, &pgErr) || pgErr.Code != "57P01" {
-					t.Errorf("error = %v, want the server's SQLSTATE 57P01 passed through", stmtErr)
+				if assert.ErrorAs(t, stmtErr, &pgErr, "the server's error passes through") {
+					assert.Equal(t, "57P01", pgErr.Code, "the server's SQLSTATE")
 				}
 			} else {
 				relTerminate(t, admin, pid)
 				_, stmtErr = tx.ExecContext(ctx, "INSERT INTO killed VALUES (100)")
 			}
-			if stmtErr == nil {
-				t.Fatal("the statement on the killed connection succeeded")
-			}
+			require.Error(t, stmtErr, "the statement on the killed connection succeeded")
 			t.Logf("statement error: %v", stmtErr)
-			if err := tx.Commit(); err == nil {
-				t.Fatal("Commit on the killed connection succeeded")
-			}
+			require.Error(t, tx.Commit(), "Commit on the killed connection succeeded")
 			var n int
-			if err := admin.QueryRow(ctx, "SELECT count(*) FROM killed WHERE id = $1", id).Scan(&n); err != nil || n != 0 {
-				t.Fatalf("row %d present (%d, %v): the transaction was committed", id, n, err)
-			}
+			require.NoError(t, admin.QueryRow(ctx, "SELECT count(*) FROM killed WHERE id = $1", id).Scan(&n))
+			require.Zero(t, n, "row %d present: the transaction was committed", id)
 			st := relBalanced(t, db)
-			if st.OpenConnections != 0 {
-				t.Errorf("OpenConnections = %d, want 0: the killed connection must be discarded", st.OpenConnections)
-			}
-			if st.Checkouts != 1 {
-				t.Errorf("Checkouts = %d, want 1", st.Checkouts)
-			}
-			if _, err := relBackendPID(ctx, db); err != nil {
-				t.Fatalf("the pool did not recover: %v", err)
-			}
+			assert.Zero(t, st.OpenConnections, "the killed connection must be discarded")
+			assert.EqualValues(t, 1, st.Checkouts, "checkouts")
+			_, err = relBackendPID(ctx, db)
+			require.NoError(t, err, "the pool did not recover")
 			relBalanced(t, db)
-			if leaks := rec.all(); len(leaks) != 0 {
-				t.Errorf("leak reports: %v", leaks)
-			}
+			assert.Empty(t, rec.All(), "leak reports")
 		})
 	}
 }
@@ -294,10 +254,10 @@ func TestFaultServerRestart(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
 			cl := pgtest.NewCluster(t)
-			rec := newLeakRecorder()
+			rec := &leaktest.Recorder{}
 			// A leak threshold above the per-call deadline: any checkout that
 			// outlives its call would be reported.
-			db := relOpen(t, cl.DSN(), rec.option(), pgxleak.WithMaxOpenConns(10), pgxleak.WithLeakThreshold(4*time.Second))
+			db := relOpen(t, cl.DSN(), rec.Option(), pgxleak.WithMaxOpenConns(10), pgxleak.WithLeakThreshold(4*time.Second))
 
 			const workers, callTimeout = 50, 2 * time.Second
 			var (
@@ -352,16 +312,12 @@ func TestFaultServerRestart(t *testing.T) {
 			}()
 
 			pgtest.WaitFor(t, 30*time.Second, "200 queries before the restart", func() bool { return okCount.Load() >= 200 })
-			if err := cl.Stop(mode); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, cl.Stop(mode))
 			errsBefore := errCount.Load()
 			pgtest.WaitFor(t, 30*time.Second, "errors to reach the callers while the server is down", func() bool {
 				return errCount.Load() >= errsBefore+workers
 			})
-			if err := cl.Start(); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, cl.Start())
 			back := time.Now()
 			okAtStart := okCount.Load()
 			pgtest.WaitFor(t, 10*time.Second, "a query to succeed after the restart", func() bool { return okCount.Load() > okAtStart })
@@ -376,26 +332,17 @@ func TestFaultServerRestart(t *testing.T) {
 			errSample.Range(func(k, _ any) bool { samples = append(samples, k.(string)); return true })
 			t.Logf("%s restart: %d ok, %d errors; first success %v after the server was back, 500 more by %v; errors seen: %q",
 				mode, okCount.Load(), errCount.Load(), firstOK.Round(time.Millisecond), recovered.Round(time.Millisecond), samples)
-			if firstOK > 5*time.Second {
-				t.Errorf("the pool took %v to serve a query after the server came back", firstOK)
-			}
-			if len(late) > 0 {
-				t.Errorf("%d calls returned later than their %v deadline + %v: %v", len(late), callTimeout, relSlack, late)
-			}
+			assert.LessOrEqual(t, firstOK, 5*time.Second, "the time the pool took to serve a query after the server came back")
+			assert.Empty(t, late, "calls returned later than their %v deadline + %v", callTimeout, relSlack)
 			// After the restart the pool is healthy: every stale connection has
 			// been discarded, so sequential queries all succeed.
 			for i := range 20 {
-				if _, err := relBackendPID(t.Context(), db); err != nil {
-					t.Fatalf("query %d after recovery: %v", i, err)
-				}
+				_, err := relBackendPID(t.Context(), db)
+				require.NoError(t, err, "query %d after recovery", i)
 			}
 			st := relBalanced(t, db)
-			if st.Checkouts < uint64(okCount.Load()) {
-				t.Errorf("tracker saw %d checkouts for %d successful queries", st.Checkouts, okCount.Load())
-			}
-			if leaks := rec.all(); len(leaks) != 0 {
-				t.Errorf("leak reports during the restart: %v", leaks)
-			}
+			assert.GreaterOrEqual(t, st.Checkouts, uint64(okCount.Load()), "checkouts tracked: at least one per successful query")
+			assert.Empty(t, rec.All(), "leak reports during the restart")
 		})
 	}
 }
@@ -415,17 +362,15 @@ func TestFaultMaxConnections(t *testing.T) {
 		pgxleak.WithLogger(quiet))
 	if err == nil {
 		_ = db.Close()
-		t.Fatal("Open warmed up 8 connections on a server that allows 5")
 	}
+	require.Error(t, err, "Open warmed up 8 connections on a server that allows 5")
 	t.Logf("Open error (%v): %v", time.Since(start).Round(time.Millisecond), err)
 	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) || pgErr.Code != "53300" {
-		t.Errorf("Open error does not carry the server's SQLSTATE 53300: %v", err)
+	if assert.ErrorAs(t, err, &pgErr, "Open's error carries the server's") {
+		assert.Equal(t, "53300", pgErr.Code, "Open's error carries the server's SQLSTATE")
 	}
 	for _, want := range []string{"WithMinIdleConns", "too many clients"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("Open error does not say %q: %v", want, err)
-		}
+		assert.Contains(t, err.Error(), want)
 	}
 	// The failed Open closed the connections it did get: all five slots are
 	// free again (this is checked from inside one of them).
@@ -447,38 +392,30 @@ func TestFaultMaxConnections(t *testing.T) {
 		if err == nil {
 			err = c.PingContext(ctx)
 		}
-		if err != nil {
-			t.Fatalf("connection %d of 5: %v", i+1, err)
-		}
+		require.NoError(t, err, "connection %d of 5", i+1)
 		held = append(held, c)
 	}
 	callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	start = time.Now()
 	_, err = db.Conn(callCtx)
-	if err == nil {
-		t.Fatal("a sixth connection was opened on a server that allows 5")
+	require.Error(t, err, "a sixth connection was opened on a server that allows 5")
+	assert.LessOrEqual(t, time.Since(start), 5*time.Second, "the sixth checkout's time to fail")
+	if assert.ErrorAs(t, err, &pgErr, "sixth checkout: the server's error") {
+		assert.Equal(t, "53300", pgErr.Code, "sixth checkout: the server's SQLSTATE")
 	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Errorf("the sixth checkout took %v to fail", d)
-	}
-	if !errors.As(err, &pgErr) || pgErr.Code != "53300" || !strings.Contains(err.Error(), "too many clients") {
-		t.Errorf("sixth checkout: %v, want the server's too many clients error (53300)", err)
-	}
-	if st := stats(t, db); st.CheckedOut != 5 || st.Checkouts != 5 || len(checkouts(t, db)) != 5 {
-		t.Errorf("tracker with 5 held and one refused: InUse %d, Checkouts %d, listed %d; want 5, 5, 5",
-			st.CheckedOut, st.Checkouts, len(checkouts(t, db)))
-	}
+	assert.Contains(t, err.Error(), "too many clients")
+	pst := stats(t, db)
+	assert.EqualValues(t, 5, pst.CheckedOut, "checked out, with 5 held and one refused")
+	assert.EqualValues(t, 5, pst.Checkouts, "checkouts, with 5 held and one refused")
+	assert.Len(t, checkouts(t, db), 5, "checkouts listed, with 5 held and one refused")
 	for _, c := range held {
 		_ = c.Close()
 	}
 	st := relBalanced(t, db)
-	if st.Checkouts != 5 {
-		t.Errorf("Checkouts = %d, want 5", st.Checkouts)
-	}
-	if _, err := relBackendPID(ctx, db); err != nil {
-		t.Fatalf("query after the connections came back: %v", err)
-	}
+	assert.EqualValues(t, 5, st.Checkouts, "checkouts")
+	_, err = relBackendPID(ctx, db)
+	require.NoError(t, err, "query after the connections came back")
 	relBalanced(t, db)
 }
 
@@ -490,7 +427,7 @@ func TestFaultMaxConnections(t *testing.T) {
 // ten keep-idle periods, only the warm-up's two may be attempted.
 func TestFaultSlowWarmUp(t *testing.T) {
 	t.Parallel()
-	fc := &fakeConnector{gate: make(chan struct{})}
+	fc := &testdriver.Connector{Gate: make(chan struct{})}
 	type result struct {
 		db  *sql.DB
 		err error
@@ -502,15 +439,11 @@ func TestFaultSlowWarmUp(t *testing.T) {
 			pgxleak.WithLogger(quiet))
 		opened <- result{db, err}
 	}()
-	pgtest.WaitFor(t, 10*time.Second, "the warm-up's two connection attempts", func() bool { return fc.attempts.Load() >= 2 })
+	pgtest.WaitFor(t, 10*time.Second, "the warm-up's two connection attempts", func() bool { return fc.Attempts.Load() >= 2 })
 	time.Sleep(100 * time.Millisecond) // ten keep-idle periods in which nothing else may connect
-	if n := fc.attempts.Load(); n != 2 {
-		t.Errorf("%d connection attempts during Open's warm-up of 2: the keep-idle task ran alongside it", n)
-	}
-	close(fc.gate)
+	assert.EqualValues(t, 2, fc.Attempts.Load(), "connection attempts during Open's warm-up of 2: the keep-idle task ran alongside it")
+	close(fc.Gate)
 	r := <-opened
-	if r.err != nil {
-		t.Fatalf("Open: %v", r.err)
-	}
+	require.NoError(t, r.err, "Open")
 	_ = r.db.Close()
 }

@@ -14,7 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
+	"github.com/pgxleak/pgxleak/internal/testdriver"
 )
 
 func relFull() bool { return os.Getenv("PGXLEAK_FULL") == "1" }
@@ -77,8 +82,8 @@ func TestLoadManyGoroutines(t *testing.T) {
 	if relFull() {
 		duration = 30 * time.Second
 	}
-	rec := newLeakRecorder()
-	db, _ := openTest(t, rec.option(), pgxleak.WithMaxOpenConns(poolSize),
+	rec := &leaktest.Recorder{}
+	db, _ := openTest(t, rec.Option(), pgxleak.WithMaxOpenConns(poolSize),
 		pgxleak.WithLeakThreshold(time.Second), pgxleak.WithReportInterval(0))
 
 	var ops, failures atomic.Int64
@@ -110,38 +115,30 @@ func TestLoadManyGoroutines(t *testing.T) {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	if n := failures.Load(); n > 0 {
-		t.Fatalf("%d operations failed; first: %v", n, firstErr.Load())
-	}
+	require.Zero(t, failures.Load(), "operations failed; first: %v", firstErr.Load())
 	st := relBalanced(t, db)
 	t.Logf("%d goroutines, pool of %d, %v: %d operations, %.0f ops/s; database/sql waited %d times, %v in all",
 		goroutines, poolSize, elapsed.Round(time.Millisecond), ops.Load(), float64(ops.Load())/elapsed.Seconds(),
 		st.WaitCount, st.WaitDuration.Round(time.Millisecond))
-	if ops.Load() < goroutines {
-		t.Errorf("%d operations for %d goroutines", ops.Load(), goroutines)
-	}
-	if st.Checkouts != uint64(ops.Load()) || st.Returns != st.Checkouts {
-		t.Errorf("tracker: %d checkouts and %d returns for %d operations", st.Checkouts, st.Returns, ops.Load())
-	}
-	if st.MaxOpenConnections != poolSize || st.OpenConnections > poolSize {
-		t.Errorf("pool: %d open of max %d", st.OpenConnections, st.MaxOpenConnections)
-	}
+	assert.GreaterOrEqual(t, ops.Load(), int64(goroutines), "operations: at least one per goroutine")
+	assert.Equal(t, uint64(ops.Load()), st.Checkouts, "a checkout per operation")
+	assert.Equal(t, st.Checkouts, st.Returns, "a return per checkout")
+	assert.Equal(t, poolSize, st.MaxOpenConnections, "the pool's limit")
+	assert.LessOrEqual(t, st.OpenConnections, poolSize, "connections open within the limit")
 	// On a loaded machine (2 cores, a CPU burner on each, 10,000
 	// goroutines) an operation can really hold its connection past the 1s
 	// threshold: such a report is true, and its connection comes back. A
 	// false one claims a hold no operation had, or never resolves.
-	if st.GarbageCollected != 0 || st.StillOut != 0 || st.Suspected != st.Resolved {
-		t.Errorf("false leak reports: suspected %d (resolved %d), garbage-collected %d, still out %d",
-			st.Suspected, st.Resolved, st.GarbageCollected, st.StillOut)
-	}
-	for _, l := range rec.all() {
+	assert.Zero(t, st.GarbageCollected, "false garbage-collection reports")
+	assert.Zero(t, st.StillOut, "false still-out reports")
+	assert.Equal(t, st.Suspected, st.Resolved, "every suspected leak resolves")
+	for _, l := range rec.All() {
 		held := l.Held
 		if !l.SeenAt.IsZero() {
 			held -= l.SeenAt.Sub(l.CheckedOutAt) // the bound of a checkout seen late
 		}
-		if l.Kind != pgxleak.LeakSuspected || held > time.Duration(longest.Load()) {
-			t.Errorf("false leak report (longest operation %v): %v", time.Duration(longest.Load()), l)
-		}
+		assert.True(t, l.Kind == pgxleak.LeakSuspected && held <= time.Duration(longest.Load()),
+			"false leak report (longest operation %v): %v", time.Duration(longest.Load()), l)
 	}
 	if st.Suspected > 0 {
 		t.Logf("%d checkouts really held past the threshold on this loaded machine (longest operation %v)", st.Suspected, time.Duration(longest.Load()))
@@ -196,9 +193,7 @@ func relCheckouts(t *testing.T, db *sql.DB, n int) (longest time.Duration) {
 		})
 	}
 	wg.Wait()
-	if err := failed.Load(); err != nil {
-		t.Fatal(err)
-	}
+	require.Nil(t, failed.Load())
 	return time.Duration(maxHold.Load())
 }
 
@@ -218,12 +213,9 @@ func relMemoryFlat(t *testing.T, db *sql.DB, small, large int, limit uint64) (lo
 	growth := int64(atLarge) - int64(atSmall)
 	t.Logf("live heap: %d B warm, %d B after %d checkouts, %d B after %d (growth %+d B, %.3f B per checkout)",
 		base, atSmall, small, atLarge, large, growth, float64(growth)/float64(large-small))
-	if growth > int64(limit) {
-		t.Errorf("live heap grew %d B over %d checkouts (limit %d B): memory is retained per checkout", growth, large-small, limit)
-	}
-	if st.Checkouts != st.Returns || st.CheckedOut != 0 {
-		t.Errorf("tracker: %d checkouts, %d returns, %d in use", st.Checkouts, st.Returns, st.CheckedOut)
-	}
+	assert.LessOrEqual(t, growth, int64(limit), "live heap growth over %d checkouts: memory is retained per checkout", large-small)
+	assert.Equal(t, st.Checkouts, st.Returns, "a return per checkout")
+	assert.Zero(t, st.CheckedOut, "checked out at the end")
 	return longest
 }
 
@@ -246,30 +238,26 @@ func TestLoadMemoryFlat(t *testing.T) {
 		{"churning", []pgxleak.Option{pgxleak.WithMaxUses(10)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rec := newLeakRecorder()
-			opts := append([]pgxleak.Option{rec.option(), pgxleak.WithMaxOpenConns(10), pgxleak.WithLeakThreshold(time.Second),
+			rec := &leaktest.Recorder{}
+			opts := append([]pgxleak.Option{rec.Option(), pgxleak.WithMaxOpenConns(10), pgxleak.WithLeakThreshold(time.Second),
 				pgxleak.WithLogger(nil)}, tc.opts...)
-			fc := &fakeConnector{}
+			fc := &testdriver.Connector{}
 			db, err := pgxleak.OpenDB(fc, opts...)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			defer db.Close()
 			longest := relMemoryFlat(t, db, small, large, 64<<10)
-			t.Logf("%d connections opened; longest operation %v", fc.opened.Load(), longest)
+			t.Logf("%d connections opened; longest operation %v", fc.Opened.Load(), longest)
 			// On a loaded machine an operation can really hold its
 			// connection past the 1s threshold (a goroutine starved of
 			// CPU): that report is true. A false one claims a hold no
 			// operation had (a stale checkout time, say). Held of a
 			// checkout seen late includes its bound; SeenAt removes it.
-			for _, l := range rec.all() {
+			for _, l := range rec.All() {
 				held := l.Held
 				if !l.SeenAt.IsZero() {
 					held -= l.SeenAt.Sub(l.CheckedOutAt)
 				}
-				if l.Kind != pgxleak.LeakSuspected || held > longest {
-					t.Errorf("false leak report (longest operation %v): %v", longest, l)
-				}
+				assert.True(t, l.Kind == pgxleak.LeakSuspected && held <= longest, "false leak report (longest operation %v): %v", longest, l)
 			}
 		})
 	}

@@ -7,16 +7,18 @@ package pgxleak_test
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/faultproxy"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
 
@@ -30,9 +32,7 @@ func TestFaultNetwork(t *testing.T) {
 	before := goleak.IgnoreCurrent()
 	cl := pgtest.NewCluster(t)
 	proxy, err := faultproxy.New(fmt.Sprintf("127.0.0.1:%d", cl.Port()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	t.Cleanup(func() {
 		_ = proxy.Close()
 		goleak.VerifyNone(t, before)
@@ -58,33 +58,21 @@ func TestFaultNetwork(t *testing.T) {
 	// (the fault was in effect) and not much after (nothing hung).
 	byDeadline := func(t *testing.T, what string, err error, took, d time.Duration) {
 		t.Helper()
-		if err == nil {
-			t.Fatalf("%s succeeded through the fault in %v", what, took)
-		}
-		if took < d*9/10 || took > d+relSlack {
-			t.Fatalf("%s returned after %v, want about its %v deadline: %v", what, took, d, err)
-		}
-		if !errors.Is(err, context.DeadlineExceeded) {
-			t.Errorf("%s: %v, want context.DeadlineExceeded in the chain", what, err)
-		}
+		require.Error(t, err, "%s succeeded through the fault in %v", what, took)
+		require.True(t, took >= d*9/10 && took <= d+relSlack, "%s returned after %v, want about its %v deadline: %v", what, took, d, err)
+		assert.ErrorIs(t, err, context.DeadlineExceeded, what)
 	}
 	// quick asserts that a call failed well before its deadline.
 	quick := func(t *testing.T, what string, err error, took time.Duration) {
 		t.Helper()
-		if err == nil {
-			t.Fatalf("%s succeeded through the fault", what)
-		}
-		if took > 2*time.Second {
-			t.Fatalf("%s took %v to fail: %v", what, took, err)
-		}
+		require.Error(t, err, "%s succeeded through the fault", what)
+		require.LessOrEqual(t, took, 2*time.Second, "%s: the time to fail: %v", what, err)
 	}
 	open := func(t *testing.T, opts ...pgxleak.Option) *sql.DB {
 		t.Helper()
 		proxy.Clear()
 		db := relOpen(t, base, opts...)
-		if err := db.PingContext(t.Context()); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, db.PingContext(t.Context()))
 		t.Cleanup(func() {
 			// Heal the network first, so pgx's cleanup of connections it
 			// abandoned (a cancel request and a Terminate, up to 15 s on a
@@ -102,17 +90,14 @@ func TestFaultNetwork(t *testing.T) {
 		took, err := timed(150*time.Millisecond, query(db, "SELECT 'x'"))
 		byDeadline(t, "query under 400ms round trips with a 150ms deadline", err, took, 150*time.Millisecond)
 		took, err = timed(10*time.Second, query(db, "SELECT 'x'"))
-		if err != nil || took < 400*time.Millisecond {
-			t.Fatalf("query with a 10s deadline: %v after %v, want success after at least one 400ms round trip", err, took)
-		}
+		require.NoError(t, err, "query with a 10s deadline")
+		require.GreaterOrEqual(t, took, 400*time.Millisecond, "query with a 10s deadline: at least one 400ms round trip")
 	})
 
 	t.Run("reset_peer", func(t *testing.T) {
 		db := open(t)
 		conn, err := db.Conn(t.Context())
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		proxy.Set(faultproxy.Toxics{ResetPeer: true})
 		took, err := timed(10*time.Second, conn.PingContext)
 		quick(t, "ping on a reset connection", err, took)
@@ -121,49 +106,37 @@ func TestFaultNetwork(t *testing.T) {
 		took, err = timed(10*time.Second, query(db, "SELECT 'x'"))
 		quick(t, "query while new connections are reset", err, took)
 		proxy.Clear()
-		if _, err := timed(10*time.Second, query(db, "SELECT 'x'")); err != nil {
-			t.Fatalf("after the resets stopped: %v", err)
-		}
-		if n := db.Stats().OpenConnections; n != 1 {
-			t.Errorf("OpenConnections = %d, want 1: reset connections must be discarded", n)
-		}
+		_, err = timed(10*time.Second, query(db, "SELECT 'x'"))
+		require.NoError(t, err, "after the resets stopped")
+		assert.Equal(t, 1, db.Stats().OpenConnections, "OpenConnections: reset connections must be discarded")
 	})
 
 	t.Run("timeout", func(t *testing.T) {
-		rec := newLeakRecorder()
-		db := open(t, rec.option(), pgxleak.WithLeakThreshold(time.Minute))
+		rec := &leaktest.Recorder{}
+		db := open(t, rec.Option(), pgxleak.WithLeakThreshold(time.Minute))
 		ctx := t.Context()
-		if _, err := db.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS blackholed (id int)"); err != nil {
-			t.Fatal(err)
-		}
+		_, err := db.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS blackholed (id int)")
+		require.NoError(t, err)
 		// A transaction begun before the black hole, committed into it:
 		// driver.Tx.Commit takes no context, but pgx commits with the
 		// BeginTx one.
 		txCtx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 		defer cancel()
 		tx, err := db.BeginTx(txCtx, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tx.ExecContext(txCtx, "INSERT INTO blackholed VALUES (1)"); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
+		_, err = tx.ExecContext(txCtx, "INSERT INTO blackholed VALUES (1)")
+		require.NoError(t, err)
 		// A connection held across the black hole, for Drain below.
 		held, err := db.Conn(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		defer held.Close()
-		if err := held.PingContext(ctx); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, held.PingContext(ctx))
 
 		proxy.Set(faultproxy.Toxics{Timeout: true})
 		start := time.Now()
 		err = tx.Commit()
-		if took := time.Since(start); err == nil || took > 500*time.Millisecond+relSlack {
-			t.Fatalf("Commit into a black hole: %v after %v, want an error by the BeginTx deadline", err, took)
-		}
+		require.Error(t, err, "Commit into a black hole")
+		require.LessOrEqual(t, time.Since(start), 500*time.Millisecond+relSlack, "Commit into a black hole: an error by the BeginTx deadline")
 		took, err := timed(300*time.Millisecond, query(db, "SELECT 'x'"))
 		byDeadline(t, "query (on a new connection) into a black hole", err, took, 300*time.Millisecond)
 		took, err = timed(300*time.Millisecond, db.PingContext)
@@ -185,43 +158,39 @@ func TestFaultNetwork(t *testing.T) {
 		})
 		took, err = timed(300*time.Millisecond, func(ctx context.Context) error { return pgxleak.Drain(ctx, db) })
 		var le *pgxleak.LeakError
-		if !errors.As(err, &le) || len(le.Checkouts) != 1 || took > 300*time.Millisecond+relSlack {
-			t.Fatalf("Drain with a connection in a black hole: %v after %v, want a LeakError by its deadline", err, took)
-		}
-		if c := le.Checkouts[0]; !strings.HasSuffix(c.Culprit.File, "reliability_network_test.go") || c.LastStatement != stuckSQL {
-			t.Errorf("Drain's report: culprit %v, statement %q", c.Culprit, c.LastStatement)
-		}
-		if !errors.Is(err, context.DeadlineExceeded) {
-			t.Errorf("Drain error does not wrap the deadline: %v", err)
-		}
+		require.ErrorAs(t, err, &le, "Drain with a connection in a black hole")
+		require.Len(t, le.Checkouts, 1, "Drain with a connection in a black hole")
+		require.LessOrEqual(t, took, 300*time.Millisecond+relSlack, "Drain with a connection in a black hole: a LeakError by its deadline")
+		c := le.Checkouts[0]
+		assert.True(t, strings.HasSuffix(c.Culprit.File, "reliability_network_test.go"), "Drain's report: culprit %v", c.Culprit)
+		assert.Equal(t, stuckSQL, c.LastStatement, "Drain's report")
+		assert.ErrorIs(t, err, context.DeadlineExceeded, "the Drain error wraps the deadline")
 		select {
 		case err := <-stuck:
-			if err == nil {
-				t.Error("the stuck statement succeeded")
-			}
+			assert.Error(t, err, "the stuck statement succeeded")
 		case <-time.After(2*time.Second + relSlack):
-			t.Fatal("the stuck statement outlived its 2s deadline")
+			require.FailNow(t, "the stuck statement outlived its 2s deadline")
 		}
 		_ = held.Close()
-		if leaks := rec.all(); len(leaks) != 1 || leaks[0].Kind != pgxleak.LeakStillOut {
-			t.Errorf("reports: %v, want the one still_out from Drain", leaks)
+		leaks := rec.All()
+		if assert.Len(t, leaks, 1, "reports: the one still_out from Drain") {
+			assert.Equal(t, pgxleak.LeakStillOut, leaks[0].Kind, "reports: the one still_out from Drain")
 		}
 		proxy.Clear()
 		// The commit never reached the server.
 		admin := relAdmin(t, cl)
 		var n int
-		if err := admin.QueryRow(ctx, "SELECT count(*) FROM blackholed").Scan(&n); err != nil || n != 0 {
-			t.Errorf("rows committed into the black hole: %d, %v", n, err)
-		}
+		assert.NoError(t, admin.QueryRow(ctx, "SELECT count(*) FROM blackholed").Scan(&n))
+		assert.Zero(t, n, "rows committed into the black hole")
 	})
 
 	t.Run("timeout closing", func(t *testing.T) {
 		db := open(t)
 		proxy.Set(faultproxy.Toxics{Timeout: true, CloseAfter: 200 * time.Millisecond})
 		took, err := timed(10*time.Second, query(db, "SELECT 'x'"))
-		if err == nil || took < 150*time.Millisecond || took > 200*time.Millisecond+relSlack {
-			t.Fatalf("query through a black hole that closes after 200ms: %v after %v", err, took)
-		}
+		require.Error(t, err, "query through a black hole that closes after 200ms")
+		require.True(t, took >= 150*time.Millisecond && took <= 200*time.Millisecond+relSlack,
+			"query through a black hole that closes after 200ms: %v after %v", err, took)
 	})
 
 	t.Run("open into a black hole", func(t *testing.T) {
@@ -234,11 +203,11 @@ func TestFaultNetwork(t *testing.T) {
 		took := time.Since(start)
 		if err == nil {
 			_ = db.Close()
-			t.Fatal("Open warmed up connections through a black hole")
 		}
-		if took < 900*time.Millisecond || took > time.Second+relSlack || !strings.Contains(err.Error(), "WithMinIdleConns") {
-			t.Fatalf("Open: %v after %v, want a WithMinIdleConns error after the 1s connect_timeout", err, took)
-		}
+		require.Error(t, err, "Open warmed up connections through a black hole")
+		require.ErrorContains(t, err, "WithMinIdleConns")
+		require.True(t, took >= 900*time.Millisecond && took <= time.Second+relSlack,
+			"Open: %v after %v, want the error after the 1s connect_timeout", err, took)
 	})
 
 	// database/sql opens connections for waiting callers on one background
@@ -255,13 +224,9 @@ func TestFaultNetwork(t *testing.T) {
 		db := relOpen(t, dsn, pgxleak.WithMaxOpenConns(1))
 		ctx := t.Context()
 		held, err := db.Conn(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		defer held.Close()
-		if err := held.PingContext(ctx); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, held.PingContext(ctx))
 		waiter := make(chan error, 1)
 		go func() {
 			_, err := timed(bound+time.Minute, query(db, "SELECT 'x'"))
@@ -273,9 +238,8 @@ func TestFaultNetwork(t *testing.T) {
 		// discards it and asks its opener for one for the waiter.
 		proxy.Set(faultproxy.Toxics{Timeout: true})
 		accepted := proxy.Accepted()
-		if _, err := timed(200*time.Millisecond, held.PingContext); err == nil {
-			t.Fatal("ping through the black hole succeeded")
-		}
+		_, err = timed(200*time.Millisecond, held.PingContext)
+		require.Error(t, err, "ping through the black hole succeeded")
 		dropped := proxy.Dropped()
 		_ = held.Close()
 		pgtest.WaitFor(t, 10*time.Second, "the opener's connection attempt to vanish", func() bool {
@@ -288,15 +252,12 @@ func TestFaultNetwork(t *testing.T) {
 		case err := <-waiter:
 			took := time.Since(swallowed)
 			t.Logf("waiter: %v after %v", err, took.Round(time.Millisecond))
-			if took > bound+relSlack {
-				t.Fatalf("the waiter was served %v after the lost attempt, want within the %v connect bound", took, bound)
-			}
+			require.LessOrEqual(t, took, bound+relSlack, "the waiter is served within the %v connect bound after the lost attempt", bound)
 		case <-time.After(bound + relSlack):
-			t.Fatalf("the waiter still waits %v after the opener's attempt was lost", bound+relSlack)
+			require.FailNowf(t, "the waiter still waits", "the waiter still waits %v after the opener's attempt was lost", bound+relSlack)
 		}
-		if _, err := timed(10*time.Second, query(db, "SELECT 'x'")); err != nil {
-			t.Fatalf("the pool did not recover: %v", err)
-		}
+		_, err = timed(10*time.Second, query(db, "SELECT 'x'"))
+		require.NoError(t, err, "the pool did not recover")
 		relBalanced(t, db)
 	})
 
@@ -304,9 +265,8 @@ func TestFaultNetwork(t *testing.T) {
 		db := open(t)
 		proxy.Set(faultproxy.Toxics{Bandwidth: 256 << 10})
 		took, err := timed(10*time.Second, query(db, "SELECT repeat('x', 128*1024)"))
-		if err != nil || took < 350*time.Millisecond {
-			t.Fatalf("128 KiB at 256 KiB/s: %v after %v, want success after about 0.5s", err, took)
-		}
+		require.NoError(t, err, "128 KiB at 256 KiB/s")
+		require.GreaterOrEqual(t, took, 350*time.Millisecond, "128 KiB at 256 KiB/s: success after about 0.5s")
 		took, err = timed(300*time.Millisecond, query(db, "SELECT repeat('x', 8*1024*1024)"))
 		byDeadline(t, "8 MiB at 256 KiB/s with a 300ms deadline", err, took, 300*time.Millisecond)
 	})

@@ -12,12 +12,15 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
 
@@ -30,7 +33,7 @@ func relRandHex(n int) string {
 // relSignals captures everything a pool emits.
 type relSignals struct {
 	logs   lockedBuffer
-	leaks  *leakRecorder
+	leaks  *leaktest.Recorder
 	spans  *tracetest.SpanRecorder
 	tp     *sdktrace.TracerProvider
 	reader *sdkmetric.ManualReader
@@ -41,7 +44,7 @@ type relSignals struct {
 }
 
 func newRelSignals(t *testing.T) *relSignals {
-	s := &relSignals{leaks: newLeakRecorder(), spans: tracetest.NewSpanRecorder(), reader: sdkmetric.NewManualReader()}
+	s := &relSignals{leaks: &leaktest.Recorder{}, spans: tracetest.NewSpanRecorder(), reader: sdkmetric.NewManualReader()}
 	s.tp = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(s.spans))
 	s.mp = sdkmetric.NewMeterProvider(sdkmetric.WithReader(s.reader))
 	t.Cleanup(func() {
@@ -60,7 +63,7 @@ func (s *relSignals) logger() *slog.Logger {
 func (s *relSignals) options() []pgxleak.Option {
 	return []pgxleak.Option{
 		pgxleak.WithLogger(s.logger()),
-		s.leaks.option(),
+		s.leaks.Option(),
 		pgxleak.WithTracerProvider(s.tp),
 		pgxleak.WithMeterProvider(s.mp),
 	}
@@ -91,7 +94,7 @@ func (s *relSignals) dump(t *testing.T) string {
 	b.WriteString("== logs\n")
 	b.WriteString(s.logs.String())
 	b.WriteString("== leak reports\n")
-	for _, l := range s.leaks.all() {
+	for _, l := range s.leaks.All() {
 		fmt.Fprintf(&b, "%s\n%+v\n%s\n", l, l, stackString(l.Stack))
 	}
 	b.WriteString("== spans\n")
@@ -122,9 +125,7 @@ func (s *relSignals) dump(t *testing.T) string {
 	}
 	b.WriteString("== metrics\n")
 	var rm metricdata.ResourceMetrics
-	if err := s.reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatalf("collecting metrics: %v", err)
-	}
+	require.NoError(t, s.reader.Collect(context.Background(), &rm), "collecting metrics")
 	for _, sm := range rm.ScopeMetrics {
 		for _, m := range sm.Metrics {
 			fmt.Fprintf(&b, "metric %s %q %s\n", m.Name, m.Description, m.Unit)
@@ -185,7 +186,7 @@ func relAbsent(t *testing.T, what, text string, secrets ...string) {
 		}
 		if i := strings.Index(text, s); i >= 0 {
 			lo, hi := max(0, i-300), min(len(text), i+len(s)+100)
-			t.Errorf("%s contains %q:\n...%s...", what, s, text[lo:hi])
+			assert.Failf(t, "a secret in the signals", "%s contains %q:\n...%s...", what, s, text[lo:hi])
 		}
 	}
 }
@@ -210,25 +211,21 @@ func relScramCluster(t *testing.T) (cl *pgtest.Cluster, pw, core string) {
 		"CREATE ROLE app LOGIN PASSWORD '" + pw + "'",
 		"CREATE DATABASE appdb OWNER app",
 	} {
-		if _, err := admin.Exec(ctx, q); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
+		_, err := admin.Exec(ctx, q)
+		require.NoError(t, err, q)
 	}
 	var scram bool
-	if err := admin.QueryRow(ctx, "SELECT rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid WHERE rolname = 'app'").Scan(&scram); err != nil || !scram {
-		t.Fatalf("app's password is not stored as a SCRAM verifier: %v, %v", scram, err)
-	}
-	if err := cl.RequirePassword(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, admin.QueryRow(ctx, "SELECT rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid WHERE rolname = 'app'").Scan(&scram))
+	require.True(t, scram, "app's password is not stored as a SCRAM verifier")
+	require.NoError(t, cl.RequirePassword())
 	// The role really needs its password now.
 	for _, bad := range []string{"", "wrong-" + relRandHex(4)} {
 		u := url.URL{Scheme: "postgres", User: url.UserPassword("app", bad), Host: fmt.Sprintf("127.0.0.1:%d", cl.Port()), Path: "/appdb", RawQuery: "sslmode=disable"}
 		c, err := pgx.Connect(ctx, u.String())
 		if err == nil {
 			_ = c.Close(ctx)
-			t.Fatalf("app connected with password %q: pg_hba does not require scram", bad)
 		}
+		require.Error(t, err, "app connected with password %q: pg_hba does not require scram", bad)
 	}
 	return cl, pw, core
 }

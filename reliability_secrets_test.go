@@ -8,7 +8,6 @@ package pgxleak_test
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -21,6 +20,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
@@ -55,43 +56,33 @@ func TestSecretsNeverEmitted(t *testing.T) {
 				pgxleak.WithSlowWaitThreshold(time.Millisecond), pgxleak.WithWaitSampleInterval(20*time.Millisecond),
 				pgxleak.WithConnMaxIdleTime(100*time.Millisecond))
 			db, err := pgxleak.Open("pgx", dsn, opts...)
-			if err != nil {
-				t.Fatalf("Open: %v", err)
-			}
+			require.NoError(t, err, "Open")
 			defer db.Close()
 			relExercise(t, sig, db, arg)
 
 			// A connection held to the end, for Drain below.
 			ctx := t.Context()
 			held, err := db.Conn(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			defer held.Close()
 			heldPID, err := relBackendPID(ctx, held)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := held.ExecContext(ctx, "SELECT $1::text", arg); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
+			_, err = held.ExecContext(ctx, "SELECT $1::text", arg)
+			require.NoError(t, err)
 
 			// The keep-idle task fails once the role may no longer log in,
 			// and logs the server's error.
 			admin := relAdmin(t, cl)
-			if _, err := admin.Exec(ctx, "ALTER ROLE app NOLOGIN"); err != nil {
-				t.Fatal(err)
-			}
+			_, err = admin.Exec(ctx, "ALTER ROLE app NOLOGIN")
+			require.NoError(t, err)
 			defer func() { _, _ = admin.Exec(context.Background(), "ALTER ROLE app LOGIN") }()
-			if _, err := admin.Exec(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'app' AND pid <> $1", heldPID); err != nil {
-				t.Fatal(err)
-			}
+			_, err = admin.Exec(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'app' AND pid <> $1", heldPID)
+			require.NoError(t, err)
 			pgtest.WaitFor(t, 20*time.Second, "the keep-idle task to log its failure", func() bool {
 				return strings.Contains(sig.logs.String(), "is not permitted to log in")
 			})
-			if _, err := admin.Exec(ctx, "ALTER ROLE app LOGIN"); err != nil {
-				t.Fatal(err)
-			}
+			_, err = admin.Exec(ctx, "ALTER ROLE app LOGIN")
+			require.NoError(t, err)
 
 			// Drain with connections still out: the one whose Rows were
 			// dropped, and the one held on purpose.
@@ -99,9 +90,8 @@ func TestSecretsNeverEmitted(t *testing.T) {
 			defer cancel()
 			err = pgxleak.Drain(dctx, db)
 			var le *pgxleak.LeakError
-			if !errors.As(err, &le) || len(le.Checkouts) < 2 {
-				t.Fatalf("Drain: %v, want a LeakError with the dropped Rows' and the held connection", err)
-			}
+			require.ErrorAs(t, err, &le, "Drain")
+			require.GreaterOrEqual(t, len(le.Checkouts), 2, "Drain lists the dropped Rows' and the held connection")
 			sig.addErr(err)
 		})
 	}
@@ -149,9 +139,7 @@ func TestSecretsNeverEmitted(t *testing.T) {
 			}
 			if cfg, err := pgx.ParseConfig(tc.dsn); err == nil {
 				db, err := pgxleak.OpenDB(stdlib.GetConnector(*cfg), sig.options()...)
-				if err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, err)
 				errs = append(errs, db.PingContext(t.Context()))
 				_ = db.Close()
 			}
@@ -164,29 +152,23 @@ func TestSecretsNeverEmitted(t *testing.T) {
 				return
 			}
 			for i, err := range errs {
-				if err == nil {
-					t.Fatalf("way %d of opening succeeded", i)
-				}
-				if !strings.Contains(err.Error(), tc.want) {
-					t.Errorf("way %d: %v, want it to say %q", i, err, tc.want)
-				}
+				require.Error(t, err, "way %d of opening succeeded", i)
+				assert.ErrorContains(t, err, tc.want, "way %d", i)
 				sig.addErr(err)
 			}
 			if tc.want == "28P01" {
 				var pgErr *pgconn.PgError
-				if !errors.As(errs[0], &pgErr) || pgErr.Code != "28P01" {
-					t.Errorf("the server's PgError did not pass through: %v", errs[0])
+				if assert.ErrorAs(t, errs[0], &pgErr, "the server's PgError passes through") {
+					assert.Equal(t, "28P01", pgErr.Code, "the server's PgError passes through")
 				}
 			}
 			if _, err := pgx.ParseConfig(tc.dsn); err != nil {
 				// Both Opens reject a DSN pgx cannot parse, before any warm-up.
 				for i, err := range errs[:2] {
-					if !strings.HasPrefix(err.Error(), "pgxleak: Open: cannot parse") {
-						t.Errorf("way %d: %v, want Open's parse error", i, err)
-					}
+					assert.True(t, strings.HasPrefix(err.Error(), "pgxleak: Open: cannot parse"), "way %d: %v, want Open's parse error", i, err)
 				}
-			} else if !strings.Contains(errs[0].Error(), "WithMinIdleConns") {
-				t.Errorf("Open's warm-up error does not name WithMinIdleConns: %v", errs[0])
+			} else {
+				assert.ErrorContains(t, errs[0], "WithMinIdleConns", "Open's warm-up error names the option")
 			}
 		})
 	}
@@ -199,9 +181,7 @@ func TestSecretsNeverEmitted(t *testing.T) {
 		"span ", "metric db.client.connection", "db.client.connection.pool.name=127.0.0.1:",
 		"password authentication failed", "connection refused", "does not exist", "xxxxx",
 	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("no signal says %q: the capture missed something", want)
-		}
+		assert.Contains(t, out, want, "no signal says it: the capture missed something")
 	}
 	secrets := append(relPasswordForms(pw, core), relPasswordForms(wrong, wrong[6:22])...)
 	for _, dsn := range dsns {
@@ -220,56 +200,38 @@ func relExercise(t *testing.T, sig *relSignals, db *sql.DB, arg string) {
 	t.Helper()
 	ctx := t.Context()
 	var s string
-	if err := db.QueryRowContext(ctx, "SELECT $1::text", arg).Scan(&s); err != nil || s != arg {
-		t.Fatalf("query: %q, %v", s, err)
-	}
-	if _, err := db.ExecContext(ctx, "SELECT $1::text", arg); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, db.QueryRowContext(ctx, "SELECT $1::text", arg).Scan(&s))
+	require.Equal(t, arg, s)
+	_, err := db.ExecContext(ctx, "SELECT $1::text", arg)
+	require.NoError(t, err)
 	stmt, err := db.PrepareContext(ctx, "SELECT $1::text")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := stmt.QueryRowContext(ctx, arg).Scan(&s); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
+	require.NoError(t, stmt.QueryRowContext(ctx, arg).Scan(&s))
 	_ = stmt.Close()
 
 	// A suspected leak, then its return.
 	c, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.QueryRowContext(ctx, "SELECT $1::text", arg).Scan(&s); err != nil {
-		t.Fatal(err)
-	}
-	sig.leaks.wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected })
+	require.NoError(t, err)
+	require.NoError(t, c.QueryRowContext(ctx, "SELECT $1::text", arg).Scan(&s))
+	sig.leaks.Wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected })
 	sig.addCheckouts(checkouts(t, db))
 	for _, co := range checkouts(t, db) {
-		if co.LastStatement != "SELECT $1::text" {
-			t.Errorf("LastStatement = %q, want the statement without its argument", co.LastStatement)
-		}
+		assert.Equal(t, "SELECT $1::text", co.LastStatement, "the statement without its argument")
 	}
 	// Waiters behind all the pool's connections, held, for wait metrics
 	// and spans.
 	held := []*sql.Conn{c}
 	for len(held) < db.Stats().MaxOpenConnections {
 		c2, err := db.Conn(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c2.PingContext(ctx); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
+		require.NoError(t, c2.PingContext(ctx))
 		held = append(held, c2)
 	}
 	var wg sync.WaitGroup
 	for range 3 {
 		wg.Go(func() {
 			var s string
-			if err := db.QueryRowContext(ctx, "SELECT $1::text", arg).Scan(&s); err != nil {
-				t.Error(err)
-			}
+			assert.NoError(t, db.QueryRowContext(ctx, "SELECT $1::text", arg).Scan(&s))
 		})
 	}
 	pgtest.WaitFor(t, 10*time.Second, "waiters", func() bool { return db.Stats().WaitCount >= 1 })
@@ -278,19 +240,17 @@ func relExercise(t *testing.T, sig *relSignals, db *sql.DB, arg string) {
 		_ = c.Close()
 	}
 	wg.Wait()
-	sig.leaks.wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.Resolved })
+	sig.leaks.Wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.Resolved })
 
 	// Rows dropped without Close, on a context that is never cancelled.
 	leakOnPurpose(func() {
 		rows, err := db.QueryContext(context.Background(), "SELECT $1::text", arg)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		_ = rows
 	})
 	pgtest.WaitFor(t, 20*time.Second, "the dropped Rows to be reported", func() bool {
 		runtime.GC()
-		for _, l := range sig.leaks.all() {
+		for _, l := range sig.leaks.All() {
 			if l.Kind == pgxleak.LeakGarbageCollected {
 				return true
 			}
@@ -304,9 +264,7 @@ func relExercise(t *testing.T, sig *relSignals, db *sql.DB, arg string) {
 func relClosedPort(t *testing.T) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	port := l.Addr().(*net.TCPAddr).Port
 	_ = l.Close()
 	return port
@@ -331,41 +289,30 @@ func TestSecretsWithoutStatements(t *testing.T) {
 			db, _ := openTest(t, opts...)
 			ctx := t.Context()
 			c, err := db.Conn(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			var s string
-			if err := c.QueryRowContext(ctx, q, "x").Scan(&s); err != nil {
-				t.Fatal(err)
-			}
-			sig.leaks.wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected })
+			require.NoError(t, c.QueryRowContext(ctx, q, "x").Scan(&s))
+			sig.leaks.Wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected })
 			// A waiter behind the two held connections.
 			c2, err := db.Conn(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := c2.ExecContext(ctx, q, "y"); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
+			_, err = c2.ExecContext(ctx, q, "y")
+			require.NoError(t, err)
 			done := make(chan error, 1)
 			go func() { _, err := db.ExecContext(ctx, q, "z"); done <- err }()
 			pgtest.WaitFor(t, 10*time.Second, "a waiter", func() bool { return db.Stats().WaitCount >= 1 })
 			time.Sleep(100 * time.Millisecond) // let the wait span several sampling intervals
 			sig.addCheckouts(checkouts(t, db))
 			_ = c2.Close()
-			if err := <-done; err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, <-done)
 			leakOnPurpose(func() {
 				rows, err := db.QueryContext(context.Background(), q, "w")
-				if err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, err)
 				_ = rows
 			})
 			pgtest.WaitFor(t, 20*time.Second, "the dropped Rows to be reported", func() bool {
 				runtime.GC()
-				for _, l := range sig.leaks.all() {
+				for _, l := range sig.leaks.All() {
 					if l.Kind == pgxleak.LeakGarbageCollected {
 						return true
 					}
@@ -377,16 +324,16 @@ func TestSecretsWithoutStatements(t *testing.T) {
 			err = pgxleak.Drain(dctx, db)
 			sig.addErr(err)
 			_ = c.Close()
-			for _, l := range sig.leaks.all() {
-				if without && l.LastStatement != "" {
-					t.Errorf("%s report has LastStatement %q", l.Kind, l.LastStatement)
+			for _, l := range sig.leaks.All() {
+				if without {
+					assert.Empty(t, l.LastStatement, "%s report's LastStatement", l.Kind)
 				}
 			}
 			out := sig.dump(t)
 			if without {
 				relAbsent(t, "signals with WithoutStatements", out, marker)
-			} else if !strings.Contains(out, marker) {
-				t.Errorf("without WithoutStatements no signal carries the statement: the search is vacuous\n%s", out)
+			} else {
+				assert.Contains(t, out, marker, "without WithoutStatements no signal carries the statement: the search is vacuous")
 			}
 		})
 	}

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak"
 )
 
@@ -35,42 +37,31 @@ func FuzzLeakRendering(f *testing.F) {
 		l := pgxleak.Leak{Kind: pgxleak.Kind(kind), Checkout: co, Repeats: repeats}
 
 		loc := culprit.String()
-		if loc == "" {
-			t.Fatal("Frame.String is empty")
-		}
+		require.NotEmpty(t, loc, "Frame.String")
 		s := l.String()
-		if !strings.HasPrefix(s, "pgxleak: ") || !strings.Contains(s, loc) {
-			t.Fatalf("Leak.String() = %q, want the culprit %q", s, loc)
-		}
-		if more := fmt.Sprintf("(+%d more like it)", repeats); (repeats > 0) != strings.Contains(s, more) {
-			t.Fatalf("Leak.String() = %q with %d repeats", s, repeats)
-		}
-		if !strings.Contains(co.String(), loc) {
-			t.Fatalf("Checkout.String() = %q", co.String())
-		}
+		require.True(t, strings.HasPrefix(s, "pgxleak: "), "Leak.String() = %q", s)
+		require.Contains(t, s, loc, "Leak.String() names the culprit")
+		require.Equal(t, repeats > 0, strings.Contains(s, fmt.Sprintf("(+%d more like it)", repeats)), "Leak.String() = %q with %d repeats", s, repeats)
+		require.Contains(t, co.String(), loc, "Checkout.String() names the culprit")
 		st := stackString(co.Stack)
 		var wantStack strings.Builder
 		for _, fr := range stack {
 			fmt.Fprintf(&wantStack, "%s()\n\t%s:%d\n", fr.Function, fr.File, fr.Line)
 		}
-		if st != wantStack.String() {
-			t.Fatalf("the stack renders as %q, want %q", st, wantStack.String())
-		}
+		require.Equal(t, wantStack.String(), st, "the stack's rendering")
 		want := map[int]string{1: "suspected", 2: "garbage_collected", 3: "still_out", 4: "resolved", 5: "deadlock", 6: "exhausted"}[kind]
 		if want == "" {
 			want = fmt.Sprintf("Kind(%d)", kind)
 		}
-		if got := l.Kind.String(); got != want {
-			t.Fatalf("Kind(%d).String() = %q, want %q", kind, got, want)
-		}
+		require.Equal(t, want, l.Kind.String(), "Kind(%d).String()", kind)
 		le := &pgxleak.LeakError{Checkouts: []pgxleak.Checkout{co, co}}
 		e := le.Error()
-		if !strings.HasPrefix(e, "pgxleak: 2 connection(s) still checked out") || strings.Count(e, loc) < 2 ||
-			!strings.Contains(e, "[pool "+pool) || !strings.Contains(e, st) {
-			t.Fatalf("LeakError.Error() = %q", e)
-		}
-		if stmt != "" && !strings.Contains(e, fmt.Sprintf("last statement %q", stmt)) {
-			t.Fatalf("LeakError.Error() = %q does not quote the statement", e)
+		require.True(t, strings.HasPrefix(e, "pgxleak: 2 connection(s) still checked out"), "LeakError.Error() = %q", e)
+		require.GreaterOrEqual(t, strings.Count(e, loc), 2, "LeakError.Error() names both culprits: %q", e)
+		require.Contains(t, e, "[pool "+pool)
+		require.Contains(t, e, st)
+		if stmt != "" {
+			require.Contains(t, e, fmt.Sprintf("last statement %q", stmt), "LeakError.Error() quotes the statement")
 		}
 	})
 }
@@ -86,17 +77,13 @@ func logTo(b *lockedBuffer) *slog.Logger { return slog.New(slog.NewTextHandler(b
 //go:noinline
 func holdA(t *testing.T, db *sql.DB) *sql.Conn {
 	c, err := db.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return c
 }
 
 //go:noinline
 func holdB(t *testing.T, db *sql.DB) *sql.Conn {
 	c, err := db.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return c
 }

@@ -6,59 +6,51 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
+	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
 
 func TestLeakRowsNeverClosedThresholdAndGC(t *testing.T) {
-	rec := newLeakRecorder()
-	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), rec.option())
+	rec := &leaktest.Recorder{}
+	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), rec.Option())
 	line := leakRows(t, db)
-	rec.wait(t, 5*time.Second, suspectedAt(line))
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for !hasLeak(rec, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakGarbageCollected && isCulprit(line)(l) }) {
+	rec.Wait(t, 5*time.Second, suspectedAt(line))
+	pgtest.WaitFor(t, 10*time.Second, "a garbage-collection report", func() bool {
 		runtime.GC()
-		select {
-		case <-rec.added:
-		case <-time.After(10 * time.Millisecond):
-		case <-ctx.Done():
-			t.Fatalf("no garbage-collection report; got %v", rec.all())
-		}
-	}
+		return rec.Has(func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakGarbageCollected && isCulprit(line)(l) })
+	})
 	st := stats(t, db)
-	if st.GarbageCollected != 1 || st.CheckedOut != 1 || st.DBStats.InUse != 1 {
-		t.Fatalf("stats %+v: the connection is lost for good, and counted once", st)
-	}
+	assert.EqualValues(t, 1, st.GarbageCollected, "the connection is counted once")
+	assert.EqualValues(t, 1, st.CheckedOut, "the connection is lost for good")
+	assert.Equal(t, 1, st.DBStats.InUse, "the connection is lost for good")
 }
 
 func TestLeakQueryRowNeverScanned(t *testing.T) {
-	rec := newLeakRecorder()
-	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), rec.option())
+	rec := &leaktest.Recorder{}
+	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), rec.Option())
 	line := leakQueryRow(db)
-	rec.wait(t, 5*time.Second, suspectedAt(line))
-	if n := len(checkouts(t, db)); n != 1 {
-		t.Fatalf("%d checkouts, want the unscanned row's connection", n)
-	}
+	rec.Wait(t, 5*time.Second, suspectedAt(line))
+	assert.Len(t, checkouts(t, db), 1, "the unscanned row's connection")
 }
 
 // TestLeakRowsCancellableResolved: rows on a cancellable context are
 // reported as suspected, then as resolved when database/sql closes them
 // because the context ended.
 func TestLeakRowsCancellableResolved(t *testing.T) {
-	rec := newLeakRecorder()
-	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), rec.option())
+	rec := &leaktest.Recorder{}
+	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), rec.Option())
 	ctx, cancel := context.WithCancel(context.Background())
 	line := lineBelow()
 	rows, err := db.QueryContext(ctx, "SELECT generate_series(1, 3)")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer rows.Close()
-	rec.wait(t, 5*time.Second, suspectedAt(line))
+	rec.Wait(t, 5*time.Second, suspectedAt(line))
 	cancel()
-	r := rec.wait(t, 5*time.Second, resolvedAt(line))
-	if r.Held < threshold {
-		t.Fatalf("held %v", r.Held)
-	}
+	r := rec.Wait(t, 5*time.Second, resolvedAt(line))
+	require.GreaterOrEqual(t, r.Held, threshold, "held")
 	pgxleak.VerifyNone(t, db)
 }

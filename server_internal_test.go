@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
@@ -20,18 +22,12 @@ import (
 func openOne(t *testing.T) (*sql.DB, *connState) {
 	t.Helper()
 	db, err := Open("pgx", pgtest.NewDatabase(t), WithMaxOpenConns(1), WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() })
-	if err := db.PingContext(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, db.PingContext(context.Background()))
 	var c *connState
 	poolOf(db).tracker.each(func(s *connState) { c = s })
-	if c == nil {
-		t.Fatal("no connection tracked")
-	}
+	require.NotNil(t, c, "no connection tracked")
 	return db, c
 }
 
@@ -39,9 +35,7 @@ func openOne(t *testing.T) (*sql.DB, *connState) {
 func backendPID(t *testing.T, db *sql.DB) uint32 {
 	t.Helper()
 	var pid uint32
-	if err := db.QueryRowContext(context.Background(), "SELECT pg_backend_pid()").Scan(&pid); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, db.QueryRowContext(context.Background(), "SELECT pg_backend_pid()").Scan(&pid))
 	return pid
 }
 
@@ -53,36 +47,22 @@ func TestTerminateRechecksCheckout(t *testing.T) {
 	db, c := openOne(t)
 	ctx := context.Background()
 	leaker, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := leaker.PingContext(ctx); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
+	require.NoError(t, leaker.PingContext(ctx))
 	c.mu.Lock()
 	chosen := c.checkouts // what terminate remembers when it chooses
 	c.mu.Unlock()
 	_ = leaker.Close()            // the leaker gives it back...
 	innocent, err := db.Conn(ctx) // ...and another caller takes it
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer innocent.Close()
-	if err := innocent.PingContext(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if c.markTerminated(chosen) {
-		t.Fatal("marked a connection checked out again since it was chosen")
-	}
-	if c.isTerminated() {
-		t.Fatal("the innocent checkout's connection is marked terminated")
-	}
+	require.NoError(t, innocent.PingContext(ctx))
+	require.False(t, c.markTerminated(chosen), "marked a connection checked out again since it was chosen")
+	require.False(t, c.isTerminated(), "the innocent checkout's connection is marked terminated")
 	c.mu.Lock()
 	now := c.checkouts
 	c.mu.Unlock()
-	if !c.markTerminated(now) {
-		t.Fatal("did not mark the connection on the checkout chosen")
-	}
+	require.True(t, c.markTerminated(now), "did not mark the connection on the checkout chosen")
 }
 
 // TestTerminateRefusesIdle: Terminate of a connection given back before it
@@ -91,12 +71,9 @@ func TestTerminateRefusesIdle(t *testing.T) {
 	db, _ := openOne(t)
 	pid := backendPID(t, db)
 	err := Terminate(context.Background(), db, pid)
-	if err == nil || !strings.HasPrefix(err.Error(), "pgxleak: ") {
-		t.Fatalf("Terminate of an idle connection: %v, want a pgxleak error", err)
-	}
-	if got := backendPID(t, db); got != pid {
-		t.Errorf("next checkout on backend %d, want the idle %d (untouched)", got, pid)
-	}
+	require.Error(t, err, "Terminate of an idle connection")
+	require.True(t, strings.HasPrefix(err.Error(), "pgxleak: "), "Terminate of an idle connection: %v, want a pgxleak error", err)
+	assert.Equal(t, pid, backendPID(t, db), "the next checkout is on the idle backend, untouched")
 }
 
 // TestTerminatedIdleNotHandedOut: an idle connection marked terminated is
@@ -107,9 +84,7 @@ func TestTerminatedIdleNotHandedOut(t *testing.T) {
 	c.mu.Lock()
 	c.terminated = true
 	c.mu.Unlock()
-	if got := backendPID(t, db); got == pid {
-		t.Errorf("the terminated idle connection (backend %d) was handed out", pid)
-	}
+	assert.NotEqual(t, pid, backendPID(t, db), "the terminated idle connection was handed out")
 }
 
 // TestSideConnIdlesOut: the side connection of a pool without a *sql.DB
@@ -117,21 +92,15 @@ func TestTerminatedIdleNotHandedOut(t *testing.T) {
 // the idle time.
 func TestSideConnIdlesOut(t *testing.T) {
 	cfg, err := newConfig(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	cfg.sideIdle = 10 * time.Millisecond
 	pc, err := pgx.ParseConfig(pgtest.NewDatabase(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	p := newPool(cfg, "")
 	p.diagnosis.side.cfg = pc // as from the pool's first pgx connection
 	p.start()
 	defer p.close()
-	if err := p.diagnosis.side.do(context.Background(), func(ctx context.Context, c *pgx.Conn) error { return c.Ping(ctx) }); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, p.diagnosis.side.do(context.Background(), func(ctx context.Context, c *pgx.Conn) error { return c.Ping(ctx) }))
 	pgtest.WaitFor(t, 5*time.Second, "the idle side connection closed", func() bool {
 		s := &p.diagnosis.side
 		s.mu.Lock()

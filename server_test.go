@@ -13,9 +13,12 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/faultproxy"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
 
@@ -37,9 +40,7 @@ func leakLockedTx(t *testing.T, db *sql.DB) (*sql.Tx, site) {
 		if err == nil {
 			_, err = l.tx.Exec("SELECT id FROM t WHERE id = 1 FOR UPDATE")
 		}
-		if err != nil {
-			t.Error(err)
-		}
+		assert.NoError(t, err)
 		got <- l
 	}()
 	l := <-got
@@ -64,8 +65,7 @@ func TestServerViewBlockedByLeak(t *testing.T) {
 		defer close(done)
 		blockedAt <- lineBelow()
 		tx, err := db.BeginTx(ctx, nil)
-		if err != nil {
-			t.Error(err)
+		if !assert.NoError(t, err) {
 			return
 		}
 		defer tx.Rollback()
@@ -78,21 +78,16 @@ func TestServerViewBlockedByLeak(t *testing.T) {
 	})
 	first, _ := checkoutAtLine(in, leakAt)
 	second, _ := checkoutAtLine(in, at)
-	if first.Server == nil || first.Server.State != "idle in transaction" || !slices.Contains(first.Server.Blocking, second.BackendPID) {
-		t.Errorf("the leak's server view %+v: want idle in transaction, blocking PID %d", first.Server, second.BackendPID)
+	if assert.NotNil(t, first.Server, "the leak's server view") {
+		assert.Equal(t, "idle in transaction", first.Server.State, "the leak's server view")
+		assert.Contains(t, first.Server.Blocking, second.BackendPID, "the leak's server view: blocking the second checkout")
 	}
 	s := second.Server
-	if !slices.Contains(s.BlockedBy, first.BackendPID) || s.Culprits[first.BackendPID].Line != leakAt.line {
-		t.Errorf("the blocked checkout's server view %+v: want blocked by PID %d, checked out at %v", s, first.BackendPID, leakAt)
-	}
-	want := "server: active, waiting on a lock (transactionid) held by PID " + strconv.Itoa(int(first.BackendPID)) + " (checked out at " + leakAt.short() + ")"
-	if !strings.Contains(second.String(), want) {
-		t.Errorf("blocked checkout %q: want %q", second.String(), want)
-	}
-	want = "server: idle in transaction, holding locks that block PID " + strconv.Itoa(int(second.BackendPID)) + " (checked out at " + at.short() + ")"
-	if !strings.Contains(first.String(), want) {
-		t.Errorf("leak %q: want %q", first.String(), want)
-	}
+	require.NotNil(t, s, "the blocked checkout's server view")
+	assert.Contains(t, s.BlockedBy, first.BackendPID, "the blocked checkout's server view: blocked by the leak")
+	assert.Equal(t, leakAt.line, s.Culprits[first.BackendPID].Line, "the blocked checkout's server view: the blocker's culprit")
+	assert.Contains(t, second.String(), "server: active, waiting on a lock (transactionid) held by PID "+strconv.Itoa(int(first.BackendPID))+" (checked out at "+leakAt.short()+")")
+	assert.Contains(t, first.String(), "server: idle in transaction, holding locks that block PID "+strconv.Itoa(int(second.BackendPID))+" (checked out at "+at.short()+")")
 	cancel()
 	<-done
 }
@@ -101,45 +96,32 @@ func TestServerViewBlockedByLeak(t *testing.T) {
 // connection; the report still comes, and says why the view is missing.
 func TestServerViewRefused(t *testing.T) {
 	cl := pgtest.NewCluster(t, pgtest.Setting("max_connections", "2"), pgtest.Setting("superuser_reserved_connections", "0"))
-	rec := newLeakRecorder()
-	db, err := pgxleak.Open("pgx", cl.DSN(), rec.option(), pgxleak.WithMaxOpenConns(2), pgxleak.WithLogger(quiet))
-	if err != nil {
-		t.Fatal(err)
-	}
+	rec := &leaktest.Recorder{}
+	db, err := pgxleak.Open("pgx", cl.DSN(), rec.Option(), pgxleak.WithMaxOpenConns(2), pgxleak.WithLogger(quiet))
+	require.NoError(t, err)
 	defer db.Close()
 	ctx := context.Background()
 	for range 2 {
 		tx, err := db.BeginTx(ctx, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		defer tx.Rollback()
-		if _, err := tx.ExecContext(ctx, "SELECT 1"); err != nil {
-			t.Fatal(err)
-		}
+		_, err = tx.ExecContext(ctx, "SELECT 1")
+		require.NoError(t, err)
 	}
 	start := time.Now()
 	in, err := pgxleak.Inspect(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if took := time.Since(start); took > 3*time.Second {
-		t.Errorf("Inspect took %v with the server refusing; it must stay bounded", took)
-	}
+	require.NoError(t, err)
+	assert.LessOrEqual(t, time.Since(start), 3*time.Second, "Inspect with the server refusing must stay bounded")
 	want := "server view unavailable: FATAL: sorry, too many clients already (SQLSTATE 53300)"
-	if !slices.Contains(in.Notes, want) {
-		t.Errorf("notes %q, want %q", in.Notes, want)
+	assert.Contains(t, in.Notes, want)
+	if assert.Len(t, in.Checkouts, 2) {
+		assert.Nil(t, in.Checkouts[0].Server, "no server view")
+		assert.NotNil(t, in.Checkouts[0].Holder, "the holder is found without the server")
 	}
-	if len(in.Checkouts) != 2 || in.Checkouts[0].Server != nil || in.Checkouts[0].Holder == nil {
-		t.Errorf("checkouts %+v: want two, with holders and no server view", in.Checkouts)
-	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-	r := rec.wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut })
-	if !slices.Contains(r.Notes, want) || strings.Contains(strings.Join(r.Notes, " "), "postgres@") {
-		t.Errorf("report notes %q: want %q, without credentials", r.Notes, want)
-	}
+	require.NoError(t, db.Close())
+	r := rec.Wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut })
+	assert.Contains(t, r.Notes, want, "the report's notes")
+	assert.NotContains(t, strings.Join(r.Notes, " "), "postgres@", "the report's notes carry credentials")
 }
 
 // queryRecorder is a pgx tracer that records every statement it sees.
@@ -168,42 +150,26 @@ func (r *queryRecorder) seen(sub string) bool {
 // pgxleak's own pg_stat_activity and pg_terminate_backend queries.
 func TestServerViewNotTraced(t *testing.T) {
 	cfg, err := pgx.ParseConfig(pgtest.NewDatabase(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	rec := &queryRecorder{}
 	cfg.Tracer = rec
 	db, err := pgxleak.OpenDB(stdlib.GetConnector(*cfg), pgxleak.WithLogger(quiet))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer db.Close()
 	ctx := context.Background()
 	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, "SELECT 1"); err != nil {
-		t.Fatal(err)
-	}
+	_, err = tx.ExecContext(ctx, "SELECT 1")
+	require.NoError(t, err)
 	in, err := pgxleak.Inspect(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(in.Checkouts) != 1 || in.Checkouts[0].Server == nil {
-		t.Fatalf("checkouts %+v, notes %q: want one with the server's view", in.Checkouts, in.Notes)
-	}
-	if err := pgxleak.Terminate(ctx, db, in.Checkouts[0].BackendPID); err != nil {
-		t.Fatal(err)
-	}
-	if !rec.seen("SELECT 1") {
-		t.Fatal("the tracer did not see the pool's own query")
-	}
+	require.NoError(t, err)
+	require.Len(t, in.Checkouts, 1, "notes %q", in.Notes)
+	require.NotNil(t, in.Checkouts[0].Server, "the server's view; notes %q", in.Notes)
+	require.NoError(t, pgxleak.Terminate(ctx, db, in.Checkouts[0].BackendPID))
+	require.True(t, rec.seen("SELECT 1"), "the tracer did not see the pool's own query")
 	for _, q := range []string{"pg_stat_activity", "pg_terminate_backend"} {
-		if rec.seen(q) {
-			t.Errorf("the pool's tracer saw pgxleak's %s query", q)
-		}
+		assert.False(t, rec.seen(q), "the pool's tracer saw pgxleak's %s query", q)
 	}
 }
 
@@ -214,39 +180,25 @@ func TestServerViewNotTraced(t *testing.T) {
 // monitor ("server view unavailable: no answer within 1s").
 func TestServerViewNeverHoldsReports(t *testing.T) {
 	cfg, err := pgx.ParseConfig(pgtest.NewDatabase(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	proxy, err := faultproxy.New(fmt.Sprintf("%s:%d", cfg.Host, cfg.Port))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer proxy.Close()
 	cfg.Host, cfg.Port = "127.0.0.1", uint16(proxy.Port())
-	rec := newLeakRecorder()
-	db, err := pgxleak.OpenDB(stdlib.GetConnector(*cfg), rec.option(), pgxleak.WithLogger(quiet), pgxleak.WithLeakThreshold(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
+	rec := &leaktest.Recorder{}
+	db, err := pgxleak.OpenDB(stdlib.GetConnector(*cfg), rec.Option(), pgxleak.WithLogger(quiet), pgxleak.WithLeakThreshold(50*time.Millisecond))
+	require.NoError(t, err)
 	defer db.Close()
 	tx, err := db.Begin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec("SELECT 1"); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
+	_, err = tx.Exec("SELECT 1")
+	require.NoError(t, err)
 	proxy.Set(faultproxy.Toxics{Timeout: true}) // a black hole: the side connection's connect hangs
-	r := rec.wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected })
+	r := rec.Wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected })
 	notes := strings.Join(r.Notes, "; ")
-	if r.Server != nil || strings.Contains(notes, "server view") {
-		t.Errorf("report notes %q, server %+v: want the report without waiting for the server", notes, r.Server)
-	}
+	assert.Nil(t, r.Server, "the report does not wait for the server")
+	assert.NotContains(t, notes, "server view", "the report does not wait for the server")
 	proxy.Clear()
-	if err := tx.Rollback(); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, tx.Rollback())
+	require.NoError(t, db.Close())
 }

@@ -2,10 +2,11 @@ package pgxleak_test
 
 import (
 	"context"
-	"errors"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
 )
@@ -14,29 +15,23 @@ func TestCheckoutsFields(t *testing.T) {
 	db, _ := openTest(t)
 	ctx := context.Background()
 	c, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer c.Close()
 	var pid int
-	if err := c.QueryRowContext(ctx, "SELECT pg_backend_pid() WHERE $1::text <> ''", "argument-value").Scan(&pid); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, c.QueryRowContext(ctx, "SELECT pg_backend_pid() WHERE $1::text <> ''", "argument-value").Scan(&pid))
 	cs := checkouts(t, db)
-	if len(cs) != 1 {
-		t.Fatalf("Checkouts = %v", cs)
-	}
+	require.Len(t, cs, 1)
 	co := cs[0]
-	if int(co.BackendPID) != pid || co.TxStatus != "idle" || co.Suspected || co.Held <= 0 || time.Since(co.CheckedOutAt) < co.Held-time.Millisecond {
-		t.Fatalf("checkout %+v (pid %d)", co, pid)
-	}
-	if co.LastStatement != "SELECT pg_backend_pid() WHERE $1::text <> ''" || strings.Contains(co.String(), "argument-value") {
-		t.Fatalf("statement %q: want the text without arguments", co.LastStatement)
-	}
-	if cs, err := pgxleak.Checkouts(nil); cs != nil || !errors.Is(err, pgxleak.ErrNotTracked) {
-		t.Fatalf("Checkouts(nil) = %v, %v; want nil, ErrNotTracked", cs, err)
-	}
-	if _, err := pgxleak.Stats(nil); !errors.Is(err, pgxleak.ErrNotTracked) {
-		t.Fatalf("Stats(nil): %v, want ErrNotTracked", err)
-	}
+	assert.Equal(t, pid, int(co.BackendPID))
+	assert.Equal(t, "idle", co.TxStatus)
+	assert.False(t, co.Suspected)
+	assert.Positive(t, co.Held)
+	assert.GreaterOrEqual(t, time.Since(co.CheckedOutAt), co.Held-time.Millisecond, "Held is at most the time since CheckedOutAt")
+	assert.Equal(t, "SELECT pg_backend_pid() WHERE $1::text <> ''", co.LastStatement, "the statement's text")
+	assert.NotContains(t, co.String(), "argument-value", "the statement's arguments are not recorded")
+	cs, err = pgxleak.Checkouts(nil)
+	assert.Nil(t, cs, "Checkouts(nil)")
+	assert.ErrorIs(t, err, pgxleak.ErrNotTracked, "Checkouts(nil)")
+	_, err = pgxleak.Stats(nil)
+	assert.ErrorIs(t, err, pgxleak.ErrNotTracked, "Stats(nil)")
 }

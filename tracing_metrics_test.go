@@ -4,17 +4,18 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"math"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
 
@@ -24,57 +25,44 @@ import (
 // db.Stats() and the tracker's counters.
 func TestMetricsPoolSignals(t *testing.T) {
 	o := newOTelTest(t)
-	rec := newLeakRecorder()
+	rec := &leaktest.Recorder{}
 	const secret = "s3cret-do-not-export"
 	dsn := withPassword(t, pgtest.NewDatabase(t), secret)
 	db, err := pgxleak.Open("pgx", dsn, o.options(
-		rec.option(),
+		rec.Option(),
 		pgxleak.WithLogger(nil),
 		pgxleak.WithMaxOpenConns(2),
 		pgxleak.WithMinIdleConns(1),
 		pgxleak.WithLeakThreshold(100*time.Millisecond),
 		pgxleak.WithWaitSampleInterval(10*time.Millisecond),
 	)...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() })
 	name := poolName(t, dsn)
 	ctx := context.Background()
 
 	for range 10 {
-		if _, err := db.ExecContext(ctx, "SELECT 1"); err != nil {
-			t.Fatal(err)
-		}
+		_, err := db.ExecContext(ctx, "SELECT 1")
+		require.NoError(t, err)
 	}
 	// A leak: held past the threshold.
 	leaked, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec.wait(t, 10*time.Second, suspected)
+	require.NoError(t, err)
+	rec.Wait(t, 10*time.Second, suspected)
 	m := o.collect(t)
 	checkSum(t, m, "pgxleak.connection.suspected", "{connection}", name, nil, 1)
 	checkSum(t, m, "pgxleak.connection.leaks", "{leak}", name, attribute.String("pgxleak.leak.kind", "suspected"), 1)
 
 	// A wait: the other connection is held too, and one caller waits.
 	held, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	waited := make(chan error, 1)
 	go func() { _, err := db.ExecContext(ctx, "SELECT 1"); waited <- err }()
 	pgtest.WaitFor(t, 10*time.Second, "a caller to wait", func() bool { return db.Stats().WaitCount == 1 })
-	if err := held.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-waited; err != nil {
-		t.Fatal(err)
-	}
-	if err := leaked.Close(); err != nil {
-		t.Fatal(err)
-	}
-	rec.wait(t, 10*time.Second, resolved)
+	require.NoError(t, held.Close())
+	require.NoError(t, <-waited)
+	require.NoError(t, leaked.Close())
+	rec.Wait(t, 10*time.Second, resolved)
 
 	// wait_time appears at the sampler's next tick.
 	var waitTime metricdata.HistogramDataPoint[float64]
@@ -85,9 +73,7 @@ func TestMetricsPoolSignals(t *testing.T) {
 		}
 		return waitTime.Count == 1
 	})
-	if want := db.Stats().WaitDuration.Seconds(); math.Abs(waitTime.Sum-want) > 1e-9 {
-		t.Errorf("wait_time sum = %v, want db.Stats().WaitDuration = %v", waitTime.Sum, want)
-	}
+	assert.InDelta(t, db.Stats().WaitDuration.Seconds(), waitTime.Sum, 1e-9, "wait_time sum: db.Stats().WaitDuration")
 
 	m = o.collect(t)
 	st := stats(t, db)
@@ -98,31 +84,21 @@ func TestMetricsPoolSignals(t *testing.T) {
 	checkSum(t, m, "db.client.connection.idle.min", "{connection}", name, nil, 1)
 	checkSum(t, m, "pgxleak.connection.suspected", "{connection}", name, nil, 0)
 	checkSum(t, m, "pgxleak.connection.leaks", "{leak}", name, attribute.String("pgxleak.leak.kind", "suspected"), 1)
-	if st.Idle+st.CheckedOut != st.OpenConnections || st.OpenConnections == 0 {
-		t.Errorf("db.Stats() = %+v", st.DBStats)
-	}
+	assert.Equal(t, st.OpenConnections, st.Idle+st.CheckedOut, "db.Stats() = %+v: idle and checked out make the open connections", st.DBStats)
+	assert.NotZero(t, st.OpenConnections, "open connections")
 
 	use := checkHistogram(t, m, "db.client.connection.use_time", name)
-	if use.Count != st.Returns {
-		t.Errorf("use_time count = %d, want one per return: %d", use.Count, st.Returns)
-	}
-	if use.Sum < 0.1 || use.Sum > 60 { // the leak alone was held past 100ms
-		t.Errorf("use_time sum = %vs, implausible", use.Sum)
-	}
+	assert.Equal(t, st.Returns, use.Count, "use_time count: one per return")
+	assert.True(t, use.Sum >= 0.1 && use.Sum <= 60, "use_time sum = %vs, implausible", use.Sum) // the leak alone was held past 100ms
 	create := checkHistogram(t, m, "db.client.connection.create_time", name)
-	if create.Count < 2 || create.Sum <= 0 || create.Sum > 30 {
-		t.Errorf("create_time count = %d, sum = %vs; want at least the 2 connections opened", create.Count, create.Sum)
-	}
+	assert.GreaterOrEqual(t, create.Count, uint64(2), "create_time count: at least the 2 connections opened")
+	assert.True(t, create.Sum > 0 && create.Sum <= 30, "create_time sum = %vs, implausible", create.Sum)
 	checkHistogram(t, m, "db.client.connection.wait_time", name)
 
 	for _, absent := range []string{"db.client.connection.pending_requests", "db.client.connection.timeouts"} {
-		if _, ok := m[absent]; ok {
-			t.Errorf("%s is reported; database/sql cannot tell it honestly", absent)
-		}
+		assert.NotContains(t, m, absent, "reported, though database/sql cannot tell it honestly")
 	}
-	if dump := fmt.Sprintf("%+v", m); strings.Contains(dump, secret) {
-		t.Errorf("the metrics contain the DSN's password")
-	}
+	assert.NotContains(t, fmt.Sprintf("%+v", m), secret, "the metrics contain the DSN's password")
 }
 
 // withPassword returns dsn with a password: the local server trusts its
@@ -140,21 +116,16 @@ func withPassword(t *testing.T, dsn, password string) string {
 func checkSum(t *testing.T, m map[string]metricdata.Metrics, name, unit, pool string, extra any, want int64) {
 	t.Helper()
 	md, ok := m[name]
-	if !ok {
-		t.Errorf("no metric %s", name)
+	if !assert.True(t, ok, "no metric %s", name) {
 		return
 	}
-	if md.Unit != unit {
-		t.Errorf("%s unit = %q, want %q", name, md.Unit, unit)
-	}
+	assert.Equal(t, unit, md.Unit, "%s's unit", name)
 	sum, ok := md.Data.(metricdata.Sum[int64])
-	if !ok {
-		t.Errorf("%s is a %T, want an int64 sum", name, md.Data)
+	if !assert.True(t, ok, "%s is a %T, want an int64 sum", name, md.Data) {
 		return
 	}
 	for _, dp := range sum.DataPoints {
-		if v, _ := dp.Attributes.Value("db.client.connection.pool.name"); v.AsString() != pool {
-			t.Errorf("%s data point with pool name %q, want %q", name, v.AsString(), pool)
+		if v, _ := dp.Attributes.Value("db.client.connection.pool.name"); !assert.Equal(t, pool, v.AsString(), "%s data point's pool name", name) {
 			continue
 		}
 		if kv, ok := extra.(attribute.KeyValue); ok {
@@ -162,12 +133,10 @@ func checkSum(t *testing.T, m map[string]metricdata.Metrics, name, unit, pool st
 				continue
 			}
 		}
-		if dp.Value != want {
-			t.Errorf("%s%v = %d, want %d", name, dp.Attributes.ToSlice(), dp.Value, want)
-		}
+		assert.Equal(t, want, dp.Value, "%s%v", name, dp.Attributes.ToSlice())
 		return
 	}
-	t.Errorf("%s has no data point for %v: %+v", name, extra, sum.DataPoints)
+	assert.Fail(t, "no data point", "%s has no data point for %v: %+v", name, extra, sum.DataPoints)
 }
 
 func histogram(m map[string]metricdata.Metrics, name string) (metricdata.Histogram[float64], bool) {
@@ -179,18 +148,14 @@ func histogram(m map[string]metricdata.Metrics, name string) (metricdata.Histogr
 // returns its one data point.
 func checkHistogram(t *testing.T, m map[string]metricdata.Metrics, name, pool string) metricdata.HistogramDataPoint[float64] {
 	t.Helper()
-	if u := m[name].Unit; u != "s" {
-		t.Errorf("%s unit = %q, want s", name, u)
-	}
+	assert.Equal(t, "s", m[name].Unit, "%s's unit", name)
 	h, ok := histogram(m, name)
-	if !ok || len(h.DataPoints) != 1 {
-		t.Errorf("%s: %+v, want a histogram with one data point", name, m[name])
+	if !assert.True(t, ok && len(h.DataPoints) == 1, "%s: %+v, want a histogram with one data point", name, m[name]) {
 		return metricdata.HistogramDataPoint[float64]{}
 	}
 	dp := h.DataPoints[0]
-	if v, _ := dp.Attributes.Value("db.client.connection.pool.name"); v.AsString() != pool || dp.Attributes.Len() != 1 {
-		t.Errorf("%s attributes = %v, want only the pool name %q", name, dp.Attributes.ToSlice(), pool)
-	}
+	v, _ := dp.Attributes.Value("db.client.connection.pool.name")
+	assert.True(t, v.AsString() == pool && dp.Attributes.Len() == 1, "%s attributes = %v, want only the pool name %q", name, dp.Attributes.ToSlice(), pool)
 	return dp
 }
 
@@ -207,28 +172,21 @@ func TestMetricsUseTimeAllocatesNothing(t *testing.T) {
 		ctx := context.Background()
 		return testing.AllocsPerRun(200, func() {
 			c, err := db.Conn(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			_ = c.Close()
 		})
 	}
 	plain, err := sql.Open("pgx", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	tracked, err := pgxleak.Open("pgx", dsn, pgxleak.WithMeterProvider(o.mp), pgxleak.WithLogger(nil),
 		pgxleak.WithMaxOpenConns(1), pgxleak.WithWaitSampleInterval(time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	base, with := allocs(plain), allocs(tracked)
 	t.Logf("allocations per checkout and return: %.0f with database/sql alone, %.0f through pgxleak with the SDK's meter", base, with)
-	if with > base {
-		t.Errorf("the return path allocates: %.0f allocations per checkout through pgxleak, %.0f without", with, base)
-	}
-	if h, ok := histogram(o.collect(t), "db.client.connection.use_time"); !ok || h.DataPoints[0].Count < 200 {
-		t.Errorf("use_time did not record the checkouts: %+v", h)
+	assert.LessOrEqual(t, with, base, "allocations per checkout through pgxleak and without: the return path allocates")
+	h, ok := histogram(o.collect(t), "db.client.connection.use_time")
+	if assert.True(t, ok, "use_time did not record the checkouts") {
+		assert.GreaterOrEqual(t, h.DataPoints[0].Count, uint64(200), "use_time did not record the checkouts")
 	}
 }
 
@@ -246,9 +204,7 @@ func TestMetricsPoolName(t *testing.T) {
 			name: "Open",
 			open: func(t *testing.T, dsn string, opts ...pgxleak.Option) *sql.DB {
 				db, err := pgxleak.Open("pgx", dsn, opts...)
-				if err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, err)
 				return db
 			},
 			want: poolName,
@@ -257,13 +213,9 @@ func TestMetricsPoolName(t *testing.T) {
 			name: "OpenDB over pgx, named by its first connection",
 			open: func(t *testing.T, dsn string, opts ...pgxleak.Option) *sql.DB {
 				cfg, err := pgx.ParseConfig(dsn)
-				if err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, err)
 				db, err := pgxleak.OpenDB(stdlib.GetConnector(*cfg), opts...)
-				if err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, err)
 				return db
 			},
 			want: poolName,
@@ -272,9 +224,7 @@ func TestMetricsPoolName(t *testing.T) {
 			name: "WithPoolName",
 			open: func(t *testing.T, dsn string, opts ...pgxleak.Option) *sql.DB {
 				db, err := pgxleak.Open("pgx", dsn, append(opts, pgxleak.WithPoolName("orders"))...)
-				if err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, err)
 				return db
 			},
 			want: func(*testing.T, string) string { return "orders" },
@@ -286,17 +236,12 @@ func TestMetricsPoolName(t *testing.T) {
 			dsn := pgtest.NewDatabase(t)
 			db := tt.open(t, dsn, pgxleak.WithMeterProvider(o.mp), pgxleak.WithLogger(nil), pgxleak.WithMaxOpenConns(1))
 			t.Cleanup(func() { _ = db.Close() })
-			if _, err := db.ExecContext(context.Background(), "SELECT 1"); err != nil {
-				t.Fatal(err)
-			}
+			_, err := db.ExecContext(context.Background(), "SELECT 1")
+			require.NoError(t, err)
 			name := tt.want(t, dsn)
 			m := o.collect(t)
-			if create := checkHistogram(t, m, "db.client.connection.create_time", name); create.Count != 1 {
-				t.Errorf("create_time count = %d, want 1", create.Count)
-			}
-			if use := checkHistogram(t, m, "db.client.connection.use_time", name); use.Count != 1 {
-				t.Errorf("use_time count = %d, want 1", use.Count)
-			}
+			assert.EqualValues(t, 1, checkHistogram(t, m, "db.client.connection.create_time", name).Count, "create_time count")
+			assert.EqualValues(t, 1, checkHistogram(t, m, "db.client.connection.use_time", name).Count, "use_time count")
 			checkSum(t, m, "db.client.connection.count", "{connection}", name, attribute.String("db.client.connection.state", "idle"), 1)
 			checkSum(t, m, "db.client.connection.max", "{connection}", name, nil, 1)
 		})
@@ -328,7 +273,5 @@ func TestMetricsFollowSetters(t *testing.T) {
 	checkSum(t, m, "db.client.connection.idle.min", "{connection}", name, nil, 1) // no more than database/sql keeps
 
 	db.SetMaxOpenConns(0)
-	if _, ok := o.collect(t)["db.client.connection.max"]; ok {
-		t.Error("db.client.connection.max reported for an unlimited pool")
-	}
+	assert.NotContains(t, o.collect(t), "db.client.connection.max", "reported for an unlimited pool")
 }

@@ -3,16 +3,16 @@ package pgxleak_test
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"runtime"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -25,6 +25,7 @@ import (
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
 
@@ -74,7 +75,7 @@ func (o *otelTest) waitEnded(t *testing.T, name string, n int) []sdktrace.ReadOn
 			return got
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %d %q span(s); have %d", n, name, len(o.ended(name)))
+			require.FailNowf(t, "timed out", "waiting for %d %q span(s); have %d", n, name, len(o.ended(name)))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -84,9 +85,7 @@ func (o *otelTest) waitEnded(t *testing.T, name string, n int) []sdktrace.ReadOn
 func (o *otelTest) collect(t *testing.T) map[string]metricdata.Metrics {
 	t.Helper()
 	var rm metricdata.ResourceMetrics
-	if err := o.reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatalf("collecting metrics: %v", err)
-	}
+	require.NoError(t, o.reader.Collect(context.Background(), &rm), "collecting metrics")
 	out := make(map[string]metricdata.Metrics)
 	for _, sm := range rm.ScopeMetrics {
 		for _, m := range sm.Metrics {
@@ -108,9 +107,7 @@ func attrs(kvs []attribute.KeyValue) map[attribute.Key]attribute.Value {
 func poolName(t *testing.T, dsn string) string {
 	t.Helper()
 	cfg, err := pgx.ParseConfig(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return fmt.Sprintf("%s:%d/%s", cfg.Host, cfg.Port, cfg.Database)
 }
 
@@ -139,15 +136,12 @@ func TestTracingLeakSpans(t *testing.T) {
 			leak: func(t *testing.T, db *pgxleakDB, ctx context.Context) (site, pgxleak.Leak, func()) {
 				at := lineBelow()
 				conn, err := db.Conn(ctx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if _, err := conn.ExecContext(ctx, stmt, 1); err != nil {
-					t.Fatal(err)
-				}
-				db.rec.wait(t, 10*time.Second, suspected)
+				require.NoError(t, err)
+				_, err = conn.ExecContext(ctx, stmt, 1)
+				require.NoError(t, err)
+				db.rec.Wait(t, 10*time.Second, suspected)
 				_ = conn.Close() // within one more threshold: the span ends here
-				return at, db.rec.wait(t, 10*time.Second, resolved), func() {}
+				return at, db.rec.Wait(t, 10*time.Second, resolved), func() {}
 			},
 			kind: pgxleak.LeakSuspected, resolved: true, status: codes.Ok,
 		},
@@ -157,13 +151,10 @@ func TestTracingLeakSpans(t *testing.T) {
 			leak: func(t *testing.T, db *pgxleakDB, ctx context.Context) (site, pgxleak.Leak, func()) {
 				at := lineBelow()
 				tx, err := db.BeginTx(ctx, nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if _, err := tx.ExecContext(ctx, stmt, 1); err != nil {
-					t.Fatal(err)
-				}
-				return at, db.rec.wait(t, 10*time.Second, suspected), func() { _ = tx.Rollback() }
+				require.NoError(t, err)
+				_, err = tx.ExecContext(ctx, stmt, 1)
+				require.NoError(t, err)
+				return at, db.rec.Wait(t, 10*time.Second, suspected), func() { _ = tx.Rollback() }
 			},
 			kind: pgxleak.LeakSuspected, status: codes.Error,
 			then: func(t *testing.T, o *otelTest, first sdktrace.ReadOnlySpan, done func()) {
@@ -172,12 +163,10 @@ func TestTracingLeakSpans(t *testing.T) {
 				done()
 				spans := o.waitEnded(t, "pgxleak.connection.leak", 2)
 				late := spans[1]
-				if a := attrs(late.Attributes()); !a["pgxleak.leak.resolved"].AsBool() || late.Status().Code != codes.Ok {
-					t.Errorf("late resolution span: resolved=%v status=%v", a["pgxleak.leak.resolved"], late.Status())
-				}
-				if !slices.ContainsFunc(late.Links(), func(l sdktrace.Link) bool { return l.SpanContext.Equal(first.SpanContext()) }) {
-					t.Errorf("late resolution span does not link to the leak's span")
-				}
+				assert.True(t, attrs(late.Attributes())["pgxleak.leak.resolved"].AsBool(), "the late resolution span is resolved")
+				assert.Equal(t, codes.Ok, late.Status().Code, "the late resolution span's status")
+				assert.True(t, slices.ContainsFunc(late.Links(), func(l sdktrace.Link) bool { return l.SpanContext.Equal(first.SpanContext()) }),
+					"the late resolution span links to the leak's span")
 			},
 		},
 		{
@@ -185,19 +174,18 @@ func TestTracingLeakSpans(t *testing.T) {
 			threshold: time.Hour,
 			leak: func(t *testing.T, db *pgxleakDB, ctx context.Context) (site, pgxleak.Leak, func()) {
 				at := dropRows(t, db, ctx, stmt)
-				deadline := time.Now().Add(10 * time.Second)
-				for {
+				var gc pgxleak.Leak
+				pgtest.WaitFor(t, 10*time.Second, "the dropped Rows to be reported", func() bool {
 					runtime.GC()
-					for _, l := range db.rec.all() {
+					for _, l := range db.rec.All() {
 						if l.Kind == pgxleak.LeakGarbageCollected {
-							return at, l, func() {}
+							gc = l
+							return true
 						}
 					}
-					if time.Now().After(deadline) {
-						t.Fatal("the dropped Rows were never reported")
-					}
-					time.Sleep(5 * time.Millisecond)
-				}
+					return false
+				})
+				return at, gc, func() {}
 			},
 			kind: pgxleak.LeakGarbageCollected, status: codes.Error,
 		},
@@ -207,19 +195,14 @@ func TestTracingLeakSpans(t *testing.T) {
 			leak: func(t *testing.T, db *pgxleakDB, ctx context.Context) (site, pgxleak.Leak, func()) {
 				at := lineBelow()
 				conn, err := db.Conn(ctx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if _, err := conn.ExecContext(ctx, stmt, 1); err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, err)
+				_, err = conn.ExecContext(ctx, stmt, 1)
+				require.NoError(t, err)
 				cancelled, cancel := context.WithCancel(ctx)
 				cancel()
 				var lerr *pgxleak.LeakError
-				if err := pgxleak.Drain(cancelled, db.DB); !errors.As(err, &lerr) {
-					t.Fatalf("Drain = %v, want a *LeakError", err)
-				}
-				return at, db.rec.wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut }),
+				require.ErrorAs(t, pgxleak.Drain(cancelled, db.DB), &lerr, "Drain")
+				return at, db.rec.Wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut }),
 					func() { _ = conn.Close() }
 			},
 			kind: pgxleak.LeakStillOut, status: codes.Error,
@@ -228,8 +211,8 @@ func TestTracingLeakSpans(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			o := newOTelTest(t)
-			rec := newLeakRecorder()
-			sqlDB, dsn := openTest(t, o.options(rec.option(), pgxleak.WithMaxOpenConns(2), pgxleak.WithLeakThreshold(tt.threshold))...)
+			rec := &leaktest.Recorder{}
+			sqlDB, dsn := openTest(t, o.options(rec.Option(), pgxleak.WithMaxOpenConns(2), pgxleak.WithLeakThreshold(tt.threshold))...)
 			db := &pgxleakDB{DB: sqlDB, rec: rec}
 
 			// The parent span's context has no Done channel, like a
@@ -240,9 +223,7 @@ func TestTracingLeakSpans(t *testing.T) {
 			parent.End()
 
 			spans := o.waitEnded(t, "pgxleak.connection.leak", 1)
-			if len(spans) != 1 {
-				t.Fatalf("%d leak spans, want 1", len(spans))
-			}
+			require.Len(t, spans, 1, "leak spans")
 			s := spans[0]
 			a := attrs(s.Attributes())
 			checks := []struct {
@@ -263,31 +244,17 @@ func TestTracingLeakSpans(t *testing.T) {
 				{"pgxleak.connection.held_duration", a["pgxleak.connection.held_duration"].AsFloat64(), l.Held.Seconds()},
 			}
 			for _, c := range checks {
-				if c.got != c.want {
-					t.Errorf("%s = %v, want %v", c.key, c.got, c.want)
-				}
+				assert.Equal(t, c.want, c.got, string(c.key))
 			}
-			if l.BackendPID == 0 {
-				t.Error("the report has no backend PID")
+			assert.NotZero(t, l.BackendPID, "the report has no backend PID")
+			assert.Contains(t, a["code.stacktrace"].AsString(), fmt.Sprintf("%s:%d", at.file, at.line), "code.stacktrace contains the culprit line")
+			assert.True(t, s.StartTime().Equal(l.CheckedOutAt), "span starts at %v, want the checkout at %v", s.StartTime(), l.CheckedOutAt)
+			assert.True(t, s.EndTime().Equal(l.CheckedOutAt.Add(l.Held)), "span ends at %v, want %v (checkout + held %v)", s.EndTime(), l.CheckedOutAt.Add(l.Held), l.Held)
+			assert.Equal(t, tt.status, s.Status().Code, "the span's status: %v", s.Status())
+			if assert.Len(t, s.Links(), 1, "links: one to the parent span") {
+				assert.True(t, s.Links()[0].SpanContext.Equal(parent.SpanContext()), "links = %v, want one to the parent span %v", s.Links(), parent.SpanContext())
 			}
-			if st := a["code.stacktrace"].AsString(); !strings.Contains(st, fmt.Sprintf("%s:%d", at.file, at.line)) {
-				t.Errorf("code.stacktrace does not contain the culprit line %s:%d:\n%s", at.file, at.line, st)
-			}
-			if !s.StartTime().Equal(l.CheckedOutAt) {
-				t.Errorf("span starts at %v, want the checkout at %v", s.StartTime(), l.CheckedOutAt)
-			}
-			if end := l.CheckedOutAt.Add(l.Held); !s.EndTime().Equal(end) {
-				t.Errorf("span ends at %v, want %v (checkout + held %v)", s.EndTime(), end, l.Held)
-			}
-			if s.Status().Code != tt.status {
-				t.Errorf("status = %v, want %v", s.Status(), tt.status)
-			}
-			if len(s.Links()) != 1 || !s.Links()[0].SpanContext.Equal(parent.SpanContext()) {
-				t.Errorf("links = %v, want one to the parent span %v", s.Links(), parent.SpanContext())
-			}
-			if s.Parent().IsValid() {
-				t.Errorf("leak span has a parent %v; it should be a root linked to the request", s.Parent())
-			}
+			assert.False(t, s.Parent().IsValid(), "leak span has a parent %v; it should be a root linked to the request", s.Parent())
 			if tt.then != nil {
 				tt.then(t, o, s, done)
 			} else {
@@ -300,7 +267,7 @@ func TestTracingLeakSpans(t *testing.T) {
 // pgxleakDB is a pool with its leak recorder.
 type pgxleakDB struct {
 	*sql.DB
-	rec *leakRecorder
+	rec *leaktest.Recorder
 }
 
 func suspected(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected }
@@ -312,9 +279,7 @@ func resolved(l pgxleak.Leak) bool  { return l.Kind == pgxleak.Resolved }
 func dropRows(t *testing.T, db *pgxleakDB, ctx context.Context, stmt string) site {
 	at := lineBelow()
 	rows, err := db.QueryContext(ctx, stmt, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	_ = rows
 	return at
 }
@@ -360,17 +325,11 @@ func TestTracingHealthyPoolEmitsNoSpans(t *testing.T) {
 	wg.Wait()
 	close(errs)
 	for err := range errs {
-		t.Fatal(err)
+		require.NoError(t, err)
 	}
-	if st := db.Stats(); st.WaitCount != 0 {
-		t.Fatalf("the workload waited %d times; it must stay within the pool", st.WaitCount)
-	}
-	if err := db.Close(); err != nil { // flushes whatever telemetry is pending
-		t.Fatal(err)
-	}
-	if n := len(o.spans.Started()); n != 0 {
-		t.Errorf("a healthy pool started %d spans, want 0: %v", n, o.spans.Ended())
-	}
+	require.Zero(t, db.Stats().WaitCount, "the workload waited: it must stay within the pool")
+	require.NoError(t, db.Close()) // flushes whatever telemetry is pending
+	assert.Empty(t, o.spans.Started(), "a healthy pool started spans: %v", o.spans.Ended())
 }
 
 // TestTracingGlobalProvidersByDefault opens a pool with
@@ -387,19 +346,14 @@ func TestTracingGlobalProvidersByDefault(t *testing.T) {
 	})
 	dsn := pgtest.NewDatabase(t)
 	db, err := sql.Open(pgxleak.DriverName, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() })
 	name := poolName(t, dsn)
 	ctx := context.Background()
-	if _, err := db.ExecContext(ctx, "SELECT 1"); err != nil {
-		t.Fatal(err)
-	}
+	_, err = db.ExecContext(ctx, "SELECT 1")
+	require.NoError(t, err)
 	conn, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer conn.Close()
 
 	m := o.collect(t)
@@ -410,22 +364,20 @@ func TestTracingGlobalProvidersByDefault(t *testing.T) {
 			v, _ := dp.Attributes.Value("db.client.connection.pool.name")
 			return v.AsString() == name
 		}) {
-			t.Errorf("%s is reported for a pool whose *sql.DB pgxleak never saw", limit)
+			assert.Fail(t, "a limit of an unseen pool", "%s is reported for a pool whose *sql.DB pgxleak never saw", limit)
 		}
 	}
 
 	cancelled, cancel := context.WithCancel(ctx)
 	cancel()
-	if err := pgxleak.Drain(cancelled, db); err == nil {
-		t.Fatal("Drain = nil, want the connection still out")
-	}
+	require.Error(t, pgxleak.Drain(cancelled, db), "Drain: the connection is still out")
 	var mine []sdktrace.ReadOnlySpan
 	for _, s := range o.ended("pgxleak.connection.leak") {
 		if attrs(s.Attributes())["db.client.connection.pool.name"].AsString() == name {
 			mine = append(mine, s)
 		}
 	}
-	if len(mine) != 1 || attrs(mine[0].Attributes())["pgxleak.leak.kind"].AsString() != "still_out" {
-		t.Errorf("leak spans of this pool: %v, want one still_out span", mine)
+	if assert.Len(t, mine, 1, "leak spans of this pool") {
+		assert.Equal(t, "still_out", attrs(mine[0].Attributes())["pgxleak.leak.kind"].AsString(), "the pool's leak span")
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
+	"github.com/pgxleak/pgxleak/internal/testdriver"
 )
 
 // holdConcurrently checks out n connections so that all n are out at once,
@@ -25,13 +26,10 @@ func holdConcurrently(t testing.TB, db *sql.DB, n int) {
 	for i := range n {
 		wg.Go(func() {
 			c, err := db.Conn(context.Background())
-			if err != nil {
-				t.Error(err)
+			if !assert.NoError(t, err) {
 				return
 			}
-			if err := c.PingContext(context.Background()); err != nil {
-				t.Error(err)
-			}
+			assert.NoError(t, c.PingContext(context.Background()))
 			conns[i] = c
 		})
 	}
@@ -46,19 +44,14 @@ func holdConcurrently(t testing.TB, db *sql.DB, n int) {
 func TestDefaultsReplaceDatabaseSQLs(t *testing.T) {
 	db, _ := openTest(t)
 	st := db.Stats()
-	if st.MaxOpenConnections != pgxleak.DefaultMaxOpenConns {
-		t.Fatalf("MaxOpenConnections = %d, want %d", st.MaxOpenConnections, pgxleak.DefaultMaxOpenConns)
-	}
+	require.Equal(t, pgxleak.DefaultMaxOpenConns, st.MaxOpenConnections, "MaxOpenConnections")
 	// Idle defaults to max: after a burst every connection stays idle,
 	// where database/sql would close all but two.
 	holdConcurrently(t, db, pgxleak.DefaultMaxOpenConns)
 	st = db.Stats()
-	if st.Idle != pgxleak.DefaultMaxOpenConns || st.MaxIdleClosed != 0 {
-		t.Fatalf("after a burst: Idle = %d, MaxIdleClosed = %d; want %d idle, none closed", st.Idle, st.MaxIdleClosed, pgxleak.DefaultMaxOpenConns)
-	}
-	if st.OpenConnections != st.Idle {
-		t.Fatalf("OpenConnections = %d, want %d", st.OpenConnections, st.Idle)
-	}
+	assert.Equal(t, pgxleak.DefaultMaxOpenConns, st.Idle, "idle after a burst")
+	assert.Zero(t, st.MaxIdleClosed, "closed for MaxIdle after a burst")
+	assert.Equal(t, st.Idle, st.OpenConnections, "open after a burst: all idle")
 }
 
 // TestMaxOpenAndIdle checks WithMaxOpenConns and WithMaxIdleConns through
@@ -73,8 +66,7 @@ func TestMaxOpenAndIdle(t *testing.T) {
 	for range 8 {
 		wg.Go(func() {
 			c, err := db.Conn(context.Background())
-			if err != nil {
-				t.Error(err)
+			if !assert.NoError(t, err) {
 				return
 			}
 			defer c.Close()
@@ -86,18 +78,16 @@ func TestMaxOpenAndIdle(t *testing.T) {
 		<-started
 	}
 	pgtest.WaitFor(t, 5*time.Second, "five goroutines waiting", func() bool { return db.Stats().WaitCount >= 5 })
-	if n := pgtest.CountConnections(t, dsn, app); n != 3 {
-		t.Fatalf("server sees %d connections, want 3", n)
-	}
-	if st := db.Stats(); st.OpenConnections != 3 || st.InUse != 3 {
-		t.Fatalf("stats %+v, want 3 open, 3 in use", st)
-	}
+	require.Equal(t, 3, pgtest.CountConnections(t, dsn, app), "connections the server sees")
+	st := db.Stats()
+	require.Equal(t, 3, st.OpenConnections, "open")
+	require.Equal(t, 3, st.InUse, "in use")
 	close(release)
 	wg.Wait()
-	st := db.Stats()
-	if st.Idle != 1 || st.OpenConnections != 1 || st.MaxIdleClosed != 2 {
-		t.Fatalf("after release: %+v; want 1 idle, 1 open, 2 closed for MaxIdle", st)
-	}
+	st = db.Stats()
+	require.Equal(t, 1, st.Idle, "idle after release")
+	require.Equal(t, 1, st.OpenConnections, "open after release")
+	require.EqualValues(t, 2, st.MaxIdleClosed, "closed for MaxIdle after release")
 	pgtest.WaitFor(t, 5*time.Second, "server to see 1 connection", func() bool { return pgtest.CountConnections(t, dsn, app) == 1 })
 }
 
@@ -105,15 +95,13 @@ func TestMaxOpenAndIdle(t *testing.T) {
 func TestMinIdleWarmUp(t *testing.T) {
 	db, dsn := openTest(t, pgxleak.WithMaxOpenConns(6), pgxleak.WithMinIdleConns(4))
 	st := db.Stats()
-	if st.OpenConnections != 4 || st.Idle != 4 || st.InUse != 0 {
-		t.Fatalf("right after Open: %+v; want 4 open and idle", st)
-	}
-	if n := pgtest.CountConnections(t, dsn, pgtest.ApplicationName(dsn)); n != 4 {
-		t.Fatalf("server sees %d connections right after Open, want 4", n)
-	}
-	if st := stats(t, db); st.Checkouts != 0 || st.CheckedOut != 0 {
-		t.Fatalf("the warm-up counted as user checkouts: %+v", st)
-	}
+	assert.Equal(t, 4, st.OpenConnections, "open right after Open")
+	assert.Equal(t, 4, st.Idle, "idle right after Open")
+	assert.Zero(t, st.InUse, "in use right after Open")
+	assert.Equal(t, 4, pgtest.CountConnections(t, dsn, pgtest.ApplicationName(dsn)), "connections the server sees right after Open")
+	pst := stats(t, db)
+	assert.Zero(t, pst.Checkouts, "the warm-up counted as user checkouts")
+	assert.Zero(t, pst.CheckedOut, "the warm-up counted as user checkouts")
 }
 
 // TestMinIdleKept: with a short idle time, database/sql would close every
@@ -127,40 +115,29 @@ func TestMinIdleKept(t *testing.T) {
 	// Over several idle periods the minimum must hold every time we look.
 	deadline := time.Now().Add(6 * idle)
 	for time.Now().Before(deadline) {
-		if n := pgtest.CountConnections(t, dsn, app); n < 2 {
-			t.Fatalf("server sees %d connections; the minimum of 2 idle was not kept", n)
-		}
+		require.GreaterOrEqual(t, pgtest.CountConnections(t, dsn, app), 2, "connections the server sees: the minimum of 2 idle was not kept")
 		time.Sleep(idle / 3)
 	}
-	if st := stats(t, db); st.Checkouts != 5 || st.Returns != 5 {
-		t.Fatalf("want only the burst's 5 checkouts counted, not the pool's own: %+v", st)
-	}
+	st := stats(t, db)
+	assert.EqualValues(t, 5, st.Checkouts, "only the burst's checkouts count, not the pool's own")
+	assert.EqualValues(t, 5, st.Returns, "only the burst's returns count, not the pool's own")
 }
 
 func TestMinIdleUnreachable(t *testing.T) {
 	start := time.Now()
 	_, err := pgxleak.Open("pgx", "postgres://postgres:pw@127.0.0.1:1/test?connect_timeout=2", pgxleak.WithMinIdleConns(2))
-	if err == nil {
-		t.Fatal("Open succeeded with an unreachable server")
-	}
-	if !strings.Contains(err.Error(), "WithMinIdleConns") || !strings.HasPrefix(err.Error(), "pgxleak:") {
-		t.Fatalf("error does not say what failed: %v", err)
-	}
-	if time.Since(start) > 10*time.Second {
-		t.Fatalf("Open took %v", time.Since(start))
-	}
+	require.Error(t, err, "Open succeeded with an unreachable server")
+	assert.Contains(t, err.Error(), "WithMinIdleConns", "the error says what failed")
+	assert.True(t, strings.HasPrefix(err.Error(), "pgxleak:"), "error %v: want a pgxleak error", err)
+	assert.LessOrEqual(t, time.Since(start), 10*time.Second, "Open's time")
 }
 
 // TestMinIdleUnreachableOneError: warming up n connections to a server
 // that is down gives its error once, not n times.
 func TestMinIdleUnreachableOneError(t *testing.T) {
 	_, err := pgxleak.Open("pgx", "postgres://postgres@127.0.0.1:1/test?connect_timeout=2", pgxleak.WithMinIdleConns(4), pgxleak.WithMaxOpenConns(4))
-	if err == nil {
-		t.Fatal("Open succeeded with an unreachable server")
-	}
-	if n := strings.Count(err.Error(), "failed to connect"); n != 1 {
-		t.Fatalf("the connect error appears %d times:\n%v", n, err)
-	}
+	require.Error(t, err, "Open succeeded with an unreachable server")
+	assert.Equal(t, 1, strings.Count(err.Error(), "failed to connect"), "the connect error's count in:\n%v", err)
 }
 
 // TestMaxUses: with one connection and three uses each, the backend PID
@@ -170,16 +147,12 @@ func TestMaxUses(t *testing.T) {
 	var pids []int
 	for range 9 {
 		var pid int
-		if err := db.QueryRow("SELECT pg_backend_pid()").Scan(&pid); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, db.QueryRow("SELECT pg_backend_pid()").Scan(&pid))
 		pids = append(pids, pid)
 	}
 	for i := range pids {
 		sameAsPrev := i > 0 && pids[i] == pids[i-1]
-		if want := i%3 != 0; sameAsPrev != want {
-			t.Fatalf("backend PIDs %v: want a new backend every 3 uses", pids)
-		}
+		require.Equal(t, i%3 != 0, sameAsPrev, "backend PIDs %v: want a new backend every 3 uses", pids)
 	}
 }
 
@@ -190,24 +163,14 @@ func TestLifetimeExpiresOnReturn(t *testing.T) {
 		pgxleak.WithConnMaxLifetime(100*time.Millisecond), pgxleak.WithConnMaxLifetimeJitter(50*time.Millisecond))
 	var pid1, pid2 int
 	c, err := db2.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.QueryRowContext(context.Background(), "SELECT pg_backend_pid()").Scan(&pid1); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
+	require.NoError(t, c.QueryRowContext(context.Background(), "SELECT pg_backend_pid()").Scan(&pid1))
 	start := time.Now()
 	pgtest.WaitFor(t, time.Second, "the lifetime to pass", func() bool { return time.Since(start) > 120*time.Millisecond })
 	c.Close() // returned after its lifetime: IsValid says no
-	if st := db2.Stats(); st.OpenConnections != 0 {
-		t.Fatalf("expired connection kept: %+v", st)
-	}
-	if err := db2.QueryRow("SELECT pg_backend_pid()").Scan(&pid2); err != nil {
-		t.Fatal(err)
-	}
-	if pid1 == pid2 {
-		t.Fatal("expired connection reused")
-	}
+	require.Zero(t, db2.Stats().OpenConnections, "expired connection kept")
+	require.NoError(t, db2.QueryRow("SELECT pg_backend_pid()").Scan(&pid2))
+	assert.NotEqual(t, pid1, pid2, "expired connection reused")
 }
 
 // TestJitterSpreadsLifetimes: each connection gets its own lifetime in
@@ -215,7 +178,7 @@ func TestLifetimeExpiresOnReturn(t *testing.T) {
 // gets none of pgxleak's, and database/sql's lifetime alone applies.
 func TestJitterSpreadsLifetimes(t *testing.T) {
 	const life, jitter = time.Hour, 10 * time.Minute
-	inner, _ := (&fakeConnector{}).Connect(context.Background())
+	inner, _ := (&testdriver.Connector{}).Connect(context.Background())
 	lo, hi := time.Duration(1<<62), time.Duration(0)
 	for _, got := range pgxleak.ConnLifetimes(t, inner, 200, pgxleak.WithConnMaxLifetime(life), pgxleak.WithConnMaxLifetimeJitter(jitter)) {
 		require.True(t, got <= life && got >= life-jitter-time.Second, "lifetime %v outside [%v, %v]", got, life-jitter, life)
@@ -228,12 +191,11 @@ func TestJitterSpreadsLifetimes(t *testing.T) {
 
 func TestDefaultConfig(t *testing.T) {
 	cfg, err := pgxleak.PoolTuningOf()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg.MaxIdle != cfg.MaxOpen || cfg.LifetimeJitter != pgxleak.DefaultConnMaxLifetime/10 || cfg.MinIdle != 0 || cfg.MaxUses != 0 {
-		t.Fatalf("defaults: %+v", cfg)
-	}
+	require.NoError(t, err)
+	assert.Equal(t, cfg.MaxOpen, cfg.MaxIdle, "MaxIdle defaults to MaxOpen")
+	assert.Equal(t, pgxleak.DefaultConnMaxLifetime/10, cfg.LifetimeJitter, "the jitter defaults to a tenth of the lifetime")
+	assert.Zero(t, cfg.MinIdle)
+	assert.Zero(t, cfg.MaxUses)
 }
 
 // TestExpiredConnectionDiscarded: past its jittered end of life a
@@ -241,7 +203,7 @@ func TestDefaultConfig(t *testing.T) {
 // return (IsValid → false), before database/sql's own, later, maximum;
 // WithMaxUses discards it at the return that reaches the maximum.
 func TestExpiredConnectionDiscarded(t *testing.T) {
-	inner, _ := (&fakeConnector{}).Connect(context.Background())
+	inner, _ := (&testdriver.Connector{}).Connect(context.Background())
 	w, _, expire := pgxleak.WrapConn(t, inner, pgxleak.WithMaxUses(2))
 	require.NoError(t, w.(driver.SessionResetter).ResetSession(context.Background()), "fresh connection refused")
 	require.True(t, w.(driver.Validator).IsValid(), "fresh connection invalid after one use")
@@ -271,7 +233,7 @@ func TestJitterFollowsLifetime(t *testing.T) {
 		{"another, then back", []time.Duration{0, life}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			inner, _ := (&fakeConnector{}).Connect(context.Background())
+			inner, _ := (&testdriver.Connector{}).Connect(context.Background())
 			w, db, expire := pgxleak.WrapConn(t, inner, pgxleak.WithConnMaxLifetime(life))
 			for i, d := range tc.set {
 				db.SetConnMaxLifetime(d)

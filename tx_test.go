@@ -4,27 +4,24 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
 )
 
 func TestLeakTxNeverEnded(t *testing.T) {
-	rec := newLeakRecorder()
-	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), rec.option())
+	rec := &leaktest.Recorder{}
+	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), rec.Option())
 	line := lineBelow()
 	tx, err := db.Begin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec("CREATE TABLE t (id int)"); err != nil {
-		t.Fatal(err)
-	}
-	l := rec.wait(t, 5*time.Second, suspectedAt(line))
-	if l.TxStatus != "in transaction" || l.LastStatement != "CREATE TABLE t (id int)" {
-		t.Fatalf("tx status %q, last statement %q", l.TxStatus, l.LastStatement)
-	}
-	if err := tx.Rollback(); err != nil {
-		t.Fatal(err)
-	}
-	rec.wait(t, 5*time.Second, resolvedAt(line))
+	require.NoError(t, err)
+	_, err = tx.Exec("CREATE TABLE t (id int)")
+	require.NoError(t, err)
+	l := rec.Wait(t, 5*time.Second, suspectedAt(line))
+	require.Equal(t, "in transaction", l.TxStatus)
+	require.Equal(t, "CREATE TABLE t (id int)", l.LastStatement)
+	require.NoError(t, tx.Rollback())
+	rec.Wait(t, 5*time.Second, resolvedAt(line))
 	pgxleak.VerifyNone(t, db)
 }

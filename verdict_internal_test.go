@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
 )
 
 // TestLeakVerdict: a report's headline leads with what happened and where,
@@ -30,17 +32,12 @@ func TestLeakVerdict(t *testing.T) {
 			[]string{"suspected leak: connection checked out at app/handler.go:42 (app.handler), held 1s; goroutine exited"}},
 	} {
 		got := tc.l.verdict()
-		if len(got) != len(tc.want) {
-			t.Errorf("%s: %d clauses %q, want %q", tc.name, len(got), got, tc.want)
+		if !assert.Len(t, got, len(tc.want), "%s: clauses %q, want %q", tc.name, got, tc.want) {
 			continue
 		}
 		for i := range got {
-			if !strings.HasPrefix(got[i], tc.want[i]) {
-				t.Errorf("%s: clause %d = %q, want it to start %q", tc.name, i, got[i], tc.want[i])
-			}
+			assert.True(t, strings.HasPrefix(got[i], tc.want[i]), "%s: clause %d = %q, want it to start %q", tc.name, i, got[i], tc.want[i])
 		}
-		if s := tc.l.String(); s != "pgxleak: "+strings.Join(got, "; ") {
-			t.Errorf("%s: String() = %q, not the clauses joined", tc.name, s)
-		}
+		assert.Equal(t, "pgxleak: "+strings.Join(got, "; "), tc.l.String(), "%s: String() is the clauses joined", tc.name)
 	}
 }

@@ -11,7 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/testdriver"
 )
 
 // fakeT records what VerifyNone reports.
@@ -30,20 +34,16 @@ func TestVerifyNone(t *testing.T) {
 	db, _ := openTest(t)
 	line := lineBelow()
 	c, err := db.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	ft := &fakeT{}
 	pgxleak.VerifyNone(ft, db, pgxleak.GracePeriod(50*time.Millisecond))
-	if len(ft.errors) != 1 || !strings.Contains(ft.errors[0], line.String()) ||
-		!strings.Contains(ft.errors[0], "1 connection(s) still checked out") || !strings.Contains(ft.errors[0], "TestVerifyNone") {
-		t.Fatalf("VerifyNone reported %q", ft.errors)
-	}
+	require.Len(t, ft.errors, 1, "VerifyNone's reports")
+	require.Contains(t, ft.errors[0], line.String())
+	require.Contains(t, ft.errors[0], "1 connection(s) still checked out")
+	require.Contains(t, ft.errors[0], "TestVerifyNone")
 	ignoring := &fakeT{}
 	pgxleak.VerifyNone(ignoring, db, pgxleak.GracePeriod(0), pgxleak.IgnoreFunction("github.com/pgxleak/pgxleak_test.TestVerifyNone"))
-	if len(ignoring.errors) != 0 {
-		t.Fatalf("IgnoreFunction did not ignore: %q", ignoring.errors)
-	}
+	require.Empty(t, ignoring.errors, "IgnoreFunction did not ignore")
 	// A connection on its way back within the grace period is not a leak.
 	go func() {
 		time.Sleep(50 * time.Millisecond) // the holder finishes a little later
@@ -51,16 +51,13 @@ func TestVerifyNone(t *testing.T) {
 	}()
 	clean := &fakeT{}
 	pgxleak.VerifyNone(clean, db, pgxleak.GracePeriod(5*time.Second))
-	if len(clean.errors) != 0 {
-		t.Fatalf("VerifyNone after return: %q", clean.errors)
-	}
+	require.Empty(t, clean.errors, "VerifyNone after the connection came back within the grace period")
 	notTracked := &fakeT{}
 	plain, _ := sql.Open("pgx", "postgres://x@127.0.0.1/x")
 	defer plain.Close()
 	pgxleak.VerifyNone(notTracked, plain)
-	if len(notTracked.errors) != 1 || !strings.Contains(notTracked.errors[0], "not opened by pgxleak") {
-		t.Fatalf("VerifyNone on a plain *sql.DB: %q", notTracked.errors)
-	}
+	require.Len(t, notTracked.errors, 1, "VerifyNone on a plain *sql.DB")
+	assert.Contains(t, notTracked.errors[0], "not opened by pgxleak")
 }
 
 // TestVerifyNoneAfterTestContext: rows on t.Context() are closed by
@@ -72,14 +69,10 @@ func TestVerifyNoneAfterTestContext(t *testing.T) {
 	t.Run("leaves rows open on t.Context()", func(t *testing.T) {
 		t.Cleanup(func() { pgxleak.VerifyNone(ft, db) })
 		rows, err := db.QueryContext(t.Context(), "SELECT generate_series(1, 10)")
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		_ = rows
 	})
-	if len(ft.errors) != 0 {
-		t.Fatalf("VerifyNone: %q", ft.errors)
-	}
+	assert.Empty(t, ft.errors, "VerifyNone")
 }
 
 type fakeM struct{ code int }
@@ -96,15 +89,11 @@ func TestVerifyTestMain(t *testing.T) {
 	*pgxleak.OSStderr = &stderr
 	pgxleak.IsolateRegistry(t)
 
-	db, err := pgxleak.OpenDB(&fakeConnector{}, pgxleak.WithLogger(quiet))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, err := pgxleak.OpenDB(&testdriver.Connector{}, pgxleak.WithLogger(quiet))
+	require.NoError(t, err)
 	defer db.Close()
 	c, err := db.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	for _, tc := range []struct {
 		name     string
 		runCode  int
@@ -116,19 +105,16 @@ func TestVerifyTestMain(t *testing.T) {
 	} {
 		exitCode, stderr = -1, bytes.Buffer{}
 		pgxleak.VerifyTestMain(fakeM{tc.runCode}, pgxleak.GracePeriod(0))
-		if exitCode != tc.want || strings.Contains(stderr.String(), "still checked out") != tc.reported {
-			t.Errorf("%s: exit %d, stderr %q", tc.name, exitCode, stderr.String())
-		}
-		if tc.reported && !strings.Contains(stderr.String(), "verify_test.go") {
-			t.Errorf("%s: the report does not name the culprit: %s", tc.name, stderr.String())
+		assert.Equal(t, tc.want, exitCode, "%s: exit code; stderr %q", tc.name, stderr.String())
+		assert.Equal(t, tc.reported, strings.Contains(stderr.String(), "still checked out"), "%s: reported; stderr %q", tc.name, stderr.String())
+		if tc.reported {
+			assert.Contains(t, stderr.String(), "verify_test.go", "%s: the report names the culprit", tc.name)
 		}
 	}
 	c.Close()
 	exitCode = -1
 	pgxleak.VerifyTestMain(fakeM{0}, pgxleak.GracePeriod(0))
-	if exitCode != 0 {
-		t.Fatalf("exit %d after the connection came back; stderr %q", exitCode, stderr.String())
-	}
+	assert.Zero(t, exitCode, "exit code after the connection came back; stderr %q", stderr.String())
 }
 
 // TestVerifyNoneUnsampledCheckout: IgnoreFunction cannot match a checkout
@@ -140,10 +126,10 @@ func TestVerifyNoneUnsampledCheckout(t *testing.T) {
 	defer c.Close()
 	ft := &fakeT{}
 	pgxleak.VerifyNone(ft, db, pgxleak.GracePeriod(0), pgxleak.IgnoreFunction("github.com/pgxleak/pgxleak_test.holdA"))
-	if len(ft.errors) != 1 || !strings.Contains(ft.errors[0], "not sampled") ||
-		!strings.Contains(ft.errors[0], "WithStackSampling(1)") || !strings.Contains(ft.errors[0], "IgnoreFunction") {
-		t.Fatalf("VerifyNone reported %q", ft.errors)
-	}
+	require.Len(t, ft.errors, 1, "VerifyNone's reports")
+	assert.Contains(t, ft.errors[0], "not sampled")
+	assert.Contains(t, ft.errors[0], "WithStackSampling(1)")
+	assert.Contains(t, ft.errors[0], "IgnoreFunction")
 }
 
 // TestVerifyTestMainClosedPool: the natural setup, a pool closed in a
@@ -157,26 +143,17 @@ func TestVerifyTestMainClosedPool(t *testing.T) {
 	*pgxleak.OSStderr = &stderr
 	pgxleak.IsolateRegistry(t)
 
-	db, err := pgxleak.OpenDB(&fakeConnector{}, pgxleak.WithLogger(quiet))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, err := pgxleak.OpenDB(&testdriver.Connector{}, pgxleak.WithLogger(quiet))
+	require.NoError(t, err)
 	c, err := db.Conn(context.Background()) // the leak
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
+	require.NoError(t, db.Close())
 	exitCode = -1
 	pgxleak.VerifyTestMain(fakeM{0}, pgxleak.GracePeriod(0))
-	if exitCode != 1 || !strings.Contains(stderr.String(), "verify_test.go") {
-		t.Errorf("pool closed with a connection out: exit %d, stderr %q; want 1, naming the line", exitCode, stderr.String())
-	}
+	assert.Equal(t, 1, exitCode, "a pool closed with a connection out fails the run")
+	assert.Contains(t, stderr.String(), "verify_test.go", "the report names the line")
 	c.Close()
 	exitCode, stderr = -1, bytes.Buffer{}
 	pgxleak.VerifyTestMain(fakeM{0}, pgxleak.GracePeriod(0))
-	if exitCode != 0 {
-		t.Errorf("exit %d after the connection came back; stderr %q", exitCode, stderr.String())
-	}
+	assert.Zero(t, exitCode, "exit code after the connection came back; stderr %q", stderr.String())
 }

@@ -3,19 +3,21 @@ package pgxleak_test
 import (
 	"context"
 	"fmt"
-	"math"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
+	"github.com/pgxleak/pgxleak/internal/testdriver"
 )
 
 // TestTracingSlowWaitEpisode holds both connections of a pool of 2 with
@@ -69,47 +71,32 @@ func TestTracingSlowWaitEpisode(t *testing.T) {
 	wg.Wait()
 	close(errs)
 	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 	}
 
 	spans := o.waitEnded(t, "pgxleak.connection.wait", 1)
 	st := db.Stats()
-	if len(spans) != 1 {
-		t.Fatalf("%d wait-episode spans, want 1", len(spans))
-	}
+	require.Len(t, spans, 1, "wait-episode spans")
 	s := spans[0]
 	a := attrs(s.Attributes())
 	total := a["pgxleak.wait.total_duration"].AsFloat64()
-	if n := a["pgxleak.wait.count"].AsInt64(); n != 4 {
-		t.Errorf("pgxleak.wait.count = %d, want 4", n)
-	}
-	if want := st.WaitDuration.Seconds(); math.Abs(total-want) > 1e-9 {
-		t.Errorf("pgxleak.wait.total_duration = %v, want db.Stats().WaitDuration = %v", total, want)
-	}
-	if mean := a["pgxleak.wait.mean_duration"].AsFloat64(); math.Abs(mean-total/4) > 1e-9 || mean < 0.2 || mean > 10 {
-		t.Errorf("pgxleak.wait.mean_duration = %v, want total/4 = %v, about 0.5s", mean, total/4)
-	}
-	if a["pgxleak.wait.stalled_duration"].AsFloat64() < 0.05 {
-		t.Errorf("pgxleak.wait.stalled_duration = %v, want at least the threshold", a["pgxleak.wait.stalled_duration"])
-	}
+	assert.EqualValues(t, 4, a["pgxleak.wait.count"].AsInt64(), "pgxleak.wait.count")
+	assert.InDelta(t, st.WaitDuration.Seconds(), total, 1e-9, "pgxleak.wait.total_duration: db.Stats().WaitDuration")
+	mean := a["pgxleak.wait.mean_duration"].AsFloat64()
+	assert.InDelta(t, total/4, mean, 1e-9, "pgxleak.wait.mean_duration: total/4")
+	assert.True(t, mean >= 0.2 && mean <= 10, "pgxleak.wait.mean_duration = %v, want about 0.5s", mean)
+	assert.GreaterOrEqual(t, a["pgxleak.wait.stalled_duration"].AsFloat64(), 0.05, "pgxleak.wait.stalled_duration: at least the threshold")
 	for key, want := range map[attribute.Key]int64{
 		"pgxleak.pool.max_open_connections": 2,
 		"pgxleak.pool.max_idle_connections": 1,
 		"pgxleak.pool.min_idle_connections": 1,
 		"pgxleak.pool.peak_in_use":          2,
 	} {
-		if got := a[key].AsInt64(); got != want {
-			t.Errorf("%s = %d, want %d", key, got, want)
-		}
+		assert.Equal(t, want, a[key].AsInt64(), string(key))
 	}
-	if a["db.system.name"].AsString() != "postgresql" || a["db.client.connection.pool.name"].AsString() == "" {
-		t.Errorf("missing pool attributes: %v", s.Attributes())
-	}
-	if !s.StartTime().Before(s.EndTime()) {
-		t.Errorf("episode span from %v to %v", s.StartTime(), s.EndTime())
-	}
+	assert.Equal(t, "postgresql", a["db.system.name"].AsString(), "db.system.name")
+	assert.NotEmpty(t, a["db.client.connection.pool.name"].AsString(), "db.client.connection.pool.name")
+	assert.True(t, s.StartTime().Before(s.EndTime()), "episode span from %v to %v", s.StartTime(), s.EndTime())
 
 	for i, at := range sites {
 		found := slices.ContainsFunc(s.Events(), func(e sdktrace.Event) bool {
@@ -120,12 +107,9 @@ func TestTracingSlowWaitEpisode(t *testing.T) {
 				ea["pgxleak.connection.held_duration"].AsFloat64() > 0.2 &&
 				strings.Contains(ea["code.stacktrace"].AsString(), fmt.Sprintf("%s:%d", at.file, at.line))
 		})
-		if !found {
-			t.Errorf("no holder event names holder %d at %s:%d; events: %v", i+1, at.file, at.line, s.Events())
-		}
-		if !slices.ContainsFunc(s.Links(), func(l sdktrace.Link) bool { return l.SpanContext.Equal(holderSpans[i]) }) {
-			t.Errorf("the episode span does not link to holder %d's span", i+1)
-		}
+		assert.True(t, found, "no holder event names holder %d at %s:%d; events: %v", i+1, at.file, at.line, s.Events())
+		assert.True(t, slices.ContainsFunc(s.Links(), func(l sdktrace.Link) bool { return l.SpanContext.Equal(holderSpans[i]) }),
+			"the episode span does not link to holder %d's span", i+1)
 	}
 
 	// The waiters' own spans: a handoff in ResetSession attributes a wait.
@@ -137,20 +121,12 @@ func TestTracingSlowWaitEpisode(t *testing.T) {
 			}
 		}
 	}
-	if len(estimates) == 0 {
-		t.Fatal("no waiter span has a pgxleak.connection.wait event")
-	}
+	require.NotEmpty(t, estimates, "no waiter span has a pgxleak.connection.wait event")
 	for _, e := range estimates {
-		if e <= 0 || e > total {
-			t.Errorf("estimated wait %v, want in (0, %v]", e, total)
-		}
+		assert.True(t, e > 0 && e <= total, "estimated wait %v, want in (0, %v]", e, total)
 	}
-	if slices.Max(estimates) < 0.2 {
-		t.Errorf("estimated waits %v, want one near the 0.5s hold", estimates)
-	}
-	if n := len(o.ended("pgxleak.connection.leak")); n != 0 {
-		t.Errorf("%d leak spans, want none", n)
-	}
+	assert.GreaterOrEqual(t, slices.Max(estimates), 0.2, "estimated waits %v, want one near the 0.5s hold", estimates)
+	assert.Empty(t, o.ended("pgxleak.connection.leak"), "leak spans")
 	t.Logf("episode: %d waits, total %.3fs, %d holder events, %d waiter estimates %v",
 		a["pgxleak.wait.count"].AsInt64(), total, len(s.Events()), len(estimates), estimates)
 }
@@ -161,15 +137,13 @@ func TestTracingSlowWaitEpisode(t *testing.T) {
 // sampler's tick after that collection does not record them again.
 func TestMetricsWaitTimeAtCollection(t *testing.T) {
 	o := newOTelTest(t)
-	db, err := pgxleak.OpenDB(&fakeConnector{}, o.options(
+	db, err := pgxleak.OpenDB(&testdriver.Connector{}, o.options(
 		pgxleak.WithPoolName("waits"),
 		pgxleak.WithLogger(nil),
 		pgxleak.WithMaxOpenConns(2),
 		pgxleak.WithWaitSampleInterval(time.Hour),
 	)...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() })
 	ctx := context.Background()
 
@@ -179,33 +153,25 @@ func TestMetricsWaitTimeAtCollection(t *testing.T) {
 	for range 6 {
 		wg.Go(func() {
 			c, err := db.Conn(ctx)
-			if err != nil {
-				t.Error(err)
+			if !assert.NoError(t, err) {
 				return
 			}
-			if err := c.PingContext(ctx); err != nil {
-				t.Error(err)
-			}
+			assert.NoError(t, c.PingContext(ctx))
 			time.Sleep(40 * time.Millisecond) // the work done while holding it
 			_ = c.Close()
 		})
 	}
 	wg.Wait()
 	st := db.Stats()
-	if st.WaitCount < 4 {
-		t.Fatalf("WaitCount = %d; want at least 4 of 6 callers to wait for 2 connections", st.WaitCount)
-	}
+	require.GreaterOrEqual(t, st.WaitCount, int64(4), "WaitCount: at least 4 of 6 callers wait for 2 connections")
 	check := func(when string) {
 		t.Helper()
 		h, ok := histogram(o.collect(t), "db.client.connection.wait_time")
-		if !ok || len(h.DataPoints) != 1 {
-			t.Fatalf("%s: wait_time not collected: %+v", when, h)
-		}
+		require.True(t, ok, "%s: wait_time not collected", when)
+		require.Len(t, h.DataPoints, 1, "%s: wait_time", when)
 		dp := h.DataPoints[0]
-		if int64(dp.Count) != st.WaitCount || math.Abs(dp.Sum-st.WaitDuration.Seconds()) > 1e-9 {
-			t.Errorf("%s: wait_time count = %d, sum = %vs; want db.Stats() WaitCount = %d, WaitDuration = %vs",
-				when, dp.Count, dp.Sum, st.WaitCount, st.WaitDuration.Seconds())
-		}
+		assert.Equal(t, st.WaitCount, int64(dp.Count), "%s: wait_time count: db.Stats().WaitCount", when)
+		assert.InDelta(t, st.WaitDuration.Seconds(), dp.Sum, 1e-9, "%s: wait_time sum: db.Stats().WaitDuration", when)
 	}
 	check("first collection")
 	check("second collection") // no double counting

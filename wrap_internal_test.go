@@ -6,6 +6,9 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak/internal/optional"
 )
 
@@ -88,9 +91,7 @@ func checkRules(t *testing.T, kind string, m int, w any) {
 		case optional.Always:
 			want = true
 		}
-		if got != want {
-			t.Errorf("%s wrapper %b: implements %s = %v, want %v (%s)", kind, m, i.Name(), got, want, i.Rule)
-		}
+		assert.Equal(t, want, got, "%s wrapper %b implements %s (%s)", kind, m, i.Name(), i.Rule)
 	}
 }
 
@@ -99,57 +100,35 @@ func checkRules(t *testing.T, kind string, m int, w any) {
 // m, every Always one (driver.Validator among them), and no Folded one.
 func TestGeneratedWrappersExact(t *testing.T) {
 	cfg, err := newConfig(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	p := newPool(cfg, "test")
 	t.Cleanup(p.close)
 	c := &conn{connState: connState{pool: p}, inner: fullConn{}}
-	if n := len(optional.ExactOf("conn")); len(connWrappers) != 1<<n {
-		t.Fatalf("%d conn wrappers for %d exact interfaces: regenerate", len(connWrappers), n)
-	}
+	require.Len(t, connWrappers, 1<<len(optional.ExactOf("conn")), "a conn wrapper per set of exact interfaces: regenerate")
 	for m := range len(connWrappers) {
 		w := connWrappers[m](c)
-		if got := connMask(w); got != m {
-			t.Fatalf("conn wrapper %04b implements %04b", m, got)
-		}
+		require.Equal(t, m, connMask(w), "conn wrapper %04b's mask", m)
 		checkRules(t, "conn", m, w)
-		if _, ok := w.(driver.Validator); !ok {
-			t.Fatalf("conn wrapper %04b is not a driver.Validator", m)
-		}
-		if u, ok := w.(interface{ Unwrap() driver.Conn }); !ok || u.Unwrap() != (fullConn{}) {
-			t.Fatalf("conn wrapper %04b does not unwrap", m)
-		}
+		require.Implements(t, (*driver.Validator)(nil), w, "conn wrapper %04b", m)
+		u, ok := w.(interface{ Unwrap() driver.Conn })
+		require.True(t, ok, "conn wrapper %04b does not unwrap", m)
+		require.Equal(t, fullConn{}, u.Unwrap(), "conn wrapper %04b does not unwrap", m)
 	}
 	// A legacy method alone sets its context variant's bit.
-	if m := connMask(execerOnly{}); m != 1<<0 {
-		t.Errorf("connMask(Execer only) = %04b, want the ExecerContext bit", m)
-	}
-	if m := connMask(queryerOnly{}); m != 1<<1 {
-		t.Errorf("connMask(Queryer only) = %04b, want the QueryerContext bit", m)
-	}
+	assert.Equal(t, 1<<0, connMask(execerOnly{}), "connMask(Execer only): the ExecerContext bit")
+	assert.Equal(t, 1<<1, connMask(queryerOnly{}), "connMask(Queryer only): the QueryerContext bit")
 	s := &stmt{inner: fullStmt{}, c: c}
-	if n := len(optional.ExactOf("stmt")); len(stmtWrappers) != 1<<n {
-		t.Fatalf("%d stmt wrappers for %d exact interfaces: regenerate", len(stmtWrappers), n)
-	}
+	require.Len(t, stmtWrappers, 1<<len(optional.ExactOf("stmt")), "a stmt wrapper per set of exact interfaces: regenerate")
 	for m := range len(stmtWrappers) {
 		w := stmtWrappers[m](s)
-		if got := stmtMask(w); got != m {
-			t.Fatalf("stmt wrapper %b implements %b", m, got)
-		}
+		require.Equal(t, m, stmtMask(w), "stmt wrapper %b's mask", m)
 		checkRules(t, "stmt", m, w)
 	}
-	if n := len(optional.ExactOf("rows")); len(rowsWrappers) != 1<<n {
-		t.Fatalf("%d rows wrappers for %d exact interfaces: regenerate", len(rowsWrappers), n)
-	}
+	require.Len(t, rowsWrappers, 1<<len(optional.ExactOf("rows")), "a rows wrapper per set of exact interfaces: regenerate")
 	for m := range len(rowsWrappers) {
 		w, r := rowsWrappers[m](rows{inner: fullRows{}, c: c})
-		if got := rowsMask(w); got != m {
-			t.Fatalf("rows wrapper %06b implements %06b", m, got)
-		}
+		require.Equal(t, m, rowsMask(w), "rows wrapper %06b's mask", m)
 		checkRules(t, "rows", m, w)
-		if r.inner != (fullRows{}) {
-			t.Fatalf("rows wrapper %06b lost its inner rows", m)
-		}
+		require.Equal(t, fullRows{}, r.inner, "rows wrapper %06b lost its inner rows", m)
 	}
 }

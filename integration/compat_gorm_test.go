@@ -3,15 +3,19 @@ package integration_test
 import (
 	"database/sql"
 	"errors"
+	"fmt"
 	"runtime"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
 )
 
 type gormProduct struct {
@@ -41,25 +45,18 @@ var gormOpeners = []struct {
 	{"Conn: pgxleak.Open", true, func(t *testing.T, cfg *gorm.Config, opts ...pgxleak.Option) (*gorm.DB, *sql.DB) {
 		db, _ := openTest(t, opts...)
 		gdb, err := gorm.Open(postgres.New(postgres.Config{Conn: db}), cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		return gdb, db
 	}},
 	{"DriverName: pgxleak", false, func(t *testing.T, cfg *gorm.Config, opts ...pgxleak.Option) (*gorm.DB, *sql.DB) {
 		_, dsn := openTest(t)
 		gdb, err := gorm.Open(postgres.New(postgres.Config{DriverName: pgxleak.DriverName, DSN: dsn}), cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		db, err := gdb.DB()
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		t.Cleanup(func() { _ = db.Close() })
-		if _, err := pgxleak.Stats(db); err != nil {
-			t.Fatalf("GORM's pool runs on %T, not pgxleak: %v", db.Driver(), err)
-		}
+		_, err = pgxleak.Stats(db)
+		require.NoError(t, err, "GORM's pool runs on %T, not pgxleak", db.Driver())
 		return gdb, db
 	}},
 }
@@ -79,52 +76,36 @@ func TestGorm(t *testing.T) {
 				gdb, db := opener.open(t, gormConfig(prepare))
 				ctx := t.Context()
 				gdb = gdb.WithContext(ctx)
-				if err := gdb.AutoMigrate(&gormProduct{}); err != nil {
-					t.Fatalf("AutoMigrate: %v", err)
-				}
+				require.NoError(t, gdb.AutoMigrate(&gormProduct{}), "AutoMigrate")
 
 				// Create, read, update, delete.
 				p := gormProduct{Code: "A1", Price: 100}
-				if err := gdb.Create(&p).Error; err != nil || p.ID == 0 {
-					t.Fatalf("Create: id %d, %v", p.ID, err)
-				}
-				if err := gdb.Create(&[]gormProduct{{Code: "B2", Price: 5}, {Code: "C3", Price: 7}}).Error; err != nil {
-					t.Fatalf("batch Create: %v", err)
-				}
+				require.NoError(t, gdb.Create(&p).Error, "Create")
+				require.NotZero(t, p.ID, "Create gave no id")
+				require.NoError(t, gdb.Create(&[]gormProduct{{Code: "B2", Price: 5}, {Code: "C3", Price: 7}}).Error, "batch Create")
 				var got gormProduct
-				if err := gdb.First(&got, "code = ?", "A1").Error; err != nil || got.ID != p.ID || got.Price != 100 {
-					t.Errorf("First = %+v, %v", got, err)
+				if assert.NoError(t, gdb.First(&got, "code = ?", "A1").Error, "First") {
+					assert.Equal(t, p.ID, got.ID, "First")
+					assert.Equal(t, 100, got.Price, "First")
 				}
-				if err := gdb.Model(&got).Update("price", 200).Error; err != nil {
-					t.Errorf("Update: %v", err)
-				}
+				assert.NoError(t, gdb.Model(&got).Update("price", 200).Error, "Update")
 				var cheap []gormProduct
-				if err := gdb.Where("price < ?", 10).Order("code").Find(&cheap).Error; err != nil || len(cheap) != 2 || cheap[0].Code != "B2" {
-					t.Errorf("Find = %+v, %v", cheap, err)
-				}
-				if err := gdb.Delete(&cheap[0]).Error; err != nil {
-					t.Errorf("Delete: %v", err)
-				}
+				require.NoError(t, gdb.Where("price < ?", 10).Order("code").Find(&cheap).Error, "Find")
+				require.Len(t, cheap, 2, "Find")
+				assert.Equal(t, "B2", cheap[0].Code, "Find")
+				assert.NoError(t, gdb.Delete(&cheap[0]).Error, "Delete")
 				var count int64
-				if err := gdb.Model(&gormProduct{}).Count(&count).Error; err != nil || count != 2 {
-					t.Errorf("Count after soft delete = %d, %v; want 2", count, err)
-				}
-				if err := gdb.First(&got, "code = ?", "B2").Error; !errors.Is(err, gorm.ErrRecordNotFound) {
-					t.Errorf("First of a deleted row = %v, want gorm.ErrRecordNotFound", err)
-				}
+				assert.NoError(t, gdb.Model(&gormProduct{}).Count(&count).Error, "Count")
+				assert.Equal(t, int64(2), count, "Count after soft delete")
+				assert.ErrorIs(t, gdb.First(&got, "code = ?", "B2").Error, gorm.ErrRecordNotFound, "First of a deleted row")
 
 				// Error translation: the driver's *pgconn.PgError must reach
 				// GORM's dialect unwrapped.
-				err := gdb.Create(&gormProduct{Code: "A1", Price: 1}).Error
-				if !errors.Is(err, gorm.ErrDuplicatedKey) {
-					t.Errorf("duplicate Create = %v, want gorm.ErrDuplicatedKey", err)
-				}
-				if err := gdb.Create(&gormProduct{Code: "NEG", Price: -1}).Error; !errors.Is(err, gorm.ErrCheckConstraintViolated) {
-					t.Errorf("negative price = %v, want gorm.ErrCheckConstraintViolated", err)
-				}
+				assert.ErrorIs(t, gdb.Create(&gormProduct{Code: "A1", Price: 1}).Error, gorm.ErrDuplicatedKey, "duplicate Create")
+				assert.ErrorIs(t, gdb.Create(&gormProduct{Code: "NEG", Price: -1}).Error, gorm.ErrCheckConstraintViolated, "negative price")
 
 				// Transactions: commit, rollback on error, nested savepoint.
-				if err := gdb.Transaction(func(tx *gorm.DB) error {
+				err := gdb.Transaction(func(tx *gorm.DB) error {
 					if err := tx.Create(&gormProduct{Code: "T1", Price: 1}).Error; err != nil {
 						return err
 					}
@@ -133,39 +114,27 @@ func TestGorm(t *testing.T) {
 						return errors.New("roll back the savepoint")
 					})
 					return nil
-				}); err != nil {
-					t.Errorf("Transaction: %v", err)
-				}
+				})
+				assert.NoError(t, err, "Transaction")
 				boom := errors.New("boom")
-				if err := gdb.Transaction(func(tx *gorm.DB) error {
+				err = gdb.Transaction(func(tx *gorm.DB) error {
 					tx.Create(&gormProduct{Code: "T3-rolled-back", Price: 1})
 					return boom
-				}); !errors.Is(err, boom) {
-					t.Errorf("Transaction error = %v, want boom", err)
-				}
+				})
+				assert.ErrorIs(t, err, boom, "the Transaction's own error")
 				tx := gdb.Begin()
 				tx.Create(&gormProduct{Code: "T4", Price: 1})
-				if err := tx.Commit().Error; err != nil {
-					t.Errorf("Begin/Commit: %v", err)
-				}
+				assert.NoError(t, tx.Commit().Error, "Begin/Commit")
 				var codes []string
-				if err := gdb.Model(&gormProduct{}).Where("code LIKE ?", "T%").Order("code").Pluck("code", &codes).Error; err != nil ||
-					len(codes) != 2 || codes[0] != "T1" || codes[1] != "T4" {
-					t.Errorf("committed codes = %v, %v; want [T1 T4]", codes, err)
-				}
+				assert.NoError(t, gdb.Model(&gormProduct{}).Where("code LIKE ?", "T%").Order("code").Pluck("code", &codes).Error, "Pluck")
+				assert.Equal(t, []string{"T1", "T4"}, codes, "committed codes")
 
 				if prepare {
 					pdb, ok := gdb.ConnPool.(*gorm.PreparedStmtDB)
-					if !ok {
-						t.Fatalf("PrepareStmt mode runs on %T", gdb.ConnPool)
-					}
-					if n := len(pdb.Stmts.Keys()); n == 0 {
-						t.Error("PrepareStmt mode prepared no statement")
-					}
+					require.True(t, ok, "PrepareStmt mode runs on %T", gdb.ConnPool)
+					assert.NotEmpty(t, pdb.Stmts.Keys(), "PrepareStmt mode prepared no statement")
 				}
-				if st := stats(t, db); st.Checkouts < 15 {
-					t.Errorf("the tracker counted %d checkouts; it is not tracking GORM's calls", st.Checkouts)
-				}
+				assert.GreaterOrEqual(t, stats(t, db).Checkouts, uint64(15), "checkouts counted: is the tracker tracking GORM's calls?")
 				pgxleak.VerifyNone(t, db)
 			})
 		}
@@ -180,54 +149,39 @@ func TestGormLeakAttribution(t *testing.T) {
 	for _, opener := range gormOpeners {
 		t.Run(opener.name, func(t *testing.T) {
 			t.Parallel()
-			rec := newLeakRecorder()
-			gdb, db := opener.open(t, gormConfig(false), rec.option(), pgxleak.WithLeakThreshold(50*time.Millisecond))
-			if err := gdb.AutoMigrate(&gormProduct{}); err != nil {
-				t.Fatal(err)
-			}
+			rec := &leaktest.Recorder{}
+			gdb, db := opener.open(t, gormConfig(false), rec.Option(), pgxleak.WithLeakThreshold(50*time.Millisecond))
+			require.NoError(t, gdb.AutoMigrate(&gormProduct{}))
 
 			_, file, line, _ := runtime.Caller(0)
 			tx := gdb.Begin() // leaked
 			txLine := line + 1
-			if err := tx.Create(&gormProduct{Code: "X", Price: 1}).Error; err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, tx.Create(&gormProduct{Code: "X", Price: 1}).Error)
 			_, _, line, _ = runtime.Caller(0)
 			rows, err := gdb.Model(&gormProduct{}).Rows() // leaked
 			rowsLine := line + 1
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			_, _, line, _ = runtime.Caller(0)
 			prows, err := gdb.Session(&gorm.Session{PrepareStmt: true}).Model(&gormProduct{}).Where("price > ?", 0).Rows() // leaked
 			prowsLine := line + 1
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 
 			cos := checkouts(t, db)
-			if len(cos) != 3 {
-				t.Fatalf("%d checkouts, want 3", len(cos))
-			}
+			require.Len(t, cos, 3)
 			for i, want := range []int{txLine, rowsLine, prowsLine} {
-				if c := cos[i].Culprit; c.File != file || c.Line != want {
-					t.Errorf("checkout %d: culprit %s:%d, want %s:%d\n%s", i, c.File, c.Line, file, want, stackString(cos[i].Stack))
-				}
+				c := cos[i].Culprit
+				assert.Equal(t, fmt.Sprintf("%s:%d", file, want), fmt.Sprintf("%s:%d", c.File, c.Line), "checkout %d's culprit\n%s", i, stackString(cos[i].Stack))
 			}
 			if opener.tuned {
-				l := rec.wait(t, 10*time.Second, func(l pgxleak.Leak) bool {
+				l := rec.Wait(t, 10*time.Second, func(l pgxleak.Leak) bool {
 					return l.Kind == pgxleak.LeakSuspected && l.TxStatus == "in transaction"
 				})
-				if l.Culprit.File != file || l.Culprit.Line != txLine {
-					t.Errorf("report culprit %s:%d, want %s:%d", l.Culprit.File, l.Culprit.Line, file, txLine)
-				}
+				assert.Equal(t, fmt.Sprintf("%s:%d", file, txLine), fmt.Sprintf("%s:%d", l.Culprit.File, l.Culprit.Line), "the report's culprit")
 			}
 
 			_ = rows.Close()
 			_ = prows.Close()
-			if err := tx.Rollback().Error; err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, tx.Rollback().Error)
 			pgxleak.VerifyNone(t, db)
 		})
 	}

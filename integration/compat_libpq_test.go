@@ -2,11 +2,13 @@ package integration_test
 
 import (
 	"database/sql"
-	"errors"
+	"fmt"
 	"runtime"
 	"testing"
 
 	"github.com/lib/pq"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
@@ -35,28 +37,20 @@ func TestLibpq(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			db, err := tc.open(pgtest.NewDatabase(t))
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			t.Cleanup(func() { _ = db.Close() })
-			if _, err := pgxleak.Stats(db); err != nil {
-				t.Fatalf("the pool runs on %T, not pgxleak: %v", db.Driver(), err)
-			}
+			_, err = pgxleak.Stats(db)
+			require.NoError(t, err, "the pool runs on %T, not pgxleak", db.Driver())
 			libpqWorkload(t, db)
 
 			_, file, line, _ := runtime.Caller(0)
 			tx, err := db.Begin() // the leak
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			line++
 			cos := checkouts(t, db)
-			if len(cos) != 1 || cos[0].Culprit.File != file || cos[0].Culprit.Line != line {
-				t.Fatalf("checkouts %v, want one at %s:%d", cos, file, line)
-			}
-			if err := tx.Rollback(); err != nil {
-				t.Fatal(err)
-			}
+			require.Len(t, cos, 1)
+			require.Equal(t, fmt.Sprintf("%s:%d", file, line), fmt.Sprintf("%s:%d", cos[0].Culprit.File, cos[0].Culprit.Line), "the leak's culprit")
+			require.NoError(t, tx.Rollback())
 			pgxleak.VerifyNone(t, db)
 		})
 	}
@@ -71,9 +65,7 @@ func TestLibpqThroughPgBouncer(t *testing.T) {
 	b := pgtest.NewPgBouncer(t, pgtest.PoolSize(1))
 	db, err := pgxleak.Open("postgres", pgtest.WithParams(b.DSN(dsn), map[string]string{"binary_parameters": "yes"}),
 		pgxleak.WithPgBouncer(), pgxleak.WithLogger(quiet), pgxleak.WithMaxOpenConns(3))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() })
 	libpqWorkload(t, db)
 	pgxleak.VerifyNone(t, db)
@@ -84,29 +76,22 @@ func libpqWorkload(t *testing.T, db *sql.DB) {
 	ctx := t.Context()
 	compatExec(t, db, `CREATE TABLE kv (k text PRIMARY KEY, v int NOT NULL)`)
 	for i, k := range []string{"a", "b", "c"} {
-		if _, err := db.ExecContext(ctx, `INSERT INTO kv VALUES ($1, $2)`, k, i); err != nil {
-			t.Fatal(err)
-		}
+		_, err := db.ExecContext(ctx, `INSERT INTO kv VALUES ($1, $2)`, k, i)
+		require.NoError(t, err)
 	}
 	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.ExecContext(ctx, `UPDATE kv SET v = v + $1`, 10); err != nil {
-		t.Fatal(err)
-	}
-	if err := tx.Rollback(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
+	_, err = tx.ExecContext(ctx, `UPDATE kv SET v = v + $1`, 10)
+	require.NoError(t, err)
+	require.NoError(t, tx.Rollback())
 	var sum int
-	if err := db.QueryRowContext(ctx, `SELECT sum(v) FROM kv WHERE k <> $1`, "z").Scan(&sum); err != nil || sum != 3 {
-		t.Errorf("sum = %d, %v; want 3 (the update was rolled back)", sum, err)
+	if assert.NoError(t, db.QueryRowContext(ctx, `SELECT sum(v) FROM kv WHERE k <> $1`, "z").Scan(&sum)) {
+		assert.Equal(t, 3, sum, "the update was rolled back")
 	}
 	_, err = db.ExecContext(ctx, `INSERT INTO kv VALUES ($1, $2)`, "a", 1)
 	var pqErr *pq.Error
-	if !errors.As(err, &pqErr) || pqErr.Code != "23505" {
-		t.Errorf("duplicate insert = %v (%T), want a *pq.Error 23505", err, err)
-	} else if _, ok := err.(*pq.Error); !ok {
-		t.Errorf("the error is a %T wrapping lib/pq's; drivers' errors must pass through unwrapped", err)
+	if assert.ErrorAs(t, err, &pqErr, "duplicate insert") {
+		assert.EqualValues(t, "23505", pqErr.Code, "duplicate insert")
+		assert.IsType(t, &pq.Error{}, err, "drivers' errors must pass through unwrapped")
 	}
 }

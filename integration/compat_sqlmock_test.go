@@ -6,13 +6,13 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"runtime"
-	"strings"
 	"testing"
 
 	"github.com/DATA-DOG/go-sqlmock"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
 )
@@ -35,9 +35,7 @@ func newMockDB(t *testing.T, viaOpen bool) (*sql.DB, sqlmock.Sqlmock) {
 	_, _ = rand.Read(b[:])
 	dsn := "pgxleak_mock_" + hex.EncodeToString(b[:])
 	mockDB, mock, err := sqlmock.NewWithDSN(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	opts := []pgxleak.Option{pgxleak.WithMaxOpenConns(1), pgxleak.WithLogger(quiet)}
 	var db *sql.DB
 	if viaOpen {
@@ -45,9 +43,7 @@ func newMockDB(t *testing.T, viaOpen bool) (*sql.DB, sqlmock.Sqlmock) {
 	} else {
 		db, err = pgxleak.OpenDB(sqlmockConnector{drv: mockDB.Driver(), dsn: dsn}, opts...)
 	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	t.Cleanup(func() {
 		_ = db.Close()     // sqlmock answers the driver's Close with "not expected"; that is fine here
 		_ = mockDB.Close() // likewise
@@ -82,55 +78,41 @@ func TestSqlmock(t *testing.T) {
 			mock.ExpectExec(`UPDATE users SET name`).WithArgs("bob", 7).WillReturnResult(sqlmock.NewResult(0, 1))
 			mock.ExpectCommit()
 			var got string
-			if err := db.QueryRowContext(ctx, `SELECT name FROM users WHERE id = $1`, 7).Scan(&got); err != nil || got != "ada" {
-				t.Fatalf("query = %q, %v", got, err)
-			}
+			require.NoError(t, db.QueryRowContext(ctx, `SELECT name FROM users WHERE id = $1`, 7).Scan(&got))
+			require.Equal(t, "ada", got)
 			tx, err := db.BeginTx(ctx, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if r, err := tx.ExecContext(ctx, `UPDATE users SET name = $1 WHERE id = $2`, "bob", 7); err != nil {
-				t.Fatal(err)
-			} else if n, _ := r.RowsAffected(); n != 1 {
-				t.Fatalf("rows affected = %d", n)
-			}
-			if err := tx.Commit(); err != nil {
-				t.Fatal(err)
-			}
-			if err := mock.ExpectationsWereMet(); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
+			r, err := tx.ExecContext(ctx, `UPDATE users SET name = $1 WHERE id = $2`, "bob", 7)
+			require.NoError(t, err)
+			n, err := r.RowsAffected()
+			require.NoError(t, err)
+			require.Equal(t, int64(1), n, "rows affected")
+			require.NoError(t, tx.Commit())
+			require.NoError(t, mock.ExpectationsWereMet())
 			var clean tRecorder
 			pgxleak.VerifyNone(&clean, db, pgxleak.GracePeriod(0))
-			if len(clean.errs) != 0 {
-				t.Fatalf("VerifyNone failed a clean test: %v", clean.errs)
-			}
-			if st := stats(t, db); st.Checkouts != 2 || st.Returns != 2 {
-				t.Errorf("tracker: %d checkouts, %d returns; want 2 and 2", st.Checkouts, st.Returns)
-			}
+			require.Empty(t, clean.errs, "VerifyNone failed a clean test")
+			st := stats(t, db)
+			assert.Equal(t, uint64(2), st.Checkouts, "checkouts tracked")
+			assert.Equal(t, uint64(2), st.Returns, "returns tracked")
 
 			// Code under test that leaks its Rows.
 			mock.ExpectQuery(`SELECT id FROM users`).WillReturnRows(sqlmock.NewRows([]string{"id"}).AddRow(1).AddRow(2))
 			_, file, line, _ := runtime.Caller(0)
 			rows, err := db.QueryContext(context.Background(), `SELECT id FROM users`) // the leak
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			line++
 			var leaky tRecorder
 			pgxleak.VerifyNone(&leaky, db, pgxleak.GracePeriod(0))
-			if len(leaky.errs) != 1 || !strings.Contains(leaky.errs[0], fmt.Sprintf("compat_sqlmock_test.go:%d", line)) {
-				t.Errorf("VerifyNone reported %q, want one leak at compat_sqlmock_test.go:%d", leaky.errs, line)
+			if assert.Len(t, leaky.errs, 1, "VerifyNone's reports") {
+				assert.Contains(t, leaky.errs[0], fmt.Sprintf("compat_sqlmock_test.go:%d", line), "VerifyNone names the leak's line")
 			}
 			var lerr *pgxleak.LeakError
-			if err := pgxleak.Find(db, pgxleak.GracePeriod(0)); !errors.As(err, &lerr) || len(lerr.Checkouts) != 1 {
-				t.Fatalf("Find = %v", err)
-			} else if c := lerr.Checkouts[0].Culprit; c.File != file || c.Line != line {
-				t.Errorf("culprit %s:%d, want %s:%d", c.File, c.Line, file, line)
-			}
-			if err := rows.Close(); err != nil {
-				t.Fatal(err)
-			}
+			require.ErrorAs(t, pgxleak.Find(db, pgxleak.GracePeriod(0)), &lerr)
+			require.Len(t, lerr.Checkouts, 1)
+			c := lerr.Checkouts[0].Culprit
+			assert.Equal(t, fmt.Sprintf("%s:%d", file, line), fmt.Sprintf("%s:%d", c.File, c.Line), "Find's culprit")
+			require.NoError(t, rows.Close())
 			pgxleak.VerifyNone(t, db)
 		})
 	}
@@ -145,22 +127,13 @@ func TestSqlmockLeakedTransaction(t *testing.T) {
 	mock.ExpectRollback()
 	_, file, line, _ := runtime.Caller(0)
 	tx, err := db.Begin() // the leak
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	line++
 	cos := checkouts(t, db)
-	if len(cos) != 1 || cos[0].Culprit.File != file || cos[0].Culprit.Line != line {
-		t.Fatalf("checkouts %v, want one at %s:%d", cos, file, line)
-	}
-	if cos[0].TxStatus != "in transaction" {
-		t.Errorf("tx status %q, want in transaction", cos[0].TxStatus)
-	}
-	if err := tx.Rollback(); err != nil {
-		t.Fatal(err)
-	}
-	if err := mock.ExpectationsWereMet(); err != nil {
-		t.Fatal(err)
-	}
+	require.Len(t, cos, 1)
+	require.Equal(t, fmt.Sprintf("%s:%d", file, line), fmt.Sprintf("%s:%d", cos[0].Culprit.File, cos[0].Culprit.Line), "the leak's culprit")
+	assert.Equal(t, "in transaction", cos[0].TxStatus)
+	require.NoError(t, tx.Rollback())
+	require.NoError(t, mock.ExpectationsWereMet())
 	pgxleak.VerifyNone(t, db)
 }

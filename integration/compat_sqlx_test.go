@@ -2,14 +2,17 @@ package integration_test
 
 import (
 	"database/sql"
-	"errors"
+	"fmt"
 	"runtime"
 	"testing"
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
 )
 
 // sqlx chooses its placeholder style by driver name, and knows "pgx" but not
@@ -40,9 +43,7 @@ func TestSqlx(t *testing.T) {
 		{"Connect(pgxleak)", func(t *testing.T) *sqlx.DB {
 			_, dsn := openTest(t)
 			dbx, err := sqlx.Connect(pgxleak.DriverName, dsn)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			t.Cleanup(func() { _ = dbx.Close() })
 			return dbx
 		}},
@@ -51,95 +52,67 @@ func TestSqlx(t *testing.T) {
 			t.Parallel()
 			dbx := tc.open(t)
 			ctx := t.Context()
-			if got := dbx.Rebind("SELECT ? , ?"); got != "SELECT $1 , $2" {
-				t.Fatalf("Rebind = %q: sqlx does not use $n placeholders for %q", got, dbx.DriverName())
-			}
+			require.Equal(t, "SELECT $1 , $2", dbx.Rebind("SELECT ? , ?"), "sqlx does not use $n placeholders for %q", dbx.DriverName())
 			dbx.MustExecContext(ctx, `CREATE TABLE users (id int PRIMARY KEY, name text NOT NULL, email text)`)
 
 			// NamedExec with a struct, a map and a slice (batch insert).
-			if _, err := dbx.NamedExecContext(ctx, `INSERT INTO users (id, name, email) VALUES (:id, :name, :email)`,
-				sqlxUser{ID: 1, Name: "ada", Email: sql.NullString{String: "ada@example.com", Valid: true}}); err != nil {
-				t.Fatalf("NamedExec struct: %v", err)
-			}
-			if _, err := dbx.NamedExecContext(ctx, `INSERT INTO users (id, name) VALUES (:id, :name)`,
-				map[string]any{"id": 2, "name": "bob"}); err != nil {
-				t.Fatalf("NamedExec map: %v", err)
-			}
-			if _, err := dbx.NamedExecContext(ctx, `INSERT INTO users (id, name) VALUES (:id, :name)`,
-				[]sqlxUser{{ID: 3, Name: "cy"}, {ID: 4, Name: "di"}}); err != nil {
-				t.Fatalf("NamedExec batch: %v", err)
-			}
+			_, err := dbx.NamedExecContext(ctx, `INSERT INTO users (id, name, email) VALUES (:id, :name, :email)`,
+				sqlxUser{ID: 1, Name: "ada", Email: sql.NullString{String: "ada@example.com", Valid: true}})
+			require.NoError(t, err, "NamedExec struct")
+			_, err = dbx.NamedExecContext(ctx, `INSERT INTO users (id, name) VALUES (:id, :name)`,
+				map[string]any{"id": 2, "name": "bob"})
+			require.NoError(t, err, "NamedExec map")
+			_, err = dbx.NamedExecContext(ctx, `INSERT INTO users (id, name) VALUES (:id, :name)`,
+				[]sqlxUser{{ID: 3, Name: "cy"}, {ID: 4, Name: "di"}})
+			require.NoError(t, err, "NamedExec batch")
 
 			var u sqlxUser
-			if err := dbx.GetContext(ctx, &u, `SELECT * FROM users WHERE id = $1`, 1); err != nil ||
-				u != (sqlxUser{1, "ada", sql.NullString{String: "ada@example.com", Valid: true}}) {
-				t.Errorf("Get = %+v, %v", u, err)
+			if assert.NoError(t, dbx.GetContext(ctx, &u, `SELECT * FROM users WHERE id = $1`, 1), "Get") {
+				assert.Equal(t, sqlxUser{1, "ada", sql.NullString{String: "ada@example.com", Valid: true}}, u, "Get")
 			}
-			if err := dbx.GetContext(ctx, &u, `SELECT * FROM users WHERE id = $1`, 99); !errors.Is(err, sql.ErrNoRows) {
-				t.Errorf("Get of a missing row = %v, want sql.ErrNoRows", err)
-			}
+			assert.ErrorIs(t, dbx.GetContext(ctx, &u, `SELECT * FROM users WHERE id = $1`, 99), sql.ErrNoRows, "Get of a missing row")
 			var users []sqlxUser
-			if err := dbx.SelectContext(ctx, &users, dbx.Rebind(`SELECT * FROM users WHERE id > ? ORDER BY id`), 1); err != nil || len(users) != 3 || users[2].Name != "di" {
-				t.Errorf("Select = %+v, %v", users, err)
+			if assert.NoError(t, dbx.SelectContext(ctx, &users, dbx.Rebind(`SELECT * FROM users WHERE id > ? ORDER BY id`), 1), "Select") &&
+				assert.Len(t, users, 3, "Select") {
+				assert.Equal(t, "di", users[2].Name, "Select")
 			}
 			q, args, err := sqlx.In(`SELECT name FROM users WHERE id IN (?) ORDER BY id`, []int{2, 4})
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			var names []string
-			if err := dbx.SelectContext(ctx, &names, dbx.Rebind(q), args...); err != nil || len(names) != 2 || names[0] != "bob" || names[1] != "di" {
-				t.Errorf("In+Rebind Select = %v, %v", names, err)
-			}
+			assert.NoError(t, dbx.SelectContext(ctx, &names, dbx.Rebind(q), args...), "In+Rebind Select")
+			assert.Equal(t, []string{"bob", "di"}, names, "In+Rebind Select")
 			rows, err := dbx.NamedQueryContext(ctx, `SELECT id, name FROM users WHERE name = :name`, map[string]any{"name": "cy"})
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			for rows.Next() {
 				var got sqlxUser
-				if err := rows.StructScan(&got); err != nil || got.ID != 3 {
-					t.Errorf("NamedQuery row = %+v, %v", got, err)
-				}
+				assert.NoError(t, rows.StructScan(&got), "NamedQuery row")
+				assert.Equal(t, 3, got.ID, "NamedQuery row")
 			}
-			if err := rows.Close(); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, rows.Close())
 
 			// Beginx: commit.
 			tx, err := dbx.Beginx()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := tx.NamedExecContext(ctx, `UPDATE users SET email = :email WHERE id = :id`, map[string]any{"id": 2, "email": "bob@example.com"}); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
+			_, err = tx.NamedExecContext(ctx, `UPDATE users SET email = :email WHERE id = :id`, map[string]any{"id": 2, "email": "bob@example.com"})
+			require.NoError(t, err)
 			var inTxEmail string
-			if err := tx.GetContext(ctx, &inTxEmail, tx.Rebind(`SELECT email FROM users WHERE id = ?`), 2); err != nil || inTxEmail != "bob@example.com" {
-				t.Errorf("Get inside Beginx = %q, %v", inTxEmail, err)
-			}
-			if err := tx.Commit(); err != nil {
-				t.Fatal(err)
-			}
+			assert.NoError(t, tx.GetContext(ctx, &inTxEmail, tx.Rebind(`SELECT email FROM users WHERE id = ?`), 2), "Get inside Beginx")
+			assert.Equal(t, "bob@example.com", inTxEmail, "Get inside Beginx")
+			require.NoError(t, tx.Commit())
 			// MustBegin: roll back.
 			mtx := dbx.MustBegin()
 			mtx.MustExec(`DELETE FROM users`)
 			var inTx int
-			if err := mtx.Get(&inTx, `SELECT count(*) FROM users`); err != nil || inTx != 0 {
-				t.Errorf("count inside the transaction = %d, %v", inTx, err)
-			}
-			if err := mtx.Rollback(); err != nil {
-				t.Fatal(err)
-			}
+			assert.NoError(t, mtx.Get(&inTx, `SELECT count(*) FROM users`), "count inside the transaction")
+			assert.Zero(t, inTx, "count inside the transaction")
+			require.NoError(t, mtx.Rollback())
 			var email string
-			if err := dbx.Get(&email, `SELECT email FROM users WHERE id = 2`); err != nil || email != "bob@example.com" {
-				t.Errorf("committed email = %q, %v", email, err)
-			}
+			assert.NoError(t, dbx.Get(&email, `SELECT email FROM users WHERE id = 2`), "committed email")
+			assert.Equal(t, "bob@example.com", email, "committed email")
 			var n int
-			if err := dbx.Get(&n, `SELECT count(*) FROM users`); err != nil || n != 4 {
-				t.Errorf("count after rollback = %d, %v; want 4", n, err)
-			}
-			if got := stats(t, dbx.DB).Checkouts; got < 10 {
-				t.Errorf("the tracker counted %d checkouts; it is not tracking sqlx's calls", got)
-			}
+			assert.NoError(t, dbx.Get(&n, `SELECT count(*) FROM users`), "count after rollback")
+			assert.Equal(t, 4, n, "count after rollback")
+			assert.GreaterOrEqual(t, stats(t, dbx.DB).Checkouts, uint64(10), "checkouts counted: is the tracker tracking sqlx's calls?")
 			pgxleak.VerifyNone(t, dbx.DB)
 		})
 	}
@@ -149,33 +122,26 @@ func TestSqlx(t *testing.T) {
 // leaves "?" alone for a driver name it does not know.
 func TestSqlxUnknownDriverName(t *testing.T) {
 	t.Parallel()
-	if got := sqlx.BindType("pgxleak-not-registered"); got != sqlx.UNKNOWN {
-		t.Fatalf("BindType = %d, want UNKNOWN", got)
-	}
+	require.Equal(t, sqlx.UNKNOWN, sqlx.BindType("pgxleak-not-registered"))
 	db, err := sql.Open(pgxleak.DriverName, "postgres://unused")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer db.Close()
-	if got := sqlx.NewDb(db, "pgxleak-not-registered").Rebind("?"); got != "?" {
-		t.Fatalf("Rebind with an unknown driver name = %q; sqlx has learnt new names, update the README", got)
-	}
+	require.Equal(t, "?", sqlx.NewDb(db, "pgxleak-not-registered").Rebind("?"),
+		"Rebind with an unknown driver name: sqlx has learnt new names, update the README")
 }
 
 // TestSqlxLeakAttribution leaks a Rows and a transaction through sqlx and
 // checks that both are attributed to this file's lines, not to sqlx.
 func TestSqlxLeakAttribution(t *testing.T) {
 	t.Parallel()
-	rec := newLeakRecorder()
-	db, _ := openTest(t, rec.option(), pgxleak.WithLeakThreshold(50*time.Millisecond))
+	rec := &leaktest.Recorder{}
+	db, _ := openTest(t, rec.Option(), pgxleak.WithLeakThreshold(50*time.Millisecond))
 	dbx := sqlx.NewDb(db, "pgx")
 	dbx.MustExec(`CREATE TABLE t (x int)`)
 
 	_, file, line, _ := runtime.Caller(0)
 	rows, err := dbx.Queryx(`SELECT 1 UNION ALL SELECT 2`) // leaked: never closed
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	rowsLine := line + 1
 	_, _, line, _ = runtime.Caller(0)
 	tx := dbx.MustBegin() // leaked: never committed
@@ -183,26 +149,18 @@ func TestSqlxLeakAttribution(t *testing.T) {
 	tx.MustExec(`INSERT INTO t VALUES (1)`)
 
 	cos := checkouts(t, db)
-	if len(cos) != 2 {
-		t.Fatalf("%d checkouts, want 2", len(cos))
-	}
+	require.Len(t, cos, 2)
 	for i, wantLine := range []int{rowsLine, txLine} {
-		if c := cos[i].Culprit; c.File != file || c.Line != wantLine {
-			t.Errorf("checkout %d: culprit %s:%d, want %s:%d\n%s", i, c.File, c.Line, file, wantLine, stackString(cos[i].Stack))
-		}
+		c := cos[i].Culprit
+		assert.Equal(t, fmt.Sprintf("%s:%d", file, wantLine), fmt.Sprintf("%s:%d", c.File, c.Line), "checkout %d's culprit\n%s", i, stackString(cos[i].Stack))
 	}
-	l := rec.wait(t, 10*time.Second, func(l pgxleak.Leak) bool {
+	l := rec.Wait(t, 10*time.Second, func(l pgxleak.Leak) bool {
 		return l.Kind == pgxleak.LeakSuspected && l.TxStatus == "in transaction"
 	})
-	if l.Culprit.File != file || l.Culprit.Line != txLine || l.LastStatement != `INSERT INTO t VALUES (1)` {
-		t.Errorf("report: culprit %s:%d, last statement %q; want %s:%d, the INSERT", l.Culprit.File, l.Culprit.Line, l.LastStatement, file, txLine)
-	}
+	assert.Equal(t, fmt.Sprintf("%s:%d", file, txLine), fmt.Sprintf("%s:%d", l.Culprit.File, l.Culprit.Line), "the report's culprit")
+	assert.Equal(t, `INSERT INTO t VALUES (1)`, l.LastStatement)
 
-	if err := rows.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := tx.Rollback(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, rows.Close())
+	require.NoError(t, tx.Rollback())
 	pgxleak.VerifyNone(t, db)
 }

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/DATA-DOG/go-sqlmock"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
 )
@@ -18,40 +20,27 @@ import (
 func TestSqlmockErrorsPassThrough(t *testing.T) {
 	sentinel := errors.New("mock failure")
 	mdb, mock, err := sqlmock.NewWithDSN("sqlmock_errors_pass_through")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer mdb.Close()
 	db, err := pgxleak.Open("sqlmock", "sqlmock_errors_pass_through", pgxleak.WithMaxOpenConns(1))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer db.Close()
 	mock.ExpectExec("UPDATE t").WillReturnError(sentinel)
 	mock.ExpectQuery("SELECT x").WillReturnRows(sqlmock.NewRows([]string{"x"}).AddRow(5))
 	mock.ExpectBegin()
 	mock.ExpectRollback()
-	if _, err := db.Exec("UPDATE t SET a = 1"); err != sentinel {
-		t.Fatalf("Exec error = %v, want the driver's own error value", err)
-	}
+	_, err = db.Exec("UPDATE t SET a = 1")
+	require.Same(t, sentinel, err, "Exec's error must be the driver's own error value")
 	var x int
-	if err := db.QueryRow("SELECT x").Scan(&x); err != nil || x != 5 {
-		t.Fatalf("query = %d, %v", x, err)
-	}
+	require.NoError(t, db.QueryRow("SELECT x").Scan(&x))
+	require.Equal(t, 5, x)
 	tx, err := db.BeginTx(context.Background(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := tx.Rollback(); err != nil {
-		t.Fatal(err)
-	}
-	if err := mock.ExpectationsWereMet(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
+	require.NoError(t, tx.Rollback())
+	require.NoError(t, mock.ExpectationsWereMet())
 	st := stats(t, db)
-	if st.Checkouts != 3 || st.Returns != 3 {
-		t.Fatalf("tracker saw %d checkouts, %d returns; want 3, 3", st.Checkouts, st.Returns)
-	}
+	require.Equal(t, uint64(3), st.Checkouts, "checkouts tracked")
+	require.Equal(t, uint64(3), st.Returns, "returns tracked")
 	pgxleak.VerifyNone(t, db)
 }
 
@@ -60,29 +49,21 @@ func TestSqlmockErrorsPassThrough(t *testing.T) {
 // unknown state; the connection must not go back to the pool.
 func TestFailedRollbackDiscardsConnection(t *testing.T) {
 	mdb, mock, err := sqlmock.NewWithDSN("failed_rollback_discards")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer mdb.Close()
 	db, err := pgxleak.Open("sqlmock", "failed_rollback_discards", pgxleak.WithLogger(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer db.Close()
 	mock.ExpectBegin()
 	mock.ExpectRollback().WillReturnError(errors.New("connection lost during rollback"))
 	mock.ExpectClose()
 	tx, err := db.Begin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := tx.Rollback(); err == nil {
-		t.Fatal("Rollback succeeded")
-	}
-	if st := db.Stats(); st.OpenConnections != 0 || st.Idle != 0 {
-		t.Fatalf("the connection went back to the pool: %+v", st)
-	}
-	if st := stats(t, db); st.Checkouts != 1 || st.Returns != 1 {
-		t.Fatalf("tracker %+v", st)
-	}
+	require.NoError(t, err)
+	require.Error(t, tx.Rollback(), "Rollback succeeded")
+	st := db.Stats()
+	assert.Zero(t, st.OpenConnections, "the connection went back to the pool")
+	assert.Zero(t, st.Idle, "the connection went back to the pool")
+	pst := stats(t, db)
+	assert.Equal(t, uint64(1), pst.Checkouts, "checkouts tracked")
+	assert.Equal(t, uint64(1), pst.Returns, "returns tracked")
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,11 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 	"github.com/pgxleak/pgxleak/livepage"
-
-	"net/http/httptest"
 )
 
 // chromium finds a Chromium to drive: $PGXLEAK_CHROMIUM, or Debian's
@@ -46,9 +48,7 @@ func artifactDir(t *testing.T) string {
 	if dir == "" {
 		dir = filepath.Join(os.TempDir(), "pgxleak-artifacts")
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, os.MkdirAll(dir, 0o755))
 	return dir
 }
 
@@ -64,16 +64,12 @@ func TestHandlerInBrowser(t *testing.T) {
 	leaky, _ := openTest(t, pgxleak.WithPoolName("browser-leak"), pgxleak.WithWaitSampleInterval(50*time.Millisecond))
 	at := lineBelow()
 	rows, err := leaky.QueryContext(t.Context(), "SELECT 1") // leaked until the test ends
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer rows.Close()
 
 	stalled, _ := openTest(t, pgxleak.WithPoolName("browser-stalled"), pgxleak.WithMaxOpenConns(1), pgxleak.WithWaitSampleInterval(50*time.Millisecond))
 	held, err := stalled.Conn(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer held.Close()
 	waitCtx, stopWaiting := context.WithCancel(t.Context())
 	waiterDone := make(chan struct{})
@@ -93,9 +89,7 @@ func TestHandlerInBrowser(t *testing.T) {
 	})
 
 	profile, err := os.MkdirTemp("", "pgxleak-chromium-")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer os.RemoveAll(profile)
 	shot := filepath.Join(artifactDir(t), "pgxleak-page.png")
 	_ = os.Remove(shot)
@@ -109,50 +103,32 @@ func TestHandlerInBrowser(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("chromium: %v\n%s", err, stderr.String())
-	}
+	require.NoError(t, cmd.Run(), "chromium\n%s", stderr.String())
 	t.Logf("chromium took %v; screenshot: %s", time.Since(start).Round(time.Millisecond), shot)
 	after := getPage(t, srv.URL)
 	dom := stdout.String()
 
 	for _, line := range strings.Split(stderr.String(), "\n") {
-		if strings.Contains(line, ":CONSOLE") {
-			t.Errorf("console message: %s", line)
-		}
+		assert.NotContains(t, line, ":CONSOLE", "the page logged to the console")
 	}
-	if !strings.Contains(dom, `<span class="mono culprit">`+at.short()) {
-		t.Errorf("the DOM lacks the holder's culprit %s", at.short())
-	}
-	if !strings.Contains(dom, "Live: refreshed every 5 s.") {
-		t.Error("the page's script did not run")
-	}
+	assert.Contains(t, dom, `<span class="mono culprit">`+at.short(), "the DOM shows the holder's culprit")
+	assert.Contains(t, dom, "Live: refreshed every 5 s.", "the page's script did not run")
 	for _, want := range []string{"Pool browser-leak", "Pool browser-stalled", "1 of 1 connections in use"} {
-		if !strings.Contains(dom, want) {
-			t.Errorf("the DOM lacks %q", want)
-		}
+		assert.Contains(t, dom, want)
 	}
 	svgs := regexp.MustCompile(`(?s)<svg class="plot"[^>]*data-points="(\d+)">(.*?)</svg>`).FindAllStringSubmatch(dom, -1)
-	if len(svgs) != 10 {
-		t.Errorf("%d plots in the DOM, want 10 (5 per pool)", len(svgs))
-	}
+	assert.Len(t, svgs, 10, "plots in the DOM: 5 per pool")
 	maxSamples := max(len(after.Pools[0].History), len(after.Pools[1].History))
 	for _, s := range svgs {
 		n, _ := strconv.Atoi(s[1])
-		if n < 3 || n > maxSamples {
-			t.Errorf("a plot of %d samples; want 3 to %d", n, maxSamples)
-		}
+		assert.True(t, n >= 3 && n <= maxSamples, "a plot of %d samples; want 3 to %d", n, maxSamples)
 		lines := regexp.MustCompile(`<polyline class="s\d" points="([^"]*)"`).FindAllStringSubmatch(s[2], -1)
-		if len(lines) == 0 {
-			t.Error("a plot without a polyline")
-		}
+		assert.NotEmpty(t, lines, "a plot without a polyline")
 		for _, l := range lines {
-			if got := len(strings.Fields(l[1])); got != n {
-				t.Errorf("a polyline of %d points in a plot of %d samples", got, n)
-			}
+			assert.Len(t, strings.Fields(l[1]), n, "points in a polyline of a plot of %d samples", n)
 		}
 	}
-	if fi, err := os.Stat(shot); err != nil || fi.Size() == 0 {
-		t.Errorf("no screenshot: %v", err)
+	if fi, err := os.Stat(shot); assert.NoError(t, err, "no screenshot") {
+		assert.Positive(t, fi.Size(), "an empty screenshot")
 	}
 }

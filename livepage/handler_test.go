@@ -18,6 +18,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
@@ -29,17 +30,11 @@ import (
 func get(t testing.TB, url string) (string, http.Header) {
 	t.Helper()
 	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %s: %s", url, resp.Status, body)
-	}
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "GET %s: %s", url, body)
 	return string(body), resp.Header
 }
 
@@ -48,15 +43,11 @@ func get(t testing.TB, url string) (string, http.Header) {
 func getPage(t testing.TB, url string) livepage.Page {
 	t.Helper()
 	body, h := get(t, url+"?format=json")
-	if ct := h.Get("Content-Type"); ct != "application/json" {
-		t.Fatalf("Content-Type %q, want application/json", ct)
-	}
+	require.Equal(t, "application/json", h.Get("Content-Type"))
 	dec := json.NewDecoder(strings.NewReader(body))
 	dec.DisallowUnknownFields()
 	var p livepage.Page
-	if err := dec.Decode(&p); err != nil {
-		t.Fatalf("decoding the JSON into livepage.Page: %v\n%s", err, body)
-	}
+	require.NoError(t, dec.Decode(&p), "decoding the JSON into livepage.Page:\n%s", body)
 	return p
 }
 
@@ -70,7 +61,7 @@ func poolNamed(t testing.TB, p livepage.Page, name string) livepage.PoolPage {
 			return pp
 		}
 	}
-	t.Fatalf("no pool %q on the page", name)
+	require.FailNowf(t, "no such pool", "no pool %q on the page", name)
 	return livepage.PoolPage{}
 }
 
@@ -81,46 +72,35 @@ func TestHandlerLeakCulprit(t *testing.T) {
 		pgxleak.WithIdleInTransactionTimeout(90*time.Second))
 	at := lineBelow()
 	rows, err := db.QueryContext(t.Context(), "SELECT 1") // leaked until the test ends
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer rows.Close()
 
 	srv := httptest.NewServer(livepage.Handler(db))
 	defer srv.Close()
 
 	html, h := get(t, srv.URL)
-	if ct := h.Get("Content-Type"); ct != "text/html; charset=utf-8" {
-		t.Errorf("Content-Type %q", ct)
-	}
-	if !strings.Contains(html, at.short()) {
-		t.Errorf("the page lacks the culprit %s", at.short())
-	}
-	if !strings.Contains(html, "Pool page-leak") {
-		t.Error("the page lacks the pool's name")
-	}
-	if !strings.Contains(html, "<dt>idle-in-transaction timeout</dt><dd>1m30s</dd>") || !strings.Contains(html, "<dt>server view (pg_stat_activity)</dt><dd>true</dd>") {
-		t.Error("the page's settings lack the server view or the idle-in-transaction timeout")
-	}
+	assert.Equal(t, "text/html; charset=utf-8", h.Get("Content-Type"))
+	assert.Contains(t, html, at.short(), "the page shows the culprit")
+	assert.Contains(t, html, "Pool page-leak", "the page shows the pool's name")
+	assert.Contains(t, html, "<dt>idle-in-transaction timeout</dt><dd>1m30s</dd>", "the page's settings")
+	assert.Contains(t, html, "<dt>server view (pg_stat_activity)</dt><dd>true</dd>", "the page's settings")
 
 	p := getPage(t, srv.URL)
 	pp := poolNamed(t, p, "page-leak")
-	if len(pp.Checkouts) != 1 || pp.Checkouts[0].Culprit.Line != at.line || !strings.HasSuffix(pp.Checkouts[0].Culprit.File, "handler_test.go") {
-		t.Fatalf("checkouts %+v, want one at %s", pp.Checkouts, at)
-	}
-	if pp.Checkouts[0].LastStatement != "SELECT 1" || pp.Stats.CheckedOut != 1 {
-		t.Errorf("statement %q, checked out %d", pp.Checkouts[0].LastStatement, pp.Stats.CheckedOut)
-	}
-	if pp.Settings.MaxOpen != defaultMaxOpen() || !pp.Settings.Tuned || pp.SampleInterval != 20*time.Millisecond ||
-		!pp.Settings.ServerView || pp.Settings.IdleInTransactionTimeout != 90*time.Second {
-		t.Errorf("settings %+v, interval %v", pp.Settings, pp.SampleInterval)
-	}
+	require.Len(t, pp.Checkouts, 1)
+	require.Equal(t, at.line, pp.Checkouts[0].Culprit.Line, "the checkout's culprit")
+	require.True(t, strings.HasSuffix(pp.Checkouts[0].Culprit.File, "handler_test.go"), "the checkout's culprit: %+v", pp.Checkouts[0].Culprit)
+	assert.Equal(t, "SELECT 1", pp.Checkouts[0].LastStatement)
+	assert.EqualValues(t, 1, pp.Stats.CheckedOut)
+	assert.Equal(t, defaultMaxOpen(), pp.Settings.MaxOpen, "settings")
+	assert.True(t, pp.Settings.Tuned, "settings")
+	assert.Equal(t, 20*time.Millisecond, pp.SampleInterval)
+	assert.True(t, pp.Settings.ServerView, "settings")
+	assert.Equal(t, 90*time.Second, pp.Settings.IdleInTransactionTimeout, "settings")
 	// Round trip: what was decoded encodes to the same JSON.
 	body, _ := get(t, srv.URL+"?format=json")
 	var again livepage.Page
-	if err := json.Unmarshal([]byte(body), &again); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, json.Unmarshal([]byte(body), &again))
 	var b1, b2 bytes.Buffer
 	_ = json.NewEncoder(&b1).Encode(again)
 	var raw any
@@ -130,9 +110,7 @@ func TestHandlerLeakCulprit(t *testing.T) {
 	_ = json.NewEncoder(&b2).Encode(raw)
 	var b3 bytes.Buffer
 	_ = json.NewEncoder(&b3).Encode(back)
-	if b2.String() != b3.String() {
-		t.Errorf("the JSON does not survive a round trip through livepage.Page:\n%s\n%s", b2.String(), b3.String())
-	}
+	assert.Equal(t, b2.String(), b3.String(), "the JSON survives a round trip through livepage.Page")
 }
 
 // TestHandlerPlotPoints: every polyline has one point per sample.
@@ -141,9 +119,8 @@ func TestHandlerPlotPoints(t *testing.T) {
 	srv := httptest.NewServer(livepage.Handler(db))
 	defer srv.Close()
 	for range 5 {
-		if _, err := db.ExecContext(t.Context(), "SELECT 1"); err != nil {
-			t.Fatal(err)
-		}
+		_, err := db.ExecContext(t.Context(), "SELECT 1")
+		require.NoError(t, err)
 	}
 	var before livepage.PoolPage
 	pgtest.WaitFor(t, 10*time.Second, "5 samples", func() bool {
@@ -154,31 +131,23 @@ func TestHandlerPlotPoints(t *testing.T) {
 	after := getPage(t, srv.URL).Pools[0]
 
 	svgs := regexp.MustCompile(`(?s)<svg class="plot"[^>]*data-points="(\d+)">(.*?)</svg>`).FindAllStringSubmatch(html, -1)
-	if len(svgs) != 5 {
-		t.Fatalf("%d plots, want 5", len(svgs))
-	}
+	require.Len(t, svgs, 5, "plots")
 	for _, s := range svgs {
 		n, _ := strconv.Atoi(s[1])
-		if n < len(before.History) || n > len(after.History) {
-			t.Errorf("plot of %d samples; the history had %d before and %d after", n, len(before.History), len(after.History))
-		}
+		assert.True(t, n >= len(before.History) && n <= len(after.History),
+			"plot of %d samples; the history had %d before and %d after", n, len(before.History), len(after.History))
 		lines := regexp.MustCompile(`<polyline class="s\d" points="([^"]*)"`).FindAllStringSubmatch(s[2], -1)
-		if len(lines) == 0 {
-			t.Errorf("a plot without a polyline: %s", s[2])
-		}
+		assert.NotEmpty(t, lines, "a plot without a polyline: %s", s[2])
 		for _, l := range lines {
-			if got := len(strings.Fields(l[1])); got != n {
-				t.Errorf("polyline with %d points, want %d (one per sample)", got, n)
-			}
+			assert.Len(t, strings.Fields(l[1]), n, "points in a polyline: one per sample")
 		}
 	}
 	var sum uint64
 	for _, s := range after.History {
 		sum += s.Checkouts
 	}
-	if last := after.History[len(after.History)-1]; sum < 5 || last.MaxOpen != defaultMaxOpen() {
-		t.Errorf("history: %d checkouts in all (want at least 5), last sample %+v", sum, last)
-	}
+	assert.GreaterOrEqual(t, sum, uint64(5), "checkouts in all the history")
+	assert.Equal(t, defaultMaxOpen(), after.History[len(after.History)-1].MaxOpen, "the last sample's MaxOpen")
 }
 
 // TestHandlerEscapes: statement text and pool names are user input; a
@@ -187,20 +156,15 @@ func TestHandlerEscapes(t *testing.T) {
 	const evil = `<script>alert("x")</script>`
 	db, _ := openTest(t, pgxleak.WithPoolName("<b>"+evil))
 	rows, err := db.QueryContext(t.Context(), "SELECT '"+evil+"'")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer rows.Close()
 	srv := httptest.NewServer(livepage.Handler(db))
 	defer srv.Close()
 	for _, q := range []string{"", "?fragment=pools"} {
 		html, _ := get(t, srv.URL+q)
-		if strings.Contains(html, "<script>alert") || strings.Contains(html, "<b>") {
-			t.Errorf("%q: user text rendered as markup", q)
-		}
-		if !strings.Contains(html, "SELECT &#39;&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;&#39;") {
-			t.Errorf("%q: the statement is not shown as text", q)
-		}
+		assert.NotContains(t, html, "<script>alert", "%q: user text rendered as markup", q)
+		assert.NotContains(t, html, "<b>", "%q: user text rendered as markup", q)
+		assert.Contains(t, html, "SELECT &#39;&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;&#39;", "%q: the statement is shown as text", q)
 	}
 }
 
@@ -211,22 +175,15 @@ func TestHandlerMethods(t *testing.T) {
 	for _, m := range []string{http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodPatch, http.MethodOptions} {
 		req, _ := http.NewRequest(m, srv.URL, strings.NewReader("x"))
 		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET, HEAD" {
-			t.Errorf("%s: %s, Allow %q; want 405 with Allow: GET, HEAD", m, resp.Status, resp.Header.Get("Allow"))
-		}
+		assert.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode, m)
+		assert.Equal(t, "GET, HEAD", resp.Header.Get("Allow"), m)
 	}
 	resp, err := http.Head(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Errorf("HEAD: %s", resp.Status)
-	}
+	assert.Equal(t, http.StatusOK, resp.StatusCode, "HEAD")
 }
 
 // TestHandlerPools: the pools given, by name; a closed pool goes.
@@ -237,34 +194,26 @@ func TestHandlerPools(t *testing.T) {
 	defer srv.Close()
 	html, _ := get(t, srv.URL)
 	ia, ib := strings.Index(html, "Pool page-pools-a"), strings.Index(html, "Pool page-pools-b")
-	if ia < 0 || ib < 0 || ib < ia {
-		t.Errorf("pools not both listed by name, in order (a at %d, b at %d)", ia, ib)
-	}
+	assert.True(t, ia >= 0 && ib >= ia, "pools not both listed by name, in order (a at %d, b at %d)", ia, ib)
 	p := getPage(t, srv.URL)
 	poolNamed(t, p, "page-pools-a")
 	poolNamed(t, p, "page-pools-b")
 
 	one := httptest.NewServer(livepage.Handler(a))
 	defer one.Close()
-	if p := getPage(t, one.URL); len(p.Pools) != 1 || p.Pools[0].Pool != "page-pools-b" {
-		t.Errorf("Handler(a) shows %d pools", len(p.Pools))
+	if pools := getPage(t, one.URL).Pools; assert.Len(t, pools, 1, "the pools Handler(a) shows") {
+		assert.Equal(t, "page-pools-b", pools[0].Pool)
 	}
-	if err := b.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if html, _ := get(t, srv.URL); strings.Contains(html, "Pool page-pools-a") {
-		t.Error("a closed pool is still listed")
-	}
+	require.NoError(t, b.Close())
+	html, _ = get(t, srv.URL)
+	assert.NotContains(t, html, "Pool page-pools-a", "a closed pool is still listed")
 	other, err := sql.Open("pgx", "postgres://nobody@127.0.0.1:1/none") // never connects
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer other.Close()
 	plain := httptest.NewServer(livepage.Handler(other))
 	defer plain.Close()
-	if html, _ := get(t, plain.URL); !strings.Contains(html, "not opened by pgxleak") {
-		t.Error("a *sql.DB not opened through pgxleak is not explained")
-	}
+	html, _ = get(t, plain.URL)
+	assert.Contains(t, html, "not opened by pgxleak", "a *sql.DB not opened through pgxleak is explained")
 }
 
 // TestHandlerFleet: two pools with different names on the same server are
@@ -273,35 +222,26 @@ func TestHandlerPools(t *testing.T) {
 func TestHandlerFleet(t *testing.T) {
 	// pgtest's DSN names its connections; pgxleak would keep that name.
 	cfg, err := pgx.ParseConfig(pgtest.NewDatabase(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	dsn := fmt.Sprintf("host=%s port=%d user=%s password='%s' dbname=%s sslmode=disable",
 		cfg.Host, cfg.Port, cfg.User, strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(cfg.Password), cfg.Database)
 	open := func(name string, n int) (*sql.DB, string) {
 		db, err := pgxleak.Open("pgx", dsn, pgxleak.WithPoolName(name), pgxleak.WithLogger(quiet))
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		t.Cleanup(func() { _ = db.Close() })
 		for range n {
 			c, err := db.Conn(t.Context())
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			t.Cleanup(func() { _ = c.Close() })
 		}
 		var app string
-		if err := db.QueryRowContext(t.Context(), "SELECT current_setting('application_name')").Scan(&app); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, db.QueryRowContext(t.Context(), "SELECT current_setting('application_name')").Scan(&app))
 		return db, app
 	}
 	a, appA := open("fleet-a", 2)
 	b, appB := open("fleet-b", 3)
-	if appA == appB || !strings.HasSuffix(appA, "/fleet-a") {
-		t.Fatalf("application_names %q and %q", appA, appB)
-	}
+	require.NotEqual(t, appA, appB, "the pools' application_names")
+	require.True(t, strings.HasSuffix(appA, "/fleet-a"), "application_name %q", appA)
 	// The query above took one more connection from each pool: 3 and 4.
 	want := map[string]int{appA: 3, appB: 4}
 	counts := func(fleet []pgxleak.FleetUsage) map[string]int {
@@ -322,55 +262,36 @@ func TestHandlerFleet(t *testing.T) {
 		return p.Pools[0].Server != nil && p.Pools[1].Server != nil
 	})
 	for _, pp := range p.Pools {
-		if got := counts(pp.Server.Fleet); len(got) != 2 || got[appA] != 3 || got[appB] != 4 {
-			t.Errorf("pool %s: fleet %v, want %v", pp.Pool, got, want)
-		}
-		if pp.Server.MaxConnections == 0 || pp.Server.Available != pp.Server.MaxConnections-pp.Server.ReservedConnections {
-			t.Errorf("pool %s: limits %+v", pp.Pool, pp.Server)
-		}
+		assert.Equal(t, want, counts(pp.Server.Fleet), "pool %s: fleet", pp.Pool)
+		assert.NotZero(t, pp.Server.MaxConnections, "pool %s: limits %+v", pp.Pool, pp.Server)
+		assert.Equal(t, pp.Server.MaxConnections-pp.Server.ReservedConnections, pp.Server.Available, "pool %s: limits %+v", pp.Pool, pp.Server)
 	}
-	if got := poolNamed(t, p, "fleet-a").Server.ApplicationName; got != appA {
-		t.Errorf("fleet-a's application_name %q, want %q", got, appA)
-	}
+	assert.Equal(t, appA, poolNamed(t, p, "fleet-a").Server.ApplicationName, "fleet-a's application_name")
 	html, _ := get(t, srv.URL)
-	if !strings.Contains(html, `<tr class="self"><td class="mono">`+appA+`</td><td class="n">3</td>`) {
-		t.Error("the page does not show fleet-a's row, marked as this pool's")
-	}
+	assert.Contains(t, html, `<tr class="self"><td class="mono">`+appA+`</td><td class="n">3</td>`, "the page shows fleet-a's row, marked as this pool's")
 
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	capa, err := pgxleak.CheckCapacity(ctx, a, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	// CheckCapacity's query runs on one of fleet-a's idle connections.
-	if got := counts(capa.Fleet); got[appA] != 3 || got[appB] != 4 || capa.ApplicationName != appA {
-		t.Errorf("CheckCapacity: fleet %v, application_name %q", got, capa.ApplicationName)
-	}
+	assert.Equal(t, want, counts(capa.Fleet), "CheckCapacity's fleet")
+	assert.Equal(t, appA, capa.ApplicationName, "CheckCapacity's application_name")
 }
 
 // TestHandlerServerViewOff: with WithoutServerView (or behind PgBouncer)
 // the page does not read the server at all, and says why.
 func TestHandlerServerViewOff(t *testing.T) {
 	db, _ := openTest(t, pgxleak.WithoutServerView(), pgxleak.WithPoolName("view-off"))
-	if err := db.PingContext(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, db.PingContext(t.Context()))
 	srv := httptest.NewServer(livepage.Handler(db))
 	defer srv.Close()
-	if s := getPage(t, srv.URL).Pools[0].Server; s != nil {
-		t.Errorf("server view %+v: want none", s)
-	}
-	if html, _ := get(t, srv.URL); !strings.Contains(html, "Server view unavailable: server view off") {
-		t.Error("the page does not say the server view is off")
-	}
+	assert.Nil(t, getPage(t, srv.URL).Pools[0].Server, "no server view")
+	html, _ := get(t, srv.URL)
+	assert.Contains(t, html, "Server view unavailable: server view off", "the page says the server view is off")
 	var n int
-	if err := db.QueryRowContext(t.Context(), "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgxleak side connection' AND datname = current_database()").Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	if n != 0 {
-		t.Errorf("%d side connections to this database, want none", n)
-	}
+	require.NoError(t, db.QueryRowContext(t.Context(), "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgxleak side connection' AND datname = current_database()").Scan(&n))
+	assert.Zero(t, n, "side connections to this database")
 }
 
 // TestHandlerSettingsFollowSetters: the page's settings are the limits in

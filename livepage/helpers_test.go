@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	"github.com/pgxleak/pgxleak"
@@ -46,9 +47,7 @@ func openTest(t testing.TB, opts ...pgxleak.Option) (*sql.DB, string) {
 	dsn := pgtest.NewDatabase(t)
 	opts = append([]pgxleak.Option{pgxleak.WithLogger(quiet)}, opts...)
 	db, err := pgxleak.Open("pgx", dsn, opts...)
-	if err != nil {
-		t.Fatalf("pgxleak.Open: %v", err)
-	}
+	require.NoError(t, err, "pgxleak.Open")
 	t.Cleanup(func() { _ = db.Close() })
 	return db, dsn
 }

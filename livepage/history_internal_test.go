@@ -6,6 +6,9 @@ import (
 	"time"
 	"weak"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
@@ -22,33 +25,23 @@ func TestHistoryLen(t *testing.T) {
 		{time.Hour, 2},
 		{0, 900},
 	} {
-		if got := historyLen(tc.interval); got != tc.want {
-			t.Errorf("historyLen(%v) = %d, want %d", tc.interval, got, tc.want)
-		}
+		assert.Equal(t, tc.want, historyLen(tc.interval), "historyLen(%v)", tc.interval)
 	}
 }
 
 func TestHistoryRing(t *testing.T) {
 	var h history
-	if got := h.samples(); len(got) != 0 {
-		t.Fatalf("zero history has %d samples", len(got))
-	}
+	require.Empty(t, h.samples(), "the zero history")
 	n := historyLen(5 * time.Minute) // 3
 	for i := range n + 2 {
 		h.add(Sample{Waits: int64(i)}, 5*time.Minute)
 		got := h.samples()
-		if want := min(i+1, n); len(got) != want {
-			t.Fatalf("after %d adds: %d samples, want %d", i+1, len(got), want)
-		}
+		require.Len(t, got, min(i+1, n), "after %d adds", i+1)
 		for j, s := range got { // oldest first, the newest last
-			if want := int64(i - len(got) + 1 + j); s.Waits != want {
-				t.Fatalf("after %d adds: sample %d is %d, want %d", i+1, j, s.Waits, want)
-			}
+			require.Equal(t, int64(i-len(got)+1+j), s.Waits, "after %d adds: sample %d", i+1, j)
 		}
 	}
-	if len(h.ring) != n {
-		t.Fatalf("ring grew to %d, want %d", len(h.ring), n)
-	}
+	require.Len(t, h.ring, n, "the ring grew")
 }
 
 // TestSamplerLifecycle: a sampler samples its pool's Stats at the pool's
@@ -56,14 +49,11 @@ func TestHistoryRing(t *testing.T) {
 func TestSamplerLifecycle(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
 	db, err := pgxleak.Open("pgx", dsn, pgxleak.WithoutServerView())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	s := newSampler(db)
 	s.setInterval(5 * time.Millisecond)
-	if _, err := db.ExecContext(t.Context(), "SELECT 1"); err != nil {
-		t.Fatal(err)
-	}
+	_, err = db.ExecContext(t.Context(), "SELECT 1")
+	require.NoError(t, err)
 	pgtest.WaitFor(t, 10*time.Second, "3 samples, one checkout among them", func() bool {
 		var n uint64
 		for _, x := range s.samples() {
@@ -71,13 +61,11 @@ func TestSamplerLifecycle(t *testing.T) {
 		}
 		return len(s.samples()) >= 3 && n >= 1
 	})
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, db.Close())
 	select {
 	case <-s.state.done:
 	case <-time.After(10 * time.Second):
-		t.Fatal("the sampler still runs after its pool closed")
+		require.FailNow(t, "the sampler still runs after its pool closed")
 	}
 
 	// Closed and dropped: nothing of the page keeps the pool reachable.

@@ -2,13 +2,16 @@ package livepage
 
 import (
 	"bytes"
-	"fmt"
-	"github.com/pgxleak/pgxleak"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgxleak/pgxleak"
 )
 
 // constructedPage is a page with what the stuck-pool diagnosis fills in
@@ -67,9 +70,7 @@ func constructedPage(holders int) Page {
 // stuck-pool diagnosis does, from constructed values.
 func TestPageHoldersWaitersServer(t *testing.T) {
 	var b bytes.Buffer
-	if err := renderPage(&b, constructedPage(3), "n"); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, renderPage(&b, constructedPage(3), "n"))
 	html := b.String()
 	for _, want := range []string{
 		"service.go:17", // culprits
@@ -84,27 +85,19 @@ func TestPageHoldersWaitersServer(t *testing.T) {
 		`<tr class="self"><td class="mono">orders-api/orders</td><td class="n">9</td>`,
 		"(none)",
 	} {
-		if !strings.Contains(html, want) {
-			t.Errorf("page lacks %q", want)
-		}
+		assert.Contains(t, html, want)
 	}
 	// Deadlocks on top: the deadlocked waiter line comes before the others.
-	if i, j := strings.Index(html, "DEADLOCK: 1 goroutine(s) waiting"), strings.Index(html, "2 goroutine(s) waiting"); i < 0 || j < i {
-		t.Errorf("deadlocked waiters not first (%d, %d)", i, j)
-	}
+	i, j := strings.Index(html, "DEADLOCK: 1 goroutine(s) waiting"), strings.Index(html, "2 goroutine(s) waiting")
+	assert.True(t, i >= 0 && j >= i, "deadlocked waiters not first (%d, %d)", i, j)
 	// Longest held first.
-	if i, j := strings.Index(html, "service.go:17"), strings.Index(html, "service.go:70"); i < 0 || j < i {
-		t.Errorf("holders not longest first (%d, %d)", i, j)
-	}
+	i, j = strings.Index(html, "service.go:17"), strings.Index(html, "service.go:70")
+	assert.True(t, i >= 0 && j >= i, "holders not longest first (%d, %d)", i, j)
 	// One point per sample in every polyline.
 	lines := regexp.MustCompile(`<polyline class="s\d" points="([^"]*)"`).FindAllStringSubmatch(html, -1)
-	if len(lines) != 10 { // in use, idle, max; waits; wait time; checkouts; four leak kinds
-		t.Errorf("%d polylines, want 10", len(lines))
-	}
+	assert.Len(t, lines, 10, "polylines: in use, idle, max; waits; wait time; checkouts; four leak kinds")
 	for _, m := range lines {
-		if n := len(strings.Fields(m[1])); n != 30 {
-			t.Errorf("polyline with %d points, want 30", n)
-		}
+		assert.Len(t, strings.Fields(m[1]), 30, "points in a polyline: one per sample")
 	}
 }
 
@@ -118,27 +111,17 @@ func TestPageWholePoolDeadlocked(t *testing.T) {
 		pp.Waiters = append(pp.Waiters, pgxleak.Goroutine{ID: c.Holder.ID, At: c.Holder.At, Holds: []pgxleak.Checkout{c}})
 	}
 	var b bytes.Buffer
-	if err := renderPage(&b, p, ""); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(b.String(), "The whole pool is deadlocked: all 3 connections") {
-		t.Error("no whole-pool deadlock verdict")
-	}
+	require.NoError(t, renderPage(&b, p, ""))
+	assert.Contains(t, b.String(), "The whole pool is deadlocked: all 3 connections")
 }
 
 // TestPageCap: beyond 200 holders the page says how many it leaves out.
 func TestPageCap(t *testing.T) {
 	p := constructedPage(1000)
 	var b bytes.Buffer
-	if err := renderPage(&b, p, ""); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(b.String(), "… and 800 more not shown") {
-		t.Error("no cap message for 800 holders")
-	}
-	if n := strings.Count(b.String(), `<details data-key="pool-0-h-`); n != maxRows {
-		t.Errorf("%d holder rows, want %d", n, maxRows)
-	}
+	require.NoError(t, renderPage(&b, p, ""))
+	assert.Contains(t, b.String(), "… and 800 more not shown", "no cap message for 800 holders")
+	assert.Equal(t, maxRows, strings.Count(b.String(), `<details data-key="pool-0-h-`), "holder rows")
 }
 
 // BenchmarkRenderPage1000Holders renders a pool with 1,000 holders, each
@@ -148,9 +131,7 @@ func BenchmarkRenderPage1000Holders(b *testing.B) {
 	for b.Loop() {
 		var buf bytes.Buffer
 		p := constructedPage(1000) // capRows is part of the cost
-		if err := renderPage(&buf, p, ""); err != nil {
-			b.Fatal(err)
-		}
+		require.NoError(b, renderPage(&buf, p, ""))
 		size = buf.Len()
 	}
 	b.ReportMetric(float64(size), "page-bytes")
@@ -158,9 +139,7 @@ func BenchmarkRenderPage1000Holders(b *testing.B) {
 
 func TestNiceCeil(t *testing.T) {
 	for _, tc := range []struct{ in, want float64 }{{0, 1}, {-3, 1}, {0.3, 0.5}, {1, 1}, {1.2, 2}, {3, 5}, {7, 10}, {40, 50}, {101, 200}} {
-		if got := niceCeil(tc.in); fmt.Sprint(got) != fmt.Sprint(tc.want) {
-			t.Errorf("niceCeil(%v) = %v, want %v", tc.in, got, tc.want)
-		}
+		assert.InDelta(t, tc.want, niceCeil(tc.in), 1e-9, "niceCeil(%v)", tc.in)
 	}
 }
 
@@ -171,8 +150,6 @@ func TestSettingsRowsLimitsFromOpen(t *testing.T) {
 	row := [2]string{"pool limits", "as Open set them: this Go's database/sql cannot be read back, so later db.Set… calls do not show (max open excepted)"}
 	for _, fromOpen := range []bool{false, true} {
 		rows := settingsRows(pgxleak.Settings{Tuned: true, MaxOpen: 3, MaxIdle: 4, LimitsFromOpen: fromOpen})
-		if got := slices.Contains(rows, row); got != fromOpen {
-			t.Errorf("LimitsFromOpen %v: the row %q shown: %v\n%q", fromOpen, row[1], got, rows)
-		}
+		assert.Equal(t, fromOpen, slices.Contains(rows, row), "LimitsFromOpen %v: the row %q shown\n%q", fromOpen, row[1], rows)
 	}
 }

@@ -134,6 +134,6 @@ func lineOf(t *testing.T, file, s string) int {
 			return i + 1
 		}
 	}
-	t.Fatalf("%s has no line with %q", file, s)
+	require.FailNow(t, "no such line", "%s has no line with %q", file, s)
 	return 0
 }

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 )
 
@@ -20,9 +22,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func echoServer(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var conns []net.Conn
@@ -72,9 +72,7 @@ func echoServer(t *testing.T) string {
 func newProxy(t *testing.T) *Proxy {
 	t.Helper()
 	p, err := New(echoServer(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	t.Cleanup(func() { _ = p.Close() })
 	return p
 }
@@ -82,9 +80,7 @@ func newProxy(t *testing.T) *Proxy {
 func dial(t *testing.T, p *Proxy) net.Conn {
 	t.Helper()
 	c, err := net.Dial("tcp", p.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	t.Cleanup(func() { _ = c.Close() })
 	return c
 }
@@ -99,8 +95,8 @@ func roundTrip(t *testing.T, c net.Conn, msg string, deadline time.Duration) (ti
 	}
 	buf := make([]byte, len(msg))
 	_, err := io.ReadFull(c, buf)
-	if err == nil && string(buf) != msg {
-		t.Fatalf("echo = %q, want %q", buf, msg)
+	if err == nil {
+		require.Equal(t, msg, string(buf), "echo")
 	}
 	return time.Since(start), err
 }
@@ -108,86 +104,65 @@ func roundTrip(t *testing.T, c net.Conn, msg string, deadline time.Duration) (ti
 func TestForwards(t *testing.T) {
 	p := newProxy(t)
 	c := dial(t, p)
-	if _, err := roundTrip(t, c, "hello", 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	if p.Conns() != 1 || p.Accepted() != 1 {
-		t.Fatalf("Conns = %d, Accepted = %d, want 1, 1", p.Conns(), p.Accepted())
-	}
+	_, err := roundTrip(t, c, "hello", 5*time.Second)
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, p.Conns(), "Conns")
+	assert.EqualValues(t, 1, p.Accepted(), "Accepted")
 }
 
 func TestLatency(t *testing.T) {
 	p := newProxy(t)
 	c := dial(t, p)
-	if d, err := roundTrip(t, c, "warm", 5*time.Second); err != nil || d > 100*time.Millisecond {
-		t.Fatalf("untoxic round trip took %v, %v", d, err)
-	}
+	d, err := roundTrip(t, c, "warm", 5*time.Second)
+	require.NoError(t, err)
+	require.LessOrEqual(t, d, 100*time.Millisecond, "untoxic round trip")
 	p.Set(Toxics{Latency: 100 * time.Millisecond})
-	d, err := roundTrip(t, c, "slow", 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if d < 200*time.Millisecond { // 100 ms each way
-		t.Fatalf("round trip with 100ms latency each way took %v", d)
-	}
+	d, err = roundTrip(t, c, "slow", 5*time.Second)
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, d, 200*time.Millisecond, "round trip with 100ms latency each way")
 	p.Clear()
-	if d, err := roundTrip(t, c, "fast", 5*time.Second); err != nil || d > 150*time.Millisecond {
-		t.Fatalf("round trip after Clear took %v, %v", d, err)
-	}
+	d, err = roundTrip(t, c, "fast", 5*time.Second)
+	require.NoError(t, err)
+	assert.LessOrEqual(t, d, 150*time.Millisecond, "round trip after Clear")
 }
 
 func TestTimeoutDropsData(t *testing.T) {
 	p := newProxy(t)
 	c := dial(t, p)
-	if _, err := roundTrip(t, c, "warm", 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	_, err := roundTrip(t, c, "warm", 5*time.Second)
+	require.NoError(t, err)
 	p.Set(Toxics{Timeout: true})
 	d, err := roundTrip(t, c, "lost", 300*time.Millisecond)
-	if p.Dropped() != int64(len("lost")) {
-		t.Errorf("Dropped = %d, want %d", p.Dropped(), len("lost"))
-	}
+	assert.Equal(t, int64(len("lost")), p.Dropped(), "bytes dropped")
 	var ne net.Error
-	if !errors.As(err, &ne) || !ne.Timeout() {
-		t.Fatalf("read through a black hole: %v after %v, want a timeout", err, d)
-	}
+	require.True(t, errors.As(err, &ne) && ne.Timeout(), "read through a black hole: %v after %v, want a timeout", err, d)
 	// The dropped bytes never arrive, even after the black hole ends.
 	p.Clear()
-	if _, err := roundTrip(t, c, "back", 5*time.Second); err != nil {
-		t.Fatalf("after Clear: %v", err)
-	}
-	if p.Conns() != 1 {
-		t.Fatalf("the black hole closed the connection: Conns = %d", p.Conns())
-	}
+	_, err = roundTrip(t, c, "back", 5*time.Second)
+	require.NoError(t, err, "after Clear")
+	assert.EqualValues(t, 1, p.Conns(), "the black hole closed the connection")
 }
 
 func TestTimeoutCloseAfter(t *testing.T) {
 	p := newProxy(t)
 	c := dial(t, p)
-	if _, err := roundTrip(t, c, "warm", 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	_, err := roundTrip(t, c, "warm", 5*time.Second)
+	require.NoError(t, err)
 	p.Set(Toxics{Timeout: true, CloseAfter: 100 * time.Millisecond})
 	d, err := roundTrip(t, c, "lost", 5*time.Second)
-	if err == nil || d < 90*time.Millisecond || d > 3*time.Second {
-		t.Fatalf("read: %v after %v, want the connection closed after ~100ms", err, d)
-	}
-	if errors.Is(err, syscall.ETIMEDOUT) {
-		t.Fatalf("got a timeout, want EOF or reset: %v", err)
-	}
+	require.Error(t, err, "the connection was not closed")
+	require.True(t, d >= 90*time.Millisecond && d <= 3*time.Second, "read: %v after %v, want the connection closed after ~100ms", err, d)
+	assert.NotErrorIs(t, err, syscall.ETIMEDOUT, "got a timeout, want EOF or reset")
 }
 
 func TestResetPeer(t *testing.T) {
 	p := newProxy(t)
 	c := dial(t, p)
-	if _, err := roundTrip(t, c, "warm", 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	_, err := roundTrip(t, c, "warm", 5*time.Second)
+	require.NoError(t, err)
 	p.Set(Toxics{ResetPeer: true})
-	_, err := roundTrip(t, c, "x", 5*time.Second)
-	if !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
-		t.Fatalf("open connection after ResetPeer: %v, want connection reset", err)
-	}
+	_, err = roundTrip(t, c, "x", 5*time.Second)
+	require.True(t, errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE), "open connection after ResetPeer: %v, want connection reset", err)
 	// New connections are reset too: the reset can already reach the
 	// dial (the kernel completes the handshake before the proxy accepts
 	// and resets), or the first round trip.
@@ -196,14 +171,11 @@ func TestResetPeer(t *testing.T) {
 		t.Cleanup(func() { _ = c2.Close() })
 		_, err = roundTrip(t, c2, "y", 5*time.Second)
 	}
-	if !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, io.EOF) && !errors.Is(err, syscall.EPIPE) {
-		t.Fatalf("new connection under ResetPeer: %v, want reset", err)
-	}
+	require.True(t, errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF) || errors.Is(err, syscall.EPIPE), "new connection under ResetPeer: %v, want reset", err)
 	p.Clear()
 	c3 := dial(t, p)
-	if _, err := roundTrip(t, c3, "z", 5*time.Second); err != nil {
-		t.Fatalf("after Clear: %v", err)
-	}
+	_, err = roundTrip(t, c3, "z", 5*time.Second)
+	require.NoError(t, err, "after Clear")
 }
 
 func TestBandwidth(t *testing.T) {
@@ -212,26 +184,20 @@ func TestBandwidth(t *testing.T) {
 	p.Set(Toxics{Bandwidth: 512 << 10}) // 256 KiB takes ~0.5 s
 	start := time.Now()
 	_ = c.SetDeadline(start.Add(10 * time.Second))
-	if _, err := c.Write([]byte("big\n")); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.ReadFull(c, make([]byte, 256<<10)); err != nil {
-		t.Fatal(err)
-	}
-	if d := time.Since(start); d < 400*time.Millisecond || d > 5*time.Second {
-		t.Fatalf("256 KiB at 512 KiB/s took %v, want ~500ms", d)
-	}
+	_, err := c.Write([]byte("big\n"))
+	require.NoError(t, err)
+	_, err = io.ReadFull(c, make([]byte, 256<<10))
+	require.NoError(t, err)
+	d := time.Since(start)
+	assert.True(t, d >= 400*time.Millisecond && d <= 5*time.Second, "256 KiB at 512 KiB/s took %v, want ~500ms", d)
 }
 
 func TestCloseEndsEverything(t *testing.T) {
 	p, err := New(echoServer(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	c := dial(t, p)
-	if _, err := roundTrip(t, c, "warm", 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	_, err = roundTrip(t, c, "warm", 5*time.Second)
+	require.NoError(t, err)
 	p.Set(Toxics{Latency: time.Hour}) // a pipe goroutine now sleeps for an hour
 	_, _ = c.Write([]byte("stuck"))
 	done := make(chan struct{})
@@ -239,10 +205,9 @@ func TestCloseEndsEverything(t *testing.T) {
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
-		t.Fatal("Close did not return while a pipe slept in a latency toxic")
+		require.FailNow(t, "Close did not return while a pipe slept in a latency toxic")
 	}
-	if _, err := net.DialTimeout("tcp", p.Addr(), time.Second); err == nil {
-		t.Fatal("the proxy still accepts after Close")
-	}
+	_, err = net.DialTimeout("tcp", p.Addr(), time.Second)
+	assert.Error(t, err, "the proxy still accepts after Close")
 	// goleak in TestMain checks that no goroutine of the proxy survived.
 }

@@ -3,6 +3,8 @@ package gdump
 import (
 	"runtime"
 	"testing"
+
+	"github.com/stretchr/testify/require"
 )
 
 // park10k starts n goroutines parked on a channel receive and returns a
@@ -32,9 +34,8 @@ func BenchmarkTake10k(b *testing.B) {
 	}
 	b.ReportMetric(float64(s.Size), "dump-bytes")
 	b.ReportMetric(float64(len(s.Goroutines)), "goroutines")
-	if len(s.Goroutines) < 10000 || s.Truncated {
-		b.Fatalf("%d goroutines, truncated %v", len(s.Goroutines), s.Truncated)
-	}
+	require.GreaterOrEqual(b, len(s.Goroutines), 10000)
+	require.False(b, s.Truncated)
 }
 
 // BenchmarkStack10k is runtime.Stack alone, for the split between the

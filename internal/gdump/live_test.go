@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/pgxleak/pgxleak/internal/goid"
 )
 
@@ -31,8 +34,7 @@ func waitState(t *testing.T, id uint64, state string) *Goroutine {
 			return g
 		}
 		if time.Now().After(deadline) {
-			g := s.Lookup(id)
-			t.Fatalf("goroutine %d never reached %q: %+v", id, state, g)
+			require.FailNowf(t, "timed out", "goroutine %d never reached %q: %+v", id, state, s.Lookup(id))
 		}
 		runtime.Gosched()
 	}
@@ -45,9 +47,7 @@ func TestLiveStates(t *testing.T) {
 	var mu sync.Mutex
 	mu.Lock() // unlocked at stop, by the goroutine below
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer ln.Close()
 
 	type result struct {
@@ -112,24 +112,21 @@ func TestLiveStates(t *testing.T) {
 	me := goid.ID()
 	for _, c := range cases {
 		g := waitState(t, c.r.id, c.state)
-		if g.Locked != c.locked {
-			t.Errorf("goroutine %d: Locked = %v", g.ID, g.Locked)
-		}
+		assert.Equal(t, c.locked, g.Locked, "goroutine %d: Locked", g.ID)
 		u, ok := g.UserFrame(func(f Frame) bool { return !strings.HasPrefix(f.Function, "github.com/pgxleak/") })
-		if !ok || u.Line != c.r.line || !strings.HasSuffix(u.File, "/live_test.go") {
-			t.Errorf("%s: user frame %v, want live_test.go:%d\n%+v", c.state, u, c.r.line, g.Frames)
-		}
-		if g.CreatorID != me || !strings.HasSuffix(g.CreatedBy.File, "live_test.go") {
-			t.Errorf("%s: created by %v in %d, want in %d", c.state, g.CreatedBy, g.CreatorID, me)
-		}
-		if g.Wait != 0 || g.Truncated {
-			t.Errorf("%s: %+v", c.state, g)
-		}
+		assert.True(t, ok && u.Line == c.r.line && strings.HasSuffix(u.File, "/live_test.go"),
+			"%s: user frame %v, want live_test.go:%d\n%+v", c.state, u, c.r.line, g.Frames)
+		assert.Equal(t, me, g.CreatorID, "%s: creator", c.state)
+		assert.True(t, strings.HasSuffix(g.CreatedBy.File, "live_test.go"), "%s: created by %v", c.state, g.CreatedBy)
+		assert.Zero(t, g.Wait, c.state)
+		assert.False(t, g.Truncated, c.state)
 	}
 	s := Take(0)
-	if g := s.Lookup(me); g == nil || g.State != "running" || s.Goroutines[0].ID != me {
-		t.Errorf("the current goroutine: %+v", g)
+	g := s.Lookup(me)
+	if assert.NotNil(t, g, "the current goroutine") {
+		assert.Equal(t, "running", g.State, "the current goroutine")
 	}
+	assert.Equal(t, me, s.Goroutines[0].ID, "the current goroutine comes first")
 	// An exited goroutine is absent.
 	done := make(chan uint64)
 	go func() { done <- goid.ID() }()
@@ -153,9 +150,7 @@ var registerOnce sync.Once
 func openPool(t *testing.T, max int) *sql.DB {
 	registerOnce.Do(func() { sql.Register("gdump-fake", fakeDriver{}) })
 	db, err := sql.Open("gdump-fake", "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	db.SetMaxOpenConns(max)
 	t.Cleanup(func() { db.Close() })
 	return db
@@ -168,13 +163,9 @@ func TestWaitingForConn(t *testing.T) {
 	dbA, dbB := openPool(t, 1), openPool(t, 1)
 	ctx := context.Background()
 	holdA, err := dbA.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	holdB, err := dbB.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	cctx, cancel := context.WithCancel(ctx)
 	type waiter struct {
 		id   uint64
@@ -228,16 +219,15 @@ func TestWaitingForConn(t *testing.T) {
 		}
 		f, _ := g.ConnWaitFrame()
 		addr, ok := g.WaitingDB()
-		if !ok || !g.WaitingOn(w.db) || g.WaitingOn(other) {
-			t.Errorf("goroutine %d: WaitingDB = %#x, %v; db %p, other %p; frame %+v", g.ID, addr, ok, w.db, other, f)
-		}
-		if words := f.ArgWords(); len(words) == 0 || words[0] != fmt.Sprintf("%p", w.db) {
-			t.Errorf("goroutine %d: args %q, want first %p", g.ID, words, w.db)
+		assert.True(t, ok && g.WaitingOn(w.db) && !g.WaitingOn(other),
+			"goroutine %d: WaitingDB = %#x, %v; db %p, other %p; frame %+v", g.ID, addr, ok, w.db, other, f)
+		words := f.ArgWords()
+		if assert.NotEmpty(t, words, "goroutine %d: args", g.ID) {
+			assert.Equal(t, fmt.Sprintf("%p", w.db), words[0], "goroutine %d: the first argument is the *DB", g.ID)
 		}
 		u, ok := g.UserFrame(func(f Frame) bool { return !strings.HasSuffix(f.File, "/live_test.go") })
-		if !ok || u.Line != w.line {
-			t.Errorf("goroutine %d: user frame %v, want line %d", g.ID, u, w.line)
-		}
+		assert.True(t, ok, "goroutine %d: no user frame", g.ID)
+		assert.Equal(t, w.line, u.Line, "goroutine %d: user frame %v", g.ID, u)
 	}
 	// Goroutines that are not waiting for a connection are not reported.
 	n := 0
@@ -246,9 +236,7 @@ func TestWaitingForConn(t *testing.T) {
 			n++
 		}
 	}
-	if n != 4 {
-		t.Errorf("%d goroutines waiting, want 4", n)
-	}
+	assert.Equal(t, 4, n, "goroutines waiting")
 	cancel()
 	holdA.Close()
 	holdB.Close()
@@ -262,17 +250,15 @@ func TestTakeTruncated(t *testing.T) {
 		go func() { <-stop }()
 	}
 	full := Take(0)
-	if full.Truncated || len(full.Goroutines) < 200 {
-		t.Fatalf("full: truncated %v, %d goroutines", full.Truncated, len(full.Goroutines))
-	}
+	require.False(t, full.Truncated, "full dump truncated")
+	require.GreaterOrEqual(t, len(full.Goroutines), 200)
 	s := Take(4096)
-	if !s.Truncated || s.Size != 4096 || len(s.Goroutines) == 0 || !s.Goroutines[len(s.Goroutines)-1].Truncated {
-		t.Fatalf("bounded: truncated %v size %d, %d goroutines", s.Truncated, s.Size, len(s.Goroutines))
-	}
+	require.True(t, s.Truncated, "bounded dump not truncated")
+	require.Equal(t, 4096, s.Size)
+	require.NotEmpty(t, s.Goroutines)
+	require.True(t, s.Goroutines[len(s.Goroutines)-1].Truncated, "the last goroutine of a bounded dump is truncated")
 	for _, g := range s.Goroutines[:len(s.Goroutines)-1] {
-		if g.Truncated {
-			t.Errorf("goroutine %d truncated", g.ID)
-		}
+		assert.False(t, g.Truncated, "goroutine %d truncated", g.ID)
 	}
 }
 
@@ -286,12 +272,10 @@ func TestTakeGrows(t *testing.T) {
 	}
 	lastSize.Store(0)
 	s := Take(0)
-	if s.Truncated || len(s.Goroutines) < 2000 || s.Attempts < 2 {
-		t.Fatalf("truncated %v, %d goroutines, %d attempts, %d bytes", s.Truncated, len(s.Goroutines), s.Attempts, s.Size)
-	}
-	if s2 := Take(0); s2.Attempts != 1 {
-		t.Errorf("second take: %d attempts", s2.Attempts)
-	}
+	require.False(t, s.Truncated, "%d bytes", s.Size)
+	require.GreaterOrEqual(t, len(s.Goroutines), 2000)
+	require.GreaterOrEqual(t, s.Attempts, 2, "the first take grows its buffer")
+	assert.Equal(t, 1, Take(0).Attempts, "the second take starts at the size that fitted")
 }
 
 //go:noinline
@@ -315,31 +299,27 @@ func TestLimiterStorm(t *testing.T) {
 		go func() { defer wg.Done(); snaps[i], _ = l.Take() }()
 	}
 	wg.Wait()
-	if l.Dumps() != 1 {
-		t.Fatalf("%d dumps for a storm of 100", l.Dumps())
-	}
+	require.EqualValues(t, 1, l.Dumps(), "dumps for a storm of 100")
 	for _, s := range snaps {
-		if s != snaps[0] {
-			t.Fatal("callers got different snapshots")
-		}
+		require.Same(t, snaps[0], s, "callers got different snapshots")
 	}
 	clock.Lock()
 	now = now.Add(999 * time.Millisecond)
 	clock.Unlock()
-	if _, fresh := l.Take(); fresh || l.Dumps() != 1 {
-		t.Fatal("dumped again within the interval")
-	}
+	_, fresh := l.Take()
+	require.False(t, fresh, "dumped again within the interval")
+	require.EqualValues(t, 1, l.Dumps(), "dumped again within the interval")
 	clock.Lock()
 	now = now.Add(time.Millisecond)
 	clock.Unlock()
-	if s, fresh := l.Take(); !fresh || l.Dumps() != 2 || s == snaps[0] || l.Last() != s {
-		t.Fatal("no new dump after the interval")
-	}
+	s, fresh := l.Take()
+	require.True(t, fresh, "no new dump after the interval")
+	require.EqualValues(t, 2, l.Dumps(), "no new dump after the interval")
+	require.NotSame(t, snaps[0], s, "no new dump after the interval")
+	require.Same(t, s, l.Last())
 	var zero Limiter
-	if _, fresh := zero.Take(); !fresh {
-		t.Fatal("zero Limiter")
-	}
-	if _, fresh := zero.Take(); fresh {
-		t.Fatal("zero Limiter: no default interval")
-	}
+	_, fresh = zero.Take()
+	require.True(t, fresh, "zero Limiter")
+	_, fresh = zero.Take()
+	require.False(t, fresh, "zero Limiter: no default interval")
 }

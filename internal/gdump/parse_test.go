@@ -1,10 +1,12 @@
 package gdump
 
 import (
-	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 const sampleDump = `goroutine 1 [running]:
@@ -48,9 +50,7 @@ created by main.main in goroutine 1
 
 func TestParseSample(t *testing.T) {
 	gs := Parse(sampleDump)
-	if len(gs) != 5 {
-		t.Fatalf("%d goroutines", len(gs))
-	}
+	require.Len(t, gs, 5)
 	want := []Goroutine{
 		{ID: 1, State: "running", Frames: []Frame{{Function: "main.main", File: "/tmp/scratch/main.go", Line: 45, Offset: 0x2d3}}},
 		{ID: 20, State: "select", Wait: 5 * time.Minute, Frames: []Frame{
@@ -72,22 +72,19 @@ func TestParseSample(t *testing.T) {
 		}, CreatedBy: Frame{Function: "main.main", File: "/tmp/scratch/main.go", Line: 41, Offset: 0x256}, CreatorID: 1},
 	}
 	for i := range want {
-		if !reflect.DeepEqual(gs[i], want[i]) {
-			t.Errorf("goroutine %d:\n got %+v\nwant %+v", i, gs[i], want[i])
-		}
+		assert.Equal(t, want[i], gs[i], "goroutine %d", i)
 	}
-	if !gs[1].WaitingForConn() || gs[0].WaitingForConn() || gs[3].WaitingForConn() {
-		t.Error("WaitingForConn")
-	}
-	if a, ok := gs[1].WaitingDB(); !ok || a != 0x1b86d311e1a0 {
-		t.Errorf("WaitingDB = %#x, %v", a, ok)
-	}
-	if !gs[2].Frames[1].Inlined() || gs[2].Frames[0].Inlined() {
-		t.Error("Inlined")
-	}
-	if f, ok := gs[4].UserFrame(nil); !ok || f.Function != "main.(*G[...]).wait" {
-		t.Errorf("UserFrame = %v, %v", f, ok)
-	}
+	assert.True(t, gs[1].WaitingForConn())
+	assert.False(t, gs[0].WaitingForConn())
+	assert.False(t, gs[3].WaitingForConn())
+	a, ok := gs[1].WaitingDB()
+	assert.True(t, ok)
+	assert.Equal(t, uintptr(0x1b86d311e1a0), a)
+	assert.True(t, gs[2].Frames[1].Inlined())
+	assert.False(t, gs[2].Frames[0].Inlined())
+	f, ok := gs[4].UserFrame(nil)
+	assert.True(t, ok)
+	assert.Equal(t, "main.(*G[...]).wait", f.Function)
 }
 
 func TestHeaders(t *testing.T) {
@@ -119,8 +116,8 @@ func TestHeaders(t *testing.T) {
 		{"goroutine 1 [select, 99999999999999999 minutes]:", Goroutine{ID: 1, State: "select"}, true},
 	} {
 		got, ok := parseHeader(tc.line)
-		if ok != tc.ok || ok && !reflect.DeepEqual(got, tc.want) {
-			t.Errorf("%q:\n got %+v %v\nwant %+v %v", tc.line, got, ok, tc.want, tc.ok)
+		if assert.Equal(t, tc.ok, ok, "%q parses", tc.line) && ok {
+			assert.Equal(t, tc.want, got, "%q", tc.line)
 		}
 	}
 }
@@ -144,9 +141,7 @@ func TestLocations(t *testing.T) {
 	} {
 		p := parser{frames: []Frame{{}}, pendingIdx: 0}
 		p.location(&Goroutine{}, tc.loc)
-		if !reflect.DeepEqual(p.frames[0], tc.want) {
-			t.Errorf("%q: got %+v, want %+v", tc.loc, p.frames[0], tc.want)
-		}
+		assert.Equal(t, tc.want, p.frames[0], "%q", tc.loc)
 	}
 }
 
@@ -168,19 +163,16 @@ func TestArgs(t *testing.T) {
 		{"}}, {", []string{"}}", "{"}, 0, false},
 	} {
 		f := Frame{Args: tc.args}
-		if got := f.ArgWords(); !reflect.DeepEqual(got, tc.words) {
-			t.Errorf("%q: words %q, want %q", tc.args, got, tc.words)
-		}
-		if v, ok := f.Arg(0); v != tc.arg0 || ok != tc.ok0 {
-			t.Errorf("%q: Arg(0) = %#x, %v", tc.args, v, ok)
-		}
+		assert.Equal(t, tc.words, f.ArgWords(), "%q: words", tc.args)
+		v, ok := f.Arg(0)
+		assert.Equal(t, tc.arg0, v, "%q: Arg(0)", tc.args)
+		assert.Equal(t, tc.ok0, ok, "%q: Arg(0) found", tc.args)
 	}
-	if v, ok := (Frame{Args: "0x1, {0x2}, 0x3"}).Arg(2); v != 3 || !ok {
-		t.Errorf("Arg(2) = %v %v", v, ok)
-	}
-	if _, ok := (Frame{Args: "0x1"}).Arg(5); ok {
-		t.Error("Arg past the end")
-	}
+	v, ok := (Frame{Args: "0x1, {0x2}, 0x3"}).Arg(2)
+	assert.True(t, ok, "Arg(2) found")
+	assert.EqualValues(t, 3, v, "Arg(2)")
+	_, ok = (Frame{Args: "0x1"}).Arg(5)
+	assert.False(t, ok, "Arg past the end")
 }
 
 func TestPackage(t *testing.T) {
@@ -197,17 +189,13 @@ func TestPackage(t *testing.T) {
 		"net/http.(*conn).serve":         "net/http",
 		"github.com/pgxleak/pgxleak.(*wconn).Ping": "github.com/pgxleak/pgxleak",
 	} {
-		if got := (Frame{Function: fn}).Package(); got != want {
-			t.Errorf("Package(%q) = %q, want %q", fn, got, want)
-		}
+		assert.Equal(t, want, (Frame{Function: fn}).Package(), "Package(%q)", fn)
 	}
 	for fn, std := range map[string]bool{
 		"database/sql.(*DB).conn": true, "runtime.gopark": true, "main.main": false,
 		"github.com/a/b.F": false, "panic": true, "net/http.(*conn).serve": true,
 	} {
-		if got := IsStd(Frame{Function: fn}); got != std {
-			t.Errorf("IsStd(%q) = %v", fn, got)
-		}
+		assert.Equal(t, std, IsStd(Frame{Function: fn}), "IsStd(%q)", fn)
 	}
 }
 
@@ -253,24 +241,21 @@ created by main.main in goroutine 1
 
 func TestParseElidedAncestorsCgo(t *testing.T) {
 	gs := Parse(elidedDump)
-	if len(gs) != 3 {
-		t.Fatalf("%d goroutines: %+v", len(gs), gs)
-	}
+	require.Len(t, gs, 3)
 	g := gs[0]
-	if len(g.Frames) != 4 || g.Elided != 95 || g.ElidedAt != 2 || g.Frames[2].Args != "0x63" {
-		t.Errorf("elided: %d frames, Elided %d at %d: %+v", len(g.Frames), g.Elided, g.ElidedAt, g.Frames)
+	if assert.Len(t, g.Frames, 4) {
+		assert.Equal(t, "0x63", g.Frames[2].Args)
 	}
-	if g.CreatorID != 1 || g.CreatedBy.Line != 30 {
-		t.Errorf("created by %+v in %d", g.CreatedBy, g.CreatorID)
-	}
+	assert.Equal(t, 95, g.Elided)
+	assert.Equal(t, 2, g.ElidedAt)
+	assert.Equal(t, uint64(1), g.CreatorID)
+	assert.Equal(t, 30, g.CreatedBy.Line)
 	wantAnc := []Ancestor{
 		{ID: 1, Frames: []Frame{{Function: "main.main", Args: "...", File: "/x/main.go", Line: 30, Offset: 4}}, Elided: true,
 			CreatedBy: Frame{Function: "main.init", File: "/x/main.go", Line: 40, Offset: 5}},
 		{ID: 0, Frames: []Frame{{Function: "main.first", Args: "...", File: "/x/main.go", Line: 50}}},
 	}
-	if !reflect.DeepEqual(g.Ancestors, wantAnc) {
-		t.Errorf("ancestors:\n got %+v\nwant %+v", g.Ancestors, wantAnc)
-	}
+	assert.Equal(t, wantAnc, g.Ancestors)
 	c := gs[1]
 	wantC := []Frame{
 		{Function: "non-Go function", PC: 0x7f0012345678},
@@ -280,24 +265,22 @@ func TestParseElidedAncestorsCgo(t *testing.T) {
 		{Function: "non-Go function", PC: 0x7f00bb},
 		{Function: "main._Cfunc_sleep", Args: "0x3c", File: "_cgo_gotypes.go", Line: 60, Offset: 0x4b},
 	}
-	if !c.Locked || c.State != "syscall" || !reflect.DeepEqual(c.Frames, wantC) {
-		t.Errorf("cgo:\n got %+v\nwant %+v", c.Frames, wantC)
-	}
-	if o := gs[2]; !o.StackUnavailable || len(o.Frames) != 0 || o.CreatedBy.Line != 31 {
-		t.Errorf("other thread: %+v", o)
-	}
+	assert.True(t, c.Locked)
+	assert.Equal(t, "syscall", c.State)
+	assert.Equal(t, wantC, c.Frames)
+	o := gs[2]
+	assert.True(t, o.StackUnavailable, "other thread: %+v", o)
+	assert.Empty(t, o.Frames)
+	assert.Equal(t, 31, o.CreatedBy.Line)
 }
 
 func TestParseJunk(t *testing.T) {
 	dump := "panic: boom\n\n[signal SIGSEGV]\n" + strings.ReplaceAll(sampleDump, "+0x2d3\n", "+0x2d3\nsome unknown line here\n\tunparsable\n") + "\nexit status 2\n"
 	gs := Parse(dump)
-	if len(gs) != 5 || gs[0].Frames[0].Line != 45 {
-		t.Fatalf("%d goroutines: %+v", len(gs), gs)
-	}
+	require.Len(t, gs, 5)
+	assert.Equal(t, 45, gs[0].Frames[0].Line)
 	for _, g := range gs {
-		if g.Truncated {
-			t.Errorf("goroutine %d truncated", g.ID)
-		}
+		assert.False(t, g.Truncated, "goroutine %d truncated", g.ID)
 	}
 }
 
@@ -309,30 +292,28 @@ func TestTruncatedPrefixes(t *testing.T) {
 		full := Parse(dump)
 		for n := 0; n < len(dump); n++ {
 			gs := Parse(dump[:n])
-			if len(gs) > len(full) {
-				t.Fatalf("prefix %d: %d goroutines > %d", n, len(gs), len(full))
-			}
+			require.LessOrEqual(t, len(gs), len(full), "prefix %d: goroutines", n)
 			for i, g := range gs {
 				f := full[i]
-				if g.ID != f.ID || g.State != f.State {
-					t.Fatalf("prefix %d: goroutine %d is %d %q, want %d %q", n, i, g.ID, g.State, f.ID, f.State)
-				}
+				require.Equal(t, f.ID, g.ID, "prefix %d: goroutine %d", n, i)
+				require.Equal(t, f.State, g.State, "prefix %d: goroutine %d", n, i)
 				last := i == len(gs)-1
-				if last && g.Truncated != (n > 0 && dump[n-1] != '\n') {
-					t.Fatalf("prefix %d: Truncated = %v", n, g.Truncated)
+				if last {
+					require.Equal(t, n > 0 && dump[n-1] != '\n', g.Truncated, "prefix %d: Truncated", n)
 				}
-				if len(g.Frames) > len(f.Frames) {
-					t.Fatalf("prefix %d: more frames", n)
-				}
+				require.LessOrEqual(t, len(g.Frames), len(f.Frames), "prefix %d: frames", n)
 				for j, fr := range g.Frames {
 					want := f.Frames[j]
-					// A frame whose location line was cut has no location yet.
-					if fr != want && !(last && j == len(g.Frames)-1 && fr.File == "" && fr.Function == want.Function && fr.Args == want.Args) {
-						t.Fatalf("prefix %d: goroutine %d frame %d = %+v, want %+v", n, g.ID, j, fr, want)
+					if last && j == len(g.Frames)-1 && fr.File == "" {
+						// A frame whose location line was cut has no location yet.
+						require.Equal(t, want.Function, fr.Function, "prefix %d: goroutine %d frame %d", n, g.ID, j)
+						require.Equal(t, want.Args, fr.Args, "prefix %d: goroutine %d frame %d", n, g.ID, j)
+						continue
 					}
+					require.Equal(t, want, fr, "prefix %d: goroutine %d frame %d", n, g.ID, j)
 				}
-				if !last && !reflect.DeepEqual(g, f) {
-					t.Fatalf("prefix %d: goroutine %d differs", n, g.ID)
+				if !last {
+					require.Equal(t, f, g, "prefix %d: goroutine %d", n, g.ID)
 				}
 			}
 		}
@@ -354,13 +335,9 @@ func FuzzParse(f *testing.F) {
 				_, _ = fr.Arg(1)
 				_ = fr.Package()
 				_ = fr.String()
-				if fr.Line < 0 {
-					t.Fatalf("negative line in %+v", fr)
-				}
+				require.GreaterOrEqual(t, fr.Line, 0, "line in %+v", fr)
 			}
-			if g.ElidedAt > len(g.Frames) {
-				t.Fatalf("ElidedAt %d > %d frames", g.ElidedAt, len(g.Frames))
-			}
+			require.LessOrEqual(t, g.ElidedAt, len(g.Frames), "ElidedAt")
 		}
 	})
 }
@@ -390,20 +367,19 @@ database/sql.(*DB).conn(0xc0000b4000, {0x5517b0, 0x665880}, 0x1)
 
 func TestParseSystem(t *testing.T) {
 	gs := Parse(systemDump)
-	if len(gs) != 2 {
-		t.Fatalf("%d goroutines", len(gs))
-	}
+	require.Len(t, gs, 2)
 	g := gs[0]
-	if g.ID != 8 || g.State != "select" || g.Wait != 3*time.Minute || len(g.Frames) != 5 || g.Frames[0].PC != 0x47378e {
-		t.Fatalf("%+v", g)
-	}
-	if a, ok := g.WaitingDB(); !ok || a != 0xc0000b4000 {
-		t.Errorf("WaitingDB = %#x, %v (runtime frames come first)", a, ok)
-	}
-	if u, ok := g.UserFrame(nil); !ok || u.Function != "main.handler" || u.Line != 50 {
-		t.Errorf("UserFrame = %v", u)
-	}
-	if gs[1].WaitingForConn() {
-		t.Error("a goroutine on db.mu is not waiting for a connection")
-	}
+	assert.Equal(t, uint64(8), g.ID)
+	assert.Equal(t, "select", g.State)
+	assert.Equal(t, 3*time.Minute, g.Wait)
+	require.Len(t, g.Frames, 5)
+	assert.Equal(t, uint64(0x47378e), g.Frames[0].PC)
+	a, ok := g.WaitingDB()
+	assert.True(t, ok, "runtime frames come first")
+	assert.Equal(t, uintptr(0xc0000b4000), a, "runtime frames come first")
+	u, ok := g.UserFrame(nil)
+	assert.True(t, ok)
+	assert.Equal(t, "main.handler", u.Function)
+	assert.Equal(t, 50, u.Line)
+	assert.False(t, gs[1].WaitingForConn(), "a goroutine on db.mu is not waiting for a connection")
 }

@@ -7,26 +7,21 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 func TestStatus(t *testing.T) {
 	t.Logf("status: %s (fast=%v available=%v offset=%d, %s/%s %s)", Status(), Fast(), Available(), Offset(), runtime.GOOS, runtime.GOARCH, runtime.Version())
-	if !Available() {
-		t.Fatalf("slow path unavailable: %s", Status())
-	}
-	wantFast := fastSupported
-	if Fast() != wantFast {
-		t.Fatalf("Fast() = %v, want %v on %s (status %q)", Fast(), wantFast, runtime.GOARCH, Status())
-	}
+	require.True(t, Available(), "slow path unavailable: %s", Status())
+	require.Equal(t, fastSupported, Fast(), "Fast() on %s (status %q)", runtime.GOARCH, Status())
 	if Fast() {
-		if Offset() != int(knownOffset) {
-			t.Errorf("offset %d, but %d is the known offset for %s", Offset(), knownOffset, runtime.Version())
-		}
-		if !strings.HasPrefix(Status(), "fast: ") {
-			t.Errorf("status %q", Status())
-		}
-	} else if Offset() != -1 || !strings.HasPrefix(Status(), "slow: ") {
-		t.Errorf("offset %d status %q", Offset(), Status())
+		assert.Equal(t, int(knownOffset), Offset(), "the known offset for %s", runtime.Version())
+		assert.True(t, strings.HasPrefix(Status(), "fast: "), "status %q", Status())
+	} else {
+		assert.Equal(t, -1, Offset())
+		assert.True(t, strings.HasPrefix(Status(), "slow: "), "status %q", Status())
 	}
 }
 
@@ -66,13 +61,11 @@ func TestIDMatchesSlow(t *testing.T) {
 	wg.Wait()
 	close(errs)
 	for e := range errs {
-		t.Error(e)
+		assert.Fail(t, e)
 	}
 	seen := map[uint64]bool{}
 	for _, id := range ids {
-		if seen[id] {
-			t.Errorf("ID %d seen twice", id)
-		}
+		assert.False(t, seen[id], "ID %d seen twice", id)
 		seen[id] = true
 	}
 }
@@ -93,9 +86,8 @@ func TestIDInDump(t *testing.T) {
 	id := ID()
 	buf := make([]byte, 1<<20)
 	buf = buf[:runtime.Stack(buf, true)]
-	if want := fmt.Sprintf("goroutine %d [running]:\n", id); !strings.HasPrefix(string(buf), want) {
-		t.Fatalf("dump starts %q, want %q", buf[:min(len(buf), 60)], want)
-	}
+	want := fmt.Sprintf("goroutine %d [running]:\n", id)
+	assert.True(t, strings.HasPrefix(string(buf), want), "dump starts %q, want %q", buf[:min(len(buf), 60)], want)
 }
 
 func TestIDChild(t *testing.T) {
@@ -108,9 +100,8 @@ func TestIDChild(t *testing.T) {
 	done := make(chan struct{})
 	go func() { child, childSlow = ID(), Slow(); close(done) }()
 	<-done
-	if child == parent || child != childSlow {
-		t.Fatalf("child %d (slow %d), parent %d", child, childSlow, parent)
-	}
+	assert.NotEqual(t, parent, child, "a new goroutine's ID differs from its creator's")
+	assert.Equal(t, childSlow, child, "the child's ID and its slow-path ID")
 }
 
 func TestParseHeader(t *testing.T) {
@@ -134,9 +125,7 @@ func TestParseHeader(t *testing.T) {
 		{"gor", 0},
 		{"goroutine 0012 [", 12},
 	} {
-		if got := parseHeader([]byte(tc.in)); got != tc.want {
-			t.Errorf("parseHeader(%q) = %d, want %d", tc.in, got, tc.want)
-		}
+		assert.Equal(t, tc.want, parseHeader([]byte(tc.in)), "parseHeader(%q)", tc.in)
 	}
 }
 
@@ -145,9 +134,8 @@ func FuzzParseHeader(f *testing.F) {
 	f.Add([]byte("goroutine 99999999999999999999 ["))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		id := parseHeader(b)
-		if id != 0 && !strings.HasPrefix(string(b), fmt.Sprintf("goroutine %d ", id)) && !strings.HasPrefix(string(b), "goroutine 0") {
-			t.Fatalf("parseHeader(%q) = %d", b, id)
-		}
+		require.False(t, id != 0 && !strings.HasPrefix(string(b), fmt.Sprintf("goroutine %d ", id)) && !strings.HasPrefix(string(b), "goroutine 0"),
+			"parseHeader(%q) = %d", b, id)
 	})
 }
 
@@ -155,35 +143,25 @@ func FuzzParseHeader(f *testing.F) {
 // does not track the ID, and sample's distinctness rule.
 func TestVerifyRejects(t *testing.T) {
 	ps := sample()
-	if ps == nil {
-		t.Fatal("sample failed")
-	}
+	require.NotNil(t, ps, "sample failed")
 	if !fastSupported {
 		t.Skip("no fast path compiled in")
 	}
-	if !verify(ps, knownOffset) {
-		t.Fatalf("known offset %d fails", knownOffset)
-	}
+	require.True(t, verify(ps, knownOffset), "known offset %d fails", knownOffset)
 	n := 0
 	for o := uintptr(0); o < 256; o += 8 {
 		if verify(ps, o) {
 			n++
 		}
 	}
-	if n != 1 {
-		t.Errorf("%d offsets verify, want exactly 1", n)
-	}
+	assert.Equal(t, 1, n, "offsets that verify")
 	for _, o := range []uintptr{knownOffset + 4, 256, 1 << 20} {
-		if verify(ps, o) {
-			t.Errorf("offset %d verifies", o)
-		}
+		assert.False(t, verify(ps, o), "offset %d verifies", o)
 	}
 	// One goroutine whose word differs is enough to refuse.
 	bad := append([]probe(nil), ps...)
 	bad[3].reads[knownOffset/8]++
-	if verify(bad, knownOffset) {
-		t.Error("a mismatch in one goroutine was accepted")
-	}
+	assert.False(t, verify(bad, knownOffset), "a mismatch in one goroutine was accepted")
 }
 
 func TestSelfCheckDisabled(t *testing.T) {
@@ -193,21 +171,15 @@ func TestSelfCheckDisabled(t *testing.T) {
 	}()
 	fast, available, off, status = false, false, 0, ""
 	selfCheck(true)
-	if fast || !available || !strings.Contains(status, "slow") {
-		t.Fatalf("disabled: fast=%v available=%v status=%q", fast, available, status)
-	}
-	if got, want := ID(), Slow(); got != want {
-		t.Fatalf("slow ID %d, want %d", got, want)
-	}
+	require.True(t, !fast && available && strings.Contains(status, "slow"), "disabled: fast=%v available=%v status=%q", fast, available, status)
+	assert.Equal(t, Slow(), ID(), "the slow path's ID")
 }
 
 func TestIDAllocs(t *testing.T) {
 	if !Fast() {
 		t.Skip("slow path: allocations are runtime.Stack's")
 	}
-	if a := testing.AllocsPerRun(1000, func() { _ = ID() }); a != 0 {
-		t.Fatalf("ID allocates %v times", a)
-	}
+	assert.Zero(t, testing.AllocsPerRun(1000, func() { _ = ID() }), "allocations per ID")
 }
 
 var sink uint64

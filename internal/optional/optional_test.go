@@ -9,6 +9,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // notOptional are the interfaces of database/sql/driver that are not an
@@ -33,9 +36,7 @@ var notOptional = map[string]string{
 func TestListComplete(t *testing.T) {
 	dir := filepath.Join(build.Default.GOROOT, "src", "database", "sql", "driver")
 	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatalf("reading the toolchain's database/sql/driver: %v", err)
-	}
+	require.NoError(t, err, "reading the toolchain's database/sql/driver")
 	listed := map[string]bool{}
 	for _, i := range All {
 		listed[i.Name()] = true
@@ -47,9 +48,7 @@ func TestListComplete(t *testing.T) {
 			continue
 		}
 		f, err := parser.ParseFile(fset, filepath.Join(dir, e.Name()), nil, parser.SkipObjectResolution)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		for _, d := range f.Decls {
 			g, ok := d.(*ast.GenDecl)
 			if !ok || g.Tok != token.TYPE {
@@ -61,20 +60,15 @@ func TestListComplete(t *testing.T) {
 					continue
 				}
 				found[ts.Name.Name] = true
-				if !listed[ts.Name.Name] && notOptional[ts.Name.Name] == "" {
-					t.Errorf("driver.%s is neither in the list of optional interfaces nor known not to be one", ts.Name.Name)
-				}
+				assert.True(t, listed[ts.Name.Name] || notOptional[ts.Name.Name] != "",
+					"driver.%s is neither in the list of optional interfaces nor known not to be one", ts.Name.Name)
 			}
 		}
 	}
 	for _, i := range All {
-		if !found[i.Name()] {
-			t.Errorf("driver.%s is listed but not declared by database/sql/driver", i.Name())
-		}
+		assert.True(t, found[i.Name()], "driver.%s is listed but not declared by database/sql/driver", i.Name())
 	}
-	if len(found) < len(notOptional)+len(listed) {
-		t.Errorf("found %d interfaces, want at least %d: is %s the right directory?", len(found), len(notOptional)+len(listed), dir)
-	}
+	assert.GreaterOrEqual(t, len(found), len(notOptional)+len(listed), "is %s the right directory?", dir)
 }
 
 // TestListConsistent checks the rules fit together: every Folded
@@ -84,32 +78,20 @@ func TestListConsistent(t *testing.T) {
 	seen := map[string]bool{}
 	for _, i := range All {
 		key := i.Kind + "." + i.Name()
-		if seen[key] {
-			t.Errorf("%s listed twice", key)
-		}
+		assert.False(t, seen[key], "%s listed twice", key)
 		seen[key] = true
-		if i.Why == "" {
-			t.Errorf("%s has no reason", key)
-		}
-		if i.Own && i.Rule != Exact {
-			t.Errorf("%s: Own is for Exact interfaces, rule is %s", key, i.Rule)
-		}
-		if (i.Into != nil) != (i.Rule == Folded) {
-			t.Errorf("%s: Into must be set exactly for Folded", key)
-		}
+		assert.NotEmpty(t, i.Why, "%s has no reason", key)
+		assert.False(t, i.Own && i.Rule != Exact, "%s: Own is for Exact interfaces, rule is %s", key, i.Rule)
+		assert.Equal(t, i.Rule == Folded, i.Into != nil, "%s: Into must be set exactly for Folded", key)
 		if i.Rule == Folded {
 			ok := false
 			for _, j := range ExactOf(i.Kind) {
 				ok = ok || j.Type == i.Into
 			}
-			if !ok {
-				t.Errorf("%s folds into %s, which is not an Exact %s interface", key, i.Into.Name(), i.Kind)
-			}
+			assert.True(t, ok, "%s folds into %s, which is not an Exact %s interface", key, i.Into.Name(), i.Kind)
 		}
 	}
 	for _, k := range Kinds {
-		if len(Of(k)) == 0 {
-			t.Errorf("kind %s has no interfaces", k)
-		}
+		assert.NotEmpty(t, Of(k), "kind %s has no interfaces", k)
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 func TestMain(m *testing.M) { os.Exit(M(m).Run()) }
@@ -18,17 +20,11 @@ func TestNewDatabaseIsolated(t *testing.T) {
 	Exec(t, a, "CREATE TABLE only_in_a (x int)")
 	ctx := context.Background()
 	c, err := pgx.Connect(ctx, b)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer c.Close(ctx)
 	var n int
-	if err := c.QueryRow(ctx, "SELECT count(*) FROM pg_tables WHERE tablename = 'only_in_a'").Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	if n != 0 {
-		t.Fatalf("database b sees a's table")
-	}
+	require.NoError(t, c.QueryRow(ctx, "SELECT count(*) FROM pg_tables WHERE tablename = 'only_in_a'").Scan(&n))
+	assert.Zero(t, n, "database b sees a's table")
 }
 
 func TestClusterRestart(t *testing.T) {
@@ -37,26 +33,16 @@ func TestClusterRestart(t *testing.T) {
 	ctx := context.Background()
 	var max string
 	conn, err := pgx.Connect(ctx, c.DSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := conn.QueryRow(ctx, "SHOW max_connections").Scan(&max); err != nil || max != "15" {
-		t.Fatalf("max_connections = %q, %v", max, err)
-	}
+	require.NoError(t, err)
+	require.NoError(t, conn.QueryRow(ctx, "SHOW max_connections").Scan(&max))
+	require.Equal(t, "15", max, "max_connections")
 	conn.Close(ctx)
-	if err := c.Stop("immediate"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pgx.Connect(ctx, c.DSN()); err == nil {
-		t.Fatal("connected to a stopped cluster")
-	}
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, c.Stop("immediate"))
+	_, err = pgx.Connect(ctx, c.DSN())
+	require.Error(t, err, "connected to a stopped cluster")
+	require.NoError(t, c.Start())
 	conn, err = pgx.Connect(ctx, c.DSN())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	conn.Close(ctx)
 }
 
@@ -66,11 +52,12 @@ func TestWithParams(t *testing.T) {
 		{"host=h user=u", "host=h user=u dbname='x' application_name='x'"},
 	} {
 		got := WithParams(tc.in, map[string]string{"dbname": "x", "application_name": "x"})
-		cfgGot, err1 := pgx.ParseConfig(got)
-		cfgWant, err2 := pgx.ParseConfig(tc.want)
-		if err1 != nil || err2 != nil || cfgGot.Database != cfgWant.Database || cfgGot.RuntimeParams["application_name"] != "x" {
-			t.Errorf("WithParams(%q) = %q", tc.in, got)
-		}
+		cfgGot, err := pgx.ParseConfig(got)
+		require.NoError(t, err, "WithParams(%q) = %q", tc.in, got)
+		cfgWant, err := pgx.ParseConfig(tc.want)
+		require.NoError(t, err)
+		assert.Equal(t, cfgWant.Database, cfgGot.Database, "WithParams(%q) = %q", tc.in, got)
+		assert.Equal(t, "x", cfgGot.RuntimeParams["application_name"], "WithParams(%q) = %q", tc.in, got)
 	}
 }
 
@@ -134,19 +121,16 @@ func TestMissingIsNotGreen(t *testing.T) {
 			cmd.Env = append(withoutEnv(os.Environ(), "DATABASE_URL", SkipEnv, "PATH"),
 				append([]string{helperEnv + "=" + tc.need, "PATH=" + t.TempDir()}, tc.env...)...) // no initdb or pgbouncer on PATH
 			out, err := cmd.CombinedOutput()
-			if failed := err != nil; failed != tc.fail {
-				t.Fatalf("run failed: %v, want %v; output:\n%s", err, tc.fail, out)
-			}
+			require.Equal(t, tc.fail, err != nil, "run failed: %v; output:\n%s", err, out)
 			for _, m := range tc.mentions {
-				if !strings.Contains(string(out), m) {
-					t.Errorf("output does not mention %q:\n%s", m, out)
-				}
+				assert.Contains(t, string(out), m)
 			}
-			if n := strings.Count(string(out), "--- FAIL: TestHelperNeeds/"); tc.fail && n != 1 {
-				t.Errorf("%d tests failed for the missing dependency, want one line for the run:\n%s", n, out)
-			}
-			if n := strings.Count(string(out), "--- SKIP: TestHelperNeeds/"); !tc.fail && n != 2 {
-				t.Errorf("%d tests skipped, want both:\n%s", n, out)
+			if tc.fail {
+				assert.Equal(t, 1, strings.Count(string(out), "--- FAIL: TestHelperNeeds/"),
+					"tests failed for the missing dependency, want one line for the run:\n%s", out)
+			} else {
+				assert.Equal(t, 2, strings.Count(string(out), "--- SKIP: TestHelperNeeds/"),
+					"tests skipped, want both:\n%s", out)
 			}
 		})
 	}

@@ -5,6 +5,8 @@ package stack
 import (
 	"testing"
 
+	"github.com/stretchr/testify/assert"
+
 	"github.com/pgxleak/pgxleak/internal/stack/internal/cgotest"
 )
 
@@ -19,9 +21,7 @@ func TestCaptureCgoCallback(t *testing.T) {
 		before := Fallbacks()
 		cgotest.Call(func() { fp, rc = both(128) })
 		check(t, fp, rc, "cgotestCallback", "runtime.cgocallback", "TestCaptureCgoCallback.func1")
-		if FramePointers() && Fallbacks() == before {
-			t.Error("the capture did not fall back to runtime.Callers across cgo frames")
-		}
+		assert.False(t, FramePointers() && Fallbacks() == before, "the capture did not fall back to runtime.Callers across cgo frames")
 	})
 	t.Run("garbage frame pointer in C", func(t *testing.T) {
 		var fp, rc []Frame

@@ -4,6 +4,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/require"
 )
 
 // FuzzFrameRendering checks Location, ShortFile, ShortFunction and Format
@@ -21,25 +23,16 @@ func FuzzFrameRendering(f *testing.F) {
 		loc := fr.Location()
 		short := fr.ShortFile()
 		sfn := ShortFunction(fn)
-		if !strings.HasSuffix(file, short) || strings.Count(short, "/") > 1 {
-			t.Fatalf("ShortFile(%q) = %q", file, short)
-		}
-		if !strings.HasSuffix(fn, sfn) || strings.Contains(sfn, "/") {
-			t.Fatalf("ShortFunction(%q) = %q", fn, sfn)
-		}
+		require.True(t, strings.HasSuffix(file, short) && strings.Count(short, "/") <= 1, "ShortFile(%q) = %q", file, short)
+		require.True(t, strings.HasSuffix(fn, sfn) && !strings.Contains(sfn, "/"), "ShortFunction(%q) = %q", fn, sfn)
 		if fr.IsZero() {
-			if !strings.Contains(loc, "unknown location") {
-				t.Fatalf("Location of the zero frame = %q", loc)
-			}
-		} else if want := short + ":" + strconv.Itoa(line) + " (" + sfn + ")"; loc != want {
-			t.Fatalf("Location = %q, want %q", loc, want)
+			require.Contains(t, loc, "unknown location", "the zero frame's Location")
+		} else {
+			require.Equal(t, short+":"+strconv.Itoa(line)+" ("+sfn+")", loc, "Location")
 		}
-		if got, want := Format([]Frame{fr, fr}), strings.Repeat(fn+"()\n\t"+file+":"+strconv.Itoa(line)+"\n", 2); got != want {
-			t.Fatalf("Format = %q, want %q", got, want)
-		}
-		if !Equal([]Frame{fr}, []Frame{fr}) || Equal([]Frame{fr}, nil) {
-			t.Fatal("Equal is wrong")
-		}
+		require.Equal(t, strings.Repeat(fn+"()\n\t"+file+":"+strconv.Itoa(line)+"\n", 2), Format([]Frame{fr, fr}), "Format")
+		require.True(t, Equal([]Frame{fr}, []Frame{fr}), "Equal of a frame and itself")
+		require.False(t, Equal([]Frame{fr}, nil), "Equal of a frame and none")
 	})
 }
 
@@ -50,9 +43,7 @@ func FuzzAllDigits(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		want := s != "" && strings.Trim(s, "0123456789") == ""
-		if got := allDigits(s); got != want {
-			t.Fatalf("allDigits(%q) = %v", s, got)
-		}
+		require.Equal(t, want, allDigits(s), "allDigits(%q)", s)
 	})
 }
 
@@ -68,9 +59,7 @@ func FuzzIsWrapper(f *testing.F) {
 			return
 		}
 		if rest, ok := strings.CutPrefix(fn[dot+1:], "gowrap"); ok {
-			if want := allDigits(rest) || strings.HasSuffix(fn, "-fm"); got != want {
-				t.Fatalf("isWrapper(%q) = %v, want %v", fn, got, want)
-			}
+			require.Equal(t, allDigits(rest) || strings.HasSuffix(fn, "-fm"), got, "isWrapper(%q)", fn)
 		}
 	})
 }
