@@ -145,11 +145,11 @@ func TestGeneratedWrappersExact(t *testing.T) {
 	for m := range len(rowsWrappers) {
 		w, r := rowsWrappers[m](rows{inner: fullRows{}, c: c})
 		if got := rowsMask(w); got != m {
-			t.Fatalf("rows wrapper %06b implements %06b", m, got)
+			t.Fatalf("rows wrapper %07b implements %07b", m, got)
 		}
 		checkRules(t, "rows", m, w)
 		if r.inner != (fullRows{}) {
-			t.Fatalf("rows wrapper %06b lost its inner rows", m)
+			t.Fatalf("rows wrapper %07b lost its inner rows", m)
 		}
 	}
 }

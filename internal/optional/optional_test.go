@@ -5,6 +5,7 @@ import (
 	"go/build"
 	"go/parser"
 	"go/token"
+	"go/version"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,10 +27,15 @@ var notOptional = map[string]string{
 	"ValueConverter": "returned by ColumnConverter, unwrapped",
 }
 
+// release is the running toolchain's Go release as a build tag ("go1.26").
+func release() string { return build.Default.ReleaseTags[len(build.Default.ReleaseTags)-1] }
+
 // TestListComplete checks the list against the database/sql/driver of
 // the toolchain that runs the test: every interface it declares is
 // classified here or in notOptional, so a new optional interface in a Go
-// release fails this test until it is given a rule.
+// release fails this test until it is given a rule; and an interface a
+// later release added (Since) is declared if and only if this release has
+// it, with a Type exactly then.
 func TestListComplete(t *testing.T) {
 	dir := filepath.Join(build.Default.GOROOT, "src", "database", "sql", "driver")
 	entries, err := os.ReadDir(dir)
@@ -67,27 +73,57 @@ func TestListComplete(t *testing.T) {
 			}
 		}
 	}
+	declared := map[string]bool{}
 	for _, i := range All {
-		if !found[i.Name()] {
+		if i.In(release()) {
+			declared[i.Name()] = true
+		}
+		switch {
+		case found[i.Name()] && !i.In(release()):
+			t.Errorf("driver.%s is declared by %s, but listed as added in %s", i.Name(), release(), i.Since)
+		case !found[i.Name()] && i.In(release()):
 			t.Errorf("driver.%s is listed but not declared by database/sql/driver", i.Name())
+		case (i.Type != nil) != i.In(release()):
+			t.Errorf("driver.%s: Type is %v on %s, but the interface is listed as added in %s", i.Name(), i.Type, release(), i.Since)
 		}
 	}
-	if len(found) < len(notOptional)+len(listed) {
-		t.Errorf("found %d interfaces, want at least %d: is %s the right directory?", len(found), len(notOptional)+len(listed), dir)
+	if len(found) < len(notOptional)+len(declared) {
+		t.Errorf("found %d interfaces, want at least %d: is %s the right directory?", len(found), len(notOptional)+len(declared), dir)
 	}
 }
 
 // TestListConsistent checks the rules fit together: every Folded
 // interface folds into an Exact one of the same kind, only Exact ones are
-// Own, and no interface is listed twice for one kind.
+// Own, and no interface is listed twice for one kind. An interface a later
+// Go release added names itself and its release, comes after the older
+// ones of its kind (so the older ones keep their mask bits), and is
+// mirrored, not folded: an older toolchain has nothing to fold it into.
 func TestListConsistent(t *testing.T) {
 	seen := map[string]bool{}
+	newer := map[string]bool{}
 	for _, i := range All {
 		key := i.Kind + "." + i.Name()
 		if seen[key] {
 			t.Errorf("%s listed twice", key)
 		}
 		seen[key] = true
+		if (i.Since != "") != (i.name != "") {
+			t.Errorf("%s: name must be set exactly with Since", key)
+		}
+		if i.Since != "" {
+			newer[i.Kind] = true
+			if !version.IsValid(i.Since) || version.Compare(i.Since, "go1.25") <= 0 {
+				t.Errorf("%s: Since %q is not a Go release newer than go1.25", key, i.Since)
+			}
+			if i.Type != nil && i.Type.Name() != i.name {
+				t.Errorf("%s: name %q, but Type is %s", key, i.name, i.Type)
+			}
+			if i.Rule == Folded || i.Own {
+				t.Errorf("%s: an interface added after go1.25 must be Exact and not Own, or Always", key)
+			}
+		} else if newer[i.Kind] {
+			t.Errorf("%s is listed after an interface added by a later release", key)
+		}
 		if i.Why == "" {
 			t.Errorf("%s has no reason", key)
 		}
