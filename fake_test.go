@@ -18,15 +18,19 @@ import (
 type fakeConnector struct {
 	gate    chan struct{} // if set, Connect waits until it is closed or ctx ends
 	trackGC bool          // count connections garbage-collected in collected
+	// scanner makes its Rows a driver.RowsColumnScanner (see
+	// scannerRows): Go 1.27 on only.
+	scanner bool
 
 	// reset, if set, is what the connections' ResetSession returns; set it
 	// while no connection is being checked out.
 	reset func(context.Context) error
 
-	attempts  atomic.Int64 // Connect calls
-	opened    atomic.Int64 // connections opened
-	closed    atomic.Int64 // connections closed
-	collected atomic.Int64 // connections garbage-collected, if trackGC
+	attempts   atomic.Int64 // Connect calls
+	opened     atomic.Int64 // connections opened
+	closed     atomic.Int64 // connections closed
+	collected  atomic.Int64 // connections garbage-collected, if trackGC
+	rowsClosed atomic.Int64 // Rows closed
 }
 
 func (c *fakeConnector) Connect(ctx context.Context) (driver.Conn, error) {
@@ -89,7 +93,10 @@ func (c *fakeConn) ExecContext(context.Context, string, []driver.NamedValue) (dr
 }
 
 func (c *fakeConn) QueryContext(context.Context, string, []driver.NamedValue) (driver.Rows, error) {
-	c.rows = fakeRows{}
+	c.rows = fakeRows{closed: &c.connector.rowsClosed}
+	if c.connector.scanner {
+		return scannerRows(&c.rows), nil
+	}
 	return &c.rows, nil
 }
 
@@ -104,10 +111,23 @@ func (c *fakeConn) Ping(context.Context) error { return nil }
 
 var fakeColumns = []string{"n"}
 
-type fakeRows struct{ done bool }
+type fakeRows struct {
+	done   bool
+	closed *atomic.Int64 // if set, counts Close calls
+}
 
 func (r *fakeRows) Columns() []string { return fakeColumns }
-func (r *fakeRows) Close() error      { return nil }
+
+func (r *fakeRows) Close() error {
+	if r.closed != nil {
+		r.closed.Add(1)
+	}
+	return nil
+}
+
+// scannerRows wraps r as a driver.RowsColumnScanner; set from Go 1.27 on
+// (fake_go127_test.go), nil before.
+var scannerRows func(r *fakeRows) driver.Rows
 
 func (r *fakeRows) Next(dest []driver.Value) error {
 	if r.done {
@@ -133,6 +153,6 @@ func (s *fakeStmt) Exec([]driver.Value) (driver.Result, error) { //nolint:static
 }
 
 func (s *fakeStmt) Query([]driver.Value) (driver.Rows, error) { //nolint:staticcheck // the interface requires it
-	s.c.rows = fakeRows{}
+	s.c.rows = fakeRows{closed: &s.c.connector.rowsClosed}
 	return &s.c.rows, nil
 }
