@@ -14,22 +14,19 @@ import (
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
 
-// scanPaths are the ways database/sql reads a driver's rows: Next into
-// driver.Values, and from Go 1.27 on NextRow and ScanColumn when the
+// scanPath is a way database/sql reads a driver's rows: Next into
+// driver.Values, or, from Go 1.27 on, NextRow and ScanColumn when the
 // driver's Rows is a driver.RowsColumnScanner, as pgx's is.
-func scanPaths() []struct {
+type scanPath struct {
 	name    string
-	scanner bool
-} {
-	paths := []struct {
-		name    string
-		scanner bool
-	}{{"Next", false}}
+	scanner bool // the fake driver's Rows is a driver.RowsColumnScanner
+}
+
+// scanPaths are the scan paths of the running Go release.
+func scanPaths() []scanPath {
+	paths := []scanPath{{"Next", false}}
 	if scannerRows != nil {
-		paths = append(paths, struct {
-			name    string
-			scanner bool
-		}{"NextRow and ScanColumn", true})
+		paths = append(paths, scanPath{"NextRow and ScanColumn", true})
 	}
 	return paths
 }
