@@ -127,8 +127,8 @@ func TestGeneratedWrappersExact(t *testing.T) {
 	require.Len(t, rowsWrappers, 1<<len(optional.ExactOf("rows")), "a rows wrapper per set of exact interfaces: regenerate")
 	for m := range len(rowsWrappers) {
 		w, r := rowsWrappers[m](rows{inner: fullRows{}, c: c})
-		require.Equal(t, m, rowsMask(w), "rows wrapper %06b's mask", m)
+		require.Equal(t, m, rowsMask(w), "rows wrapper %07b's mask", m)
 		checkRules(t, "rows", m, w)
-		require.Equal(t, fullRows{}, r.inner, "rows wrapper %06b lost its inner rows", m)
+		require.Equal(t, fullRows{}, r.inner, "rows wrapper %07b lost its inner rows", m)
 	}
 }

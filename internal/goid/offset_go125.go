@@ -2,8 +2,8 @@
 
 package goid
 
-// knownOffset is the offset of runtime.g's goid field on Go 1.25 and 1.26
-// (runtime/runtime2.go), on 64-bit platforms:
+// knownOffset is the offset of runtime.g's goid field on Go 1.25, 1.26 and
+// 1.27 (runtime/runtime2.go), on 64-bit platforms:
 //
 //	stack        stack    //   0 (lo, hi)
 //	stackguard0  uintptr  //  16

@@ -8,7 +8,9 @@ package optional
 
 import (
 	"database/sql/driver"
+	"go/version"
 	"reflect"
+	"slices"
 )
 
 // Rule says how a wrapper treats one optional interface.
@@ -44,8 +46,18 @@ func (r Rule) String() string {
 
 // Interface is one optional interface of one kind of driver value.
 type Interface struct {
-	Kind string       // "conn", "stmt" or "rows"
-	Type reflect.Type // the interface database/sql asserts
+	Kind string // "conn", "stmt" or "rows"
+	// Type is the interface database/sql asserts; nil when the toolchain
+	// that built the program predates Since.
+	Type reflect.Type
+	// Since is the Go release that added the interface, as a build tag
+	// ("go1.27"), when that is newer than Go 1.25, the oldest release
+	// pgxleak supports; empty otherwise. The generator puts the wrappers
+	// that implement it behind that build constraint.
+	Since string
+	// name is the interface's name, set with Since: Type cannot give it
+	// on an older toolchain.
+	name string
 	Rule Rule
 	Into reflect.Type // Folded only: the interface that carries it
 	// Own is set for an Exact interface whose methods the adapter
@@ -59,7 +71,18 @@ type Interface struct {
 }
 
 // Name is the interface's name without its package: "Pinger".
-func (i Interface) Name() string { return i.Type.Name() }
+func (i Interface) Name() string {
+	if i.name != "" {
+		return i.name
+	}
+	return i.Type.Name()
+}
+
+// In reports whether Go release goVersion ("go1.26") declares the
+// interface.
+func (i Interface) In(goVersion string) bool {
+	return i.Since == "" || version.Compare(i.Since, goVersion) <= 0
+}
 
 // All lists every optional interface, by kind. The generator numbers the
 // Exact ones of a kind in this order, one mask bit each.
@@ -106,16 +129,19 @@ var All = []Interface{
 		Why: "(*Rows).ColumnTypes branches on the assertion (rowsColumnInfoSetupConnLocked)"},
 	{Kind: "rows", Type: reflect.TypeFor[driver.RowsColumnTypePrecisionScale](), Rule: Exact,
 		Why: "(*Rows).ColumnTypes branches on the assertion (rowsColumnInfoSetupConnLocked)"},
+	{Kind: "rows", Type: rowsColumnScanner, Since: "go1.27", name: "RowsColumnScanner", Rule: Exact,
+		Why: "with it (*Rows).Next calls NextRow instead of Next, and Scan calls ScanColumn instead of its own conversion (nextLocked, scanLocked)"},
 }
 
 // Kinds are the kinds of driver value wrapped, in generation order.
 var Kinds = []string{"conn", "stmt", "rows"}
 
-// Of returns the interfaces of one kind, in list order.
+// Of returns the interfaces of one kind that the running toolchain
+// declares, in list order.
 func Of(kind string) []Interface {
 	var out []Interface
 	for _, i := range All {
-		if i.Kind == kind {
+		if i.Kind == kind && i.Type != nil {
 			out = append(out, i)
 		}
 	}
@@ -134,12 +160,27 @@ func ExactOf(kind string) []Interface {
 	return out
 }
 
-// FoldedInto returns the interfaces of one kind folded into into.
-func FoldedInto(kind string, into reflect.Type) []reflect.Type {
-	var out []reflect.Type
-	for _, i := range Of(kind) {
-		if i.Rule == Folded && i.Into == into {
-			out = append(out, i.Type)
+// Releases returns the Go releases that added interfaces of one kind
+// after Go 1.25 (their Since), oldest first.
+func Releases(kind string) []string {
+	var out []string
+	for _, i := range All {
+		if i.Kind == kind && i.Since != "" && !slices.Contains(out, i.Since) {
+			out = append(out, i.Since)
+		}
+	}
+	slices.SortFunc(out, version.Compare)
+	return out
+}
+
+// InRelease returns the interfaces of one kind that Go release goVersion
+// ("go1.26") declares, in list order, whatever the running toolchain: what
+// a wrapper built by that release must mirror.
+func InRelease(kind, goVersion string) []Interface {
+	var out []Interface
+	for _, i := range All {
+		if i.Kind == kind && i.In(goVersion) {
+			out = append(out, i)
 		}
 	}
 	return out

@@ -5,6 +5,7 @@ import (
 	"go/build"
 	"go/parser"
 	"go/token"
+	"go/version"
 	"os"
 	"path/filepath"
 	"strings"
@@ -29,14 +30,21 @@ var notOptional = map[string]string{
 	"ValueConverter": "returned by ColumnConverter, unwrapped",
 }
 
+// release is the running toolchain's Go release as a build tag ("go1.26").
+func release() string { return build.Default.ReleaseTags[len(build.Default.ReleaseTags)-1] }
+
 // TestListComplete checks the list against the database/sql/driver of
 // the toolchain that runs the test: every interface it declares is
 // classified here or in notOptional, so a new optional interface in a Go
-// release fails this test until it is given a rule.
+// release fails this test until it is given a rule; and an interface a
+// later release added (Since) is declared if and only if this release has
+// it, with a Type exactly then.
 func TestListComplete(t *testing.T) {
 	dir := filepath.Join(build.Default.GOROOT, "src", "database", "sql", "driver")
 	entries, err := os.ReadDir(dir)
-	require.NoError(t, err, "reading the toolchain's database/sql/driver")
+	if err != nil {
+		require.FailNow(t, "inconsistent list", "reading the toolchain's database/sql/driver: %v", err)
+	}
 	listed := map[string]bool{}
 	for _, i := range All {
 		listed[i.Name()] = true
@@ -48,7 +56,9 @@ func TestListComplete(t *testing.T) {
 			continue
 		}
 		f, err := parser.ParseFile(fset, filepath.Join(dir, e.Name()), nil, parser.SkipObjectResolution)
-		require.NoError(t, err)
+		if err != nil {
+			t.Fatal(err)
+		}
 		for _, d := range f.Decls {
 			g, ok := d.(*ast.GenDecl)
 			if !ok || g.Tok != token.TYPE {
@@ -60,38 +70,85 @@ func TestListComplete(t *testing.T) {
 					continue
 				}
 				found[ts.Name.Name] = true
-				assert.True(t, listed[ts.Name.Name] || notOptional[ts.Name.Name] != "",
-					"driver.%s is neither in the list of optional interfaces nor known not to be one", ts.Name.Name)
+				if !listed[ts.Name.Name] && notOptional[ts.Name.Name] == "" {
+					assert.Failf(t, "inconsistent list", "driver.%s is neither in the list of optional interfaces nor known not to be one", ts.Name.Name)
+				}
 			}
 		}
 	}
+	declared := map[string]bool{}
 	for _, i := range All {
-		assert.True(t, found[i.Name()], "driver.%s is listed but not declared by database/sql/driver", i.Name())
+		if i.In(release()) {
+			declared[i.Name()] = true
+		}
+		switch {
+		case found[i.Name()] && !i.In(release()):
+			assert.Failf(t, "inconsistent list", "driver.%s is declared by %s, but listed as added in %s", i.Name(), release(), i.Since)
+		case !found[i.Name()] && i.In(release()):
+			assert.Failf(t, "inconsistent list", "driver.%s is listed but not declared by database/sql/driver", i.Name())
+		case (i.Type != nil) != i.In(release()):
+			assert.Failf(t, "inconsistent list", "driver.%s: Type is %v on %s, but the interface is listed as added in %s", i.Name(), i.Type, release(), i.Since)
+		}
 	}
-	assert.GreaterOrEqual(t, len(found), len(notOptional)+len(listed), "is %s the right directory?", dir)
+	if len(found) < len(notOptional)+len(declared) {
+		assert.Failf(t, "inconsistent list", "found %d interfaces, want at least %d: is %s the right directory?", len(found), len(notOptional)+len(declared), dir)
+	}
 }
 
 // TestListConsistent checks the rules fit together: every Folded
 // interface folds into an Exact one of the same kind, only Exact ones are
-// Own, and no interface is listed twice for one kind.
+// Own, and no interface is listed twice for one kind. An interface a later
+// Go release added names itself and its release, comes after the older
+// ones of its kind (so the older ones keep their mask bits), and is
+// mirrored, not folded: an older toolchain has nothing to fold it into.
 func TestListConsistent(t *testing.T) {
 	seen := map[string]bool{}
+	newer := map[string]bool{}
 	for _, i := range All {
 		key := i.Kind + "." + i.Name()
-		assert.False(t, seen[key], "%s listed twice", key)
+		if seen[key] {
+			assert.Failf(t, "inconsistent list", "%s listed twice", key)
+		}
 		seen[key] = true
-		assert.NotEmpty(t, i.Why, "%s has no reason", key)
-		assert.False(t, i.Own && i.Rule != Exact, "%s: Own is for Exact interfaces, rule is %s", key, i.Rule)
-		assert.Equal(t, i.Rule == Folded, i.Into != nil, "%s: Into must be set exactly for Folded", key)
+		if (i.Since != "") != (i.name != "") {
+			assert.Failf(t, "inconsistent list", "%s: name must be set exactly with Since", key)
+		}
+		if i.Since != "" {
+			newer[i.Kind] = true
+			if !version.IsValid(i.Since) || version.Compare(i.Since, "go1.25") <= 0 {
+				assert.Failf(t, "inconsistent list", "%s: Since %q is not a Go release newer than go1.25", key, i.Since)
+			}
+			if i.Type != nil && i.Type.Name() != i.name {
+				assert.Failf(t, "inconsistent list", "%s: name %q, but Type is %s", key, i.name, i.Type)
+			}
+			if i.Rule == Folded || i.Own {
+				assert.Failf(t, "inconsistent list", "%s: an interface added after go1.25 must be Exact and not Own, or Always", key)
+			}
+		} else if newer[i.Kind] {
+			assert.Failf(t, "inconsistent list", "%s is listed after an interface added by a later release", key)
+		}
+		if i.Why == "" {
+			assert.Failf(t, "inconsistent list", "%s has no reason", key)
+		}
+		if i.Own && i.Rule != Exact {
+			assert.Failf(t, "inconsistent list", "%s: Own is for Exact interfaces, rule is %s", key, i.Rule)
+		}
+		if (i.Into != nil) != (i.Rule == Folded) {
+			assert.Failf(t, "inconsistent list", "%s: Into must be set exactly for Folded", key)
+		}
 		if i.Rule == Folded {
 			ok := false
 			for _, j := range ExactOf(i.Kind) {
 				ok = ok || j.Type == i.Into
 			}
-			assert.True(t, ok, "%s folds into %s, which is not an Exact %s interface", key, i.Into.Name(), i.Kind)
+			if !ok {
+				assert.Failf(t, "inconsistent list", "%s folds into %s, which is not an Exact %s interface", key, i.Into.Name(), i.Kind)
+			}
 		}
 	}
 	for _, k := range Kinds {
-		assert.NotEmpty(t, Of(k), "kind %s has no interfaces", k)
+		if len(Of(k)) == 0 {
+			assert.Failf(t, "inconsistent list", "kind %s has no interfaces", k)
+		}
 	}
 }

@@ -44,10 +44,15 @@ type Connector struct {
 	// fallbacks, which depend on a method set, not on a value.
 	Legacy *Legacy
 
-	Attempts  atomic.Int64 // Connect calls
-	Opened    atomic.Int64 // connections opened
-	Closed    atomic.Int64 // connections closed
-	Collected atomic.Int64 // connections garbage-collected, if TrackGC
+	// Scanner makes its Rows a driver.RowsColumnScanner, as pgx's are from
+	// Go 1.27 on; before Go 1.27 it has no effect (scannerRows is nil).
+	Scanner bool
+
+	Attempts   atomic.Int64 // Connect calls
+	Opened     atomic.Int64 // connections opened
+	Closed     atomic.Int64 // connections closed
+	Collected  atomic.Int64 // connections garbage-collected, if TrackGC
+	RowsClosed atomic.Int64 // Rows closed
 
 	mu    sync.Mutex
 	calls []string // calls that reached Legacy connections
@@ -149,7 +154,10 @@ func (c *conn) ExecContext(context.Context, string, []driver.NamedValue) (driver
 }
 
 func (c *conn) QueryContext(context.Context, string, []driver.NamedValue) (driver.Rows, error) {
-	c.rows = rows{}
+	c.rows = rows{closed: &c.connector.RowsClosed}
+	if c.connector.Scanner && scannerRows != nil {
+		return scannerRows(&c.rows), nil
+	}
 	return &c.rows, nil
 }
 
@@ -164,10 +172,27 @@ func (c *conn) Ping(context.Context) error { return nil }
 
 var columns = []string{"n"}
 
-type rows struct{ done bool }
+type rows struct {
+	done   bool
+	closed *atomic.Int64 // counts Close calls
+}
 
 func (r *rows) Columns() []string { return columns }
-func (r *rows) Close() error      { return nil }
+
+func (r *rows) Close() error {
+	if r.closed != nil {
+		r.closed.Add(1)
+	}
+	return nil
+}
+
+// RowsColumnScanner reports whether Connector.Scanner has an effect: from
+// Go 1.27 on, whose database/sql has driver.RowsColumnScanner.
+func RowsColumnScanner() bool { return scannerRows != nil }
+
+// scannerRows wraps r as a driver.RowsColumnScanner; set from Go 1.27 on
+// (scanner_go127.go), nil before.
+var scannerRows func(r *rows) driver.Rows
 
 func (r *rows) Next(dest []driver.Value) error {
 	if r.done {
@@ -193,6 +218,6 @@ func (s *stmt) Exec([]driver.Value) (driver.Result, error) { //nolint:staticchec
 }
 
 func (s *stmt) Query([]driver.Value) (driver.Rows, error) { //nolint:staticcheck // the interface requires it
-	s.c.rows = rows{}
+	s.c.rows = rows{closed: &s.c.connector.RowsClosed}
 	return &s.c.rows, nil
 }
