@@ -77,6 +77,11 @@ type connState struct {
 	pristine  bool  // guarded by mu
 	lateFrom  int64 // guarded by mu; for a checkout seen late, its idleSince; 0 otherwise
 
+	// cameBack, when set, is set to true when the connection comes back
+	// (database/sql closes it): a checkout still out when its pool
+	// closed, which VerifyTestMain keeps (see watchReturn).
+	cameBack *atomic.Bool // guarded by mu
+
 	// watch is the connection's garbage-collection watch while no Rows
 	// holds it (see gcWatch). It is used only inside driver calls on this
 	// connection, which database/sql serialises, and needs no lock.
@@ -168,6 +173,9 @@ func (t *tracker) remove(c *connState, now int64, timed bool) {
 		c.returnLocked(now, timed)
 	}
 	if c.state != stateClosed {
+		if c.cameBack != nil {
+			c.cameBack.Store(true)
+		}
 		c.state = stateClosed
 		c.watch = nil // its cleanup's argument reaches c, and c reached it
 		t.closedCounts[0] += c.checkouts
@@ -176,6 +184,19 @@ func (t *tracker) remove(c *connState, now int64, timed bool) {
 	}
 	c.mu.Unlock()
 	t.mu.Unlock()
+}
+
+// watchReturn makes back record when the checkout seq comes back, and
+// reports whether it is still out. It is for a pool closed with seq out:
+// database/sql then closes every connection that comes back (tracker.remove).
+func (c *connState) watchReturn(seq uint64, back *atomic.Bool) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateOut || c.checkouts != seq {
+		return false
+	}
+	c.cameBack = back
+	return true
 }
 
 // each calls f for every open connection, under t.mu and the connection's

@@ -83,14 +83,28 @@ func Find(db *sql.DB, opts ...Option) error {
 	if p == nil {
 		return ErrNotTracked
 	}
-	return findIn([]*pool{p}, newVerbConfig(opts))
+	return findIn([]*pool{p}, nil, newVerbConfig(opts))
 }
 
-func findIn(pools []*pool, cfg *verbConfig) error {
+// findIn is Find over pools and, for VerifyTestMain, the checkouts still
+// out when their pools closed (reg; nil for none).
+func findIn(pools []*pool, reg *poolRegistry, cfg *verbConfig) error {
 	deadline := time.Now().Add(cfg.grace)
 	for {
 		var out []Checkout
+		var notes []string
 		unlisted := 0
+		if reg != nil {
+			left, dropped := reg.stillOut()
+			for _, c := range left {
+				if !cfg.ignored(c) {
+					out = append(out, c)
+				}
+			}
+			if dropped > 0 {
+				notes = append(notes, fmt.Sprintf("%d more connection(s) were still out when their pools closed and are not listed: pgxleak keeps the first %d", dropped, maxLeftovers))
+			}
+		}
 		for _, p := range pools {
 			all := p.checkouts()
 			for _, c := range all {
@@ -105,11 +119,11 @@ func findIn(pools []*pool, cfg *verbConfig) error {
 				unlisted += max(p.db.Stats().InUse-len(all), 0)
 			}
 		}
-		if len(out) == 0 && unlisted == 0 {
+		if len(out) == 0 && unlisted == 0 && len(notes) == 0 {
 			return nil
 		}
 		if !time.Now().Before(deadline) {
-			return &LeakError{Checkouts: out, Unlisted: unlisted}
+			return &LeakError{Checkouts: out, Unlisted: unlisted, Notes: notes}
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -145,7 +159,7 @@ func VerifyTestMain(m interface{ Run() int }, opts ...Option) {
 	cfg := newVerbConfig(opts)
 	code := m.Run()
 	if code == 0 {
-		if err := findIn(openPools.withLeftovers(), cfg); err != nil {
+		if err := findIn(openPools.list(), openPools, cfg); err != nil {
 			fmt.Fprintln(osStderr, "pgxleak: connections left checked out after the tests passed:\n"+err.Error())
 			code = 1
 		}

@@ -6,12 +6,18 @@ import (
 	"database/sql"
 	"fmt"
 	"io"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+	"weak"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
 
 // fakeT records what VerifyNone reports.
@@ -179,4 +185,38 @@ func TestVerifyTestMainClosedPool(t *testing.T) {
 	if exitCode != 0 {
 		t.Errorf("exit %d after the connection came back; stderr %q", exitCode, stderr.String())
 	}
+}
+
+// dropConn checks a connection out of db and drops it: it never comes back.
+//
+//go:noinline
+func dropConn(t *testing.T, db *sql.DB) {
+	_, err := db.Conn(context.Background())
+	require.NoError(t, err)
+}
+
+// TestVerifyTestMainCollectedPool: a pool closed with a connection out
+// that its holder then dropped is collected, pool and connection, and the
+// run still fails, naming the line.
+func TestVerifyTestMainCollectedPool(t *testing.T) {
+	var exitCode int
+	var stderr bytes.Buffer
+	defer func(exit func(int), w io.Writer) { *pgxleak.OSExit, *pgxleak.OSStderr = exit, w }(*pgxleak.OSExit, *pgxleak.OSStderr)
+	*pgxleak.OSExit = func(code int) { exitCode = code }
+	*pgxleak.OSStderr = &stderr
+	pgxleak.IsolateRegistry(t)
+
+	db, err := pgxleak.OpenDB(&fakeConnector{}, pgxleak.WithLogger(quiet))
+	require.NoError(t, err)
+	dropConn(t, db)
+	require.NoError(t, db.Close())
+	collected := weak.Make(db)
+	db = nil
+	pgtest.WaitFor(t, 5*time.Second, "the pool collected", func() bool {
+		runtime.GC()
+		return collected.Value() == nil
+	})
+	pgxleak.VerifyTestMain(fakeM{0}, pgxleak.GracePeriod(0))
+	assert.Equal(t, 1, exitCode)
+	assert.Contains(t, stderr.String(), "pgxleak_test.dropConn")
 }
