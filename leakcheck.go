@@ -77,6 +77,12 @@ type connState struct {
 	pristine  bool  // guarded by mu
 	lateFrom  int64 // guarded by mu; for a checkout seen late, its idleSince; 0 otherwise
 
+	// decided is the checkout (checkouts) whose stack was checked for the
+	// functions IgnoreFunction gave Open, once it passed the leak
+	// threshold; onPurpose says it was held on purpose (see scanOnPurpose).
+	decided   uint64 // guarded by mu; 0: none
+	onPurpose bool   // guarded by mu
+
 	// cameBack, when set, is set to true when the connection comes back
 	// (database/sql closes it): a checkout still out when its pool
 	// closed, which VerifyTestMain keeps (see watchReturn).
@@ -283,10 +289,14 @@ func (t *tracker) takeQueue(closing bool) []report {
 
 // scan returns the checkouts held past limit at pool time now, once per
 // checkout, marking them suspected and counting them. A connection already
-// reported as garbage-collected is not reported again.
-func (t *tracker) scan(now, limit int64) []snapshot {
+// reported as garbage-collected is not reported again. With decide, only
+// checkouts decided not to be held on purpose are (see undecided).
+func (t *tracker) scan(now, limit int64, decide bool) []snapshot {
 	var found []snapshot
 	t.each(func(c *connState) {
+		if decide && (c.decided != c.checkouts || c.onPurpose) {
+			return
+		}
 		if c.state == stateOut && !c.internal && !c.suspected && !c.gcLeaked && now-c.checkoutAt >= limit {
 			c.suspected, c.reportedAt[0] = true, now
 			found = append(found, c.snapshotLocked(now))
@@ -294,6 +304,28 @@ func (t *tracker) scan(now, limit int64) []snapshot {
 	})
 	t.suspectedLeaks.Add(uint64(len(found)))
 	return found
+}
+
+// undecided returns the checkouts scan would report but for the decision
+// whether they are held on purpose, which decide records.
+func (t *tracker) undecided(now, limit int64) []snapshot {
+	var found []snapshot
+	t.each(func(c *connState) {
+		if c.state == stateOut && !c.internal && !c.suspected && !c.gcLeaked && now-c.checkoutAt >= limit && c.decided != c.checkouts {
+			found = append(found, c.snapshotLocked(now))
+		}
+	})
+	return found
+}
+
+// decide records whether the checkout seq is held on purpose, if it is
+// still the connection's current one.
+func (c *connState) decide(seq uint64, onPurpose bool) {
+	c.mu.Lock()
+	if c.checkouts == seq {
+		c.decided, c.onPurpose = seq, onPurpose
+	}
+	c.mu.Unlock()
 }
 
 // ErrDraining is returned for new checkouts while [Drain] runs.

@@ -188,7 +188,7 @@ func (p *pool) close() {
 	var left []*leftover
 	for _, s := range p.tracker.outSnapshots(p.now()) {
 		l := &leftover{out: p.describe(s)}
-		if s.conn.watchReturn(s.seq, &l.back) {
+		if l.out.OnPurpose == "" && s.conn.watchReturn(s.seq, &l.back) {
 			left = append(left, l)
 		}
 	}
@@ -208,7 +208,7 @@ func (p *pool) stillOut() []Checkout {
 	out := make([]Checkout, len(snaps))
 	for i, s := range snaps {
 		out[i] = p.describe(s)
-		if !issued && p.tracker.enqueue(report{kind: LeakStillOut, snap: s}) { // emitted by the monitor before close returns
+		if !issued && out[i].OnPurpose == "" && p.tracker.enqueue(report{kind: LeakStillOut, snap: s}) { // emitted by the monitor before close returns
 			p.tracker.stillOutLeaks.Add(1)
 		}
 	}
