@@ -162,3 +162,17 @@ func TestNiceCeil(t *testing.T) {
 		}
 	}
 }
+
+// TestHolderHeldOnPurpose: a checkout held on purpose is listed, saying
+// so and why, and not marked as a suspected leak.
+func TestHolderHeldOnPurpose(t *testing.T) {
+	c := pgxleak.Checkout{
+		Culprit:   pgxleak.Frame{Function: "app.listen", File: "/src/app/queue.go", Line: 12},
+		Held:      3 * time.Hour,
+		OnPurpose: "app.listen",
+	}
+	h := newHolderView("p0", c, nil)
+	if !strings.Contains(h.Held, "held on purpose (app.listen)") || h.Suspected {
+		t.Errorf("holder row: held %q, suspected %v", h.Held, h.Suspected)
+	}
+}
