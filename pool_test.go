@@ -106,17 +106,21 @@ var closedPoolUses = []struct {
 
 // TestCloseKeepsNoPool: a closed pool is collected, whatever it did, and
 // the heap after 200 pools opened, used and closed is the heap after the
-// first 20 plus a bound. Before the fix, a pool closed with a connection
-// out stayed reachable from the registry VerifyTestMain checks, with its
-// connections and their buffers, for the life of the process.
+// first 20 plus a bound. Every other pool records to an OTel SDK, the
+// others to OTel's global meter, which keeps what is registered on it
+// until it is unregistered. Before the fix, a pool closed with a
+// connection out stayed reachable from the registry VerifyTestMain checks,
+// with its connections and their buffers, for the life of the process:
+// 57 of the 200 pools, +9.7 MB (54 KB per pool).
 //
-// The bound is 128 KiB for the 180 pools measured, 0.7 KiB per pool, a
-// tenth of the 8 KiB per pool first seen. What may grow, legitimately:
-// the leftover lines VerifyTestMain keeps (at most 100 Checkouts of a
-// 32-frame stack, 1.5 KiB each; here 2 of 7 pools, about 50) and the
-// runtime's own records of the goroutines and threads it ever ran (about
-// 150 B per pool measured). The weak pointers are the sharper check: the
-// heap only bounds the sum.
+// The bound is 256 KiB for the 180 pools measured, 1.4 KiB per pool: a
+// sixth of the 8 KiB per pool first seen, and 38 times below the growth
+// before the fix. What it allows: the leftover lines VerifyTestMain keeps
+// on purpose (2 uses of 7 close with a connection out: about 50 lines
+// here, at most 100, each a Checkout with its stack, under 2 KiB) and the
+// run-to-run noise of sync.Pools and the runtime's records of goroutines
+// and threads, measured between -1 KiB and +80 KiB. The weak pointers are
+// the sharper check: the heap only bounds the sum.
 func TestCloseKeepsNoPool(t *testing.T) {
 	pgxleak.IsolateRegistry(t) // the pools closed with connections out are this test's
 	dsn := pgtest.NewDatabase(t)
@@ -126,8 +130,12 @@ func TestCloseKeepsNoPool(t *testing.T) {
 	var dbs []weak.Pointer[sql.DB] // a pool holds its *sql.DB: if the DB is collected, so is the pool
 	cycle := func(i int) {
 		u := closedPoolUses[i%len(closedPoolUses)]
-		db, err := pgxleak.Open("pgx", dsn, pgxleak.WithLogger(nil), pgxleak.WithLeakThreshold(20*time.Millisecond),
-			pgxleak.WithOnLeak(func(pgxleak.Leak) {}), pgxleak.WithMeterProvider(mp), pgxleak.WithTracerProvider(tp))
+		opts := []pgxleak.Option{pgxleak.WithLogger(nil), pgxleak.WithLeakThreshold(20 * time.Millisecond),
+			pgxleak.WithOnLeak(func(pgxleak.Leak) {})}
+		if i%2 == 1 { // the others register on OTel's global (delegating) meter
+			opts = append(opts, pgxleak.WithMeterProvider(mp), pgxleak.WithTracerProvider(tp))
+		}
+		db, err := pgxleak.Open("pgx", dsn, opts...)
 		require.NoError(t, err, u.name)
 		dbs = append(dbs, weak.Make(db))
 		u.use(t, db)
@@ -152,5 +160,5 @@ func TestCloseKeepsNoPool(t *testing.T) {
 	after := relHeap()
 	growth := int64(after) - int64(before)
 	t.Logf("live heap: %d B after %d pools, %d B after %d (%+d B, %.0f B per pool)", before, warm, after, pools, growth, float64(growth)/(pools-warm))
-	assert.LessOrEqual(t, growth, int64(128<<10), "memory is kept per closed pool")
+	assert.LessOrEqual(t, growth, int64(256<<10), "memory is kept per closed pool")
 }
