@@ -42,7 +42,21 @@ func (p *pool) describe(s snapshot) Checkout {
 	} else {
 		c.NoCulprit = p.noCulprit(s, frames)
 	}
+	c.OnPurpose = p.onPurpose(frames)
 	return c
+}
+
+// onPurpose returns the function given to IgnoreFunction at Open that is
+// on a checkout's stack, if any: the checkout is held on purpose.
+func (p *pool) onPurpose(frames []stack.Frame) string {
+	for _, fn := range p.cfg.onPurpose {
+		for _, f := range frames {
+			if f.Function == fn {
+				return fn
+			}
+		}
+	}
+	return ""
 }
 
 // noCulprit says why a checkout has no culprit: capture off, a checkout

@@ -2,6 +2,7 @@ package pgxleak_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log"
@@ -121,4 +122,50 @@ func ExampleCheckouts() {
 		fmt.Println(c.Culprit.Function, c.TxStatus)
 	}
 	// Output: github.com/pgxleak/pgxleak_test.ExampleCheckouts idle
+}
+
+// listenForJobs takes the connection a job queue LISTENs on; a real one
+// would wait there for notifications for as long as the program runs.
+func listenForJobs(db *sql.DB) *sql.Conn {
+	conn, err := db.Conn(context.Background())
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := conn.ExecContext(context.Background(), "LISTEN jobs"); err != nil {
+		log.Fatal(err)
+	}
+	return conn
+}
+
+// IgnoreFunction given to Open marks the checkouts made in a function as
+// held on purpose: a LISTEN connection, or a session-level advisory lock
+// held for a job's lifetime, is listed but never reported as a leak, while
+// an ordinary checkout held as long is.
+func ExampleIgnoreFunction() {
+	reports := make(chan pgxleak.Leak, 4)
+	db, _ := pgxleak.OpenDB(&testdriver.Connector{},
+		pgxleak.WithLeakThreshold(20*time.Millisecond),
+		pgxleak.WithLogger(nil),
+		pgxleak.WithOnLeak(func(l pgxleak.Leak) { reports <- l }),
+		pgxleak.IgnoreFunction("github.com/pgxleak/pgxleak_test.listenForJobs"),
+	)
+	defer db.Close()
+
+	listener := listenForJobs(db) // held on purpose
+	defer listener.Close()
+	conn, _ := db.Conn(context.Background()) // forgotten
+	l := <-reports
+	fmt.Println("reported:", l.Kind, "at", l.Culprit.Function)
+
+	cs, _ := pgxleak.Checkouts(db)
+	for _, c := range cs {
+		fmt.Printf("listed: %s, on purpose: %q\n", c.Culprit.Function, c.OnPurpose)
+	}
+	conn.Close()
+	fmt.Println("Find:", pgxleak.Find(db, pgxleak.GracePeriod(0)))
+	// Output:
+	// reported: suspected at github.com/pgxleak/pgxleak_test.ExampleIgnoreFunction
+	// listed: github.com/pgxleak/pgxleak_test.listenForJobs, on purpose: "github.com/pgxleak/pgxleak_test.listenForJobs"
+	// listed: github.com/pgxleak/pgxleak_test.ExampleIgnoreFunction, on purpose: ""
+	// Find: <nil>
 }

@@ -144,6 +144,6 @@ func CollectAfterClose(t testing.TB, inner driver.Conn, opts ...Option) (stillOu
 // the VerifyTestMain it runs.
 func IsolateRegistry(t testing.TB) {
 	saved := openPools
-	openPools = &poolRegistry{pools: make(map[*pool]struct{}), leftovers: make(map[*pool]struct{})}
+	openPools = newPoolRegistry()
 	t.Cleanup(func() { openPools = saved })
 }

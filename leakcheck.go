@@ -77,6 +77,17 @@ type connState struct {
 	pristine  bool  // guarded by mu
 	lateFrom  int64 // guarded by mu; for a checkout seen late, its idleSince; 0 otherwise
 
+	// decided is the checkout (checkouts) whose stack was checked for the
+	// functions IgnoreFunction gave Open, once it passed the leak
+	// threshold; onPurpose says it was held on purpose (see scanOnPurpose).
+	decided   uint64 // guarded by mu; 0: none
+	onPurpose bool   // guarded by mu
+
+	// cameBack, when set, is set to true when the connection comes back
+	// (database/sql closes it): a checkout still out when its pool
+	// closed, which VerifyTestMain keeps (see watchReturn).
+	cameBack *atomic.Bool // guarded by mu
+
 	// watch is the connection's garbage-collection watch while no Rows
 	// holds it (see gcWatch). It is used only inside driver calls on this
 	// connection, which database/sql serialises, and needs no lock.
@@ -168,6 +179,9 @@ func (t *tracker) remove(c *connState, now int64, timed bool) {
 		c.returnLocked(now, timed)
 	}
 	if c.state != stateClosed {
+		if c.cameBack != nil {
+			c.cameBack.Store(true)
+		}
 		c.state = stateClosed
 		c.watch = nil // its cleanup's argument reaches c, and c reached it
 		t.closedCounts[0] += c.checkouts
@@ -176,6 +190,19 @@ func (t *tracker) remove(c *connState, now int64, timed bool) {
 	}
 	c.mu.Unlock()
 	t.mu.Unlock()
+}
+
+// watchReturn makes back record when the checkout seq comes back, and
+// reports whether it is still out. It is for a pool closed with seq out:
+// database/sql then closes every connection that comes back (tracker.remove).
+func (c *connState) watchReturn(seq uint64, back *atomic.Bool) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateOut || c.checkouts != seq {
+		return false
+	}
+	c.cameBack = back
+	return true
 }
 
 // each calls f for every open connection, under t.mu and the connection's
@@ -262,10 +289,14 @@ func (t *tracker) takeQueue(closing bool) []report {
 
 // scan returns the checkouts held past limit at pool time now, once per
 // checkout, marking them suspected and counting them. A connection already
-// reported as garbage-collected is not reported again.
-func (t *tracker) scan(now, limit int64) []snapshot {
+// reported as garbage-collected is not reported again. With decide, only
+// checkouts decided not to be held on purpose are (see undecided).
+func (t *tracker) scan(now, limit int64, decide bool) []snapshot {
 	var found []snapshot
 	t.each(func(c *connState) {
+		if decide && (c.decided != c.checkouts || c.onPurpose) {
+			return
+		}
 		if c.state == stateOut && !c.internal && !c.suspected && !c.gcLeaked && now-c.checkoutAt >= limit {
 			c.suspected, c.reportedAt[0] = true, now
 			found = append(found, c.snapshotLocked(now))
@@ -273,6 +304,28 @@ func (t *tracker) scan(now, limit int64) []snapshot {
 	})
 	t.suspectedLeaks.Add(uint64(len(found)))
 	return found
+}
+
+// undecided returns the checkouts scan would report but for the decision
+// whether they are held on purpose, which decide records.
+func (t *tracker) undecided(now, limit int64) []snapshot {
+	var found []snapshot
+	t.each(func(c *connState) {
+		if c.state == stateOut && !c.internal && !c.suspected && !c.gcLeaked && now-c.checkoutAt >= limit && c.decided != c.checkouts {
+			found = append(found, c.snapshotLocked(now))
+		}
+	})
+	return found
+}
+
+// decide records whether the checkout seq is held on purpose, if it is
+// still the connection's current one.
+func (c *connState) decide(seq uint64, onPurpose bool) {
+	c.mu.Lock()
+	if c.checkouts == seq {
+		c.decided, c.onPurpose = seq, onPurpose
+	}
+	c.mu.Unlock()
 }
 
 // ErrDraining is returned for new checkouts while [Drain] runs.

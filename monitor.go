@@ -78,7 +78,7 @@ func (p *pool) run() {
 		case <-p.tracker.wake:
 			p.flush()
 		case <-scan:
-			for _, s := range p.tracker.scan(p.now(), int64(p.cfg.leakThreshold)) {
+			for _, s := range p.scanLeaks() {
 				p.emit(report{kind: LeakSuspected, snap: s})
 			}
 		case <-p.monitor.summary.C:
@@ -102,6 +102,21 @@ func (p *pool) run() {
 			}
 		}
 	}
+}
+
+// scanLeaks returns the checkouts held past the leak threshold, once
+// each, but those held on purpose: with IgnoreFunction given to Open, a
+// checkout's stack is symbolised once, when it passes the threshold, to
+// decide.
+func (p *pool) scanLeaks() []snapshot {
+	now, limit := p.now(), int64(p.cfg.leakThreshold)
+	decide := len(p.cfg.onPurpose) > 0
+	if decide {
+		for _, s := range p.tracker.undecided(now, limit) {
+			s.conn.decide(s.seq, p.onPurpose(stack.Resolve(s.pcs)) != "")
+		}
+	}
+	return p.tracker.scan(now, limit, decide)
 }
 
 func (p *pool) flush() {

@@ -16,8 +16,9 @@ import (
 // applied in order; invalid values make Open return an error that names the
 // option. The checks take Options too, of their own: [GracePeriod] and
 // [IgnoreFunction] for [Find], [VerifyNone] and [VerifyTestMain],
-// [TerminateStillOut] for [Drain]; Open refuses those, and the checks
-// ignore the pool's.
+// [TerminateStillOut] for [Drain]; Open refuses those, but for
+// IgnoreFunction, which marks the checkouts held on purpose, and the
+// checks ignore the pool's other options.
 type Option interface {
 	apply(*config)
 }
@@ -156,6 +157,7 @@ type config struct {
 	stackDepth     int
 	sampleEvery    int64
 	libraryPrefix  []string
+	onPurpose      []string // IgnoreFunction given to Open: functions whose checkouts are held on purpose
 	reportInterval time.Duration
 	statements     bool
 	gcDetection    bool

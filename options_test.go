@@ -290,14 +290,14 @@ func FuzzOptions(f *testing.F) {
 
 // TestOpenRefusesCheckOptions: the options of Find, VerifyNone,
 // VerifyTestMain and Drain are Options too, and Open names them when it is
-// given one.
+// given one, but IgnoreFunction, which marks checkouts held on purpose
+// (TestHeldOnPurpose).
 func TestOpenRefusesCheckOptions(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		opt  pgxleak.Option
 	}{
 		{"GracePeriod", pgxleak.GracePeriod(time.Second)},
-		{"IgnoreFunction", pgxleak.IgnoreFunction("app.f")},
 		{"TerminateStillOut", pgxleak.TerminateStillOut()},
 	} {
 		db, err := pgxleak.OpenDB(&testdriver.Connector{}, tc.opt)

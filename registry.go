@@ -1,53 +1,67 @@
 package pgxleak
 
 import (
-	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 )
 
-// openPools is the list of pools that VerifyTestMain checks: those open,
-// and those closed with connections still out (a pool closed in a test's
+// openPools is what VerifyTestMain checks: the pools open, and the
+// checkouts still out when their pools closed (a pool closed in a test's
 // Cleanup reports its leftovers only as a log line, which go test hides).
-var openPools = &poolRegistry{pools: make(map[*pool]struct{}), leftovers: make(map[*pool]struct{})}
+var openPools = newPoolRegistry()
 
+// maxLeftovers bounds the leftovers kept: a program that closes pool after
+// pool with connections out keeps at most this many lines (a few KB each,
+// with their stacks), and counts the others.
+const maxLeftovers = 100
+
+// poolRegistry holds the open pools, and of a closed pool only the lines
+// of its checkouts still out at Close, so that a closed pool costs no
+// memory once its connections are gone.
 type poolRegistry struct {
 	mu        sync.Mutex
-	pools     map[*pool]struct{}
-	leftovers map[*pool]struct{} // closed with connections out
+	pools     map[*pool]struct{} // guarded by mu
+	leftovers []*leftover        // guarded by mu; oldest first
+	dropped   int                // guarded by mu; leftovers not kept, past maxLeftovers
 }
 
-// keepLeftovers keeps a closed pool with connections still out. Pools whose
-// connections have all come back since are dropped here, so that a program
-// that opens and closes pools keeps only those still missing connections.
-func (r *poolRegistry) keepLeftovers(p *pool) {
-	r.mu.Lock()
-	old := slices.Collect(maps.Keys(r.leftovers))
-	r.mu.Unlock()
-	var back []*pool
-	for _, q := range old { // outside r.mu: checkouts takes the pool's locks
-		if len(q.checkouts()) == 0 {
-			back = append(back, q)
-		}
-	}
-	r.mu.Lock()
-	for _, q := range back {
-		delete(r.leftovers, q)
-	}
-	r.leftovers[p] = struct{}{}
-	r.mu.Unlock()
+func newPoolRegistry() *poolRegistry {
+	return &poolRegistry{pools: make(map[*pool]struct{})}
 }
 
-// withLeftovers lists the open pools and the closed ones kept by
-// keepLeftovers.
-func (r *poolRegistry) withLeftovers() []*pool {
-	ps := r.list()
+// leftover is a checkout still out when its pool closed: its description
+// then, and whether it has come back since, which its connection records
+// (connState.cameBack). A connection collected without coming back never
+// will.
+type leftover struct {
+	out  Checkout
+	back atomic.Bool
+}
+
+// keepLeftovers keeps the checkouts of a closed pool still out, and drops
+// the leftovers that have come back since.
+func (r *poolRegistry) keepLeftovers(ls []*leftover) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for p := range r.leftovers {
-		ps = append(ps, p)
+	r.leftovers = slices.DeleteFunc(r.leftovers, func(l *leftover) bool { return l.back.Load() })
+	n := min(len(ls), max(maxLeftovers-len(r.leftovers), 0))
+	r.leftovers = append(r.leftovers, ls[:n]...)
+	r.dropped += len(ls) - n
+}
+
+// stillOut returns the leftovers that have not come back, and how many
+// more were not kept.
+func (r *poolRegistry) stillOut() ([]Checkout, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []Checkout
+	for _, l := range r.leftovers {
+		if !l.back.Load() {
+			out = append(out, l.out)
+		}
 	}
-	return ps
+	return out, r.dropped
 }
 
 func (r *poolRegistry) add(p *pool) {

@@ -63,6 +63,10 @@ type Checkout struct {
 	// Server is what the server says of the connection's backend, read
 	// when the report was made or the pool inspected; nil when unknown.
 	Server *ServerActivity `json:"server,omitempty"`
+	// OnPurpose is set for a checkout held on purpose: the function given
+	// to [IgnoreFunction] at [Open] that is on its stack. Such a checkout
+	// is listed, but never reported as a leak.
+	OnPurpose string `json:"on_purpose,omitempty"`
 	// Terminated says its backend was terminated ([Terminate],
 	// [TerminateStillOut]): the server has ended its session; the
 	// connection is discarded when it comes back.
@@ -112,6 +116,9 @@ func (c Checkout) String() string {
 	}
 	if c.Culprit == (Frame{}) && c.NoCulprit != "" {
 		return fmt.Sprintf("connection checked out at an unknown line, held %s (%s)", held, c.NoCulprit) + c.stuckVerdict()
+	}
+	if c.OnPurpose != "" {
+		return fmt.Sprintf("connection checked out at %s, held %s: held on purpose (%s)", c.Culprit, held, c.OnPurpose)
 	}
 	return fmt.Sprintf("connection checked out at %s, held %s", c.Culprit, held) + c.stuckVerdict()
 }

@@ -34,6 +34,15 @@ func (o verbOption) apply(c *config) {
 	c.errs = append(c.errs, fmt.Errorf("pgxleak: %s is an option of Find, VerifyNone, VerifyTestMain and Drain, not of Open", o.name))
 }
 
+func (o verbOption) setVerb(c *verbConfig) { o.set(c) }
+
+// ignoreFunction is IgnoreFunction: an option of the checks that Open
+// takes too, to mark checkouts held on purpose.
+type ignoreFunction string
+
+func (fn ignoreFunction) apply(c *config)       { c.onPurpose = append(c.onPurpose, string(fn)) }
+func (fn ignoreFunction) setVerb(c *verbConfig) { c.ignore = append(c.ignore, string(fn)) }
+
 // defaultGracePeriod is how long [Find] waits for connections to come back
 // before it reports them: database/sql closes Rows and rolls back Tx on
 // another goroutine when their context (say t.Context()) ends.
@@ -50,22 +59,38 @@ func GracePeriod(d time.Duration) Option {
 // "github.com/acme/app.(*Cache).warm", for a connection that is meant to
 // outlive the test. It cannot match a checkout whose stack was not
 // recorded (see [WithStackSampling]); such a checkout is listed, saying so.
+//
+// Given to [Open] or [OpenDB], it marks such checkouts as held on purpose,
+// for a connection that is meant to be held for hours: a LISTEN
+// connection waiting for notifications, a session-level advisory lock
+// held for a job's lifetime. Such a checkout is never reported, counted
+// or summarised as a leak (suspected, or still out at Close), and Find,
+// VerifyNone and VerifyTestMain leave it out. It is still a checkout:
+// [Checkouts], [Inspect] and the live page list it, with
+// [Checkout].OnPurpose naming fn, it counts toward the pool's use, and
+// [Drain] waits for it and lists it as held on purpose if it is still out.
+// A dropped Rows on it is still reported as garbage-collected. The mark
+// belongs to one checkout: once the connection comes back, the next
+// checkout of it is tracked as usual, unless fn is on its stack too.
 func IgnoreFunction(fn string) Option {
-	return verbOption{"IgnoreFunction", func(c *verbConfig) { c.ignore = append(c.ignore, fn) }}
+	return ignoreFunction(fn)
 }
 
 // newVerbConfig applies the verbs' options in opts, ignoring the others.
 func newVerbConfig(opts []Option) *verbConfig {
 	c := &verbConfig{grace: defaultGracePeriod}
 	for _, o := range opts {
-		if o, ok := o.(verbOption); ok {
-			o.set(c)
+		if o, ok := o.(interface{ setVerb(*verbConfig) }); ok {
+			o.setVerb(c)
 		}
 	}
 	return c
 }
 
 func (c *verbConfig) ignored(co Checkout) bool {
+	if co.OnPurpose != "" {
+		return true
+	}
 	for _, f := range co.Stack {
 		if slices.Contains(c.ignore, f.Function) {
 			return true
@@ -83,14 +108,28 @@ func Find(db *sql.DB, opts ...Option) error {
 	if p == nil {
 		return ErrNotTracked
 	}
-	return findIn([]*pool{p}, newVerbConfig(opts))
+	return findIn([]*pool{p}, nil, newVerbConfig(opts))
 }
 
-func findIn(pools []*pool, cfg *verbConfig) error {
+// findIn is Find over pools and, for VerifyTestMain, the checkouts still
+// out when their pools closed (reg; nil for none).
+func findIn(pools []*pool, reg *poolRegistry, cfg *verbConfig) error {
 	deadline := time.Now().Add(cfg.grace)
 	for {
 		var out []Checkout
+		var notes []string
 		unlisted := 0
+		if reg != nil {
+			left, dropped := reg.stillOut()
+			for _, c := range left {
+				if !cfg.ignored(c) {
+					out = append(out, c)
+				}
+			}
+			if dropped > 0 {
+				notes = append(notes, fmt.Sprintf("%d more connection(s) were still out when their pools closed and are not listed: pgxleak keeps the first %d", dropped, maxLeftovers))
+			}
+		}
 		for _, p := range pools {
 			all := p.checkouts()
 			for _, c := range all {
@@ -105,11 +144,11 @@ func findIn(pools []*pool, cfg *verbConfig) error {
 				unlisted += max(p.db.Stats().InUse-len(all), 0)
 			}
 		}
-		if len(out) == 0 && unlisted == 0 {
+		if len(out) == 0 && unlisted == 0 && len(notes) == 0 {
 			return nil
 		}
 		if !time.Now().Before(deadline) {
-			return &LeakError{Checkouts: out, Unlisted: unlisted}
+			return &LeakError{Checkouts: out, Unlisted: unlisted, Notes: notes}
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -145,7 +184,7 @@ func VerifyTestMain(m interface{ Run() int }, opts ...Option) {
 	cfg := newVerbConfig(opts)
 	code := m.Run()
 	if code == 0 {
-		if err := findIn(openPools.withLeftovers(), cfg); err != nil {
+		if err := findIn(openPools.list(), openPools, cfg); err != nil {
 			fmt.Fprintln(osStderr, "pgxleak: connections left checked out after the tests passed:\n"+err.Error())
 			code = 1
 		}

@@ -189,6 +189,9 @@ func newHolderView(poolID string, c pgxleak.Checkout, byPID map[uint32]pgxleak.C
 		Suspected: c.Suspected,
 		Stack:     formatStack(c.Stack),
 	}
+	if c.OnPurpose != "" {
+		h.Held += ", held on purpose (" + c.OnPurpose + ")"
+	}
 	if c.BackendPID != 0 {
 		h.PID = strconv.FormatUint(uint64(c.BackendPID), 10)
 	}

@@ -153,3 +153,16 @@ func TestSettingsRowsLimitsFromOpen(t *testing.T) {
 		assert.Equal(t, fromOpen, slices.Contains(rows, row), "LimitsFromOpen %v: the row %q shown\n%q", fromOpen, row[1], rows)
 	}
 }
+
+// TestHolderHeldOnPurpose: a checkout held on purpose is listed, saying
+// so and why, and not marked as a suspected leak.
+func TestHolderHeldOnPurpose(t *testing.T) {
+	c := pgxleak.Checkout{
+		Culprit:   pgxleak.Frame{Function: "app.listen", File: "/src/app/queue.go", Line: 12},
+		Held:      3 * time.Hour,
+		OnPurpose: "app.listen",
+	}
+	h := newHolderView("p0", c, nil)
+	assert.Contains(t, h.Held, "held on purpose (app.listen)", "holder row")
+	assert.False(t, h.Suspected, "holder row: suspected")
+}
