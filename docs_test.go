@@ -6,10 +6,12 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -67,7 +69,7 @@ func TestDocsCodeBlocksCompile(t *testing.T) {
 				writeBlock(t, dir, name, "//line "+pos+"\n"+b.text)
 				continue
 			}
-			writeBlock(t, frag, fmt.Sprintf("b%d.go", bi), fragment(t, pos, b.text, bi))
+			writeBlock(t, frag, fmt.Sprintf("b%d.go", bi), fragment(pos, b.text, bi))
 		}
 	}
 	t.Logf("%d Go blocks in %d files", n, len(files))
@@ -86,6 +88,7 @@ func TestDocsCodeBlocksCompile(t *testing.T) {
 var fragmentImports = map[string]string{
 	"context":                             "context.Background",
 	"database/sql":                        "sql.Open",
+	"database/sql/driver":                 "driver.IsValue",
 	"errors":                              "errors.New",
 	"fmt":                                 "fmt.Println",
 	"log":                                 "log.Print",
@@ -107,38 +110,37 @@ var fragmentImports = map[string]string{
 // fragment makes a Go file of package "frag" from a block that is not a
 // complete file: its own imports, then fragmentImports it did not import,
 // then its declarations, or its statements in a function.
-func fragment(t *testing.T, pos, text string, i int) string {
+func fragment(pos, text string, i int) string {
 	own, body, bodyLine := splitImports(text)
-	var b strings.Builder
-	b.WriteString("package frag\n\n")
-	if own != "" {
-		fmt.Fprintf(&b, "//line %s\n%s\n", pos, own)
-	}
 	imported := map[string]bool{}
 	for _, m := range regexp.MustCompile(`"([^"]+)"`).FindAllStringSubmatch(own, -1) {
 		imported[m[1]] = true
 	}
-	for path, use := range fragmentImports {
-		if imported[path] {
-			continue
+	var b, uses strings.Builder
+	b.WriteString("package frag\n\n")
+	for _, path := range slices.Sorted(maps.Keys(fragmentImports)) {
+		if !imported[path] {
+			fmt.Fprintf(&b, "import %q\n", path)
+			fmt.Fprintf(&uses, "\nvar _ = %s\n", fragmentImports[path])
 		}
-		fmt.Fprintf(&b, "import %q\n\nvar _ = %s\n\n", path, use)
 	}
-	at := pos[:strings.LastIndex(pos, ":")]
-	line := lineOfPos(pos) + bodyLine
+	if own != "" {
+		fmt.Fprintf(&b, "//line %s\n%s\n", pos, own)
+	}
+	file, line := pos[:strings.LastIndex(pos, ":")], lineOfPos(pos)+bodyLine
 	if _, err := parser.ParseFile(token.NewFileSet(), "", "package p\n"+body, 0); err == nil {
-		fmt.Fprintf(&b, "//line %s:%d\n%s\n", at, line, body)
-		return b.String()
+		fmt.Fprintf(&b, "//line %s:%d\n%s\n", file, line, body) // declarations
+		return b.String() + uses.String()
 	}
-	// Statements: in a block of their own, so that they may declare the
+	// Statements, in a block of their own, so that they may declare the
 	// names the parameters give.
 	ret := "\treturn nil\n"
 	if lastIsReturn(body) {
 		ret = ""
 	}
 	fmt.Fprintf(&b, "func _block%d(ctx context.Context, db *sql.DB, dsn string, t *testing.T, mux *http.ServeMux) error {\n\t{\n//line %s:%d\n%s\n\t}\n%s}\n",
-		i, at, line, body, ret)
-	return b.String()
+		i, file, line, body, ret)
+	return b.String() + uses.String()
 }
 
 // splitImports splits a block's leading import declarations from the rest,
