@@ -15,6 +15,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -81,6 +82,40 @@ func TestDocsCodeBlocksCompile(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "a code block of the docs does not compile (file:line are the Markdown's):\n%s",
 		strings.ReplaceAll(string(out), root+string(filepath.Separator), ""))
+}
+
+// TestDocsFragment checks how fragment wraps a block: statements in a
+// function, declarations as they are, each after a //line directive naming
+// the Markdown line of its first line of code.
+func TestDocsFragment(t *testing.T) {
+	for _, tc := range []struct {
+		name, text string
+		want       []string
+		dontWant   []string
+	}{
+		{name: "statements", text: "db.Close()\n",
+			want: []string{"//line /r/README.md:10\ndb.Close()", "func _block3(", "return nil"}},
+		{name: "statements ending in return", text: "return db.Close()\n",
+			want: []string{"//line /r/README.md:10\nreturn db.Close()"}, dontWant: []string{"return nil"}},
+		{name: "imports, then statements",
+			text: "import (\n\t\"crypto/subtle\"\n)\n\n_ = subtle.ConstantTimeByteEq(1, 1)\n",
+			want: []string{"//line /r/README.md:10\nimport (", "//line /r/README.md:14\n_ = subtle"}},
+		{name: "declarations", text: "type x struct{}\n",
+			want: []string{"//line /r/README.md:10\ntype x struct{}"}, dontWant: []string{"func _block"}},
+		{name: "its own import of a package fragments get anyway", text: "import \"os\"\n\nvar _ = os.Args\n",
+			dontWant: []string{"import \"os\"\nimport"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := fragment("/r/README.md:10", tc.text, 3)
+			for _, w := range tc.want {
+				assert.Contains(t, src, w)
+			}
+			for _, w := range tc.dontWant {
+				assert.NotContains(t, src, w)
+			}
+			assert.Equal(t, 1, strings.Count(src, "\"os\"\n"), "os imported once")
+		})
+	}
 }
 
 // fragmentImports are the packages a fragment may use without importing
