@@ -587,7 +587,7 @@ func WithWaitSampleInterval(d time.Duration) Option {
 // behind PgBouncer, which the DSN must set), and it changes no pool size:
 // every client connection costs PgBouncer a client slot, not a server
 // connection, so size the pool against PgBouncer's max_client_conn and
-// default_pool_size (see the README's capacity arithmetic).
+// default_pool_size (see the capacity arithmetic in docs/tuning.md).
 //
 // Two things still do not work in transaction pooling mode, whatever the
 // exec mode: a statement prepared with (*sql.DB).Prepare or
