@@ -199,7 +199,7 @@ func (p *pool) annotate(l *Leak, r report) {
 		l.Holder, l.Server, l.WaitingAt, l.PoolDeadlocked = r.stuck.holder, r.stuck.server, r.stuck.waitingAt, r.stuck.poolDeadlocked
 		return
 	}
-	if l.Kind != LeakSuspected && l.Kind != LeakStillOut {
+	if l.Kind != LeakSuspected && l.Kind != LeakStillOut && l.Kind != Blocked {
 		return
 	}
 	k := holderKey{r.snap.conn, r.snap.checkoutAt}
