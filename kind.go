@@ -2,9 +2,10 @@ package pgxleak
 
 import "fmt"
 
-// Kind says what a report is about. The first three are leaks
-// ([Kind.Leak]); the others are events of the pool that explain or follow
-// them.
+// Kind says what a report is about. The first three (LeakSuspected,
+// LeakGarbageCollected, LeakStillOut) are leaks, a connection its holder
+// should have given back; the others are events of the pool that explain
+// or follow them, none of them a leak.
 type Kind int
 
 const (
@@ -41,9 +42,9 @@ const (
 	Blocked
 )
 
-// Leak reports whether k is a leak: a connection held too long, lost or
+// leak reports whether k is a leak: a connection held too long, lost or
 // still out, that its holder should have given back.
-func (k Kind) Leak() bool { return k >= LeakSuspected && k <= LeakStillOut }
+func (k Kind) leak() bool { return k >= LeakSuspected && k <= LeakStillOut }
 
 // String returns "suspected", "garbage_collected", "still_out",
 // "resolved", "deadlock", "exhausted" or "blocked", the values of the kind attribute

@@ -19,6 +19,7 @@ func TestKindWords(t *testing.T) {
 		{LeakStillOut, true, "still out", "still-out connections (at Drain or Close)"},
 		{Deadlock, false, "a deadlock (held while waiting for another)", "deadlocks (a connection held while waiting for another)"},
 		{Exhausted, false, "an exhausted pool (callers waiting)", "waits on an exhausted pool"},
+		{Blocked, false, "blocked on another backend's lock", "connections blocked on another backend's lock"},
 	} {
 		if got := tc.kind.phrase(); got != tc.phrase {
 			t.Errorf("%v.phrase() = %q, want %q", tc.kind, got, tc.phrase)
@@ -26,8 +27,8 @@ func TestKindWords(t *testing.T) {
 		if got := tc.kind.plural(); got != tc.plural {
 			t.Errorf("%v.plural() = %q, want %q", tc.kind, got, tc.plural)
 		}
-		if got := tc.kind.Leak(); got != tc.leak {
-			t.Errorf("%v.Leak() = %v, want %v", tc.kind, got, tc.leak)
+		if got := tc.kind.leak(); got != tc.leak {
+			t.Errorf("%v.leak() = %v, want %v", tc.kind, got, tc.leak)
 		}
 	}
 	// Every kind there is has its words: a new kind must be added above.
