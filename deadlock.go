@@ -23,6 +23,7 @@ func (p *pool) watchStuck(st sql.DBStats, stallSince time.Time, stalled time.Dur
 	// The server view from the first waiting sample on: it is read in the
 	// background, so that the warning, a sample or more later, has it.
 	d := p.diagnose(context.Background(), p.cfg.serverView)
+	p.diagnosis.waits.join(d, p.db.Stats()) // read after the dump
 	p.reportDeadlocks(d, st, stallSince)
 	if warn {
 		p.diagnosis.mu.Lock()
@@ -171,13 +172,15 @@ func (p *pool) warnExhausted(d *findings, st sql.DBStats, stalled time.Duration)
 	if st.MaxOpenConnections > 0 {
 		maxOpen = fmt.Sprint(st.MaxOpenConnections)
 	}
-	msg := fmt.Sprintf("pgxleak: pool exhausted for %s: %d goroutines waiting (%s); %d/%s connections held by %s",
-		stalled.Round(100*time.Millisecond), len(d.waiters), countLines(waiting), st.InUse, maxOpen, countLines(held))
+	_, longest := s.waits.now(time.Now())
+	msg := fmt.Sprintf("pgxleak: pool exhausted for %s: %d goroutines waiting (%s), the longest for at least %s; %d/%s connections held by %s",
+		stalled.Round(100*time.Millisecond), len(d.waiters), countLines(waiting), longest.Round(100*time.Millisecond), st.InUse, maxOpen, countLines(held))
 	p.monitor.recent.add(Exhausted, Frame{}, msg, nil, time.Now())
 	attrs := []slog.Attr{
 		slog.String("pool", p.name()),
 		slog.Duration("stalled", stalled),
 		slog.Int("waiting", len(d.waiters)),
+		slog.Duration("longest_wait", longest),
 		slog.Int("in_use", st.InUse),
 		slog.Int("max_open", st.MaxOpenConnections),
 	}
