@@ -227,7 +227,7 @@ func newHolderView(poolID string, c pgxleak.Checkout, byPID map[uint32]pgxleak.C
 	}
 	if s := c.Server; s != nil {
 		parts := []string{s.State}
-		if s.WaitEventType != "" {
+		if s.WaitEventType != "" && s.State == "active" { // an idle backend waits for its client: no news
 			parts = append(parts, "waiting on "+s.WaitEventType+" "+s.WaitEvent)
 		}
 		name := func(verb string, pid uint32) string {
