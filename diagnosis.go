@@ -62,6 +62,8 @@ type waitsNow struct {
 	mu       sync.Mutex
 	since    map[uint64]time.Time // guarded by mu; each waiter's start, by goroutine ID
 	dump     *gdump.Snapshot      // guarded by mu; the latest dump joined
+	prior    statsReading         // guarded by mu; DBStats read before it was taken
+	hasPrior bool                 // guarded by mu; prior is known
 	readings []statsReading       // the sampler's only: its recent DBStats, oldest first
 }
 
@@ -72,15 +74,17 @@ type statsReading struct {
 	duration time.Duration
 }
 
-// maxReadings bounds the readings kept to find one older than a dump.
-const maxReadings = 16
-
-// read records the sampler's DBStats read at at.
+// read records the sampler's DBStats read at at. It keeps those of the
+// last two dump intervals, and one older: a dump the sampler joins is at
+// most one dump interval old.
 func (w *waitsNow) read(at time.Time, st sql.DBStats) {
 	w.readings = append(w.readings, statsReading{at, st.WaitCount, st.WaitDuration})
-	if len(w.readings) > maxReadings {
-		w.readings = slices.Delete(w.readings, 0, len(w.readings)-maxReadings)
+	horizon := at.Add(-2 * dumpInterval)
+	i := 0
+	for i+1 < len(w.readings) && w.readings[i+1].at.Before(horizon) {
+		i++
 	}
+	w.readings = slices.Delete(w.readings, 0, i)
 }
 
 // before returns the latest reading made before t.
@@ -102,12 +106,9 @@ func (w *waitsNow) join(d *findings, after sql.DBStats) {
 	if d.dump == nil || d.dump == w.dump {
 		return
 	}
-	continuous := false
-	if w.dump != nil {
-		if b, ok := w.before(w.dump.Started); ok {
-			continuous = after.WaitCount == b.count || after.WaitDuration == b.duration
-		}
-	}
+	b := w.prior
+	continuous := w.dump != nil && w.hasPrior && (after.WaitCount == b.count || after.WaitDuration == b.duration)
+	w.prior, w.hasPrior = w.before(d.dump.Started)
 	taken := d.dump.Taken
 	since := make(map[uint64]time.Time, len(d.waiters))
 	for _, g := range d.waiters {
