@@ -148,18 +148,15 @@ func (w *waitsNow) now(now time.Time) (waiting int, longest time.Duration) {
 	return len(w.since), longest
 }
 
-// longestOf returns the longest wait at now of the goroutines ids, as far
-// as the sampler has seen them; 0 for those it has not.
-func (w *waitsNow) longestOf(now time.Time, ids []uint64) time.Duration {
+// waited returns how long goroutine id has waited at now, at least; 0 if
+// the sampler has not seen it waiting.
+func (w *waitsNow) waited(now time.Time, id uint64) time.Duration {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	var longest time.Duration
-	for _, id := range ids {
-		if s, ok := w.since[id]; ok {
-			longest = max(longest, now.Sub(s))
-		}
+	if s, ok := w.since[id]; ok {
+		return now.Sub(s)
 	}
-	return longest
+	return 0
 }
 
 func minTime(a, b time.Time) time.Time {

@@ -96,7 +96,7 @@ func (p *pool) inspect(ctx context.Context) Inspection {
 	if len(in.Waiters) > 0 {
 		in.Waiters = slices.Clone(in.Waiters)
 		for i := range in.Waiters {
-			in.Waiters[i].Waited = p.diagnosis.waits.longestOf(in.TakenAt, []uint64{in.Waiters[i].ID})
+			in.Waiters[i].Waited = p.diagnosis.waits.waited(in.TakenAt, in.Waiters[i].ID)
 		}
 	}
 	in.Settings = p.settings()
