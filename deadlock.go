@@ -174,7 +174,7 @@ func (p *pool) warnExhausted(d *findings, st sql.DBStats, stalled time.Duration)
 	}
 	_, longest := s.waits.now(time.Now())
 	msg := fmt.Sprintf("pgxleak: pool exhausted for %s: %d goroutines waiting (%s), the longest for at least %s; %d/%s connections held by %s",
-		stalled.Round(100*time.Millisecond), len(d.waiters), countLines(waiting), longest.Round(100*time.Millisecond), st.InUse, maxOpen, countLines(held))
+		stalled.Round(100*time.Millisecond), len(d.waiters), countLines(waiting), longest.Truncate(time.Millisecond), st.InUse, maxOpen, countLines(held))
 	p.monitor.recent.add(Exhausted, Frame{}, msg, nil, time.Now())
 	attrs := []slog.Attr{
 		slog.String("pool", p.name()),

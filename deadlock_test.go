@@ -236,3 +236,38 @@ func TestSelfDeadlockOneLine(t *testing.T) {
 	assert.Contains(t, lines[0], `level=ERROR msg="pgxleak: deadlock:`)
 	assert.Contains(t, lines[0], "the whole pool is deadlocked")
 }
+
+// TestExhaustedWarningRefersToDeadlock: a pool of two, one connection held
+// by a goroutine that waits for the other (a deadlock), the other held by
+// the test. The exhaustion warning names the deadlocked holder as such,
+// pointing to its ERROR, rather than describing it again.
+func TestExhaustedWarningRefersToDeadlock(t *testing.T) {
+	var logs lockedBuffer
+	db, _ := openTest(t, pgxleak.WithMaxOpenConns(2), pgxleak.WithWaitSampleInterval(50*time.Millisecond),
+		pgxleak.WithSlowWaitThreshold(100*time.Millisecond), pgxleak.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	held, err := db.Conn(ctx)
+	require.NoError(t, err)
+	defer held.Close()
+	txAt := make(chan site, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		txAt <- lineBelow()
+		tx, err := db.BeginTx(ctx, nil)
+		if !assert.NoError(t, err) {
+			return
+		}
+		defer tx.Rollback()
+		_, _ = db.ExecContext(ctx, "SELECT 1") // waits for the connection the test holds
+	}()
+	at := <-txAt
+	pgtest.WaitFor(t, 10*time.Second, "the exhaustion warning", func() bool { return strings.Contains(logs.String(), "pool exhausted for ") })
+	cancel()
+	<-done
+	out := logs.String()
+	assert.Contains(t, out, `level=ERROR msg="pgxleak: deadlock:`)
+	assert.Contains(t, out, at.short()+" ×1 (deadlocked: see the deadlock reported at ERROR)")
+	assert.Equal(t, 1, strings.Count(out, "level=ERROR"), "one ERROR for the deadlock:\n%s", out)
+}

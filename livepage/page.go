@@ -111,7 +111,7 @@ func newPoolView(i int, pp *PoolPage, now time.Time) poolView {
 	}
 	waiting := "none waiting now"
 	if st.Waiting > 0 {
-		waiting = fmt.Sprintf("%d waiting now, the longest for at least %s", st.Waiting, short(st.LongestWait))
+		waiting = fmt.Sprintf("%d waiting now, the longest for at least %s", st.Waiting, atLeast(st.LongestWait))
 	}
 	v.Summary = fmt.Sprintf("%d of %s connections in use, %d idle; %d checked out by users; %d waits for a connection so far (%s in all, counted as they end), %s; %d checkouts, %d suspected leaks (%d came back), %d garbage-collected, %d still out at close",
 		st.InUse, maxOpen, st.Idle, st.CheckedOut, st.WaitCount, short(st.WaitDuration), waiting, st.Checkouts, st.Suspected, st.Resolved, st.GarbageCollected, st.StillOut)
@@ -257,7 +257,7 @@ func slowWaits(pp *PoolPage, groups []waiterGroup) string {
 		return ""
 	}
 	s := fmt.Sprintf("SLOW WAITS: %d goroutine(s) waiting for a connection now, the longest for at least %s (the slow-wait threshold is %s)",
-		st.Waiting, short(st.LongestWait), limit)
+		st.Waiting, atLeast(st.LongestWait), limit)
 	var at []string
 	for _, g := range groups {
 		at = append(at, fmt.Sprintf("%s ×%d", g.At, g.Count))
@@ -466,6 +466,17 @@ func short(d time.Duration) string {
 		return d.Round(100 * time.Millisecond).String()
 	}
 	return d.Round(time.Second).String()
+}
+
+// atLeast formats a lower bound as short does, rounding down.
+func atLeast(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return short(d.Truncate(time.Millisecond))
+	case d < time.Minute:
+		return short(d.Truncate(100 * time.Millisecond))
+	}
+	return short(d.Truncate(time.Second))
 }
 
 func ago(now, t time.Time) string {
