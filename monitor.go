@@ -118,7 +118,9 @@ func (p *pool) scanLeaks() {
 		ask, needView bool
 		pids          []uint32
 	)
-	if p.cfg.serverView && !p.cfg.pgBouncer && p.diagnosis.side.configured() {
+	// Never side.configured(): its lock is held across a connect; a pool
+	// without pgx has no backend PIDs, and its reads fail at once.
+	if p.cfg.serverView && !p.cfg.pgBouncer {
 		pids = p.outPIDs()
 		var failure string
 		view, viewAt, failure = p.diagnosis.side.viewOf(pids)
@@ -155,8 +157,10 @@ func (p *pool) scanLeaks() {
 }
 
 // serverWait bounds how long a checkout past the leak threshold waits for
-// the server's view before it is reported without it.
-const serverWait = 2 * time.Second
+// the server's view before it is reported without it: half the side
+// connection's timeout, so that a server that does not answer delays a
+// report by that much, never by the timeout (a view takes milliseconds).
+const serverWait = serverTimeout / 2
 
 // outPIDs returns the backend PIDs of the user checkouts out now.
 func (p *pool) outPIDs() []uint32 {
