@@ -112,7 +112,7 @@ func (c *connState) use(ctx context.Context, query string) error {
 
 // checkin records a return through IsValid and reports whether the
 // connection has reached its end of life (maximum uses or jittered
-// lifetime) and must be discarded.
+// lifetime), or the pool drains, and it must be discarded.
 func (c *connState) checkin() (discard bool) {
 	p := c.pool
 	now, timed := p.clockNow()
@@ -121,7 +121,10 @@ func (c *connState) checkin() (discard bool) {
 		c.returnLocked(now, timed)
 	}
 	expired := c.expiresAt != 0 && now >= c.expiresAt
-	discard = c.broken || c.terminated || p.cfg.maxUses > 0 && c.uses >= p.cfg.maxUses || expired
+	// While the pool drains, a connection given back is closed rather
+	// than kept or handed to a waiter, who would be refused anyway: what
+	// Drain waits for only ever decreases.
+	discard = c.broken || c.terminated || p.cfg.maxUses > 0 && c.uses >= p.cfg.maxUses || expired || p.tracker.draining.Load()
 	c.mu.Unlock()
 	if expired {
 		p.tracker.lifetimeDiscarded.Add(1)

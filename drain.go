@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -15,7 +16,12 @@ import (
 // second Drain, or the Close after it, lists them again but does not report
 // them again). Those connections are not forcibly closed, since their
 // goroutines may still be using them, and database/sql closes each when it
-// is returned.
+// is returned. It returns nil when every connection has come back, even if
+// ctx ended meanwhile.
+//
+// Drain closes the idle connections at once, and each connection given
+// back while it waits: they would not be handed out again.
+//
 // With [TerminateStillOut], their server backends are terminated first; the
 // other options are ignored.
 func Drain(ctx context.Context, db *sql.DB, opts ...Option) error {
@@ -25,30 +31,37 @@ func Drain(ctx context.Context, db *sql.DB, opts ...Option) error {
 	}
 	dc := newVerbConfig(opts)
 	p.tracker.draining.Store(true)
+	// From here on no connection goes back to database/sql's idle list
+	// (IsValid discards it): with that list emptied, every connection
+	// still open is in a caller's hands, or on its way to being closed.
+	// What Drain waits for is then the tracker's alone, and never races
+	// the checkouts database/sql is refusing or the connections it is
+	// closing, as its count of connections in use (DBStats.InUse) would.
+	db.SetMaxIdleConns(0)
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	var cause error
-	// database/sql's own count too: a connection its background opener
-	// handed out is in use with no driver call the tracker could see. A
-	// connection whose Rows was garbage-collected never comes back.
-	for (p.tracker.returnable() > 0 || p.tracker.handingOut.Load() > 0 || db.Stats().InUse > p.lost()) && cause == nil {
+	for cause == nil && p.tracker.pending() > 0 {
 		select {
 		case <-ctx.Done():
 			cause = ctx.Err()
 		case <-tick.C:
 		}
 	}
+	// A Connect recording its connection is no I/O away from done, and
+	// what it records must be listed.
+	for p.tracker.handingOut.Load() > 0 {
+		<-tick.C
+	}
 	var notes []string
 	if dc.terminate {
 		notes = p.terminateStillOut(context.WithoutCancel(ctx))
 	}
 	out := p.stillOut() // lists them, reports them once, and keeps Close from reporting them again
-	unseen := p.unseenCheckouts()
-	out = append(out, unseen...)
-	unlisted := db.Stats().InUse - p.outCount()
+	out = append(out, p.unseen(math.MaxInt)...)
 	err := db.Close()
-	if len(out) > 0 || unlisted > 0 {
-		return &LeakError{Checkouts: out, Unlisted: max(unlisted-len(unseen), 0), Notes: notes, cause: cause}
+	if len(out) > 0 {
+		return &LeakError{Checkouts: out, Notes: notes, cause: cause}
 	}
 	return err
 }

@@ -8,6 +8,8 @@ require (
 	go.opentelemetry.io/otel/trace v1.45.0
 )
 
+require github.com/stretchr/testify v1.11.1 // indirect
+
 require (
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/go-logr/logr v1.4.4 // indirect
