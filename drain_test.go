@@ -2,9 +2,13 @@ package pgxleak_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
+	"fmt"
+	"regexp"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -203,9 +207,11 @@ func TestDrainTerminateStillOut(t *testing.T) {
 	if c := le.Checkouts[0]; !c.Terminated || c.Culprit.Line != leakAt.line || !strings.Contains(c.String(), "; backend terminated") {
 		t.Errorf("still out: %q (terminated %v), want the leak at %v, terminated", c.String(), c.Terminated, leakAt)
 	}
-	if len(le.Notes) != 0 {
-		t.Errorf("notes %q, want none", le.Notes)
-	}
+	// Terminated at once if its goroutine was seen to have exited, else
+	// at the deadline: the note names it, its line and why either way.
+	require.Len(t, le.Notes, 1)
+	assert.Regexp(t, fmt.Sprintf(`^terminated backend PID %d \(checked out at %s\): (the goroutine that took it has exited|still out when the wait ended \(context deadline exceeded\))$`,
+		le.Checkouts[0].BackendPID, regexp.QuoteMeta(leakAt.short())), le.Notes[0])
 	r := rec.wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut })
 	if !r.Terminated {
 		t.Errorf("still-out report %q: want it marked terminated", r.String())
@@ -272,4 +278,164 @@ func TestTerminateDiscardsOnReturn(t *testing.T) {
 	if st := stats(t, db); st.Terminated != 1 {
 		t.Errorf("Stats.Terminated = %d, want 1", st.Terminated)
 	}
+}
+
+// loadPool runs 40 goroutines on db until stop closes: half run queries,
+// half take a db.Conn, run a query on it and close it. Errors (the pool
+// draining or closed) are expected and ignored. It returns once every
+// goroutine has run at least once.
+func loadPool(t *testing.T, db *sql.DB, stop <-chan struct{}) *sync.WaitGroup {
+	t.Helper()
+	var wg sync.WaitGroup
+	var started sync.WaitGroup
+	for i := range 40 {
+		wg.Add(1)
+		started.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx := context.Background()
+			first := true
+			for {
+				if i%2 == 0 {
+					var n int
+					_ = db.QueryRowContext(ctx, "SELECT 1").Scan(&n)
+				} else if c, err := db.Conn(ctx); err == nil {
+					_, _ = c.ExecContext(ctx, "SELECT 1")
+					_ = c.Close()
+				}
+				if first {
+					started.Done()
+					first = false
+				}
+				select {
+				case <-stop:
+					return
+				default:
+				}
+			}
+		}()
+	}
+	started.Wait()
+	return &wg
+}
+
+// TestDrainUnderLoad: Drain under load returns nil once every checkout has
+// come back, never an error that names nothing; with a real leak, the
+// error lists it (and nothing it cannot name).
+func TestDrainUnderLoad(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	for _, leak := range []bool{false, true} {
+		for round := range 15 {
+			db, err := pgxleak.Open("pgx", dsn, pgxleak.WithLogger(quiet), pgxleak.WithMaxOpenConns(10))
+			require.NoError(t, err)
+			var leaked *sql.Conn
+			var at site
+			if leak {
+				leakOnPurpose(func() {
+					at = lineBelow()
+					leaked, err = db.Conn(context.Background())
+				})
+				require.NoError(t, err)
+				_, err = leaked.ExecContext(context.Background(), "SELECT 1")
+				require.NoError(t, err)
+			}
+			stop := make(chan struct{})
+			wg := loadPool(t, db, stop)
+			deadline := 5 * time.Second
+			if leak {
+				deadline = 300 * time.Millisecond // the leak never comes back
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), deadline)
+			err = pgxleak.Drain(ctx, db)
+			cancel()
+			close(stop)
+			wg.Wait()
+			if !leak {
+				require.NoError(t, err, "round %d: every checkout came back", round)
+			} else {
+				var le *pgxleak.LeakError
+				require.ErrorAs(t, err, &le, "round %d", round)
+				require.Len(t, le.Checkouts, 1, "round %d: %v", round, err)
+				assert.Equal(t, at.line, le.Checkouts[0].Culprit.Line, "round %d: %v", round, err)
+				assert.Zero(t, le.Unlisted, "round %d: %v", round, err)
+				require.NoError(t, leaked.Close())
+			}
+			_ = db.Close()
+		}
+	}
+}
+
+// TestDrainTerminatesTheCauseNotTheVictim: goroutine A updates a row in a
+// transaction and exits without ending it; B's UPDATE of the same row
+// waits for A's lock. Drain with TerminateStillOut terminates A at once,
+// with its reasons, and B's UPDATE succeeds, every time; Drain then need
+// not wait for its deadline.
+func TestDrainTerminatesTheCauseNotTheVictim(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	pgtest.Exec(t, dsn, "CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t VALUES (1, 0)")
+	for run := range 20 {
+		db, err := pgxleak.Open("pgx", dsn, pgxleak.WithLogger(quiet))
+		require.NoError(t, err)
+		tx, at := forgetLockedTx(t, db)
+		pgtest.WaitFor(t, 5*time.Second, "A's goroutine to exit", func() bool {
+			buf := make([]byte, 1<<20)
+			return !strings.Contains(string(buf[:runtime.Stack(buf, true)]), "forgetLockedTx.func1")
+		})
+		victim := make(chan error, 1)
+		victimAt := lineBelow()
+		go func() { _, err := db.Exec("UPDATE t SET v = v + 1 WHERE id = 1"); victim <- err }()
+		pgtest.WaitFor(t, 5*time.Second, "B to wait for A's lock", func() bool { return lockWaiters(t, dsn) == 1 })
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err = pgxleak.Drain(ctx, db, pgxleak.TerminateStillOut())
+		cancel()
+		require.NoError(t, <-victim, "run %d: the victim's UPDATE", run)
+		var le *pgxleak.LeakError
+		require.ErrorAs(t, err, &le, "run %d", run)
+		assert.NotErrorIs(t, err, context.DeadlineExceeded, "run %d: Drain waited for a terminated connection", run)
+		require.Len(t, le.Checkouts, 1, "run %d: %v", run, err)
+		c := le.Checkouts[0]
+		assert.True(t, c.Terminated, "run %d", run)
+		assert.Equal(t, at.line, c.Culprit.Line, "run %d", run)
+		require.Len(t, le.Notes, 1, "run %d: %v", run, err)
+		assert.Regexp(t, fmt.Sprintf(`^terminated backend PID %d \(checked out at %s\): the goroutine that took it has exited; idle in transaction, holding locks that block PID \d+ \(checked out at %s\)$`,
+			c.BackendPID, regexp.QuoteMeta(at.short()), regexp.QuoteMeta(victimAt.short())), le.Notes[0], "run %d", run)
+		require.Error(t, tx.Rollback(), "run %d: A's backend was terminated", run)
+	}
+}
+
+// forgetLockedTx updates row 1 of t in a transaction on a goroutine that
+// exits without ending it.
+//
+//go:noinline
+func forgetLockedTx(t *testing.T, db *sql.DB) (*sql.Tx, site) {
+	type leaked struct {
+		tx *sql.Tx
+		at site
+	}
+	got := make(chan leaked)
+	go func() {
+		var l leaked
+		var err error
+		l.at = lineBelow()
+		l.tx, err = db.Begin()
+		if err == nil {
+			_, err = l.tx.Exec("UPDATE t SET v = v + 1 WHERE id = 1")
+		}
+		assert.NoError(t, err)
+		got <- l
+	}()
+	l := <-got
+	return l.tx, l.at
+}
+
+// lockWaiters counts the backends of dsn's database waiting on a lock.
+func lockWaiters(t *testing.T, dsn string) int {
+	t.Helper()
+	c, err := pgx.Connect(context.Background(), dsn)
+	require.NoError(t, err)
+	defer c.Close(context.Background())
+	var n int
+	require.NoError(t, c.QueryRow(context.Background(),
+		"SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'").Scan(&n))
+	return n
 }

@@ -197,11 +197,13 @@ func (t *tracker) size() int {
 	return len(t.conns)
 }
 
-// returnable counts the connections out that may still come back: a
-// connection whose Rows was garbage-collected never will.
+// returnable counts the connections out that may still come back and
+// are worth waiting for: a connection whose Rows was garbage-collected
+// never will, and one whose backend was terminated has no work left to
+// finish.
 func (t *tracker) returnable() (n int) {
 	t.each(func(c *connState) {
-		if c.state == stateOut && !c.internal && !c.gcLeaked {
+		if c.state == stateOut && !c.internal && !c.gcLeaked && !c.terminated {
 			n++
 		}
 	})
