@@ -40,7 +40,8 @@ func (o verbOption) apply(c *config) {
 const defaultGracePeriod = time.Second
 
 // GracePeriod sets how long Find polls for checked-out connections to come
-// back before reporting them. Default: one second.
+// back before reporting them; 0 (or less) looks once, without waiting.
+// Default: one second.
 func GracePeriod(d time.Duration) Option {
 	return verbOption{"GracePeriod", func(c *verbConfig) { c.grace = max(d, 0) }}
 }
@@ -50,8 +51,13 @@ func GracePeriod(d time.Duration) Option {
 // "github.com/acme/app.(*Cache).warm", for a connection that is meant to
 // outlive the test. It cannot match a checkout whose stack was not
 // recorded (see [WithStackSampling]); such a checkout is listed, saying so.
+// An empty fn ignores nothing.
 func IgnoreFunction(fn string) Option {
-	return verbOption{"IgnoreFunction", func(c *verbConfig) { c.ignore = append(c.ignore, fn) }}
+	return verbOption{"IgnoreFunction", func(c *verbConfig) {
+		if fn != "" {
+			c.ignore = append(c.ignore, fn)
+		}
+	}}
 }
 
 // newVerbConfig applies the verbs' options in opts, ignoring the others.
