@@ -192,7 +192,9 @@ func (t *terminator) pass(ctx context.Context, final string) {
 			}
 			continue
 		}
-		switch err := p.terminateCheckout(ctx, s.conn, s.seq); {
+		// Once chosen (and marked), it is terminated even if ctx ends
+		// meanwhile: the side connection bounds the call.
+		switch err := p.terminateCheckout(context.WithoutCancel(ctx), s.conn, s.seq); {
 		case errors.Is(err, errCameBack): // not out any more: nothing to do or say
 		case err != nil:
 			t.notes.add(fmt.Sprintf("could not terminate backend PID %d (checked out at %s): %v", s.pid, line, err))
