@@ -343,7 +343,7 @@ func TestDrainUnderLoad(t *testing.T) {
 			wg := loadPool(t, db, stop)
 			deadline := 5 * time.Second
 			if leak {
-				deadline = 300 * time.Millisecond // the leak never comes back
+				deadline = time.Second // the leak never comes back
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), deadline)
 			err = pgxleak.Drain(ctx, db)
@@ -355,8 +355,21 @@ func TestDrainUnderLoad(t *testing.T) {
 			} else {
 				var le *pgxleak.LeakError
 				require.ErrorAs(t, err, &le, "round %d", round)
-				require.Len(t, le.Checkouts, 1, "round %d: %v", round, err)
-				assert.Equal(t, at.line, le.Checkouts[0].Culprit.Line, "round %d: %v", round, err)
+				// The leak is listed. A starved worker's checkout may still
+				// be out at the deadline too: then it is listed, with its
+				// line, never counted without one.
+				leaks := 0
+				for _, c := range le.Checkouts {
+					switch {
+					case c.Culprit.Line == at.line:
+						leaks++
+					case c.Unseen:
+						assert.NotZero(t, c.BackendPID, "round %d: %v", round, err)
+					default:
+						assert.Equal(t, "github.com/pgxleak/pgxleak_test.loadPool.func1", c.Culprit.Function, "round %d: %v", round, err)
+					}
+				}
+				assert.Equal(t, 1, leaks, "round %d: %v", round, err)
 				assert.Zero(t, le.Unlisted, "round %d: %v", round, err)
 				require.NoError(t, leaked.Close())
 			}
