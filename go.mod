@@ -4,11 +4,10 @@ go 1.25.0
 
 require (
 	github.com/jackc/pgx/v5 v5.12.0
+	github.com/stretchr/testify v1.11.1
 	go.opentelemetry.io/otel/metric v1.45.0
 	go.opentelemetry.io/otel/trace v1.45.0
 )
-
-require github.com/stretchr/testify v1.11.1 // indirect
 
 require (
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
