@@ -2,16 +2,24 @@ package pgxleak_test
 
 import (
 	"context"
+	"database/sql"
+	"path/filepath"
+	"runtime/debug"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/stack"
 )
 
-// TestCulpritIndex: test code is the user's even under a library prefix;
-// the runtime, the test runner and reflection never are.
+// TestCulpritIndex: test code is the user's even under a built-in library
+// prefix, but not under one the user named; the runtime, the test runner,
+// reflection and the standard library never are.
 func TestCulpritIndex(t *testing.T) {
 	sql := stack.Frame{Function: "database/sql.(*DB).QueryContext", File: "/go/src/database/sql/sql.go"}
 	gorm := stack.Frame{Function: "gorm.io/gorm.(*DB).Find", File: "/mod/gorm.io/gorm/finisher_api.go"}
@@ -29,11 +37,18 @@ func TestCulpritIndex(t *testing.T) {
 		{"a library's internal test file", []stack.Frame{sql, gorm,
 			{Function: "gorm.io/gorm.TestScan", File: "/mod/gorm.io/gorm/scan_test.go"}, runner, exit}, nil, 2},
 		{"a package ending in _test, whatever its file", []stack.Frame{sql,
-			{Function: "example.com/dbutil_test.helper", File: "/x/generated.go"}, runner}, []string{"example.com/dbutil"}, 1},
+			{Function: "gorm.io/gorm_test.helper", File: "/x/generated.go"}, runner}, nil, 1},
 		{"only the test runner left", []stack.Frame{sql, gorm, runner, exit}, nil, -1},
 		{"reflection is not the culprit", []stack.Frame{sql, call, {Function: "main.handler", File: "/app/main.go"}}, nil, 2},
 		{"a wrapper under a library prefix", []stack.Frame{sql, {Function: "example.com/dbutil.Get", File: "/x/dbutil/get.go"},
 			{Function: "example.com/app.run", File: "/x/app/run.go"}}, []string{"example.com/dbutil."}, 2},
+		{"the user's prefix wins in a test file", []stack.Frame{sql, {Function: "myapp.(*repo).get", File: "/x/myapp/repo_test.go"},
+			{Function: "myapp.TestGet", File: "/x/myapp/repo_test.go"}, runner}, []string{"myapp.(*repo)."}, 2},
+		{"the user's prefix names a generic type without its arguments", []stack.Frame{sql,
+			{Function: "example.com/myapp.(*repo[...]).get", File: "/x/myapp/repo.go"}, {Function: "example.com/myapp.(*repo[...]).get-fm", File: "/x/myapp/repo.go"},
+			{Function: "example.com/myapp.run", File: "/x/myapp/run.go"}}, []string{"example.com/myapp.(*repo)."}, 3},
+		{"the standard library is not the user's", []stack.Frame{sql,
+			{Function: "net/http.HandlerFunc.ServeHTTP", File: "/go/src/net/http/server.go"}, {Function: "main.main", File: "/app/main.go"}}, nil, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := pgxleak.CulpritIndex(tc.frames, tc.extra); got != tc.want {
@@ -43,19 +58,72 @@ func TestCulpritIndex(t *testing.T) {
 	}
 }
 
-// TestCulpritInLibraryPrefixTest: a test in a package covered by a library
-// prefix that leaks is named at its own line, not at testing.tRunner.
-func TestCulpritInLibraryPrefixTest(t *testing.T) {
-	rec := newLeakRecorder()
-	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), rec.option(),
-		pgxleak.WithLibraryPrefixes("github.com/pgxleak/pgxleak_test."))
-	line := lineBelow()
-	c, err := db.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
+// repo and genericRepo are a repository helper in a test file: named with
+// WithLibraryPrefixes, they are never the culprit, whatever their shape;
+// the line that called them is.
+type repo struct{ db *sql.DB }
+
+// conn is small enough to be inlined into its caller.
+func (r *repo) conn(ctx context.Context) (*sql.Conn, error) { return r.db.Conn(ctx) }
+
+//go:noinline
+func (r *repo) connNoinline(ctx context.Context) (*sql.Conn, error) {
+	return r.db.Conn(ctx)
+}
+
+type genericRepo[T any] struct{ db *sql.DB }
+
+//go:noinline
+func (r *genericRepo[T]) conn(ctx context.Context) (*sql.Conn, error) { return r.db.Conn(ctx) }
+
+// TestCulpritUserPrefixInTestFile: a prefix the user names wins over the
+// rule that test code is the user's: the helper in this _test.go file is
+// skipped, inlined or not, called as a method value or generic, and the
+// caller's line is the culprit.
+func TestCulpritUserPrefixInTestFile(t *testing.T) {
+	db, _ := openTest(t, pgxleak.WithLibraryPrefixes(
+		"github.com/pgxleak/pgxleak_test.(*repo).", "github.com/pgxleak/pgxleak_test.(*genericRepo)."))
+	r, g := &repo{db}, &genericRepo[int]{db}
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		take func() (*sql.Conn, site)
+	}{
+		{"inlined", func() (*sql.Conn, site) {
+			line := lineBelow()
+			c, err := r.conn(ctx)
+			require.NoError(t, err)
+			return c, line
+		}},
+		{"noinline", func() (*sql.Conn, site) {
+			line := lineBelow()
+			c, err := r.connNoinline(ctx)
+			require.NoError(t, err)
+			return c, line
+		}},
+		{"method value", func() (*sql.Conn, site) {
+			get := r.connNoinline
+			line := lineBelow()
+			c, err := get(ctx)
+			require.NoError(t, err)
+			return c, line
+		}},
+		{"generic", func() (*sql.Conn, site) {
+			line := lineBelow()
+			c, err := g.conn(ctx)
+			require.NoError(t, err)
+			return c, line
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, line := tc.take()
+			defer c.Close()
+			cs := checkouts(t, db)
+			require.Len(t, cs, 1)
+			assert.Equal(t, line.line, cs[0].Culprit.Line, "culprit %s, want the caller's line %s\n%s", cs[0].Culprit, line, stackString(cs[0].Stack))
+			assert.Equal(t, filepath.Base(line.file), filepath.Base(cs[0].Culprit.File))
+		})
 	}
-	defer c.Close()
-	rec.wait(t, 5*time.Second, suspectedAt(line))
 }
 
 // TestNoCulpritSaysWhy: a report without a culprit says why, and what to
@@ -97,6 +165,14 @@ func FuzzCulprit(f *testing.F) {
 	f.Add("main.f.gowrap12\nmain.g-fm\nruntime.call16\nruntime.debugCall8192\nmain.h.deferwrap\n", "main.")
 	f.Add("gorm.io/gorm.(*DB).Find\ngorm.io/gorm/tests_test.TestFind@/gorm/tests/query_test.go\ntesting.tRunner", "")
 	f.Add("gorm.io/gorm.TestScan@/gorm/scan_test.go\nreflect.Value.Call\ntesting.tRunner@/x_test.go", "")
+	f.Add("myapp.(*repo).get@/app/repo_test.go\nmyapp.TestGet@/app/repo_test.go", "myapp.(*repo).")
+	f.Add("myapp.(*repo[...]).get\nnet/http.HandlerFunc.ServeHTTP\nmyservice/internal/api.get\nmain.main", "myapp.(*repo).")
+	var modules []string // the program's modules: none is the standard library
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, m := range append([]*debug.Module{&bi.Main}, bi.Deps...) {
+			modules = append(modules, m.Path)
+		}
+	}
 	f.Fuzz(func(t *testing.T, names, extras string) {
 		var frames []stack.Frame
 		for i, l := range strings.Split(names, "\n") {
@@ -113,18 +189,34 @@ func FuzzCulprit(f *testing.F) {
 			if strings.HasPrefix(fr.Function, "runtime.") || strings.HasPrefix(fr.Function, "testing.") || strings.HasPrefix(fr.Function, "reflect.") {
 				continue // the harness is never the culprit
 			}
+			user := false // a prefix the user named wins, even over test code
+			for _, p := range extra {
+				if p != "" && (strings.HasPrefix(fr.Function, p) || strings.HasPrefix(strings.ReplaceAll(fr.Function, "[...]", ""), p)) {
+					user = true
+				}
+			}
+			if user {
+				continue
+			}
 			pkg := fr.Function
 			if dot := strings.Index(pkg[strings.LastIndex(pkg, "/")+1:], "."); dot >= 0 {
 				pkg = pkg[:strings.LastIndex(pkg, "/")+1+dot]
 			}
-			test := strings.HasSuffix(fr.File, "_test.go") || strings.HasSuffix(pkg, "_test")
+			if strings.HasSuffix(fr.File, "_test.go") || strings.HasSuffix(pkg, "_test") {
+				want = j
+				break
+			}
 			lib := false
-			for _, p := range append(append([]string(nil), pgxleak.LibraryPrefixes...), extra...) {
-				if p != "" && strings.HasPrefix(fr.Function, p) {
+			for _, p := range pgxleak.LibraryPrefixes {
+				if strings.HasPrefix(fr.Function, p) {
 					lib = true
 				}
 			}
-			if test || !lib {
+			first, _, _ := strings.Cut(pkg, "/")
+			std := pkg != "main" && !strings.Contains(first, ".") && !slices.ContainsFunc(modules, func(m string) bool {
+				return pkg == m || strings.HasPrefix(pkg, m+"/")
+			})
+			if !lib && !std {
 				want = j
 				break
 			}

@@ -17,7 +17,7 @@ func (p *pool) describe(s snapshot) Checkout {
 	frames := stack.Resolve(s.pcs)
 	// Drop pgxleak's own frames at the top: the stack starts where
 	// database/sql called in.
-	for len(frames) > 0 && isLibrary(frames[0].Function, nil) && !isTest(frames[0]) &&
+	for len(frames) > 0 && isLibrary(frames[0].Function) && !isTest(frames[0]) &&
 		strings.HasPrefix(frames[0].Function, "github.com/pgxleak/pgxleak") {
 		frames = frames[1:]
 	}

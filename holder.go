@@ -7,6 +7,7 @@ import (
 
 	"github.com/pgxleak/pgxleak/internal/gdump"
 	"github.com/pgxleak/pgxleak/internal/goid"
+	"github.com/pgxleak/pgxleak/internal/stack"
 )
 
 // Goroutine identity. Every checkout records the ID of the goroutine that
@@ -119,11 +120,11 @@ func sameTail(want []Frame, got []gdump.Frame) bool {
 	return i == len(want)
 }
 
-// userFrame is the innermost frame of g outside the runtime, the standard
-// library and the database libraries: the line of user code it is at.
+// userFrame is the innermost frame of g that is the user's code, by the
+// culprit's rule (isUserFrame): the line of user code it is at.
 func (p *pool) userFrame(g *gdump.Goroutine) (Frame, bool) {
 	f, ok := g.UserFrame(func(f gdump.Frame) bool {
-		return gdump.IsStd(f) || isLibrary(f.Function, p.cfg.libraryPrefix)
+		return !isUserFrame(stack.Frame{Function: f.Function, File: f.File, Line: f.Line}, p.cfg.libraryPrefix)
 	})
 	return Frame{Function: f.Function, File: f.File, Line: f.Line}, ok
 }
