@@ -1,8 +1,13 @@
 package pgxleak_test
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime/debug"
 	"slices"
@@ -14,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/pgtest"
 	"github.com/pgxleak/pgxleak/internal/stack"
 )
 
@@ -225,4 +231,65 @@ func FuzzCulprit(f *testing.F) {
 			t.Fatalf("Culprit = %d, want %d (frames %q, extra %q)", i, want, names, extras)
 		}
 	})
+}
+
+// TestDotlessModuleIsTheUsers: in a program whose main module has no dot in
+// its path ("module myservice"), the holder's current line and the
+// waiter's line are the program's own, not taken for the standard
+// library. The program (testdata/dotless) is built as a module of its own
+// against this one.
+func TestDotlessModuleIsTheUsers(t *testing.T) {
+	t.Parallel()
+	root, err := os.Getwd() // the module root: this package's directory
+	require.NoError(t, err)
+	dir := t.TempDir()
+	require.NoError(t, os.CopyFS(dir, os.DirFS("testdata/dotless")))
+	goMod := fmt.Sprintf("module myservice\n\ngo 1.25.0\n\nrequire github.com/pgxleak/pgxleak v0.0.0\n\nreplace github.com/pgxleak/pgxleak => %s\n", root)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "go.mod"), []byte(goMod), 0o644))
+	sum, err := os.ReadFile("go.sum")
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "go.sum"), sum, 0o644))
+
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	goCmd, err := exec.LookPath("go") // go test puts its own toolchain first in PATH
+	require.NoError(t, err)
+	prog := filepath.Join(dir, "dotless")
+	build := exec.CommandContext(ctx, goCmd, "build", "-mod=mod", "-o", prog, ".")
+	build.Dir = dir
+	build.Env = append(os.Environ(), "GOWORK=off")
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, "go build: %s", out)
+
+	var stderr bytes.Buffer
+	run := exec.CommandContext(ctx, prog, pgtest.NewDatabase(t))
+	run.Stderr = &stderr
+	out, err = run.Output()
+	require.NoError(t, err, "dotless: %s", stderr.String())
+	var got struct {
+		Culprit, HolderAt pgxleak.Frame
+		Holder            string
+		WaiterAt          []pgxleak.Frame
+	}
+	require.NoError(t, json.Unmarshal(out, &got), "%s", out)
+
+	src, err := os.ReadFile("testdata/dotless/app/app.go")
+	require.NoError(t, err)
+	lineOf := func(marker string) int {
+		for i, l := range strings.Split(string(src), "\n") {
+			if strings.HasSuffix(l, "// "+marker) {
+				return i + 1
+			}
+		}
+		t.Fatalf("no line marked %q", marker)
+		return 0
+	}
+	at := func(f pgxleak.Frame) string {
+		return fmt.Sprintf("%s:%d (%s)", filepath.Base(f.File), f.Line, f.Function)
+	}
+	assert.Equal(t, fmt.Sprintf("app.go:%d (myservice/app.hold)", lineOf("checked out")), at(got.Culprit), "culprit")
+	assert.Equal(t, fmt.Sprintf("app.go:%d (myservice/app.hold)", lineOf("holder now at")), at(got.HolderAt), "holder's current line; report: %s", got.Holder)
+	if assert.Len(t, got.WaiterAt, 1, "waiters") {
+		assert.Equal(t, fmt.Sprintf("app.go:%d (myservice/app.wait)", lineOf("waits")), at(got.WaiterAt[0]), "waiter's line")
+	}
 }
