@@ -89,8 +89,8 @@ func TestHolderMatchedByStack(t *testing.T) {
 	if h == nil || h.MatchedBy != matchedByStack || h.Exited || len(h.Stack) == 0 || !strings.HasSuffix(h.Stack[0].File, "diagnosis_internal_test.go") {
 		t.Fatalf("holder %+v (%s): want the blocked goroutine, matched by checkout stack", h, note)
 	}
-	if !strings.Contains(h.verdict(), "(found by its checkout stack: goroutine identity unavailable)") {
-		t.Errorf("holder %q: want the fallback named", h.verdict())
+	if !strings.Contains(h.verdict(Frame{}), "(found by its checkout stack: goroutine identity unavailable)") {
+		t.Errorf("holder %q: want the fallback named", h.verdict(Frame{}))
 	}
 	close(release)
 	wg.Wait()

@@ -76,6 +76,7 @@ type Checkout struct {
 type Goroutine struct {
 	ID        uint64        `json:"goroutine"`            // the goroutine's ID; 0 if not known
 	Exited    bool          `json:"exited,omitempty"`     // a holder that has exited: unless it handed its Rows, Tx or Conn to another goroutine, nothing can return the connection
+	Returned  bool          `json:"returned,omitempty"`   // a live holder no longer inside the function that checked the connection out (Culprit, called from the same lines): unless it handed the Rows, Tx or Conn on, a leak; At is then unrelated work
 	State     string        `json:"state,omitempty"`      // as the runtime names it: "IO wait", "select", "chan receive", "sync.Mutex.Lock", "running", ...
 	Waiting   time.Duration `json:"waiting_ns"`           // how long it has been in State, as the runtime reports it (whole minutes; 0 below one)
 	At        Frame         `json:"at"`                   // its innermost frame of user code now: for a waiter, the line that asked for a connection
