@@ -42,6 +42,16 @@ func (p *pool) describe(s snapshot) Checkout {
 	} else {
 		c.NoCulprit = p.noCulprit(s, frames)
 	}
+	if s.handoff {
+		// The opener handed it over: named at the line that waited for
+		// it when a dump saw that, else at its first use.
+		c.FirstUse = c.Culprit
+		if a := s.asked; a != nil {
+			c.Culprit, c.Stack, c.NoCulprit = a.at, a.stack, ""
+		} else {
+			c.AskUnseen = true
+		}
+	}
 	return c
 }
 

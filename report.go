@@ -48,6 +48,14 @@ type Checkout struct {
 	// returned, so Held is an upper bound. The leak threshold counts from
 	// SeenAt, so that a suspected leak is never a guess.
 	SeenAt time.Time `json:"seen_at,omitzero"`
+	// FirstUse is set for a connection database/sql's background opener
+	// handed to a caller that waited for it: the line of its first use,
+	// where pgxleak saw the checkout. Culprit and Stack are then the line
+	// that asked for it and the waiter's stack, as a goroutine dump saw
+	// them while it waited (goroutine identity ties the two), or, when no
+	// dump saw it wait (AskUnseen), the first use too.
+	FirstUse  Frame `json:"first_use,omitzero"`
+	AskUnseen bool  `json:"ask_unseen,omitempty"`
 	// Unseen marks a connection database/sql counts in use
 	// (DBStats.InUse) that no driver call has shown pgxleak yet: handed
 	// out by the background opener, holder unknown until its first
@@ -114,7 +122,11 @@ func (c Checkout) String() string {
 	if c.Culprit == (Frame{}) && c.NoCulprit != "" {
 		return fmt.Sprintf("connection checked out at an unknown line, held %s (%s)", held, c.NoCulprit) + c.stuckVerdict()
 	}
-	return fmt.Sprintf("connection checked out at %s, held %s", c.Culprit, held) + c.stuckVerdict()
+	s := fmt.Sprintf("connection checked out at %s, held %s", c.Culprit, held)
+	if c.AskUnseen {
+		s += " (its first use: database/sql's background opener handed it over, and no goroutine dump saw the line that asked for it)"
+	}
+	return s + c.stuckVerdict()
 }
 
 // Leak is one report about a checkout, given to [WithOnLeak]: a leak
