@@ -41,7 +41,9 @@ func TestLogReportLeadsWithCulprit(t *testing.T) {
 			if n := strings.Count(out, line.String()); !tc.wantStack && n != 1 {
 				t.Fatalf("the culprit appears %d times in the default line:\n%s", n, out)
 			}
-			if !tc.wantStack && len(out) > 400 {
+			// 460: the holder's verdict names this test's long closure
+			// again ("still inside pgxleak_test.TestLog…func1").
+			if !tc.wantStack && len(out) > 460 {
 				t.Fatalf("the default line is %d bytes:\n%s", len(out), out)
 			}
 		})
