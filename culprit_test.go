@@ -250,28 +250,40 @@ func TestDotlessModuleIsTheUsers(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "go.sum"), sum, 0o644))
 
-	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
 	goCmd, err := exec.LookPath("go") // go test puts its own toolchain first in PATH
 	require.NoError(t, err)
-	prog := filepath.Join(dir, "dotless")
-	build := exec.CommandContext(ctx, goCmd, "build", "-mod=mod", "-o", prog, ".")
-	build.Dir = dir
-	build.Env = append(os.Environ(), "GOWORK=off")
-	out, err := build.CombinedOutput()
-	require.NoError(t, err, "go build: %s", out)
+	goIn := func(args ...string) {
+		cmd := exec.CommandContext(ctx, goCmd, args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "GOWORK=off")
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "go %s: %s", strings.Join(args, " "), out)
+	}
+	goIn("build", "-mod=mod", "-o", "dotless", ".")
+	goIn("test", "-mod=mod", "-c", "-o", "app.test", "./app")
 
-	var stderr bytes.Buffer
-	run := exec.CommandContext(ctx, prog, pgtest.NewDatabase(t))
-	run.Stderr = &stderr
-	out, err = run.Output()
-	require.NoError(t, err, "dotless: %s", stderr.String())
-	var got struct {
+	type report struct {
 		Culprit, HolderAt pgxleak.Frame
 		Holder            string
 		WaiterAt          []pgxleak.Frame
 	}
-	require.NoError(t, json.Unmarshal(out, &got), "%s", out)
+	run := func(t *testing.T, name string, args ...string) report {
+		var stderr bytes.Buffer
+		cmd := exec.CommandContext(ctx, filepath.Join(dir, name), args...)
+		cmd.Env = append(os.Environ(), "DOTLESS_DSN="+pgtest.NewDatabase(t))
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		require.NoError(t, err, "%s: %s%s", name, out, stderr.String())
+		line := strings.TrimSpace(string(out))
+		if i := strings.Index(line, "REPORT "); i >= 0 { // the test binary's line
+			line, _, _ = strings.Cut(line[i+len("REPORT "):], "\n")
+		}
+		var got report
+		require.NoError(t, json.Unmarshal([]byte(line), &got), "%s", out)
+		return got
+	}
 
 	src, err := os.ReadFile("testdata/dotless/app/app.go")
 	require.NoError(t, err)
@@ -287,9 +299,20 @@ func TestDotlessModuleIsTheUsers(t *testing.T) {
 	at := func(f pgxleak.Frame) string {
 		return fmt.Sprintf("%s:%d (%s)", filepath.Base(f.File), f.Line, f.Function)
 	}
-	assert.Equal(t, fmt.Sprintf("app.go:%d (myservice/app.hold)", lineOf("checked out")), at(got.Culprit), "culprit")
-	assert.Equal(t, fmt.Sprintf("app.go:%d (myservice/app.hold)", lineOf("holder now at")), at(got.HolderAt), "holder's current line; report: %s", got.Holder)
-	if assert.Len(t, got.WaiterAt, 1, "waiters") {
-		assert.Equal(t, fmt.Sprintf("app.go:%d (myservice/app.wait)", lineOf("waits")), at(got.WaiterAt[0]), "waiter's line")
+	for _, tc := range []struct {
+		name string
+		run  func(t *testing.T) report
+	}{
+		{"binary", func(t *testing.T) report { return run(t, "dotless") }},
+		{"test binary", func(t *testing.T) report { return run(t, "app.test", "-test.run=TestReport") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := tc.run(t)
+			assert.Equal(t, fmt.Sprintf("app.go:%d (myservice/app.hold)", lineOf("checked out")), at(got.Culprit), "culprit")
+			assert.Equal(t, fmt.Sprintf("app.go:%d (myservice/app.hold)", lineOf("holder now at")), at(got.HolderAt), "holder's current line; report: %s", got.Holder)
+			if assert.Len(t, got.WaiterAt, 1, "waiters") {
+				assert.Equal(t, fmt.Sprintf("app.go:%d (myservice/app.wait)", lineOf("waits")), at(got.WaiterAt[0]), "waiter's line")
+			}
+		})
 	}
 }

@@ -4,10 +4,35 @@ package app
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"time"
 
 	"github.com/pgxleak/pgxleak"
 )
+
+// Report runs Stuck and renders, as JSON, the culprit, the holder's
+// current line and verdict, and the waiters' lines.
+func Report(db *sql.DB) ([]byte, error) {
+	ins, err := Stuck(db)
+	if err != nil {
+		return nil, err
+	}
+	out := struct {
+		Culprit, HolderAt pgxleak.Frame
+		Holder            string
+		WaiterAt          []pgxleak.Frame
+	}{}
+	for _, c := range ins.Checkouts {
+		out.Culprit = c.Culprit
+		if c.Holder != nil {
+			out.HolderAt, out.Holder = c.Holder.At, c.String()
+		}
+	}
+	for _, w := range ins.Waiters {
+		out.WaiterAt = append(out.WaiterAt, w.At)
+	}
+	return json.Marshal(out)
+}
 
 // Stuck holds the pool's only connection, makes a second goroutine wait
 // for one, and inspects the pool meanwhile.
