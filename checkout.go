@@ -261,8 +261,9 @@ type waitSites struct {
 }
 
 // record notes the waiters of this pool a dump saw, marks the waits it no
-// longer shows as ended, and forgets goroutines that have exited, so that
-// it holds at most the goroutines alive that waited.
+// longer shows as ended, and forgets goroutines that have exited or whose
+// wait a previous dump saw end: it holds the waiters of the last two
+// dumps at most.
 func (w *waitSites) record(d *gdump.Snapshot, waiters []Goroutine) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -272,9 +273,12 @@ func (w *waitSites) record(d *gdump.Snapshot, waiters []Goroutine) {
 	w.dump = d.Started
 	for id, s := range w.sites {
 		switch {
-		case d.Lookup(id) == nil && !d.Truncated:
+		case d.Lookup(id) == nil && !d.Truncated, !s.ended.IsZero():
+			// Exited, or its wait ended before the previous dump: a
+			// handoff is used at once, so a long-lived goroutine that
+			// waited once does not keep its stack here.
 			delete(w.sites, id)
-		case s.ended.IsZero():
+		default:
 			s.ended = d.Started
 		}
 	}

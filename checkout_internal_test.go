@@ -44,6 +44,11 @@ func TestWaitSites(t *testing.T) {
 			w.record(dump(3, 7), nil)
 			w.record(dump(5, 7), waiter)
 		}, 6, true},
+		{"forgotten a dump after its wait was seen to end", func(w *waitSites) {
+			w.record(dump(1, 7), waiter)
+			w.record(dump(3, 7), nil)
+			w.record(dump(5, 7), nil)
+		}, 2, false},
 		{"exited", func(w *waitSites) {
 			w.record(dump(1, 7), waiter)
 			w.record(dump(3), nil)
