@@ -2,8 +2,10 @@ package pgxleak
 
 import (
 	"context"
+	"sync"
 	"time"
 
+	"github.com/pgxleak/pgxleak/internal/gdump"
 	"github.com/pgxleak/pgxleak/internal/goid"
 	"github.com/pgxleak/pgxleak/internal/stack"
 )
@@ -43,6 +45,7 @@ func (c *connState) checkoutAtLocked(ctx context.Context, now int64) {
 	c.ctx = ctx
 	_, c.internal = ctx.(*internalContext)
 	c.suspected, c.blocked, c.gcLeaked, c.lateFrom = false, false, false, 0
+	c.handoff, c.asked = false, nil
 	c.npcs = 0
 	c.goid = holderID()
 	if c.internal {
@@ -95,6 +98,12 @@ func (c *connState) use(ctx context.Context, query string) error {
 			return ErrDraining
 		}
 		c.checkoutLocked(ctx)
+		if c.pristine {
+			// The opener handed it over: to the goroutine that waited
+			// for it, if a goroutine dump saw that one wait.
+			c.handoff = true
+			c.asked = c.pool.tracker.waits.take(c.goid, c.pool.epoch.Add(time.Duration(c.idleSince)))
+		}
 		if c.pristine || c.noReset {
 			// Seen late: it may have been out since it went idle. The
 			// leak threshold counts from now (a report is certain), Held
@@ -235,4 +244,78 @@ func (c *connState) isTerminated() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.terminated
+}
+
+// waitSite is where a goroutine waited for a connection of the pool, as a
+// goroutine dump saw it: the line that asked, and the stack.
+type waitSite struct {
+	at    Frame
+	stack []Frame
+	ended time.Time // a later dump saw it no longer waiting, so the wait ended before; zero while it waits
+}
+
+// waitSites ties a connection database/sql's background opener hands to a
+// waiting goroutine back to the line that asked for it. The handoff makes
+// no driver call on that goroutine, so the checkout is first seen at the
+// connection's first use (use); but the goroutine dumps the pool takes
+// anyway (rate-limited, while callers wait, for reports and Inspect) show
+// each waiter's stack, and goroutine identity names the waiter that made
+// the first use. mu is a leaf lock.
+type waitSites struct {
+	mu    sync.Mutex
+	dump  time.Time            // guarded by mu; when the last dump recorded began
+	sites map[uint64]*waitSite // guarded by mu; by goroutine ID
+}
+
+// record notes the waiters of this pool a dump saw, marks the waits it no
+// longer shows as ended, and forgets goroutines that have exited or whose
+// wait a previous dump saw end: it holds the waiters of the last two
+// dumps at most.
+func (w *waitSites) record(d *gdump.Snapshot, waiters []Goroutine) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if d == nil || d.Started.Equal(w.dump) {
+		return
+	}
+	w.dump = d.Started
+	for id, s := range w.sites {
+		switch {
+		case d.Lookup(id) == nil && !d.Truncated, !s.ended.IsZero():
+			// Exited, or its wait ended before the previous dump: a
+			// handoff is used at once, so a long-lived goroutine that
+			// waited once does not keep its stack here.
+			delete(w.sites, id)
+		default:
+			s.ended = d.Started
+		}
+	}
+	for _, g := range waiters {
+		if g.ID == 0 || stack.Frame(g.At).IsZero() {
+			continue
+		}
+		if w.sites == nil {
+			w.sites = make(map[uint64]*waitSite)
+		}
+		w.sites[g.ID] = &waitSite{at: g.At, stack: g.Stack}
+	}
+}
+
+// take returns, and forgets, where goroutine id waited for a connection
+// the opener made at madeAt: nil unless a dump saw it wait, and saw its
+// wait go on until the connection was made or saw nothing since.
+func (w *waitSites) take(id uint64, madeAt time.Time) *waitSite {
+	if id == 0 {
+		return nil
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := w.sites[id]
+	if s == nil {
+		return nil
+	}
+	delete(w.sites, id)
+	if !s.ended.IsZero() && s.ended.Before(madeAt) {
+		return nil // that wait ended before this connection existed
+	}
+	return s
 }

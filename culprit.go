@@ -2,18 +2,29 @@ package pgxleak
 
 import (
 	"fmt"
+	"runtime/debug"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/pgxleak/pgxleak/internal/stack"
 )
 
-// The culprit policy: which frame of a checkout's stack a report names.
-// It is the first frame that belongs to the user's code rather than to the
-// runtime, the testing harness, database/sql, a driver or a known database
-// wrapper. A frame of a test (a _test.go file, or a package whose path ends
-// in _test) is always the user's code, even under a library prefix, so that
-// a library's own tests are named at their own line.
+// The culprit policy, and the one rule for "whose code is this" that the
+// culprit, the callers a report lists, a holder's current line and a
+// waiter's line all follow (isUserFrame). A frame is the user's code
+// unless it is:
+//
+//   - the harness: the runtime, the test runner or reflection;
+//   - under a prefix the user named (WithLibraryPrefixes): the user's word
+//     wins, in test files too;
+//   - under a built-in library prefix (database/sql, drivers, known
+//     wrappers, pgxleak), unless it is a test (a _test.go file, or a
+//     package whose path ends in _test), so that a library's own tests are
+//     named at their own line;
+//   - the standard library: a package whose first path element has no dot
+//     and that no module of the program provides, so that a main module
+//     named "myservice" is the user's (see isStdlib).
 
 // libraryPrefixes are the function-name prefixes of code that is never the
 // culprit: the runtime, database/sql, drivers, pgxleak itself and the
@@ -51,16 +62,30 @@ var libraryPrefixes = []string{
 // reflection. A stack with nothing else is reported as such.
 var harnessPrefixes = []string{"runtime.", "testing.", "reflect."}
 
-// isLibrary reports whether fn belongs to code that is never the culprit,
-// checking libraryPrefixes and then extra.
-func isLibrary(fn string, extra []string) bool {
+// isLibrary reports whether fn is under a built-in library prefix.
+func isLibrary(fn string) bool {
 	for _, p := range libraryPrefixes {
 		if strings.HasPrefix(fn, p) {
 			return true
 		}
 	}
+	return false
+}
+
+// isUserLibrary reports whether fn is under one of the user's prefixes
+// (WithLibraryPrefixes). A generic function's or method's name is also
+// matched without its type arguments, "app.(*repo[...]).get" as
+// "app.(*repo).get", so that one prefix covers every instantiation.
+func isUserLibrary(fn string, extra []string) bool {
+	if len(extra) == 0 {
+		return false
+	}
+	bare := fn
+	if strings.Contains(fn, "[") {
+		bare = strings.ReplaceAll(fn, "[...]", "")
+	}
 	for _, p := range extra {
-		if p != "" && strings.HasPrefix(fn, p) {
+		if p != "" && (strings.HasPrefix(fn, p) || strings.HasPrefix(bare, p)) {
 			return true
 		}
 	}
@@ -84,24 +109,58 @@ func isTest(f stack.Frame) bool {
 	return strings.HasSuffix(f.File, "_test.go") || strings.HasSuffix(packagePath(f.Function), "_test")
 }
 
-// isUserFrame reports whether f may be the culprit: not the harness, and
-// either test code or outside the libraries.
+// isUserFrame reports whether f is the user's code (see the rule above):
+// the culprit is the first such frame of a checkout, a holder's and a
+// waiter's line the innermost such frame of their stacks.
 func isUserFrame(f stack.Frame, extra []string) bool {
-	if isHarness(f.Function) {
+	switch {
+	case isHarness(f.Function), isUserLibrary(f.Function, extra):
 		return false
+	case isTest(f):
+		return true
 	}
-	return isTest(f) || !isLibrary(f.Function, extra)
+	return !isLibrary(f.Function) && !isStdlib(f.Function)
 }
 
-// isStdlib reports whether f is in Go's standard library: the first
-// element of its import path has no dot, and its file lies under a src
-// directory by that path (GOROOT/src/net/http/server.go). Reports leave
-// such frames out of the application's callers.
-func isStdlib(f stack.Frame) bool {
-	pkg := packagePath(f.Function)
+// isStdlib reports whether fn is in Go's standard library: the first
+// element of its package path has no dot ("net/http", "database/sql"),
+// the package is not main, and no module of the program provides it. A
+// main module without a dot in its path ("module myservice"), or a
+// dependency so named, is the user's: runtime/debug.ReadBuildInfo names
+// them, in binaries and test binaries alike. Without build information
+// (a program built outside module mode) the dot rule alone decides.
+func isStdlib(fn string) bool {
+	pkg := packagePath(fn)
 	first, _, _ := strings.Cut(pkg, "/")
-	return pkg != "main" && !strings.Contains(first, ".") && strings.Contains(f.File, "/src/"+pkg+"/")
+	if pkg == "main" || strings.Contains(first, ".") {
+		return false
+	}
+	for _, m := range dotlessModules() {
+		if pkg == m || strings.HasPrefix(pkg, m+"/") {
+			return false
+		}
+	}
+	return true
 }
+
+// dotlessModules returns the paths without a dot in their first element of
+// the program's main module and its dependencies, read once.
+var dotlessModules = sync.OnceValue(func() []string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return nil
+	}
+	var ms []string
+	for _, m := range append([]*debug.Module{&bi.Main}, bi.Deps...) {
+		if m == nil {
+			continue
+		}
+		if first, _, _ := strings.Cut(m.Path, "/"); m.Path != "" && !strings.Contains(first, ".") {
+			ms = append(ms, m.Path)
+		}
+	}
+	return ms
+})
 
 // packagePath returns the import path of a fully qualified function name:
 // "github.com/acme/app.(*S).get" gives "github.com/acme/app".

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/pgxleak/pgxleak/internal/stack"
 )
 
 // watchStuck runs on the monitor goroutine after each wait sample in which
@@ -201,6 +203,8 @@ func holderBrief(c Checkout) string {
 		switch {
 		case h.Exited:
 			parts = append(parts, "goroutine exited")
+		case h.Returned:
+			parts = append(parts, "returned from "+stack.ShortFunction(c.Culprit.Function))
 		case h.State != "":
 			parts = append(parts, "goroutine "+h.State)
 		}

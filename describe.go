@@ -17,7 +17,7 @@ func (p *pool) describe(s snapshot) Checkout {
 	frames := stack.Resolve(s.pcs)
 	// Drop pgxleak's own frames at the top: the stack starts where
 	// database/sql called in.
-	for len(frames) > 0 && isLibrary(frames[0].Function, nil) && !isTest(frames[0]) &&
+	for len(frames) > 0 && isLibrary(frames[0].Function) && !isTest(frames[0]) &&
 		strings.HasPrefix(frames[0].Function, "github.com/pgxleak/pgxleak") {
 		frames = frames[1:]
 	}
@@ -43,6 +43,16 @@ func (p *pool) describe(s snapshot) Checkout {
 		c.NoCulprit = p.noCulprit(s, frames)
 	}
 	c.OnPurpose = p.onPurpose(frames)
+	if s.handoff {
+		// The opener handed it over: named at the line that waited for
+		// it when a dump saw that, else at its first use.
+		c.FirstUse = c.Culprit
+		if a := s.asked; a != nil {
+			c.Culprit, c.Stack, c.NoCulprit = a.at, a.stack, ""
+		} else {
+			c.AskUnseen = true
+		}
+	}
 	return c
 }
 

@@ -245,6 +245,7 @@ func (p *pool) diagnoseNow(ctx context.Context, server bool) *findings {
 		d.keys = append(d.keys, holderKey{s.conn, s.checkoutAt})
 	}
 	d.waiters = p.waitersIn(dump, d.checkouts, &notes)
+	p.tracker.waits.record(dump, d.waiters)
 	if server {
 		notes.add(p.serverView(ctx, d.checkouts, false))
 	}

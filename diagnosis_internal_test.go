@@ -72,7 +72,7 @@ func TestHolderMatchedByStack(t *testing.T) {
 	require.NotNil(t, h, "no holder: %s", note)
 	require.False(t, h.MatchedBy != matchedByStack || h.Exited || len(h.Stack) == 0 || !strings.HasSuffix(h.Stack[0].File, "diagnosis_internal_test.go"),
 		"holder %+v (%s): want the blocked goroutine, matched by checkout stack", h, note)
-	assert.Contains(t, h.verdict(), "(found by its checkout stack: goroutine identity unavailable)", "the fallback is named")
+	assert.Contains(t, h.verdict(Frame{}), "(found by its checkout stack: goroutine identity unavailable)", "the fallback is named")
 	close(release)
 	wg.Wait()
 

@@ -7,6 +7,7 @@ import (
 
 	"github.com/pgxleak/pgxleak/internal/gdump"
 	"github.com/pgxleak/pgxleak/internal/goid"
+	"github.com/pgxleak/pgxleak/internal/stack"
 )
 
 // Goroutine identity. Every checkout records the ID of the goroutine that
@@ -20,7 +21,10 @@ import (
 // holderOf joins one checkout with a goroutine dump. It returns nil, with
 // a note saying why, when the dump cannot answer: the dump is older than
 // the checkout, it was cut short, or identity is unavailable and the
-// checkout stack matches no goroutine, or several.
+// checkout stack matches no goroutine, or several. A checkout whose Rows
+// was garbage-collected has no holder, and no note: the report says so.
+// A live holder that has returned from the function that took the
+// connection is marked Returned.
 func (p *pool) holderOf(s snapshot, c Checkout, d *gdump.Snapshot) (*Goroutine, string) {
 	// Only a checkout recorded before the first runtime.Stack call is
 	// certainly in the dump. One recorded while the dump was taken, or
@@ -31,6 +35,9 @@ func (p *pool) holderOf(s snapshot, c Checkout, d *gdump.Snapshot) (*Goroutine, 
 	if d.Started.Before(p.epoch.Add(time.Duration(s.checkoutAt))) {
 		return nil, newerThanDump
 	}
+	if s.gcLeaked {
+		return nil, "" // its Rows was garbage-collected: no goroutine holds it
+	}
 	if s.goid != 0 {
 		g := d.Lookup(s.goid)
 		if g == nil {
@@ -39,7 +46,9 @@ func (p *pool) holderOf(s snapshot, c Checkout, d *gdump.Snapshot) (*Goroutine, 
 			}
 			return &Goroutine{ID: s.goid, Exited: true, MatchedBy: matchedByID}, ""
 		}
-		return p.holderFrom(g, matchedByID), ""
+		h := p.holderFrom(g, matchedByID)
+		h.Returned = returnedFrom(c, g)
+		return h, ""
 	}
 	return p.matchByStack(c, d)
 }
@@ -50,6 +59,44 @@ func (p *pool) holderFrom(g *gdump.Goroutine, matchedBy string) *Goroutine {
 	return h
 }
 
+// culpritTail returns the frames of c's stack outside its culprit, with
+// the runtime's left out, and whether c has a culprit on its stack.
+func culpritTail(c Checkout) ([]Frame, bool) {
+	if stack.Frame(c.Culprit).IsZero() {
+		return nil, false
+	}
+	for i, f := range c.Stack {
+		if f == c.Culprit {
+			return userTail(c.Stack[i+1:]), true
+		}
+	}
+	return nil, false
+}
+
+// insideCulprit reports whether g is still inside the function that
+// checked c out: the culprit's function is on its stack, called from the
+// same lines as at the checkout (tail, from culpritTail).
+func insideCulprit(c Checkout, tail []Frame, g *gdump.Goroutine) bool {
+	for j, f := range g.Frames {
+		if f.Function == c.Culprit.Function && f.File == c.Culprit.File && sameTail(tail, g.Frames[j+1:]) {
+			return true
+		}
+	}
+	return false
+}
+
+// returnedFrom reports whether the live holder g of c has returned from
+// the function that checked the connection out (see insideCulprit). It is
+// false when that cannot be told: no culprit recorded, or g's stack cut
+// short in the dump.
+func returnedFrom(c Checkout, g *gdump.Goroutine) bool {
+	tail, ok := culpritTail(c)
+	if !ok || g.Truncated || g.Elided > 0 {
+		return false
+	}
+	return !insideCulprit(c, tail, g)
+}
+
 // matchByStack finds the holder without goroutine identity: the one
 // goroutine still inside the function that checked the connection out,
 // called from the same lines. A holder that has returned from that
@@ -57,25 +104,14 @@ func (p *pool) holderFrom(g *gdump.Goroutine, matchedBy string) *Goroutine {
 // guessed: the note says so.
 func (p *pool) matchByStack(c Checkout, d *gdump.Snapshot) (*Goroutine, string) {
 	why := "goroutine identity unavailable (" + goid.Status() + ")"
-	ci := -1
-	for i, f := range c.Stack {
-		if f == c.Culprit {
-			ci = i
-			break
-		}
-	}
-	if ci < 0 {
+	tail, ok := culpritTail(c)
+	if !ok {
 		return nil, why + ", and a checkout without a recorded stack cannot be matched to its goroutine"
 	}
-	tail := userTail(c.Stack[ci+1:])
 	var found []*gdump.Goroutine
 	for i := range d.Goroutines {
-		g := &d.Goroutines[i]
-		for j, f := range g.Frames {
-			if f.Function == c.Culprit.Function && f.File == c.Culprit.File && sameTail(tail, g.Frames[j+1:]) {
-				found = append(found, g)
-				break
-			}
+		if g := &d.Goroutines[i]; insideCulprit(c, tail, g) {
+			found = append(found, g)
 		}
 	}
 	switch len(found) {
@@ -119,11 +155,11 @@ func sameTail(want []Frame, got []gdump.Frame) bool {
 	return i == len(want)
 }
 
-// userFrame is the innermost frame of g outside the runtime, the standard
-// library and the database libraries: the line of user code it is at.
+// userFrame is the innermost frame of g that is the user's code, by the
+// culprit's rule (isUserFrame): the line of user code it is at.
 func (p *pool) userFrame(g *gdump.Goroutine) (Frame, bool) {
 	f, ok := g.UserFrame(func(f gdump.Frame) bool {
-		return gdump.IsStd(f) || isLibrary(f.Function, p.cfg.libraryPrefix)
+		return !isUserFrame(stack.Frame{Function: f.Function, File: f.File, Line: f.Line}, p.cfg.libraryPrefix)
 	})
 	return Frame{Function: f.Function, File: f.File, Line: f.Line}, ok
 }

@@ -3,6 +3,7 @@ package pgxleak_test
 import (
 	"context"
 	"database/sql"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -127,10 +128,119 @@ func TestHolderAlive(t *testing.T) {
 	assert.False(t, h.Exited, "holder %+v: want alive", h)
 	assert.Equal(t, "chan receive", h.State)
 	assert.Equal(t, "goroutine id", h.MatchedBy)
-	assert.Contains(t, c.String(), l[1].short()+" [chan receive]")
-	assert.Contains(t, c.String(), "; goroutine ")
+	assert.False(t, h.Returned, "holder %+v: marked Returned while still inside the function that took the connection", h)
+	s := c.String()
+	assert.Contains(t, s, "alive, still inside pgxleak_test.TestHolderAlive.func1, now at "+l[1].short())
+	if i := strings.Index(s, "; server:"); assert.GreaterOrEqual(t, i, 0, "checkout %q: the server's verdict", s) {
+		assert.True(t, strings.HasSuffix(s[:i], " [chan receive]"), "checkout %q: the state", s)
+	}
 	if assert.NotNil(t, c.Server, "the server view") {
 		assert.Equal(t, "idle in transaction", c.Server.State)
 	}
 	assert.Contains(t, c.String(), "; server: idle in transaction", "the server's verdict")
+}
+
+// Helpers that take a connection and return without releasing it. keep is
+// the test's, so that nothing is garbage-collected; the verdict cannot
+// know it, and says "unless it handed the Rows/Tx/Conn on".
+
+//go:noinline
+func takeRows(t *testing.T, db *sql.DB, keep *func() error) site {
+	line := lineBelow()
+	rows, err := db.Query("SELECT 1")
+	if !assert.NoError(t, err) {
+		return line
+	}
+	*keep = rows.Close
+	return line
+}
+
+//go:noinline
+func takeTx(t *testing.T, db *sql.DB, keep *func() error) site {
+	line := lineBelow()
+	tx, err := db.Begin()
+	if !assert.NoError(t, err) {
+		return line
+	}
+	*keep = tx.Rollback
+	return line
+}
+
+//go:noinline
+func takeConn(t *testing.T, db *sql.DB, keep *func() error) site {
+	line := lineBelow()
+	c, err := db.Conn(context.Background())
+	if !assert.NoError(t, err) {
+		return line
+	}
+	*keep = c.Close
+	return line
+}
+
+// TestHolderReturned: a helper takes a Rows, a Tx or a Conn and returns
+// without releasing it while its caller goes on. The holder is alive, but
+// the function that took the connection has returned: the verdict says so,
+// not where the caller is now (unrelated work), in Inspect and in the
+// report made at Close.
+func TestHolderReturned(t *testing.T) {
+	for _, tc := range []struct {
+		name, helper string
+		take         func(*testing.T, *sql.DB, *func() error) site
+	}{
+		{"Rows", "takeRows", takeRows},
+		{"Tx", "takeTx", takeTx},
+		{"Conn", "takeConn", takeConn},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := &leaktest.Recorder{}
+			db, _ := openTest(t, rec.Option())
+			release := func() error { return nil }
+			taken, goOn, done := make(chan site), make(chan struct{}), make(chan struct{})
+			go func() {
+				defer close(done)
+				taken <- tc.take(t, db, &release)
+				<-goOn // the caller goes on with other work
+			}()
+			line := <-taken
+			defer func() {
+				close(goOn)
+				<-done
+				assert.NoError(t, release())
+			}()
+			want := "is alive, but the function that took it (pgxleak_test." + tc.helper +
+				") has returned without releasing it; unless it handed the Rows/Tx/Conn on, this is a leak"
+			in := inspectUntil(t, db, "the holder seen back in its caller", func(in pgxleak.Inspection) bool {
+				c, ok := checkoutAtLine(in, line)
+				return ok && c.Holder != nil && c.Holder.Returned
+			})
+			c, _ := checkoutAtLine(in, line)
+			assert.False(t, c.Holder.Exited)
+			assert.Contains(t, c.String(), want)
+			assert.NotContains(t, c.String(), "now at", "the caller's current line is unrelated to the leak")
+
+			require.NoError(t, db.Close())
+			r := rec.Wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut })
+			assert.Contains(t, r.String(), want)
+		})
+	}
+}
+
+// TestHolderGarbageCollectedRows: a Rows that was garbage-collected has no
+// holder, even while the goroutine that took it lives on: the report made
+// when the pool is drained names no goroutine.
+func TestHolderGarbageCollectedRows(t *testing.T) {
+	rec := &leaktest.Recorder{}
+	db, _ := openTest(t, rec.Option())
+	line := leakRows(t, db)
+	pgtest.WaitFor(t, 10*time.Second, "a garbage-collection report", func() bool {
+		runtime.GC()
+		return rec.Has(func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakGarbageCollected && isCulprit(line)(l) })
+	})
+	dctx, dcancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer dcancel()
+	require.Error(t, pgxleak.Drain(dctx, db))
+	r := rec.Wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut })
+	assert.Nil(t, r.Holder, "holder of a garbage-collected Rows")
+	assert.NotContains(t, r.String(), "goroutine")
+	assert.Contains(t, r.String(), "Rows garbage-collected")
 }

@@ -74,9 +74,11 @@ type connState struct {
 	// background opener made and nobody was seen to check out: database/sql
 	// hands it out with no ResetSession (it resets only connections
 	// returned by a caller, sql.go: driverConn.resetSession, putConn).
-	idleSince int64 // guarded by mu; pool time it was connected by the opener or last returned
-	pristine  bool  // guarded by mu
-	lateFrom  int64 // guarded by mu; for a checkout seen late, its idleSince; 0 otherwise
+	idleSince int64     // guarded by mu; pool time it was connected by the opener or last returned
+	pristine  bool      // guarded by mu
+	lateFrom  int64     // guarded by mu; for a checkout seen late, its idleSince; 0 otherwise
+	handoff   bool      // guarded by mu; the checkout was seen late on a pristine connection: the opener handed it over
+	asked     *waitSite // guarded by mu; for a handoff, where its goroutine waited for it, if a goroutine dump saw it
 
 	// decided is the checkout (checkouts) whose stack was checked for the
 	// functions IgnoreFunction gave Open, once it passed the leak
@@ -102,6 +104,8 @@ type snapshot struct {
 	checkoutAt int64
 	seq        uint64 // the connection's checkout number: with conn, identifies the checkout
 	lateFrom   int64
+	handoff    bool
+	asked      *waitSite
 	held       int64
 	pid        uint32
 	statement  string
@@ -124,6 +128,8 @@ func (c *connState) snapshotLocked(now int64) snapshot {
 		checkoutAt: c.checkoutAt,
 		seq:        c.checkouts,
 		lateFrom:   c.lateFrom,
+		handoff:    c.handoff,
+		asked:      c.asked,
 		held:       now - c.checkoutAt,
 		pid:        c.pid,
 		statement:  statement,
@@ -162,6 +168,8 @@ type tracker struct {
 	queue       []report      // guarded by queueMu
 	queueClosed bool          // guarded by queueMu; the final flush is done: nothing more is reported
 	wake        chan struct{} // signals the monitor that the queue has reports
+
+	waits waitSites // where goroutines waited for a connection, for the opener's handoffs
 }
 
 // add starts tracking c.

@@ -277,7 +277,7 @@ func (p *pool) callers(fs []Frame) string {
 	var out []string
 	first := true
 	for _, f := range fs {
-		if sf := stack.Frame(f); !isUserFrame(sf, p.cfg.libraryPrefix) || isStdlib(sf) {
+		if sf := stack.Frame(f); !isUserFrame(sf, p.cfg.libraryPrefix) {
 			continue
 		}
 		if first { // the culprit, already in the headline

@@ -58,7 +58,9 @@ func TestLogReportLeadsWithCulprit(t *testing.T) {
 			assert.Equal(t, tc.wantStack, strings.Contains(out, "stack="), "a stack in the log:\n%s", out)
 			if !tc.wantStack {
 				assert.Equal(t, 1, strings.Count(out, line.String()), "the culprit's count in the default line:\n%s", out)
-				assert.LessOrEqual(t, len(out), 400, "the default line's length:\n%s", out)
+				// 460: the holder's verdict names this test's long closure
+				// again ("still inside pgxleak_test.TestLog…func1").
+				assert.LessOrEqual(t, len(out), 460, "the default line's length:\n%s", out)
 			}
 		})
 	}

@@ -251,3 +251,112 @@ func BenchmarkBlindHandoffs(b *testing.B) {
 	lifetimes := 4 * elapsed.Seconds() / (lifetime - lifetime/20).Seconds() // 4 connections, mean jittered lifetime
 	b.ReportMetric(blind/lifetimes, "blind/lifetime")
 }
+
+// pingInHelper and copyInHelper are the first use of a connection, in a
+// helper, at another line than the one that took it.
+//
+//go:noinline
+func pingInHelper(t *testing.T, c *sql.Conn) site {
+	line := lineBelow()
+	assert.NoError(t, c.PingContext(context.Background()))
+	return line
+}
+
+//go:noinline
+func copyInHelper(t *testing.T, c *sql.Conn) site {
+	var line site
+	err := c.Raw(func(dc any) error {
+		line = lineBelow()
+		pc, ok := pgxleak.PgxConn(dc) // the first use: PgxConn checks it out
+		if !ok {
+			return errors.New("not a pgx connection")
+		}
+		_, err := pc.CopyFrom(context.Background(), pgx.Identifier{"copied"}, []string{"a"}, pgx.CopyFromRows([][]any{{1}}))
+		return err
+	})
+	assert.NoError(t, err)
+	return line
+}
+
+// TestOpenerHandoffNamesTheLineThatAsked: a goroutine waits in db.Conn on
+// a full pool of one; the connection held is used up at its return, so
+// database/sql's background opener connects a new one and hands it over
+// with no driver call on the waiter's goroutine, which first uses it later
+// in a helper (a Ping, or a COPY through Raw). When a goroutine dump saw the
+// goroutine wait (here Inspect's; the wait sampler's, otherwise), the
+// checkout is named at the db.Conn line, with the first use beside it;
+// when none did, at the first use, and the report says so.
+func TestOpenerHandoffNamesTheLineThatAsked(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		seen bool // a goroutine dump sees the waiter wait
+		use  func(*testing.T, *sql.Conn) site
+	}{
+		{"Ping, waiter seen", true, pingInHelper},
+		{"COPY through Raw, waiter seen", true, copyInHelper},
+		{"Ping, waiter not seen", false, pingInHelper},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// No wait sampling: the only goroutine dumps are Inspect's.
+			db, _ := openTest(t, pgxleak.WithMaxOpenConns(1), pgxleak.WithMaxUses(1), pgxleak.WithWaitSampleInterval(time.Hour))
+			ctx := context.Background()
+			_, err := db.ExecContext(ctx, "CREATE TABLE copied (a int)")
+			require.NoError(t, err)
+			first, err := db.Conn(ctx)
+			require.NoError(t, err)
+			require.NoError(t, first.PingContext(ctx))
+			if !tc.seen {
+				// A dump before the wait, and none while it lasts.
+				_, err := pgxleak.Inspect(ctx, db)
+				require.NoError(t, err)
+			}
+
+			type taken struct {
+				c         *sql.Conn
+				asked, at site
+			}
+			got, use := make(chan taken, 1), make(chan struct{})
+			go func() {
+				var tk taken
+				tk.asked = lineBelow()
+				c, err := db.Conn(ctx)
+				if !assert.NoError(t, err) {
+					close(got)
+					return
+				}
+				tk.c = c
+				<-use
+				tk.at = tc.use(t, c)
+				got <- tk
+			}()
+			if tc.seen {
+				inspectUntil(t, db, "a goroutine dump with the waiter in it", func(in pgxleak.Inspection) bool { return len(in.Waiters) == 1 })
+			} else {
+				pgtest.WaitFor(t, 10*time.Second, "the waiter to queue", func() bool { return db.Stats().WaitCount == 1 })
+			}
+			require.NoError(t, first.Close()) // used up: the opener connects for the waiter
+			close(use)
+			tk, ok := <-got
+			require.True(t, ok)
+			defer tk.c.Close()
+
+			cs := checkouts(t, db)
+			require.Len(t, cs, 1)
+			co := cs[0]
+			require.False(t, co.SeenAt.IsZero(), "the checkout was seen late, at its first use: not the opener's handoff")
+			assert.Equal(t, tk.at.line, co.FirstUse.Line, "FirstUse %s, want the helper's line %s", co.FirstUse, tk.at)
+			want := tk.at
+			if tc.seen {
+				want = tk.asked
+			}
+			assert.Equal(t, want.line, co.Culprit.Line, "culprit %s, want %s", co.Culprit, want)
+			assert.Equal(t, filepath.Base(want.file), filepath.Base(co.Culprit.File))
+			assert.Equal(t, !tc.seen, co.AskUnseen)
+			if tc.seen {
+				assert.NotContains(t, co.String(), "first use")
+			} else {
+				assert.Contains(t, co.String(), "(its first use: database/sql's background opener handed it over, and no goroutine dump saw the line that asked for it)")
+			}
+		})
+	}
+}

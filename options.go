@@ -468,9 +468,14 @@ func WithStackSampling(n int) Option {
 }
 
 // WithLibraryPrefixes adds function-name prefixes (for example
-// "github.com/acme/dbutil.") that are skipped when picking the culprit, for
-// in-house wrappers around database/sql. An empty prefix matches nothing
-// (it would otherwise match every function), and no prefixes add none.
+// "github.com/acme/dbutil." or "github.com/acme/app.(*repo).") that are
+// skipped when picking the culprit, the holder's current line and a
+// waiter's line, for in-house wrappers around database/sql. They hold in
+// test files too (the built-in prefixes do not: a library's own tests are
+// named at their lines), and a generic function or type is matched without
+// its type arguments ("(*repo[...])" as "(*repo)"). An empty prefix
+// matches nothing (it would otherwise match every function), and no
+// prefixes add none.
 func WithLibraryPrefixes(prefixes ...string) Option {
 	return optionFunc(func(c *config) { c.libraryPrefix = append(c.libraryPrefix, prefixes...) })
 }

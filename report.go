@@ -48,6 +48,14 @@ type Checkout struct {
 	// returned, so Held is an upper bound. The leak threshold counts from
 	// SeenAt, so that a suspected leak is never a guess.
 	SeenAt time.Time `json:"seen_at,omitzero"`
+	// FirstUse is set for a connection database/sql's background opener
+	// handed to a caller that waited for it: the line of its first use,
+	// where pgxleak saw the checkout. Culprit and Stack are then the line
+	// that asked for it and the waiter's stack, as a goroutine dump saw
+	// them while it waited (goroutine identity ties the two), or, when no
+	// dump saw it wait (AskUnseen), the first use too.
+	FirstUse  Frame `json:"first_use,omitzero"`
+	AskUnseen bool  `json:"ask_unseen,omitempty"`
 	// Unseen marks a connection database/sql counts in use
 	// (DBStats.InUse) that no driver call has shown pgxleak yet: handed
 	// out by the background opener, holder unknown until its first
@@ -80,6 +88,7 @@ type Checkout struct {
 type Goroutine struct {
 	ID        uint64        `json:"goroutine"`            // the goroutine's ID; 0 if not known
 	Exited    bool          `json:"exited,omitempty"`     // a holder that has exited: unless it handed its Rows, Tx or Conn to another goroutine, nothing can return the connection
+	Returned  bool          `json:"returned,omitempty"`   // a live holder no longer inside the function that checked the connection out (Culprit, called from the same lines): unless it handed the Rows, Tx or Conn on, a leak; At is then unrelated work
 	State     string        `json:"state,omitempty"`      // as the runtime names it: "IO wait", "select", "chan receive", "sync.Mutex.Lock", "running", ...
 	Waiting   time.Duration `json:"waiting_ns"`           // how long it has been in State, as the runtime reports it (whole minutes; 0 below one)
 	At        Frame         `json:"at"`                   // its innermost frame of user code now: for a waiter, the line that asked for a connection
@@ -124,7 +133,11 @@ func (c Checkout) String() string {
 	if c.OnPurpose != "" {
 		return fmt.Sprintf("connection checked out at %s, held %s: held on purpose (%s)", c.Culprit, held, c.OnPurpose)
 	}
-	return fmt.Sprintf("connection checked out at %s, held %s", c.Culprit, held) + c.stuckVerdict()
+	s := fmt.Sprintf("connection checked out at %s, held %s", c.Culprit, held)
+	if c.AskUnseen {
+		s += " (its first use: database/sql's background opener handed it over, and no goroutine dump saw the line that asked for it)"
+	}
+	return s + c.stuckVerdict()
 }
 
 // Leak is one report about a checkout, given to [WithOnLeak]: a leak

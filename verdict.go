@@ -18,13 +18,17 @@ import (
 // connection may have been handed on.
 const exitedMeaning = "the goroutine that took it has exited; unless it handed the Rows/Tx/Conn to another goroutine, nothing can return the connection"
 
+// returnedMeaning is what a live holder that left the culprit's function
+// means, said as carefully.
+const returnedMeaning = "unless it handed the Rows/Tx/Conn on, this is a leak"
+
 // stuckVerdict renders "; goroutine exited; server: idle in transaction, ...",
 // or "" when nothing is known beyond the checkout.
 func (c Checkout) stuckVerdict() string {
 	var b strings.Builder
 	if h := c.Holder; h != nil {
 		b.WriteString("; ")
-		b.WriteString(h.verdict())
+		b.WriteString(h.verdict(c.Culprit))
 	}
 	if s := c.Server; s != nil {
 		b.WriteString("; server: ")
@@ -36,16 +40,29 @@ func (c Checkout) stuckVerdict() string {
 	return b.String()
 }
 
-// verdict is a holder's verdict: "goroutine exited", or "goroutine 812
-// now at app/worker.go:29 in net/http.(*Client).Do [IO wait]".
-func (h *Goroutine) verdict() string {
+// verdict is a holder's verdict, given the checkout's culprit: "goroutine
+// exited"; "goroutine 812 is alive, but the function that took it
+// (app.poll) has returned without releasing it; unless ..."; or "goroutine
+// 812 alive, still inside app.poll, now at app/worker.go:29 in
+// net/http.(*Client).Do [IO wait]" (without "still inside" when the
+// culprit is unknown).
+func (h *Goroutine) verdict(culprit Frame) string {
 	var b strings.Builder
-	if h.Exited {
+	switch {
+	case h.Exited:
 		b.WriteString("goroutine exited (" + exitedMeaning[strings.Index(exitedMeaning, "unless"):] + ")")
-	} else {
+	case h.Returned:
+		fmt.Fprintf(&b, "goroutine %d is alive, but the function that took it (%s) has returned without releasing it; %s",
+			h.ID, stack.ShortFunction(culprit.Function), returnedMeaning)
+	default:
 		fmt.Fprintf(&b, "goroutine %d", h.ID)
+		sep := " "
+		if culprit.Function != "" {
+			fmt.Fprintf(&b, " alive, still inside %s", stack.ShortFunction(culprit.Function))
+			sep = ", "
+		}
 		if !stack.Frame(h.At).IsZero() {
-			fmt.Fprintf(&b, " now at %s", shortLine(h.At))
+			fmt.Fprintf(&b, "%snow at %s", sep, shortLine(h.At))
 			if fn := h.calleeOf(); fn != "" {
 				fmt.Fprintf(&b, " in %s", fn)
 			}

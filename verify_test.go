@@ -210,10 +210,10 @@ func listenOnPurpose(t *testing.T, db *sql.DB) *sql.Conn {
 	return c
 }
 
-// takeConn is an ordinary checkout.
+// takeOtherConn is an ordinary checkout.
 //
 //go:noinline
-func takeConn(t *testing.T, db *sql.DB) *sql.Conn {
+func takeOtherConn(t *testing.T, db *sql.DB) *sql.Conn {
 	c, err := db.Conn(context.Background())
 	require.NoError(t, err)
 	require.NoError(t, c.PingContext(context.Background()))
@@ -264,7 +264,7 @@ func TestHeldOnPurpose(t *testing.T) {
 	// An ordinary checkout, reported once held past the threshold: by
 	// then the LISTEN connection was held three times the threshold, and
 	// scanned.
-	other := takeConn(t, db)
+	other := takeOtherConn(t, db)
 	rec.Wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected })
 
 	held := onPurpose(t, db)

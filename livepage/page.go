@@ -208,6 +208,9 @@ func newHolderView(poolID string, c pgxleak.Checkout, byPID map[uint32]pgxleak.C
 		switch {
 		case g.Exited:
 			h.Holder, h.HolderBad = "exited: nothing can return it unless it handed its Rows, Tx or Conn to another goroutine", true
+		case g.Returned:
+			h.Holder = fmt.Sprintf("goroutine %d alive, but the function that took it returned without releasing it: a leak unless it handed its Rows, Tx or Conn on", g.ID)
+			h.HolderBad = true
 		default:
 			s := fmt.Sprintf("goroutine %d", g.ID)
 			if g.State != "" {
