@@ -52,7 +52,7 @@ func FuzzOpenDSN(f *testing.F) {
 				}
 			}
 		}
-		for _, driverName := range []string{"pgx", pgxleak.DriverName} {
+		for _, driverName := range []string{"pgx", "pgxleak"} {
 			db, err := pgxleak.Open(driverName, dsn, pgxleak.WithLogger(nil), pgxleak.WithPgBouncer())
 			check("Open "+driverName, err)
 			if err == nil {
@@ -64,7 +64,7 @@ func FuzzOpenDSN(f *testing.F) {
 				}
 			}
 		}
-		db, err := sql.Open(pgxleak.DriverName, dsn)
+		db, err := sql.Open("pgxleak", dsn)
 		check("sql.Open", err)
 		if err == nil {
 			_ = db.Close()

@@ -83,10 +83,10 @@ func ExampleWithOnLeak() {
 
 	conn, _ := db.Conn(context.Background())
 	l := <-reports
-	fmt.Println(l.Kind, "leak:", l.Kind.Leak(), "culprit:", l.Culprit.Function)
+	fmt.Println(l.Kind, "leak:", l.Kind <= pgxleak.LeakStillOut, "culprit:", l.Culprit.Function)
 	conn.Close()
 	l = <-reports
-	fmt.Println(l.Kind, "leak:", l.Kind.Leak(), "held at least the threshold:", l.Held >= 20*time.Millisecond)
+	fmt.Println(l.Kind, "leak:", l.Kind <= pgxleak.LeakStillOut, "held at least the threshold:", l.Held >= 20*time.Millisecond)
 	// Output:
 	// suspected leak: true culprit: github.com/pgxleak/pgxleak_test.ExampleWithOnLeak
 	// resolved leak: false held at least the threshold: true

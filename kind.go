@@ -2,9 +2,10 @@ package pgxleak
 
 import "fmt"
 
-// Kind says what a report is about. The first three are leaks
-// ([Kind.Leak]); the others are events of the pool that explain or follow
-// them.
+// Kind says what a report is about. The first three are leaks, a
+// connection its holder should have given back: [LeakSuspected],
+// [LeakGarbageCollected] and [LeakStillOut] (l.Kind <= LeakStillOut); the
+// others are events of the pool that explain or follow them.
 type Kind int
 
 const (
@@ -35,9 +36,9 @@ const (
 	Exhausted
 )
 
-// Leak reports whether k is a leak: a connection held too long, lost or
+// isLeak reports whether k is a leak: a connection held too long, lost or
 // still out, that its holder should have given back.
-func (k Kind) Leak() bool { return k >= LeakSuspected && k <= LeakStillOut }
+func (k Kind) isLeak() bool { return k >= LeakSuspected && k <= LeakStillOut }
 
 // String returns "suspected", "garbage_collected", "still_out",
 // "resolved", "deadlock" or "exhausted", the values of the kind attribute

@@ -26,8 +26,8 @@ func TestKindWords(t *testing.T) {
 		if got := tc.kind.plural(); got != tc.plural {
 			t.Errorf("%v.plural() = %q, want %q", tc.kind, got, tc.plural)
 		}
-		if got := tc.kind.Leak(); got != tc.leak {
-			t.Errorf("%v.Leak() = %v, want %v", tc.kind, got, tc.leak)
+		if got := tc.kind.isLeak(); got != tc.leak {
+			t.Errorf("%v.isLeak() = %v, want %v", tc.kind, got, tc.leak)
 		}
 	}
 	// Every kind there is has its words: a new kind must be added above.

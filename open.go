@@ -1,6 +1,7 @@
 package pgxleak
 
 import (
+	"context"
 	"database/sql"
 	"database/sql/driver"
 	"errors"
@@ -26,9 +27,23 @@ import (
 //
 // Unlike sql.Open, Open connects when [WithMinIdleConns] asks for warm
 // connections, and then fails if the server is unreachable, and when
-// [WithCapacityCheck] asks for the server's limits. The returned
-// *sql.DB is an ordinary one; the caller must Close it (or [Drain] it).
+// [WithCapacityCheck] asks for the server's limits. It waits at most 30
+// seconds for all of it (one connect that the network swallows would
+// otherwise wait until the kernel gives up); [OpenContext] sets the limit.
+// The returned *sql.DB is an ordinary one; the caller must Close it (or
+// [Drain] it).
 func Open(driverName, dsn string, opts ...Option) (*sql.DB, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
+	defer cancel()
+	return OpenContext(ctx, driverName, dsn, opts...)
+}
+
+// OpenContext is [Open] bounded by ctx instead of Open's 30 seconds: the
+// warm-up ([WithMinIdleConns]), its connects and the capacity check
+// ([WithCapacityCheck]) end when ctx does, and OpenContext then returns an
+// error that wraps ctx.Err(), leaving no connection open. ctx bounds only
+// the opening: the returned *sql.DB outlives it.
+func OpenContext(ctx context.Context, driverName, dsn string, opts ...Option) (*sql.DB, error) {
 	cfg, err := newConfig(opts)
 	if err != nil {
 		return nil, err
@@ -37,7 +52,7 @@ func Open(driverName, dsn string, opts ...Option) (*sql.DB, error) {
 	info.setApplicationName(cfg.poolName)
 	var d driver.Driver
 	switch driverName {
-	case DriverName, "pgx", "pgx/v5":
+	case registeredName, "pgx", "pgx/v5":
 		d = stdlib.GetDefaultDriver()
 	default:
 		// database/sql has no lookup of a registered driver but sql.Open,
@@ -56,7 +71,7 @@ func Open(driverName, dsn string, opts ...Option) (*sql.DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	return openDB(c, cfg, info.poolName, info.secrets)
+	return openDB(ctx, c, cfg, info.poolName, info.secrets)
 }
 
 // OpenDB opens a database over any [driver.Connector] (pgx's
@@ -83,10 +98,16 @@ func OpenDB(c driver.Connector, opts ...Option) (*sql.DB, error) {
 	if cfg.pgBouncer {
 		c = bouncerConnector{c}
 	}
-	return openDB(c, cfg, "", secrets)
+	ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
+	defer cancel()
+	return openDB(ctx, c, cfg, "", secrets)
 }
 
-func openDB(c driver.Connector, cfg *config, defaultName string, secrets []string) (*sql.DB, error) {
+// openTimeout bounds [Open] and [OpenDB]: the warm-up and the capacity
+// check. A variable for the tests.
+var openTimeout = defaultConnectTimeout
+
+func openDB(ctx context.Context, c driver.Connector, cfg *config, defaultName string, secrets []string) (*sql.DB, error) {
 	t := newPool(cfg, defaultName)
 	db := sql.OpenDB(newConnector(c, t, secrets))
 	t.db = db
@@ -94,7 +115,7 @@ func openDB(c driver.Connector, cfg *config, defaultName string, secrets []strin
 	// connections while waiting for more, as the warm-up does, and the two
 	// at once can deadlock a small pool. Close copes with a pool whose
 	// monitor never started.
-	if err := t.tune(db); err != nil {
+	if err := t.tune(ctx, db); err != nil {
 		_ = db.Close()
 		return nil, err
 	}

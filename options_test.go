@@ -25,7 +25,7 @@ func TestTracingOptionsValidation(t *testing.T) {
 		{pgxleak.WithWaitSampleInterval(-time.Second), "WithWaitSampleInterval"},
 	}
 	for _, tt := range tests {
-		_, err := pgxleak.Open(pgxleak.DriverName, "postgres://u@127.0.0.1:1/db", tt.opt)
+		_, err := pgxleak.Open("pgxleak", "postgres://u@127.0.0.1:1/db", tt.opt)
 		if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.HasPrefix(err.Error(), "pgxleak: ") {
 			t.Errorf("Open with an invalid %s: err = %v", tt.want, err)
 		}

@@ -117,7 +117,7 @@ func (c Checkout) String() string {
 }
 
 // Leak is one report about a checkout, given to [WithOnLeak]: a leak
-// (Kind.Leak()), the follow-up of a suspected leak that came back
+// (Kind <= LeakStillOut), the follow-up of a suspected leak that came back
 // ([Resolved]; Held is then the whole time it was out), or a [Deadlock].
 type Leak struct {
 	Kind Kind

@@ -386,7 +386,7 @@ func TestTracingGlobalProvidersByDefault(t *testing.T) {
 		otel.SetMeterProvider(noop.NewMeterProvider())
 	})
 	dsn := pgtest.NewDatabase(t)
-	db, err := sql.Open(pgxleak.DriverName, dsn)
+	db, err := sql.Open("pgxleak", dsn)
 	if err != nil {
 		t.Fatal(err)
 	}

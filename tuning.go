@@ -11,25 +11,28 @@ import (
 )
 
 // tune applies the configuration to db: database/sql's own settings, then
-// the warm-up and the capacity check.
-func (p *pool) tune(db *sql.DB) error {
+// the warm-up and the capacity check, both bounded by ctx. The capacity
+// check only warns, unless ctx ended.
+func (p *pool) tune(ctx context.Context, db *sql.DB) error {
 	c := p.cfg
 	db.SetMaxOpenConns(c.maxOpen)
 	db.SetMaxIdleConns(c.maxIdle)
 	db.SetConnMaxLifetime(c.sqlMaxLifetime())
 	db.SetConnMaxIdleTime(c.maxIdleTime)
 	if c.minIdle > 0 {
-		ctx, cancel := context.WithTimeout(context.Background(), c.warmUpTimeout)
+		wctx, cancel := context.WithTimeout(ctx, c.warmUpTimeout)
 		defer cancel()
-		if err := p.warmUp(ctx, c.minIdle); err != nil {
-			return fmt.Errorf("pgxleak: warming up %d connections (WithMinIdleConns): %w", c.minIdle, err)
+		if err := p.warmUp(wctx, c.minIdle); err != nil {
+			return fmt.Errorf("pgxleak: warming up %s (WithMinIdleConns): %w", numbered(c.minIdle, "connection", "connections"), withCtxErr(wctx, err))
 		}
 	}
 	if c.checkInstances > 0 {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		capa, err := CheckCapacity(&internalContext{ctx}, db, c.checkInstances) // not a user checkout
+		capa, err := CheckCapacity(&internalContext{cctx}, db, c.checkInstances) // not a user checkout
 		switch {
+		case err != nil && ctx.Err() != nil:
+			return fmt.Errorf("pgxleak: checking capacity (WithCapacityCheck): %w", withCtxErr(ctx, err))
 		case err != nil:
 			p.logger().Warn("pgxleak: capacity check failed", slog.String("pool", p.name()), slog.Any("error", err))
 		case !capa.Fits:
@@ -37,6 +40,16 @@ func (p *pool) tune(db *sql.DB) error {
 		}
 	}
 	return nil
+}
+
+// withCtxErr makes err, which ended a wait under ctx, also wrap ctx.Err()
+// when ctx ended, so that errors.Is(err, context.DeadlineExceeded) holds
+// whatever the driver made of the cancelled connect.
+func withCtxErr(ctx context.Context, err error) error {
+	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+		return fmt.Errorf("%w: %w", cerr, err)
+	}
+	return err
 }
 
 // sqlMaxLifetime is the lifetime database/sql itself is given. pgxleak

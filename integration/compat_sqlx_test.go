@@ -15,7 +15,7 @@ import (
 // sqlx chooses its placeholder style by driver name, and knows "pgx" but not
 // "pgxleak". This is the one line the README tells users to add when they
 // open with sqlx.Open/Connect("pgxleak", dsn).
-func registerSqlxBind() { sqlx.BindDriver(pgxleak.DriverName, sqlx.DOLLAR) }
+func registerSqlxBind() { sqlx.BindDriver("pgxleak", sqlx.DOLLAR) }
 
 type sqlxUser struct {
 	ID    int            `db:"id"`
@@ -39,7 +39,7 @@ func TestSqlx(t *testing.T) {
 		}},
 		{"Connect(pgxleak)", func(t *testing.T) *sqlx.DB {
 			_, dsn := openTest(t)
-			dbx, err := sqlx.Connect(pgxleak.DriverName, dsn)
+			dbx, err := sqlx.Connect("pgxleak", dsn)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -152,7 +152,7 @@ func TestSqlxUnknownDriverName(t *testing.T) {
 	if got := sqlx.BindType("pgxleak-not-registered"); got != sqlx.UNKNOWN {
 		t.Fatalf("BindType = %d, want UNKNOWN", got)
 	}
-	db, err := sql.Open(pgxleak.DriverName, "postgres://unused")
+	db, err := sql.Open("pgxleak", "postgres://unused")
 	if err != nil {
 		t.Fatal(err)
 	}
