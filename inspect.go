@@ -4,7 +4,9 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
+	"fmt"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -130,4 +132,42 @@ func (p *pool) settings() Settings {
 		s.MaxOpen = p.db.Stats().MaxOpenConnections
 	}
 	return s
+}
+
+// maxStringLines bounds the checkouts and waiters [Inspection.String]
+// lists one per line.
+const maxStringLines = 5
+
+// String is a short summary: the pool and its counters ([PoolStats.String]),
+// then the longest-held checkouts and the lines waiters wait at, one per
+// line (at most 5 each), the deadlock if any, and the notes.
+func (in Inspection) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "pgxleak: pool %s at %s\n", in.Pool, in.TakenAt.Format(time.TimeOnly))
+	for line := range strings.SplitSeq(in.Stats.String(), "\n") {
+		b.WriteString("  " + line + "\n")
+	}
+	if in.Deadlocked {
+		b.WriteString("deadlocked: every connection is held by a goroutine waiting for another\n")
+	}
+	b.WriteString(numbered(len(in.Checkouts), "connection checked out\n", "connections checked out\n"))
+	for i, c := range in.Checkouts {
+		if i == maxStringLines {
+			fmt.Fprintf(&b, "  and %d more\n", len(in.Checkouts)-i)
+			break
+		}
+		b.WriteString("  " + c.String() + "\n")
+	}
+	fmt.Fprintf(&b, "%s waiting for a connection\n", numbered(len(in.Waiters), "goroutine", "goroutines"))
+	for i, w := range in.Waiters {
+		if i == maxStringLines {
+			fmt.Fprintf(&b, "  and %d more\n", len(in.Waiters)-i)
+			break
+		}
+		fmt.Fprintf(&b, "  goroutine %d at %s\n", w.ID, w.At)
+	}
+	for _, n := range in.Notes {
+		b.WriteString("note: " + n + "\n")
+	}
+	return strings.TrimSuffix(b.String(), "\n")
 }

@@ -36,7 +36,7 @@ func TestVerifyNone(t *testing.T) {
 	ft := &fakeT{}
 	pgxleak.VerifyNone(ft, db, pgxleak.GracePeriod(50*time.Millisecond))
 	if len(ft.errors) != 1 || !strings.Contains(ft.errors[0], line.String()) ||
-		!strings.Contains(ft.errors[0], "1 connection(s) still checked out") || !strings.Contains(ft.errors[0], "TestVerifyNone") {
+		!strings.Contains(ft.errors[0], "1 connection still checked out") || !strings.Contains(ft.errors[0], "TestVerifyNone") {
 		t.Fatalf("VerifyNone reported %q", ft.errors)
 	}
 	ignoring := &fakeT{}
