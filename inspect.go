@@ -25,7 +25,35 @@ type Inspection struct {
 	// goroutine that waits for another one: nothing can return one.
 	Deadlocked bool `json:"deadlocked,omitempty"`
 	// Settings are the pool's effective settings, defaults resolved.
-	Settings Settings `json:"settings"`
+	Settings struct {
+		// Tuned is false for a pool opened by sql.Open("pgxleak", dsn): the
+		// pool limits below (MaxOpen to MaxUses) are then pgxleak's defaults,
+		// not applied, and database/sql's own limits apply; the leak-detection
+		// settings apply either way.
+		Tuned                 bool          `json:"tuned"`
+		MaxOpen               int           `json:"max_open"` // 0 means unlimited
+		MaxIdle               int           `json:"max_idle"`
+		MinIdle               int           `json:"min_idle"`
+		ConnMaxLifetime       time.Duration `json:"conn_max_lifetime_ns"` // 0 means forever
+		ConnMaxLifetimeJitter time.Duration `json:"conn_max_lifetime_jitter_ns"`
+		ConnMaxIdleTime       time.Duration `json:"conn_max_idle_time_ns"` // 0 means forever
+		MaxUses               int64         `json:"max_uses"`              // 0 means unlimited
+		LeakThreshold         time.Duration `json:"leak_threshold_ns"`     // 0 means off
+		SlowWaitThreshold     time.Duration `json:"slow_wait_threshold_ns"`
+		WaitSampleInterval    time.Duration `json:"wait_sample_interval_ns"`
+		ReportInterval        time.Duration `json:"report_interval_ns"`
+		StackDepth            int           `json:"stack_depth"`
+		StackSampling         int64         `json:"stack_sampling"`
+		Statements            bool          `json:"statements"`
+		GCDetection           bool          `json:"gc_detection"`
+		PgBouncer             bool          `json:"pgbouncer"`
+		// ServerView is false under WithoutServerView: reports and the page do
+		// not read pg_stat_activity.
+		ServerView bool `json:"server_view"`
+		// IdleInTransactionTimeout is the idle_in_transaction_session_timeout
+		// set on the pool's sessions; 0 means the server's own.
+		IdleInTransactionTimeout time.Duration `json:"idle_in_transaction_timeout_ns"`
+	} `json:"settings"`
 	// Reports are the pool's recent reports, most recent first: every
 	// report of the same kind at the same line is one entry, with its count
 	// (at most 50 entries).
@@ -37,37 +65,6 @@ type Inspection struct {
 	// is nil under [WithoutServerView] or [WithPgBouncer], and when the
 	// server was not read yet; Notes then says why.
 	Server *Capacity `json:"server,omitempty"`
-}
-
-// Settings are a pool's effective settings, defaults resolved.
-type Settings struct {
-	// Tuned is false for a pool opened by sql.Open("pgxleak", dsn): the
-	// pool limits below (MaxOpen to MaxUses) are then pgxleak's defaults,
-	// not applied, and database/sql's own limits apply; the leak-detection
-	// settings apply either way.
-	Tuned                 bool          `json:"tuned"`
-	MaxOpen               int           `json:"max_open"` // 0 means unlimited
-	MaxIdle               int           `json:"max_idle"`
-	MinIdle               int           `json:"min_idle"`
-	ConnMaxLifetime       time.Duration `json:"conn_max_lifetime_ns"` // 0 means forever
-	ConnMaxLifetimeJitter time.Duration `json:"conn_max_lifetime_jitter_ns"`
-	ConnMaxIdleTime       time.Duration `json:"conn_max_idle_time_ns"` // 0 means forever
-	MaxUses               int64         `json:"max_uses"`              // 0 means unlimited
-	LeakThreshold         time.Duration `json:"leak_threshold_ns"`     // 0 means off
-	SlowWaitThreshold     time.Duration `json:"slow_wait_threshold_ns"`
-	WaitSampleInterval    time.Duration `json:"wait_sample_interval_ns"`
-	ReportInterval        time.Duration `json:"report_interval_ns"`
-	StackDepth            int           `json:"stack_depth"`
-	StackSampling         int64         `json:"stack_sampling"`
-	Statements            bool          `json:"statements"`
-	GCDetection           bool          `json:"gc_detection"`
-	PgBouncer             bool          `json:"pgbouncer"`
-	// ServerView is false under WithoutServerView: reports and the page do
-	// not read pg_stat_activity.
-	ServerView bool `json:"server_view"`
-	// IdleInTransactionTimeout is the idle_in_transaction_session_timeout
-	// set on the pool's sessions; 0 means the server's own.
-	IdleInTransactionTimeout time.Duration `json:"idle_in_transaction_timeout_ns"`
 }
 
 // Inspect returns the whole picture of db's pool: its counters, every
@@ -95,7 +92,7 @@ func (p *pool) inspect(ctx context.Context) Inspection {
 	p.fillStats(&in.Stats)
 	slices.SortStableFunc(in.Checkouts, func(a, b Checkout) int { return cmp.Compare(b.Held, a.Held) })
 	in.Deadlocked = d.poolDeadlocked(in.Stats.MaxOpenConnections)
-	in.Settings = p.settings()
+	p.fillSettings(&in)
 	in.Reports = p.monitor.recent.list()
 	var note string
 	if in.Server, note = p.serverCapacity(ctx); note != "" {
@@ -104,34 +101,32 @@ func (p *pool) inspect(ctx context.Context) Inspection {
 	return in
 }
 
-func (p *pool) settings() Settings {
+// fillSettings fills in.Settings with the pool's effective settings.
+func (p *pool) fillSettings(in *Inspection) {
 	c := p.cfg
-	s := Settings{
-		Tuned:                 p.db != nil,
-		MaxOpen:               c.maxOpen,
-		MaxIdle:               c.maxIdle,
-		MinIdle:               c.minIdle,
-		ConnMaxLifetime:       c.maxLifetime,
-		ConnMaxLifetimeJitter: c.lifetimeJitter,
-		ConnMaxIdleTime:       c.maxIdleTime,
-		MaxUses:               c.maxUses,
-		LeakThreshold:         c.leakThreshold,
-		SlowWaitThreshold:     c.slowWaitThreshold,
-		WaitSampleInterval:    c.waitInterval,
-		ReportInterval:        c.reportInterval,
-		StackDepth:            c.stackDepth,
-		StackSampling:         c.sampleEvery,
-		Statements:            c.statements,
-		GCDetection:           c.gcDetection,
-		PgBouncer:             c.pgBouncer,
-
-		ServerView:               c.serverView,
-		IdleInTransactionTimeout: c.idleInTx,
-	}
+	s := &in.Settings
+	s.Tuned = p.db != nil
+	s.MaxOpen = c.maxOpen
+	s.MaxIdle = c.maxIdle
+	s.MinIdle = c.minIdle
+	s.ConnMaxLifetime = c.maxLifetime
+	s.ConnMaxLifetimeJitter = c.lifetimeJitter
+	s.ConnMaxIdleTime = c.maxIdleTime
+	s.MaxUses = c.maxUses
+	s.LeakThreshold = c.leakThreshold
+	s.SlowWaitThreshold = c.slowWaitThreshold
+	s.WaitSampleInterval = c.waitInterval
+	s.ReportInterval = c.reportInterval
+	s.StackDepth = c.stackDepth
+	s.StackSampling = c.sampleEvery
+	s.Statements = c.statements
+	s.GCDetection = c.gcDetection
+	s.PgBouncer = c.pgBouncer
+	s.ServerView = c.serverView
+	s.IdleInTransactionTimeout = c.idleInTx
 	if p.db != nil {
 		s.MaxOpen = p.db.Stats().MaxOpenConnections
 	}
-	return s
 }
 
 // maxStringLines bounds the checkouts and waiters [Inspection.String]

@@ -148,7 +148,7 @@ func newPoolView(i int, pp *PoolPage, now time.Time) poolView {
 	}
 
 	v.Plots = newPlots(pp, now)
-	v.Settings = settingsRows(pp.Settings)
+	v.Settings = settingsRows(pp.Inspection)
 	v.Capacity = capacityLines(pp, st)
 	if sv := pp.Server; sv != nil {
 		for _, f := range sv.Fleet {
@@ -319,7 +319,8 @@ func wholePoolDeadlocked(pp *PoolPage) bool {
 	return true
 }
 
-func settingsRows(s pgxleak.Settings) [][2]string {
+func settingsRows(in pgxleak.Inspection) [][2]string {
+	s := in.Settings
 	unl := func(n int64, zero string) string {
 		if n == 0 {
 			return zero

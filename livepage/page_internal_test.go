@@ -48,15 +48,15 @@ func constructedPage(holders int) Page {
 				{ID: 901, At: at("list", 88)},
 				{ID: 902, At: at("list", 88)},
 			},
-			Notes:    []string{"server view unavailable: too many clients already"},
-			Reports:  []pgxleak.Report{{Kind: pgxleak.Deadlock, Headline: "pgxleak: deadlock", At: at("nested", 52), Count: 3, First: now.Add(-time.Minute), Last: now}},
-			Settings: pgxleak.Settings{Tuned: true, MaxOpen: 3},
+			Notes:   []string{"server view unavailable: too many clients already"},
+			Reports: []pgxleak.Report{{Kind: pgxleak.Deadlock, Headline: "pgxleak: deadlock", At: at("nested", 52), Count: 3, First: now.Add(-time.Minute), Last: now}},
 			Server: &pgxleak.Capacity{ReadAt: now, Instances: 1, PoolMax: 3, ApplicationName: "orders-api/orders", MaxConnections: 100, ReservedConnections: 3, Available: 97,
 				InUse: 12, Fleet: []pgxleak.FleetUsage{{ApplicationName: "orders-api/orders", Connections: 9}, {ApplicationName: "", Connections: 3}}},
 		},
 		SampleInterval: time.Second,
 		History:        hist,
 	}
+	pp.Settings.Tuned, pp.Settings.MaxOpen = true, 3
 	pp.Stats.MaxOpenConnections, pp.Stats.InUse = 3, 3
 	pp.capRows()
 	return Page{TakenAt: now, Pools: []PoolPage{pp}}
