@@ -102,8 +102,9 @@ func (p *pool) reportPoolDeadlock(d *findings, whole bool) {
 	}
 	msg := fmt.Sprintf("pgxleak: pool deadlocked: %s; held at %s; waiting at %s",
 		allHeldWaiting(len(d.checkouts)), countLines(held), countLines(waiting))
-	p.logger().LogAttrs(context.Background(), slog.LevelError, msg,
-		slog.String("pool", p.name()), slog.Int("held", len(d.checkouts)), slog.Int("waiting", len(d.waiters)))
+	line, attrs := fitLine(msg, []slog.Attr{
+		slog.String("pool", p.name()), slog.Int("held", len(d.checkouts)), slog.Int("waiting", len(d.waiters))})
+	p.logger().LogAttrs(context.Background(), slog.LevelError, line, attrs...)
 	p.monitor.recent.add(Deadlock, Frame{}, msg, nil, time.Now())
 }
 
@@ -163,7 +164,8 @@ func (p *pool) warnExhausted(d *findings, st sql.DBStats, stalled time.Duration)
 	if skipped > 0 {
 		attrs = append(attrs, slog.Int("repeats", skipped))
 	}
-	p.logger().LogAttrs(context.Background(), slog.LevelWarn, msg, attrs...)
+	line, attrs := fitLine(msg, attrs)
+	p.logger().LogAttrs(context.Background(), slog.LevelWarn, line, attrs...)
 }
 
 // holderBrief is " (goroutine exited, idle in transaction)" for the

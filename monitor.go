@@ -124,7 +124,12 @@ func (p *pool) emit(r report) {
 		level = slog.LevelError
 	}
 	ctx := context.Background()
-	lg.LogAttrs(ctx, level, l.String(), p.logAttrs(l, lg.Enabled(ctx, slog.LevelDebug))...)
+	msg, debug := l.String(), lg.Enabled(ctx, slog.LevelDebug)
+	attrs := p.logAttrs(l, debug)
+	if !debug {
+		msg, attrs = fitLine(msg, attrs)
+	}
+	lg.LogAttrs(ctx, level, msg, attrs...)
 	p.deliver(l) // after the log line, so a callback sees it written
 }
 

@@ -34,9 +34,11 @@ func (p *pool) tune(ctx context.Context, db *sql.DB) error {
 		case err != nil && ctx.Err() != nil:
 			return fmt.Errorf("pgxleak: checking capacity (WithCapacityCheck): %w", withCtxErr(ctx, err))
 		case err != nil:
-			p.logger().Warn("pgxleak: capacity check failed", slog.String("pool", p.name()), slog.Any("error", err))
+			msg, attrs := fitLine("pgxleak: capacity check failed", []slog.Attr{slog.String("pool", p.name()), slog.Any("error", err)})
+			p.logger().LogAttrs(ctx, slog.LevelWarn, msg, attrs...)
 		case !capa.Fits:
-			p.logger().Warn("pgxleak: "+capa.summary(), slog.String("pool", p.name()))
+			msg, attrs := fitLine("pgxleak: "+capa.summary(), []slog.Attr{slog.String("pool", p.name())})
+			p.logger().LogAttrs(ctx, slog.LevelWarn, msg, attrs...)
 		}
 	}
 	return nil
@@ -133,7 +135,8 @@ func (p *pool) keepMinIdle(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, min(p.cfg.warmUpTimeout, keepIdleRound))
 	defer cancel()
 	if err := p.warmUp(ctx, n); err != nil && ctx.Err() == nil {
-		p.logger().Warn("pgxleak: keeping idle connections (WithMinIdleConns)", slog.String("pool", p.name()), slog.Any("error", err))
+		msg, attrs := fitLine("pgxleak: keeping idle connections (WithMinIdleConns)", []slog.Attr{slog.String("pool", p.name()), slog.Any("error", err)})
+		p.logger().LogAttrs(ctx, slog.LevelWarn, msg, attrs...)
 	}
 }
 
