@@ -153,7 +153,7 @@ func (p *pool) warnExhausted(d *findings, st sql.DBStats, stalled time.Duration)
 	p.monitor.recent.add(Exhausted, Frame{}, msg, nil, time.Now())
 	attrs := []slog.Attr{
 		slog.String("pool", p.name()),
-		slog.Duration("stalled", stalled),
+		slog.Duration("stalled", stalled.Round(time.Millisecond)),
 		slog.Int("waiting", len(d.waiters)),
 		slog.Int("in_use", st.InUse),
 		slog.Int("max_open", st.MaxOpenConnections),

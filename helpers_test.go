@@ -93,7 +93,15 @@ func openTest(t testing.TB, opts ...pgxleak.Option) (*sql.DB, string) {
 
 // quiet is a logger that drops every record, after measuring it: TestMain
 // fails the run if any line the suite logged reached maxLogLine bytes.
-var quiet = slog.New(slog.NewTextHandler(&longestLine, nil))
+var quiet = slog.New(slog.NewTextHandler(&longestLine, &slog.HandlerOptions{ReplaceAttr: noTime}))
+
+// noTime drops the time from a text line: lineMeter adds slog.Default's.
+func noTime(groups []string, a slog.Attr) slog.Attr {
+	if a.Key == slog.TimeKey && len(groups) == 0 {
+		return slog.Attr{}
+	}
+	return a
+}
 
 // maxLogLine bounds a default log line (slog's text format, timestamp
 // included): the stacks and the full report are in the Leak and the span.
@@ -102,8 +110,10 @@ const maxLogLine = 300
 // longestLine is the longest line quiet was given.
 var longestLine lineMeter
 
-// lineMeter keeps the longest line written to it (slog's handlers write
-// one record per Write).
+// lineMeter keeps the longest line written to it by a text handler without
+// the time (one record per Write), as slog.Default would write it:
+// `level=WARN msg="…"` becomes `2026/12/07 04:02:14 WARN …`, 8 bytes longer
+// (and no quotes or escapes in the message, so this is an upper bound).
 type lineMeter struct {
 	mu      sync.Mutex
 	longest string
@@ -112,7 +122,7 @@ type lineMeter struct {
 func (m *lineMeter) Write(b []byte) (int, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if line := strings.TrimSuffix(string(b), "\n"); len(line) > len(m.longest) {
+	if line := strings.Repeat(" ", 8) + strings.TrimSuffix(string(b), "\n"); len(line) > len(m.longest) {
 		m.longest = line
 	}
 	return len(b), nil

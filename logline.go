@@ -6,38 +6,42 @@ import (
 	"strings"
 )
 
-// maxLogLine bounds a default log line as slog's text handler writes it,
+// maxLogLine bounds a default log line, as slog.Default writes it through
+// the log package ("2026/12/07 04:02:14 WARN pgxleak: … pool=orders"),
 // timestamp and level included: long enough for the headline and the
 // attributes that matter, short enough to read in a terminal or a log
 // viewer's row. The whole report stays in the Leak, the span and the
 // DEBUG line.
 const maxLogLine = 300
 
-// logLinePrefix is what the text handler writes around the message:
-// "time=2026-12-07T04:02:14.188+01:00 level=ERROR msg=" and its quotes.
-const logLinePrefix = 56
+// logLinePrefix is what slog.Default writes before the message:
+// "2026/12/07 04:02:14 ERROR ".
+const logLinePrefix = len("2026/12/07 04:02:14 ERROR ")
 
 // minLogPiece is the least a message or attribute is shortened to.
 const minLogPiece = 40
 
-// fitLine shortens msg and the string attributes, the longest first, so
-// that the line they make fits in maxLogLine bytes. It never changes
-// attrs' backing array.
+// fitLine shortens the string attributes, the longest first, then msg (the
+// headline, which names the culprit), so that the line they make fits in
+// maxLogLine bytes. It never changes attrs' backing array.
 func fitLine(msg string, attrs []slog.Attr) (string, []slog.Attr) {
 	attrs = append([]slog.Attr(nil), attrs...)
-	for range len(attrs) + 1 {
-		over := logLineSize(msg, attrs) - maxLogLine
+	for range 2*len(attrs) + 1 {
+		over := logLineSize(msg, attrs) - (maxLogLine - 1)
 		if over <= 0 {
 			break
 		}
-		at, n := -1, len(msg)
+		at, n := -1, 0
 		for i, a := range attrs {
 			if k := a.Value.Kind(); (k == slog.KindString || k == slog.KindAny) && len(a.Value.String()) > n {
 				at, n = i, len(a.Value.String())
 			}
 		}
+		if n <= minLogPiece+len("…") {
+			at, n = -1, len(msg)
+		}
 		keep := max(n-over-len("…"), minLogPiece)
-		if keep >= n {
+		if keep+len("…") >= n {
 			break
 		}
 		if at < 0 {
@@ -52,7 +56,7 @@ func fitLine(msg string, attrs []slog.Attr) (string, []slog.Attr) {
 // logLineSize is about the length of the text handler's line: it quotes
 // values that need it.
 func logLineSize(msg string, attrs []slog.Attr) int {
-	n := logLinePrefix + len(strconv.Quote(msg)) - 2
+	n := logLinePrefix + len(msg)
 	for _, a := range attrs {
 		v := a.Value.String()
 		if strings.ContainsAny(v, " =\"\\\n\t") || v == "" {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log"
 	"log/slog"
 	"strings"
 	"testing"
@@ -33,8 +34,10 @@ func TestFitLine(t *testing.T) {
 			before := append([]slog.Attr(nil), tc.attrs...)
 			msg, attrs := fitLine(tc.msg, tc.attrs)
 			assert.Equal(t, before, tc.attrs, "the caller's attributes are untouched")
-			var buf bytes.Buffer
-			slog.New(slog.NewTextHandler(&buf, nil)).LogAttrs(context.Background(), slog.LevelError, msg, attrs...)
+			var buf bytes.Buffer // as slog.Default writes it
+			defer log.SetOutput(log.Writer())
+			log.SetOutput(&buf)
+			slog.Default().LogAttrs(context.Background(), slog.LevelError, msg, attrs...)
 			line := strings.TrimSuffix(buf.String(), "\n")
 			assert.Less(t, len(line), maxLogLine, line)
 			assert.Contains(t, line, "pool=127.0.0.1:5432/pgxleak_54c4fcf48fa3", "short attributes are kept whole")

@@ -141,7 +141,7 @@ func (p *pool) logAttrs(l Leak, debug bool) []slog.Attr {
 	attrs := []slog.Attr{
 		slog.String("kind", l.Kind.String()),
 		slog.String("pool", l.Pool),
-		slog.Duration("held", l.Held),
+		slog.Duration("held", l.Held.Round(time.Millisecond)),
 		slog.String("tx_status", l.TxStatus),
 	}
 	if l.BackendPID != 0 {
