@@ -2,6 +2,7 @@ package pgxleak
 
 import (
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -21,8 +22,13 @@ const logLinePrefix = len("2026/12/07 04:02:14 ERROR ")
 // minLogPiece is the least a message or attribute is shortened to.
 const minLogPiece = 40
 
-// fitLine shortens the string attributes, the longest first, then msg (the
-// headline, which names the culprit), so that the line they make fits in
+// droppable are the attributes a log line can do without: the Leak, the
+// span and the DEBUG line carry them.
+var droppable = map[string]bool{"callers": true, "last_statement": true, "notes": true}
+
+// fitLine shortens the string attributes, the longest first, then drops
+// the droppable ones, then shortens msg (the headline, which names the
+// culprit and the verdict), so that the line they make fits in
 // maxLogLine bytes. It never changes attrs' backing array.
 func fitLine(msg string, attrs []slog.Attr) (string, []slog.Attr) {
 	attrs = append([]slog.Attr(nil), attrs...)
@@ -38,6 +44,10 @@ func fitLine(msg string, attrs []slog.Attr) (string, []slog.Attr) {
 			}
 		}
 		if n <= minLogPiece+len("…") {
+			if i := slices.IndexFunc(attrs, func(a slog.Attr) bool { return droppable[a.Key] }); i >= 0 {
+				attrs = slices.Delete(attrs, i, i+1)
+				continue
+			}
 			at, n = -1, len(msg)
 		}
 		keep := max(n-over-len("…"), minLogPiece)
