@@ -120,6 +120,7 @@ func TestPoolDeadlocked(t *testing.T) {
 func TestExhaustedWarning(t *testing.T) {
 	var logs lockedBuffer
 	db, _ := openTest(t, pgxleak.WithMaxOpenConns(5), pgxleak.WithWaitSampleInterval(500*time.Millisecond),
+		pgxleak.WithPoolName("orders"), // the test database's long name would crowd the 300-byte line
 		pgxleak.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	db.SetMaxOpenConns(2)
 	leakLine := make(chan site, 2)
