@@ -42,7 +42,7 @@ func (c *connState) checkoutAtLocked(ctx context.Context, now int64) {
 	c.checkoutAt = now
 	c.ctx = ctx
 	_, c.internal = ctx.(*internalContext)
-	c.suspected, c.gcLeaked, c.lateFrom = false, false, 0
+	c.suspected, c.blocked, c.gcLeaked, c.lateFrom = false, false, false, 0
 	c.npcs = 0
 	c.goid = holderID()
 	if c.internal {

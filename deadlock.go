@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -22,6 +23,7 @@ func (p *pool) watchStuck(st sql.DBStats, stallSince time.Time, stalled time.Dur
 	// The server view from the first waiting sample on: it is read in the
 	// background, so that the warning, a sample or more later, has it.
 	d := p.diagnose(context.Background(), p.cfg.serverView)
+	p.diagnosis.waits.join(d, p.db.Stats()) // read after the dump
 	p.reportDeadlocks(d, st, stallSince)
 	if warn {
 		p.diagnosis.mu.Lock()
@@ -50,7 +52,6 @@ func (p *pool) reportDeadlocks(d *findings, st sql.DBStats, stallSince time.Time
 		return
 	}
 	whole := d.poolDeadlocked(st.MaxOpenConnections)
-	p.reportPoolDeadlock(d, whole)
 	s := &p.diagnosis
 	s.mu.Lock()
 	if s.deadlocks == nil {
@@ -74,17 +75,29 @@ func (p *pool) reportDeadlocks(d *findings, st sql.DBStats, stallSince time.Time
 		}
 	}
 	s.mu.Unlock()
+	logged := false // a Deadlock's headline says when the whole pool is
 	for _, r := range due {
-		if r.snap.conn != nil {
-			p.emit(r)
+		if r.snap.conn != nil && p.emit(r) && whole {
+			logged = true
 		}
 	}
+	p.reportPoolDeadlock(d, whole, logged)
+}
+
+// deadlockedCheckouts returns the checkouts reported as deadlocked that
+// are still: they are not reported again as leaks.
+func (s *diagnosis) deadlockedCheckouts() map[holderKey]bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.deadlocks)
 }
 
 // reportPoolDeadlock logs, at ERROR and once until it ends, that the
-// whole pool is deadlocked. The per-checkout Deadlock reports are
-// de-duplicated by line, so this is the line that says it of the pool.
-func (p *pool) reportPoolDeadlock(d *findings, whole bool) {
+// whole pool is deadlocked, unless a Deadlock logged in the same round
+// said so already (logged): one event, one line. The per-checkout
+// Deadlock reports are de-duplicated by line, so when they were
+// suppressed this is the line that says it of the pool.
+func (p *pool) reportPoolDeadlock(d *findings, whole, logged bool) {
 	s := &p.diagnosis
 	s.mu.Lock()
 	already := s.poolDeadlocked
@@ -102,10 +115,13 @@ func (p *pool) reportPoolDeadlock(d *findings, whole bool) {
 	}
 	msg := fmt.Sprintf("pgxleak: pool deadlocked: %s; held at %s; waiting at %s",
 		allHeldWaiting(len(d.checkouts)), countLines(held), countLines(waiting))
+	p.monitor.recent.add(Deadlock, Frame{}, msg, nil, time.Now())
+	if logged {
+		return
+	}
 	line, attrs := fitLine(msg, []slog.Attr{
 		slog.String("pool", p.name()), slog.Int("held", len(d.checkouts)), slog.Int("waiting", len(d.waiters))})
 	p.logger().LogAttrs(context.Background(), slog.LevelError, line, attrs...)
-	p.monitor.recent.add(Deadlock, Frame{}, msg, nil, time.Now())
 }
 
 // snapshotOf takes a fresh snapshot of the checkout k, or the zero
@@ -123,8 +139,13 @@ func (p *pool) snapshotOf(k holderKey) snapshot {
 // warnExhausted logs that the pool is exhausted: "pgxleak: pool exhausted
 // for 1.2s: 43 goroutines waiting (app/service.go:50 ×40, ...); 3/3
 // connections held by app/service.go:36 ×2 (goroutine exited), ...". At
-// most one per stall, and one per report interval.
+// most one per stall, and one per report interval. A deadlock is one
+// event: a whole pool deadlocked gets no warning beside its ERROR, and a
+// holder that is deadlocked is named as such, not described again.
 func (p *pool) warnExhausted(d *findings, st sql.DBStats, stalled time.Duration) {
+	if d.poolDeadlocked(st.MaxOpenConnections) {
+		return
+	}
 	s := &p.diagnosis
 	s.mu.Lock()
 	if !s.lastWarn.IsZero() && time.Since(s.lastWarn) < p.cfg.reportInterval {
@@ -142,19 +163,25 @@ func (p *pool) warnExhausted(d *findings, st sql.DBStats, stalled time.Duration)
 		waiting = append(waiting, [2]string{shortLine(w.At), ""})
 	}
 	for _, c := range d.checkouts {
-		held = append(held, [2]string{shortLine(c.Culprit), holderBrief(c)})
+		brief := holderBrief(c)
+		if h := c.Holder; h != nil && !h.Exited && slices.ContainsFunc(d.waiters, func(w Goroutine) bool { return w.ID == h.ID && len(w.Holds) > 0 }) {
+			brief = " (deadlocked: see the deadlock reported at ERROR)"
+		}
+		held = append(held, [2]string{shortLine(c.Culprit), brief})
 	}
 	maxOpen := "unlimited"
 	if st.MaxOpenConnections > 0 {
 		maxOpen = fmt.Sprint(st.MaxOpenConnections)
 	}
-	msg := fmt.Sprintf("pgxleak: pool exhausted for %s: %s waiting (%s); %d/%s connections held by %s",
-		stalled.Round(100*time.Millisecond), numbered(len(d.waiters), "goroutine", "goroutines"), countLines(waiting), st.InUse, maxOpen, countLines(held))
+	_, longest := s.waits.now(time.Now())
+	msg := fmt.Sprintf("pgxleak: pool exhausted for %s: %s waiting (%s), the longest for at least %s; %d/%s connections held by %s",
+		stalled.Round(100*time.Millisecond), numbered(len(d.waiters), "goroutine", "goroutines"), countLines(waiting), longest.Truncate(time.Millisecond), st.InUse, maxOpen, countLines(held))
 	p.monitor.recent.add(Exhausted, Frame{}, msg, nil, time.Now())
 	attrs := []slog.Attr{
 		slog.String("pool", p.name()),
 		slog.Duration("stalled", stalled.Round(time.Millisecond)),
 		slog.Int("waiting", len(d.waiters)),
+		slog.Duration("longest_wait", longest.Truncate(time.Millisecond)),
 		slog.Int("in_use", st.InUse),
 		slog.Int("max_open", st.MaxOpenConnections),
 	}

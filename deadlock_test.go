@@ -3,12 +3,14 @@ package pgxleak_test
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/leaktest"
@@ -102,15 +104,21 @@ func TestPoolDeadlocked(t *testing.T) {
 		assert.True(t, w.At.Line == l[1].line && len(w.Holds) == 1 && w.Holds[0].Culprit.Line == l[0].line,
 			"waiter at line %d holding %+v; want %v holding the checkout at %v", w.At.Line, w.Holds, l[1], l[0])
 	}
-	// One report per line (reports are de-duplicated by line), and one
-	// ERROR line for the whole pool.
+	// One report per line (reports are de-duplicated by line), and an
+	// ERROR line that says the whole pool is deadlocked: the deadlock's
+	// own, or, when the dump saw the whole only after the deadlock was
+	// logged, one for the pool.
 	rec.Wait(t, 5*time.Second, func(d pgxleak.Leak) bool {
 		return d.Kind == pgxleak.Deadlock && d.Culprit.Line == l[0].line && d.WaitingAt.Line == l[1].line
 	})
-	want := "level=ERROR msg=\"pgxleak: pool deadlocked: all 3 connections are held by goroutines that are themselves waiting"
-	pgtest.WaitFor(t, 5*time.Second, "the pool's deadlock logged", func() bool { return strings.Contains(logs.String(), want) })
+	pgtest.WaitFor(t, 5*time.Second, "the pool's deadlock logged", func() bool {
+		out := logs.String()
+		return strings.Contains(out, "level=ERROR msg=\"pgxleak: pool deadlocked: all 3 connections are held by goroutines that are themselves waiting") ||
+			strings.Contains(out, "the whole pool is deadlocked")
+	})
 	cancel()
 	wg.Wait()
+	assert.NotContains(t, logs.String(), "level=WARN", "a deadlock is logged at ERROR only")
 }
 
 // TestExhaustedWarning: a pool of 2 with 2 leaks and 10 waiters gives one
@@ -172,3 +180,84 @@ func TestExhaustedWarning(t *testing.T) {
 }
 
 type txHolder struct{ tx interface{ Rollback() error } }
+
+// TestSelfDeadlockOneLine: one self-deadlock is one log line, an ERROR.
+// Held past the leak threshold and stalled past the slow-wait threshold,
+// it gets no "pool exhausted" WARN, no "suspected leak" WARN and no
+// second ERROR for the whole pool: the deadlock's line says it all.
+func TestSelfDeadlockOneLine(t *testing.T) {
+	const leakAfter = 300 * time.Millisecond
+	var logs lockedBuffer
+	db, _ := openTest(t, pgxleak.WithMaxOpenConns(1), pgxleak.WithLeakThreshold(leakAfter),
+		pgxleak.WithSlowWaitThreshold(100*time.Millisecond), pgxleak.WithWaitSampleInterval(50*time.Millisecond),
+		pgxleak.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tx, err := db.BeginTx(ctx, nil)
+		if !assert.NoError(t, err) {
+			return
+		}
+		defer tx.Rollback()
+		var n int
+		_ = db.QueryRowContext(ctx, "SELECT 1").Scan(&n) // waits for the connection tx holds
+	}()
+	// Past every threshold that could add a line: the leak threshold (3×)
+	// and the slow-wait threshold, with the deadlock reported.
+	pgtest.WaitFor(t, 10*time.Second, "the deadlock held for 3× the leak threshold", func() bool {
+		cs := checkouts(t, db)
+		return len(cs) == 1 && cs[0].Held >= 3*leakAfter && strings.Contains(logs.String(), "pgxleak: deadlock:")
+	})
+	cancel()
+	<-done
+	var lines []string
+	for l := range strings.Lines(logs.String()) {
+		lines = append(lines, l)
+	}
+	require.Len(t, lines, 1, "one self-deadlock, one log line:\n%s", logs.String())
+	assert.Contains(t, lines[0], `level=ERROR msg="pgxleak: deadlock:`)
+	assert.Contains(t, lines[0], "the whole pool is deadlocked")
+}
+
+// TestExhaustedWarningRefersToDeadlock: a pool of two, one connection held
+// by a goroutine that waits for the other (a deadlock), the other held by
+// the test. The exhaustion warning names the deadlocked holder as such,
+// pointing to its ERROR, rather than describing it again.
+func TestExhaustedWarningRefersToDeadlock(t *testing.T) {
+	var logs lockedBuffer
+	db, _ := openTest(t, pgxleak.WithMaxOpenConns(2), pgxleak.WithWaitSampleInterval(50*time.Millisecond),
+		pgxleak.WithPoolName("orders"), // the test database's long name would crowd the 300-byte line
+		pgxleak.WithSlowWaitThreshold(100*time.Millisecond), pgxleak.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	held, err := db.Conn(ctx)
+	require.NoError(t, err)
+	defer held.Close()
+	txAt := make(chan site, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		txAt <- lineBelow()
+		tx, err := db.BeginTx(ctx, nil)
+		if !assert.NoError(t, err) {
+			return
+		}
+		defer tx.Rollback()
+		_, _ = db.ExecContext(ctx, "SELECT 1") // waits for the connection the test holds
+	}()
+	at := <-txAt
+	pgtest.WaitFor(t, 10*time.Second, "the exhaustion warning", func() bool { return strings.Contains(logs.String(), "pool exhausted for ") })
+	cancel()
+	<-done
+	out := logs.String()
+	assert.Contains(t, out, `level=ERROR msg="pgxleak: deadlock:`)
+	// The whole headline is in the report (the log line is bounded to 300 bytes).
+	in, err := pgxleak.Inspect(context.Background(), db)
+	require.NoError(t, err)
+	i := slices.IndexFunc(in.Reports, func(r pgxleak.Report) bool { return r.Kind == pgxleak.Exhausted })
+	require.GreaterOrEqual(t, i, 0, "the exhaustion report in %+v", in.Reports)
+	assert.Contains(t, in.Reports[i].Headline, at.short()+" ×1 (deadlocked: see the deadlock reported at ERROR)")
+	assert.Equal(t, 1, strings.Count(out, "level=ERROR"), "one ERROR for the deadlock:\n%s", out)
+}

@@ -2,6 +2,7 @@ package pgxleak
 
 import (
 	"context"
+	"database/sql"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -39,6 +40,130 @@ type diagnosis struct {
 	warnedStall    time.Time          // the stall whose exhaustion was logged
 	lastWarn       time.Time          // the last exhaustion warning
 	skipped        int                // exhaustion warnings suppressed since
+
+	waits waitsNow // the waits in progress, as the wait sampler's dumps saw them
+}
+
+// waitsNow is the waits in progress: database/sql adds a wait to
+// DBStats.WaitDuration only when it ends, so a stuck pool's waits are
+// invisible there. The wait sampler joins its goroutine dumps: each waiter
+// counts from the first dump that saw it waiting, and keeps that start
+// across the next dump only if the two dumps saw one wait: between them
+// (DBStats read before the first and after the second) no wait started
+// or none ended, so no waiter can have been served and queued again. The
+// runtime's own whole minutes (Goroutine.Waiting) count too. Each start
+// is therefore a lower bound: a waiter may have waited up to the gap
+// between two dumps longer (the sampling interval or the dump interval,
+// whichever is longer), or more when waits kept both starting and ending
+// (a busy pool: then it counts from the later dump, until the runtime's
+// minutes take over). A waiter served since the latest dump is counted
+// until the next one, one sampling interval later.
+type waitsNow struct {
+	mu       sync.Mutex
+	since    map[uint64]time.Time // guarded by mu; each waiter's start, by goroutine ID
+	dump     *gdump.Snapshot      // guarded by mu; the latest dump joined
+	prior    statsReading         // guarded by mu; DBStats read before it was taken
+	hasPrior bool                 // guarded by mu; prior is known
+	readings []statsReading       // the sampler's only: its recent DBStats, oldest first
+}
+
+// statsReading is one DBStats read by the wait sampler, and when.
+type statsReading struct {
+	at       time.Time
+	count    int64
+	duration time.Duration
+}
+
+// read records the sampler's DBStats read at at. It keeps those of the
+// last two dump intervals, and one older: a dump the sampler joins is at
+// most one dump interval old.
+func (w *waitsNow) read(at time.Time, st sql.DBStats) {
+	w.readings = append(w.readings, statsReading{at, st.WaitCount, st.WaitDuration})
+	horizon := at.Add(-2 * dumpInterval)
+	i := 0
+	for i+1 < len(w.readings) && w.readings[i+1].at.Before(horizon) {
+		i++
+	}
+	w.readings = slices.Delete(w.readings, 0, i)
+}
+
+// before returns the latest reading made before t.
+func (w *waitsNow) before(t time.Time) (statsReading, bool) {
+	for i := len(w.readings) - 1; i >= 0; i-- {
+		if w.readings[i].at.Before(t) {
+			return w.readings[i], true
+		}
+	}
+	return statsReading{}, false
+}
+
+// join records the waiters of d, a diagnosis the sampler took (or was
+// given from the cache); after is DBStats read after d's dump. A dump
+// already joined changes nothing.
+func (w *waitsNow) join(d *findings, after sql.DBStats) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if d.dump == nil || d.dump == w.dump {
+		return
+	}
+	b := w.prior
+	continuous := w.dump != nil && w.hasPrior && (after.WaitCount == b.count || after.WaitDuration == b.duration)
+	w.prior, w.hasPrior = w.before(d.dump.Started)
+	taken := d.dump.Taken
+	since := make(map[uint64]time.Time, len(d.waiters))
+	for _, g := range d.waiters {
+		s := taken
+		if prev, ok := w.since[g.ID]; ok && continuous {
+			s = prev
+		}
+		if g.Waiting > 0 {
+			s = minTime(s, taken.Add(-g.Waiting))
+		}
+		since[g.ID] = s
+	}
+	w.since, w.dump = since, d.dump
+}
+
+// clear forgets the waiters: the sampler saw none could be waiting.
+func (w *waitsNow) clear() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.since, w.dump = nil, nil
+}
+
+// any reports whether the latest dump saw waiters.
+func (w *waitsNow) any() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.since) > 0
+}
+
+// now returns how many wait, and the longest wait at now (a lower bound).
+func (w *waitsNow) now(now time.Time) (waiting int, longest time.Duration) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, s := range w.since {
+		longest = max(longest, now.Sub(s))
+	}
+	return len(w.since), longest
+}
+
+// waited returns how long goroutine id has waited at now, at least; 0 if
+// the sampler has not seen it waiting.
+func (w *waitsNow) waited(now time.Time, id uint64) time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if s, ok := w.since[id]; ok {
+		return now.Sub(s)
+	}
+	return 0
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // findings is one goroutine dump, and possibly one server view, joined
@@ -199,7 +324,7 @@ func (p *pool) annotate(l *Leak, r report) {
 		l.Holder, l.Server, l.WaitingAt, l.PoolDeadlocked = r.stuck.holder, r.stuck.server, r.stuck.waitingAt, r.stuck.poolDeadlocked
 		return
 	}
-	if l.Kind != LeakSuspected && l.Kind != LeakStillOut {
+	if l.Kind != LeakSuspected && l.Kind != LeakStillOut && l.Kind != Blocked {
 		return
 	}
 	k := holderKey{r.snap.conn, r.snap.checkoutAt}

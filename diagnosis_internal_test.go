@@ -163,3 +163,53 @@ func TestDiagnoseCoversHolderless(t *testing.T) {
 			"a holderless checkout of the last diagnosis was diagnosed again")
 	}
 }
+
+// TestWaitsNowBounds: a waiter counts from the first dump that saw it, and
+// keeps that start across the next dump only when the two dumps saw one
+// wait (no wait both started and ended between them); the runtime's whole
+// minutes count too. The longest is never more than the wait.
+func TestWaitsNowBounds(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	stats := func(count int64, dur time.Duration) sql.DBStats {
+		return sql.DBStats{WaitCount: count, WaitDuration: dur}
+	}
+	dump := func(taken time.Duration, ws ...Goroutine) *findings {
+		return &findings{dump: &gdump.Snapshot{Started: at(taken - time.Millisecond), Taken: at(taken)}, waiters: ws}
+	}
+	for _, tc := range []struct {
+		name        string
+		after       sql.DBStats // read after the second dump; 3 waits, 0 ended before the first
+		waited      time.Duration
+		longestAt2s time.Duration
+	}{
+		{"no wait started or ended: one wait", stats(3, 0), 0, 2 * time.Second},
+		{"waits started, none ended: one wait", stats(5, 0), 0, 2 * time.Second},
+		{"waits ended, none started: one wait", stats(3, time.Second), 0, 2 * time.Second},
+		{"waits started and ended: maybe served and queued again, counted from the second dump", stats(5, time.Second), 0, time.Second},
+		{"the runtime says two minutes", stats(5, time.Second), 2 * time.Minute, 2*time.Minute + time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var w waitsNow
+			w.read(at(-50*time.Millisecond), stats(3, 0))
+			w.join(dump(0, Goroutine{ID: 7}, Goroutine{ID: 8}), stats(3, 0))
+			w.read(at(950*time.Millisecond), stats(3, 0))
+			w.join(dump(time.Second, Goroutine{ID: 7, Waiting: tc.waited}), tc.after)
+			n, longest := w.now(at(2 * time.Second))
+			if n != 1 || longest != tc.longestAt2s {
+				t.Errorf("%d waiting, the longest %v; want 1, %v", n, longest, tc.longestAt2s)
+			}
+			if got := w.waited(at(2*time.Second), 8); got != 0 {
+				t.Errorf("a goroutine no longer waiting: %v", got)
+			}
+			w.join(dump(time.Second, Goroutine{ID: 9}), stats(9, 9)) // the same dump again: nothing changes
+			if n, _ := w.now(at(2 * time.Second)); n != 1 {
+				t.Errorf("a dump joined twice changed the waiters: %d", n)
+			}
+			w.clear()
+			if n, longest := w.now(at(2 * time.Second)); n != 0 || longest != 0 || w.any() {
+				t.Errorf("after clear: %d waiting, the longest %v", n, longest)
+			}
+		})
+	}
+}

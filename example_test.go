@@ -103,13 +103,13 @@ func ExampleWithOnLeak() {
 
 	conn, _ := db.Conn(context.Background())
 	l := <-reports
-	fmt.Println(l.Kind, "leak:", l.Kind.Leak(), "culprit:", l.Culprit.Function)
+	fmt.Println(l.Kind, "culprit:", l.Culprit.Function)
 	conn.Close()
 	l = <-reports
-	fmt.Println(l.Kind, "leak:", l.Kind.Leak(), "held at least the threshold:", l.Held >= 20*time.Millisecond)
+	fmt.Println(l.Kind, "held at least the threshold:", l.Held >= 20*time.Millisecond)
 	// Output:
-	// suspected leak: true culprit: github.com/pgxleak/pgxleak_test.ExampleWithOnLeak
-	// resolved leak: false held at least the threshold: true
+	// suspected culprit: github.com/pgxleak/pgxleak_test.ExampleWithOnLeak
+	// resolved held at least the threshold: true
 }
 
 // Drain stops new checkouts, waits for the ones out to come back, then

@@ -107,6 +107,12 @@ func (p *pool) inspect(ctx context.Context) Inspection {
 	p.fillStats(&in.Stats)
 	slices.SortStableFunc(in.Checkouts, func(a, b Checkout) int { return cmp.Compare(b.Held, a.Held) })
 	in.Deadlocked = d.poolDeadlocked(in.Stats.MaxOpenConnections)
+	if len(in.Waiters) > 0 {
+		in.Waiters = slices.Clone(in.Waiters)
+		for i := range in.Waiters {
+			in.Waiters[i].Waited = p.diagnosis.waits.waited(in.TakenAt, in.Waiters[i].ID)
+		}
+	}
 	in.Settings = p.settings()
 	in.Reports = p.monitor.recent.list()
 	var note string

@@ -2,10 +2,10 @@ package pgxleak
 
 import "fmt"
 
-// Kind says what a report is about. The first three are leaks, a
-// connection its holder should have given back: [LeakSuspected],
-// [LeakGarbageCollected] and [LeakStillOut] ([Kind.Leak]); the
-// others are events of the pool that explain or follow them.
+// Kind says what a report is about. The first three (LeakSuspected,
+// LeakGarbageCollected, LeakStillOut) are leaks, a connection its holder
+// should have given back ([Kind.Leak]); the others are events of the pool
+// that explain or follow them, none of them a leak.
 type Kind int
 
 const (
@@ -34,14 +34,21 @@ const (
 	// slow-wait episode (WithSlowWaitThreshold) or a pool-exhausted warning.
 	// Listed in [Inspection].Reports; never given to WithOnLeak.
 	Exhausted
+	// Blocked: a connection held past the leak threshold whose statement
+	// waits for a lock another backend holds (pg_blocking_pids), usually
+	// another checkout's: not a leak. Reported once per checkout, at WARN,
+	// instead of a suspected leak, naming the line that checked the
+	// blocker out; fix that one.
+	Blocked
 )
 
 // Leak reports whether k is a leak: a connection held too long, lost or
-// still out, that its holder should have given back.
+// still out, that its holder should have given back. Resolved, Deadlock,
+// Exhausted and Blocked are reports, not leaks.
 func (k Kind) Leak() bool { return k >= LeakSuspected && k <= LeakStillOut }
 
 // String returns "suspected", "garbage_collected", "still_out",
-// "resolved", "deadlock" or "exhausted", the values of the kind attribute
+// "resolved", "deadlock", "exhausted" or "blocked", the values of the kind attribute
 // in logs, spans and metrics.
 func (k Kind) String() string {
 	switch k {
@@ -57,6 +64,8 @@ func (k Kind) String() string {
 		return "deadlock"
 	case Exhausted:
 		return "exhausted"
+	case Blocked:
+		return "blocked"
 	}
 	return fmt.Sprintf("Kind(%d)", int(k))
 }
@@ -76,6 +85,8 @@ func (k Kind) phrase() string {
 		return "a deadlock (held while waiting for another)"
 	case Exhausted:
 		return "an exhausted pool (callers waiting)"
+	case Blocked:
+		return "blocked on another backend's lock"
 	}
 	return k.String()
 }
@@ -120,6 +131,8 @@ func (k Kind) plural() string {
 		return "deadlocks (a connection held while waiting for another)"
 	case Exhausted:
 		return "waits on an exhausted pool"
+	case Blocked:
+		return "connections blocked on another backend's lock"
 	}
 	return k.String()
 }

@@ -21,6 +21,7 @@ func TestKindWords(t *testing.T) {
 		{LeakStillOut, true, "still out", "still-out connections (at Drain or Close)"},
 		{Deadlock, false, "a deadlock (held while waiting for another)", "deadlocks (a connection held while waiting for another)"},
 		{Exhausted, false, "an exhausted pool (callers waiting)", "waits on an exhausted pool"},
+		{Blocked, false, "blocked on another backend's lock", "connections blocked on another backend's lock"},
 	} {
 		assert.Equal(t, tc.phrase, tc.kind.phrase(), "%v.phrase()", tc.kind)
 		assert.Equal(t, tc.plural, tc.kind.plural(), "%v.plural()", tc.kind)

@@ -60,6 +60,7 @@ type connState struct {
 	stmtAt     atomic.Uint64   // owner; the checkout (checkouts) that last ran statement
 	txStatus   byte            // owner; guarded by mu
 	suspected  bool            // guarded by mu
+	blocked    bool            // guarded by mu; reported as blocked on another backend's lock, not as a leak
 	gcLeaked   bool            // guarded by mu
 	reportedAt [2]int64        // guarded by mu; pool time it was reported as suspected, as garbage-collected
 	broken     bool            // guarded by mu; a transaction ended in an unknown state: discard at return
@@ -288,22 +289,27 @@ func (t *tracker) takeQueue(closing bool) []report {
 }
 
 // scan returns the checkouts held past limit at pool time now, once per
-// checkout, marking them suspected and counting them. A connection already
-// reported as garbage-collected is not reported again. With decide, only
-// checkouts decided not to be held on purpose are (see undecided).
-func (t *tracker) scan(now, limit int64, decide bool) []snapshot {
-	var found []snapshot
+// checkout: those judge calls suspected leaks, marked suspected and
+// counted, and those it calls blocked on another backend's lock (not
+// leaks), marked blocked. judge runs under the connection's lock; a
+// checkout it holds back is judged again at the next scan. A connection
+// already reported as garbage-collected is not reported again.
+func (t *tracker) scan(now, limit int64, judge func(c *connState) scanVerdict) (suspected, blocked []snapshot) {
 	t.each(func(c *connState) {
-		if decide && (c.decided != c.checkouts || c.onPurpose) {
+		if c.state != stateOut || c.internal || c.suspected || c.blocked || c.gcLeaked || now-c.checkoutAt < limit {
 			return
 		}
-		if c.state == stateOut && !c.internal && !c.suspected && !c.gcLeaked && now-c.checkoutAt >= limit {
+		switch judge(c) {
+		case scanSuspected:
 			c.suspected, c.reportedAt[0] = true, now
-			found = append(found, c.snapshotLocked(now))
+			suspected = append(suspected, c.snapshotLocked(now))
+		case scanBlocked:
+			c.blocked = true
+			blocked = append(blocked, c.snapshotLocked(now))
 		}
 	})
-	t.suspectedLeaks.Add(uint64(len(found)))
-	return found
+	t.suspectedLeaks.Add(uint64(len(suspected)))
+	return suspected, blocked
 }
 
 // undecided returns the checkouts scan would report but for the decision
@@ -327,6 +333,16 @@ func (c *connState) decide(seq uint64, onPurpose bool) {
 	}
 	c.mu.Unlock()
 }
+
+// scanVerdict is what the monitor makes of a checkout held past the leak
+// threshold.
+type scanVerdict uint8
+
+const (
+	scanSuspected scanVerdict = iota // a suspected leak
+	scanBlocked                      // its statement waits for another backend's lock: not a leak
+	scanHold                         // not now: already reported otherwise (a deadlock), or the server's view is due
+)
 
 // ErrDraining is returned for new checkouts while [Drain] runs.
 var ErrDraining = errors.New("pgxleak: pool is draining; no new connections are handed out")

@@ -23,8 +23,10 @@ const logLinePrefix = len("2026/12/07 04:02:14 ERROR ")
 const minLogPiece = 40
 
 // droppable are the attributes a log line can do without: the Leak, the
-// span and the DEBUG line carry them.
-var droppable = map[string]bool{"callers": true, "last_statement": true, "notes": true}
+// span and the DEBUG line carry the first three; the exhaustion warning's
+// headline says its duration, counts and longest wait.
+var droppable = map[string]bool{"callers": true, "last_statement": true, "notes": true,
+	"stalled": true, "waiting": true, "longest_wait": true, "in_use": true, "max_open": true}
 
 // fitLine shortens the string attributes, the longest first, then drops
 // the droppable ones, then shortens msg (the headline, which names the

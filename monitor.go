@@ -78,9 +78,7 @@ func (p *pool) run() {
 		case <-p.tracker.wake:
 			p.flush()
 		case <-scan:
-			for _, s := range p.scanLeaks() {
-				p.emit(report{kind: LeakSuspected, snap: s})
-			}
+			p.scanLeaks()
 		case <-p.monitor.summary.C:
 			p.summarize(false)
 		case <-keep:
@@ -104,21 +102,6 @@ func (p *pool) run() {
 	}
 }
 
-// scanLeaks returns the checkouts held past the leak threshold, once
-// each, but those held on purpose: with IgnoreFunction given to Open, a
-// checkout's stack is symbolised once, when it passes the threshold, to
-// decide.
-func (p *pool) scanLeaks() []snapshot {
-	now, limit := p.now(), int64(p.cfg.leakThreshold)
-	decide := len(p.cfg.onPurpose) > 0
-	if decide {
-		for _, s := range p.tracker.undecided(now, limit) {
-			s.conn.decide(s.seq, p.onPurpose(stack.Resolve(s.pcs)) != "")
-		}
-	}
-	return p.tracker.scan(now, limit, decide)
-}
-
 func (p *pool) flush() {
 	for _, r := range p.tracker.takeQueue(false) {
 		p.emit(r)
@@ -134,16 +117,100 @@ func (p *pool) flushFinal() {
 	p.summarize(true)
 }
 
+// scanLeaks reports the checkouts held past the leak threshold, each once:
+// as suspected leaks, or as Blocked when the server's view says their
+// statement waits for another backend's lock. One event, one line: a
+// checkout reported as deadlocked is not reported again as a leak while
+// it stays deadlocked, and one whose backend the server's view does not
+// cover yet is held back until a view read after it became due arrives,
+// for at most serverWait (then it is a suspected leak). With
+// IgnoreFunction given to Open, a checkout's stack is symbolised once, when
+// it passes the threshold, to decide whether it is held on purpose; one
+// that is is never reported.
+func (p *pool) scanLeaks() {
+	now, limit := p.now(), int64(p.cfg.leakThreshold)
+	decide := len(p.cfg.onPurpose) > 0
+	if decide {
+		for _, s := range p.tracker.undecided(now, limit) {
+			s.conn.decide(s.seq, p.onPurpose(stack.Resolve(s.pcs)) != "")
+		}
+	}
+	deadlocked := p.diagnosis.deadlockedCheckouts()
+	var (
+		view          map[uint32]ServerActivity
+		viewAt        time.Time
+		ask, needView bool
+		pids          []uint32
+	)
+	// Never side.configured(): its lock is held across a connect; a pool
+	// without pgx has no backend PIDs, and its reads fail at once.
+	if p.cfg.serverView && !p.cfg.pgBouncer {
+		pids = p.outPIDs()
+		var failure string
+		view, viewAt, failure = p.diagnosis.side.viewOf(pids)
+		ask = view != nil || failure == ""
+	}
+	suspected, blocked := p.tracker.scan(now, limit, func(c *connState) scanVerdict {
+		if decide && (c.decided != c.checkouts || c.onPurpose) {
+			return scanHold
+		}
+		if deadlocked[holderKey{c, c.checkoutAt}] {
+			return scanHold
+		}
+		if !ask || c.pid == 0 {
+			return scanSuspected
+		}
+		if view == nil || viewAt.Before(p.epoch.Add(time.Duration(c.checkoutAt+limit))) {
+			if now-c.checkoutAt < limit+int64(serverWait) {
+				needView = true
+				return scanHold
+			}
+			return scanSuspected
+		}
+		if a, ok := view[c.pid]; ok && a.WaitEventType == "Lock" && len(a.BlockedBy) > 0 {
+			return scanBlocked
+		}
+		return scanSuspected
+	})
+	if needView {
+		p.refreshServerView(pids)
+	}
+	for _, s := range blocked {
+		p.emit(report{kind: Blocked, snap: s})
+	}
+	for _, s := range suspected {
+		p.emit(report{kind: LeakSuspected, snap: s})
+	}
+}
+
+// serverWait bounds how long a checkout past the leak threshold waits for
+// the server's view before it is reported without it: half the side
+// connection's timeout, so that a server that does not answer delays a
+// report by that much, never by the timeout (a view takes milliseconds).
+const serverWait = serverTimeout / 2
+
+// outPIDs returns the backend PIDs of the user checkouts out now.
+func (p *pool) outPIDs() []uint32 {
+	var pids []uint32
+	p.tracker.each(func(c *connState) {
+		if c.state == stateOut && !c.internal && c.pid != 0 {
+			pids = append(pids, c.pid)
+		}
+	})
+	return pids
+}
+
 // emit symbolises, de-duplicates and delivers one report: to the tracer,
-// the logger and the OnLeak callback.
-func (p *pool) emit(r report) {
+// the logger and the OnLeak callback. It reports whether the report was
+// logged (not suppressed by WithReportInterval).
+func (p *pool) emit(r report) bool {
 	l := Leak{Kind: r.kind, Checkout: p.describe(r.snap)}
 	l.Earlier, l.EarlierAt = p.earlier(r)
 	p.annotate(&l, r)
 	p.monitor.recent.addLeak(l)
 	p.tel.leak(l, r.snap)
 	if !p.admit(&l) {
-		return
+		return false
 	}
 	lg := p.logger()
 	level := slog.LevelWarn
@@ -161,6 +228,7 @@ func (p *pool) emit(r report) {
 	}
 	lg.LogAttrs(ctx, level, msg, attrs...)
 	p.deliver(l) // after the log line, so a callback sees it written
+	return true
 }
 
 // logAttrs are a report's attributes in the log: short by default (the

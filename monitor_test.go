@@ -13,6 +13,7 @@ import (
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/leaktest"
+	"github.com/pgxleak/pgxleak/internal/pgtest"
 	"github.com/pgxleak/pgxleak/internal/testdriver"
 )
 
@@ -107,4 +108,46 @@ func TestNoGarbageCollectedReportAfterClose(t *testing.T) {
 	assert.EqualValues(t, 1, stillOut, "still out at Close")
 	assert.Zero(t, collected, "garbage-collected connections counted after Close")
 	assert.Zero(t, queued, "reports queued after Close")
+}
+
+// TestBlockedNotSuspected: a checkout held past the leak threshold because
+// its statement waits for a leaked transaction's row lock is one "blocked"
+// record naming the leak's line, not a suspected leak; the leak itself is
+// the suspected one, and names the PID it blocks.
+func TestBlockedNotSuspected(t *testing.T) {
+	var logs lockedBuffer
+	rec := &leaktest.Recorder{}
+	db, dsn := openTest(t, rec.Option(), pgxleak.WithLeakThreshold(300*time.Millisecond),
+		pgxleak.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	pgtest.Exec(t, dsn, "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
+	leak, leakAt := leakLockedTx(t, db)
+	defer leak.Rollback()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	blockedAt := make(chan site, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		blockedAt <- lineBelow()
+		_, _ = db.ExecContext(ctx, "UPDATE t SET id = 1 WHERE id = 1") // blocks until the leak ends
+	}()
+	at := <-blockedAt
+	b := rec.Wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.Blocked })
+	rec.Wait(t, 10*time.Second, suspectedAt(leakAt))
+	assert.True(t, isCulprit(at)(b), "the blocked checkout is the one at %v: %s", at, b)
+	assert.Contains(t, b.String(), "blocked, not a leak: connection checked out at "+at.short())
+	assert.Contains(t, b.String(), "checked out at "+leakAt.short())
+	assert.Contains(t, b.String(), ": fix that line")
+
+	require.NoError(t, leak.Rollback()) // the blocked statement goes on, and its connection comes back
+	<-done
+	pgtest.WaitFor(t, 5*time.Second, "every connection back", func() bool { return len(checkouts(t, db)) == 0 })
+	assert.False(t, rec.Has(suspectedAt(at)), "the blocked checkout was reported as a suspected leak: %v", rec.All())
+	assert.False(t, rec.Has(resolvedAt(at)), "the blocked checkout got a resolved follow-up: %v", rec.All())
+	out := logs.String()
+	assert.Equal(t, 1, strings.Count(out, "kind=blocked"), "one blocked record:\n%s", out)
+	assert.Contains(t, out, `level=WARN msg="pgxleak: blocked, not a leak: connection checked out at `+at.short())
+	assert.Equal(t, 1, strings.Count(out, "msg=\"pgxleak: suspected leak:"), "one suspected leak, the leaked transaction:\n%s", out)
+	assert.EqualValues(t, 1, stats(t, db).Suspected, "only the leaked transaction counts as suspected")
 }

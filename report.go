@@ -85,6 +85,10 @@ type Goroutine struct {
 	At        Frame         `json:"at"`                   // its innermost frame of user code now: for a waiter, the line that asked for a connection
 	Stack     []Frame       `json:"stack,omitempty"`      // its stack now, innermost first
 	MatchedBy string        `json:"matched_by,omitempty"` // for a holder, how it was found: "goroutine id", or a fallback named here
+	// Waited is, for a waiter, how long it has waited at least, as the
+	// wait sampler's dumps saw it (see PoolStats.LongestWait): finer than
+	// Waiting's whole minutes. 0 when no sampler dump has seen it yet.
+	Waited time.Duration `json:"waited_ns,omitempty"`
 	// Holds lists, for a waiter, the connections of the same pool it holds
 	// while it waits: non-empty means a deadlock (it waits for itself).
 	Holds []Checkout `json:"holds,omitempty"`
@@ -124,7 +128,7 @@ func (c Checkout) String() string {
 }
 
 // Leak is one report about a checkout, given to [WithOnLeak]: a leak
-// (Kind.Leak()), the follow-up of a suspected leak that came back
+// (LeakSuspected, LeakGarbageCollected, LeakStillOut), the follow-up of a suspected leak that came back
 // ([Resolved]; Held is then the whole time it was out), or a [Deadlock].
 type Leak struct {
 	Kind Kind

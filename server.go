@@ -314,6 +314,20 @@ func (s *sideConn) cached(pids []uint32) (view map[uint32]ServerActivity, fresh 
 	return s.view, age < dumpInterval, failure
 }
 
+// viewOf returns the last view if it covers pids, with when it was read,
+// and why the server refused, if it did within serverRetry.
+func (s *sideConn) viewOf(pids []uint32) (view map[uint32]ServerActivity, at time.Time, failure string) {
+	s.cacheMu.Lock()
+	defer s.cacheMu.Unlock()
+	if !s.failed.IsZero() && time.Since(s.failed) < serverRetry {
+		failure = s.failure
+	}
+	if s.view == nil || !subset(pids, s.asked) {
+		return nil, time.Time{}, failure
+	}
+	return s.view, s.viewAt, failure
+}
+
 // activity returns pg_stat_activity for pids, from the cache when it is
 // younger than dumpInterval and covers them.
 func (s *sideConn) activity(ctx context.Context, pids []uint32) (map[uint32]ServerActivity, error) {

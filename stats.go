@@ -35,6 +35,20 @@ type PoolStats struct {
 	// Deadlocks counts connections reported held by a goroutine that waits
 	// for another of the same pool.
 	Deadlocks uint64 `json:"deadlocks"`
+	// Waiting counts the goroutines waiting for a connection now, and
+	// LongestWait is how long the longest of them has waited, at least:
+	// the waits in progress, which DBStats.WaitDuration counts only once
+	// they end. The wait sampler reads them from its goroutine dumps
+	// (WithWaitSampleInterval, and at most one dump a second) while
+	// callers may be waiting: a waiter counts from the first dump that saw
+	// it, so LongestWait may be short by up to the time between two dumps,
+	// never long; in a busy pool, where waits keep starting and ending
+	// between dumps, a waiter counts from the latest dump until the
+	// runtime reports whole minutes. A waiter served since the latest dump
+	// is counted until the next sample. Both are 0 for a pool opened by
+	// sql.Open("pgxleak", ...), which has no wait sampler.
+	Waiting     int           `json:"waiting"`
+	LongestWait time.Duration `json:"longest_wait_ns"`
 	// Closed says the pool is closed: the counters are final.
 	Closed bool `json:"closed"`
 }
@@ -90,6 +104,7 @@ func (p *pool) fillStats(s *PoolStats) {
 	p.tracker.fillStats(s)
 	s.Terminated = p.diagnosis.terminated.Load()
 	s.Deadlocks = p.monitor.recent.count(Deadlock)
+	s.Waiting, s.LongestWait = p.diagnosis.waits.now(time.Now())
 	p.mu.Lock()
 	s.Closed = p.closed
 	p.mu.Unlock()

@@ -153,6 +153,8 @@ func (l Leak) verdict() []string {
 		v = append(v, fmt.Sprintf("suspected leak: %s", l.Checkout))
 	case l.Kind == Deadlock:
 		v = append(v, l.deadlockHeadline())
+	case l.Kind == Blocked:
+		v = append(v, fmt.Sprintf("blocked, not a leak: %s", l.Checkout), "the lock is held by "+l.blockers())
 	case l.Kind == LeakGarbageCollected:
 		v = append(v, "leaked connection: Rows garbage-collected without Close", l.Checkout.String(), "it never returns to the pool")
 	default:
@@ -165,6 +167,26 @@ func (l Leak) verdict() []string {
 		v[0] += fmt.Sprintf(" (+%d more like it)", l.Repeats)
 	}
 	return v
+}
+
+// blockers names the backends a Blocked connection waits for: "PID 4120,
+// checked out at app/service.go:60 (app.transfer): fix that line", or
+// "PID 4120 (not a connection of this pool)".
+func (c Checkout) blockers() string {
+	if c.Server == nil || len(c.Server.BlockedBy) == 0 {
+		return "another backend"
+	}
+	parts := make([]string, 0, len(c.Server.BlockedBy))
+	for _, pid := range c.Server.BlockedBy {
+		part := "PID " + strconv.FormatUint(uint64(pid), 10)
+		if f, ok := c.Server.Culprits[pid]; ok {
+			part += ", checked out at " + f.String() + ": fix that line"
+		} else {
+			part += " (not a connection of this pool)"
+		}
+		parts = append(parts, part)
+	}
+	return strings.Join(parts, "; ")
 }
 
 func (c Checkout) culpritOrReason() string {

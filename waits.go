@@ -54,6 +54,7 @@ func (t *telemetry) sampleWaitStats() {
 	intervalStart := w.lastTick
 	w.lastCount, w.lastDuration, w.lastTick = st.WaitCount, st.WaitDuration, now
 	t.recordWaitTime(st)
+	t.p.diagnosis.waits.read(now, st)
 
 	// While no wait has ended since waits were counted, every one of them
 	// is still waiting: the oldest has waited at least since then.
@@ -67,11 +68,15 @@ func (t *telemetry) sampleWaitStats() {
 	if !w.stallSince.IsZero() {
 		stalled = now.Sub(w.stallSince)
 	}
-	waiting := dCount > 0 || !w.stallSince.IsZero() // callers may be waiting now
+	// Callers may be waiting now: waits started, none ended since some
+	// did, or the last dump saw waiters (some may be served, not all).
+	waiting := dCount > 0 || !w.stallSince.IsZero() || t.p.diagnosis.waits.any()
 	saturated := st.MaxOpenConnections > 0 && st.InUse >= st.MaxOpenConnections
 	t.arm(waiting || saturated, st)
 	if waiting {
-		t.p.watchStuck(st, w.stallSince, stalled, t.threshold) // deadlocks and exhaustion, from a goroutine dump
+		t.p.watchStuck(st, w.stallSince, stalled, t.threshold) // waits in progress, deadlocks and exhaustion, from a goroutine dump
+	} else {
+		t.p.diagnosis.waits.clear()
 	}
 	if t.threshold <= 0 {
 		return

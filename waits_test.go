@@ -2,7 +2,9 @@ package pgxleak_test
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -175,4 +177,59 @@ func TestMetricsWaitTimeAtCollection(t *testing.T) {
 	}
 	check("first collection")
 	check("second collection") // no double counting
+}
+
+// TestWaitsInProgress: database/sql adds a wait's time only when it ends,
+// so three callers stuck behind the pool's only connection showed "0s" in
+// all. Stats and Inspect count them while they wait, and the exhaustion
+// warning gives the longest wait so far; the longest is a lower bound,
+// never more than they have waited.
+func TestWaitsInProgress(t *testing.T) {
+	var logs lockedBuffer
+	db, _ := openTest(t, pgxleak.WithMaxOpenConns(1), pgxleak.WithWaitSampleInterval(50*time.Millisecond),
+		pgxleak.WithSlowWaitThreshold(200*time.Millisecond), pgxleak.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	held, err := db.Conn(ctx)
+	require.NoError(t, err)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() { _, _ = db.ExecContext(ctx, "SELECT 1") })
+	}
+	const atLeast = 600 * time.Millisecond
+	st := statsUntil(t, db, "three waiters seen waiting 600ms", func(s pgxleak.PoolStats) bool {
+		return s.Waiting == 3 && s.LongestWait >= atLeast
+	})
+	assert.EqualValues(t, 3, st.WaitCount)
+	assert.Zero(t, st.WaitDuration, "no wait has ended")
+	assert.LessOrEqual(t, st.LongestWait, time.Since(start), "the longest wait is a lower bound")
+
+	in, err := pgxleak.Inspect(ctx, db)
+	require.NoError(t, err)
+	assert.Equal(t, 3, in.Stats.Waiting)
+	assert.GreaterOrEqual(t, in.Stats.LongestWait, atLeast)
+	require.Len(t, in.Waiters, 3)
+	for _, w := range in.Waiters {
+		assert.Positive(t, w.Waited, "waiter %d: how long it has waited", w.ID)
+		assert.LessOrEqual(t, w.Waited, time.Since(start))
+	}
+	pgtest.WaitFor(t, 5*time.Second, "the exhaustion warning", func() bool { return strings.Contains(logs.String(), "pool exhausted for") })
+	assert.Contains(t, logs.String(), "3 goroutines waiting (")
+	assert.Contains(t, logs.String(), "), the longest for at least ")
+
+	require.NoError(t, held.Close())
+	wg.Wait()
+	statsUntil(t, db, "no waiter left", func(s pgxleak.PoolStats) bool { return s.Waiting == 0 && s.LongestWait == 0 })
+}
+
+// statsUntil polls Stats until cond holds, failing t after 10 s.
+func statsUntil(t *testing.T, db *sql.DB, msg string, cond func(pgxleak.PoolStats) bool) pgxleak.PoolStats {
+	t.Helper()
+	var st pgxleak.PoolStats
+	pgtest.WaitFor(t, 10*time.Second, msg, func() bool {
+		st = stats(t, db)
+		return cond(st)
+	})
+	return st
 }

@@ -83,9 +83,10 @@ func TestHandlerInBrowser(t *testing.T) {
 
 	srv := httptest.NewServer(livepage.Handler(leaky, stalled))
 	defer srv.Close()
-	pgtest.WaitFor(t, 10*time.Second, "3 samples in each pool, and the waiter counted", func() bool {
+	pgtest.WaitFor(t, 10*time.Second, "3 samples in each pool, and the waiter seen waiting past the slow-wait threshold", func() bool {
 		p := getPage(t, srv.URL)
-		return len(p.Pools) == 2 && len(p.Pools[0].History) >= 3 && len(p.Pools[1].History) >= 3 && stalled.Stats().WaitCount == 1
+		return len(p.Pools) == 2 && len(p.Pools[0].History) >= 3 && len(p.Pools[1].History) >= 3 && stalled.Stats().WaitCount == 1 &&
+			p.Pools[1].Stats.Waiting == 1 && p.Pools[1].Stats.LongestWait >= p.Pools[1].Settings.SlowWaitThreshold
 	})
 
 	profile, err := os.MkdirTemp("", "pgxleak-chromium-")
@@ -113,7 +114,8 @@ func TestHandlerInBrowser(t *testing.T) {
 	}
 	assert.Contains(t, dom, `<span class="mono culprit">`+at.short(), "the DOM shows the holder's culprit")
 	assert.Contains(t, dom, "Live: refreshed every 5 s.", "the page's script did not run")
-	for _, want := range []string{"Pool browser-leak", "Pool browser-stalled", "1 of 1 connections in use"} {
+	for _, want := range []string{"Pool browser-leak", "Pool browser-stalled", "1 of 1 connections in use",
+		"1 waiting now, the longest for at least ", "SLOW WAITS: 1 goroutine(s) waiting for a connection now"} {
 		assert.Contains(t, dom, want)
 	}
 	svgs := regexp.MustCompile(`(?s)<svg class="plot"[^>]*data-points="(\d+)">(.*?)</svg>`).FindAllStringSubmatch(dom, -1)

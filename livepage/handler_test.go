@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -345,4 +346,119 @@ func TestHandlerSettingsFollowSetters(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestHandlerWaitsInProgress: three callers stuck behind the pool's only
+// connection are on the page while they wait (database/sql counts their
+// time only when it ends): in the summary, in the plots, and in a banner
+// once past the slow-wait threshold, naming the line they wait at.
+func TestHandlerWaitsInProgress(t *testing.T) {
+	db, _ := openTest(t, pgxleak.WithPoolName("page-waits"), pgxleak.WithMaxOpenConns(1),
+		pgxleak.WithWaitSampleInterval(50*time.Millisecond), pgxleak.WithSlowWaitThreshold(200*time.Millisecond))
+	srv := httptest.NewServer(livepage.Handler(db))
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	held, err := db.Conn(ctx)
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	at := make(chan site, 3)
+	for range 3 {
+		wg.Go(func() {
+			at <- lineBelow()
+			_, _ = db.ExecContext(ctx, "SELECT 1")
+		})
+	}
+	waitAt := <-at
+	var pp livepage.PoolPage
+	pgtest.WaitFor(t, 10*time.Second, "the sampler seeing three waiters past the threshold", func() bool {
+		pp = poolNamed(t, getPage(t, srv.URL), "page-waits")
+		h := pp.History
+		return pp.Stats.Waiting == 3 && pp.Stats.LongestWait >= 400*time.Millisecond &&
+			len(h) > 0 && h[len(h)-1].Waiting == 3 && h[len(h)-1].LongestWait >= 200*time.Millisecond
+	})
+	assert.Zero(t, pp.Stats.WaitDuration, "no wait has ended, so database/sql counts no wait time")
+	require.Len(t, pp.Waiters, 3)
+	for _, w := range pp.Waiters {
+		assert.Positive(t, w.Waited)
+	}
+	html, _ := get(t, srv.URL)
+	for _, want := range []string{
+		"3 waits for a connection so far (0s in all, counted as they end), 3 waiting now, the longest for at least ",
+		`class="alert">SLOW WAITS: 3 goroutine(s) waiting for a connection now, the longest for at least `,
+		waitAt.short() + " (livepage_test.TestHandlerWaitsInProgress.func1) ×3.",
+		"waiting now: 3</li>",
+	} {
+		assert.Truef(t, strings.Contains(html, want), "the page lacks %q", want)
+	}
+	assert.False(t, strings.Contains(html, "longest wait now: 0</li>"), "the wait-time plot stays at 0")
+
+	require.NoError(t, held.Close())
+	wg.Wait()
+}
+
+// TestHandlerLockStuck: a connection blocked on a leaked transaction's row
+// lock. The page's banner names the leak's line; each holder row names
+// the PID it blocks or is blocked by.
+func TestHandlerLockStuck(t *testing.T) {
+	db, dsn := openTest(t, pgxleak.WithPoolName("page-locks"))
+	pgtest.Exec(t, dsn, "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
+	srv := httptest.NewServer(livepage.Handler(db))
+	defer srv.Close()
+	type leaked struct {
+		tx *sql.Tx
+		at site
+	}
+	got := make(chan leaked)
+	go func() { // leaks a transaction holding the row, and exits
+		var l leaked
+		var err error
+		l.at = lineBelow()
+		l.tx, err = db.Begin()
+		if err == nil {
+			_, err = l.tx.Exec("SELECT id FROM t WHERE id = 1 FOR UPDATE")
+		}
+		assert.NoError(t, err)
+		got <- l
+	}()
+	leak := <-got
+	defer leak.tx.Rollback()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	blockedAt := make(chan site, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		blockedAt <- lineBelow()
+		_, _ = db.ExecContext(ctx, "UPDATE t SET id = 1 WHERE id = 1") // blocks on the leak's lock
+	}()
+	at := <-blockedAt
+	var html string
+	pgtest.WaitFor(t, 10*time.Second, "the lock-wait banner", func() bool {
+		html, _ = get(t, srv.URL)
+		return strings.Contains(html, `class="alert">LOCK WAIT: `)
+	})
+	pp := poolNamed(t, getPage(t, srv.URL), "page-locks")
+	var leakPID, blockedPID uint32
+	for _, c := range pp.Checkouts {
+		switch c.Culprit.Line {
+		case leak.at.line:
+			leakPID = c.BackendPID
+		case at.line:
+			blockedPID = c.BackendPID
+		}
+	}
+	require.NotZero(t, leakPID)
+	require.NotZero(t, blockedPID)
+	for _, want := range []string{
+		fmt.Sprintf(`class="alert">LOCK WAIT: the connection checked out at %s (livepage_test.TestHandlerLockStuck.func1) (PID %d, idle in transaction) holds locks that 1 other connection(s) of this pool wait for (PID %d, checked out at %s`,
+			leak.at.short(), leakPID, blockedPID, at.short()),
+		fmt.Sprintf("fix %s (livepage_test.TestHandlerLockStuck.func1).", leak.at.short()),
+		fmt.Sprintf("idle in transaction, blocking PID %d (checked out at %s", blockedPID, at.short()),
+		fmt.Sprintf("blocked by PID %d (checked out at %s", leakPID, leak.at.short()),
+	} {
+		assert.Truef(t, strings.Contains(html, want), "the page lacks %q", want)
+	}
+	require.NoError(t, leak.tx.Rollback())
+	<-done
 }

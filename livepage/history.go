@@ -31,6 +31,11 @@ type Sample struct {
 	Waits     int64         `json:"waits"`       // waits for a connection that started in the interval
 	WaitTime  time.Duration `json:"wait_ns"`     // wait time of the waits that ended in the interval
 	Checkouts uint64        `json:"checkouts"`   // user checkouts in the interval
+	// Waiting and LongestWait are the waits in progress at the sample
+	// ([pgxleak.PoolStats].Waiting, LongestWait): WaitTime counts a wait
+	// only once it ends.
+	Waiting     int           `json:"waiting"`
+	LongestWait time.Duration `json:"longest_wait_ns"`
 
 	Suspected        uint64 `json:"suspected"`         // suspected leaks reported, total
 	GarbageCollected uint64 `json:"garbage_collected"` // Rows garbage-collected without Close, total
@@ -165,6 +170,8 @@ func (h *history) sample(st pgxleak.PoolStats, now time.Time, interval time.Dura
 		Waits:            st.WaitCount,
 		WaitTime:         st.WaitDuration,
 		Checkouts:        st.Checkouts,
+		Waiting:          st.Waiting,
+		LongestWait:      st.LongestWait,
 		Suspected:        st.Suspected,
 		GarbageCollected: st.GarbageCollected,
 		StillOut:         st.StillOut,

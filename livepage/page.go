@@ -51,6 +51,7 @@ type poolView struct {
 	Summary    string
 	Notes      []string
 	Deadlocks  []string
+	Alerts     []string // stuck without a deadlock: slow waits in progress, connections blocked on a lock held by another
 	Plots      []plotView
 	Holders    []holderView
 	NotShown   int
@@ -108,8 +109,12 @@ func newPoolView(i int, pp *PoolPage, now time.Time) poolView {
 	if st.MaxOpenConnections > 0 {
 		maxOpen = strconv.Itoa(st.MaxOpenConnections)
 	}
-	v.Summary = fmt.Sprintf("%d of %s connections in use, %d idle; %d checked out by users; %d waits for a connection so far (%s in all); %d checkouts, %d suspected leaks (%d came back), %d garbage-collected, %d still out at close",
-		st.InUse, maxOpen, st.Idle, st.CheckedOut, st.WaitCount, short(st.WaitDuration), st.Checkouts, st.Suspected, st.Resolved, st.GarbageCollected, st.StillOut)
+	waiting := "none waiting now"
+	if st.Waiting > 0 {
+		waiting = fmt.Sprintf("%d waiting now, the longest for at least %s", st.Waiting, atLeast(st.LongestWait))
+	}
+	v.Summary = fmt.Sprintf("%d of %s connections in use, %d idle; %d checked out by users; %d waits for a connection so far (%s in all, counted as they end), %s; %d checkouts, %d suspected leaks (%d came back), %d garbage-collected, %d still out at close",
+		st.InUse, maxOpen, st.Idle, st.CheckedOut, st.WaitCount, short(st.WaitDuration), waiting, st.Checkouts, st.Suspected, st.Resolved, st.GarbageCollected, st.StillOut)
 
 	// The holders, and who holds which backend, for the server's
 	// "blocked by" PIDs.
@@ -133,6 +138,10 @@ func newPoolView(i int, pp *PoolPage, now time.Time) poolView {
 	if wholePoolDeadlocked(pp) {
 		v.Deadlocks = append([]string{fmt.Sprintf("The whole pool is deadlocked: all %d connections are held by goroutines that are themselves waiting for a connection of this pool.", st.InUse)}, v.Deadlocks...)
 	}
+	if s := slowWaits(pp, v.Waiters); s != "" {
+		v.Alerts = append(v.Alerts, s)
+	}
+	v.Alerts = append(v.Alerts, lockWaits(pp.Checkouts, byPID)...)
 
 	for _, r := range pp.Reports {
 		kind := r.Kind.String()
@@ -221,19 +230,78 @@ func newHolderView(poolID string, c pgxleak.Checkout, byPID map[uint32]pgxleak.C
 	}
 	if s := c.Server; s != nil {
 		parts := []string{s.State}
-		if s.WaitEventType != "" {
+		if s.WaitEventType != "" && s.State == "active" { // an idle backend waits for its client: no news
 			parts = append(parts, "waiting on "+s.WaitEventType+" "+s.WaitEvent)
 		}
-		for _, pid := range s.BlockedBy {
-			b := fmt.Sprintf("blocked by PID %d", pid)
+		name := func(verb string, pid uint32) string {
+			b := fmt.Sprintf("%s PID %d", verb, pid)
 			if other, ok := byPID[pid]; ok {
 				b += " (checked out at " + other.Culprit.String() + ")"
 			}
-			parts = append(parts, b)
+			return b
+		}
+		for _, pid := range s.BlockedBy {
+			parts = append(parts, name("blocked by", pid))
+		}
+		for _, pid := range s.Blocking {
+			parts = append(parts, name("blocking", pid))
 		}
 		h.Server = strings.Join(parts, ", ")
 	}
 	return h
+}
+
+// slowWaits is the banner for callers that have waited longer than the
+// slow-wait threshold and wait still, with the lines they wait at; "" if
+// none have.
+func slowWaits(pp *PoolPage, groups []waiterGroup) string {
+	st, limit := pp.Stats, pp.Settings.SlowWaitThreshold
+	if st.Waiting == 0 || limit <= 0 || st.LongestWait < limit {
+		return ""
+	}
+	s := fmt.Sprintf("SLOW WAITS: %d goroutine(s) waiting for a connection now, the longest for at least %s (the slow-wait threshold is %s)",
+		st.Waiting, atLeast(st.LongestWait), limit)
+	var at []string
+	for _, g := range groups {
+		at = append(at, fmt.Sprintf("%s ×%d", g.At, g.Count))
+	}
+	if len(at) > 0 {
+		s += ", at " + strings.Join(at, ", ")
+	}
+	return s + "."
+}
+
+// lockWaits are the banners of a lock-stuck pool: for each checkout whose
+// backend holds a lock that other checkouts of the pool wait for, the line
+// that checked it out and the ones it blocks.
+func lockWaits(cs []pgxleak.Checkout, byPID map[uint32]pgxleak.Checkout) []string {
+	var order []uint32
+	victims := make(map[uint32][]string)
+	for _, c := range cs {
+		if c.Server == nil || c.Server.WaitEventType != "Lock" {
+			continue
+		}
+		for _, pid := range c.Server.BlockedBy {
+			if _, ours := byPID[pid]; !ours {
+				continue
+			}
+			if victims[pid] == nil {
+				order = append(order, pid)
+			}
+			victims[pid] = append(victims[pid], fmt.Sprintf("PID %d, checked out at %s", c.BackendPID, c.Culprit))
+		}
+	}
+	out := make([]string, 0, len(order))
+	for _, pid := range order {
+		b := byPID[pid]
+		state := ""
+		if b.Server != nil && b.Server.State != "" {
+			state = ", " + b.Server.State
+		}
+		out = append(out, fmt.Sprintf("LOCK WAIT: the connection checked out at %s (PID %d%s) holds locks that %d other connection(s) of this pool wait for (%s): fix %s.",
+			b.Culprit, pid, state, len(victims[pid]), strings.Join(victims[pid], "; "), b.Culprit))
+	}
+	return out
 }
 
 // groupWaiters groups the waiters by the line that asked for a
@@ -260,7 +328,7 @@ func groupWaiters(poolID string, ws []pgxleak.Goroutine) []waiterGroup {
 			order = append(order, g)
 		}
 		g.n++
-		g.longest = max(g.longest, w.Waiting)
+		g.longest = max(g.longest, w.Waiting, w.Waited)
 		if len(g.ids) < 20 {
 			g.ids = append(g.ids, strconv.FormatUint(w.ID, 10))
 		}
@@ -406,6 +474,17 @@ func short(d time.Duration) string {
 	return d.Round(time.Second).String()
 }
 
+// atLeast formats a lower bound as short does, rounding down.
+func atLeast(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return short(d.Truncate(time.Millisecond))
+	case d < time.Minute:
+		return short(d.Truncate(100 * time.Millisecond))
+	}
+	return short(d.Truncate(time.Second))
+}
+
 func ago(now, t time.Time) string {
 	if t.IsZero() {
 		return ""
@@ -461,11 +540,13 @@ func newPlots(pp *PoolPage, now time.Time) []plotView {
 	}
 	return []plotView{
 		newPlot("Connections", "connections", h, now, conns),
-		newPlot("Waits for a connection", "waits started per interval", h, now, []seriesDef{
+		newPlot("Waits for a connection", "waits started per interval; waiting now", h, now, []seriesDef{
 			{"waits started", func(s Sample) float64 { return float64(s.Waits) }},
+			{"waiting now", func(s Sample) float64 { return float64(s.Waiting) }},
 		}),
-		newPlot("Wait time", "seconds waited per interval", h, now, []seriesDef{
-			{"wait time", func(s Sample) float64 { return s.WaitTime.Seconds() }},
+		newPlot("Wait time", "seconds: of the waits that ended per interval; the longest wait in progress", h, now, []seriesDef{
+			{"ended waits", func(s Sample) float64 { return s.WaitTime.Seconds() }},
+			{"longest wait now", func(s Sample) float64 { return s.LongestWait.Seconds() }},
 		}),
 		newPlot("Checkouts", "per second", h, now, []seriesDef{
 			{"checkouts/s", func(s Sample) float64 {

@@ -28,7 +28,7 @@ func constructedPage(holders int) Page {
 	}
 	exited := co(70, 4120, 31*time.Second)
 	exited.Holder = &pgxleak.Goroutine{ID: 77, Exited: true, MatchedBy: "goroutine id"}
-	exited.Server = &pgxleak.ServerActivity{State: "idle in transaction"}
+	exited.Server = &pgxleak.ServerActivity{State: "idle in transaction", Blocking: []uint32{4121}}
 	alive := co(17, 4121, 45*time.Second)
 	alive.Holder = &pgxleak.Goroutine{ID: 812, State: "IO wait", Waiting: 2 * time.Minute, At: at("work", 29), Stack: []pgxleak.Frame{at("work", 29)}, MatchedBy: "goroutine id"}
 	alive.Server = &pgxleak.ServerActivity{State: "active", WaitEventType: "Lock", WaitEvent: "transactionid", BlockedBy: []uint32{4120}}
@@ -91,14 +91,50 @@ func TestPageHoldersWaitersServer(t *testing.T) {
 	i, j := strings.Index(html, "DEADLOCK: 1 goroutine(s) waiting"), strings.Index(html, "2 goroutine(s) waiting")
 	assert.True(t, i >= 0 && j >= i, "deadlocked waiters not first (%d, %d)", i, j)
 	// Longest held first.
-	i, j = strings.Index(html, "service.go:17"), strings.Index(html, "service.go:70")
+	holders := html[strings.Index(html, "Holders now"):]
+	i, j = strings.Index(holders, "service.go:17"), strings.Index(holders, "service.go:70")
 	assert.True(t, i >= 0 && j >= i, "holders not longest first (%d, %d)", i, j)
 	// One point per sample in every polyline.
 	lines := regexp.MustCompile(`<polyline class="s\d" points="([^"]*)"`).FindAllStringSubmatch(html, -1)
-	assert.Len(t, lines, 10, "polylines: in use, idle, max; waits; wait time; checkouts; four leak kinds")
+	assert.Len(t, lines, 12, "polylines: in use, idle, max; waits started, waiting now; ended waits, longest now; checkouts; four leak kinds")
 	for _, m := range lines {
 		assert.Len(t, strings.Fields(m[1]), 30, "points in a polyline: one per sample")
 	}
+}
+
+// TestPageWaitsInProgressAndLocks: waits that have not ended are in the
+// summary, the plots and a banner once past the slow-wait threshold; each
+// holder row names the PIDs it blocks and is blocked by; a connection
+// blocked on another checkout's lock gets a banner naming the blocker's
+// line.
+func TestPageWaitsInProgressAndLocks(t *testing.T) {
+	p := constructedPage(3)
+	pp := &p.Pools[0]
+	pp.Stats.WaitCount, pp.Stats.Waiting, pp.Stats.LongestWait = 3, 3, 15*time.Second
+	pp.Settings.SlowWaitThreshold = 100 * time.Millisecond
+	last := &pp.History[len(pp.History)-1]
+	last.Waiting, last.LongestWait = 3, 15*time.Second
+	var b bytes.Buffer
+	require.NoError(t, renderPage(&b, p, ""))
+	html := b.String()
+	for _, want := range []string{
+		"3 waits for a connection so far (0s in all, counted as they end), 3 waiting now, the longest for at least 15s;",
+		`class="alert">SLOW WAITS: 3 goroutine(s) waiting for a connection now, the longest for at least 15s (the slow-wait threshold is 100ms), at app/service.go:52 (app.nested) ×1, app/service.go:88 (app.list) ×2.`,
+		"waiting now: 3</li>",
+		"longest wait now: 15</li>",
+		"idle in transaction, blocking PID 4121 (checked out at app/service.go:17 (app.handler))",
+		"blocked by PID 4120 (checked out at app/service.go:70 (app.handler))",
+		`class="alert">LOCK WAIT: the connection checked out at app/service.go:70 (app.handler) (PID 4120, idle in transaction) holds locks that 1 other connection(s) of this pool wait for (PID 4121, checked out at app/service.go:17 (app.handler)): fix app/service.go:70 (app.handler).`,
+	} {
+		assert.Truef(t, strings.Contains(html, want), "page lacks %q", want)
+	}
+
+	// Under the threshold, or none waiting: no banner.
+	pp.Stats.LongestWait = 50 * time.Millisecond
+	b.Reset()
+	require.NoError(t, renderPage(&b, p, ""))
+	assert.False(t, strings.Contains(b.String(), "SLOW WAITS"), "a banner under the threshold")
+	assert.True(t, strings.Contains(b.String(), "3 waiting now, the longest for at least 50ms"), "the waits in progress in the summary")
 }
 
 // TestPageWholePoolDeadlocked: every holder of a full pool waits.
