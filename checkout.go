@@ -112,7 +112,7 @@ func (c *connState) use(ctx context.Context, query string) error {
 
 // checkin records a return through IsValid and reports whether the
 // connection has reached its end of life (maximum uses or jittered
-// lifetime) and must be discarded.
+// lifetime), or the pool drains, and it must be discarded.
 func (c *connState) checkin() (discard bool) {
 	p := c.pool
 	now, timed := p.clockNow()
@@ -120,7 +120,10 @@ func (c *connState) checkin() (discard bool) {
 	if c.state == stateOut {
 		c.returnLocked(now, timed)
 	}
-	discard = c.broken || c.terminated || p.cfg.maxUses > 0 && c.uses >= p.cfg.maxUses
+	// While the pool drains, a connection given back is closed rather
+	// than kept or handed to a waiter, who would be refused anyway: what
+	// Drain waits for only ever decreases.
+	discard = c.broken || c.terminated || p.cfg.maxUses > 0 && c.uses >= p.cfg.maxUses || p.tracker.draining.Load()
 	c.mu.Unlock()
 	return discard || c.lifeEnded(now)
 }

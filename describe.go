@@ -132,7 +132,14 @@ func (p *pool) unseenCheckouts() []Checkout {
 	if p.db == nil {
 		return nil
 	}
-	inUse := p.db.Stats().InUse
+	return p.unseen(p.db.Stats().InUse)
+}
+
+// unseen lists the checkouts the tracker did not see, given that
+// database/sql counts inUse connections in use. Drain, which has emptied
+// database/sql's idle list, passes math.MaxInt: every candidate still
+// open is out.
+func (p *pool) unseen(inUse int) []Checkout {
 	now := p.now()
 	var out int
 	type candidate struct {

@@ -196,20 +196,17 @@ func TestWaitsNowBounds(t *testing.T) {
 			w.read(at(950*time.Millisecond), stats(3, 0))
 			w.join(dump(time.Second, Goroutine{ID: 7, Waiting: tc.waited}), tc.after)
 			n, longest := w.now(at(2 * time.Second))
-			if n != 1 || longest != tc.longestAt2s {
-				t.Errorf("%d waiting, the longest %v; want 1, %v", n, longest, tc.longestAt2s)
-			}
-			if got := w.waited(at(2*time.Second), 8); got != 0 {
-				t.Errorf("a goroutine no longer waiting: %v", got)
-			}
+			assert.Equal(t, 1, n, "waiting")
+			assert.Equal(t, tc.longestAt2s, longest, "the longest wait")
+			assert.Zero(t, w.waited(at(2*time.Second), 8), "a goroutine no longer waiting")
 			w.join(dump(time.Second, Goroutine{ID: 9}), stats(9, 9)) // the same dump again: nothing changes
-			if n, _ := w.now(at(2 * time.Second)); n != 1 {
-				t.Errorf("a dump joined twice changed the waiters: %d", n)
-			}
+			n, _ = w.now(at(2 * time.Second))
+			assert.Equal(t, 1, n, "a dump joined twice changed the waiters")
 			w.clear()
-			if n, longest := w.now(at(2 * time.Second)); n != 0 || longest != 0 || w.any() {
-				t.Errorf("after clear: %d waiting, the longest %v", n, longest)
-			}
+			n, longest = w.now(at(2 * time.Second))
+			assert.Zero(t, n, "after clear: waiting")
+			assert.Zero(t, longest, "after clear: the longest wait")
+			assert.False(t, w.any(), "after clear")
 		})
 	}
 }

@@ -2,8 +2,13 @@ package pgxleak_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
+	"fmt"
+	"regexp"
 	"runtime"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -115,9 +120,10 @@ func TestDrainResetInFlight(t *testing.T) {
 	assert.Equal(t, before, stats(t, db).Checkouts, "checkouts recorded during Drain")
 }
 
-// TestDrainWaitsForConnectInFlight: a checkout whose Connect began before
-// Drain must neither slip past it nor be handed out after it.
-func TestDrainWaitsForConnectInFlight(t *testing.T) {
+// TestDrainConnectInFlight: a checkout whose Connect began before Drain
+// does not slip past it: Drain need not wait for the server to answer, and
+// the connection is refused when it does, never handed out.
+func TestDrainConnectInFlight(t *testing.T) {
 	fc := &testdriver.Connector{Gate: make(chan struct{})}
 	db, err := pgxleak.OpenDB(fc, pgxleak.WithLogger(nil))
 	require.NoError(t, err)
@@ -130,17 +136,10 @@ func TestDrainWaitsForConnectInFlight(t *testing.T) {
 		connErr <- err
 	}()
 	pgtest.WaitFor(t, 5*time.Second, "Connect to be under way", func() bool { return fc.Attempts.Load() == 1 })
-	drained := make(chan error, 1)
-	go func() { drained <- pgxleak.Drain(context.Background(), db) }()
-	pgtest.WaitFor(t, 5*time.Second, "Drain to start", func() bool { return pgxleak.Draining(db) })
-	select {
-	case err := <-drained:
-		require.FailNowf(t, "Drain returned while a Connect was under way", "Drain = %v", err)
-	case <-time.After(20 * time.Millisecond): // Drain polls every 5ms: it had its chances
-	}
+	require.NoError(t, pgxleak.Drain(context.Background(), db), "nothing is out while the server has not answered")
 	close(fc.Gate)
-	require.ErrorIs(t, <-connErr, pgxleak.ErrDraining, "the in-flight checkout")
-	require.NoError(t, <-drained, "Drain")
+	require.ErrorIs(t, <-connErr, pgxleak.ErrDraining)
+	assert.Zero(t, stats(t, db).Checkouts)
 }
 
 // TestDrainTwice: a second Drain lists what is still out too.
@@ -180,7 +179,11 @@ func TestDrainTerminateStillOut(t *testing.T) {
 	assert.True(t, out.Terminated, "still out: %q, want it terminated", out.String())
 	assert.Equal(t, leakAt.line, out.Culprit.Line, "still out: the leak's culprit")
 	assert.Contains(t, out.String(), "; backend terminated")
-	assert.Empty(t, le.Notes)
+	// Terminated at once if its goroutine was seen to have exited, else
+	// at the deadline: the note names it, its line and why either way.
+	require.Len(t, le.Notes, 1)
+	assert.Regexp(t, fmt.Sprintf(`^terminated backend PID %d \(checked out at %s\): (the goroutine that took it has exited|still out when the wait ended \(context deadline exceeded\))$`,
+		le.Checkouts[0].BackendPID, regexp.QuoteMeta(leakAt.short())), le.Notes[0])
 	r := rec.Wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut })
 	assert.True(t, r.Terminated, "still-out report %q: want it marked terminated", r.String())
 	assert.EqualValues(t, 1, stats(t, db).Terminated, "Stats.Terminated")
@@ -220,4 +223,177 @@ func TestTerminateDiscardsOnReturn(t *testing.T) {
 	require.NoError(t, db.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&got), "the next query (the terminated connection was handed out again?)")
 	assert.NotEqual(t, pid, got, "the terminated backend was reused")
 	assert.EqualValues(t, 1, stats(t, db).Terminated, "Stats.Terminated")
+}
+
+// loadPool runs 40 goroutines on db until stop closes: half run queries,
+// half take a db.Conn, run a query on it and close it. Errors (the pool
+// draining or closed) are expected and ignored. It returns once every
+// goroutine has run at least once.
+func loadPool(t *testing.T, db *sql.DB, stop <-chan struct{}) *sync.WaitGroup {
+	t.Helper()
+	var wg sync.WaitGroup
+	var started sync.WaitGroup
+	for i := range 40 {
+		wg.Add(1)
+		started.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx := context.Background()
+			first := true
+			for {
+				if i%2 == 0 {
+					var n int
+					_ = db.QueryRowContext(ctx, "SELECT 1").Scan(&n)
+				} else if c, err := db.Conn(ctx); err == nil {
+					_, _ = c.ExecContext(ctx, "SELECT 1")
+					_ = c.Close()
+				}
+				if first {
+					started.Done()
+					first = false
+				}
+				select {
+				case <-stop:
+					return
+				default:
+				}
+			}
+		}()
+	}
+	started.Wait()
+	return &wg
+}
+
+// TestDrainUnderLoad: Drain under load returns nil once every checkout has
+// come back, never an error that names nothing; with a real leak, the
+// error lists it (and nothing it cannot name).
+func TestDrainUnderLoad(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	for _, leak := range []bool{false, true} {
+		for round := range 15 {
+			db, err := pgxleak.Open("pgx", dsn, pgxleak.WithLogger(quiet), pgxleak.WithMaxOpenConns(10))
+			require.NoError(t, err)
+			var leaked *sql.Conn
+			var at site
+			if leak {
+				leakOnPurpose(func() {
+					at = lineBelow()
+					leaked, err = db.Conn(context.Background())
+				})
+				require.NoError(t, err)
+				_, err = leaked.ExecContext(context.Background(), "SELECT 1")
+				require.NoError(t, err)
+			}
+			stop := make(chan struct{})
+			wg := loadPool(t, db, stop)
+			deadline := 5 * time.Second
+			if leak {
+				deadline = time.Second // the leak never comes back
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), deadline)
+			err = pgxleak.Drain(ctx, db)
+			cancel()
+			close(stop)
+			wg.Wait()
+			if !leak {
+				require.NoError(t, err, "round %d: every checkout came back", round)
+			} else {
+				var le *pgxleak.LeakError
+				require.ErrorAs(t, err, &le, "round %d", round)
+				// The leak is listed. A starved worker's checkout may still
+				// be out at the deadline too: then it is listed, with its
+				// line, never counted without one.
+				leaks := 0
+				for _, c := range le.Checkouts {
+					switch {
+					case c.Culprit.Line == at.line:
+						leaks++
+					case c.Unseen:
+						assert.NotZero(t, c.BackendPID, "round %d: %v", round, err)
+					default:
+						assert.Equal(t, "github.com/pgxleak/pgxleak_test.loadPool.func1", c.Culprit.Function, "round %d: %v", round, err)
+					}
+				}
+				assert.Equal(t, 1, leaks, "round %d: %v", round, err)
+				assert.Zero(t, le.Unlisted, "round %d: %v", round, err)
+				require.NoError(t, leaked.Close())
+			}
+			_ = db.Close()
+		}
+	}
+}
+
+// TestDrainTerminatesTheCauseNotTheVictim: goroutine A updates a row in a
+// transaction and exits without ending it; B's UPDATE of the same row
+// waits for A's lock. Drain with TerminateStillOut terminates A at once,
+// with its reasons, and B's UPDATE succeeds, every time; Drain then need
+// not wait for its deadline.
+func TestDrainTerminatesTheCauseNotTheVictim(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	pgtest.Exec(t, dsn, "CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t VALUES (1, 0)")
+	for run := range 20 {
+		db, err := pgxleak.Open("pgx", dsn, pgxleak.WithLogger(quiet))
+		require.NoError(t, err)
+		tx, at := forgetLockedTx(t, db)
+		pgtest.WaitFor(t, 5*time.Second, "A's goroutine to exit", func() bool {
+			buf := make([]byte, 1<<20)
+			return !strings.Contains(string(buf[:runtime.Stack(buf, true)]), "forgetLockedTx.func1")
+		})
+		victim := make(chan error, 1)
+		victimAt := lineBelow()
+		go func() { _, err := db.Exec("UPDATE t SET v = v + 1 WHERE id = 1"); victim <- err }()
+		pgtest.WaitFor(t, 5*time.Second, "B to wait for A's lock", func() bool { return lockWaiters(t, dsn) == 1 })
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err = pgxleak.Drain(ctx, db, pgxleak.TerminateStillOut())
+		cancel()
+		require.NoError(t, <-victim, "run %d: the victim's UPDATE", run)
+		var le *pgxleak.LeakError
+		require.ErrorAs(t, err, &le, "run %d", run)
+		assert.NotErrorIs(t, err, context.DeadlineExceeded, "run %d: Drain waited for a terminated connection", run)
+		require.Len(t, le.Checkouts, 1, "run %d: %v", run, err)
+		c := le.Checkouts[0]
+		assert.True(t, c.Terminated, "run %d", run)
+		assert.Equal(t, at.line, c.Culprit.Line, "run %d", run)
+		require.Len(t, le.Notes, 1, "run %d: %v", run, err)
+		assert.Regexp(t, fmt.Sprintf(`^terminated backend PID %d \(checked out at %s\): the goroutine that took it has exited; idle in transaction, holding locks that block PID \d+ \(checked out at %s\)$`,
+			c.BackendPID, regexp.QuoteMeta(at.short()), regexp.QuoteMeta(victimAt.short())), le.Notes[0], "run %d", run)
+		require.Error(t, tx.Rollback(), "run %d: A's backend was terminated", run)
+	}
+}
+
+// forgetLockedTx updates row 1 of t in a transaction on a goroutine that
+// exits without ending it.
+//
+//go:noinline
+func forgetLockedTx(t *testing.T, db *sql.DB) (*sql.Tx, site) {
+	type leaked struct {
+		tx *sql.Tx
+		at site
+	}
+	got := make(chan leaked)
+	go func() {
+		var l leaked
+		var err error
+		l.at = lineBelow()
+		l.tx, err = db.Begin()
+		if err == nil {
+			_, err = l.tx.Exec("UPDATE t SET v = v + 1 WHERE id = 1")
+		}
+		assert.NoError(t, err)
+		got <- l
+	}()
+	l := <-got
+	return l.tx, l.at
+}
+
+// lockWaiters counts the backends of dsn's database waiting on a lock.
+func lockWaiters(t *testing.T, dsn string) int {
+	t.Helper()
+	c, err := pgx.Connect(context.Background(), dsn)
+	require.NoError(t, err)
+	defer c.Close(context.Background())
+	var n int
+	require.NoError(t, c.QueryRow(context.Background(),
+		"SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'").Scan(&n))
+	return n
 }

@@ -95,8 +95,6 @@ func newConnector(c driver.Connector, t *pool, secrets []string) *connector {
 // connection is checked out right away and the checkout is recorded here.
 func (c *connector) Connect(ctx context.Context) (driver.Conn, error) {
 	p := c.pool
-	p.tracker.handingOut.Add(1) // before the draining check, so Drain sees it
-	defer p.tracker.handingOut.Add(-1)
 	if p.tracker.draining.Load() {
 		return nil, ErrDraining
 	}
@@ -118,7 +116,15 @@ func (c *connector) Connect(ctx context.Context) (driver.Conn, error) {
 		// redaction only, and the server may echo a misplaced one.
 		return nil, redactError(err, c.secrets)
 	}
-	if p.tracker.draining.Load() { // Drain began while connecting
+	// The draining check and the recording of the connection are one
+	// step for Drain: handingOut counts this call from before the check
+	// until the connection is tracked (and, for a caller, checked out), so
+	// either Drain sees it and waits, or this sees Drain and refuses. No
+	// I/O happens in between, so Drain never waits long; the connecting
+	// above is not counted, since its end is refused if Drain began.
+	p.tracker.handingOut.Add(1)
+	if p.tracker.draining.Load() {
+		p.tracker.handingOut.Add(-1)
 		_ = inner.Close()
 		return nil, ErrDraining
 	}
@@ -134,6 +140,7 @@ func (c *connector) Connect(ctx context.Context) (driver.Conn, error) {
 		wc.checkoutLocked(ctx)
 	}
 	wc.mu.Unlock()
+	p.tracker.handingOut.Add(-1)
 	return wc.wrapper, nil
 }
 

@@ -146,7 +146,7 @@ func (c *connState) snapshotLocked(now int64) snapshot {
 type tracker struct {
 	clock      *coarseClock // the hot path's clock (see clockNow)
 	draining   atomic.Bool
-	handingOut atomic.Int64 // Connect calls under way; Drain waits for them (ResetSession: see there)
+	handingOut atomic.Int64 // Connect calls recording a new connection; Drain waits for them (ResetSession: see there)
 
 	mu           sync.Mutex
 	conns        map[*connState]struct{} // guarded by mu
@@ -225,15 +225,41 @@ func (t *tracker) size() int {
 	return len(t.conns)
 }
 
-// returnable counts the connections out that may still come back: a
-// connection whose Rows was garbage-collected never will.
+// returnable counts the connections out that may still come back and
+// are worth waiting for: a connection whose Rows was garbage-collected
+// never will, and one whose backend was terminated has no work left to
+// finish.
 func (t *tracker) returnable() (n int) {
 	t.each(func(c *connState) {
-		if c.state == stateOut && !c.internal && !c.gcLeaked {
+		if c.state == stateOut && !c.internal && !c.gcLeaked && !c.terminated {
 			n++
 		}
 	})
 	return n
+}
+
+// heldUnseen counts the idle connections that may be out without the
+// tracker having seen it (see unseenCheckouts): made by database/sql's
+// background opener and never seen out, or any, for a driver without
+// ResetSession. While a pool drains it has no idle connections left in
+// database/sql (see Drain), so each of them is in a caller's hands, or on
+// its way to being closed.
+func (t *tracker) heldUnseen() (n int) {
+	t.each(func(c *connState) {
+		if c.state == stateIdle && (c.pristine || c.noReset) {
+			n++
+		}
+	})
+	return n
+}
+
+// pending counts what Drain waits for: the connections out that may still
+// come back, those that may be out unseen, and the Connect calls
+// recording a new one. handingOut is read first: a Connect that is done
+// with it has recorded its connection.
+func (t *tracker) pending() int {
+	n := int(t.handingOut.Load())
+	return n + t.returnable() + t.heldUnseen()
 }
 
 // outSnapshots snapshots every user checkout out now, oldest first.

@@ -8,13 +8,24 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 )
 
 // An Option configures a pool opened with [Open] or [OpenDB]: its tuning,
 // its leak detection or its telemetry (the With… options). Options are
 // applied in order; invalid values make Open return an error that names the
-// option. The checks take Options too, of their own: [GracePeriod] and
+// option.
+//
+// Zero means the same everywhere: a zero duration, count or limit turns
+// the feature off or lifts the limit ("0 means unlimited", "0 keeps them
+// forever", "0 turns it off"), and a nil logger, callback or provider
+// turns that output off. Where zero could mean nothing (a pool name, a
+// sampling rate, an interval) the option says so and rejects it.
+// WithMaxIdleConns is the one limit whose zero is a value, as in
+// database/sql: no idle connection is kept. Negative values are rejected
+// everywhere. The checks take Options too, of their own: [GracePeriod] and
 // [IgnoreFunction] for [Find], [VerifyNone] and [VerifyTestMain],
 // [TerminateStillOut] for [Drain]; Open refuses those, but for
 // IgnoreFunction, which marks the checkouts held on purpose, and the
@@ -263,8 +274,10 @@ func WithMaxOpenConns(n int) Option {
 
 // WithMaxIdleConns sets how many idle connections the pool keeps (see
 // [sql.DB.SetMaxIdleConns]). It must be between 0 and the maximum of open
-// connections (any n when that is unlimited). Default: equal to the maximum
-// of open connections, or max(4, 2×GOMAXPROCS) when that is unlimited.
+// connections (any n when that is unlimited). 0 is not "unlimited" here, as
+// in database/sql: it keeps no idle connection, and each is closed when it
+// is returned. Default: equal to the maximum of open connections, or
+// max(4, 2×GOMAXPROCS) when that is unlimited.
 func WithMaxIdleConns(n int) Option {
 	return optionFunc(func(c *config) {
 		if n < 0 {
@@ -283,7 +296,7 @@ func WithMaxIdleConns(n int) Option {
 // keeper follows the limits in force, including a db.SetMaxIdleConns,
 // SetMaxOpenConns or SetConnMaxIdleTime after Open: it keeps no more than
 // MaxIdleConns idle, and refreshes them within half the idle time. Open
-// fails if n > 0 and the server is unreachable. Default: 0.
+// fails if n > 0 and the server is unreachable. 0 turns it off. Default: 0.
 func WithMinIdleConns(n int) Option {
 	return optionFunc(func(c *config) {
 		if n < 0 {
@@ -322,8 +335,8 @@ func WithConnMaxLifetime(d time.Duration) Option {
 // applies only while the lifetime in force is the one [WithConnMaxLifetime]
 // set: after a db.SetConnMaxLifetime with another value, including 0,
 // database/sql's lifetime is all there is, as on a plain pool, for the
-// rest of the pool's life. d must not exceed the lifetime. Default: a
-// tenth of the lifetime.
+// rest of the pool's life. d must not exceed the lifetime; 0 turns the jitter off (every
+// connection lives the whole lifetime). Default: a tenth of the lifetime.
 func WithConnMaxLifetimeJitter(d time.Duration) Option {
 	return optionFunc(func(c *config) {
 		if d < 0 {
@@ -361,7 +374,8 @@ func WithMaxUses(n int64) Option {
 }
 
 // WithPoolName names the pool in reports, spans and metrics
-// (db.client.connection.pool.name). Default: "host:port/database" from
+// (db.client.connection.pool.name). An empty name is rejected: leave the
+// option out for the default. Default: "host:port/database" from
 // pgx's DSN or the first pgx connection, never with credentials; a pool over
 // another driver has no name unless given one.
 func WithPoolName(name string) Option {
@@ -376,7 +390,10 @@ func WithPoolName(name string) Option {
 
 // WithCapacityCheck makes Open run [CheckCapacity] for the given number of
 // application instances sharing the server, and log a warning through
-// log/slog (the [WithLogger] logger) if the pools would not fit.
+// log/slog (the [WithLogger] logger) if the pools would not fit. instances
+// must be at least 1: 0 instances is rejected, not taken as "off" (leave
+// the option out for no check), since a count of instances that is 0 by
+// mistake would otherwise skip the check silently.
 func WithCapacityCheck(instances int) Option {
 	return optionFunc(func(c *config) {
 		if instances < 1 {
@@ -407,7 +424,8 @@ func WithLeakThreshold(d time.Duration) Option {
 // time, on a goroutine of its own: f may call db.Close or [Drain]. Close
 // waits until f has had every report made before it, except when f itself
 // calls Close. If f falls 256 reports behind, further reports skip it
-// (they are still logged, traced and counted) until it catches up.
+// (they are still logged, traced and counted) until it catches up. A nil f
+// turns the callback off. Default: none.
 func WithOnLeak(f func(Leak)) Option {
 	return optionFunc(func(c *config) { c.onLeak = f })
 }
@@ -437,7 +455,8 @@ func WithStackDepth(n int) Option {
 // WithStackSampling records the stack on one checkout in every n of each
 // connection; the others are tracked and counted without a culprit (their
 // reports say so, and are never merged), and [IgnoreFunction] cannot match
-// them: use 1 in tests. 1 records every checkout. Default: 1.
+// them: use 1 in tests. 1 records every checkout. n must be at least 1: to
+// record no stack at all, use [WithStackDepth](0). Default: 1.
 func WithStackSampling(n int) Option {
 	return optionFunc(func(c *config) {
 		if n < 1 {
@@ -450,7 +469,8 @@ func WithStackSampling(n int) Option {
 
 // WithLibraryPrefixes adds function-name prefixes (for example
 // "github.com/acme/dbutil.") that are skipped when picking the culprit, for
-// in-house wrappers around database/sql.
+// in-house wrappers around database/sql. An empty prefix matches nothing
+// (it would otherwise match every function), and no prefixes add none.
 func WithLibraryPrefixes(prefixes ...string) Option {
 	return optionFunc(func(c *config) { c.libraryPrefix = append(c.libraryPrefix, prefixes...) })
 }
@@ -460,7 +480,9 @@ func WithLibraryPrefixes(prefixes ...string) Option {
 // ("2 more suspected leaks at app/service.go:36 (app.get) since 20:38:21")
 // is logged once the interval has passed, or at Close, and a later report
 // carries the count since ([Leak.Repeats]). Reports without a culprit are
-// never merged. Default: one minute.
+// never merged. 0 turns the limit off: every report is logged, nothing is
+// merged or summarised, and every stall's exhaustion warning is logged.
+// Default: one minute.
 func WithReportInterval(d time.Duration) Option {
 	return optionFunc(func(c *config) {
 		if d < 0 {
@@ -506,10 +528,10 @@ func WithoutServerView() Option {
 // the parameter must be in its ignore_startup_parameters or set on the
 // server's role.
 //
-// Default: off (0, the server's own setting). Ending a session that a
-// slow but legitimate transaction is still using fails that transaction
-// at its next statement, with a closed connection; what is slow enough
-// to be a leak is the application's call, not a library's.
+// 0 turns it off: the server's own setting applies. Default: off. Ending
+// a session that a slow but legitimate transaction is still using fails
+// that transaction at its next statement, with a closed connection; what
+// is slow enough to be a leak is the application's call, not a library's.
 func WithIdleInTransactionTimeout(d time.Duration) Option {
 	return optionFunc(func(c *config) {
 		if d < 0 {
@@ -526,16 +548,27 @@ func WithIdleInTransactionTimeout(d time.Duration) Option {
 
 // Telemetry.
 
-// WithTracerProvider sets where leak and slow-wait spans go. Default:
+// WithTracerProvider sets where leak and slow-wait spans go. A nil tp turns
+// them off, as a nil logger does logging. Default:
 // otel.GetTracerProvider().
 func WithTracerProvider(tp trace.TracerProvider) Option {
-	return optionFunc(func(c *config) { c.tracerProvider = tp })
+	return optionFunc(func(c *config) {
+		if tp == nil {
+			tp = tracenoop.NewTracerProvider()
+		}
+		c.tracerProvider = tp
+	})
 }
 
-// WithMeterProvider sets where the db.client.connection.* metrics go.
-// Default: otel.GetMeterProvider().
+// WithMeterProvider sets where the db.client.connection.* metrics go. A nil
+// mp turns them off. Default: otel.GetMeterProvider().
 func WithMeterProvider(mp metric.MeterProvider) Option {
-	return optionFunc(func(c *config) { c.meterProvider = mp })
+	return optionFunc(func(c *config) {
+		if mp == nil {
+			mp = metricnoop.NewMeterProvider()
+		}
+		c.meterProvider = mp
+	})
 }
 
 // WithSlowWaitThreshold reports a wait episode when goroutines waited for a
@@ -556,7 +589,10 @@ func WithSlowWaitThreshold(d time.Duration) Option {
 
 // WithWaitSampleInterval sets how often the pool's wait statistics
 // (db.Stats().WaitCount and WaitDuration) are sampled for the wait_time
-// metric and for wait episodes. Default: one second.
+// metric, for wait episodes and for finding deadlocks. d must be
+// positive: 0 is rejected, since sampling is not optional (to turn the
+// wait spans and events off, use [WithSlowWaitThreshold](0)). Default:
+// one second.
 func WithWaitSampleInterval(d time.Duration) Option {
 	return optionFunc(func(c *config) {
 		if d <= 0 {

@@ -1,6 +1,12 @@
 package pgxleak_test
 
 import (
+	"context"
+	"database/sql"
+	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"regexp"
 	"slices"
 	"sort"
@@ -12,6 +18,10 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/testdriver"
@@ -306,5 +316,204 @@ func TestOpenRefusesCheckOptions(t *testing.T) {
 			continue
 		}
 		assert.Contains(t, err.Error(), "pgxleak: "+tc.name+" is an option of Find", "OpenDB(%s)", tc.name)
+	}
+}
+
+// TestOptionsZero: every option of options.go, given zero (and a negative
+// value), means what its doc says: zero turns the feature off or lifts the
+// limit, or is rejected with an error naming the option where it means
+// nothing; a negative value is always rejected. A new option must be
+// added here.
+func TestOptionsZero(t *testing.T) {
+	ctx := context.Background()
+	settings := func(t *testing.T, db *sql.DB) pgxleak.Settings {
+		in, err := pgxleak.Inspect(ctx, db)
+		require.NoError(t, err)
+		return in.Settings
+	}
+	// held checks out a connection and returns its checkout.
+	held := func(t *testing.T, db *sql.DB) pgxleak.Checkout {
+		c, err := db.Conn(ctx)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = c.Close() })
+		require.NoError(t, c.PingContext(ctx))
+		cs := checkouts(t, db)
+		require.Len(t, cs, 1)
+		return cs[0]
+	}
+	type check func(t *testing.T, db *sql.DB, fc *testdriver.Connector)
+	tests := []struct {
+		option   string
+		zero     pgxleak.Option
+		check    check // what zero means; nil: zero is rejected
+		negative pgxleak.Option
+	}{
+		{"WithMaxOpenConns", pgxleak.WithMaxOpenConns(0), func(t *testing.T, db *sql.DB, _ *testdriver.Connector) {
+			assert.Zero(t, db.Stats().MaxOpenConnections, "unlimited")
+			assert.Equal(t, pgxleak.DefaultMaxOpenConns, settings(t, db).MaxIdle)
+		}, pgxleak.WithMaxOpenConns(-1)},
+		{"WithMaxIdleConns", pgxleak.WithMaxIdleConns(0), func(t *testing.T, db *sql.DB, fc *testdriver.Connector) {
+			assert.Zero(t, settings(t, db).MaxIdle)
+			_, err := db.ExecContext(ctx, "SELECT 1")
+			require.NoError(t, err)
+			assert.Zero(t, db.Stats().Idle, "no idle connection kept")
+			assert.EqualValues(t, 1, fc.Closed.Load(), "closed when returned")
+		}, pgxleak.WithMaxIdleConns(-1)},
+		{"WithMinIdleConns", pgxleak.WithMinIdleConns(0), func(t *testing.T, db *sql.DB, fc *testdriver.Connector) {
+			assert.Zero(t, fc.Attempts.Load(), "no warm-up")
+			assert.Zero(t, settings(t, db).MinIdle)
+		}, pgxleak.WithMinIdleConns(-1)},
+		{"WithConnMaxLifetime", pgxleak.WithConnMaxLifetime(0), func(t *testing.T, db *sql.DB, _ *testdriver.Connector) {
+			s := settings(t, db)
+			assert.Zero(t, s.ConnMaxLifetime, "forever")
+			assert.Zero(t, s.ConnMaxLifetimeJitter, "a tenth of forever: none")
+		}, pgxleak.WithConnMaxLifetime(-1)},
+		{"WithConnMaxLifetimeJitter", pgxleak.WithConnMaxLifetimeJitter(0), func(t *testing.T, db *sql.DB, _ *testdriver.Connector) {
+			s := settings(t, db)
+			assert.Zero(t, s.ConnMaxLifetimeJitter, "off")
+			assert.Equal(t, pgxleak.DefaultConnMaxLifetime, s.ConnMaxLifetime)
+		}, pgxleak.WithConnMaxLifetimeJitter(-1)},
+		{"WithConnMaxIdleTime", pgxleak.WithConnMaxIdleTime(0), func(t *testing.T, db *sql.DB, _ *testdriver.Connector) {
+			assert.Zero(t, settings(t, db).ConnMaxIdleTime, "forever")
+		}, pgxleak.WithConnMaxIdleTime(-1)},
+		{"WithMaxUses", pgxleak.WithMaxUses(0), func(t *testing.T, db *sql.DB, fc *testdriver.Connector) {
+			assert.Zero(t, settings(t, db).MaxUses)
+			for range 3 {
+				_, err := db.ExecContext(ctx, "SELECT 1")
+				require.NoError(t, err)
+			}
+			assert.EqualValues(t, 1, fc.Opened.Load(), "unlimited: one connection used three times")
+		}, pgxleak.WithMaxUses(-1)},
+		{"WithPoolName", pgxleak.WithPoolName(""), nil, nil},
+		{"WithCapacityCheck", pgxleak.WithCapacityCheck(0), nil, pgxleak.WithCapacityCheck(-1)},
+		{"WithLeakThreshold", pgxleak.WithLeakThreshold(0), func(t *testing.T, db *sql.DB, _ *testdriver.Connector) {
+			assert.Zero(t, settings(t, db).LeakThreshold, "off")
+		}, pgxleak.WithLeakThreshold(-1)},
+		{"WithOnLeak", pgxleak.WithOnLeak(nil), func(t *testing.T, db *sql.DB, _ *testdriver.Connector) {
+			held(t, db)
+			cancelled, cancel := context.WithCancel(ctx)
+			cancel()
+			require.Error(t, pgxleak.Drain(cancelled, db), "the still-out report goes nowhere, and nothing panics")
+		}, nil},
+		{"WithLogger", pgxleak.WithLogger(nil), func(t *testing.T, db *sql.DB, _ *testdriver.Connector) {
+			held(t, db)
+			cancelled, cancel := context.WithCancel(ctx)
+			cancel()
+			require.Error(t, pgxleak.Drain(cancelled, db), "the still-out report is logged nowhere, and nothing panics")
+		}, nil},
+		{"WithStackDepth", pgxleak.WithStackDepth(0), func(t *testing.T, db *sql.DB, _ *testdriver.Connector) {
+			c := held(t, db)
+			assert.Empty(t, c.Stack, "no stack captured")
+			assert.NotEmpty(t, c.NoCulprit)
+		}, pgxleak.WithStackDepth(-1)},
+		{"WithStackSampling", pgxleak.WithStackSampling(0), nil, pgxleak.WithStackSampling(-1)},
+		{"WithLibraryPrefixes", pgxleak.WithLibraryPrefixes(""), func(t *testing.T, db *sql.DB, _ *testdriver.Connector) {
+			assert.Contains(t, held(t, db).Culprit.File, "options_test.go", "an empty prefix matches nothing")
+		}, nil},
+		{"WithReportInterval", pgxleak.WithReportInterval(0), func(t *testing.T, db *sql.DB, _ *testdriver.Connector) {
+			assert.Zero(t, settings(t, db).ReportInterval, "no limit")
+		}, pgxleak.WithReportInterval(-1)},
+		{"WithIdleInTransactionTimeout", pgxleak.WithIdleInTransactionTimeout(0), func(t *testing.T, db *sql.DB, _ *testdriver.Connector) {
+			assert.Zero(t, settings(t, db).IdleInTransactionTimeout, "the server's own")
+		}, pgxleak.WithIdleInTransactionTimeout(-1)},
+		{"WithTracerProvider", pgxleak.WithTracerProvider(nil), func(*testing.T, *sql.DB, *testdriver.Connector) {}, nil}, // off: TestTelemetryNilProvidersOff
+		{"WithMeterProvider", pgxleak.WithMeterProvider(nil), func(*testing.T, *sql.DB, *testdriver.Connector) {}, nil},
+		{"WithSlowWaitThreshold", pgxleak.WithSlowWaitThreshold(0), func(t *testing.T, db *sql.DB, _ *testdriver.Connector) {
+			assert.Zero(t, settings(t, db).SlowWaitThreshold, "off")
+		}, pgxleak.WithSlowWaitThreshold(-1)},
+		{"WithWaitSampleInterval", pgxleak.WithWaitSampleInterval(0), nil, pgxleak.WithWaitSampleInterval(-1)},
+	}
+	// The options that take no value.
+	valueless := []string{"WithoutStatements", "WithoutGCDetection", "WithoutServerView", "WithPgBouncer"}
+
+	rejected := func(t *testing.T, opt pgxleak.Option, name string) {
+		t.Helper()
+		db, err := pgxleak.OpenDB(&testdriver.Connector{}, opt)
+		if err == nil {
+			_ = db.Close()
+		}
+		require.Error(t, err)
+		assert.Equal(t, []string{name}, relOptionErrors(t, err))
+	}
+	tested := slices.Clone(valueless)
+	for _, tc := range tests {
+		tested = append(tested, tc.option)
+		t.Run(tc.option, func(t *testing.T) {
+			if tc.negative != nil {
+				rejected(t, tc.negative, tc.option)
+			}
+			if tc.check == nil {
+				rejected(t, tc.zero, tc.option)
+				return
+			}
+			fc := &testdriver.Connector{}
+			db, err := pgxleak.OpenDB(fc, pgxleak.WithLogger(nil), tc.zero)
+			require.NoError(t, err)
+			defer db.Close()
+			tc.check(t, db, fc)
+		})
+	}
+	// Every option options.go defines is in the table.
+	f, err := parser.ParseFile(token.NewFileSet(), "options.go", nil, 0)
+	require.NoError(t, err)
+	var defined []string
+	for _, d := range f.Decls {
+		if fd, ok := d.(*ast.FuncDecl); ok && fd.Recv == nil && fd.Name.IsExported() && fd.Type.Results != nil {
+			if id, ok := fd.Type.Results.List[0].Type.(*ast.Ident); ok && id.Name == "Option" {
+				defined = append(defined, fd.Name.Name)
+			}
+		}
+	}
+	slices.Sort(defined)
+	slices.Sort(tested)
+	assert.Equal(t, defined, tested)
+}
+
+// TestTelemetryNilProvidersOff: a nil tracer or meter provider turns spans
+// or metrics off, as a nil logger turns logging off: nothing of the pool
+// reaches the global providers, which get both without the options.
+func TestTelemetryNilProvidersOff(t *testing.T) {
+	o := newOTelTest(t)
+	otel.SetTracerProvider(o.tp)
+	otel.SetMeterProvider(o.mp)
+	t.Cleanup(func() {
+		otel.SetTracerProvider(tracenoop.NewTracerProvider())
+		otel.SetMeterProvider(noop.NewMeterProvider())
+	})
+	for _, nilled := range []bool{true, false} {
+		name := fmt.Sprintf("nil-providers-%v", nilled)
+		opts := []pgxleak.Option{pgxleak.WithLogger(nil), pgxleak.WithPoolName(name)}
+		if nilled {
+			opts = append(opts, pgxleak.WithTracerProvider(nil), pgxleak.WithMeterProvider(nil))
+		}
+		db, err := pgxleak.OpenDB(&testdriver.Connector{}, opts...)
+		require.NoError(t, err)
+		c, err := db.Conn(context.Background())
+		require.NoError(t, err)
+		points := 0
+		if sum, ok := o.collect(t)["db.client.connection.count"].Data.(metricdata.Sum[int64]); ok {
+			for _, dp := range sum.DataPoints {
+				if v, _ := dp.Attributes.Value("db.client.connection.pool.name"); v.AsString() == name {
+					points++
+				}
+			}
+		}
+		cancelled, cancel := context.WithCancel(context.Background())
+		cancel()
+		require.Error(t, pgxleak.Drain(cancelled, db)) // a still_out leak span
+		require.NoError(t, c.Close())
+		spans := 0
+		for _, s := range o.ended("pgxleak.connection.leak") {
+			if attrs(s.Attributes())["db.client.connection.pool.name"].AsString() == name {
+				spans++
+			}
+		}
+		if nilled {
+			assert.Zero(t, spans, "spans with a nil tracer provider")
+			assert.Zero(t, points, "metrics with a nil meter provider")
+		} else {
+			assert.Equal(t, 1, spans, "the global tracer provider by default")
+			assert.NotZero(t, points, "the global meter provider by default")
+		}
 	}
 }

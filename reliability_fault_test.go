@@ -394,6 +394,18 @@ func TestFaultMaxConnections(t *testing.T) {
 		}
 		require.NoError(t, err, "connection %d of 5", i+1)
 		held = append(held, c)
+		if i > 0 {
+			continue
+		}
+		// The probe above closed its connection, but the server frees its
+		// slot only once that backend has exited, a moment later: until
+		// then the fifth connection would be refused. Seen from the first:
+		// wait until every client backend is one of the pool's.
+		pgtest.WaitFor(t, 10*time.Second, "the probe's backend to exit", func() bool {
+			var n int
+			require.NoError(t, c.QueryRowContext(ctx, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'").Scan(&n))
+			return n == db.Stats().OpenConnections
+		})
 	}
 	callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()

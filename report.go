@@ -168,10 +168,10 @@ type LeakError struct {
 	// server would not terminate, and why.
 	Notes []string
 	// Unlisted is how many more connections database/sql counted in use
-	// (DBStats.InUse) than are listed, when the wait ended: connections
+	// (DBStats.InUse) than [Find] lists, when its wait ended: connections
 	// being opened or closed, or checked out by the pool's own warm-up.
-	// Find and Drain never report success while database/sql counts a
-	// connection in use.
+	// Find never reports success while database/sql counts a connection
+	// in use. [Drain] leaves it 0: it lists every connection it waited for.
 	Unlisted int
 	cause    error
 }

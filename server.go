@@ -86,12 +86,13 @@ func (s *sideConn) doLocked(ctx context.Context, f func(ctx context.Context, c *
 	if failure := s.refused(); failure != "" {
 		return errors.New(failure)
 	}
+	caller := ctx
 	ctx, cancel := context.WithTimeout(ctx, serverTimeout)
 	defer cancel()
 	if s.conn == nil || s.conn.IsClosed() {
 		c, err := pgx.ConnectConfig(ctx, sideConfig(s.cfg))
 		if err != nil {
-			return s.fail(err)
+			return s.fail(caller, err)
 		}
 		s.conn = c
 	}
@@ -100,7 +101,7 @@ func (s *sideConn) doLocked(ctx context.Context, f func(ctx context.Context, c *
 		if s.conn.IsClosed() || ctx.Err() != nil {
 			s.closeConnLocked()
 		}
-		return s.fail(err)
+		return s.fail(caller, err)
 	}
 	s.cacheMu.Lock()
 	s.failed, s.failure = time.Time{}, ""
@@ -147,9 +148,10 @@ func closeOnFatal(_ *pgconn.PgConn, err *pgconn.PgError) bool {
 
 // fail records why the server could not be asked: the server's message and
 // SQLSTATE when it sent one (never the connect string), else the error with
-// the DSN's passwords masked.
-func (s *sideConn) fail(err error) error {
-	if errors.Is(err, context.Canceled) { // the caller gave up, not the server
+// the DSN's passwords masked. When the caller's context ended, the caller
+// gave up, not the server: that is not recorded.
+func (s *sideConn) fail(caller context.Context, err error) error {
+	if caller.Err() != nil || errors.Is(err, context.Canceled) {
 		return errors.New("cancelled")
 	}
 	var pe *pgconn.PgError
@@ -334,6 +336,11 @@ func (s *sideConn) activity(ctx context.Context, pids []uint32) (map[uint32]Serv
 	if v, fresh, _ := s.cached(pids); fresh {
 		return v, nil
 	}
+	return s.read(ctx, pids)
+}
+
+// read reads pg_stat_activity for pids now, and caches it.
+func (s *sideConn) read(ctx context.Context, pids []uint32) (map[uint32]ServerActivity, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	view := make(map[uint32]ServerActivity, len(pids))

@@ -78,28 +78,6 @@ func Stats(db *sql.DB) (PoolStats, error) {
 	return s, nil
 }
 
-// lost counts the connections out that can never come back: their Rows
-// was garbage-collected.
-func (p *pool) lost() (n int) {
-	p.tracker.each(func(c *connState) {
-		if c.state == stateOut && !c.internal && c.gcLeaked {
-			n++
-		}
-	})
-	return n
-}
-
-// outCount counts the connections the tracker has seen checked out, the
-// pool's own included: the part of DBStats.InUse it can explain.
-func (p *pool) outCount() (n int) {
-	p.tracker.each(func(c *connState) {
-		if c.state == stateOut {
-			n++
-		}
-	})
-	return n
-}
-
 func (p *pool) fillStats(s *PoolStats) {
 	p.tracker.fillStats(s)
 	s.Terminated = p.diagnosis.terminated.Load()

@@ -40,8 +40,18 @@ func (o verbOption) setVerb(c *verbConfig) { o.set(c) }
 // takes too, to mark checkouts held on purpose.
 type ignoreFunction string
 
-func (fn ignoreFunction) apply(c *config)       { c.onPurpose = append(c.onPurpose, string(fn)) }
-func (fn ignoreFunction) setVerb(c *verbConfig) { c.ignore = append(c.ignore, string(fn)) }
+// An empty fn ignores nothing and marks nothing.
+func (fn ignoreFunction) apply(c *config) {
+	if fn != "" {
+		c.onPurpose = append(c.onPurpose, string(fn))
+	}
+}
+
+func (fn ignoreFunction) setVerb(c *verbConfig) {
+	if fn != "" {
+		c.ignore = append(c.ignore, string(fn))
+	}
+}
 
 // defaultGracePeriod is how long [Find] waits for connections to come back
 // before it reports them: database/sql closes Rows and rolls back Tx on
@@ -49,7 +59,8 @@ func (fn ignoreFunction) setVerb(c *verbConfig) { c.ignore = append(c.ignore, st
 const defaultGracePeriod = time.Second
 
 // GracePeriod sets how long Find polls for checked-out connections to come
-// back before reporting them. Default: one second.
+// back before reporting them; 0 (or less) looks once, without waiting.
+// Default: one second.
 func GracePeriod(d time.Duration) Option {
 	return verbOption{"GracePeriod", func(c *verbConfig) { c.grace = max(d, 0) }}
 }
