@@ -40,15 +40,15 @@ type Capacity struct {
 func (c Capacity) summary() string {
 	budget := c.Available - c.Headroom
 	if c.PoolMax == 0 {
-		return fmt.Sprintf("pool has no connection limit; %d instances could exceed max_connections %d (%d available, %d headroom)",
-			c.Instances, c.MaxConnections, c.Available, c.Headroom)
+		return fmt.Sprintf("pool has no connection limit; %s could exceed max_connections %d (%d available, %d headroom)",
+			numbered(c.Instances, "instance", "instances"), c.MaxConnections, c.Available, c.Headroom)
 	}
 	verb := "fit"
 	if !c.Fits {
 		verb = "do not fit"
 	}
-	return fmt.Sprintf("%d instances × %d connections = %d %s in %d of max_connections %d (%d available, %d headroom, %d in use now)",
-		c.Instances, c.PoolMax, c.Demand, verb, budget, c.MaxConnections, c.Available, c.Headroom, c.InUse)
+	return fmt.Sprintf("%s × %s = %d %s in %d of max_connections %d (%d available, %d headroom, %d in use now)",
+		numbered(c.Instances, "instance", "instances"), numbered(c.PoolMax, "connection", "connections"), c.Demand, verb, budget, c.MaxConnections, c.Available, c.Headroom, c.InUse)
 }
 
 // CheckCapacity reads the server's max_connections,

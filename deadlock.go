@@ -115,14 +115,15 @@ func (p *pool) reportPoolDeadlock(d *findings, whole, logged bool) {
 	for _, c := range d.checkouts {
 		held = append(held, [2]string{shortLine(c.Culprit), ""})
 	}
-	msg := fmt.Sprintf("pgxleak: pool deadlocked: all %d connections are held by goroutines that are themselves waiting for a connection of this pool, so none can be returned; held at %s; waiting at %s",
-		len(d.checkouts), countLines(held), countLines(waiting))
+	msg := fmt.Sprintf("pgxleak: pool deadlocked: %s; held at %s; waiting at %s",
+		allHeldWaiting(len(d.checkouts)), countLines(held), countLines(waiting))
 	p.monitor.recent.add(Deadlock, Frame{}, msg, nil, time.Now())
 	if logged {
 		return
 	}
-	p.logger().LogAttrs(context.Background(), slog.LevelError, msg,
-		slog.String("pool", p.name()), slog.Int("held", len(d.checkouts)), slog.Int("waiting", len(d.waiters)))
+	line, attrs := fitLine(msg, []slog.Attr{
+		slog.String("pool", p.name()), slog.Int("held", len(d.checkouts)), slog.Int("waiting", len(d.waiters))})
+	p.logger().LogAttrs(context.Background(), slog.LevelError, line, attrs...)
 }
 
 // snapshotOf takes a fresh snapshot of the checkout k, or the zero
@@ -175,14 +176,14 @@ func (p *pool) warnExhausted(d *findings, st sql.DBStats, stalled time.Duration)
 		maxOpen = fmt.Sprint(st.MaxOpenConnections)
 	}
 	_, longest := s.waits.now(time.Now())
-	msg := fmt.Sprintf("pgxleak: pool exhausted for %s: %d goroutines waiting (%s), the longest for at least %s; %d/%s connections held by %s",
-		stalled.Round(100*time.Millisecond), len(d.waiters), countLines(waiting), longest.Truncate(time.Millisecond), st.InUse, maxOpen, countLines(held))
+	msg := fmt.Sprintf("pgxleak: pool exhausted for %s: %s waiting (%s), the longest for at least %s; %d/%s connections held by %s",
+		stalled.Round(100*time.Millisecond), numbered(len(d.waiters), "goroutine", "goroutines"), countLines(waiting), longest.Truncate(time.Millisecond), st.InUse, maxOpen, countLines(held))
 	p.monitor.recent.add(Exhausted, Frame{}, msg, nil, time.Now())
 	attrs := []slog.Attr{
 		slog.String("pool", p.name()),
-		slog.Duration("stalled", stalled),
+		slog.Duration("stalled", stalled.Round(time.Millisecond)),
 		slog.Int("waiting", len(d.waiters)),
-		slog.Duration("longest_wait", longest),
+		slog.Duration("longest_wait", longest.Truncate(time.Millisecond)),
 		slog.Int("in_use", st.InUse),
 		slog.Int("max_open", st.MaxOpenConnections),
 	}
@@ -192,7 +193,8 @@ func (p *pool) warnExhausted(d *findings, st sql.DBStats, stalled time.Duration)
 	if skipped > 0 {
 		attrs = append(attrs, slog.Int("repeats", skipped))
 	}
-	p.logger().LogAttrs(context.Background(), slog.LevelWarn, msg, attrs...)
+	line, attrs := fitLine(msg, attrs)
+	p.logger().LogAttrs(context.Background(), slog.LevelWarn, line, attrs...)
 }
 
 // holderBrief is " (goroutine exited, idle in transaction)" for the
@@ -244,4 +246,13 @@ func countLines(lines [][2]string) string {
 		parts[i] = fmt.Sprintf("%s ×%d%s", k[0], n[k], k[1])
 	}
 	return strings.Join(parts, ", ")
+}
+
+// allHeldWaiting says that all n connections of a deadlocked pool are held
+// by goroutines that wait for another.
+func allHeldWaiting(n int) string {
+	if n == 1 {
+		return "its only connection is held by a goroutine that is itself waiting for a connection of this pool, so it cannot be returned"
+	}
+	return fmt.Sprintf("all %d connections are held by goroutines that are themselves waiting for a connection of this pool, so none can be returned", n)
 }

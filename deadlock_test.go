@@ -3,6 +3,7 @@ package pgxleak_test
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -127,6 +128,7 @@ func TestPoolDeadlocked(t *testing.T) {
 func TestExhaustedWarning(t *testing.T) {
 	var logs lockedBuffer
 	db, _ := openTest(t, pgxleak.WithMaxOpenConns(5), pgxleak.WithWaitSampleInterval(500*time.Millisecond),
+		pgxleak.WithPoolName("orders"), // the test database's long name would crowd the 300-byte line
 		pgxleak.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	db.SetMaxOpenConns(2)
 	leakLine := make(chan site, 2)
@@ -226,6 +228,7 @@ func TestSelfDeadlockOneLine(t *testing.T) {
 func TestExhaustedWarningRefersToDeadlock(t *testing.T) {
 	var logs lockedBuffer
 	db, _ := openTest(t, pgxleak.WithMaxOpenConns(2), pgxleak.WithWaitSampleInterval(50*time.Millisecond),
+		pgxleak.WithPoolName("orders"), // the test database's long name would crowd the 300-byte line
 		pgxleak.WithSlowWaitThreshold(100*time.Millisecond), pgxleak.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -250,6 +253,11 @@ func TestExhaustedWarningRefersToDeadlock(t *testing.T) {
 	<-done
 	out := logs.String()
 	assert.Contains(t, out, `level=ERROR msg="pgxleak: deadlock:`)
-	assert.Contains(t, out, at.short()+" ×1 (deadlocked: see the deadlock reported at ERROR)")
+	// The whole headline is in the report (the log line is bounded to 300 bytes).
+	in, err := pgxleak.Inspect(context.Background(), db)
+	require.NoError(t, err)
+	i := slices.IndexFunc(in.Reports, func(r pgxleak.Report) bool { return r.Kind == pgxleak.Exhausted })
+	require.GreaterOrEqual(t, i, 0, "the exhaustion report in %+v", in.Reports)
+	assert.Contains(t, in.Reports[i].Headline, at.short()+" ×1 (deadlocked: see the deadlock reported at ERROR)")
 	assert.Equal(t, 1, strings.Count(out, "level=ERROR"), "one ERROR for the deadlock:\n%s", out)
 }

@@ -88,10 +88,11 @@ func (p *pool) summarize(final bool) {
 		if ln.key.kind == Resolved {
 			level = slog.LevelInfo
 		}
-		msg := fmt.Sprintf("pgxleak: %d more %s at %s since %s", ln.n, ln.key.kind.plural(), ln.key.culprit, ln.since.Format(time.TimeOnly))
-		lg.LogAttrs(context.Background(), level, msg,
+		msg := fmt.Sprintf("pgxleak: %s at %s since %s", ln.key.kind.more(ln.n), ln.key.culprit, ln.since.Format(time.TimeOnly))
+		msg, attrs := fitLine(msg, []slog.Attr{
 			slog.String("kind", ln.key.kind.String()),
 			slog.String("pool", p.name()),
-			slog.Int("count", ln.n))
+			slog.Int("count", ln.n)})
+		lg.LogAttrs(context.Background(), level, msg, attrs...)
 	}
 }

@@ -17,12 +17,12 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
-// DriverName is the name pgxleak registers its driver under, so that
-// sql.Open(pgxleak.DriverName, dsn) accepts every DSN pgx accepts.
-const DriverName = "pgxleak"
+// registeredName is the name pgxleak registers its driver under, so that
+// sql.Open("pgxleak", dsn) accepts every DSN pgx accepts.
+const registeredName = "pgxleak"
 
 func init() {
-	sql.Register(DriverName, &sqlDriver{inner: stdlib.GetDefaultDriver()})
+	sql.Register(registeredName, &sqlDriver{inner: stdlib.GetDefaultDriver()})
 }
 
 // sqlDriver is a database/sql driver that wraps another driver, by default

@@ -36,7 +36,7 @@ func TestRegisteredDriver(t *testing.T) {
 func TestSQLOpenBadDSNIsLazy(t *testing.T) {
 	for _, tc := range badDSNs {
 		t.Run(tc.name, func(t *testing.T) {
-			db, err := sql.Open(pgxleak.DriverName, tc.dsn)
+			db, err := sql.Open("pgxleak", tc.dsn)
 			require.NoError(t, err)
 			defer db.Close()
 			err = db.PingContext(t.Context())

@@ -53,7 +53,7 @@ func FuzzOpenDSN(f *testing.F) {
 				require.NotContains(t, err.Error(), s, "%s(%q): the error contains the password", what, dsn)
 			}
 		}
-		for _, driverName := range []string{"pgx", pgxleak.DriverName} {
+		for _, driverName := range []string{"pgx", "pgxleak"} {
 			db, err := pgxleak.Open(driverName, dsn, pgxleak.WithLogger(nil), pgxleak.WithPgBouncer())
 			check("Open "+driverName, err)
 			if err == nil {
@@ -63,7 +63,7 @@ func FuzzOpenDSN(f *testing.F) {
 				require.NoError(t, db.Close(), "Close")
 			}
 		}
-		db, err := sql.Open(pgxleak.DriverName, dsn)
+		db, err := sql.Open("pgxleak", dsn)
 		check("sql.Open", err)
 		if err == nil {
 			_ = db.Close()

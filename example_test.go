@@ -28,6 +28,24 @@ func ExampleOpen() {
 	defer pgxleak.Drain(context.Background(), db)
 }
 
+// OpenContext bounds the opening (the warm-up's connects, the capacity
+// check) by a context: a server that accepts connections but never answers
+// costs 5 seconds here instead of Open's 30.
+func ExampleOpenContext() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	db, err := pgxleak.OpenContext(ctx, "pgx", os.Getenv("DATABASE_URL"),
+		pgxleak.WithMinIdleConns(4), // connect 4 now, within ctx
+	)
+	if errors.Is(err, context.DeadlineExceeded) {
+		log.Fatal("the database did not answer within 5s: ", err)
+	}
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pgxleak.Drain(context.Background(), db)
+}
+
 // OpenDB wraps any connector; here the tests' in-memory one
 // (testdriver.Connector, whose every query returns one row holding 1), so
 // unit tests without a database get checkout tracking too. go-sqlmock's

@@ -147,3 +147,13 @@ func IsolateRegistry(t testing.TB) {
 	openPools = newPoolRegistry()
 	t.Cleanup(func() { openPools = saved })
 }
+
+// DefaultOpenTimeout is Open's documented limit.
+var DefaultOpenTimeout = openTimeout
+
+// SetOpenTimeout shortens Open's limit until t ends.
+func SetOpenTimeout(t testing.TB, d time.Duration) {
+	old := openTimeout
+	openTimeout = d
+	t.Cleanup(func() { openTimeout = old })
+}

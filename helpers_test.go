@@ -15,11 +15,11 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -63,6 +63,12 @@ func (r testMain) Run() int {
 	if code != 0 {
 		return code
 	}
+	if l := longestLine.get(); len(l) >= maxLogLine {
+		fmt.Fprintf(os.Stderr, "a log line of %d bytes, over the %d-byte bound:\n%s\n", len(l), maxLogLine, l)
+		return 1
+	} else if testing.Verbose() {
+		fmt.Fprintf(os.Stderr, "longest log line: %d bytes\n", len(l))
+	}
 	if err := goleak.Find(
 		goleak.IgnoreTopFunction("database/sql.(*Tx).awaitDone"),
 		goleak.IgnoreTopFunction("database/sql.(*Rows).awaitDone"),
@@ -86,8 +92,48 @@ func openTest(t testing.TB, opts ...pgxleak.Option) (*sql.DB, string) {
 	return db, dsn
 }
 
-// quiet is a logger that drops every record.
-var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+// quiet is a logger that drops every record, after measuring it: TestMain
+// fails the run if any line the suite logged reached maxLogLine bytes.
+var quiet = slog.New(slog.NewTextHandler(&longestLine, &slog.HandlerOptions{ReplaceAttr: noTime}))
+
+// noTime drops the time from a text line: lineMeter adds slog.Default's.
+func noTime(groups []string, a slog.Attr) slog.Attr {
+	if a.Key == slog.TimeKey && len(groups) == 0 {
+		return slog.Attr{}
+	}
+	return a
+}
+
+// maxLogLine bounds a default log line (slog's text format, timestamp
+// included): the stacks and the full report are in the Leak and the span.
+const maxLogLine = 300
+
+// longestLine is the longest line quiet was given.
+var longestLine lineMeter
+
+// lineMeter keeps the longest line written to it by a text handler without
+// the time (one record per Write), as slog.Default would write it:
+// `level=WARN msg="…"` becomes `2026/12/07 04:02:14 WARN …`, 8 bytes longer
+// (and no quotes or escapes in the message, so this is an upper bound).
+type lineMeter struct {
+	mu      sync.Mutex
+	longest string
+}
+
+func (m *lineMeter) Write(b []byte) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if line := strings.Repeat(" ", 8) + strings.TrimSuffix(string(b), "\n"); len(line) > len(m.longest) {
+		m.longest = line
+	}
+	return len(b), nil
+}
+
+func (m *lineMeter) get() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.longest
+}
 
 // site is a line of test code, as a report's culprit frame names it.
 type site struct {

@@ -121,7 +121,7 @@ func (p *pool) matchByStack(c Checkout, d *gdump.Snapshot) (*Goroutine, string) 
 	case 0:
 		return nil, why + ": no goroutine is inside the function that checked the connection out; its holder has returned from it or exited"
 	}
-	return nil, fmt.Sprintf("%s: %d goroutines match the checkout stack; the holder is not guessed", why, len(found))
+	return nil, fmt.Sprintf("%s: %s match the checkout stack; the holder is not guessed", why, numbered(len(found), "goroutine", "goroutines"))
 }
 
 // userTail drops the runtime's frames (goexit) from a resolved stack.

@@ -4,7 +4,9 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
+	"fmt"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -120,30 +122,29 @@ func (p *pool) inspect(ctx context.Context) Inspection {
 	return in
 }
 
+// settings are the pool's effective settings.
 func (p *pool) settings() Settings {
 	c := p.cfg
-	s := Settings{
-		Tuned:                 p.db != nil,
-		MaxOpen:               c.maxOpen,
-		MaxIdle:               c.maxIdle,
-		MinIdle:               c.minIdle,
-		ConnMaxLifetime:       c.maxLifetime,
-		ConnMaxLifetimeJitter: c.lifetimeJitter,
-		ConnMaxIdleTime:       c.maxIdleTime,
-		MaxUses:               c.maxUses,
-		LeakThreshold:         c.leakThreshold,
-		SlowWaitThreshold:     c.slowWaitThreshold,
-		WaitSampleInterval:    c.waitInterval,
-		ReportInterval:        c.reportInterval,
-		StackDepth:            c.stackDepth,
-		StackSampling:         c.sampleEvery,
-		Statements:            c.statements,
-		GCDetection:           c.gcDetection,
-		PgBouncer:             c.pgBouncer,
-
-		ServerView:               c.serverView,
-		IdleInTransactionTimeout: c.idleInTx,
-	}
+	var s Settings
+	s.Tuned = p.db != nil
+	s.MaxOpen = c.maxOpen
+	s.MaxIdle = c.maxIdle
+	s.MinIdle = c.minIdle
+	s.ConnMaxLifetime = c.maxLifetime
+	s.ConnMaxLifetimeJitter = c.lifetimeJitter
+	s.ConnMaxIdleTime = c.maxIdleTime
+	s.MaxUses = c.maxUses
+	s.LeakThreshold = c.leakThreshold
+	s.SlowWaitThreshold = c.slowWaitThreshold
+	s.WaitSampleInterval = c.waitInterval
+	s.ReportInterval = c.reportInterval
+	s.StackDepth = c.stackDepth
+	s.StackSampling = c.sampleEvery
+	s.Statements = c.statements
+	s.GCDetection = c.gcDetection
+	s.PgBouncer = c.pgBouncer
+	s.ServerView = c.serverView
+	s.IdleInTransactionTimeout = c.idleInTx
 	if p.db != nil {
 		l := p.limits()
 		s.MaxOpen, s.MaxIdle, s.MinIdle = l.maxOpen, l.maxIdle, p.minIdle(l)
@@ -154,4 +155,42 @@ func (p *pool) settings() Settings {
 		s.LimitsFromOpen = !l.read
 	}
 	return s
+}
+
+// maxStringLines bounds the checkouts and waiters [Inspection.String]
+// lists one per line.
+const maxStringLines = 5
+
+// String is a short summary: the pool and its counters ([PoolStats.String]),
+// then the longest-held checkouts and the lines waiters wait at, one per
+// line (at most 5 each), the deadlock if any, and the notes.
+func (in Inspection) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "pgxleak: pool %s at %s\n", in.Pool, in.TakenAt.Format(time.TimeOnly))
+	for line := range strings.SplitSeq(in.Stats.String(), "\n") {
+		b.WriteString("  " + line + "\n")
+	}
+	if in.Deadlocked {
+		b.WriteString("deadlocked: every connection is held by a goroutine waiting for another\n")
+	}
+	b.WriteString(numbered(len(in.Checkouts), "connection checked out\n", "connections checked out\n"))
+	for i, c := range in.Checkouts {
+		if i == maxStringLines {
+			fmt.Fprintf(&b, "  and %d more\n", len(in.Checkouts)-i)
+			break
+		}
+		b.WriteString("  " + c.String() + "\n")
+	}
+	fmt.Fprintf(&b, "%s waiting for a connection\n", numbered(len(in.Waiters), "goroutine", "goroutines"))
+	for i, w := range in.Waiters {
+		if i == maxStringLines {
+			fmt.Fprintf(&b, "  and %d more\n", len(in.Waiters)-i)
+			break
+		}
+		fmt.Fprintf(&b, "  goroutine %d at %s\n", w.ID, w.At)
+	}
+	for _, n := range in.Notes {
+		b.WriteString("note: " + n + "\n")
+	}
+	return strings.TrimSuffix(b.String(), "\n")
 }

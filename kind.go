@@ -4,8 +4,8 @@ import "fmt"
 
 // Kind says what a report is about. The first three (LeakSuspected,
 // LeakGarbageCollected, LeakStillOut) are leaks, a connection its holder
-// should have given back; the others are events of the pool that explain
-// or follow them, none of them a leak.
+// should have given back ([Kind.Leak]); the others are events of the pool
+// that explain or follow them, none of them a leak.
 type Kind int
 
 const (
@@ -91,8 +91,32 @@ func (k Kind) phrase() string {
 	return k.String()
 }
 
-// plural names n reports of the kind in a summary line: "2 more suspected
-// leaks".
+// more counts n more reports of the kind in a summary line: "1 more
+// suspected leak", "2 more suspected leaks".
+func (k Kind) more(n int) string {
+	return numbered(n, "more "+k.singular(), "more "+k.plural())
+}
+
+// singular names one report of the kind in a summary line.
+func (k Kind) singular() string {
+	switch k {
+	case Resolved:
+		return "suspected leak returned"
+	case LeakSuspected:
+		return "suspected leak"
+	case LeakGarbageCollected:
+		return "leaked connection (Rows garbage-collected without Close)"
+	case LeakStillOut:
+		return "still-out connection (at Drain or Close)"
+	case Deadlock:
+		return "deadlock (a connection held while waiting for another)"
+	case Exhausted:
+		return "wait on an exhausted pool"
+	}
+	return k.String()
+}
+
+// plural names several reports of the kind in a summary line.
 func (k Kind) plural() string {
 	switch k {
 	case Resolved:

@@ -1,6 +1,7 @@
 package pgxleak
 
 import (
+	"context"
 	"database/sql"
 	"testing"
 	"time"
@@ -49,7 +50,7 @@ func TestLimitsFallback(t *testing.T) {
 	p.fields = &sqlDBFields{} // nothing found
 	p.db = sql.OpenDB(dsnConnector{driver: &sqlDriver{}})
 	t.Cleanup(func() { _ = p.db.Close() })
-	require.NoError(t, p.tune(p.db))
+	require.NoError(t, p.tune(context.Background(), p.db))
 
 	assert.False(t, p.jitter.Load(), "jitter on without a way to see the lifetime in force")
 	assert.Zero(t, newConn(p, nil).expiresAt, "an end of life of pgxleak's without a way to see the lifetime in force")

@@ -221,7 +221,12 @@ func (p *pool) emit(r report) bool {
 		level = slog.LevelError
 	}
 	ctx := context.Background()
-	lg.LogAttrs(ctx, level, l.String(), p.logAttrs(l, lg.Enabled(ctx, slog.LevelDebug))...)
+	msg, debug := l.String(), lg.Enabled(ctx, slog.LevelDebug)
+	attrs := p.logAttrs(l, debug)
+	if !debug {
+		msg, attrs = fitLine(msg, attrs)
+	}
+	lg.LogAttrs(ctx, level, msg, attrs...)
 	p.deliver(l) // after the log line, so a callback sees it written
 	return true
 }
@@ -234,7 +239,7 @@ func (p *pool) logAttrs(l Leak, debug bool) []slog.Attr {
 	attrs := []slog.Attr{
 		slog.String("kind", l.Kind.String()),
 		slog.String("pool", l.Pool),
-		slog.Duration("held", l.Held),
+		slog.Duration("held", l.Held.Round(time.Millisecond)),
 		slog.String("tx_status", l.TxStatus),
 	}
 	if l.BackendPID != 0 {

@@ -1,6 +1,7 @@
 package pgxleak
 
 import (
+	"context"
 	"database/sql"
 	"database/sql/driver"
 	"errors"
@@ -18,7 +19,8 @@ import (
 // The common case is "pgx", the name pgx v5's stdlib registers unless
 // another driver (pgx v4's stdlib, for one) took it first; Open wraps
 // whichever driver holds the name, as sql.Open would use it. "pgx/v5" is
-// always pgx v5's, and "pgxleak" ([DriverName]) means pgx v5's too. Over
+// always pgx v5's, and "pgxleak" (the name pgxleak registers its
+// driver under) means pgx v5's too. Over
 // pgx v5's driver, Open parses the DSN once, and a DSN pgx cannot parse
 // (a bad port, an unknown sslmode, "not a dsn") is an error from Open, where
 // sql.Open would report it only at the first connect; its text has the
@@ -38,9 +40,23 @@ import (
 //
 // Unlike sql.Open, Open connects when [WithMinIdleConns] asks for warm
 // connections, and then fails if the server is unreachable, and when
-// [WithCapacityCheck] asks for the server's limits. The returned
-// *sql.DB is an ordinary one; the caller must Close it (or [Drain] it).
+// [WithCapacityCheck] asks for the server's limits. It waits at most 30
+// seconds for all of it (one connect that the network swallows would
+// otherwise wait until the kernel gives up); [OpenContext] sets the limit.
+// The returned *sql.DB is an ordinary one; the caller must Close it (or
+// [Drain] it).
 func Open(driverName, dsn string, opts ...Option) (*sql.DB, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
+	defer cancel()
+	return OpenContext(ctx, driverName, dsn, opts...)
+}
+
+// OpenContext is [Open] bounded by ctx instead of Open's 30 seconds: the
+// warm-up ([WithMinIdleConns]), its connects and the capacity check
+// ([WithCapacityCheck]) end when ctx does, and OpenContext then returns an
+// error that wraps ctx.Err(), leaving no connection open. ctx bounds only
+// the opening: the returned *sql.DB outlives it.
+func OpenContext(ctx context.Context, driverName, dsn string, opts ...Option) (*sql.DB, error) {
 	cfg, err := newConfig(opts)
 	if err != nil {
 		return nil, err
@@ -66,7 +82,7 @@ func Open(driverName, dsn string, opts ...Option) (*sql.DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	return openDB(c, cfg, info.poolName, info.secrets)
+	return openDB(ctx, c, cfg, info.poolName, info.secrets)
 }
 
 // registeredDriver returns the driver registered as name. pgxleak's own
@@ -77,7 +93,7 @@ func Open(driverName, dsn string, opts ...Option) (*sql.DB, error) {
 // connector (pgx's parses nothing there) and starts the pool's opener
 // goroutine; the probe never connects, and closing it stops that goroutine.
 func registeredDriver(name, dsn string) (driver.Driver, error) {
-	if name == DriverName || name == "pgx/v5" {
+	if name == registeredName || name == "pgx/v5" {
 		return stdlib.GetDefaultDriver(), nil
 	}
 	probe, err := sql.Open(name, dsn)
@@ -113,10 +129,16 @@ func OpenDB(c driver.Connector, opts ...Option) (*sql.DB, error) {
 	if cfg.pgBouncer {
 		c = bouncerConnector{c}
 	}
-	return openDB(c, cfg, "", secrets)
+	ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
+	defer cancel()
+	return openDB(ctx, c, cfg, "", secrets)
 }
 
-func openDB(c driver.Connector, cfg *config, defaultName string, secrets []string) (*sql.DB, error) {
+// openTimeout bounds [Open] and [OpenDB]: the warm-up and the capacity
+// check. A variable for the tests.
+var openTimeout = defaultConnectTimeout
+
+func openDB(ctx context.Context, c driver.Connector, cfg *config, defaultName string, secrets []string) (*sql.DB, error) {
 	t := newPool(cfg, defaultName)
 	db := sql.OpenDB(newConnector(c, t, secrets))
 	t.db = db
@@ -124,7 +146,7 @@ func openDB(c driver.Connector, cfg *config, defaultName string, secrets []strin
 	// connections while waiting for more, as the warm-up does, and the two
 	// at once can deadlock a small pool. Close copes with a pool whose
 	// monitor never started.
-	if err := t.tune(db); err != nil {
+	if err := t.tune(ctx, db); err != nil {
 		_ = db.Close()
 		return nil, err
 	}

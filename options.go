@@ -240,7 +240,7 @@ func (c *config) resolve() {
 		c.invalid("WithMaxIdleConns", c.maxIdle, fmt.Sprintf("more idle connections than WithMaxOpenConns(%d) allows", c.maxOpen))
 	}
 	if c.minIdle > c.maxIdle {
-		c.invalid("WithMinIdleConns", c.minIdle, fmt.Sprintf("more than the %d idle connections the pool may keep (WithMaxIdleConns)", c.maxIdle))
+		c.invalid("WithMinIdleConns", c.minIdle, "more than the "+numbered(c.maxIdle, "idle connection", "idle connections")+" the pool may keep (WithMaxIdleConns)")
 	}
 	if c.lifetimeJitter > 0 && c.maxLifetime == 0 {
 		c.invalid("WithConnMaxLifetimeJitter", c.lifetimeJitter, "jitter needs a finite WithConnMaxLifetime")

@@ -38,7 +38,7 @@ func TestTracingOptionsValidation(t *testing.T) {
 		{pgxleak.WithWaitSampleInterval(-time.Second), "WithWaitSampleInterval"},
 	}
 	for _, tt := range tests {
-		_, err := pgxleak.Open(pgxleak.DriverName, "postgres://u@127.0.0.1:1/db", tt.opt)
+		_, err := pgxleak.Open("pgxleak", "postgres://u@127.0.0.1:1/db", tt.opt)
 		if assert.ErrorContains(t, err, tt.want, "Open with an invalid %s", tt.want) {
 			assert.True(t, strings.HasPrefix(err.Error(), "pgxleak: "), "Open with an invalid %s: err = %v, want a pgxleak error", tt.want, err)
 		}

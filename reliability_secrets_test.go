@@ -131,7 +131,7 @@ func TestSecretsNeverEmitted(t *testing.T) {
 				errs = append(errs, db.PingContext(t.Context()))
 				_ = db.Close()
 			}
-			if db, err := sql.Open(pgxleak.DriverName, tc.dsn); err != nil {
+			if db, err := sql.Open("pgxleak", tc.dsn); err != nil {
 				errs = append(errs, err)
 			} else {
 				errs = append(errs, db.PingContext(t.Context()))

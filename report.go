@@ -189,32 +189,24 @@ type LeakError struct {
 	cause    error
 }
 
-// Error lists every checkout, each with its culprit, pool, backend PID,
-// transaction status, last statement and stack.
+// Error is a summary: a headline, then one line per checkout with its
+// culprit, how long it was held and the verdict on it, then the notes. The
+// stacks stay on the values: e.Checkouts[i].Stack.
 func (e *LeakError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "pgxleak: %d connection(s) still checked out", len(e.Checkouts))
+	b.WriteString("pgxleak: " + numbered(len(e.Checkouts), "connection", "connections") + " still checked out")
 	if e.cause != nil {
 		fmt.Fprintf(&b, " (%v)", e.cause)
 	}
-	for _, n := range e.Notes {
-		fmt.Fprintf(&b, "\n%s", n)
+	for _, c := range e.Checkouts {
+		b.WriteString("\n  " + c.String())
 	}
 	if e.Unlisted > 0 {
-		fmt.Fprintf(&b, "\n\ndatabase/sql counts %d more connection(s) in use that no user code was seen to hold: being opened or closed, or the pool's own warm-up",
-			e.Unlisted)
+		b.WriteString("\n  database/sql counts " + numbered(e.Unlisted, "more connection", "more connections") +
+			" in use that no user code was seen to hold: being opened or closed, or the pool's own warm-up")
 	}
-	for _, c := range e.Checkouts {
-		fmt.Fprintf(&b, "\n\n%s [pool %s", c, c.Pool)
-		if c.BackendPID != 0 {
-			fmt.Fprintf(&b, ", backend pid %d", c.BackendPID)
-		}
-		fmt.Fprintf(&b, ", %s", c.TxStatus)
-		if c.LastStatement != "" {
-			fmt.Fprintf(&b, ", last statement %q", c.LastStatement)
-		}
-		b.WriteString("]\n")
-		b.WriteString(formatStack(c.Stack))
+	for _, n := range e.Notes {
+		b.WriteString("\n  " + n)
 	}
 	return b.String()
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -276,7 +275,7 @@ func (p *pool) serverView(ctx context.Context, cs []Checkout, ask bool) string {
 		cs[i].Server = &a
 	}
 	if missing > 0 {
-		return "the server has no pg_stat_activity row for " + strconv.Itoa(missing) + " backend(s): they have exited, or are not visible to this role"
+		return "the server has no pg_stat_activity row for " + numbered(missing, "backend: it has exited, or is", "backends: they have exited, or are") + " not visible to this role"
 	}
 	return ""
 }

@@ -2,6 +2,9 @@ package pgxleak
 
 import (
 	"database/sql"
+	"fmt"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -104,4 +107,30 @@ func (t *tracker) fillStats(s *PoolStats) {
 	s.GarbageCollected = t.gcLeaks.Load()
 	s.StillOut = t.stillOutLeaks.Load()
 	s.LifetimeDiscarded = t.lifetimeDiscarded.Load()
+}
+
+// String is a short summary in four lines (five when closed):
+//
+//	3 connections in use of 10, 1 idle; 2 checked out by users
+//	4 waits for a connection (1.2s in all)
+//	120 checkouts, 118 returns
+//	1 suspected leak (0 came back), 0 garbage-collected, 0 still out
+func (s PoolStats) String() string {
+	limit := "unlimited"
+	if s.MaxOpenConnections > 0 {
+		limit = strconv.Itoa(s.MaxOpenConnections)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s in use of %s, %d idle; %d checked out by users\n",
+		numbered(s.InUse, "connection", "connections"), limit, s.Idle, s.CheckedOut)
+	fmt.Fprintf(&b, "%s for a connection (%s in all)\n",
+		numbered(int(s.WaitCount), "wait", "waits"), s.WaitDuration.Round(time.Millisecond))
+	fmt.Fprintf(&b, "%s, %s\n",
+		numbered(int(s.Checkouts), "checkout", "checkouts"), numbered(int(s.Returns), "return", "returns"))
+	fmt.Fprintf(&b, "%s (%d came back), %d garbage-collected, %d still out",
+		numbered(int(s.Suspected), "suspected leak", "suspected leaks"), s.Resolved, s.GarbageCollected, s.StillOut)
+	if s.Closed {
+		b.WriteString("\nclosed")
+	}
+	return b.String()
 }

@@ -345,7 +345,7 @@ func TestTracingGlobalProvidersByDefault(t *testing.T) {
 		otel.SetMeterProvider(noop.NewMeterProvider())
 	})
 	dsn := pgtest.NewDatabase(t)
-	db, err := sql.Open(pgxleak.DriverName, dsn)
+	db, err := sql.Open("pgxleak", dsn)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() })
 	name := poolName(t, dsn)

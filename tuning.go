@@ -11,13 +11,14 @@ import (
 )
 
 // tune applies the configuration to db: database/sql's own settings, then
-// the warm-up and the capacity check. database/sql enforces the limits,
+// the warm-up and the capacity check, both bounded by ctx (the capacity
+// check only warns, unless ctx ended). database/sql enforces the limits,
 // the lifetime included, so a later db.SetMaxOpenConns, SetMaxIdleConns,
 // SetConnMaxLifetime or SetConnMaxIdleTime works as on a plain pool;
 // pgxleak adds only the jitter, which shortens its own lifetime while that
 // is in force (see jitterDue), and reads back what is in force for the
 // rest (see limits.go).
-func (p *pool) tune(db *sql.DB) error {
+func (p *pool) tune(ctx context.Context, db *sql.DB) error {
 	c := p.cfg
 	db.SetMaxOpenConns(c.maxOpen)
 	db.SetMaxIdleConns(c.maxIdle)
@@ -25,24 +26,38 @@ func (p *pool) tune(db *sql.DB) error {
 	db.SetConnMaxIdleTime(c.maxIdleTime)
 	p.jitter.Store(p.fields.ok && c.jittered())
 	if c.minIdle > 0 {
-		ctx, cancel := context.WithTimeout(context.Background(), c.warmUpTimeout)
+		wctx, cancel := context.WithTimeout(ctx, c.warmUpTimeout)
 		defer cancel()
-		if err := p.warmUp(ctx, c.minIdle); err != nil {
-			return fmt.Errorf("pgxleak: warming up %d connections (WithMinIdleConns): %w", c.minIdle, err)
+		if err := p.warmUp(wctx, c.minIdle); err != nil {
+			return fmt.Errorf("pgxleak: warming up %s (WithMinIdleConns): %w", numbered(c.minIdle, "connection", "connections"), withCtxErr(wctx, err))
 		}
 	}
 	if c.checkInstances > 0 {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		capa, err := CheckCapacity(&internalContext{ctx}, db, c.checkInstances) // not a user checkout
+		capa, err := CheckCapacity(&internalContext{cctx}, db, c.checkInstances) // not a user checkout
 		switch {
+		case err != nil && ctx.Err() != nil:
+			return fmt.Errorf("pgxleak: checking capacity (WithCapacityCheck): %w", withCtxErr(ctx, err))
 		case err != nil:
-			p.logger().Warn("pgxleak: capacity check failed", slog.String("pool", p.name()), slog.Any("error", err))
+			msg, attrs := fitLine("pgxleak: capacity check failed", []slog.Attr{slog.String("pool", p.name()), slog.Any("error", err)})
+			p.logger().LogAttrs(ctx, slog.LevelWarn, msg, attrs...)
 		case !capa.Fits:
-			p.logger().Warn("pgxleak: "+capa.summary(), slog.String("pool", p.name()))
+			msg, attrs := fitLine("pgxleak: "+capa.summary(), []slog.Attr{slog.String("pool", p.name())})
+			p.logger().LogAttrs(ctx, slog.LevelWarn, msg, attrs...)
 		}
 	}
 	return nil
+}
+
+// withCtxErr makes err, which ended a wait under ctx, also wrap ctx.Err()
+// when ctx ended, so that errors.Is(err, context.DeadlineExceeded) holds
+// whatever the driver made of the cancelled connect.
+func withCtxErr(ctx context.Context, err error) error {
+	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+		return fmt.Errorf("%w: %w", cerr, err)
+	}
+	return err
 }
 
 // internalContext marks the pool's own checkouts (warm-up, keeping idle
@@ -116,7 +131,8 @@ func (p *pool) keepMinIdle(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, min(p.cfg.warmUpTimeout, keepIdleRound))
 	defer cancel()
 	if err := p.warmUp(ctx, n); err != nil && ctx.Err() == nil {
-		p.logger().Warn("pgxleak: keeping idle connections (WithMinIdleConns)", slog.String("pool", p.name()), slog.Any("error", err))
+		msg, attrs := fitLine("pgxleak: keeping idle connections (WithMinIdleConns)", []slog.Attr{slog.String("pool", p.name()), slog.Any("error", err)})
+		p.logger().LogAttrs(ctx, slog.LevelWarn, msg, attrs...)
 	}
 }
 

@@ -44,7 +44,7 @@ func TestVerifyNone(t *testing.T) {
 	pgxleak.VerifyNone(ft, db, pgxleak.GracePeriod(50*time.Millisecond))
 	require.Len(t, ft.errors, 1, "VerifyNone's reports")
 	require.Contains(t, ft.errors[0], line.String())
-	require.Contains(t, ft.errors[0], "1 connection(s) still checked out")
+	require.Contains(t, ft.errors[0], "1 connection still checked out")
 	require.Contains(t, ft.errors[0], "TestVerifyNone")
 	ignoring := &fakeT{}
 	pgxleak.VerifyNone(ignoring, db, pgxleak.GracePeriod(0), pgxleak.IgnoreFunction("github.com/pgxleak/pgxleak_test.TestVerifyNone"))

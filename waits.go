@@ -288,8 +288,8 @@ func (t *telemetry) emitEpisode(ep *episode, truncated bool, continues trace.Spa
 
 // addEpisode records a slow wait episode.
 func (r *recentReports) addEpisode(ep *episode) {
-	h := fmt.Sprintf("pgxleak: callers waited %s for connections in %s (%d waits", ep.total.Round(time.Millisecond),
-		ep.end.Sub(ep.start).Round(time.Millisecond), ep.waits)
+	h := fmt.Sprintf("pgxleak: callers waited %s for connections in %s (%s", ep.total.Round(time.Millisecond),
+		ep.end.Sub(ep.start).Round(time.Millisecond), numbered(int(ep.waits), "wait", "waits"))
 	if ep.stalled > 0 {
 		h += fmt.Sprintf(", none served for %s", ep.stalled.Round(time.Millisecond))
 	}

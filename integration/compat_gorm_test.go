@@ -50,7 +50,7 @@ var gormOpeners = []struct {
 	}},
 	{"DriverName: pgxleak", false, func(t *testing.T, cfg *gorm.Config, opts ...pgxleak.Option) (*gorm.DB, *sql.DB) {
 		_, dsn := openTest(t)
-		gdb, err := gorm.Open(postgres.New(postgres.Config{DriverName: pgxleak.DriverName, DSN: dsn}), cfg)
+		gdb, err := gorm.Open(postgres.New(postgres.Config{DriverName: "pgxleak", DSN: dsn}), cfg)
 		require.NoError(t, err)
 		db, err := gdb.DB()
 		require.NoError(t, err)

@@ -18,7 +18,7 @@ import (
 // sqlx chooses its placeholder style by driver name, and knows "pgx" but not
 // "pgxleak". This is the one line the README tells users to add when they
 // open with sqlx.Open/Connect("pgxleak", dsn).
-func registerSqlxBind() { sqlx.BindDriver(pgxleak.DriverName, sqlx.DOLLAR) }
+func registerSqlxBind() { sqlx.BindDriver("pgxleak", sqlx.DOLLAR) }
 
 type sqlxUser struct {
 	ID    int            `db:"id"`
@@ -42,7 +42,7 @@ func TestSqlx(t *testing.T) {
 		}},
 		{"Connect(pgxleak)", func(t *testing.T) *sqlx.DB {
 			_, dsn := openTest(t)
-			dbx, err := sqlx.Connect(pgxleak.DriverName, dsn)
+			dbx, err := sqlx.Connect("pgxleak", dsn)
 			require.NoError(t, err)
 			t.Cleanup(func() { _ = dbx.Close() })
 			return dbx
@@ -123,7 +123,7 @@ func TestSqlx(t *testing.T) {
 func TestSqlxUnknownDriverName(t *testing.T) {
 	t.Parallel()
 	require.Equal(t, sqlx.UNKNOWN, sqlx.BindType("pgxleak-not-registered"))
-	db, err := sql.Open(pgxleak.DriverName, "postgres://unused")
+	db, err := sql.Open("pgxleak", "postgres://unused")
 	require.NoError(t, err)
 	defer db.Close()
 	require.Equal(t, "?", sqlx.NewDb(db, "pgxleak-not-registered").Rebind("?"),

@@ -62,7 +62,7 @@ func run(ctx context.Context) error {
 
 	// 2. Or GORM opens it by pgxleak's driver name (database/sql's pool
 	// defaults; leak detection on).
-	gdb2, err := gorm.Open(postgres.New(postgres.Config{DriverName: pgxleak.DriverName, DSN: dsn}), cfg)
+	gdb2, err := gorm.Open(postgres.New(postgres.Config{DriverName: "pgxleak", DSN: dsn}), cfg)
 	if err != nil {
 		return err
 	}

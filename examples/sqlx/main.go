@@ -49,8 +49,8 @@ func run(ctx context.Context) error {
 
 	// 2. Or sqlx opens it by pgxleak's driver name: tell sqlx once that the
 	// name uses $1 placeholders.
-	sqlx.BindDriver(pgxleak.DriverName, sqlx.DOLLAR)
-	dbx2, err := sqlx.Connect(pgxleak.DriverName, dsn)
+	sqlx.BindDriver("pgxleak", sqlx.DOLLAR)
+	dbx2, err := sqlx.Connect("pgxleak", dsn)
 	if err != nil {
 		return err
 	}
