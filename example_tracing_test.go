@@ -1,12 +1,17 @@
 package pgxleak_test
 
+// The example takes the global meter provider rather than calling
+// sdkmetric.NewMeterProvider: inlined, that call makes this test package
+// compile about 1,400 of the SDK's generic functions again at every edit of
+// a root file (see internal/oteltest). examples/otel calls it.
+
 import (
 	"context"
 	"log"
 	"os"
 	"time"
 
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/pgxleak/pgxleak"
@@ -16,12 +21,11 @@ import (
 // to the providers given here, or to the global ones by default. A request
 // whose context carries a span gets linked from any leak of a connection
 // it checked out. (It needs a server; go run ./examples/otel runs the same
-// with the stdout exporters.)
+// with the stdout exporters and the SDK's meter provider.)
 func ExampleWithTracerProvider() {
 	tp := sdktrace.NewTracerProvider() // add your exporter: sdktrace.WithBatcher(exp)
-	mp := sdkmetric.NewMeterProvider() // add your reader: sdkmetric.WithReader(r)
 	defer tp.Shutdown(context.Background())
-	defer mp.Shutdown(context.Background())
+	mp := otel.GetMeterProvider() // or yours: sdkmetric.NewMeterProvider(sdkmetric.WithReader(r))
 
 	db, err := pgxleak.Open("pgx", os.Getenv("DATABASE_URL"),
 		pgxleak.WithTracerProvider(tp),                     // default: otel.GetTracerProvider()

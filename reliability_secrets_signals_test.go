@@ -14,13 +14,14 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/leaktest"
+	"github.com/pgxleak/pgxleak/internal/oteltest"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
 
@@ -32,25 +33,21 @@ func relRandHex(n int) string {
 
 // relSignals captures everything a pool emits.
 type relSignals struct {
-	logs   lockedBuffer
-	leaks  *leaktest.Recorder
-	spans  *tracetest.SpanRecorder
-	tp     *sdktrace.TracerProvider
-	reader *sdkmetric.ManualReader
-	mp     *sdkmetric.MeterProvider
+	logs  lockedBuffer
+	leaks *leaktest.Recorder
+	spans *tracetest.SpanRecorder
+	tp    *sdktrace.TracerProvider
+	mp    metric.MeterProvider
+	sdk   *oteltest.SDK
 
 	mu    sync.Mutex
 	extra []string // errors, Checkouts and LeakErrors, rendered
 }
 
 func newRelSignals(t *testing.T) *relSignals {
-	s := &relSignals{leaks: &leaktest.Recorder{}, spans: tracetest.NewSpanRecorder(), reader: sdkmetric.NewManualReader()}
-	s.tp = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(s.spans))
-	s.mp = sdkmetric.NewMeterProvider(sdkmetric.WithReader(s.reader))
-	t.Cleanup(func() {
-		_ = s.tp.Shutdown(context.Background())
-		_ = s.mp.Shutdown(context.Background())
-	})
+	sdk := oteltest.New() // the SDK set up out of line: see internal/oteltest
+	s := &relSignals{leaks: &leaktest.Recorder{}, spans: sdk.Spans, tp: sdk.TP, mp: sdk.MP, sdk: sdk}
+	t.Cleanup(func() { sdk.Shutdown(context.Background()) })
 	return s
 }
 
@@ -124,8 +121,8 @@ func (s *relSignals) dump(t *testing.T) string {
 		}
 	}
 	b.WriteString("== metrics\n")
-	var rm metricdata.ResourceMetrics
-	require.NoError(t, s.reader.Collect(context.Background(), &rm), "collecting metrics")
+	rm, err := s.sdk.ResourceMetrics(context.Background())
+	require.NoError(t, err, "collecting metrics")
 	for _, sm := range rm.ScopeMetrics {
 		for _, m := range sm.Metrics {
 			fmt.Fprintf(&b, "metric %s %q %s\n", m.Name, m.Description, m.Unit)

@@ -16,8 +16,8 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -26,28 +26,25 @@ import (
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/leaktest"
+	"github.com/pgxleak/pgxleak/internal/oteltest"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
 
-// otelTest is an in-memory OpenTelemetry setup: every span ends up in
-// spans, every metric is read on demand through reader.
+// otelTest is an in-memory OpenTelemetry setup (internal/oteltest): every
+// span ends up in spans, every metric is read on demand by collect.
 type otelTest struct {
 	spans  *tracetest.SpanRecorder
 	tp     *sdktrace.TracerProvider
-	reader *sdkmetric.ManualReader
-	mp     *sdkmetric.MeterProvider
+	mp     metric.MeterProvider // the SDK's, reading into collect
+	sdk    *oteltest.SDK
 	tracer trace.Tracer // for the test's own parent spans
 }
 
 func newOTelTest(t *testing.T) *otelTest {
-	o := &otelTest{spans: tracetest.NewSpanRecorder(), reader: sdkmetric.NewManualReader()}
-	o.tp = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(o.spans))
-	o.mp = sdkmetric.NewMeterProvider(sdkmetric.WithReader(o.reader))
+	sdk := oteltest.New()
+	o := &otelTest{spans: sdk.Spans, tp: sdk.TP, mp: sdk.MP, sdk: sdk}
 	o.tracer = o.tp.Tracer("pgxleak_test")
-	t.Cleanup(func() {
-		_ = o.tp.Shutdown(context.Background())
-		_ = o.mp.Shutdown(context.Background())
-	})
+	t.Cleanup(func() { sdk.Shutdown(context.Background()) })
 	return o
 }
 
@@ -84,14 +81,8 @@ func (o *otelTest) waitEnded(t *testing.T, name string, n int) []sdktrace.ReadOn
 // collect reads every metric, by name.
 func (o *otelTest) collect(t *testing.T) map[string]metricdata.Metrics {
 	t.Helper()
-	var rm metricdata.ResourceMetrics
-	require.NoError(t, o.reader.Collect(context.Background(), &rm), "collecting metrics")
-	out := make(map[string]metricdata.Metrics)
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			out[m.Name] = m
-		}
-	}
+	out, err := o.sdk.Collect(context.Background())
+	require.NoError(t, err, "collecting metrics")
 	return out
 }
 
