@@ -12,11 +12,11 @@ import (
 // fall back to the program, the host and the PID.
 func TestIdentityFrom(t *testing.T) {
 	for _, tc := range []struct {
-		name      string
-		env       map[string]string
-		program   string
-		host      string
-		want      identity
+		name    string
+		env     map[string]string
+		program string
+		host    string
+		want    identity
 		wantApp string // applicationName("primary")
 	}{
 		{"nothing set", nil, "/usr/local/bin/orders-api", "web-7f9c.eu-west-1.compute.internal",
