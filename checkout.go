@@ -118,6 +118,7 @@ func (c *connState) checkoutAtLocked(ctx context.Context, now int64) {
 	}
 	c.uses++
 	c.checkouts++
+	p.tel.pend.record(c.goid) // one atomic load unless callers wait (pending.go)
 	if len(c.pcs) > 0 && (p.cfg.sampleEvery == 1 || c.uses%p.cfg.sampleEvery == 1) {
 		c.npcs = stack.Capture(1, c.pcs)
 	}

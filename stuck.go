@@ -95,6 +95,11 @@ func (p *tracker) diagnoseNow(ctx context.Context, server bool) *diagnosis {
 		p.stuck.dumps.Interval = dumpInterval // before the first Take, under diagMu
 	}
 	before := p.outSeqs()
+	ringAt, ringEpoch := p.tel.pend.position()
+	var waitCount int64
+	if p.db != nil {
+		waitCount = p.db.Stats().WaitCount
+	}
 	dump, fresh := p.stuck.dumps.Take()
 	if fresh {
 		p.stuck.outBeforeDump, p.stuck.dumpOf = before, dump
@@ -119,6 +124,9 @@ func (p *tracker) diagnoseNow(ctx context.Context, server bool) *diagnosis {
 		d.keys = append(d.keys, holderKey{s.conn, s.checkoutAt})
 	}
 	d.waiters = p.waitersIn(dump, d.checkouts, &notes)
+	if fresh && p.db != nil {
+		p.tel.pend.countDump(dump, ringAt, ringEpoch, waitCount, waiterIDs(d.waiters))
+	}
 	if server {
 		notes.add(p.serverView(ctx, d.checkouts, false))
 	}

@@ -79,7 +79,15 @@ type telemetry struct {
 	idleMax    metric.Int64ObservableUpDownCounter
 	idleMin    metric.Int64ObservableUpDownCounter
 	suspected  metric.Int64ObservableUpDownCounter
+	pendingReq metric.Int64ObservableUpDownCounter // db.client.connection.pending_requests (pending.go)
+	timeouts   metric.Int64ObservableCounter       // db.client.connection.timeouts (pending.go)
 	callback   metric.Registration
+
+	pend pendingState // pending requests and timeouts, from goroutine dumps
+
+	// The leak counter's sites (code.*), at most maxLeakSites per pool;
+	// guarded by mu.
+	leakSites map[Frame]bool
 
 	// Handoff attribution (see handoff). armed is set by the wait sampler
 	// while callers wait, so that ResetSession costs one atomic load
@@ -108,15 +116,38 @@ type poolAttrs struct {
 
 func newPoolAttrs(name string) *poolAttrs {
 	pn := semconv.DBClientConnectionPoolName(name)
-	set := metric.WithAttributeSet(attribute.NewSet(pn))
+	id := instanceAttrs()
+	set := metric.WithAttributeSet(attribute.NewSet(append(id, pn)...))
 	return &poolAttrs{
 		name:    name,
 		record:  []metric.RecordOption{set},
 		observe: []metric.ObserveOption{set},
-		idle:    []metric.ObserveOption{metric.WithAttributeSet(attribute.NewSet(pn, semconv.DBClientConnectionStateIdle))},
-		used:    []metric.ObserveOption{metric.WithAttributeSet(attribute.NewSet(pn, semconv.DBClientConnectionStateUsed))},
+		idle:    []metric.ObserveOption{metric.WithAttributeSet(attribute.NewSet(append(id, pn, semconv.DBClientConnectionStateIdle)...))},
+		used:    []metric.ObserveOption{metric.WithAttributeSet(attribute.NewSet(append(id, pn, semconv.DBClientConnectionStateUsed)...))},
 	}
 }
+
+// instanceAttrs are service.name and service.instance.id, the same values
+// as the sessions' application_name (identity.go), which every pgxleak
+// metric carries: a metric series, a pg_stat_activity row and a log line
+// name the same instance. They are the resource attributes the
+// OpenTelemetry SDK reads from the same environment; with the Prometheus
+// exporter, do not also copy them onto every series
+// (WithResourceAsConstantLabels), which would repeat the labels.
+func instanceAttrs() []attribute.KeyValue {
+	id := processIdentity()
+	return []attribute.KeyValue{semconv.ServiceName(id.service), semconv.ServiceInstanceID(id.instance)}
+}
+
+// maxLeakSites is how many culprit sites (code.function.name,
+// code.file.path, code.line.number) pgxleak.connection.leaks keeps apart
+// per pool: 20. Leaks at further sites are counted under one overflow
+// site, code.function.name "(other)", so that a leak in generated or
+// widely shared code cannot grow the series without bound.
+const maxLeakSites = 20
+
+// overflowSite is the site leaks beyond maxLeakSites are counted under.
+var overflowSite = Frame{Function: "(other)", File: "(other)"}
 
 // leakSpan is the span of a suspected leak, kept open after detection so
 // that it can end at the connection's return.
@@ -169,10 +200,14 @@ func (t *telemetry) instruments(m metric.Meter) error {
 	t.createTime, t.waitTime, t.useTime = createTime.Inst(), waitTime.Inst(), useTime.Inst()
 	t.count, t.maxConns, t.idleMax, t.idleMin = count.Inst(), maxConns.Inst(), idleMax.Inst(), idleMin.Inst()
 
+	pendingReq, err10 := dbconv.NewClientConnectionPendingRequestsObservable(m)
+	timeouts, err11 := dbconv.NewClientConnectionTimeoutsObservable(m)
+	t.pendingReq, t.timeouts = pendingReq.Inst(), timeouts.Inst()
+
 	var err8, err9 error
 	t.leaks, err8 = m.Int64Counter("pgxleak.connection.leaks",
 		metric.WithUnit("{leak}"),
-		metric.WithDescription("Connection leaks reported, by kind: suspected (held past the leak threshold), garbage_collected (Rows dropped without Close), still_out (out when the pool was drained or closed)."))
+		metric.WithDescription("Connection leaks reported, by kind (suspected: held past the leak threshold; garbage_collected: Rows dropped without Close; still_out: out when the pool was drained or closed; deadlock: held by a goroutine waiting for another) and by the culprit's code.function.name, code.file.path and code.line.number (at most 20 sites per pool, then \"(other)\")."))
 	t.suspected, err9 = m.Int64ObservableUpDownCounter("pgxleak.connection.suspected",
 		metric.WithUnit("{connection}"),
 		metric.WithDescription("Connections checked out now that were reported as leaks and have not come back."))
@@ -182,8 +217,8 @@ func (t *telemetry) instruments(m metric.Meter) error {
 	if t.suspected == nil {
 		t.suspected = noop.Int64ObservableUpDownCounter{}
 	}
-	err := errors.Join(err1, err2, err3, err4, err5, err6, err7, err8, err9)
-	reg, rerr := m.RegisterCallback(t.observe, t.count, t.maxConns, t.idleMax, t.idleMin, t.suspected)
+	err := errors.Join(err1, err2, err3, err4, err5, err6, err7, err8, err9, err10, err11)
+	reg, rerr := m.RegisterCallback(t.observe, t.count, t.maxConns, t.idleMax, t.idleMin, t.suspected, t.pendingReq, t.timeouts)
 	t.callback = reg
 	return errors.Join(err, rerr)
 }
@@ -277,6 +312,10 @@ func (t *telemetry) observe(_ context.Context, o metric.Observer) error {
 	}
 	o.ObserveInt64(t.idleMax, int64(t.p.cfg.maxIdle), a.observe...)
 	o.ObserveInt64(t.idleMin, int64(t.p.cfg.minIdle), a.observe...)
+	o.ObserveInt64(t.pendingReq, t.pend.pending.Load(), a.observe...)
+	if holderID() != 0 {
+		o.ObserveInt64(t.timeouts, t.pend.timeouts.Load(), a.observe...)
+	}
 	return nil
 }
 
@@ -293,14 +332,13 @@ func (t *telemetry) observe(_ context.Context, o metric.Observer) error {
 // that gets a second, short span linked to the first. Garbage-collected and
 // still-out leaks never resolve: their spans end at detection.
 func (t *telemetry) leak(l Leak, s snapshot) {
-	if !l.Resolved {
-		t.leaks.Add(context.Background(), 1, metric.WithAttributes(
-			semconv.DBClientConnectionPoolName(l.Pool), keyLeakKind.String(l.Kind.String())))
-	}
 	detectedAt := l.CheckedOutAt.Add(l.Held) // for a resolved report, the return
 
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if !l.Resolved {
+		t.countLeak(l, s)
+	}
 	prev := t.leakSpans[s.conn]
 	if prev != nil && prev.seq != s.seq {
 		t.endUnresolved(prev) // an earlier checkout of this connection
@@ -343,6 +381,37 @@ func (t *telemetry) leak(l Leak, s snapshot) {
 		}
 	})
 	t.leakSpans[s.conn] = ls
+}
+
+// countLeak adds one to pgxleak.connection.leaks for l's kind and culprit
+// site. When the checkout was made inside a span, the measurement is made
+// in that span's context, so that the SDK's trace-based exemplar filter
+// (its default) links the count to the trace. t.mu is held.
+func (t *telemetry) countLeak(l Leak, s snapshot) {
+	site := l.Culprit
+	if t.leakSites == nil {
+		t.leakSites = make(map[Frame]bool)
+	}
+	if !t.leakSites[site] {
+		if len(t.leakSites) >= maxLeakSites {
+			site = overflowSite
+		} else {
+			t.leakSites[site] = true
+		}
+	}
+	attrs := append(instanceAttrs(),
+		semconv.DBClientConnectionPoolName(l.Pool),
+		keyLeakKind.String(l.Kind.String()),
+		semconv.CodeFunctionName(site.Function),
+		semconv.CodeFilePath(site.File),
+		semconv.CodeLineNumber(site.Line))
+	ctx := context.Background()
+	if s.ctx != nil {
+		if sc := trace.SpanContextFromContext(s.ctx); sc.IsValid() {
+			ctx = trace.ContextWithSpanContext(ctx, sc)
+		}
+	}
+	t.leaks.Add(ctx, 1, metric.WithAttributes(attrs...))
 }
 
 // endUnresolved ends an open leak span at its detection time. t.mu is held.
