@@ -50,8 +50,14 @@ func TestMetricsPendingTimeouts(t *testing.T) {
 	held, err := db.Conn(ctx)
 	require.NoError(t, err)
 
-	pending := func() int64 { v, _ := sumValue(o.collect(t), "db.client.connection.pending_requests", attribute.KeyValue{}); return v }
-	timeouts := func() int64 { v, _ := sumValue(o.collect(t), "db.client.connection.timeouts", attribute.KeyValue{}); return v }
+	pending := func() int64 {
+		v, _ := sumValue(o.collect(t), "db.client.connection.pending_requests", attribute.KeyValue{})
+		return v
+	}
+	timeouts := func() int64 {
+		v, _ := sumValue(o.collect(t), "db.client.connection.timeouts", attribute.KeyValue{})
+		return v
+	}
 	require.Zero(t, pending())
 
 	served := make(chan error, 2)
