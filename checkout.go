@@ -79,6 +79,7 @@ type connState struct {
 	uses       int64           // guarded by mu; user checkouts, for WithMaxUses and sampling
 	checkouts  uint64          // owner; guarded by mu
 	returns    uint64          // guarded by mu
+	heldTotal  int64           // guarded by mu; the use time of the returns, in ns (for the verdict's Little's law)
 	goid       uint64          // guarded by mu; the checking-out goroutine (see holderID); 0 if unknown
 	terminated bool            // guarded by mu; its backend was terminated (Terminate, Drain): discard at return
 	// A checkout that made no driver call (see use) can only have begun
@@ -205,6 +206,7 @@ func (c *connState) returnLocked(now int64, timed bool) {
 	c.idleSince = now
 	if !c.internal {
 		c.returns++
+		c.heldTotal += now - c.checkoutAt
 		if timed {
 			c.tracker.tel.observeUse(now - c.checkoutAt)
 		}

@@ -63,6 +63,9 @@ type Inspection struct {
 	// Deadlocked says the pool is full and every connection is held by a
 	// goroutine that waits for another one: nothing can return one.
 	Deadlocked bool `json:"deadlocked,omitempty"`
+	// Verdict says whether the pool is leaking, undersized, blocked on
+	// the server, deadlocked or healthy, with the reasoning in numbers.
+	Verdict Verdict `json:"verdict"`
 }
 
 // Inspect returns the whole picture of db's pool: its counters, every
@@ -90,6 +93,7 @@ func (p *tracker) inspect(ctx context.Context) Inspection {
 	p.fillStats(&in.Stats)
 	slices.SortStableFunc(in.Checkouts, func(a, b Checkout) int { return cmp.Compare(b.Held, a.Held) })
 	in.Deadlocked = d.poolDeadlocked(in.Stats.MaxOpenConnections)
+	in.Verdict = p.judgeWith(in.Checkouts, in.Waiters, in.Stats.InUse, in.Stats.MaxOpenConnections)
 	return in
 }
 

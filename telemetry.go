@@ -49,6 +49,7 @@ const (
 	keyMaxIdle       = attribute.Key("pgxleak.pool.max_idle_connections")
 	keyMinIdle       = attribute.Key("pgxleak.pool.min_idle_connections")
 	keyPeakInUse     = attribute.Key("pgxleak.pool.peak_in_use")
+	keyVerdict       = attribute.Key("pgxleak.verdict") // the Verdict's Kind
 )
 
 // durationBuckets are the histogram bucket boundaries, in seconds, for the
@@ -81,6 +82,11 @@ type telemetry struct {
 	suspected  metric.Int64ObservableUpDownCounter
 	pendingReq metric.Int64ObservableUpDownCounter // db.client.connection.pending_requests (pending.go)
 	timeouts   metric.Int64ObservableCounter       // db.client.connection.timeouts (pending.go)
+	verdict    metric.Int64ObservableGauge         // pgxleak.pool.verdict (judge.go)
+	needed     metric.Float64ObservableGauge       // pgxleak.pool.connections.needed
+	srvLimit   metric.Int64ObservableGauge         // pgxleak.server.connection.limit
+	srvCount   metric.Int64ObservableGauge         // pgxleak.server.connection.count
+	srvInst    metric.Int64ObservableGauge         // pgxleak.server.instances
 	callback   metric.Registration
 
 	pend pendingState // pending requests and timeouts, from goroutine dumps
@@ -112,19 +118,24 @@ type poolAttrs struct {
 	observe []metric.ObserveOption
 	idle    []metric.ObserveOption
 	used    []metric.ObserveOption
+	verdict [][]metric.ObserveOption // by verdictKinds
 }
 
 func newPoolAttrs(name string) *poolAttrs {
 	pn := semconv.DBClientConnectionPoolName(name)
 	id := instanceAttrs()
 	set := metric.WithAttributeSet(attribute.NewSet(append(id, pn)...))
-	return &poolAttrs{
+	a := &poolAttrs{
 		name:    name,
 		record:  []metric.RecordOption{set},
 		observe: []metric.ObserveOption{set},
 		idle:    []metric.ObserveOption{metric.WithAttributeSet(attribute.NewSet(append(id, pn, semconv.DBClientConnectionStateIdle)...))},
 		used:    []metric.ObserveOption{metric.WithAttributeSet(attribute.NewSet(append(id, pn, semconv.DBClientConnectionStateUsed)...))},
 	}
+	for _, k := range verdictKinds {
+		a.verdict = append(a.verdict, []metric.ObserveOption{metric.WithAttributeSet(attribute.NewSet(append(id, pn, keyVerdict.String(k))...))})
+	}
+	return a
 }
 
 // instanceAttrs are service.name and service.instance.id, the same values
@@ -203,6 +214,7 @@ func (t *telemetry) instruments(m metric.Meter) error {
 	pendingReq, err10 := dbconv.NewClientConnectionPendingRequestsObservable(m)
 	timeouts, err11 := dbconv.NewClientConnectionTimeoutsObservable(m)
 	t.pendingReq, t.timeouts = pendingReq.Inst(), timeouts.Inst()
+	err12 := t.verdictInstruments(m)
 
 	var err8, err9 error
 	t.leaks, err8 = m.Int64Counter("pgxleak.connection.leaks",
@@ -217,8 +229,9 @@ func (t *telemetry) instruments(m metric.Meter) error {
 	if t.suspected == nil {
 		t.suspected = noop.Int64ObservableUpDownCounter{}
 	}
-	err := errors.Join(err1, err2, err3, err4, err5, err6, err7, err8, err9, err10, err11)
-	reg, rerr := m.RegisterCallback(t.observe, t.count, t.maxConns, t.idleMax, t.idleMin, t.suspected, t.pendingReq, t.timeouts)
+	err := errors.Join(err1, err2, err3, err4, err5, err6, err7, err8, err9, err10, err11, err12)
+	reg, rerr := m.RegisterCallback(t.observe, t.count, t.maxConns, t.idleMax, t.idleMin, t.suspected, t.pendingReq, t.timeouts,
+		t.verdict, t.needed, t.srvLimit, t.srvCount, t.srvInst)
 	t.callback = reg
 	return errors.Join(err, rerr)
 }
@@ -316,7 +329,65 @@ func (t *telemetry) observe(_ context.Context, o metric.Observer) error {
 	if holderID() != 0 {
 		o.ObserveInt64(t.timeouts, t.pend.timeouts.Load(), a.observe...)
 	}
+	t.observeVerdict(o, a)
 	return nil
+}
+
+// verdictInstruments creates the verdict's instruments: the verdict as a
+// state set (one series per kind, 1 for the pool's, 0 for the others, so
+// that an alert selects pgxleak_pool_verdict{pgxleak_verdict="undersized"}
+// == 1), the connections the load needs, and the server's limits.
+func (t *telemetry) verdictInstruments(m metric.Meter) error {
+	var err [5]error
+	t.verdict, err[0] = m.Int64ObservableGauge("pgxleak.pool.verdict",
+		metric.WithUnit("1"),
+		metric.WithDescription("The pool's verdict: 1 for its kind (pgxleak.verdict: healthy, leaking, undersized, blocked, deadlocked), 0 for the others."))
+	t.needed, err[1] = m.Float64ObservableGauge("pgxleak.pool.connections.needed",
+		metric.WithUnit("{connection}"),
+		metric.WithDescription("The connections the load needs by Little's law: checkouts asked for per second × mean use time, over the last 30 seconds."))
+	t.srvLimit, err[2] = m.Int64ObservableGauge("pgxleak.server.connection.limit",
+		metric.WithUnit("{connection}"),
+		metric.WithDescription("The server's max_connections less its reserved connections: what clients may use."))
+	t.srvCount, err[3] = m.Int64ObservableGauge("pgxleak.server.connection.count",
+		metric.WithUnit("{connection}"),
+		metric.WithDescription("Client backends on the server, from pg_stat_activity, at the last read (at most a minute old)."))
+	t.srvInst, err[4] = m.Int64ObservableGauge("pgxleak.server.instances",
+		metric.WithUnit("{instance}"),
+		metric.WithDescription("Instances of this service and pool connected to the server: distinct application_names service/*/pool."))
+	if t.verdict == nil {
+		t.verdict = noop.Int64ObservableGauge{}
+	}
+	if t.needed == nil {
+		t.needed = noop.Float64ObservableGauge{}
+	}
+	for _, g := range []*metric.Int64ObservableGauge{&t.srvLimit, &t.srvCount, &t.srvInst} {
+		if *g == nil {
+			*g = noop.Int64ObservableGauge{}
+		}
+	}
+	return errors.Join(err[:]...)
+}
+
+// observeVerdict observes the verdict's instruments, once the monitor
+// has judged the pool.
+func (t *telemetry) observeVerdict(o metric.Observer, a *poolAttrs) {
+	v := t.p.judged.current.Load()
+	if v == nil {
+		return
+	}
+	for i, k := range verdictKinds {
+		var on int64
+		if k == v.Kind {
+			on = 1
+		}
+		o.ObserveInt64(t.verdict, on, a.verdict[i]...)
+	}
+	o.ObserveFloat64(t.needed, v.Needed, a.observe...)
+	if l := t.p.judged.limits.Load(); l != nil {
+		o.ObserveInt64(t.srvLimit, int64(l.available), a.observe...)
+		o.ObserveInt64(t.srvCount, int64(l.clients), a.observe...)
+		o.ObserveInt64(t.srvInst, int64(l.instances), a.observe...)
+	}
 }
 
 // leak turns a leak report into a span and counts it. It is called for

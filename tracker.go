@@ -40,6 +40,7 @@ type tracker struct {
 	conns          map[*connState]struct{}
 	poolName       string
 	closedCounts   [2]uint64 // checkouts, returns of connections already closed
+	closedHeld     int64     // their use time, in ns
 	closed         bool
 	started        bool // the monitor goroutine runs
 	stillOutIssued bool // Drain reported the leftovers already
@@ -72,6 +73,7 @@ type tracker struct {
 	history history       // the live page's plots
 	recent  recentReports // the live page's recent reports
 	stuck   stuckState    // goroutine dumps, the server's view, deadlocks (see stuck.go)
+	judged  verdictState  // the pool's verdict (poolverdict.go)
 }
 
 func newTracker(cfg *config, defaultName string) *tracker {
@@ -171,6 +173,7 @@ func (p *tracker) closeConn(c *connState) {
 		c.watch = nil // its cleanup's argument reaches c, and c reached it
 		p.closedCounts[0] += c.checkouts
 		p.closedCounts[1] += c.returns
+		p.closedHeld += c.heldTotal
 		delete(p.conns, c)
 	}
 	c.mu.Unlock()
@@ -284,6 +287,7 @@ func (p *tracker) run() {
 		case <-waits:
 			p.tel.sampleWaitStats()
 			p.sampleHistory()
+			p.sampleVerdict()
 		}
 	}
 }
