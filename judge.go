@@ -53,10 +53,10 @@ var verdictKinds = []string{"healthy", "leaking", "undersized", "blocked", "dead
 
 // judgeInput is what the verdict is made from.
 type judgeInput struct {
-	maxOpen   int        // 0 means unlimited
-	inUse     int        // DBStats.InUse now
-	load      loadRates  // over the window
-	pending   int64      // callers waiting now
+	maxOpen   int       // 0 means unlimited
+	inUse     int       // DBStats.InUse now
+	load      loadRates // over the window
+	pending   int64     // callers waiting now
 	slowWait  time.Duration
 	checkouts []Checkout // with Holder and Server where known
 	waiters   []Waiter

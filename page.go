@@ -60,6 +60,9 @@ type poolView struct {
 	Capacity  []string
 	Server    ServerView
 	Fleet     []fleetRow
+
+	Verdict, VerdictKind string // the pool's verdict, with its reasoning
+	VerdictBad           bool
 }
 
 type holderView struct {
@@ -102,6 +105,10 @@ func newPoolView(i int, pp *PoolPage, now time.Time) poolView {
 		NotShown:  pp.CheckoutsNotShown,
 		WaitersNS: pp.WaitersNotShown,
 		Server:    pp.Server,
+
+		Verdict:     pp.Verdict.Reason,
+		VerdictKind: pp.Verdict.Kind,
+		VerdictBad:  pp.Verdict.Kind != "healthy" && pp.Verdict.Kind != "",
 	}
 	maxOpen := "unlimited"
 	if st.MaxOpenConnections > 0 {
