@@ -38,7 +38,11 @@ type Verdict struct {
 	Reason string `json:"reason"`
 	// Needed is the connections the load needs by Little's law: the rate
 	// at which callers ask for connections times the mean use time, over
-	// the last 30 seconds; 0 while unknown (no return yet).
+	// the last 30 seconds; 0 while unknown (no return yet). The rate is
+	// the returns, timeouts and growth of the queue per second, and at
+	// least the waits started per second: callers whose own pace depends
+	// on the pool's (a fixed set of workers) ask less often while they
+	// wait, so for them it is a lower bound.
 	Needed float64 `json:"needed"`
 	// PerInstance is what the server allows each instance of this service
 	// and pool: its connections available to clients, less headroom,
@@ -101,8 +105,16 @@ func judge(in judgeInput) Verdict {
 	l := in.load
 	var rate, meanUse float64 // checkouts asked for per second; seconds
 	if l.seconds > 0 && l.returns > 0 {
+		// Callers ask for connections at the rate they are served, time
+		// out or queue up; and at least at the rate they start waiting,
+		// less the connections out (every caller of a full pool waits,
+		// and a served waiter returns its connection): timeouts shorter
+		// than the dumps' spacing are not counted (pending.go), the
+		// waits are.
+		asked := float64(l.returns) + float64(l.timeouts) + float64(max(l.queued, 0))
+		asked = max(asked, float64(l.waits-int64(in.maxOpen)))
 		meanUse = l.held.Seconds() / float64(l.returns)
-		rate = (float64(l.returns) + float64(l.timeouts) + float64(max(l.queued, 0))) / l.seconds
+		rate = asked / l.seconds
 		v.Needed = rate * meanUse
 	}
 	m := "unlimited"
@@ -183,7 +195,7 @@ func judge(in judgeInput) Verdict {
 			fmt.Fprintf(&b, "undersized: by Little's law the load needs ≈ %.1f connections (%.1f checkouts/s × %s mean use), the pool has %s",
 				v.Needed, rate, roundDuration(meanUse), m)
 		} else {
-			fmt.Fprintf(&b, "undersized: callers wait and no connection came back in the last %.0fs; the pool has %s", l.seconds, m)
+			fmt.Fprintf(&b, "undersized: callers wait and no use time is measured yet; the pool has %s", m)
 		}
 		fmt.Fprintf(&b, "; callers waited %.2fs per second, %d timed out, %d waiting now", l.waitTime.Seconds()/math.Max(l.seconds, 1e-9), l.timeouts, in.pending)
 		if v.PerInstance > 0 {

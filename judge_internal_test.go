@@ -43,7 +43,7 @@ func TestJudge(t *testing.T) {
 			server: serverLimits{known: true, available: 20, headroom: 3, instances: 8}}, "undersized",
 			[]string{"allows 2 per instance", "more than it can give"}, 4},
 		{"undersized with nothing returned", judgeInput{maxOpen: 2, load: loadRates{seconds: 5, waits: 10, waitTime: 5 * time.Second}, pending: 10, slowWait: 100 * time.Millisecond}, "undersized",
-			[]string{"no connection came back"}, 0},
+			[]string{"no use time is measured yet"}, 0},
 		{"leaking", judgeInput{maxOpen: 2, inUse: 2, load: busy, pending: 3, checkouts: []Checkout{leak, leak}, slowWait: 100 * time.Millisecond}, "leaking",
 			[]string{"2 of 2 connections held by leaks at app/handler.go:42 (idle in transaction) ×2", "3 callers waiting"}, 4},
 		{"an exited holder is a leak before the threshold", judgeInput{maxOpen: 4, checkouts: []Checkout{exited}}, "leaking",
