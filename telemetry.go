@@ -340,7 +340,6 @@ func (t *telemetry) observe(_ context.Context, o metric.Observer) error {
 func (t *telemetry) verdictInstruments(m metric.Meter) error {
 	var err [5]error
 	t.verdict, err[0] = m.Int64ObservableGauge("pgxleak.pool.verdict",
-		metric.WithUnit("1"),
 		metric.WithDescription("The pool's verdict: 1 for its kind (pgxleak.verdict: healthy, leaking, undersized, blocked, deadlocked), 0 for the others."))
 	t.needed, err[1] = m.Float64ObservableGauge("pgxleak.pool.connections.needed",
 		metric.WithUnit("{connection}"),
