@@ -31,9 +31,9 @@ const (
 // deps names each dependency for people, and says how to get it besides
 // ./scripts/test.sh.
 var deps = map[Dep]struct{ name, howToGet string }{
-	DepPostgres:  {"PostgreSQL", "install it (apt-get install postgresql) or set DATABASE_URL"},
-	DepPgBouncer: {"pgbouncer", "install it (apt-get install pgbouncer)"},
-	DepChromium:  {"Chromium", "install it (apt-get install chromium) or set PGXLEAK_CHROMIUM to its binary"},
+	DepPostgres:   {"PostgreSQL", "install it (apt-get install postgresql) or set DATABASE_URL"},
+	DepPgBouncer:  {"pgbouncer", "install it (apt-get install pgbouncer)"},
+	DepChromium:   {"Chromium", "install it (apt-get install chromium) or set PGXLEAK_CHROMIUM to its binary"},
 	DepPrometheus: {"Prometheus", "install it (apt-get install prometheus, which brings promtool)"},
 }
 
