@@ -52,6 +52,7 @@ type config struct {
 	leak            bool
 	leakEvery       int
 	leakMax         int
+	deadlock        bool
 }
 
 func main() {
@@ -68,6 +69,7 @@ func main() {
 	flag.BoolVar(&c.leak, "leak", false, "leak a transaction now and then")
 	flag.IntVar(&c.leakEvery, "leak-every", 10, "with -leak, one request in this many leaks")
 	flag.IntVar(&c.leakMax, "leak-max", 2, "with -leak, at most this many leaks")
+	flag.BoolVar(&c.deadlock, "deadlock", false, "query the pool again while holding one of its connections (with -max-open 1, a deadlock until -timeout)")
 	flag.Parse()
 	if c.dsn == "" {
 		c.dsn = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
@@ -171,6 +173,8 @@ func (s *service) work(ctx context.Context, worker int) {
 			done := make(chan struct{})
 			go func() { defer close(done); s.leak(ctx) }()
 			<-done
+		} else if s.c.deadlock {
+			s.deadlock(rctx)
 		} else {
 			_, _ = s.db.ExecContext(rctx, "SELECT pg_sleep($1)", s.c.hold.Seconds())
 		}
@@ -192,6 +196,16 @@ func (s *service) leak(ctx context.Context) {
 	s.mu.Lock()
 	s.leaked = append(s.leaked, tx) // kept only to be rolled back at exit
 	s.mu.Unlock()
+}
+
+// deadlock asks for a second connection while its Rows holds one.
+func (s *service) deadlock(ctx context.Context) {
+	rows, err := s.db.QueryContext(ctx, "SELECT 1") // HELD: the connection the deadlocked goroutine holds
+	if err != nil {
+		return
+	}
+	defer rows.Close()
+	_, _ = s.db.ExecContext(ctx, "SELECT 2") // DEADLOCK: waits for a connection while holding one
 }
 
 func (s *service) rollback() {
