@@ -147,8 +147,9 @@ func (p *pool) warnExhausted(d *findings, st sql.DBStats, stalled time.Duration)
 	if st.MaxOpenConnections > 0 {
 		maxOpen = fmt.Sprint(st.MaxOpenConnections)
 	}
-	msg := fmt.Sprintf("pgxleak: pool exhausted for %s: %d goroutines waiting (%s); %d/%s connections held by %s",
-		stalled.Round(100*time.Millisecond), len(d.waiters), countLines(waiting), st.InUse, maxOpen, countLines(held))
+	verdict := p.judgeWith(d.checkouts, d.waiters, st.InUse, st.MaxOpenConnections)
+	msg := fmt.Sprintf("pgxleak: pool exhausted for %s: %d goroutines waiting (%s); %d/%s connections held by %s; verdict: %s",
+		stalled.Round(100*time.Millisecond), len(d.waiters), countLines(waiting), st.InUse, maxOpen, countLines(held), verdict.Reason)
 	p.monitor.recent.add(Exhausted, Frame{}, msg, nil, time.Now())
 	attrs := []slog.Attr{
 		slog.String("pool", p.name()),
@@ -156,6 +157,7 @@ func (p *pool) warnExhausted(d *findings, st sql.DBStats, stalled time.Duration)
 		slog.Int("waiting", len(d.waiters)),
 		slog.Int("in_use", st.InUse),
 		slog.Int("max_open", st.MaxOpenConnections),
+		slog.String("verdict", verdict.Kind),
 	}
 	if len(d.notes) > 0 {
 		attrs = append(attrs, slog.String("notes", strings.Join(d.notes, "; ")))

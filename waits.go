@@ -70,8 +70,15 @@ func (t *telemetry) sampleWaitStats() {
 	waiting := dCount > 0 || !w.stallSince.IsZero() // callers may be waiting now
 	saturated := st.MaxOpenConnections > 0 && st.InUse >= st.MaxOpenConnections
 	t.arm(waiting || saturated, st)
-	if waiting {
+	// Pending requests and timeouts are counted from the dumps (pending.go):
+	// one is due while the last one saw waiters or waits started since.
+	counting := !t.pend.idle(st.WaitCount)
+	t.pend.arm(waiting || counting)
+	switch {
+	case waiting:
 		t.p.watchStuck(st, w.stallSince, stalled, t.threshold) // deadlocks and exhaustion, from a goroutine dump
+	case counting:
+		t.p.diagnose(context.Background(), false)
 	}
 	if t.threshold <= 0 {
 		return
