@@ -12,13 +12,14 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/pgxleak/pgxleak"
-	"github.com/pgxleak/pgxleak/internal/leaktest"
-	"github.com/pgxleak/pgxleak/internal/pgtest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
+	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
 
 // verdictPool opens a pool for a verdict test: fast sampling, a short leak

@@ -19,9 +19,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/pgxleak/pgxleak/internal/pgtest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
 
 // The fleet test's shape: instances of this service as separate
