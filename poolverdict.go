@@ -20,8 +20,8 @@ const verdictWindow = 31
 
 // limitsEvery is how often the server's limits and the instances of this
 // service and pool are read: once a minute over an idle connection of the
-// pool (never a connection of its own, which across 2,000 instances would
-// be 2,000 more), and every 10 seconds while callers wait, over the side
+// pool while it has room to open another (never a connection of its own,
+// which across 2,000 instances would be 2,000 more), and every 10 seconds while callers wait, over the side
 // connection the diagnosis holds then anyway.
 const (
 	limitsEvery        = time.Minute
@@ -168,8 +168,12 @@ func (p *pool) maybeReadLimits(now time.Time, st sql.DBStats, waiting bool) {
 	if !p.cfg.serverView || p.cfg.pgBouncer || (!v.limitsAt.IsZero() && now.Sub(v.limitsAt) < every) {
 		return
 	}
-	if !waiting && st.Idle == 0 {
-		return // no idle connection to borrow: next time
+	if !waiting && (st.Idle == 0 || (st.MaxOpenConnections > 0 && st.OpenConnections >= st.MaxOpenConnections)) {
+		// Only an idle connection no caller can miss is borrowed: with room
+		// left to open another, a caller arriving meanwhile never waits
+		// (with a full pool it would: WaitCount would grow, and a pool of
+		// one would serialise behind pgxleak's query). Next time.
+		return
 	}
 	if !v.reading.CompareAndSwap(false, true) {
 		return
