@@ -165,8 +165,8 @@ func (p *pool) maybeReadLimits(now time.Time, st sql.DBStats, waiting bool) {
 	if waiting {
 		every = limitsEveryWaiting
 	}
-	if !p.cfg.serverView || p.cfg.pgBouncer || (!v.limitsAt.IsZero() && now.Sub(v.limitsAt) < every) {
-		return
+	if !p.cfg.serverView || p.cfg.pgBouncer || !p.diagnosis.side.configured() || (!v.limitsAt.IsZero() && now.Sub(v.limitsAt) < every) {
+		return // off, or no pgx connection seen yet: not known to be PostgreSQL's
 	}
 	if !waiting && (st.Idle == 0 || (st.MaxOpenConnections > 0 && st.OpenConnections >= st.MaxOpenConnections)) {
 		// Only an idle connection no caller can miss is borrowed: with room
