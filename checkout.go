@@ -53,6 +53,7 @@ func (c *connState) checkoutAtLocked(ctx context.Context, now int64) {
 	}
 	c.uses++
 	c.checkouts++
+	p.tel.pend.record(c.goid) // one atomic load unless callers wait (pending.go)
 	if len(c.pcs) > 0 && (p.cfg.sampleEvery == 1 || c.uses%p.cfg.sampleEvery == 1) {
 		c.npcs = stack.Capture(1, c.pcs)
 	}
@@ -156,6 +157,7 @@ func (c *connState) returnLocked(now int64, timed bool) {
 	c.idleSince = now
 	if !c.internal {
 		c.returns++
+		c.heldTotal += now - c.checkoutAt
 		if timed {
 			c.pool.tel.observeUse(now - c.checkoutAt)
 		}

@@ -176,8 +176,9 @@ func (p *pool) warnExhausted(d *findings, st sql.DBStats, stalled time.Duration)
 		maxOpen = fmt.Sprint(st.MaxOpenConnections)
 	}
 	_, longest := s.waits.now(time.Now())
-	msg := fmt.Sprintf("pgxleak: pool exhausted for %s: %s waiting (%s), the longest for at least %s; %d/%s connections held by %s",
-		stalled.Round(100*time.Millisecond), numbered(len(d.waiters), "goroutine", "goroutines"), countLines(waiting), longest.Truncate(time.Millisecond), st.InUse, maxOpen, countLines(held))
+	verdict := p.judgeWith(d.checkouts, d.waiters, st.InUse, st.MaxOpenConnections)
+	msg := fmt.Sprintf("pgxleak: pool exhausted for %s: %s waiting (%s), the longest for at least %s; %d/%s connections held by %s; verdict: %s",
+		stalled.Round(100*time.Millisecond), numbered(len(d.waiters), "goroutine", "goroutines"), countLines(waiting), longest.Truncate(time.Millisecond), st.InUse, maxOpen, countLines(held), verdict.Reason)
 	p.monitor.recent.add(Exhausted, Frame{}, msg, nil, time.Now())
 	attrs := []slog.Attr{
 		slog.String("pool", p.name()),
@@ -186,6 +187,7 @@ func (p *pool) warnExhausted(d *findings, st sql.DBStats, stalled time.Duration)
 		slog.Duration("longest_wait", longest.Truncate(time.Millisecond)),
 		slog.Int("in_use", st.InUse),
 		slog.Int("max_open", st.MaxOpenConnections),
+		slog.String("verdict", verdict.Kind),
 	}
 	if len(d.notes) > 0 {
 		attrs = append(attrs, slog.String("notes", strings.Join(d.notes, "; ")))

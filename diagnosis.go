@@ -20,6 +20,7 @@ type diagnosis struct {
 	dumps      gdump.Limiter
 	side       sideConn
 	limits     serverLimits  // the server's limits and fleet (serverview.go)
+	verdict    verdictState  // the pool's verdict (poolverdict.go)
 	terminated atomic.Uint64 // backends terminated (Terminate, Drain)
 	refreshing atomic.Bool   // a background read of the server view is under way
 
@@ -221,6 +222,11 @@ func (p *pool) diagnoseNow(ctx context.Context, server bool) *findings {
 		p.diagnosis.dumps.Interval = dumpInterval // before the first Take, under diagMu
 	}
 	before := p.outSeqs()
+	ringAt, ringEpoch := p.tel.pend.position()
+	var waitCount int64
+	if p.db != nil {
+		waitCount = p.db.Stats().WaitCount
+	}
 	dump, fresh := p.diagnosis.dumps.Take()
 	if fresh {
 		p.diagnosis.outBeforeDump, p.diagnosis.dumpOf = before, dump
@@ -246,6 +252,9 @@ func (p *pool) diagnoseNow(ctx context.Context, server bool) *findings {
 	}
 	d.waiters = p.waitersIn(dump, d.checkouts, &notes)
 	p.tracker.waits.record(dump, d.waiters)
+	if fresh && p.db != nil {
+		p.tel.pend.countDump(dump, ringAt, ringEpoch, waitCount, waiterIDs(d.waiters))
+	}
 	if server {
 		notes.add(p.serverView(ctx, d.checkouts, false))
 	}

@@ -67,6 +67,7 @@ type connState struct {
 	uses       int64           // guarded by mu; user checkouts, for WithMaxUses and sampling
 	checkouts  uint64          // owner; guarded by mu
 	returns    uint64          // guarded by mu
+	heldTotal  int64           // guarded by mu; the use time of the returns, in ns (for the verdict's Little's law)
 	goid       uint64          // guarded by mu; the checking-out goroutine (see holderID); 0 if unknown
 	terminated bool            // guarded by mu; its backend was terminated (Terminate, Drain): discard at return
 	// A checkout that made no driver call (see use) can only have begun
@@ -145,7 +146,7 @@ func (c *connState) snapshotLocked(now int64) snapshot {
 
 // tracker tracks the checkouts of one pool: the hot path writes here.
 //
-// Ownership: clock is set once. mu guards conns and closedCounts, and is
+// Ownership: clock is set once. mu guards conns, closedCounts and closedHeld, and is
 // taken before any connection's mu. queueMu guards the report queue, which
 // the return path and garbage-collection cleanups append to and the monitor
 // drains. The atomics are read and written on the hot path.
@@ -157,6 +158,7 @@ type tracker struct {
 	mu           sync.Mutex
 	conns        map[*connState]struct{} // guarded by mu
 	closedCounts [2]uint64               // guarded by mu; checkouts, returns of connections already closed
+	closedHeld   int64                   // guarded by mu; their use time, in ns (for the verdict's Little's law)
 
 	suspectedLeaks    atomic.Uint64
 	resolvedLeaks     atomic.Uint64
@@ -195,6 +197,7 @@ func (t *tracker) remove(c *connState, now int64, timed bool) {
 		c.watch = nil // its cleanup's argument reaches c, and c reached it
 		t.closedCounts[0] += c.checkouts
 		t.closedCounts[1] += c.returns
+		t.closedHeld += c.heldTotal
 		delete(t.conns, c)
 	}
 	c.mu.Unlock()

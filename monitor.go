@@ -95,6 +95,7 @@ func (p *pool) run() {
 			p.diagnosis.side.closeIfIdle(p.cfg.sideIdle)
 		case <-waits:
 			p.tel.sampleWaitStats()
+			p.sampleVerdict()
 			if keepTick != nil {
 				followIdleTime()
 			}

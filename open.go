@@ -31,12 +31,17 @@ import (
 // unless [WithPoolName] gives one.
 //
 // Over pgx v5's driver, Open sets the sessions' application_name, unless
-// the DSN (or PGAPPNAME) sets one, to the program's name followed by
-// "/" and the [WithPoolName] name if there is one ("orders-api/primary"),
-// so that pg_stat_activity, [CheckCapacity] and [Inspection].Server (and the
-// live page, package livepage)
-// can tell the programs and pools sharing a server apart.
-// sql.Open("pgxleak", dsn) does the same with the program's name.
+// the DSN (or PGAPPNAME) sets one, to "service/instance/pool"
+// ("orders-api/web-7f9c-4121/primary", at most 63 bytes), so that
+// pg_stat_activity, [CheckCapacity] and [Inspection].Server (and the live
+// page, package livepage) can tell the services, instances and pools
+// sharing a server apart. The service is OTEL_SERVICE_NAME (or
+// service.name in OTEL_RESOURCE_ATTRIBUTES), else the program's name; the
+// instance is service.instance.id in OTEL_RESOURCE_ATTRIBUTES, else the
+// host name's first label and the PID; the pool is the [WithPoolName]
+// name, left out without one. pgxleak's metrics carry the same
+// service.name and service.instance.id.
+// sql.Open("pgxleak", dsn) does the same without a pool name.
 //
 // Unlike sql.Open, Open connects when [WithMinIdleConns] asks for warm
 // connections, and then fails if the server is unreachable, and when

@@ -17,6 +17,8 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.30.0"
 	"go.opentelemetry.io/otel/semconv/v1.41.0/dbconv"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/pgxleak/pgxleak/internal/goid"
 )
 
 // instrumentationName names pgxleak's tracer and meter.
@@ -49,6 +51,7 @@ const (
 	keyMaxIdle       = attribute.Key("pgxleak.pool.max_idle_connections")
 	keyMinIdle       = attribute.Key("pgxleak.pool.min_idle_connections")
 	keyPeakInUse     = attribute.Key("pgxleak.pool.peak_in_use")
+	keyVerdict       = attribute.Key("pgxleak.verdict") // the Verdict's Kind
 )
 
 // durationBuckets are the histogram bucket boundaries, in seconds, for the
@@ -79,7 +82,20 @@ type telemetry struct {
 	idleMax    metric.Int64ObservableUpDownCounter
 	idleMin    metric.Int64ObservableUpDownCounter
 	suspected  metric.Int64ObservableUpDownCounter
+	pendingReq metric.Int64ObservableUpDownCounter // db.client.connection.pending_requests (pending.go)
+	timeouts   metric.Int64ObservableCounter       // db.client.connection.timeouts (pending.go)
+	verdict    metric.Int64ObservableGauge         // pgxleak.pool.verdict (judge.go)
+	needed     metric.Float64ObservableGauge       // pgxleak.pool.connections.needed
+	srvLimit   metric.Int64ObservableGauge         // pgxleak.server.connection.limit
+	srvCount   metric.Int64ObservableGauge         // pgxleak.server.connection.count
+	srvInst    metric.Int64ObservableGauge         // pgxleak.server.instances
 	callback   metric.Registration
+
+	pend pendingState // pending requests and timeouts, from goroutine dumps
+
+	// The leak counter's sites (code.*), at most maxLeakSites per pool;
+	// guarded by mu.
+	leakSites map[Frame]bool
 
 	// Handoff attribution (see handoff). armed is set by the wait sampler
 	// while callers wait, so that ResetSession costs one atomic load
@@ -104,19 +120,51 @@ type poolAttrs struct {
 	observe []metric.ObserveOption
 	idle    []metric.ObserveOption
 	used    []metric.ObserveOption
+	verdict [][]metric.ObserveOption // by verdictKinds
 }
 
 func newPoolAttrs(name string) *poolAttrs {
 	pn := semconv.DBClientConnectionPoolName(name)
-	set := metric.WithAttributeSet(attribute.NewSet(pn))
-	return &poolAttrs{
+	id := instanceAttrs()
+	set := metric.WithAttributeSet(attribute.NewSet(append(id, pn)...))
+	a := &poolAttrs{
 		name:    name,
 		record:  []metric.RecordOption{set},
 		observe: []metric.ObserveOption{set},
-		idle:    []metric.ObserveOption{metric.WithAttributeSet(attribute.NewSet(pn, semconv.DBClientConnectionStateIdle))},
-		used:    []metric.ObserveOption{metric.WithAttributeSet(attribute.NewSet(pn, semconv.DBClientConnectionStateUsed))},
+		idle:    []metric.ObserveOption{metric.WithAttributeSet(attribute.NewSet(append(id, pn, semconv.DBClientConnectionStateIdle)...))},
+		used:    []metric.ObserveOption{metric.WithAttributeSet(attribute.NewSet(append(id, pn, semconv.DBClientConnectionStateUsed)...))},
 	}
+	for _, k := range verdictKinds {
+		a.verdict = append(a.verdict, []metric.ObserveOption{metric.WithAttributeSet(attribute.NewSet(append(id, pn, keyVerdict.String(k))...))})
+	}
+	return a
 }
+
+// instanceAttrs are service.name and service.instance.id, the same values
+// as the sessions' application_name (identity.go), which every pgxleak
+// metric carries: a metric series, a pg_stat_activity row and a log line
+// name the same instance. They are the resource attributes the
+// OpenTelemetry SDK reads from the same environment; with the Prometheus
+// exporter, do not also copy them onto every series
+// (WithResourceAsConstantLabels), which would repeat the labels.
+func instanceAttrs() []attribute.KeyValue {
+	id := processIdentity()
+	return []attribute.KeyValue{semconv.ServiceName(id.service), semconv.ServiceInstanceID(id.instance)}
+}
+
+// verdictKinds are the verdict kinds (judge.go), in the order the metric
+// pgxleak.pool.verdict lists them.
+var verdictKinds = []string{"healthy", "leaking", "undersized", "blocked", "deadlocked"}
+
+// maxLeakSites is how many culprit sites (code.function.name,
+// code.file.path, code.line.number) pgxleak.connection.leaks keeps apart
+// per pool: 20. Leaks at further sites are counted under one overflow
+// site, code.function.name "(other)", so that a leak in generated or
+// widely shared code cannot grow the series without bound.
+const maxLeakSites = 20
+
+// overflowSite is the site leaks beyond maxLeakSites are counted under.
+var overflowSite = Frame{Function: "(other)", File: "(other)"}
 
 // leakSpan is the span of a suspected leak, kept open after detection so
 // that it can end at the connection's return.
@@ -169,10 +217,15 @@ func (t *telemetry) instruments(m metric.Meter) error {
 	t.createTime, t.waitTime, t.useTime = createTime.Inst(), waitTime.Inst(), useTime.Inst()
 	t.count, t.maxConns, t.idleMax, t.idleMin = count.Inst(), maxConns.Inst(), idleMax.Inst(), idleMin.Inst()
 
+	pendingReq, err10 := dbconv.NewClientConnectionPendingRequestsObservable(m)
+	timeouts, err11 := dbconv.NewClientConnectionTimeoutsObservable(m)
+	t.pendingReq, t.timeouts = pendingReq.Inst(), timeouts.Inst()
+	err12 := t.verdictInstruments(m)
+
 	var err8, err9 error
 	t.leaks, err8 = m.Int64Counter("pgxleak.connection.leaks",
 		metric.WithUnit("{leak}"),
-		metric.WithDescription("Connection leaks reported, by kind: suspected (held past the leak threshold), garbage_collected (Rows dropped without Close), still_out (out when the pool was drained or closed)."))
+		metric.WithDescription("Connection leaks reported, by kind (suspected: held past the leak threshold; garbage_collected: Rows dropped without Close; still_out: out when the pool was drained or closed; deadlock: held by a goroutine waiting for another) and by the culprit's code.function.name, code.file.path and code.line.number (at most 20 sites per pool, then \"(other)\")."))
 	t.suspected, err9 = m.Int64ObservableUpDownCounter("pgxleak.connection.suspected",
 		metric.WithUnit("{connection}"),
 		metric.WithDescription("Connections checked out now that were reported as leaks and have not come back."))
@@ -182,8 +235,9 @@ func (t *telemetry) instruments(m metric.Meter) error {
 	if t.suspected == nil {
 		t.suspected = noop.Int64ObservableUpDownCounter{}
 	}
-	err := errors.Join(err1, err2, err3, err4, err5, err6, err7, err8, err9)
-	reg, rerr := m.RegisterCallback(t.observe, t.count, t.maxConns, t.idleMax, t.idleMin, t.suspected)
+	err := errors.Join(err1, err2, err3, err4, err5, err6, err7, err8, err9, err10, err11, err12)
+	reg, rerr := m.RegisterCallback(t.observe, t.count, t.maxConns, t.idleMax, t.idleMin, t.suspected, t.pendingReq, t.timeouts,
+		t.verdict, t.needed, t.srvLimit, t.srvCount, t.srvInst)
 	t.callback = reg
 	return errors.Join(err, rerr)
 }
@@ -278,7 +332,68 @@ func (t *telemetry) observe(_ context.Context, o metric.Observer) error {
 	l := t.p.limits()
 	o.ObserveInt64(t.idleMax, int64(l.maxIdle), a.observe...)
 	o.ObserveInt64(t.idleMin, int64(t.p.minIdle(l)), a.observe...)
+	o.ObserveInt64(t.pendingReq, t.pend.pending.Load(), a.observe...)
+	if goid.Fast() { // timeouts need goroutine identity (pending.go)
+		o.ObserveInt64(t.timeouts, t.pend.timeouts.Load(), a.observe...)
+	}
+	t.observeVerdict(o, a)
 	return nil
+}
+
+// verdictInstruments creates the verdict's instruments: the verdict as a
+// state set (one series per kind, 1 for the pool's, 0 for the others, so
+// that an alert selects pgxleak_pool_verdict{pgxleak_verdict="undersized"}
+// == 1), the connections the load needs, and the server's limits.
+func (t *telemetry) verdictInstruments(m metric.Meter) error {
+	var err [5]error
+	t.verdict, err[0] = m.Int64ObservableGauge("pgxleak.pool.verdict",
+		metric.WithDescription("The pool's verdict: 1 for its kind (pgxleak.verdict: healthy, leaking, undersized, blocked, deadlocked), 0 for the others."))
+	t.needed, err[1] = m.Float64ObservableGauge("pgxleak.pool.connections.needed",
+		metric.WithUnit("{connection}"),
+		metric.WithDescription("The connections the load needs by Little's law: checkouts asked for per second × mean use time, over the last 30 seconds."))
+	t.srvLimit, err[2] = m.Int64ObservableGauge("pgxleak.server.connection.limit",
+		metric.WithUnit("{connection}"),
+		metric.WithDescription("The server's max_connections less its reserved connections: what clients may use."))
+	t.srvCount, err[3] = m.Int64ObservableGauge("pgxleak.server.connection.count",
+		metric.WithUnit("{connection}"),
+		metric.WithDescription("Client backends on the server, from pg_stat_activity, at the last read (at most a minute old)."))
+	t.srvInst, err[4] = m.Int64ObservableGauge("pgxleak.server.instances",
+		metric.WithUnit("{instance}"),
+		metric.WithDescription("Instances of this service and pool connected to the server: distinct application_names service/*/pool."))
+	if t.verdict == nil {
+		t.verdict = noop.Int64ObservableGauge{}
+	}
+	if t.needed == nil {
+		t.needed = noop.Float64ObservableGauge{}
+	}
+	for _, g := range []*metric.Int64ObservableGauge{&t.srvLimit, &t.srvCount, &t.srvInst} {
+		if *g == nil {
+			*g = noop.Int64ObservableGauge{}
+		}
+	}
+	return errors.Join(err[:]...)
+}
+
+// observeVerdict observes the verdict's instruments, once the monitor
+// has judged the pool.
+func (t *telemetry) observeVerdict(o metric.Observer, a *poolAttrs) {
+	v := t.p.diagnosis.verdict.current.Load()
+	if v == nil {
+		return
+	}
+	for i, k := range verdictKinds {
+		var on int64
+		if k == v.Kind {
+			on = 1
+		}
+		o.ObserveInt64(t.verdict, on, a.verdict[i]...)
+	}
+	o.ObserveFloat64(t.needed, v.Needed, a.observe...)
+	if l := t.p.diagnosis.verdict.limits.Load(); l != nil {
+		o.ObserveInt64(t.srvLimit, int64(l.available), a.observe...)
+		o.ObserveInt64(t.srvCount, int64(l.clients), a.observe...)
+		o.ObserveInt64(t.srvInst, int64(l.instances), a.observe...)
+	}
 }
 
 // leak turns a leak report into a span and counts it. It is called for
@@ -298,14 +413,13 @@ func (t *telemetry) leak(l Leak, s snapshot) {
 	if resolved {
 		l.Kind = LeakSuspected // spans and metrics say suspected, resolved
 	}
-	if !resolved {
-		t.leaks.Add(context.Background(), 1, metric.WithAttributes(
-			semconv.DBClientConnectionPoolName(l.Pool), keyLeakKind.String(l.Kind.String())))
-	}
 	detectedAt := l.CheckedOutAt.Add(l.Held) // for a resolved report, the return
 
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if !resolved {
+		t.countLeak(l, s)
+	}
 	prev := t.leakSpans[s.conn]
 	if prev != nil && prev.seq != s.seq {
 		t.endUnresolved(prev) // an earlier checkout of this connection
@@ -348,6 +462,37 @@ func (t *telemetry) leak(l Leak, s snapshot) {
 		}
 	})
 	t.leakSpans[s.conn] = ls
+}
+
+// countLeak adds one to pgxleak.connection.leaks for l's kind and culprit
+// site. When the checkout was made inside a span, the measurement is made
+// in that span's context, so that the SDK's trace-based exemplar filter
+// (its default) links the count to the trace. t.mu is held.
+func (t *telemetry) countLeak(l Leak, s snapshot) {
+	site := l.Culprit
+	if t.leakSites == nil {
+		t.leakSites = make(map[Frame]bool)
+	}
+	if !t.leakSites[site] {
+		if len(t.leakSites) >= maxLeakSites {
+			site = overflowSite
+		} else {
+			t.leakSites[site] = true
+		}
+	}
+	attrs := append(instanceAttrs(),
+		semconv.DBClientConnectionPoolName(l.Pool),
+		keyLeakKind.String(l.Kind.String()),
+		semconv.CodeFunctionName(site.Function),
+		semconv.CodeFilePath(site.File),
+		semconv.CodeLineNumber(site.Line))
+	ctx := context.Background()
+	if s.ctx != nil {
+		if sc := trace.SpanContextFromContext(s.ctx); sc.IsValid() {
+			ctx = trace.ContextWithSpanContext(ctx, sc)
+		}
+	}
+	t.leaks.Add(ctx, 1, metric.WithAttributes(attrs...))
 }
 
 // endUnresolved ends an open leak span at its detection time. t.mu is held.

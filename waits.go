@@ -73,9 +73,17 @@ func (t *telemetry) sampleWaitStats() {
 	waiting := dCount > 0 || !w.stallSince.IsZero() || t.p.diagnosis.waits.any()
 	saturated := st.MaxOpenConnections > 0 && st.InUse >= st.MaxOpenConnections
 	t.arm(waiting || saturated, st)
-	if waiting {
+	// Pending requests and timeouts are counted from the dumps (pending.go):
+	// one is due while the last one saw waiters or waits started since.
+	counting := !t.pend.idle(st.WaitCount)
+	t.pend.arm(waiting || counting)
+	switch {
+	case waiting:
 		t.p.watchStuck(st, w.stallSince, stalled, t.threshold) // waits in progress, deadlocks and exhaustion, from a goroutine dump
-	} else {
+	case counting:
+		t.p.diagnosis.waits.clear()
+		t.p.diagnose(context.Background(), false)
+	default:
 		t.p.diagnosis.waits.clear()
 	}
 	if t.threshold <= 0 {

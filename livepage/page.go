@@ -62,6 +62,9 @@ type poolView struct {
 	Capacity   []string
 	ServerNote string // why the server's limits are not shown, if they are not
 	Fleet      []fleetRow
+
+	Verdict, VerdictKind string // the pool's verdict, with its reasoning
+	VerdictBad           bool
 }
 
 type holderView struct {
@@ -104,6 +107,10 @@ func newPoolView(i int, pp *PoolPage, now time.Time) poolView {
 		NotShown:   pp.CheckoutsNotShown,
 		WaitersNS:  pp.WaitersNotShown,
 		ServerNote: serverNote(pp),
+
+		Verdict:     pp.VerdictReason,
+		VerdictKind: pp.Verdict,
+		VerdictBad:  pp.Verdict != "healthy" && pp.Verdict != "",
 	}
 	maxOpen := "unlimited"
 	if st.MaxOpenConnections > 0 {

@@ -151,6 +151,27 @@ func TestPageWholePoolDeadlocked(t *testing.T) {
 	assert.Contains(t, b.String(), "The whole pool is deadlocked: all 3 connections")
 }
 
+// TestPageVerdict: the pool's verdict, from Inspection's public fields,
+// heads its section; a verdict other than healthy is an alert.
+func TestPageVerdict(t *testing.T) {
+	for _, tc := range []struct {
+		kind, reason, want string
+	}{
+		{"leaking", "leaking: 2 of 3 connections held by leaks at app/service.go:70",
+			`<p class="verdict alert" data-verdict="leaking">Verdict: leaking: 2 of 3 connections held by leaks at app/service.go:70.</p>`},
+		{"healthy", "healthy: no load measured yet; no caller waited",
+			`<p class="verdict" data-verdict="healthy">Verdict: healthy: no load measured yet; no caller waited.</p>`},
+	} {
+		t.Run(tc.kind, func(t *testing.T) {
+			p := constructedPage(3)
+			p.Pools[0].Verdict, p.Pools[0].VerdictReason = tc.kind, tc.reason
+			var b bytes.Buffer
+			require.NoError(t, renderPage(&b, p, ""))
+			assert.Contains(t, b.String(), tc.want)
+		})
+	}
+}
+
 // TestPageCap: beyond 200 holders the page says how many it leaves out.
 func TestPageCap(t *testing.T) {
 	p := constructedPage(1000)

@@ -31,6 +31,7 @@ for pkg in "$@"; do
 	case $pkg in
 	postgresql) touch "$FAKE_BIN/initdb" ;;
 	pgbouncer | chromium | gcc) touch "$FAKE_BIN/$pkg" ;;
+	prometheus) touch "$FAKE_BIN/prometheus" "$FAKE_BIN/promtool" ;;
 	*) continue ;;
 	esac
 	chmod +x "$FAKE_BIN"/*
@@ -112,7 +113,7 @@ const apt = "apt-get -o DPkg::Lock::Timeout=600 -y -q "
 // and prints nothing. When it may not install, it says in one line what
 // to install and how to opt out, and fails.
 func TestSetupBareMachine(t *testing.T) {
-	const all = "gcc libc6-dev postgresql pgbouncer chromium"
+	const all = "gcc libc6-dev postgresql pgbouncer chromium prometheus"
 	sudo := "sudo env DEBIAN_FRONTEND=noninteractive " + apt
 	for _, tc := range []struct {
 		name   string
@@ -127,7 +128,7 @@ func TestSetupBareMachine(t *testing.T) {
 			stderr: "pgxleak: installing " + all + " (apt-get; once)\n",
 			calls:  []string{apt + "update", apt + "install " + all}},
 		{name: "test, root, opted out", what: "test", fakes: map[string]string{"apt-get": fakeAptGet, "id": fakeRoot},
-			env:    []string{"PGXLEAK_SKIP=pgbouncer, chromium"},
+			env:    []string{"PGXLEAK_SKIP=pgbouncer, chromium,prometheus"},
 			stderr: "pgxleak: installing gcc libc6-dev postgresql (apt-get; once)\n",
 			calls:  []string{apt + "update", apt + "install gcc libc6-dev postgresql"}},
 		{name: "test, passwordless sudo", what: "test", fakes: map[string]string{"apt-get": fakeAptGet, "id": fakeUser, "sudo": fakeSudo},
@@ -135,12 +136,12 @@ func TestSetupBareMachine(t *testing.T) {
 			calls:  []string{sudo + "update", apt + "update", sudo + "install " + all, apt + "install " + all}},
 		{name: "test, no root, no sudo", what: "test", fakes: map[string]string{"apt-get": fakeAptGet, "id": fakeUser}, code: 1,
 			stderr: "pgxleak: missing " + all + ": install them (sudo apt-get install " + all +
-				") and run this again; or opt out with PGXLEAK_SKIP=postgres,pgbouncer,chromium\n"},
+				") and run this again; or opt out with PGXLEAK_SKIP=postgres,pgbouncer,chromium,prometheus\n"},
 		{name: "test, no apt-get", what: "test", fakes: map[string]string{"id": fakeRoot}, code: 1,
-			stderr: "pgxleak: missing " + all + " (Debian package names): install them with your package manager; or opt out with PGXLEAK_SKIP=postgres,pgbouncer,chromium\n"},
+			stderr: "pgxleak: missing " + all + " (Debian package names): install them with your package manager; or opt out with PGXLEAK_SKIP=postgres,pgbouncer,chromium,prometheus\n"},
 		{name: "test, unknown opt-out", what: "test", fakes: map[string]string{"apt-get": fakeAptGet, "id": fakeRoot}, code: 2,
 			env:    []string{"PGXLEAK_SKIP=pgbouncr"},
-			stderr: "pgxleak: PGXLEAK_SKIP=pgbouncr names 'pgbouncr'; it takes postgres, pgbouncer and chromium\n"},
+			stderr: "pgxleak: PGXLEAK_SKIP=pgbouncr names 'pgbouncr'; it takes postgres, pgbouncer, chromium and prometheus\n"},
 		{name: "demo, root", what: "demo", fakes: map[string]string{"apt-get": fakeAptGet, "id": fakeRoot},
 			stderr: "pgxleak: installing postgresql (apt-get; once)\n",
 			calls:  []string{apt + "update", apt + "install postgresql"}},
@@ -196,7 +197,7 @@ func TestTestCommand(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			tools := map[string]string{"go": fakeGo, "id": fakeRoot, "apt-get": fakeAptGet, "gcc": "", "initdb": ""}
+			tools := map[string]string{"go": fakeGo, "id": fakeRoot, "apt-get": fakeAptGet, "gcc": "", "initdb": "", "prometheus": "", "promtool": ""}
 			for _, dep := range []string{"pgbouncer", "chromium"} {
 				if !slices.Contains(tc.absent, dep) {
 					tools[dep] = ""

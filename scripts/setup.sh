@@ -6,10 +6,10 @@
 # there already.
 #
 #   scripts/setup.sh demo   # the demo: PostgreSQL, unless DATABASE_URL is set or a server listens
-#   scripts/setup.sh test   # the suite: a C compiler (for -race), PostgreSQL, pgbouncer, Chromium
+#   scripts/setup.sh test   # the suite: a C compiler (for -race), PostgreSQL, pgbouncer, Chromium, Prometheus
 #   scripts/setup.sh absent # prints which of the dependencies PGXLEAK_SKIP names are missing
 #
-# PGXLEAK_SKIP opts out by name (postgres, pgbouncer, chromium; comma-
+# PGXLEAK_SKIP opts out by name (postgres, pgbouncer, chromium, prometheus; comma-
 # separated): what it names is not installed, and the tests that need it
 # skip instead of failing. Without PostgreSQL running, the demo and the
 # tests start throwaway clusters of their own from its binaries.
@@ -27,8 +27,8 @@ skip=${PGXLEAK_SKIP:-}
 skip=${skip// /}
 for name in ${skip//,/ }; do
 	case $name in
-	postgres | pgbouncer | chromium) ;;
-	*) say "PGXLEAK_SKIP=$PGXLEAK_SKIP names '$name'; it takes postgres, pgbouncer and chromium"; exit 2 ;;
+	postgres | pgbouncer | chromium | prometheus) ;;
+	*) say "PGXLEAK_SKIP=$PGXLEAK_SKIP names '$name'; it takes postgres, pgbouncer, chromium and prometheus"; exit 2 ;;
 	esac
 done
 skipped() { [[ ",$skip," == *",$1,"* ]]; }
@@ -55,6 +55,7 @@ have_chromium() {
 	done
 	return 1
 }
+have_prometheus() { command -v prometheus >/dev/null && command -v promtool >/dev/null; }
 have_cc() { command -v "$(go env CC)" >/dev/null; }
 # The local server: 127.0.0.1:5432, or PGXLEAK_LOCAL_ADDR (host:port).
 local_addr=${PGXLEAK_LOCAL_ADDR:-127.0.0.1:5432}
@@ -83,6 +84,7 @@ fi
 if [ "$what" = test ]; then
 	skipped pgbouncer || have_pgbouncer || { missing+=(pgbouncer); optional+=(pgbouncer); }
 	skipped chromium || have_chromium || { missing+=(chromium); optional+=(chromium); }
+	skipped prometheus || have_prometheus || { missing+=(prometheus); optional+=(prometheus); }
 fi
 
 if [ ${#missing[@]} -gt 0 ]; then

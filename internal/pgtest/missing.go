@@ -23,14 +23,18 @@ const (
 	DepPostgres  Dep = "postgres"  // a server: DATABASE_URL, the local one, or the binaries for a private cluster
 	DepPgBouncer Dep = "pgbouncer" // the pgbouncer binary, for the PgBouncer tests
 	DepChromium  Dep = "chromium"  // a headless Chromium, for the live page's browser test
+	// DepPrometheus is Debian's prometheus (with promtool), for the fleet
+	// test and the alert rules' tests (examples/fleetsvc).
+	DepPrometheus Dep = "prometheus"
 )
 
 // deps names each dependency for people, and says how to get it besides
 // ./scripts/test.sh.
 var deps = map[Dep]struct{ name, howToGet string }{
-	DepPostgres:  {"PostgreSQL", "install it (apt-get install postgresql) or set DATABASE_URL"},
-	DepPgBouncer: {"pgbouncer", "install it (apt-get install pgbouncer)"},
-	DepChromium:  {"Chromium", "install it (apt-get install chromium) or set PGXLEAK_CHROMIUM to its binary"},
+	DepPostgres:   {"PostgreSQL", "install it (apt-get install postgresql) or set DATABASE_URL"},
+	DepPgBouncer:  {"pgbouncer", "install it (apt-get install pgbouncer)"},
+	DepChromium:   {"Chromium", "install it (apt-get install chromium) or set PGXLEAK_CHROMIUM to its binary"},
+	DepPrometheus: {"Prometheus", "install it (apt-get install prometheus, which brings promtool)"},
 }
 
 // OptedOut reports whether SkipEnv names dep.
