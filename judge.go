@@ -128,8 +128,8 @@ func judge(in judgeInput) poolVerdict {
 	}
 	if len(self) > 0 {
 		v.Kind = "deadlocked"
-		v.Reason = fmt.Sprintf("deadlocked: %d goroutine(s) wait for a connection while holding one of the same pool (waiting at %s); %d of %s connections in use",
-			len(self), countStrings(self), in.inUse, m)
+		v.Reason = fmt.Sprintf("deadlocked: %s for a connection while holding one of the same pool (waiting at %s); %d of %s connections in use",
+			numbered(len(self), "goroutine waits", "goroutines wait"), countStrings(self), in.inUse, m)
 		return v
 	}
 
@@ -149,7 +149,7 @@ func judge(in judgeInput) poolVerdict {
 		v.Reason = fmt.Sprintf("leaking: %d of %s connections held by leaks at %s (the longest for %s)",
 			len(leaked), m, countStrings(leaked), longest.Round(time.Second))
 		if waiting {
-			v.Reason += fmt.Sprintf("; %d callers waiting, %d timed out in the last %.0fs", in.pending, l.timeouts, l.seconds)
+			v.Reason += fmt.Sprintf("; %s waiting, %d timed out in the last %.0fs", numbered(int(in.pending), "caller", "callers"), l.timeouts, l.seconds)
 		}
 		return v
 	}
@@ -180,7 +180,7 @@ func judge(in judgeInput) poolVerdict {
 		v.Reason = fmt.Sprintf("blocked on the server: %d of %s connections wait on locks held by %s",
 			blocked, m, countStrings(blockers))
 		if waiting {
-			v.Reason += fmt.Sprintf("; %d callers waiting for a connection", in.pending)
+			v.Reason += fmt.Sprintf("; %s waiting for a connection", numbered(int(in.pending), "caller", "callers"))
 		}
 		return v
 	}
@@ -220,6 +220,9 @@ func judge(in judgeInput) poolVerdict {
 // exited, or it is held past the leak threshold (Suspected) and is not
 // busy on the server (a long query or a lock wait is not a leak).
 func leakedCheckout(c Checkout) bool {
+	if c.OnPurpose != "" { // held on purpose (IgnoreFunction): never a leak
+		return false
+	}
 	if c.Holder != nil && c.Holder.Exited {
 		return true
 	}

@@ -57,7 +57,7 @@ func TestJudge(t *testing.T) {
 		{"leaking before blocked", judgeInput{maxOpen: 2, pending: 1, checkouts: []Checkout{leak, lockWait}}, "leaking", nil, 0},
 		{"deadlocked first", judgeInput{maxOpen: 1, pending: 1, checkouts: []Checkout{leak},
 			waiters: []Goroutine{{At: at(90), Holds: []Checkout{{Culprit: at(91)}}}}}, "deadlocked",
-			[]string{"1 goroutine(s) wait for a connection while holding one of the same pool (waiting at app/handler.go:90 holding app/handler.go:91)"}, 0},
+			[]string{"1 goroutine waits for a connection while holding one of the same pool (waiting at app/handler.go:90 holding app/handler.go:91)"}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := judge(tc.in)

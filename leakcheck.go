@@ -83,7 +83,7 @@ type connState struct {
 
 	// decided is the checkout (checkouts) whose stack was checked for the
 	// functions IgnoreFunction gave Open, once it passed the leak
-	// threshold; onPurpose says it was held on purpose (see scanOnPurpose).
+	// threshold; onPurpose says it was held on purpose (see pool.scanLeaks).
 	decided   uint64 // guarded by mu; 0: none
 	onPurpose bool   // guarded by mu
 

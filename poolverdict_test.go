@@ -233,6 +233,6 @@ func TestVerdictDeadlocked(t *testing.T) {
 	v := waitVerdict(t, db, "deadlocked")
 	cancel()
 	require.ErrorIs(t, <-errc, context.Canceled)
-	assert.Contains(t, v.VerdictReason, "1 goroutine(s) wait for a connection while holding one of the same pool")
+	assert.Contains(t, v.VerdictReason, "1 goroutine waits for a connection while holding one of the same pool")
 	assert.Contains(t, v.VerdictReason, "poolverdict_test.go:")
 }

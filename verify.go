@@ -138,7 +138,7 @@ func findIn(pools []*pool, reg *poolRegistry, cfg *verbConfig) error {
 				}
 			}
 			if dropped > 0 {
-				notes = append(notes, fmt.Sprintf("%d more connection(s) were still out when their pools closed and are not listed: pgxleak keeps the first %d", dropped, maxLeftovers))
+				notes = append(notes, fmt.Sprintf("%s still out when their pools closed and not listed: pgxleak keeps the first %d", numbered(dropped, "more connection was", "more connections were"), maxLeftovers))
 			}
 		}
 		for _, p := range pools {

@@ -115,7 +115,7 @@ func TestHandlerInBrowser(t *testing.T) {
 	assert.Contains(t, dom, `<span class="mono culprit">`+at.short(), "the DOM shows the holder's culprit")
 	assert.Contains(t, dom, "Live: refreshed every 5 s.", "the page's script did not run")
 	for _, want := range []string{"Pool browser-leak", "Pool browser-stalled", "1 of 1 connections in use",
-		"1 waiting now, the longest for at least ", "SLOW WAITS: 1 goroutine(s) waiting for a connection now"} {
+		"1 waiting now, the longest for at least ", "SLOW WAITS: 1 goroutine waiting for a connection now"} {
 		assert.Contains(t, dom, want)
 	}
 	svgs := regexp.MustCompile(`(?s)<svg class="plot"[^>]*data-points="(\d+)">(.*?)</svg>`).FindAllStringSubmatch(dom, -1)

@@ -385,7 +385,7 @@ func TestHandlerWaitsInProgress(t *testing.T) {
 	html, _ := get(t, srv.URL)
 	for _, want := range []string{
 		"3 waits for a connection so far (0s in all, counted as they end), 3 waiting now, the longest for at least ",
-		`class="alert">SLOW WAITS: 3 goroutine(s) waiting for a connection now, the longest for at least `,
+		`class="alert">SLOW WAITS: 3 goroutines waiting for a connection now, the longest for at least `,
 		waitAt.short() + " (livepage_test.TestHandlerWaitsInProgress.func1) ×3.",
 		"waiting now: 3</li>",
 	} {
@@ -451,7 +451,7 @@ func TestHandlerLockStuck(t *testing.T) {
 	require.NotZero(t, leakPID)
 	require.NotZero(t, blockedPID)
 	for _, want := range []string{
-		fmt.Sprintf(`class="alert">LOCK WAIT: the connection checked out at %s (livepage_test.TestHandlerLockStuck.func1) (PID %d, idle in transaction) holds locks that 1 other connection(s) of this pool wait for (PID %d, checked out at %s`,
+		fmt.Sprintf(`class="alert">LOCK WAIT: the connection checked out at %s (livepage_test.TestHandlerLockStuck.func1) (PID %d, idle in transaction) holds locks that 1 other connection of this pool wait for (PID %d, checked out at %s`,
 			leak.at.short(), leakPID, blockedPID, at.short()),
 		fmt.Sprintf("fix %s (livepage_test.TestHandlerLockStuck.func1).", leak.at.short()),
 		fmt.Sprintf("idle in transaction, blocking PID %d (checked out at %s", blockedPID, at.short()),

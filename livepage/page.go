@@ -23,7 +23,16 @@ import (
 //go:embed page.html
 var pageHTML string
 
-var pageTemplate = template.Must(template.New("page").Parse(pageHTML))
+var pageTemplate = template.Must(template.New("page").Funcs(template.FuncMap{"numbered": numbered}).Parse(pageHTML))
+
+// numbered is n with the noun that agrees with it: "1 goroutine", "2
+// goroutines" (the root package's rule, for the page's own messages).
+func numbered(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return strconv.Itoa(n) + " " + many
+}
 
 // liveEvery is how often the page's script refreshes the pools.
 const liveEvery = 5 * time.Second
@@ -138,8 +147,8 @@ func newPoolView(i int, pp *PoolPage, now time.Time) poolView {
 	v.Waiters = groupWaiters(v.ID, pp.Waiters)
 	for _, g := range v.Waiters {
 		if g.Deadlock {
-			v.Deadlocks = append(v.Deadlocks, fmt.Sprintf("DEADLOCK: %d goroutine(s) wait for a connection at %s while holding one of the same pool, checked out at %s: they wait for themselves.",
-				g.Count, g.At, g.Holds))
+			v.Deadlocks = append(v.Deadlocks, fmt.Sprintf("DEADLOCK: %s for a connection at %s while holding one of the same pool, checked out at %s: they wait for themselves.",
+				numbered(g.Count, "goroutine waits", "goroutines wait"), g.At, g.Holds))
 		}
 	}
 	if wholePoolDeadlocked(pp) {
@@ -269,8 +278,8 @@ func slowWaits(pp *PoolPage, groups []waiterGroup) string {
 	if st.Waiting == 0 || limit <= 0 || st.LongestWait < limit {
 		return ""
 	}
-	s := fmt.Sprintf("SLOW WAITS: %d goroutine(s) waiting for a connection now, the longest for at least %s (the slow-wait threshold is %s)",
-		st.Waiting, atLeast(st.LongestWait), limit)
+	s := fmt.Sprintf("SLOW WAITS: %s waiting for a connection now, the longest for at least %s (the slow-wait threshold is %s)",
+		numbered(st.Waiting, "goroutine", "goroutines"), atLeast(st.LongestWait), limit)
 	var at []string
 	for _, g := range groups {
 		at = append(at, fmt.Sprintf("%s ×%d", g.At, g.Count))
@@ -308,8 +317,8 @@ func lockWaits(cs []pgxleak.Checkout, byPID map[uint32]pgxleak.Checkout) []strin
 		if b.Server != nil && b.Server.State != "" {
 			state = ", " + b.Server.State
 		}
-		out = append(out, fmt.Sprintf("LOCK WAIT: the connection checked out at %s (PID %d%s) holds locks that %d other connection(s) of this pool wait for (%s): fix %s.",
-			b.Culprit, pid, state, len(victims[pid]), strings.Join(victims[pid], "; "), b.Culprit))
+		out = append(out, fmt.Sprintf("LOCK WAIT: the connection checked out at %s (PID %d%s) holds locks that %s of this pool wait for (%s): fix %s.",
+			b.Culprit, pid, state, numbered(len(victims[pid]), "other connection", "other connections"), strings.Join(victims[pid], "; "), b.Culprit))
 	}
 	return out
 }

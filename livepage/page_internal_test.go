@@ -78,8 +78,8 @@ func TestPageHoldersWaitersServer(t *testing.T) {
 		"goroutine 812, IO wait for 2m0s, now at ",
 		"active, waiting on Lock transactionid, blocked by PID 4120 (checked out at ",
 		"idle in transaction",
-		`class="alert">DEADLOCK: 1 goroutine(s) wait for a connection at `,
-		"2 goroutine(s) waiting for a connection at ",
+		`class="alert">DEADLOCK: 1 goroutine waits for a connection at `,
+		"2 goroutines waiting for a connection at ",
 		"Note: server view unavailable: too many clients already",
 		"max_connections 100 − 3 reserved = 97 available",
 		`<tr class="self"><td class="mono">orders-api/orders</td><td class="n">9</td>`,
@@ -88,7 +88,7 @@ func TestPageHoldersWaitersServer(t *testing.T) {
 		assert.Contains(t, html, want)
 	}
 	// Deadlocks on top: the deadlocked waiter line comes before the others.
-	i, j := strings.Index(html, "DEADLOCK: 1 goroutine(s) waiting"), strings.Index(html, "2 goroutine(s) waiting")
+	i, j := strings.Index(html, "DEADLOCK: 1 goroutine waiting"), strings.Index(html, "2 goroutines waiting")
 	assert.True(t, i >= 0 && j >= i, "deadlocked waiters not first (%d, %d)", i, j)
 	// Longest held first.
 	holders := html[strings.Index(html, "Holders now"):]
@@ -119,12 +119,12 @@ func TestPageWaitsInProgressAndLocks(t *testing.T) {
 	html := b.String()
 	for _, want := range []string{
 		"3 waits for a connection so far (0s in all, counted as they end), 3 waiting now, the longest for at least 15s;",
-		`class="alert">SLOW WAITS: 3 goroutine(s) waiting for a connection now, the longest for at least 15s (the slow-wait threshold is 100ms), at app/service.go:52 (app.nested) ×1, app/service.go:88 (app.list) ×2.`,
+		`class="alert">SLOW WAITS: 3 goroutines waiting for a connection now, the longest for at least 15s (the slow-wait threshold is 100ms), at app/service.go:52 (app.nested) ×1, app/service.go:88 (app.list) ×2.`,
 		"waiting now: 3</li>",
 		"longest wait now: 15</li>",
 		"idle in transaction, blocking PID 4121 (checked out at app/service.go:17 (app.handler))",
 		"blocked by PID 4120 (checked out at app/service.go:70 (app.handler))",
-		`class="alert">LOCK WAIT: the connection checked out at app/service.go:70 (app.handler) (PID 4120, idle in transaction) holds locks that 1 other connection(s) of this pool wait for (PID 4121, checked out at app/service.go:17 (app.handler)): fix app/service.go:70 (app.handler).`,
+		`class="alert">LOCK WAIT: the connection checked out at app/service.go:70 (app.handler) (PID 4120, idle in transaction) holds locks that 1 other connection of this pool wait for (PID 4121, checked out at app/service.go:17 (app.handler)): fix app/service.go:70 (app.handler).`,
 	} {
 		assert.Truef(t, strings.Contains(html, want), "page lacks %q", want)
 	}
