@@ -29,6 +29,17 @@ func leakRows(t *testing.T, db *sql.DB) (line site) {
 	return line
 }
 
+// leakRowsKept is leakRows whose caller keeps the Rows reachable, then
+// drops it without Close.
+//
+//go:noinline
+func leakRowsKept(t *testing.T, db *sql.DB) (line site, rows *sql.Rows) {
+	line = lineBelow()
+	rows, err := db.Query("SELECT generate_series(1, 3)")
+	require.NoError(t, err)
+	return line, rows
+}
+
 //go:noinline
 func leakQueryRow(db *sql.DB) (line site) {
 	line = lineBelow()

@@ -42,6 +42,7 @@ func TestMain(m *testing.M) {
 		// connections never come back, and VerifyTestMain checks closed
 		// pools too.
 		pgxleak.IgnoreFunction("github.com/pgxleak/pgxleak_test.leakRows"),
+		pgxleak.IgnoreFunction("github.com/pgxleak/pgxleak_test.leakRowsKept"),
 		pgxleak.IgnoreFunction("github.com/pgxleak/pgxleak_test.leakQueryRow"),
 		pgxleak.IgnoreFunction("github.com/pgxleak/pgxleak_test.dropRows"),
 		pgxleak.IgnoreFunction("github.com/pgxleak/pgxleak_test.gcwatchDropRows"),

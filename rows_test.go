@@ -19,8 +19,12 @@ import (
 func TestLeakRowsNeverClosedThresholdAndGC(t *testing.T) {
 	rec := &leaktest.Recorder{}
 	db, _ := openTest(t, pgxleak.WithLeakThreshold(threshold), rec.Option())
-	line := leakRows(t, db)
+	// The Rows is kept reachable until the threshold report: another
+	// test's runtime.GC could otherwise collect it first, and a collected
+	// checkout is never reported as suspected.
+	line, rows := leakRowsKept(t, db)
 	rec.Wait(t, 5*time.Second, suspectedAt(line))
+	runtime.KeepAlive(rows) // from here on, nothing references it
 	pgtest.WaitFor(t, 10*time.Second, "a garbage-collection report", func() bool {
 		runtime.GC()
 		return rec.Has(func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakGarbageCollected && isCulprit(line)(l) })

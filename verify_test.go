@@ -286,7 +286,7 @@ func TestHeldOnPurpose(t *testing.T) {
 	var le *pgxleak.LeakError
 	require.ErrorAs(t, pgxleak.Find(db, pgxleak.GracePeriod(0)), &le)
 	require.Len(t, le.Checkouts, 1, "Find lists the ordinary checkout only")
-	assert.Equal(t, "github.com/pgxleak/pgxleak_test.takeConn", le.Checkouts[0].Culprit.Function)
+	assert.Equal(t, "github.com/pgxleak/pgxleak_test.takeOtherConn", le.Checkouts[0].Culprit.Function)
 	require.NoError(t, other.Close())
 	pgxleak.VerifyNone(t, db, pgxleak.GracePeriod(0))
 
