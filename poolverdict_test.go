@@ -206,8 +206,13 @@ func TestVerdictBlocked(t *testing.T) {
 	for range 3 { // two hold the pool's connections waiting on the lock; one waits for a connection
 		wg.Go(func() { _, _ = db.ExecContext(wctx, "UPDATE t SET n = n + 1 WHERE id = 1") })
 	}
-	v := waitVerdict(t, db, "blocked")
-	assert.Contains(t, v.VerdictReason, "blocked on the server: 2 of 2 connections wait on locks held by")
+	// The verdict may say blocked while the second UPDATE is still on its
+	// way to the lock: wait until both connections wait on it.
+	var v pgxleak.Inspection
+	pgtest.WaitFor(t, 10*time.Second, "both connections blocked", func() bool {
+		v = waitVerdict(t, db, "blocked")
+		return strings.Contains(v.VerdictReason, "blocked on the server: 2 of 2 connections wait on locks held by")
+	})
 	assert.Contains(t, v.VerdictReason, fmt.Sprintf("PID %d (not this pool)", pid))
 	pgtest.WaitFor(t, 10*time.Second, "the metric to say blocked", func() bool { return verdictMetric(t, o) == "blocked" })
 	_, err = other.Exec(ctx, "ROLLBACK")
