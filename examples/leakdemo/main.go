@@ -61,7 +61,7 @@ func (s *server) slow(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer conn.Close()
-	time.Sleep(700 * time.Millisecond) // "calling another service" while holding the connection
+	time.Sleep(1500 * time.Millisecond) // "calling another service" while holding the connection
 	fmt.Fprintln(w, "done")
 }
 
