@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"math"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -212,7 +213,10 @@ func TestCheckoutAllocations(t *testing.T) {
 		}, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			assert.LessOrEqual(t, extraAllocs(t, tc.op), tc.extra, "allocations per operation beyond plain database/sql's")
+			// Half an allocation of slack absorbs a background
+			// goroutine's odd allocation during a round; one more
+			// allocation per operation still fails.
+			assert.Less(t, extraAllocs(t, tc.op), tc.extra+0.5, "allocations per operation beyond plain database/sql's")
 		})
 	}
 }
@@ -228,17 +232,48 @@ func extraAllocs(t *testing.T, op func(db *sql.DB) error) float64 {
 	tracked, err := pgxleak.OpenDB(&testdriver.Connector{}, pgxleak.WithLogger(quiet), pgxleak.WithMaxOpenConns(10))
 	require.NoError(t, err)
 	defer tracked.Close()
-	// AllocsPerRun counts every goroutine's allocations, and the pools'
+	// Allocations are counted over every goroutine, and the pools'
 	// background goroutines (and the race detector's) only ever add to
-	// them: the least of five rounds of each is the operation's own.
+	// them: the least of five rounds of each is the operation's own. The
+	// count stays fractional (testing.AllocsPerRun truncates), so that a
+	// little noise near a whole number cannot read as one more allocation.
 	n := [2]float64{math.Inf(1), math.Inf(1)}
 	for range 5 {
 		for i, db := range []*sql.DB{plain, tracked} {
-			n[i] = min(n[i], testing.AllocsPerRun(200, func() {
-				require.NoError(t, op(db))
-			}))
+			n[i] = min(n[i], allocsPerOp(t, db, op))
 		}
 	}
-	t.Logf("allocations per operation: plain %v, pgxleak %v", n[0], n[1])
+	t.Logf("allocations per operation: plain %.2f, pgxleak %.2f", n[0], n[1])
 	return n[1] - n[0]
+}
+
+// allocsPerOp is testing.AllocsPerRun without the truncation: op runs
+// once to warm up, then 200 times.
+//
+// A statement on a cancellable context starts database/sql's awaitDone
+// goroutine, which ends only once it is scheduled. On a busy machine the
+// next statement would start its own before the last one's is free to
+// reuse, and the runtime would allocate a new goroutine, up to one more
+// allocation per statement on either pool. So each run waits, on one P,
+// until the goroutines it started have ended.
+func allocsPerOp(t *testing.T, db *sql.DB, op func(db *sql.DB) error) float64 {
+	const runs = 200
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	require.NoError(t, op(db))
+	settle := func(want int) {
+		for i := 0; runtime.NumGoroutine() > want && i < 1000; i++ {
+			runtime.Gosched()
+		}
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range runs {
+		n := runtime.NumGoroutine()
+		if err := op(db); err != nil {
+			t.Fatal(err)
+		}
+		settle(n)
+	}
+	runtime.ReadMemStats(&after)
+	return float64(after.Mallocs-before.Mallocs) / runs
 }
