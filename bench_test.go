@@ -67,11 +67,11 @@ func openPool(tb testing.TB, impl benchImpl, connector driver.Connector, maxOpen
 		opts := append([]pgxleak.Option{
 			pgxleak.WithLogger(quiet),
 			pgxleak.WithMaxOpenConns(maxOpen),
-			pgxleak.WithMaxIdleConns(maxIdle),
 		}, impl.opts...)
 		var err error
 		db, err = pgxleak.OpenDB(connector, opts...)
 		require.NoError(tb, err)
+		db.SetMaxIdleConns(maxIdle)
 	}
 	tb.Cleanup(func() { _ = db.Close() })
 	return db

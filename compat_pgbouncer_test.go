@@ -160,7 +160,7 @@ func TestPgBouncerLeakDetection(t *testing.T) {
 	assert.Equal(t, fmt.Sprintf("%s:%d", file, line), fmt.Sprintf("%s:%d", l.Culprit.File, l.Culprit.Line), "the culprit\n%s", stackString(l.Stack))
 	assert.Equal(t, "in transaction", l.TxStatus)
 	var lerr *pgxleak.LeakError
-	require.ErrorAs(t, pgxleak.Find(db, pgxleak.GracePeriod(0)), &lerr)
+	require.ErrorAs(t, pgxleak.Find(db, pgxleak.WithGracePeriod(0)), &lerr)
 	require.Len(t, lerr.Checkouts, 1)
 
 	// The transaction pins pgbouncer's only server connection: another

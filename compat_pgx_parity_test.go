@@ -574,7 +574,7 @@ func TestPgxScanParity(t *testing.T) {
 				}
 			})
 		}
-		pgxleak.VerifyNone(t, leak, pgxleak.IgnoreFunction("github.com/pgxleak/pgxleak_test.leakOnPurpose"))
+		pgxleak.VerifyNone(t, leak, pgxleak.WithIgnoredFunction("github.com/pgxleak/pgxleak_test.leakOnPurpose"))
 	}
 	for _, mode := range []string{"cache_statement", "cache_describe", "describe_exec", "exec", "simple_protocol"} {
 		t.Run(mode, func(t *testing.T) {

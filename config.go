@@ -110,11 +110,13 @@ const (
 func defaultMaxOpenConns() int { return max(4, 2*runtime.GOMAXPROCS(0)) }
 
 // The defaults that follow from other settings (see resolve):
-//   - MaxIdleConns defaults to MaxOpenConns, so that load never churns
-//     connections: a connection returned under load is kept, not closed.
-//   - ConnMaxLifetimeJitter defaults to a tenth of ConnMaxLifetime, so that
+//   - MaxIdleConns is MaxOpenConns, so that load never churns connections:
+//     a connection returned under load is kept, not closed. No option sets
+//     it: db.SetMaxIdleConns after Open does, as on any *sql.DB.
+//   - The lifetime's jitter is a tenth of ConnMaxLifetime, so that
 //     connections opened together (at start-up, after a failover) do not all
-//     reconnect at the same moment.
+//     reconnect at the same moment. No option sets it (tests do, through
+//     lifetimeJitter).
 //   - MinIdleConns defaults to 0, so that Open, like sql.Open, does not
 //     connect; set it to warm the pool up before the first request.
 //   - MaxUses defaults to 0, unlimited.
@@ -123,13 +125,13 @@ func defaultMaxOpenConns() int { return max(4, 2*runtime.GOMAXPROCS(0)) }
 type config struct {
 	// Tuning.
 	maxOpen        int
-	maxIdle        int
+	maxIdle        int // no option: db.SetMaxIdleConns after Open; tests set it
 	maxIdleSet     bool
 	minIdle        int
 	maxLifetime    time.Duration
-	lifetimeJitter time.Duration
+	lifetimeJitter time.Duration // no option: a tenth of maxLifetime; tests set it
 	jitterSet      bool
-	maxIdleTime    time.Duration
+	maxIdleTime    time.Duration // no option: db.SetConnMaxIdleTime after Open; tests set it
 	maxUses        int64
 	poolName       string
 	checkInstances int
@@ -145,7 +147,7 @@ type config struct {
 	stackDepth     int
 	sampleEvery    int64
 	libraryPrefix  []string
-	onPurpose      []string // IgnoreFunction given to Open: functions whose checkouts are held on purpose
+	onPurpose      []string // WithIgnoredFunction given to Open: functions whose checkouts are held on purpose
 	reportInterval time.Duration
 	statements     bool
 	gcDetection    bool
@@ -213,17 +215,15 @@ func (c *config) resolve() {
 	if !c.jitterSet {
 		c.lifetimeJitter = c.maxLifetime / 10
 	}
-	if c.maxOpen > 0 && c.maxIdle > c.maxOpen {
-		c.invalid("WithMaxIdleConns", c.maxIdle, fmt.Sprintf("more idle connections than WithMaxOpenConns(%d) allows", c.maxOpen))
-	}
 	if c.minIdle > c.maxIdle {
-		c.invalid("WithMinIdleConns", c.minIdle, "more than the "+numbered(c.maxIdle, "idle connection", "idle connections")+" the pool may keep (WithMaxIdleConns)")
+		c.invalid("WithMinIdleConns", c.minIdle, "more than the "+numbered(c.maxIdle, "idle connection", "idle connections")+" the pool may keep (WithMaxOpenConns)")
 	}
-	if c.lifetimeJitter > 0 && c.maxLifetime == 0 {
-		c.invalid("WithConnMaxLifetimeJitter", c.lifetimeJitter, "jitter needs a finite WithConnMaxLifetime")
+	// Only tests set these two; their checks keep the tests honest.
+	if c.maxOpen > 0 && c.maxIdle > c.maxOpen {
+		c.invalid("maxIdle", c.maxIdle, fmt.Sprintf("more idle connections than WithMaxOpenConns(%d) allows", c.maxOpen))
 	}
-	if c.maxLifetime > 0 && c.lifetimeJitter > c.maxLifetime {
-		c.invalid("WithConnMaxLifetimeJitter", c.lifetimeJitter, fmt.Sprintf("larger than WithConnMaxLifetime(%v)", c.maxLifetime))
+	if c.lifetimeJitter > 0 && (c.maxLifetime == 0 || c.lifetimeJitter > c.maxLifetime) {
+		c.invalid("lifetimeJitter", c.lifetimeJitter, fmt.Sprintf("needs a finite lifetime at least as long (WithConnMaxLifetime(%v))", c.maxLifetime))
 	}
 }
 

@@ -56,7 +56,7 @@ func (p *pool) describe(s snapshot) Checkout {
 	return c
 }
 
-// onPurpose returns the function given to IgnoreFunction at Open that is
+// onPurpose returns the function given to WithIgnoredFunction at Open that is
 // on a checkout's stack, if any: the checkout is held on purpose.
 func (p *pool) onPurpose(frames []stack.Frame) string {
 	for _, fn := range p.cfg.onPurpose {
@@ -79,7 +79,7 @@ func (p *pool) noCulprit(s snapshot, frames []stack.Frame) string {
 		return "stack capture is off (WithStackDepth(0))"
 	case n > 1:
 		return fmt.Sprintf("this checkout was not sampled: WithStackSampling(%d) records the stack of one checkout in %d; "+
-			"WithStackSampling(1), in tests at least, names every one and lets IgnoreFunction match it", n, n)
+			"WithStackSampling(1), in tests at least, names every one and lets WithIgnoredFunction match it", n, n)
 	}
 	return "no stack was recorded for this checkout"
 }

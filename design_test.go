@@ -24,15 +24,7 @@ import (
 
 const (
 	maxBackUpPercent = 15 // of the references between root files
-	// The restructure (issue 18) brought the API to 45. Three names were
-	// added since by what later issues require, net of DriverName removed:
-	// OpenContext (issue 21: Open bounded by a context), PoolStats.String
-	// and Inspection.String (issue 21: printable summaries), and the Blocked
-	// kind (issue 19: a checkout blocked on another's lock is not a leak).
-	// The cuts considered instead (ErrDraining, ErrNotTracked,
-	// LeakError.Unwrap, FleetUsage, ServerActivity, Report) are each named
-	// by users or by livepage through the public API.
-	maxExported = 48 // root identifiers besides the option constructors
+	maxExported = 45 // root identifiers besides the option constructors
 	maxOptions  = 25 // With… and Without… constructors
 )
 

@@ -25,7 +25,7 @@ import (
 // Drain closes the idle connections at once, and each connection given
 // back while it waits: they would not be handed out again.
 //
-// With [TerminateStillOut], it terminates server backends as that option
+// With [WithTerminateStillOut], it terminates server backends as that option
 // says; the other options are ignored.
 func Drain(ctx context.Context, db *sql.DB, opts ...Option) error {
 	p := poolOf(db)
@@ -82,7 +82,7 @@ func Drain(ctx context.Context, db *sql.DB, opts ...Option) error {
 	return err
 }
 
-// TerminateStillOut makes [Drain] terminate the server backends of the
+// WithTerminateStillOut makes [Drain] terminate the server backends of the
 // connections that hold others up, and of those still out when its
 // context ends (pg_terminate_backend over a side connection, as
 // [Terminate] does). The server rolls back their transactions and
@@ -103,11 +103,11 @@ func Drain(ctx context.Context, db *sql.DB, opts ...Option) error {
 // checkout (Terminated), and its Notes name each terminated backend with
 // its culprit line and why it was chosen, in the order they were
 // terminated, and any the server would not end.
-func TerminateStillOut() Option {
-	return verbOption{"TerminateStillOut", func(c *verbConfig) { c.terminate = true }}
+func WithTerminateStillOut() Option {
+	return verbOption{"WithTerminateStillOut", func(c *verbConfig) { c.terminate = true }}
 }
 
-// terminator is Drain's TerminateStillOut: it ends the backends that hold
+// terminator is Drain's WithTerminateStillOut: it ends the backends that hold
 // others up first, and the rest when the wait ends, and says why for each.
 type terminator struct {
 	p     *pool
@@ -140,7 +140,7 @@ func (t *terminator) pass(ctx context.Context, final string) {
 	}
 	if p.cfg.pgBouncer {
 		if final != "" {
-			t.notes.add("pgxleak: TerminateStillOut: behind PgBouncer the backend PIDs are PgBouncer's; none was terminated")
+			t.notes.add("pgxleak: WithTerminateStillOut: behind PgBouncer the backend PIDs are PgBouncer's; none was terminated")
 		}
 		return
 	}

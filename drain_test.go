@@ -159,7 +159,7 @@ func TestDrainTwice(t *testing.T) {
 	assert.EqualValues(t, 1, stats(t, db).StillOut, "still-out reports: the connection is reported once")
 }
 
-// TestDrainTerminateStillOut: after Drain with TerminateStillOut, the
+// TestDrainTerminateStillOut: after Drain with WithTerminateStillOut, the
 // leaked transaction's row lock is released, and the report says which
 // backend was terminated.
 func TestDrainTerminateStillOut(t *testing.T) {
@@ -171,7 +171,7 @@ func TestDrainTerminateStillOut(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	err := pgxleak.Drain(ctx, db, pgxleak.TerminateStillOut())
+	err := pgxleak.Drain(ctx, db, pgxleak.WithTerminateStillOut())
 	var le *pgxleak.LeakError
 	require.ErrorAs(t, err, &le, "Drain")
 	require.Len(t, le.Checkouts, 1, "Drain")
@@ -325,7 +325,7 @@ func TestDrainUnderLoad(t *testing.T) {
 
 // TestDrainTerminatesTheCauseNotTheVictim: goroutine A updates a row in a
 // transaction and exits without ending it; B's UPDATE of the same row
-// waits for A's lock. Drain with TerminateStillOut terminates A at once,
+// waits for A's lock. Drain with WithTerminateStillOut terminates A at once,
 // with its reasons, and B's UPDATE succeeds, every time; Drain then need
 // not wait for its deadline.
 func TestDrainTerminatesTheCauseNotTheVictim(t *testing.T) {
@@ -344,7 +344,7 @@ func TestDrainTerminatesTheCauseNotTheVictim(t *testing.T) {
 		go func() { _, err := db.Exec("UPDATE t SET v = v + 1 WHERE id = 1"); victim <- err }()
 		pgtest.WaitFor(t, 5*time.Second, "B to wait for A's lock", func() bool { return lockWaiters(t, dsn) == 1 })
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		err = pgxleak.Drain(ctx, db, pgxleak.TerminateStillOut())
+		err = pgxleak.Drain(ctx, db, pgxleak.WithTerminateStillOut())
 		cancel()
 		require.NoError(t, <-victim, "run %d: the victim's UPDATE", run)
 		var le *pgxleak.LeakError

@@ -76,7 +76,7 @@ func ExampleFind() {
 
 	conn, _ := db.Conn(context.Background()) // forgotten: never closed
 
-	err := pgxleak.Find(db, pgxleak.GracePeriod(0))
+	err := pgxleak.Find(db, pgxleak.WithGracePeriod(0))
 	var leaks *pgxleak.LeakError
 	if errors.As(err, &leaks) {
 		for _, c := range leaks.Checkouts {
@@ -84,7 +84,7 @@ func ExampleFind() {
 		}
 	}
 	conn.Close()
-	fmt.Println("after Close:", pgxleak.Find(db, pgxleak.GracePeriod(0)))
+	fmt.Println("after Close:", pgxleak.Find(db, pgxleak.WithGracePeriod(0)))
 	// Output:
 	// still out, taken by github.com/pgxleak/pgxleak_test.ExampleFind
 	// after Close: <nil>
@@ -155,17 +155,17 @@ func listenForJobs(db *sql.DB) *sql.Conn {
 	return conn
 }
 
-// IgnoreFunction given to Open marks the checkouts made in a function as
+// WithIgnoredFunction given to Open marks the checkouts made in a function as
 // held on purpose: a LISTEN connection, or a session-level advisory lock
 // held for a job's lifetime, is listed but never reported as a leak, while
 // an ordinary checkout held as long is.
-func ExampleIgnoreFunction() {
+func ExampleWithIgnoredFunction() {
 	reports := make(chan pgxleak.Leak, 4)
 	db, _ := pgxleak.OpenDB(&testdriver.Connector{},
 		pgxleak.WithLeakThreshold(20*time.Millisecond),
 		pgxleak.WithLogger(nil),
 		pgxleak.WithOnLeak(func(l pgxleak.Leak) { reports <- l }),
-		pgxleak.IgnoreFunction("github.com/pgxleak/pgxleak_test.listenForJobs"),
+		pgxleak.WithIgnoredFunction("github.com/pgxleak/pgxleak_test.listenForJobs"),
 	)
 	defer db.Close()
 
@@ -180,10 +180,10 @@ func ExampleIgnoreFunction() {
 		fmt.Printf("listed: %s, on purpose: %q\n", c.Culprit.Function, c.OnPurpose)
 	}
 	conn.Close()
-	fmt.Println("Find:", pgxleak.Find(db, pgxleak.GracePeriod(0)))
+	fmt.Println("Find:", pgxleak.Find(db, pgxleak.WithGracePeriod(0)))
 	// Output:
-	// reported: suspected at github.com/pgxleak/pgxleak_test.ExampleIgnoreFunction
+	// reported: suspected at github.com/pgxleak/pgxleak_test.ExampleWithIgnoredFunction
 	// listed: github.com/pgxleak/pgxleak_test.listenForJobs, on purpose: "github.com/pgxleak/pgxleak_test.listenForJobs"
-	// listed: github.com/pgxleak/pgxleak_test.ExampleIgnoreFunction, on purpose: ""
+	// listed: github.com/pgxleak/pgxleak_test.ExampleWithIgnoredFunction, on purpose: ""
 	// Find: <nil>
 }

@@ -18,7 +18,7 @@ var (
 	LibraryPrefixes        = libraryPrefixes        // the function-name prefixes never blamed
 	DefaultMaxOpenConns    = defaultMaxOpenConns()  // the default WithMaxOpenConns on this machine
 	DefaultConnMaxLifetime = defaultConnMaxLifetime // the default WithConnMaxLifetime
-	DefaultConnMaxIdleTime = defaultConnMaxIdleTime // the default WithConnMaxIdleTime
+	DefaultConnMaxIdleTime = defaultConnMaxIdleTime // the idle time Open sets
 	CapacitySummary        = Capacity.summary       // the check in words, as WithCapacityCheck logs it
 
 	OSExit   *func(int) = &osExit   // what VerifyTestMain exits with
@@ -27,6 +27,27 @@ var (
 	RedactError      = redactError      // masks secrets in an error's text
 	ConnectorSecrets = connectorSecrets // the passwords a pgx connector carries
 )
+
+// The limits Open sets but takes no option for (a user calls
+// db.SetMaxIdleConns and db.SetConnMaxIdleTime after Open; the jitter is a
+// tenth of the lifetime): tests that need them in force before Open
+// returns, for the warm-up, the min-idle keeper or the lifetimes, set them
+// here.
+
+// MaxIdleConnsForTest sets the pool's MaxIdleConns from the start.
+func MaxIdleConnsForTest(n int) Option {
+	return optionFunc(func(c *config) { c.maxIdle, c.maxIdleSet = n, true })
+}
+
+// ConnMaxIdleTimeForTest sets the pool's ConnMaxIdleTime from the start.
+func ConnMaxIdleTimeForTest(d time.Duration) Option {
+	return optionFunc(func(c *config) { c.maxIdleTime = d })
+}
+
+// LifetimeJitterForTest sets the lifetime's jitter instead of a tenth of it.
+func LifetimeJitterForTest(d time.Duration) Option {
+	return optionFunc(func(c *config) { c.lifetimeJitter, c.jitterSet = d, true })
+}
 
 // DSNSecrets returns the passwords Open masks for dsn.
 func DSNSecrets(dsn string) []string { return dsnSecrets(dsn, parseOrNil(dsn)) }

@@ -81,9 +81,10 @@ func gcwatchDropRows(t *testing.T, db *sql.DB) {
 // opens and closes one; all of them must be collectable.
 func TestGCWatchConnectionsCollected(t *testing.T) {
 	mc := &testdriver.Connector{TrackGC: true}
-	db, err := pgxleak.OpenDB(mc, pgxleak.WithMaxOpenConns(2), pgxleak.WithMaxIdleConns(0), pgxleak.WithLogger(quiet))
+	db, err := pgxleak.OpenDB(mc, pgxleak.WithMaxOpenConns(2), pgxleak.WithLogger(quiet))
 	require.NoError(t, err)
 	defer db.Close()
+	db.SetMaxIdleConns(0)
 	const n = 50
 	for range n {
 		var v int64

@@ -37,17 +37,17 @@ import (
 // that leak on purpose close their pools; the Tx and Rows goroutines such
 // leaks strand inside database/sql are expected.
 func TestMain(m *testing.M) {
-	pgxleak.VerifyTestMain(testMain{m}, pgxleak.GracePeriod(2*time.Second),
+	pgxleak.VerifyTestMain(testMain{m}, pgxleak.WithGracePeriod(2*time.Second),
 		// Rows dropped on purpose, to test how the loss is reported: their
 		// connections never come back, and VerifyTestMain checks closed
 		// pools too.
-		pgxleak.IgnoreFunction("github.com/pgxleak/pgxleak_test.leakRows"),
-		pgxleak.IgnoreFunction("github.com/pgxleak/pgxleak_test.leakRowsKept"),
-		pgxleak.IgnoreFunction("github.com/pgxleak/pgxleak_test.leakQueryRow"),
-		pgxleak.IgnoreFunction("github.com/pgxleak/pgxleak_test.dropRows"),
-		pgxleak.IgnoreFunction("github.com/pgxleak/pgxleak_test.gcwatchDropRows"),
-		pgxleak.IgnoreFunction("github.com/pgxleak/pgxleak_test.leakOnPurpose"),
-		pgxleak.IgnoreFunction("github.com/pgxleak/pgxleak.CollectAfterClose"),
+		pgxleak.WithIgnoredFunction("github.com/pgxleak/pgxleak_test.leakRows"),
+		pgxleak.WithIgnoredFunction("github.com/pgxleak/pgxleak_test.leakRowsKept"),
+		pgxleak.WithIgnoredFunction("github.com/pgxleak/pgxleak_test.leakQueryRow"),
+		pgxleak.WithIgnoredFunction("github.com/pgxleak/pgxleak_test.dropRows"),
+		pgxleak.WithIgnoredFunction("github.com/pgxleak/pgxleak_test.gcwatchDropRows"),
+		pgxleak.WithIgnoredFunction("github.com/pgxleak/pgxleak_test.leakOnPurpose"),
+		pgxleak.WithIgnoredFunction("github.com/pgxleak/pgxleak.CollectAfterClose"),
 	)
 }
 

@@ -97,7 +97,7 @@ type Settings struct {
 	MinIdle         int           `json:"min_idle"`
 	ConnMaxLifetime time.Duration `json:"conn_max_lifetime_ns"` // 0 means forever
 	// ConnMaxLifetimeJitter is 0 once db.SetConnMaxLifetime has replaced
-	// the lifetime Open set (see WithConnMaxLifetimeJitter).
+	// the lifetime Open set (see WithConnMaxLifetime).
 	ConnMaxLifetimeJitter time.Duration `json:"conn_max_lifetime_jitter_ns"`
 	ConnMaxIdleTime       time.Duration `json:"conn_max_idle_time_ns"` // 0 means forever
 	// LimitsFromOpen is true when this Go's database/sql could not be

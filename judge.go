@@ -220,7 +220,7 @@ func judge(in judgeInput) poolVerdict {
 // exited, or it is held past the leak threshold (Suspected) and is not
 // busy on the server (a long query or a lock wait is not a leak).
 func leakedCheckout(c Checkout) bool {
-	if c.OnPurpose != "" { // held on purpose (IgnoreFunction): never a leak
+	if c.OnPurpose != "" { // held on purpose (WithIgnoredFunction): never a leak
 		return false
 	}
 	if c.Holder != nil && c.Holder.Exited {

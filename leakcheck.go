@@ -82,7 +82,7 @@ type connState struct {
 	asked     *waitSite // guarded by mu; for a handoff, where its goroutine waited for it, if a goroutine dump saw it
 
 	// decided is the checkout (checkouts) whose stack was checked for the
-	// functions IgnoreFunction gave Open, once it passed the leak
+	// functions WithIgnoredFunction gave Open, once it passed the leak
 	// threshold; onPurpose says it was held on purpose (see pool.scanLeaks).
 	decided   uint64 // guarded by mu; 0: none
 	onPurpose bool   // guarded by mu

@@ -31,7 +31,7 @@ func TestLeakConnNeverClosed(t *testing.T) {
 	require.NotEmpty(t, l.Pool, "the report's pool: %+v", l)
 	require.Equal(t, "idle", l.TxStatus, "the report's transaction status")
 	require.NotEmpty(t, l.Stack, "the report's stack")
-	require.ErrorContains(t, pgxleak.Find(db, pgxleak.GracePeriod(0)), line.String(), "Find names the culprit line")
+	require.ErrorContains(t, pgxleak.Find(db, pgxleak.WithGracePeriod(0)), line.String(), "Find names the culprit line")
 	c.Close()
 	r := rec.Wait(t, 5*time.Second, resolvedAt(line))
 	require.GreaterOrEqual(t, r.Held, l.Held, "resolved after less time than it was already held")

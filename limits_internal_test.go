@@ -43,7 +43,7 @@ func TestJitterDueBusy(t *testing.T) {
 // and Settings says the other limits are the ones Open set (the live
 // page's row for it: livepage's TestSettingsRowsLimitsFromOpen).
 func TestLimitsFallback(t *testing.T) {
-	cfg, err := newConfig([]Option{WithMaxOpenConns(6), WithMaxIdleConns(4), WithConnMaxLifetime(time.Hour), WithConnMaxIdleTime(time.Minute)})
+	cfg, err := newConfig([]Option{WithMaxOpenConns(6), MaxIdleConnsForTest(4), WithConnMaxLifetime(time.Hour), ConnMaxIdleTimeForTest(time.Minute)})
 	require.NoError(t, err)
 	p := newPool(cfg, "test")
 	t.Cleanup(p.close)

@@ -239,9 +239,9 @@ func TestSettersAsPlain(t *testing.T) {
 			plain.SetConnMaxLifetime(tc.lifetime)
 			plain.SetConnMaxIdleTime(tc.idleTime)
 
-			db, _ := openTest(t, pgxleak.WithMaxOpenConns(tc.open), pgxleak.WithMaxIdleConns(tc.idle),
-				pgxleak.WithConnMaxLifetime(tc.lifetime), pgxleak.WithConnMaxLifetimeJitter(tc.lifetime),
-				pgxleak.WithConnMaxIdleTime(tc.idleTime))
+			db, _ := openTest(t, pgxleak.WithMaxOpenConns(tc.open), pgxleak.MaxIdleConnsForTest(tc.idle),
+				pgxleak.WithConnMaxLifetime(tc.lifetime), pgxleak.LifetimeJitterForTest(tc.lifetime),
+				pgxleak.ConnMaxIdleTimeForTest(tc.idleTime))
 
 			tc.set(plain)
 			tc.set(db)

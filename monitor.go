@@ -125,7 +125,7 @@ func (p *pool) flushFinal() {
 // it stays deadlocked, and one whose backend the server's view does not
 // cover yet is held back until a view read after it became due arrives,
 // for at most serverWait (then it is a suspected leak). With
-// IgnoreFunction given to Open, a checkout's stack is symbolised once, when
+// WithIgnoredFunction given to Open, a checkout's stack is symbolised once, when
 // it passes the threshold, to decide whether it is held on purpose; one
 // that is is never reported.
 func (p *pool) scanLeaks() {

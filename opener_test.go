@@ -116,7 +116,7 @@ func TestCheckoutByBackgroundOpener(t *testing.T) {
 	st := stats(t, db)
 	assert.EqualValues(t, 1, st.Unseen, "Stats' Unseen")
 	assert.EqualValues(t, 1, st.InUse, "Stats' InUse")
-	err := pgxleak.Find(db, pgxleak.GracePeriod(20*time.Millisecond))
+	err := pgxleak.Find(db, pgxleak.WithGracePeriod(20*time.Millisecond))
 	var le *pgxleak.LeakError
 	require.ErrorAs(t, err, &le, "Find")
 	require.Len(t, le.Checkouts, 1, "Find")
@@ -192,7 +192,7 @@ func TestCheckoutByBackgroundOpenerWaiterGaveUp(t *testing.T) {
 	cs := checkouts(t, db)
 	require.Len(t, cs, 1, "the connection just taken")
 	require.True(t, cs[0].Unseen, "the connection just taken is marked Unseen")
-	assert.Error(t, pgxleak.Find(db, pgxleak.GracePeriod(0)), "Find passed with a connection out")
+	assert.Error(t, pgxleak.Find(db, pgxleak.WithGracePeriod(0)), "Find passed with a connection out")
 }
 
 // openerCounter wraps a connector and counts the connects made by

@@ -20,12 +20,10 @@ import (
 // forever", "0 turns it off"), and a nil logger, callback or provider
 // turns that output off. Where zero could mean nothing (a pool name, a
 // sampling rate, an interval) the option says so and rejects it.
-// WithMaxIdleConns is the one limit whose zero is a value, as in
-// database/sql: no idle connection is kept. Negative values are rejected
-// everywhere. The checks take Options too, of their own: [GracePeriod] and
-// [IgnoreFunction] for [Find], [VerifyNone] and [VerifyTestMain],
-// [TerminateStillOut] for [Drain]; Open refuses those, but for
-// IgnoreFunction, which marks the checkouts held on purpose, and the
+// Negative values are rejected everywhere. The checks take Options too, of their own: [WithGracePeriod] and
+// [WithIgnoredFunction] for [Find], [VerifyNone] and [VerifyTestMain],
+// [WithTerminateStillOut] for [Drain]; Open refuses those, but for
+// WithIgnoredFunction, which marks the checkouts held on purpose, and the
 // checks ignore the pool's other options.
 type Option interface {
 	apply(*config)
@@ -35,9 +33,17 @@ type optionFunc func(*config)
 
 func (f optionFunc) apply(c *config) { f(c) }
 
-// Pool tuning. Open applies these limits with database/sql's own setters
-// (db.SetMaxOpenConns and the rest), and database/sql enforces them: a
-// later call of a setter replaces the option, exactly as on a plain pool.
+// Pool tuning. Open applies its limits with database/sql's own setters,
+// and database/sql enforces them: a later call of a setter replaces the
+// option, exactly as on a plain pool. Open sets safe defaults for all four
+// of database/sql's limits, but takes options only for the two it needs
+// before it returns (the warm-up and the capacity check need the maximum
+// of open connections; the lifetime carries pgxleak's jitter). Set the
+// other two as on any *sql.DB, after Open; pgxleak follows the values in
+// force:
+//
+//	db.SetMaxIdleConns(n)     // default: the maximum of open connections
+//	db.SetConnMaxIdleTime(d)  // default: 5 minutes
 
 // WithMaxOpenConns limits the number of open connections, in use plus idle
 // (see [sql.DB.SetMaxOpenConns]); 0 means unlimited, as in database/sql.
@@ -54,31 +60,16 @@ func WithMaxOpenConns(n int) Option {
 	})
 }
 
-// WithMaxIdleConns sets how many idle connections the pool keeps (see
-// [sql.DB.SetMaxIdleConns]). It must be between 0 and the maximum of open
-// connections (any n when that is unlimited). 0 is not "unlimited" here, as
-// in database/sql: it keeps no idle connection, and each is closed when it
-// is returned. Default: equal to the maximum of open connections, or
-// max(4, 2×GOMAXPROCS) when that is unlimited.
-func WithMaxIdleConns(n int) Option {
-	return optionFunc(func(c *config) {
-		if n < 0 {
-			c.invalid("WithMaxIdleConns", n, "must not be negative")
-			return
-		}
-		c.maxIdle, c.maxIdleSet = n, true
-	})
-}
-
 // WithMinIdleConns makes Open warm up n connections, concurrently, before it
 // returns, and then keeps at least n connections idle for as long as the pool
 // lives: a background task re-opens the ones that database/sql closes
 // (idle time, lifetime, errors) and keeps n of them from going idle for
-// longer than ConnMaxIdleTime. database/sql has no such setting. The
-// keeper follows the limits in force, including a db.SetMaxIdleConns,
-// SetMaxOpenConns or SetConnMaxIdleTime after Open: it keeps no more than
-// MaxIdleConns idle, and refreshes them within half the idle time. Open
-// fails if n > 0 and the server is unreachable. 0 turns it off. Default: 0.
+// longer than ConnMaxIdleTime. database/sql has no such setting. n must not
+// exceed the maximum of open connections. The keeper follows the limits in
+// force, including a db.SetMaxIdleConns, SetMaxOpenConns or
+// SetConnMaxIdleTime after Open: it keeps no more than MaxIdleConns idle,
+// and refreshes them within half the idle time. Open fails if n > 0 and the
+// server is unreachable. 0 turns it off. Default: 0.
 func WithMinIdleConns(n int) Option {
 	return optionFunc(func(c *config) {
 		if n < 0 {
@@ -93,9 +84,21 @@ func WithMinIdleConns(n int) Option {
 // (see [sql.DB.SetConnMaxLifetime]); 0 keeps them forever. Open sets it
 // with db.SetConnMaxLifetime and database/sql enforces it, so a later
 // db.SetConnMaxLifetime replaces it exactly as on a plain pool.
-// Each connection's lifetime is shortened by a random part of the jitter
-// ([WithConnMaxLifetimeJitter]), so d is the maximum.
 // Default: 30 minutes.
+//
+// Each connection gets a lifetime drawn uniformly from [d−d/10, d], so
+// that connections opened together do not all reconnect together (HikariCP
+// subtracts up to 2.5% for the same reason). database/sql closes a
+// connection at the full lifetime; pgxleak discards it at its jittered end,
+// when it is returned or when it is checked out again if the driver
+// implements driver.SessionResetter (pgx does), and counts it in
+// [PoolStats].LifetimeDiscarded (database/sql's MaxLifetimeClosed counts
+// the rest, those that reached the full lifetime first). The jitter
+// applies only while the lifetime in force is the one Open set: after a
+// db.SetConnMaxLifetime with another value, including 0, database/sql's
+// lifetime is all there is, as on a plain pool, for the rest of the pool's
+// life. For a lifetime without jitter, open with WithConnMaxLifetime(0) and
+// call db.SetConnMaxLifetime(d).
 func WithConnMaxLifetime(d time.Duration) Option {
 	return optionFunc(func(c *config) {
 		if d < 0 {
@@ -103,42 +106,6 @@ func WithConnMaxLifetime(d time.Duration) Option {
 			return
 		}
 		c.maxLifetime = d
-	})
-}
-
-// WithConnMaxLifetimeJitter gives each connection a lifetime drawn uniformly
-// from [lifetime−d, lifetime], so that connections opened together do not
-// all reconnect together. database/sql closes a connection at the full
-// lifetime; pgxleak discards it at its jittered end, when it is returned
-// or when it is checked out again if the driver implements
-// driver.SessionResetter (pgx does), and counts it in
-// [PoolStats].LifetimeDiscarded (database/sql's MaxLifetimeClosed counts
-// the rest, those that reached the full lifetime first). The jitter
-// applies only while the lifetime in force is the one [WithConnMaxLifetime]
-// set: after a db.SetConnMaxLifetime with another value, including 0,
-// database/sql's lifetime is all there is, as on a plain pool, for the
-// rest of the pool's life. d must not exceed the lifetime; 0 turns the jitter off (every
-// connection lives the whole lifetime). Default: a tenth of the lifetime.
-func WithConnMaxLifetimeJitter(d time.Duration) Option {
-	return optionFunc(func(c *config) {
-		if d < 0 {
-			c.invalid("WithConnMaxLifetimeJitter", d, "must not be negative")
-			return
-		}
-		c.lifetimeJitter, c.jitterSet = d, true
-	})
-}
-
-// WithConnMaxIdleTime closes connections that have been idle longer than d
-// (see [sql.DB.SetConnMaxIdleTime]), except the ones [WithMinIdleConns]
-// keeps; 0 keeps them forever. Default: 5 minutes.
-func WithConnMaxIdleTime(d time.Duration) Option {
-	return optionFunc(func(c *config) {
-		if d < 0 {
-			c.invalid("WithConnMaxIdleTime", d, "must not be negative")
-			return
-		}
-		c.maxIdleTime = d
 	})
 }
 
@@ -236,7 +203,7 @@ func WithStackDepth(n int) Option {
 
 // WithStackSampling records the stack on one checkout in every n of each
 // connection; the others are tracked and counted without a culprit (their
-// reports say so, and are never merged), and [IgnoreFunction] cannot match
+// reports say so, and are never merged), and [WithIgnoredFunction] cannot match
 // them: use 1 in tests. 1 records every checkout. n must be at least 1: to
 // record no stack at all, use [WithStackDepth](0). Default: 1.
 func WithStackSampling(n int) Option {
@@ -295,7 +262,7 @@ func WithoutGCDetection() Option {
 
 // WithoutServerView stops reports and [Inspect] from reading the server's
 // view of held connections (pg_stat_activity, over a side connection), and
-// [Terminate] and [TerminateStillOut] from working. Use it where the
+// [Terminate] and [WithTerminateStillOut] from working. Use it where the
 // application's role may not open one more connection. Default: on, for
 // pgx pools.
 func WithoutServerView() Option {

@@ -52,14 +52,9 @@ func TestInvalidOptions(t *testing.T) {
 	}{
 		{pgxleak.WithMaxOpenConns(-1), "WithMaxOpenConns(-1)"},
 		{pgxleak.WithMaxOpenConns(-5), "WithMaxOpenConns(-5)"},
-		{pgxleak.WithMaxIdleConns(-1), "WithMaxIdleConns(-1)"},
-		{pgxleak.WithMaxIdleConns(1000), "WithMaxIdleConns(1000)"},
 		{pgxleak.WithMinIdleConns(-1), "WithMinIdleConns(-1)"},
 		{pgxleak.WithMinIdleConns(999), "WithMinIdleConns(999)"},
 		{pgxleak.WithConnMaxLifetime(-time.Second), "WithConnMaxLifetime(-1s)"},
-		{pgxleak.WithConnMaxLifetimeJitter(-time.Second), "WithConnMaxLifetimeJitter(-1s)"},
-		{pgxleak.WithConnMaxLifetimeJitter(time.Hour), "WithConnMaxLifetimeJitter(1h0m0s)"},
-		{pgxleak.WithConnMaxIdleTime(-time.Second), "WithConnMaxIdleTime(-1s)"},
 		{pgxleak.WithMaxUses(-1), "WithMaxUses(-1)"},
 		{pgxleak.WithPoolName(""), "WithPoolName"},
 		{pgxleak.WithCapacityCheck(0), "WithCapacityCheck(0)"},
@@ -121,11 +116,8 @@ func TestInvalidOptionsNamed(t *testing.T) {
 	}{
 		{pgxleak.WithMaxOpenConns(-1), "WithMaxOpenConns"},
 		{pgxleak.WithMaxOpenConns(-3), "WithMaxOpenConns"},
-		{pgxleak.WithMaxIdleConns(-1), "WithMaxIdleConns"},
 		{pgxleak.WithMinIdleConns(-1), "WithMinIdleConns"},
 		{pgxleak.WithConnMaxLifetime(-time.Second), "WithConnMaxLifetime"},
-		{pgxleak.WithConnMaxLifetimeJitter(-time.Second), "WithConnMaxLifetimeJitter"},
-		{pgxleak.WithConnMaxIdleTime(-time.Second), "WithConnMaxIdleTime"},
 		{pgxleak.WithMaxUses(-1), "WithMaxUses"},
 		{pgxleak.WithPoolName(""), "WithPoolName"},
 		{pgxleak.WithCapacityCheck(0), "WithCapacityCheck"},
@@ -148,11 +140,10 @@ func TestInvalidOptionsNamed(t *testing.T) {
 		})
 	}
 	// Combinations: every invalid option is named, and only those.
-	_, err := pgxleak.OpenDB(&testdriver.Connector{}, pgxleak.WithMaxOpenConns(4), pgxleak.WithMaxIdleConns(5),
-		pgxleak.WithMinIdleConns(6), pgxleak.WithConnMaxLifetime(time.Minute), pgxleak.WithConnMaxLifetimeJitter(2*time.Minute),
-		pgxleak.WithStackSampling(0))
-	require.Error(t, err, "OpenDB accepted four invalid options")
-	want := []string{"WithConnMaxLifetimeJitter", "WithMaxIdleConns", "WithMinIdleConns", "WithStackSampling"}
+	_, err := pgxleak.OpenDB(&testdriver.Connector{}, pgxleak.WithMaxOpenConns(4),
+		pgxleak.WithMinIdleConns(6), pgxleak.WithConnMaxLifetime(-time.Minute), pgxleak.WithStackSampling(0))
+	require.Error(t, err, "OpenDB accepted three invalid options")
+	want := []string{"WithConnMaxLifetime", "WithMinIdleConns", "WithStackSampling"}
 	require.Equal(t, want, relOptionErrors(t, err), "the options the error names: %v", err)
 	_, err = pgxleak.OpenDB(&testdriver.Connector{}, nil)
 	assert.ErrorContains(t, err, "nil Option")
@@ -166,15 +157,15 @@ func TestInvalidOptionsNamed(t *testing.T) {
 // exactly the invalid options, and a pool that opens has the settings
 // asked for.
 func FuzzOptions(f *testing.F) {
-	// maxOpen, maxIdle, minIdle, lifetime, jitter, idle, threshold, report,
-	// depth, sampling, instances, slow, interval, useIdle, useJitter, name
-	f.Add(10, 5, 2, int64(time.Hour), int64(time.Minute), int64(time.Minute), int64(time.Second), int64(time.Minute), 32, 1, 1, int64(0), int64(time.Second), true, true, "pool")
-	f.Add(0, -1, -1, int64(-1), int64(-1), int64(-1), int64(-1), int64(-1), -1, 0, 0, int64(-1), int64(0), true, true, "")
-	f.Add(4, 5, 6, int64(time.Minute), int64(2*time.Minute), int64(0), int64(0), int64(0), 257, 1, 2, int64(time.Millisecond), int64(-5), true, true, "x")
-	f.Add(1, 0, 0, int64(0), int64(1), int64(0), int64(0), int64(0), 0, 1000, 1, int64(0), int64(1), false, true, "p")
-	f.Add(3, 3, 3, int64(1), int64(0), int64(1), int64(1), int64(1), 256, 7, 1, int64(1), int64(1), true, false, "p")
-	f.Fuzz(func(t *testing.T, maxOpen, maxIdle, minIdle int, lifetime, jitter, idle, threshold, report int64,
-		depth, sampling, instances int, slow, interval int64, useIdle, useJitter bool, name string) {
+	// maxOpen, minIdle, lifetime, threshold, report, depth, sampling,
+	// instances, slow, interval, name
+	f.Add(10, 2, int64(time.Hour), int64(time.Second), int64(time.Minute), 32, 1, 1, int64(0), int64(time.Second), "pool")
+	f.Add(0, -1, int64(-1), int64(-1), int64(-1), -1, 0, 0, int64(-1), int64(0), "")
+	f.Add(4, 6, int64(time.Minute), int64(0), int64(0), 257, 1, 2, int64(time.Millisecond), int64(-5), "x")
+	f.Add(1, 0, int64(0), int64(0), int64(0), 0, 1000, 1, int64(0), int64(1), "p")
+	f.Add(3, 3, int64(1), int64(1), int64(1), 256, 7, 1, int64(1), int64(1), "p")
+	f.Fuzz(func(t *testing.T, maxOpen, minIdle int, lifetime, threshold, report int64,
+		depth, sampling, instances int, slow, interval int64, name string) {
 		if minIdle > 64 {
 			minIdle %= 65 // a warm-up of millions of connections is not the point
 		}
@@ -183,7 +174,6 @@ func FuzzOptions(f *testing.F) {
 			pgxleak.WithMaxOpenConns(maxOpen),
 			pgxleak.WithMinIdleConns(minIdle),
 			pgxleak.WithConnMaxLifetime(time.Duration(lifetime)),
-			pgxleak.WithConnMaxIdleTime(time.Duration(idle)),
 			pgxleak.WithLeakThreshold(time.Duration(threshold)),
 			pgxleak.WithReportInterval(time.Duration(report)),
 			pgxleak.WithStackDepth(depth),
@@ -191,12 +181,6 @@ func FuzzOptions(f *testing.F) {
 			pgxleak.WithPoolName(name),
 			pgxleak.WithSlowWaitThreshold(time.Duration(slow)),
 			pgxleak.WithWaitSampleInterval(time.Duration(interval)),
-		}
-		if useIdle {
-			opts = append(opts, pgxleak.WithMaxIdleConns(maxIdle))
-		}
-		if useJitter {
-			opts = append(opts, pgxleak.WithConnMaxLifetimeJitter(time.Duration(jitter)))
 		}
 		if instances < 1 { // a valid one would run a capacity query
 			opts = append(opts, pgxleak.WithCapacityCheck(instances))
@@ -211,19 +195,9 @@ func FuzzOptions(f *testing.F) {
 		} else {
 			effOpen = maxOpen
 		}
-		effIdle := effOpen
-		if effOpen == 0 { // unlimited
+		effIdle := effOpen // MaxIdleConns is MaxOpenConns
+		if effOpen == 0 {  // unlimited
 			effIdle = pgxleak.DefaultMaxOpenConns
-		}
-		if useIdle {
-			if maxIdle < 0 {
-				bad("WithMaxIdleConns")
-			} else {
-				effIdle = maxIdle
-				if effOpen > 0 && maxIdle > effOpen {
-					bad("WithMaxIdleConns")
-				}
-			}
 		}
 		if minIdle < 0 || minIdle > effIdle {
 			bad("WithMinIdleConns")
@@ -233,20 +207,6 @@ func FuzzOptions(f *testing.F) {
 			bad("WithConnMaxLifetime")
 		} else {
 			effLife = time.Duration(lifetime)
-		}
-		effJitter := effLife / 10
-		if useJitter {
-			if jitter < 0 {
-				bad("WithConnMaxLifetimeJitter")
-			} else {
-				effJitter = time.Duration(jitter)
-			}
-		}
-		if effJitter > 0 && (effLife == 0 || effJitter > effLife) {
-			bad("WithConnMaxLifetimeJitter")
-		}
-		if idle < 0 {
-			bad("WithConnMaxIdleTime")
 		}
 		if threshold < 0 {
 			bad("WithLeakThreshold")
@@ -289,7 +249,7 @@ func FuzzOptions(f *testing.F) {
 		st := stats(t, db)
 		require.Equal(t, effOpen, st.MaxOpenConnections, "MaxOpenConnections")
 		// Warm connections stay unless they expire at once.
-		lasting := (effLife == 0 || effLife-effJitter >= time.Minute) && (idle == 0 || idle >= int64(time.Minute))
+		lasting := effLife == 0 || effLife-effLife/10 >= time.Minute
 		if minIdle > 0 && lasting {
 			require.GreaterOrEqual(t, st.Idle, minIdle, "idle after warming up")
 		}
@@ -300,15 +260,15 @@ func FuzzOptions(f *testing.F) {
 
 // TestOpenRefusesCheckOptions: the options of Find, VerifyNone,
 // VerifyTestMain and Drain are Options too, and Open names them when it is
-// given one, but IgnoreFunction, which marks checkouts held on purpose
+// given one, but WithIgnoredFunction, which marks checkouts held on purpose
 // (TestHeldOnPurpose).
 func TestOpenRefusesCheckOptions(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		opt  pgxleak.Option
 	}{
-		{"GracePeriod", pgxleak.GracePeriod(time.Second)},
-		{"TerminateStillOut", pgxleak.TerminateStillOut()},
+		{"WithGracePeriod", pgxleak.WithGracePeriod(time.Second)},
+		{"WithTerminateStillOut", pgxleak.WithTerminateStillOut()},
 	} {
 		db, err := pgxleak.OpenDB(&testdriver.Connector{}, tc.opt)
 		if !assert.Error(t, err, "OpenDB accepted %s", tc.name) {
@@ -352,13 +312,6 @@ func TestOptionsZero(t *testing.T) {
 			assert.Zero(t, db.Stats().MaxOpenConnections, "unlimited")
 			assert.Equal(t, pgxleak.DefaultMaxOpenConns, settings(t, db).MaxIdle)
 		}, pgxleak.WithMaxOpenConns(-1)},
-		{"WithMaxIdleConns", pgxleak.WithMaxIdleConns(0), func(t *testing.T, db *sql.DB, fc *testdriver.Connector) {
-			assert.Zero(t, settings(t, db).MaxIdle)
-			_, err := db.ExecContext(ctx, "SELECT 1")
-			require.NoError(t, err)
-			assert.Zero(t, db.Stats().Idle, "no idle connection kept")
-			assert.EqualValues(t, 1, fc.Closed.Load(), "closed when returned")
-		}, pgxleak.WithMaxIdleConns(-1)},
 		{"WithMinIdleConns", pgxleak.WithMinIdleConns(0), func(t *testing.T, db *sql.DB, fc *testdriver.Connector) {
 			assert.Zero(t, fc.Attempts.Load(), "no warm-up")
 			assert.Zero(t, settings(t, db).MinIdle)
@@ -368,14 +321,6 @@ func TestOptionsZero(t *testing.T) {
 			assert.Zero(t, s.ConnMaxLifetime, "forever")
 			assert.Zero(t, s.ConnMaxLifetimeJitter, "a tenth of forever: none")
 		}, pgxleak.WithConnMaxLifetime(-1)},
-		{"WithConnMaxLifetimeJitter", pgxleak.WithConnMaxLifetimeJitter(0), func(t *testing.T, db *sql.DB, _ *testdriver.Connector) {
-			s := settings(t, db)
-			assert.Zero(t, s.ConnMaxLifetimeJitter, "off")
-			assert.Equal(t, pgxleak.DefaultConnMaxLifetime, s.ConnMaxLifetime)
-		}, pgxleak.WithConnMaxLifetimeJitter(-1)},
-		{"WithConnMaxIdleTime", pgxleak.WithConnMaxIdleTime(0), func(t *testing.T, db *sql.DB, _ *testdriver.Connector) {
-			assert.Zero(t, settings(t, db).ConnMaxIdleTime, "forever")
-		}, pgxleak.WithConnMaxIdleTime(-1)},
 		{"WithMaxUses", pgxleak.WithMaxUses(0), func(t *testing.T, db *sql.DB, fc *testdriver.Connector) {
 			assert.Zero(t, settings(t, db).MaxUses)
 			for range 3 {

@@ -85,7 +85,7 @@ var closedPoolUses = []struct {
 		defer cancel()
 		// Terminated, so that the dropped connections do not fill the shared server.
 		var le *pgxleak.LeakError
-		require.ErrorAs(t, pgxleak.Drain(ctx, db, pgxleak.TerminateStillOut()), &le)
+		require.ErrorAs(t, pgxleak.Drain(ctx, db, pgxleak.WithTerminateStillOut()), &le)
 		require.Len(t, le.Checkouts, 1)
 	}},
 	{"a Rows garbage-collected without Close", func(t *testing.T, db *sql.DB) {
@@ -97,7 +97,7 @@ var closedPoolUses = []struct {
 		})
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
 		defer cancel()
-		require.Error(t, pgxleak.Drain(ctx, db, pgxleak.TerminateStillOut()))
+		require.Error(t, pgxleak.Drain(ctx, db, pgxleak.WithTerminateStillOut()))
 	}},
 }
 

@@ -447,7 +447,7 @@ func TestFaultSlowWarmUp(t *testing.T) {
 	opened := make(chan result, 1)
 	go func() {
 		db, err := pgxleak.OpenDB(fc, pgxleak.WithMaxOpenConns(4), pgxleak.WithMinIdleConns(2),
-			pgxleak.WithConnMaxIdleTime(20*time.Millisecond), // keep-idle every 10 ms
+			pgxleak.ConnMaxIdleTimeForTest(20*time.Millisecond), // keep-idle every 10 ms
 			pgxleak.WithLogger(quiet))
 		opened <- result{db, err}
 	}()

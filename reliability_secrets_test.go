@@ -54,7 +54,7 @@ func TestSecretsNeverEmitted(t *testing.T) {
 				pgxleak.WithMaxOpenConns(3), pgxleak.WithMinIdleConns(1), pgxleak.WithCapacityCheck(1000),
 				pgxleak.WithLeakThreshold(100*time.Millisecond), pgxleak.WithReportInterval(0),
 				pgxleak.WithSlowWaitThreshold(time.Millisecond), pgxleak.WithWaitSampleInterval(20*time.Millisecond),
-				pgxleak.WithConnMaxIdleTime(100*time.Millisecond))
+				pgxleak.ConnMaxIdleTimeForTest(100*time.Millisecond))
 			db, err := pgxleak.Open("pgx", dsn, opts...)
 			require.NoError(t, err, "Open")
 			defer db.Close()

@@ -72,11 +72,11 @@ type Checkout struct {
 	// when the report was made or the pool inspected; nil when unknown.
 	Server *ServerActivity `json:"server,omitempty"`
 	// OnPurpose is set for a checkout held on purpose: the function given
-	// to [IgnoreFunction] at [Open] that is on its stack. Such a checkout
+	// to [WithIgnoredFunction] at [Open] that is on its stack. Such a checkout
 	// is listed, but never reported as a leak.
 	OnPurpose string `json:"on_purpose,omitempty"`
 	// Terminated says its backend was terminated ([Terminate],
-	// [TerminateStillOut]): the server has ended its session; the
+	// [WithTerminateStillOut]): the server has ended its session; the
 	// connection is discarded when it comes back.
 	Terminated bool `json:"terminated,omitempty"`
 }
@@ -177,7 +177,7 @@ func (l Leak) String() string {
 // return it.
 type LeakError struct {
 	Checkouts []Checkout
-	// Notes says what [TerminateStillOut] could not do, e.g. a backend the
+	// Notes says what [WithTerminateStillOut] could not do, e.g. a backend the
 	// server would not terminate, and why.
 	Notes []string
 	// Unlisted is how many more connections database/sql counted in use

@@ -19,12 +19,12 @@ type PoolStats struct {
 	GarbageCollected uint64 `json:"garbage_collected"` // Rows garbage-collected without Close
 	StillOut         uint64 `json:"still_out"`         // connections still out at Drain or Close
 	// LifetimeDiscarded counts connections pgxleak discarded at their
-	// jittered end of life (WithConnMaxLifetimeJitter), before
+	// jittered end of life (a tenth of WithConnMaxLifetime), before
 	// database/sql's lifetime; DBStats.MaxLifetimeClosed counts those
 	// database/sql closed at the full lifetime.
 	LifetimeDiscarded uint64 `json:"lifetime_discarded"`
 	// Terminated counts backends ended by Terminate or Drain's
-	// TerminateStillOut. database/sql still counts each as open (in
+	// WithTerminateStillOut. database/sql still counts each as open (in
 	// DBStats.InUse and OpenConnections) until its holder gives it back:
 	// terminating frees the server and its locks, not the pool's slot.
 	Terminated uint64 `json:"terminated"`

@@ -260,7 +260,7 @@ func TestMetricsPoolName(t *testing.T) {
 // Open.
 func TestMetricsFollowSetters(t *testing.T) {
 	o := newOTelTest(t)
-	db, dsn := openTest(t, o.options(pgxleak.WithMaxOpenConns(6), pgxleak.WithMaxIdleConns(4), pgxleak.WithMinIdleConns(3))...)
+	db, dsn := openTest(t, o.options(pgxleak.WithMaxOpenConns(6), pgxleak.MaxIdleConnsForTest(4), pgxleak.WithMinIdleConns(3))...)
 	name := poolName(t, dsn)
 	var m map[string]metricdata.Metrics
 	pgtest.WaitFor(t, 10*time.Second, "the monitor to report the limits", func() bool {

@@ -54,10 +54,12 @@ func TestDefaultsReplaceDatabaseSQLs(t *testing.T) {
 	assert.Equal(t, st.Idle, st.OpenConnections, "open after a burst: all idle")
 }
 
-// TestMaxOpenAndIdle checks WithMaxOpenConns and WithMaxIdleConns through
-// db.Stats() and through the server's own count of the pool's backends.
+// TestMaxOpenAndIdle checks WithMaxOpenConns and a db.SetMaxIdleConns after
+// Open through db.Stats() and through the server's own count of the pool's
+// backends.
 func TestMaxOpenAndIdle(t *testing.T) {
-	db, dsn := openTest(t, pgxleak.WithMaxOpenConns(3), pgxleak.WithMaxIdleConns(1))
+	db, dsn := openTest(t, pgxleak.WithMaxOpenConns(3))
+	db.SetMaxIdleConns(1)
 	app := pgtest.ApplicationName(dsn)
 	// Eight goroutines want a connection for a while; only three may have one.
 	var wg sync.WaitGroup
@@ -108,7 +110,7 @@ func TestMinIdleWarmUp(t *testing.T) {
 // idle connection; the pool keeps the minimum, and only the surplus goes.
 func TestMinIdleKept(t *testing.T) {
 	const idle = 150 * time.Millisecond
-	db, dsn := openTest(t, pgxleak.WithMaxOpenConns(5), pgxleak.WithMinIdleConns(2), pgxleak.WithConnMaxIdleTime(idle))
+	db, dsn := openTest(t, pgxleak.WithMaxOpenConns(5), pgxleak.WithMinIdleConns(2), pgxleak.ConnMaxIdleTimeForTest(idle))
 	app := pgtest.ApplicationName(dsn)
 	holdConcurrently(t, db, 5)
 	pgtest.WaitFor(t, 10*time.Second, "surplus connections to expire", func() bool { return db.Stats().MaxIdleTimeClosed >= 3 })
@@ -160,7 +162,7 @@ func TestMaxUses(t *testing.T) {
 // discarded when it comes back, not reused.
 func TestLifetimeExpiresOnReturn(t *testing.T) {
 	db2, _ := openTest(t, pgxleak.WithMaxOpenConns(1),
-		pgxleak.WithConnMaxLifetime(100*time.Millisecond), pgxleak.WithConnMaxLifetimeJitter(50*time.Millisecond))
+		pgxleak.WithConnMaxLifetime(100*time.Millisecond), pgxleak.LifetimeJitterForTest(50*time.Millisecond))
 	var pid1, pid2 int
 	c, err := db2.Conn(context.Background())
 	require.NoError(t, err)
@@ -180,12 +182,12 @@ func TestJitterSpreadsLifetimes(t *testing.T) {
 	const life, jitter = time.Hour, 10 * time.Minute
 	inner, _ := (&testdriver.Connector{}).Connect(context.Background())
 	lo, hi := time.Duration(1<<62), time.Duration(0)
-	for _, got := range pgxleak.ConnLifetimes(t, inner, 200, pgxleak.WithConnMaxLifetime(life), pgxleak.WithConnMaxLifetimeJitter(jitter)) {
+	for _, got := range pgxleak.ConnLifetimes(t, inner, 200, pgxleak.WithConnMaxLifetime(life), pgxleak.LifetimeJitterForTest(jitter)) {
 		require.True(t, got <= life && got >= life-jitter-time.Second, "lifetime %v outside [%v, %v]", got, life-jitter, life)
 		lo, hi = min(lo, got), max(hi, got)
 	}
 	assert.GreaterOrEqual(t, hi-lo, jitter/2, "200 lifetimes spread over only %v of the %v jitter", hi-lo, jitter)
-	got := pgxleak.ConnLifetimes(t, inner, 1, pgxleak.WithConnMaxLifetime(life), pgxleak.WithConnMaxLifetimeJitter(0))[0]
+	got := pgxleak.ConnLifetimes(t, inner, 1, pgxleak.WithConnMaxLifetime(life), pgxleak.LifetimeJitterForTest(0))[0]
 	assert.Zero(t, got, "without jitter a connection has an end of life of pgxleak's")
 }
 
@@ -272,7 +274,7 @@ func TestMinIdleFollowsSetters(t *testing.T) {
 	}{
 		{
 			name: "SetMaxIdleConns below the minimum",
-			opts: []pgxleak.Option{pgxleak.WithMinIdleConns(3), pgxleak.WithConnMaxIdleTime(idle)},
+			opts: []pgxleak.Option{pgxleak.WithMinIdleConns(3), pgxleak.ConnMaxIdleTimeForTest(idle)},
 			set:  func(db *sql.DB) { db.SetMaxIdleConns(1) },
 			check: func(t *testing.T, db *sql.DB) {
 				// SetMaxIdleConns closed two; the keeper's rounds close none.
@@ -286,7 +288,7 @@ func TestMinIdleFollowsSetters(t *testing.T) {
 		},
 		{
 			name: "SetMaxOpenConns(0): unlimited",
-			opts: []pgxleak.Option{pgxleak.WithMinIdleConns(2), pgxleak.WithConnMaxIdleTime(idle)},
+			opts: []pgxleak.Option{pgxleak.WithMinIdleConns(2), pgxleak.ConnMaxIdleTimeForTest(idle)},
 			set:  func(db *sql.DB) { db.SetMaxOpenConns(0) },
 			check: func(t *testing.T, db *sql.DB) {
 				waitKept(t, db, 2)

@@ -20,7 +20,7 @@ var (
 type verbConfig struct {
 	grace     time.Duration
 	ignore    []string
-	terminate bool // Drain: TerminateStillOut
+	terminate bool // Drain: WithTerminateStillOut
 }
 
 // verbOption is an Option of Find, VerifyNone, VerifyTestMain or Drain.
@@ -36,7 +36,7 @@ func (o verbOption) apply(c *config) {
 
 func (o verbOption) setVerb(c *verbConfig) { o.set(c) }
 
-// ignoreFunction is IgnoreFunction: an option of the checks that Open
+// ignoreFunction is WithIgnoredFunction: an option of the checks that Open
 // takes too, to mark checkouts held on purpose.
 type ignoreFunction string
 
@@ -58,14 +58,14 @@ func (fn ignoreFunction) setVerb(c *verbConfig) {
 // another goroutine when their context (say t.Context()) ends.
 const defaultGracePeriod = time.Second
 
-// GracePeriod sets how long Find polls for checked-out connections to come
+// WithGracePeriod sets how long Find polls for checked-out connections to come
 // back before reporting them; 0 (or less) looks once, without waiting.
 // Default: one second.
-func GracePeriod(d time.Duration) Option {
-	return verbOption{"GracePeriod", func(c *verbConfig) { c.grace = max(d, 0) }}
+func WithGracePeriod(d time.Duration) Option {
+	return verbOption{"WithGracePeriod", func(c *verbConfig) { c.grace = max(d, 0) }}
 }
 
-// IgnoreFunction ignores checkouts with a frame of the fully qualified
+// WithIgnoredFunction ignores checkouts with a frame of the fully qualified
 // function fn anywhere in their stack (not only as the culprit), e.g.
 // "github.com/acme/app.(*Cache).warm", for a connection that is meant to
 // outlive the test. It cannot match a checkout whose stack was not
@@ -83,7 +83,7 @@ func GracePeriod(d time.Duration) Option {
 // A dropped Rows on it is still reported as garbage-collected. The mark
 // belongs to one checkout: once the connection comes back, the next
 // checkout of it is tracked as usual, unless fn is on its stack too.
-func IgnoreFunction(fn string) Option {
+func WithIgnoredFunction(fn string) Option {
 	return ignoreFunction(fn)
 }
 
@@ -113,7 +113,7 @@ func (c *verbConfig) ignored(co Checkout) bool {
 // Find returns nil when no connection is checked out of db, waiting up to
 // the grace period for connections on their way back. Otherwise it returns
 // a *[LeakError] listing each with its culprit, stack and held time.
-// [GracePeriod] and [IgnoreFunction] apply; the pool's options are ignored.
+// [WithGracePeriod] and [WithIgnoredFunction] apply; the pool's options are ignored.
 func Find(db *sql.DB, opts ...Option) error {
 	p := poolOf(db)
 	if p == nil {

@@ -41,21 +41,21 @@ func TestVerifyNone(t *testing.T) {
 	c, err := db.Conn(context.Background())
 	require.NoError(t, err)
 	ft := &fakeT{}
-	pgxleak.VerifyNone(ft, db, pgxleak.GracePeriod(50*time.Millisecond))
+	pgxleak.VerifyNone(ft, db, pgxleak.WithGracePeriod(50*time.Millisecond))
 	require.Len(t, ft.errors, 1, "VerifyNone's reports")
 	require.Contains(t, ft.errors[0], line.String())
 	require.Contains(t, ft.errors[0], "1 connection still checked out")
 	require.Contains(t, ft.errors[0], "TestVerifyNone")
 	ignoring := &fakeT{}
-	pgxleak.VerifyNone(ignoring, db, pgxleak.GracePeriod(0), pgxleak.IgnoreFunction("github.com/pgxleak/pgxleak_test.TestVerifyNone"))
-	require.Empty(t, ignoring.errors, "IgnoreFunction did not ignore")
+	pgxleak.VerifyNone(ignoring, db, pgxleak.WithGracePeriod(0), pgxleak.WithIgnoredFunction("github.com/pgxleak/pgxleak_test.TestVerifyNone"))
+	require.Empty(t, ignoring.errors, "WithIgnoredFunction did not ignore")
 	// A connection on its way back within the grace period is not a leak.
 	go func() {
 		time.Sleep(50 * time.Millisecond) // the holder finishes a little later
 		c.Close()
 	}()
 	clean := &fakeT{}
-	pgxleak.VerifyNone(clean, db, pgxleak.GracePeriod(5*time.Second))
+	pgxleak.VerifyNone(clean, db, pgxleak.WithGracePeriod(5*time.Second))
 	require.Empty(t, clean.errors, "VerifyNone after the connection came back within the grace period")
 	notTracked := &fakeT{}
 	plain, _ := sql.Open("pgx", "postgres://x@127.0.0.1/x")
@@ -109,7 +109,7 @@ func TestVerifyTestMain(t *testing.T) {
 		{"tests passed, connection out", 0, 1, true},
 	} {
 		exitCode, stderr = -1, bytes.Buffer{}
-		pgxleak.VerifyTestMain(fakeM{tc.runCode}, pgxleak.GracePeriod(0))
+		pgxleak.VerifyTestMain(fakeM{tc.runCode}, pgxleak.WithGracePeriod(0))
 		assert.Equal(t, tc.want, exitCode, "%s: exit code; stderr %q", tc.name, stderr.String())
 		assert.Equal(t, tc.reported, strings.Contains(stderr.String(), "still checked out"), "%s: reported; stderr %q", tc.name, stderr.String())
 		if tc.reported {
@@ -118,11 +118,11 @@ func TestVerifyTestMain(t *testing.T) {
 	}
 	c.Close()
 	exitCode = -1
-	pgxleak.VerifyTestMain(fakeM{0}, pgxleak.GracePeriod(0))
+	pgxleak.VerifyTestMain(fakeM{0}, pgxleak.WithGracePeriod(0))
 	assert.Zero(t, exitCode, "exit code after the connection came back; stderr %q", stderr.String())
 }
 
-// TestVerifyNoneUnsampledCheckout: IgnoreFunction cannot match a checkout
+// TestVerifyNoneUnsampledCheckout: WithIgnoredFunction cannot match a checkout
 // whose stack was not sampled; the failure says so and what to do.
 func TestVerifyNoneUnsampledCheckout(t *testing.T) {
 	db, _ := openTest(t, pgxleak.WithStackSampling(2), pgxleak.WithMaxOpenConns(1))
@@ -130,11 +130,11 @@ func TestVerifyNoneUnsampledCheckout(t *testing.T) {
 	c := holdA(t, db)    // not sampled
 	defer c.Close()
 	ft := &fakeT{}
-	pgxleak.VerifyNone(ft, db, pgxleak.GracePeriod(0), pgxleak.IgnoreFunction("github.com/pgxleak/pgxleak_test.holdA"))
+	pgxleak.VerifyNone(ft, db, pgxleak.WithGracePeriod(0), pgxleak.WithIgnoredFunction("github.com/pgxleak/pgxleak_test.holdA"))
 	require.Len(t, ft.errors, 1, "VerifyNone's reports")
 	assert.Contains(t, ft.errors[0], "not sampled")
 	assert.Contains(t, ft.errors[0], "WithStackSampling(1)")
-	assert.Contains(t, ft.errors[0], "IgnoreFunction")
+	assert.Contains(t, ft.errors[0], "WithIgnoredFunction")
 }
 
 // TestVerifyTestMainClosedPool: the natural setup, a pool closed in a
@@ -154,12 +154,12 @@ func TestVerifyTestMainClosedPool(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, db.Close())
 	exitCode = -1
-	pgxleak.VerifyTestMain(fakeM{0}, pgxleak.GracePeriod(0))
+	pgxleak.VerifyTestMain(fakeM{0}, pgxleak.WithGracePeriod(0))
 	assert.Equal(t, 1, exitCode, "a pool closed with a connection out fails the run")
 	assert.Contains(t, stderr.String(), "verify_test.go", "the report names the line")
 	c.Close()
 	exitCode, stderr = -1, bytes.Buffer{}
-	pgxleak.VerifyTestMain(fakeM{0}, pgxleak.GracePeriod(0))
+	pgxleak.VerifyTestMain(fakeM{0}, pgxleak.WithGracePeriod(0))
 	assert.Zero(t, exitCode, "exit code after the connection came back; stderr %q", stderr.String())
 }
 
@@ -192,14 +192,14 @@ func TestVerifyTestMainCollectedPool(t *testing.T) {
 		runtime.GC()
 		return collected.Value() == nil
 	})
-	pgxleak.VerifyTestMain(fakeM{0}, pgxleak.GracePeriod(0))
+	pgxleak.VerifyTestMain(fakeM{0}, pgxleak.WithGracePeriod(0))
 	assert.Equal(t, 1, exitCode)
 	assert.Contains(t, stderr.String(), "pgxleak_test.dropConn")
 }
 
 // listenOnPurpose takes a connection and LISTENs on it: in a real program
 // it would wait there for notifications for hours. The pools of
-// TestHeldOnPurpose are opened with IgnoreFunction naming it.
+// TestHeldOnPurpose are opened with WithIgnoredFunction naming it.
 //
 //go:noinline
 func listenOnPurpose(t *testing.T, db *sql.DB) *sql.Conn {
@@ -246,7 +246,7 @@ func onPurpose(t *testing.T, db *sql.DB) pgxleak.Checkout {
 }
 
 // TestHeldOnPurpose: a LISTEN connection taken in a function given to
-// IgnoreFunction at Open is not reported for three times the leak
+// WithIgnoredFunction at Open is not reported for three times the leak
 // threshold while an ordinary checkout is; it is listed, counted in use,
 // left out by Find and VerifyNone, and named as held on purpose by Drain.
 // Taken again elsewhere, its connection is reported as usual.
@@ -255,7 +255,7 @@ func TestHeldOnPurpose(t *testing.T) {
 	const listen = "github.com/pgxleak/pgxleak_test.listenOnPurpose"
 	rec := &leaktest.Recorder{}
 	db, _ := openTest(t, rec.Option(), pgxleak.WithLeakThreshold(threshold), pgxleak.WithMaxOpenConns(2),
-		pgxleak.IgnoreFunction(listen))
+		pgxleak.WithIgnoredFunction(listen))
 
 	l := listenOnPurpose(t, db)
 	pgtest.WaitFor(t, 10*time.Second, "the LISTEN connection held twice the threshold", func() bool {
@@ -284,11 +284,11 @@ func TestHeldOnPurpose(t *testing.T) {
 	assert.Equal(t, 2, st.CheckedOut, "held on purpose still counts toward the pool's use")
 
 	var le *pgxleak.LeakError
-	require.ErrorAs(t, pgxleak.Find(db, pgxleak.GracePeriod(0)), &le)
+	require.ErrorAs(t, pgxleak.Find(db, pgxleak.WithGracePeriod(0)), &le)
 	require.Len(t, le.Checkouts, 1, "Find lists the ordinary checkout only")
 	assert.Equal(t, "github.com/pgxleak/pgxleak_test.takeOtherConn", le.Checkouts[0].Culprit.Function)
 	require.NoError(t, other.Close())
-	pgxleak.VerifyNone(t, db, pgxleak.GracePeriod(0))
+	pgxleak.VerifyNone(t, db, pgxleak.WithGracePeriod(0))
 
 	// Back to the pool, the connection is tracked as usual again.
 	require.NoError(t, l.Close())

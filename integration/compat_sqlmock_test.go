@@ -90,7 +90,7 @@ func TestSqlmock(t *testing.T) {
 			require.NoError(t, tx.Commit())
 			require.NoError(t, mock.ExpectationsWereMet())
 			var clean tRecorder
-			pgxleak.VerifyNone(&clean, db, pgxleak.GracePeriod(0))
+			pgxleak.VerifyNone(&clean, db, pgxleak.WithGracePeriod(0))
 			require.Empty(t, clean.errs, "VerifyNone failed a clean test")
 			st := stats(t, db)
 			assert.Equal(t, uint64(2), st.Checkouts, "checkouts tracked")
@@ -103,12 +103,12 @@ func TestSqlmock(t *testing.T) {
 			require.NoError(t, err)
 			line++
 			var leaky tRecorder
-			pgxleak.VerifyNone(&leaky, db, pgxleak.GracePeriod(0))
+			pgxleak.VerifyNone(&leaky, db, pgxleak.WithGracePeriod(0))
 			if assert.Len(t, leaky.errs, 1, "VerifyNone's reports") {
 				assert.Contains(t, leaky.errs[0], fmt.Sprintf("compat_sqlmock_test.go:%d", line), "VerifyNone names the leak's line")
 			}
 			var lerr *pgxleak.LeakError
-			require.ErrorAs(t, pgxleak.Find(db, pgxleak.GracePeriod(0)), &lerr)
+			require.ErrorAs(t, pgxleak.Find(db, pgxleak.WithGracePeriod(0)), &lerr)
 			require.Len(t, lerr.Checkouts, 1)
 			c := lerr.Checkouts[0].Culprit
 			assert.Equal(t, fmt.Sprintf("%s:%d", file, line), fmt.Sprintf("%s:%d", c.File, c.Line), "Find's culprit")

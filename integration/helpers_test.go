@@ -29,7 +29,7 @@ import (
 // that leak on purpose close their pools; the Tx and Rows goroutines such
 // leaks strand inside database/sql are expected.
 func TestMain(m *testing.M) {
-	pgxleak.VerifyTestMain(testMain{m}, pgxleak.GracePeriod(2*time.Second))
+	pgxleak.VerifyTestMain(testMain{m}, pgxleak.WithGracePeriod(2*time.Second))
 }
 
 type testMain struct{ m *testing.M }

@@ -306,14 +306,14 @@ func TestHandlerSettingsFollowSetters(t *testing.T) {
 		life string           // the lifetime's row on the HTML page
 	}{
 		{"as opened", func(*sql.DB) {},
-			pgxleak.Settings{MaxOpen: 6, MaxIdle: 4, MinIdle: 3, ConnMaxLifetime: time.Hour, ConnMaxLifetimeJitter: 10 * time.Minute, ConnMaxIdleTime: time.Minute},
-			"1h0m0s, jitter 10m0s"},
+			pgxleak.Settings{MaxOpen: 6, MaxIdle: 4, MinIdle: 3, ConnMaxLifetime: time.Hour, ConnMaxLifetimeJitter: 6 * time.Minute, ConnMaxIdleTime: time.Minute},
+			"1h0m0s, jitter 6m0s"},
 		{"SetMaxOpenConns", func(db *sql.DB) { db.SetMaxOpenConns(2) }, // database/sql lowers max idle to match
-			pgxleak.Settings{MaxOpen: 2, MaxIdle: 2, MinIdle: 2, ConnMaxLifetime: time.Hour, ConnMaxLifetimeJitter: 10 * time.Minute, ConnMaxIdleTime: time.Minute},
-			"1h0m0s, jitter 10m0s"},
+			pgxleak.Settings{MaxOpen: 2, MaxIdle: 2, MinIdle: 2, ConnMaxLifetime: time.Hour, ConnMaxLifetimeJitter: 6 * time.Minute, ConnMaxIdleTime: time.Minute},
+			"1h0m0s, jitter 6m0s"},
 		{"SetMaxIdleConns", func(db *sql.DB) { db.SetMaxIdleConns(1) },
-			pgxleak.Settings{MaxOpen: 6, MaxIdle: 1, MinIdle: 1, ConnMaxLifetime: time.Hour, ConnMaxLifetimeJitter: 10 * time.Minute, ConnMaxIdleTime: time.Minute},
-			"1h0m0s, jitter 10m0s"},
+			pgxleak.Settings{MaxOpen: 6, MaxIdle: 1, MinIdle: 1, ConnMaxLifetime: time.Hour, ConnMaxLifetimeJitter: 6 * time.Minute, ConnMaxIdleTime: time.Minute},
+			"1h0m0s, jitter 6m0s"},
 		{"SetConnMaxLifetime(0)", func(db *sql.DB) { db.SetConnMaxLifetime(0) },
 			pgxleak.Settings{MaxOpen: 6, MaxIdle: 4, MinIdle: 3, ConnMaxIdleTime: time.Minute},
 			"forever, jitter none"},
@@ -321,13 +321,16 @@ func TestHandlerSettingsFollowSetters(t *testing.T) {
 			pgxleak.Settings{MaxOpen: 6, MaxIdle: 4, MinIdle: 3, ConnMaxLifetime: time.Minute, ConnMaxIdleTime: time.Minute},
 			"1m0s, jitter none"},
 		{"SetConnMaxIdleTime(0)", func(db *sql.DB) { db.SetConnMaxIdleTime(0) },
-			pgxleak.Settings{MaxOpen: 6, MaxIdle: 4, MinIdle: 3, ConnMaxLifetime: time.Hour, ConnMaxLifetimeJitter: 10 * time.Minute},
-			"1h0m0s, jitter 10m0s"},
+			pgxleak.Settings{MaxOpen: 6, MaxIdle: 4, MinIdle: 3, ConnMaxLifetime: time.Hour, ConnMaxLifetimeJitter: 6 * time.Minute},
+			"1h0m0s, jitter 6m0s"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			db, _ := openTest(t, pgxleak.WithPoolName("page-setters"), pgxleak.WithMaxOpenConns(6), pgxleak.WithMaxIdleConns(4),
-				pgxleak.WithMinIdleConns(3), pgxleak.WithConnMaxLifetime(time.Hour), pgxleak.WithConnMaxLifetimeJitter(10*time.Minute),
-				pgxleak.WithConnMaxIdleTime(time.Minute))
+			db, _ := openTest(t, pgxleak.WithPoolName("page-setters"), pgxleak.WithMaxOpenConns(6),
+				pgxleak.WithMinIdleConns(3), pgxleak.WithConnMaxLifetime(time.Hour))
+			// The two limits Open takes no option for, as a user sets
+			// them; the jitter is a tenth of the lifetime.
+			db.SetMaxIdleConns(4)
+			db.SetConnMaxIdleTime(time.Minute)
 			tc.set(db)
 			srv := httptest.NewServer(livepage.Handler(db))
 			defer srv.Close()

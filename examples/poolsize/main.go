@@ -129,13 +129,16 @@ func run(cfg *pgx.ConnConfig, size int, pooled bool) (result, error) {
 		// Each connection serves one checkout and is then closed. Idle
 		// connections alone (MaxIdleConns 0) would not do it: database/sql
 		// hands a returned connection straight to a waiting goroutine.
-		opts = append(opts, pgxleak.WithMaxUses(1), pgxleak.WithMaxIdleConns(0))
+		opts = append(opts, pgxleak.WithMaxUses(1))
 	}
 	db, err := pgxleak.OpenDB(counter, opts...)
 	if err != nil {
 		return r, err
 	}
 	defer db.Close()
+	if !pooled {
+		db.SetMaxIdleConns(0)
+	}
 	before := counter.n.Load()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

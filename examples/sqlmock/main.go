@@ -81,7 +81,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	if err := pgxleak.Find(db, pgxleak.GracePeriod(0)); err != nil {
+	if err := pgxleak.Find(db, pgxleak.WithGracePeriod(0)); err != nil {
 		return fmt.Errorf("unexpected leak: %w", err)
 	}
 	fmt.Printf("user 1 is %s; no connection left checked out\n", name)
@@ -91,7 +91,7 @@ func run() error {
 	if _, err := userName(ctx, db, 2); err == nil {
 		return errors.New("expected an error for a user with no name")
 	}
-	err = pgxleak.Find(db, pgxleak.GracePeriod(0))
+	err = pgxleak.Find(db, pgxleak.WithGracePeriod(0))
 	var leak *pgxleak.LeakError
 	if !errors.As(err, &leak) || len(leak.Checkouts) != 1 || !strings.HasSuffix(leak.Checkouts[0].Culprit.File, "examples/sqlmock/main.go") {
 		return fmt.Errorf("expected one leak in this file, got %v", err)
