@@ -24,8 +24,8 @@ import (
 
 const (
 	maxBackUpPercent = 15 // of the references between root files
-	maxExported = 45 // root identifiers besides the option constructors
-	maxOptions  = 25 // With… and Without… constructors
+	maxExported      = 45 // root identifiers besides the option constructors
+	maxOptions       = 25 // With… and Without… constructors
 )
 
 // TestDesignLayers fails when a file refers to a name defined in a file of a
