@@ -194,12 +194,6 @@ func BenchmarkRenderPage1000Holders(b *testing.B) {
 	b.ReportMetric(float64(size), "page-bytes")
 }
 
-func TestNiceCeil(t *testing.T) {
-	for _, tc := range []struct{ in, want float64 }{{0, 1}, {-3, 1}, {0.3, 0.5}, {1, 1}, {1.2, 2}, {3, 5}, {7, 10}, {40, 50}, {101, 200}} {
-		assert.InDelta(t, tc.want, niceCeil(tc.in), 1e-9, "niceCeil(%v)", tc.in)
-	}
-}
-
 // TestSettingsRowsLimitsFromOpen: when pgxleak could not read database/sql's
 // limits back (Settings.LimitsFromOpen), the page says the limits shown are
 // the ones Open set; otherwise it says nothing of it.
