@@ -269,9 +269,7 @@ func allocsPerOp(t *testing.T, db *sql.DB, op func(db *sql.DB) error) float64 {
 	runtime.ReadMemStats(&before)
 	for range runs {
 		n := runtime.NumGoroutine()
-		if err := op(db); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, op(db))
 		settle(n)
 	}
 	runtime.ReadMemStats(&after)

@@ -46,7 +46,7 @@ func TestPgxScanNilDestinationDoesNotHang(t *testing.T) {
 				select {
 				case errs[i] = <-done:
 				case <-time.After(10 * time.Second):
-					t.Fatalf("%s: Row.Scan(%T(nil)) of %q hangs", []string{"pgx", "pgxleak"}[i], dest, query)
+					require.Failf(t, "Row.Scan hangs", "%s: Row.Scan(%T(nil)) of %q", []string{"pgx", "pgxleak"}[i], dest, query)
 				}
 			}
 			require.ErrorContains(t, errs[0], "destination pointer is nil", "pgx, %T, %s", dest, query)

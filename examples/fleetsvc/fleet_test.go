@@ -249,7 +249,7 @@ func startProcess(t *testing.T, bin, dir, id, dsn string, args []string) string 
 		require.True(t, found, "%s said %q", id, l)
 		return addr
 	case <-time.After(time.Minute):
-		t.Fatalf("%s did not start within a minute", id)
+		require.Failf(t, "did not start", "%s did not start within a minute", id)
 	}
 	return ""
 }
@@ -295,7 +295,7 @@ func markedLine(t *testing.T, marker string) int {
 			return i + 1
 		}
 	}
-	t.Fatalf("no %q in main.go", marker)
+	require.Failf(t, "no marker", "no %q in main.go", marker)
 	return 0
 }
 

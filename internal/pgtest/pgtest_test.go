@@ -80,7 +80,7 @@ func TestHelperNeeds(t *testing.T) {
 			case "pgbouncer":
 				NewPgBouncer(t)
 			default:
-				t.Fatalf("%s=%q", helperEnv, need)
+				require.Failf(t, "unknown dependency", "%s=%q", helperEnv, need)
 			}
 		})
 	}
