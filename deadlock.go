@@ -139,8 +139,9 @@ func (p *pool) snapshotOf(k holderKey) snapshot {
 }
 
 // warnExhausted logs that the pool is exhausted: "pgxleak: pool exhausted
-// for 1.2s: 43 goroutines waiting (app/service.go:50 ×40, ...); 3/3
-// connections held by app/service.go:36 ×2 (goroutine exited), ...". At
+// for 1.2s (leaking): 43 goroutines waiting (app/service.go:50 ×40, ...),
+// the longest for at least 1.2s; 3/3 connections held by
+// app/service.go:36 ×2 (goroutine exited), ...; leaking: ...". At
 // most one per stall, and one per report interval. A deadlock is one
 // event: a whole pool deadlocked gets no warning beside its ERROR, and a
 // holder that is deadlocked is named as such, not described again.
@@ -177,8 +178,11 @@ func (p *pool) warnExhausted(d *findings, st sql.DBStats, stalled time.Duration)
 	}
 	_, longest := s.waits.now(time.Now())
 	verdict := p.judgeWith(d.checkouts, d.waiters, st.InUse, st.MaxOpenConnections)
-	msg := fmt.Sprintf("pgxleak: pool exhausted for %s: %s waiting (%s), the longest for at least %s; %d/%s connections held by %s; verdict: %s",
-		stalled.Round(100*time.Millisecond), numbered(len(d.waiters), "goroutine", "goroutines"), countLines(waiting), longest.Truncate(time.Millisecond), st.InUse, maxOpen, countLines(held), verdict.Reason)
+	// The verdict's word comes first: a line too long for the log loses
+	// its end (fitLine), never the verdict. Its reasoning, the longest
+	// part, comes last; Inspect and the live page give it whole.
+	msg := fmt.Sprintf("pgxleak: pool exhausted for %s (%s): %s waiting (%s), the longest for at least %s; %d/%s connections held by %s; %s",
+		stalled.Round(100*time.Millisecond), verdict.Kind, numbered(len(d.waiters), "goroutine", "goroutines"), countLines(waiting), longest.Truncate(time.Millisecond), st.InUse, maxOpen, countLines(held), verdict.Reason)
 	p.monitor.recent.add(Exhausted, Frame{}, msg, nil, time.Now())
 	attrs := []slog.Attr{
 		slog.String("pool", p.name()),

@@ -174,6 +174,7 @@ func TestExhaustedWarning(t *testing.T) {
 	assert.Equal(t, 1, strings.Count(out, want), "exhaustion warnings:\n%s", out)
 	for _, part := range []string{
 		"level=WARN",
+		"(leaking): 10 goroutines waiting (" + w.short() + " ×10)", // the verdict's word first
 		"10 goroutines waiting (" + w.short() + " ×10)",
 		"2/2 connections held by " + held.short() + " ×2 (goroutine exited, idle in transaction)",
 	} {
