@@ -125,8 +125,8 @@ func TestCulpritUserPrefixInTestFile(t *testing.T) {
 			defer c.Close()
 			cs := checkouts(t, db)
 			require.Len(t, cs, 1)
-			assert.Equal(t, line.line, cs[0].Culprit.Line, "culprit %s, want the caller's line %s\n%s", cs[0].Culprit, line, stackString(cs[0].Stack))
-			assert.Equal(t, filepath.Base(line.file), filepath.Base(cs[0].Culprit.File))
+			assert.Equal(t, line.Line, cs[0].Culprit.Line, "culprit %s, want the caller's line %s\n%s", cs[0].Culprit, line, stackString(cs[0].Stack))
+			assert.Equal(t, filepath.Base(line.File), filepath.Base(cs[0].Culprit.File))
 		})
 	}
 }
@@ -235,27 +235,9 @@ func FuzzCulprit(f *testing.F) {
 // against this one.
 func TestDotlessModuleIsTheUsers(t *testing.T) {
 	t.Parallel()
-	root, err := os.Getwd() // the module root: this package's directory
-	require.NoError(t, err)
-	dir := t.TempDir()
-	require.NoError(t, os.CopyFS(dir, os.DirFS("testdata/dotless")))
-	goMod := fmt.Sprintf("module myservice\n\ngo 1.25.0\n\nrequire github.com/pgxleak/pgxleak v0.0.0\n\nreplace github.com/pgxleak/pgxleak => %s\n", root)
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "go.mod"), []byte(goMod), 0o644))
-	sum, err := os.ReadFile("go.sum")
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "go.sum"), sum, 0o644))
-
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
-	goCmd, err := exec.LookPath("go") // go test puts its own toolchain first in PATH
-	require.NoError(t, err)
-	goIn := func(args ...string) {
-		cmd := exec.CommandContext(ctx, goCmd, args...)
-		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "GOWORK=off")
-		out, err := cmd.CombinedOutput()
-		require.NoError(t, err, "go %s: %s", strings.Join(args, " "), out)
-	}
+	dir, goIn := goModule(ctx, t, "dotless", "myservice")
 	goIn("build", "-mod=mod", "-o", "dotless", ".")
 	goIn("test", "-mod=mod", "-c", "-o", "app.test", "./app")
 

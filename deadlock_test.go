@@ -40,7 +40,7 @@ func TestSelfDeadlock(t *testing.T) {
 		for rows.Next() {
 			var n int
 			nestedLine := lineBelow()
-			nestedLine.line += 3
+			nestedLine.Line += 3
 			lines <- [2]site{rowsLine, nestedLine}
 			waiting <- time.Now()
 			err := db.QueryRowContext(ctx, "SELECT 1").Scan(&n) // waits for the connection it holds
@@ -55,14 +55,14 @@ func TestSelfDeadlock(t *testing.T) {
 	assert.LessOrEqual(t, time.Since(start), 2*time.Second+500*time.Millisecond, "the deadlock is reported within about 2s of the wait")
 	cancel()
 	assert.Error(t, <-done, "the nested query succeeded; it should have waited until cancelled")
-	assert.Equal(t, l[0].line, d.Culprit.Line, "the deadlock holds at %v", l[0])
-	assert.Equal(t, l[1].line, d.WaitingAt.Line, "the deadlock waits at %v", l[1])
+	assert.Equal(t, l[0].Line, d.Culprit.Line, "the deadlock holds at %v", l[0])
+	assert.Equal(t, l[1].Line, d.WaitingAt.Line, "the deadlock waits at %v", l[1])
 	assert.True(t, d.PoolDeadlocked, "a pool of one held by its only waiter is deadlocked as a whole: %s", d)
 	s := d.String()
 	for _, want := range []string{
 		"pgxleak: deadlock: goroutine ",
-		l[1].short(),
-		l[0].short(),
+		l[1].Short(),
+		l[0].Short(),
 		"the whole pool is deadlocked",
 	} {
 		assert.Contains(t, s, want)
@@ -101,7 +101,7 @@ func TestPoolDeadlocked(t *testing.T) {
 	in := inspectUntil(t, db, "the pool deadlocked", func(in pgxleak.Inspection) bool { return in.Deadlocked })
 	assert.Len(t, in.Waiters, 3)
 	for _, w := range in.Waiters {
-		assert.True(t, w.At.Line == l[1].line && len(w.Holds) == 1 && w.Holds[0].Culprit.Line == l[0].line,
+		assert.True(t, w.At.Line == l[1].Line && len(w.Holds) == 1 && w.Holds[0].Culprit.Line == l[0].Line,
 			"waiter at line %d holding %+v; want %v holding the checkout at %v", w.At.Line, w.Holds, l[1], l[0])
 	}
 	// One report per line (reports are de-duplicated by line), and an
@@ -109,7 +109,7 @@ func TestPoolDeadlocked(t *testing.T) {
 	// own, or, when the dump saw the whole only after the deadlock was
 	// logged, one for the pool.
 	rec.Wait(t, 5*time.Second, func(d pgxleak.Leak) bool {
-		return d.Kind == pgxleak.Deadlock && d.Culprit.Line == l[0].line && d.WaitingAt.Line == l[1].line
+		return d.Kind == pgxleak.Deadlock && d.Culprit.Line == l[0].Line && d.WaitingAt.Line == l[1].Line
 	})
 	pgtest.WaitFor(t, 5*time.Second, "the pool's deadlock logged", func() bool {
 		out := logs.String()
@@ -174,9 +174,9 @@ func TestExhaustedWarning(t *testing.T) {
 	assert.Equal(t, 1, strings.Count(out, want), "exhaustion warnings:\n%s", out)
 	for _, part := range []string{
 		"level=WARN",
-		"(leaking): 10 goroutines waiting (" + w.short() + " ×10)", // the verdict's word first
-		"10 goroutines waiting (" + w.short() + " ×10)",
-		"2/2 connections held by " + held.short() + " ×2 (goroutine exited, idle in transaction)",
+		"(leaking): 10 goroutines waiting (" + w.Short() + " ×10)", // the verdict's word first
+		"10 goroutines waiting (" + w.Short() + " ×10)",
+		"2/2 connections held by " + held.Short() + " ×2 (goroutine exited, idle in transaction)",
 	} {
 		assert.Contains(t, out, part)
 	}
@@ -262,6 +262,6 @@ func TestExhaustedWarningRefersToDeadlock(t *testing.T) {
 	require.NoError(t, err)
 	i := slices.IndexFunc(in.Reports, func(r pgxleak.Report) bool { return r.Kind == pgxleak.Exhausted })
 	require.GreaterOrEqual(t, i, 0, "the exhaustion report in %+v", in.Reports)
-	assert.Contains(t, in.Reports[i].Headline, at.short()+" ×1 (deadlocked: see the deadlock reported at ERROR)")
+	assert.Contains(t, in.Reports[i].Headline, at.Short()+" ×1 (deadlocked: see the deadlock reported at ERROR)")
 	assert.Equal(t, 1, strings.Count(out, "level=ERROR"), "one ERROR for the deadlock:\n%s", out)
 }

@@ -83,7 +83,7 @@ func TestDrainDoesNotWaitForGarbageCollectedLeaks(t *testing.T) {
 	require.ErrorAs(t, err, &le, "Drain")
 	require.NotErrorIs(t, err, context.DeadlineExceeded, "Drain waited for a lost connection")
 	require.Len(t, le.Checkouts, 1, "Drain lists the lost connection")
-	assert.Equal(t, line.line, le.Checkouts[0].Culprit.Line, "the lost connection's culprit")
+	assert.Equal(t, line.Line, le.Checkouts[0].Culprit.Line, "the lost connection's culprit")
 }
 
 // TestDrainResetInFlight: a checkout of an idle connection whose session
@@ -177,13 +177,13 @@ func TestDrainTerminateStillOut(t *testing.T) {
 	require.Len(t, le.Checkouts, 1, "Drain")
 	out := le.Checkouts[0]
 	assert.True(t, out.Terminated, "still out: %q, want it terminated", out.String())
-	assert.Equal(t, leakAt.line, out.Culprit.Line, "still out: the leak's culprit")
+	assert.Equal(t, leakAt.Line, out.Culprit.Line, "still out: the leak's culprit")
 	assert.Contains(t, out.String(), "; backend terminated")
 	// Terminated at once if its goroutine was seen to have exited, else
 	// at the deadline: the note names it, its line and why either way.
 	require.Len(t, le.Notes, 1)
 	assert.Regexp(t, fmt.Sprintf(`^terminated backend PID %d \(checked out at %s\): (the goroutine that took it has exited|still out when the wait ended \(context deadline exceeded\))$`,
-		le.Checkouts[0].BackendPID, regexp.QuoteMeta(leakAt.short())), le.Notes[0])
+		le.Checkouts[0].BackendPID, regexp.QuoteMeta(leakAt.Short())), le.Notes[0])
 	r := rec.Wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakStillOut })
 	assert.True(t, r.Terminated, "still-out report %q: want it marked terminated", r.String())
 	assert.EqualValues(t, 1, stats(t, db).Terminated, "Stats.Terminated")
@@ -306,7 +306,7 @@ func TestDrainUnderLoad(t *testing.T) {
 				leaks := 0
 				for _, c := range le.Checkouts {
 					switch {
-					case c.Culprit.Line == at.line:
+					case c.Culprit.Line == at.Line:
 						leaks++
 					case c.Unseen:
 						assert.NotZero(t, c.BackendPID, "round %d: %v", round, err)
@@ -336,8 +336,8 @@ func TestDrainTerminatesTheCauseNotTheVictim(t *testing.T) {
 		require.NoError(t, err)
 		tx, at := forgetLockedTx(t, db)
 		pgtest.WaitFor(t, 5*time.Second, "A's goroutine to exit", func() bool {
-			buf := make([]byte, 1<<20)
-			return !strings.Contains(string(buf[:runtime.Stack(buf, true)]), "forgetLockedTx.func1")
+			buf := make([]byte, 1<<20) // A's goroutine: leaktest.LeakTx.func1, or caller.LeakTx.func1 if inlined
+			return !strings.Contains(string(buf[:runtime.Stack(buf, true)]), "LeakTx.func1")
 		})
 		victim := make(chan error, 1)
 		victimAt := lineBelow()
@@ -353,37 +353,19 @@ func TestDrainTerminatesTheCauseNotTheVictim(t *testing.T) {
 		require.Len(t, le.Checkouts, 1, "run %d: %v", run, err)
 		c := le.Checkouts[0]
 		assert.True(t, c.Terminated, "run %d", run)
-		assert.Equal(t, at.line, c.Culprit.Line, "run %d", run)
+		assert.Equal(t, at.Line, c.Culprit.Line, "run %d", run)
 		require.Len(t, le.Notes, 1, "run %d: %v", run, err)
 		assert.Regexp(t, fmt.Sprintf(`^terminated backend PID %d \(checked out at %s\): the goroutine that took it has exited; idle in transaction, holding locks that block PID \d+ \(checked out at %s\)$`,
-			c.BackendPID, regexp.QuoteMeta(at.short()), regexp.QuoteMeta(victimAt.short())), le.Notes[0], "run %d", run)
+			c.BackendPID, regexp.QuoteMeta(at.Short()), regexp.QuoteMeta(victimAt.Short())), le.Notes[0], "run %d", run)
 		require.Error(t, tx.Rollback(), "run %d: A's backend was terminated", run)
 	}
 }
 
 // forgetLockedTx updates row 1 of t in a transaction on a goroutine that
-// exits without ending it.
-//
-//go:noinline
+// exits without ending it (leakTx).
 func forgetLockedTx(t *testing.T, db *sql.DB) (*sql.Tx, site) {
-	type leaked struct {
-		tx *sql.Tx
-		at site
-	}
-	got := make(chan leaked)
-	go func() {
-		var l leaked
-		var err error
-		l.at = lineBelow()
-		l.tx, err = db.Begin()
-		if err == nil {
-			_, err = l.tx.Exec("UPDATE t SET v = v + 1 WHERE id = 1")
-		}
-		assert.NoError(t, err)
-		got <- l
-	}()
-	l := <-got
-	return l.tx, l.at
+	t.Helper()
+	return leakTx(t, db, "UPDATE t SET v = v + 1 WHERE id = 1")
 }
 
 // lockWaiters counts the backends of dsn's database waiting on a lock.

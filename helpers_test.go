@@ -17,15 +17,14 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/leaktest"
@@ -70,27 +69,60 @@ func (r testMain) Run() int {
 	} else if testing.Verbose() {
 		fmt.Fprintf(os.Stderr, "longest log line: %d bytes\n", len(l))
 	}
-	if err := goleak.Find(
-		goleak.IgnoreTopFunction("database/sql.(*Tx).awaitDone"),
-		goleak.IgnoreTopFunction("database/sql.(*Rows).awaitDone"),
-		goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"), // pools leaked on purpose
-	); err != nil {
+	if err := leaktest.LeftGoroutines(); err != nil {
 		fmt.Fprintln(os.Stderr, "goleak:", err)
 		return 1
 	}
 	return 0
 }
 
-// openTest opens a tracked pool on a fresh database of its own, and closes
-// it when t ends. Reports go to a quiet logger unless opts set one.
+// openTest opens a tracked pool on a fresh database of its own
+// (leaktest.Open), and closes it when t ends. Reports go to the quiet
+// logger unless opts set one.
 func openTest(t testing.TB, opts ...pgxleak.Option) (*sql.DB, string) {
 	t.Helper()
-	dsn := pgtest.NewDatabase(t)
-	opts = append([]pgxleak.Option{pgxleak.WithLogger(quiet)}, opts...)
-	db, err := pgxleak.Open("pgx", dsn, opts...)
-	require.NoError(t, err, "pgxleak.Open")
-	t.Cleanup(func() { _ = db.Close() })
-	return db, dsn
+	return leaktest.Open(t, append([]pgxleak.Option{pgxleak.WithLogger(quiet)}, opts...)...)
+}
+
+// leakTx leaks a transaction that runs stmt, from a goroutine that then
+// exits (leaktest.LeakTx); it returns the Tx (to end it) and the line that
+// began it.
+func leakTx(t *testing.T, db *sql.DB, stmt string) (*sql.Tx, site) {
+	t.Helper()
+	var at site
+	tx := leaktest.LeakTx(t, stmt, func() (*sql.Tx, error) {
+		at = lineBelow()
+		return db.Begin()
+	})
+	return tx, at
+}
+
+// goModule copies testdata/name into a new directory, as a module of its
+// own named path that requires this one (replaced by this directory, with
+// its go.sum), and returns the directory and a function that runs the go
+// command there, outside the workspace, failing t if it fails. ctx bounds
+// the go commands.
+func goModule(ctx context.Context, t *testing.T, name, path string) (dir string, goIn func(args ...string)) {
+	t.Helper()
+	root, err := os.Getwd() // the module root: this package's directory
+	require.NoError(t, err)
+	dir = t.TempDir()
+	require.NoError(t, os.CopyFS(dir, os.DirFS(filepath.Join("testdata", name))))
+	goMod := fmt.Sprintf("module %s\n\ngo 1.25.0\n\nrequire github.com/pgxleak/pgxleak v0.0.0\n\nreplace github.com/pgxleak/pgxleak => %s\n", path, root)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "go.mod"), []byte(goMod), 0o644))
+	sum, err := os.ReadFile("go.sum")
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "go.sum"), sum, 0o644))
+	goCmd, err := exec.LookPath("go") // go test puts its own toolchain first in PATH
+	require.NoError(t, err)
+	return dir, func(args ...string) {
+		t.Helper()
+		cmd := exec.CommandContext(ctx, goCmd, args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "GOWORK=off")
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "go %s: %s", strings.Join(args, " "), out)
+	}
 }
 
 // quiet is a logger that drops every record, after measuring it: TestMain
@@ -136,31 +168,16 @@ func (m *lineMeter) get() string {
 	return m.longest
 }
 
-// site is a line of test code, as a report's culprit frame names it.
-type site struct {
-	fn, file string
-	line     int
-}
+// site is a line of test code, as a report's culprit frame names it;
+// lineBelow returns the line after its caller's.
+type site = leaktest.Site
 
-// lineBelow returns the site of the line after the caller's: put it right
-// above the call that checks a connection out.
-func lineBelow() site {
-	pc, file, line, _ := runtime.Caller(1)
-	return site{runtime.FuncForPC(pc).Name(), file, line + 1}
-}
-
-// String is the site as errors name it: file name and line.
-func (s site) String() string { return fmt.Sprintf("%s:%d", filepath.Base(s.file), s.line) }
-
-// short is the site as reports name it: directory, file name and line.
-func (s site) short() string {
-	return fmt.Sprintf("%s/%s:%d", filepath.Base(filepath.Dir(s.file)), filepath.Base(s.file), s.line)
-}
+var lineBelow = leaktest.LineBelow
 
 // isCulprit reports whether a leak's culprit is at.
 func isCulprit(at site) func(pgxleak.Leak) bool {
 	return func(l pgxleak.Leak) bool {
-		return filepath.Base(l.Culprit.File) == filepath.Base(at.file) && l.Culprit.Line == at.line
+		return filepath.Base(l.Culprit.File) == filepath.Base(at.File) && l.Culprit.Line == at.Line
 	}
 }
 

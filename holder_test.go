@@ -33,7 +33,7 @@ func inspectUntil(t *testing.T, db *sql.DB, msg string, cond func(pgxleak.Inspec
 // checkoutAtLine returns the inspection's checkout taken at line.
 func checkoutAtLine(in pgxleak.Inspection, line site) (pgxleak.Checkout, bool) {
 	for _, c := range in.Checkouts {
-		if c.Culprit.Line == line.line && strings.HasSuffix(c.Culprit.File, "_test.go") {
+		if c.Culprit.Line == line.Line && strings.HasSuffix(c.Culprit.File, "_test.go") {
 			return c, true
 		}
 	}
@@ -78,7 +78,7 @@ func TestHolderExited(t *testing.T) {
 		require.True(t, ok, "no checkout at %v in %+v", line, in.Checkouts)
 		assert.Equal(t, "goroutine id", c.Holder.MatchedBy, "holder %+v", c.Holder)
 		assert.NotZero(t, c.Holder.ID, "holder %+v", c.Holder)
-		assert.Contains(t, c.String(), line.short(), "the checkout names the line")
+		assert.Contains(t, c.String(), line.Short(), "the checkout names the line")
 		assert.Contains(t, c.String(), "; goroutine exited", "the checkout's verdict")
 	}
 	assert.Empty(t, in.Waiters)
@@ -121,7 +121,7 @@ func TestHolderAlive(t *testing.T) {
 	}()
 	in := inspectUntil(t, db, "the holder blocked on the channel", func(in pgxleak.Inspection) bool {
 		c, ok := checkoutAtLine(in, l[0])
-		return ok && c.Holder != nil && c.Holder.At.Line == l[1].line && c.Holder.State == "chan receive"
+		return ok && c.Holder != nil && c.Holder.At.Line == l[1].Line && c.Holder.State == "chan receive"
 	})
 	c, _ := checkoutAtLine(in, l[0])
 	h := c.Holder
@@ -130,7 +130,7 @@ func TestHolderAlive(t *testing.T) {
 	assert.Equal(t, "goroutine id", h.MatchedBy)
 	assert.False(t, h.Returned, "holder %+v: marked Returned while still inside the function that took the connection", h)
 	s := c.String()
-	assert.Contains(t, s, "alive, still inside pgxleak_test.TestHolderAlive.func1, now at "+l[1].short())
+	assert.Contains(t, s, "alive, still inside pgxleak_test.TestHolderAlive.func1, now at "+l[1].Short())
 	if i := strings.Index(s, "; server:"); assert.GreaterOrEqual(t, i, 0, "checkout %q: the server's verdict", s) {
 		assert.True(t, strings.HasSuffix(s[:i], " [chan receive]"), "checkout %q: the state", s)
 	}

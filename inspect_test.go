@@ -36,7 +36,7 @@ func TestInspectSettingsReportsServer(t *testing.T) {
 	assert.True(t, r.Kind.Leak(), "the report's kind is a leak")
 	assert.Equal(t, 1, r.Count, "the report")
 	assert.NotNil(t, r.Checkout, "the report's checkout")
-	assert.Equal(t, at.line, r.At.Line, "the report's culprit")
+	assert.Equal(t, at.Line, r.At.Line, "the report's culprit")
 	sv := in.Server
 	assert.Equal(t, 1, sv.Instances, "server")
 	assert.Equal(t, 3, sv.PoolMax, "server")

@@ -25,7 +25,7 @@ func TestLeakConnNeverClosed(t *testing.T) {
 	require.NoError(t, err)
 	l := rec.Wait(t, 5*time.Second, suspectedAt(line))
 	require.GreaterOrEqual(t, l.Held, threshold, "reported before the threshold")
-	require.True(t, strings.HasPrefix(l.Checkout.String(), fmt.Sprintf("connection checked out at %s (pgxleak_test.TestLeakConnNeverClosed)", line.short())),
+	require.True(t, strings.HasPrefix(l.Checkout.String(), fmt.Sprintf("connection checked out at %s (pgxleak_test.TestLeakConnNeverClosed)", line.Short())),
 		"report: %s", l.Checkout)
 	require.NotZero(t, l.BackendPID, "the report's backend: %+v", l)
 	require.NotEmpty(t, l.Pool, "the report's pool: %+v", l)

@@ -53,7 +53,7 @@ func TestLogReportLeadsWithCulprit(t *testing.T) {
 			}
 			require.NotEmpty(t, l.Stack, "the Leak has no stack")
 			out := buf.String()
-			assert.Contains(t, out, fmt.Sprintf(`level=WARN msg="pgxleak: suspected leak: connection checked out at %s (pgxleak_test.TestLogReportLeadsWithCulprit.func1), held `, line.short()))
+			assert.Contains(t, out, fmt.Sprintf(`level=WARN msg="pgxleak: suspected leak: connection checked out at %s (pgxleak_test.TestLogReportLeadsWithCulprit.func1), held `, line.Short()))
 			assert.Contains(t, out, "kind=suspected")
 			assert.Equal(t, tc.wantStack, strings.Contains(out, "stack="), "a stack in the log:\n%s", out)
 			if !tc.wantStack {
@@ -98,7 +98,7 @@ func TestLogCallersAreTheApplications(t *testing.T) {
 	c := holdA(t, db)
 	defer c.Close()
 	rec.Wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected })
-	assert.Contains(t, logs.String(), fmt.Sprintf(`callers="%s (pgxleak_test.TestLogCallersAreTheApplications)"`, line.short()))
+	assert.Contains(t, logs.String(), fmt.Sprintf(`callers="%s (pgxleak_test.TestLogCallersAreTheApplications)"`, line.Short()))
 }
 
 // TestNoGarbageCollectedReportAfterClose: a Rows garbage-collected after
@@ -138,8 +138,8 @@ func TestBlockedNotSuspected(t *testing.T) {
 	b := rec.Wait(t, 10*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.Blocked })
 	rec.Wait(t, 10*time.Second, suspectedAt(leakAt))
 	assert.True(t, isCulprit(at)(b), "the blocked checkout is the one at %v: %s", at, b)
-	assert.Contains(t, b.String(), "blocked, not a leak: connection checked out at "+at.short())
-	assert.Contains(t, b.String(), "checked out at "+leakAt.short())
+	assert.Contains(t, b.String(), "blocked, not a leak: connection checked out at "+at.Short())
+	assert.Contains(t, b.String(), "checked out at "+leakAt.Short())
 	assert.Contains(t, b.String(), ": fix that line")
 
 	require.NoError(t, leak.Rollback()) // the blocked statement goes on, and its connection comes back
@@ -149,7 +149,7 @@ func TestBlockedNotSuspected(t *testing.T) {
 	assert.False(t, rec.Has(resolvedAt(at)), "the blocked checkout got a resolved follow-up: %v", rec.All())
 	out := logs.String()
 	assert.Equal(t, 1, strings.Count(out, "kind=blocked"), "one blocked record:\n%s", out)
-	assert.Contains(t, out, `level=WARN msg="pgxleak: blocked, not a leak: connection checked out at `+at.short())
+	assert.Contains(t, out, `level=WARN msg="pgxleak: blocked, not a leak: connection checked out at `+at.Short())
 	assert.Equal(t, 1, strings.Count(out, "msg=\"pgxleak: suspected leak:"), "one suspected leak, the leaked transaction:\n%s", out)
 	assert.EqualValues(t, 1, stats(t, db).Suspected, "only the leaked transaction counts as suspected")
 }

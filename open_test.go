@@ -7,7 +7,6 @@ import (
 	"database/sql/driver"
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -153,32 +152,17 @@ func TestOpenWrapsTheRegisteredDriver(t *testing.T) {
 // the program is built as a module of its own.
 func TestOpenPgxNameTakenByAnotherDriver(t *testing.T) {
 	t.Parallel()
-	root, err := os.Getwd() // the module root: this package's directory
-	require.NoError(t, err)
-	dir := t.TempDir()
-	require.NoError(t, os.CopyFS(dir, os.DirFS("testdata/pgxtaken")))
-	goMod := fmt.Sprintf("module example.com/pgxtaken\n\ngo 1.25.0\n\nrequire github.com/pgxleak/pgxleak v0.0.0\n\nreplace github.com/pgxleak/pgxleak => %s\n", root)
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "go.mod"), []byte(goMod), 0o644))
-	sum, err := os.ReadFile("go.sum")
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "go.sum"), sum, 0o644))
-
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
-	goCmd, err := exec.LookPath("go") // go test puts its own toolchain first in PATH
-	require.NoError(t, err)
+	dir, goIn := goModule(ctx, t, "pgxtaken", "example.com/pgxtaken")
 	prog := filepath.Join(dir, "pgxtaken")
-	build := exec.CommandContext(ctx, goCmd, "build", "-mod=mod", "-o", prog, ".")
-	build.Dir = dir
-	build.Env = append(os.Environ(), "GOWORK=off")
-	out, err := build.CombinedOutput()
-	require.NoError(t, err, "go build: %s", out)
+	goIn("build", "-mod=mod", "-o", prog, ".")
 
 	const dsn = "not a dsn" // pgx v5 rejects it; the driver holding "pgx" takes anything
 	var stderr bytes.Buffer
 	run := exec.CommandContext(ctx, prog, dsn)
 	run.Stderr = &stderr
-	out, err = run.Output()
+	out, err := run.Output()
 	require.NoError(t, err, "pgxtaken: %s", stderr.String())
 	var got struct {
 		PgxHolder      string

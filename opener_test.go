@@ -51,14 +51,14 @@ func TestLeakOpenerHandoffAttributedToWaiter(t *testing.T) {
 		rows = r
 	}()
 	line := <-waiterLine
-	line.line++
+	line.Line++
 	pgtest.WaitFor(t, 5*time.Second, "the waiter to queue", func() bool { return db.Stats().WaitCount == 1 })
 	holder.Close() // bad: closed, and the opener connects a new one for the waiter
 	<-done
 	require.NotNil(t, rows, "the waiter's query failed")
 	defer rows.Close()
-	l := rec.Wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected && l.Culprit.Line == line.line })
-	assert.Equal(t, filepath.Base(line.file), filepath.Base(l.Culprit.File), "the culprit's file")
+	l := rec.Wait(t, 5*time.Second, func(l pgxleak.Leak) bool { return l.Kind == pgxleak.LeakSuspected && l.Culprit.Line == line.Line })
+	assert.Equal(t, filepath.Base(line.File), filepath.Base(l.Culprit.File), "the culprit's file")
 	assert.NotEqual(t, firstPID, int(l.BackendPID), "the report names the new connection's backend")
 }
 
@@ -155,7 +155,7 @@ func TestCheckoutByBackgroundOpenerRaw(t *testing.T) {
 	require.Len(t, cs, 1)
 	require.False(t, cs[0].Unseen, "the connection is seen at its first use")
 	co := cs[0]
-	assert.Equal(t, fmt.Sprintf("%s:%d", at.file, at.line), fmt.Sprintf("%s:%d", co.Culprit.File, co.Culprit.Line), "the culprit: the PgxConn call in Raw")
+	assert.Equal(t, fmt.Sprintf("%s:%d", at.File, at.Line), fmt.Sprintf("%s:%d", co.Culprit.File, co.Culprit.Line), "the culprit: the PgxConn call in Raw")
 	assert.False(t, co.SeenAt.IsZero() || co.CheckedOutAt.After(takenAt) || co.Held < asked.Sub(takenAt),
 		"CheckedOutAt = %v, SeenAt = %v, Held = %v; db.Conn returned %v ago: Held must bound it",
 		co.CheckedOutAt, co.SeenAt, co.Held, asked.Sub(takenAt))
@@ -344,13 +344,13 @@ func TestOpenerHandoffNamesTheLineThatAsked(t *testing.T) {
 			require.Len(t, cs, 1)
 			co := cs[0]
 			require.False(t, co.SeenAt.IsZero(), "the checkout was seen late, at its first use: not the opener's handoff")
-			assert.Equal(t, tk.at.line, co.FirstUse.Line, "FirstUse %s, want the helper's line %s", co.FirstUse, tk.at)
+			assert.Equal(t, tk.at.Line, co.FirstUse.Line, "FirstUse %s, want the helper's line %s", co.FirstUse, tk.at)
 			want := tk.at
 			if tc.seen {
 				want = tk.asked
 			}
-			assert.Equal(t, want.line, co.Culprit.Line, "culprit %s, want %s", co.Culprit, want)
-			assert.Equal(t, filepath.Base(want.file), filepath.Base(co.Culprit.File))
+			assert.Equal(t, want.Line, co.Culprit.Line, "culprit %s, want %s", co.Culprit, want)
+			assert.Equal(t, filepath.Base(want.File), filepath.Base(co.Culprit.File))
 			assert.Equal(t, !tc.seen, co.AskUnseen)
 			if tc.seen {
 				assert.NotContains(t, co.String(), "first use")

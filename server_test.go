@@ -27,24 +27,7 @@ import (
 // the line that began it.
 func leakLockedTx(t *testing.T, db *sql.DB) (*sql.Tx, site) {
 	t.Helper()
-	type leaked struct {
-		tx *sql.Tx
-		at site
-	}
-	got := make(chan leaked)
-	go func() {
-		var l leaked
-		var err error
-		l.at = lineBelow()
-		l.tx, err = db.Begin()
-		if err == nil {
-			_, err = l.tx.Exec("SELECT id FROM t WHERE id = 1 FOR UPDATE")
-		}
-		assert.NoError(t, err)
-		got <- l
-	}()
-	l := <-got
-	return l.tx, l.at
+	return leakTx(t, db, "SELECT id FROM t WHERE id = 1 FOR UPDATE")
 }
 
 // TestServerViewBlockedByLeak: a checkout blocked on a row lock held by a
@@ -85,9 +68,9 @@ func TestServerViewBlockedByLeak(t *testing.T) {
 	s := second.Server
 	require.NotNil(t, s, "the blocked checkout's server view")
 	assert.Contains(t, s.BlockedBy, first.BackendPID, "the blocked checkout's server view: blocked by the leak")
-	assert.Equal(t, leakAt.line, s.Culprits[first.BackendPID].Line, "the blocked checkout's server view: the blocker's culprit")
-	assert.Contains(t, second.String(), "server: active, waiting on a lock (transactionid) held by PID "+strconv.Itoa(int(first.BackendPID))+" (checked out at "+leakAt.short()+")")
-	assert.Contains(t, first.String(), "server: idle in transaction, holding locks that block PID "+strconv.Itoa(int(second.BackendPID))+" (checked out at "+at.short()+")")
+	assert.Equal(t, leakAt.Line, s.Culprits[first.BackendPID].Line, "the blocked checkout's server view: the blocker's culprit")
+	assert.Contains(t, second.String(), "server: active, waiting on a lock (transactionid) held by PID "+strconv.Itoa(int(first.BackendPID))+" (checked out at "+leakAt.Short()+")")
+	assert.Contains(t, first.String(), "server: idle in transaction, holding locks that block PID "+strconv.Itoa(int(second.BackendPID))+" (checked out at "+at.Short()+")")
 	cancel()
 	<-done
 }

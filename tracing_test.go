@@ -226,9 +226,9 @@ func TestTracingLeakSpans(t *testing.T) {
 				{"db.client.connection.pool.name", a["db.client.connection.pool.name"].AsString(), poolName(t, dsn)},
 				{"pgxleak.leak.kind", a["pgxleak.leak.kind"].AsString(), tt.kind.String()},
 				{"pgxleak.leak.resolved", a["pgxleak.leak.resolved"].AsBool(), tt.resolved},
-				{"code.function.name", a["code.function.name"].AsString(), at.fn},
-				{"code.file.path", a["code.file.path"].AsString(), at.file},
-				{"code.line.number", a["code.line.number"].AsInt64(), int64(at.line)},
+				{"code.function.name", a["code.function.name"].AsString(), at.Func},
+				{"code.file.path", a["code.file.path"].AsString(), at.File},
+				{"code.line.number", a["code.line.number"].AsInt64(), int64(at.Line)},
 				{"pgxleak.connection.backend_pid", a["pgxleak.connection.backend_pid"].AsInt64(), int64(l.BackendPID)},
 				{"pgxleak.connection.last_statement", a["pgxleak.connection.last_statement"].AsString(), stmt},
 				{"pgxleak.connection.tx_status", a["pgxleak.connection.tx_status"].AsString(), l.TxStatus},
@@ -238,7 +238,7 @@ func TestTracingLeakSpans(t *testing.T) {
 				assert.Equal(t, c.want, c.got, string(c.key))
 			}
 			assert.NotZero(t, l.BackendPID, "the report has no backend PID")
-			assert.Contains(t, a["code.stacktrace"].AsString(), fmt.Sprintf("%s:%d", at.file, at.line), "code.stacktrace contains the culprit line")
+			assert.Contains(t, a["code.stacktrace"].AsString(), fmt.Sprintf("%s:%d", at.File, at.Line), "code.stacktrace contains the culprit line")
 			assert.True(t, s.StartTime().Equal(l.CheckedOutAt), "span starts at %v, want the checkout at %v", s.StartTime(), l.CheckedOutAt)
 			assert.True(t, s.EndTime().Equal(l.CheckedOutAt.Add(l.Held)), "span ends at %v, want %v (checkout + held %v)", s.EndTime(), l.CheckedOutAt.Add(l.Held), l.Held)
 			assert.Equal(t, tt.status, s.Status().Code, "the span's status: %v", s.Status())

@@ -104,12 +104,12 @@ func TestTracingSlowWaitEpisode(t *testing.T) {
 		found := slices.ContainsFunc(s.Events(), func(e sdktrace.Event) bool {
 			ea := attrs(e.Attributes)
 			return e.Name == "pgxleak.connection.holder" &&
-				ea["code.file.path"].AsString() == at.file && ea["code.line.number"].AsInt64() == int64(at.line) &&
-				ea["code.function.name"].AsString() == at.fn &&
+				ea["code.file.path"].AsString() == at.File && ea["code.line.number"].AsInt64() == int64(at.Line) &&
+				ea["code.function.name"].AsString() == at.Func &&
 				ea["pgxleak.connection.held_duration"].AsFloat64() > 0.2 &&
-				strings.Contains(ea["code.stacktrace"].AsString(), fmt.Sprintf("%s:%d", at.file, at.line))
+				strings.Contains(ea["code.stacktrace"].AsString(), fmt.Sprintf("%s:%d", at.File, at.Line))
 		})
-		assert.True(t, found, "no holder event names holder %d at %s:%d; events: %v", i+1, at.file, at.line, s.Events())
+		assert.True(t, found, "no holder event names holder %d at %s:%d; events: %v", i+1, at.File, at.Line, s.Events())
 		assert.True(t, slices.ContainsFunc(s.Links(), func(l sdktrace.Link) bool { return l.SpanContext.Equal(holderSpans[i]) }),
 			"the episode span does not link to holder %d's span", i+1)
 	}

@@ -3,8 +3,9 @@ package integration_test
 // Helpers shared by the integration module's tests. The in-memory driver
 // (internal/testdriver), the leak recorder, the checkout-stack harness and
 // the Stats/Checkouts/stack helpers (internal/leaktest) are the root
-// module's; TestMain and openTest are small copies of the root package's,
-// since this module cannot import another module's test files.
+// module's, and so are openTest and TestMain's goroutine check; TestMain
+// is a small copy of the root package's, since this module cannot import
+// another module's test files.
 
 import (
 	"context"
@@ -17,7 +18,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 
 	"github.com/pgxleak/pgxleak"
 	"github.com/pgxleak/pgxleak/internal/leaktest"
@@ -39,11 +39,7 @@ func (r testMain) Run() int {
 	if code != 0 {
 		return code
 	}
-	if err := goleak.Find(
-		goleak.IgnoreTopFunction("database/sql.(*Tx).awaitDone"),
-		goleak.IgnoreTopFunction("database/sql.(*Rows).awaitDone"),
-		goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"), // pools leaked on purpose
-	); err != nil {
+	if err := leaktest.LeftGoroutines(); err != nil {
 		fmt.Fprintln(os.Stderr, "goleak:", err)
 		return 1
 	}
@@ -52,15 +48,7 @@ func (r testMain) Run() int {
 
 // openTest opens a tracked pool on a fresh database of its own, and closes
 // it when t ends. Reports go to a quiet logger unless opts set one.
-func openTest(t testing.TB, opts ...pgxleak.Option) (*sql.DB, string) {
-	t.Helper()
-	dsn := pgtest.NewDatabase(t)
-	opts = append([]pgxleak.Option{pgxleak.WithLogger(quiet)}, opts...)
-	db, err := pgxleak.Open("pgx", dsn, opts...)
-	require.NoError(t, err, "pgxleak.Open")
-	t.Cleanup(func() { _ = db.Close() })
-	return db, dsn
-}
+var openTest = leaktest.Open
 
 func compatExec(t testing.TB, db *sql.DB, query string, args ...any) {
 	t.Helper()

@@ -112,7 +112,7 @@ func TestHandlerInBrowser(t *testing.T) {
 	for _, line := range strings.Split(stderr.String(), "\n") {
 		assert.NotContains(t, line, ":CONSOLE", "the page logged to the console")
 	}
-	assert.Contains(t, dom, `<span class="mono culprit">`+at.short(), "the DOM shows the holder's culprit")
+	assert.Contains(t, dom, `<span class="mono culprit">`+at.Short(), "the DOM shows the holder's culprit")
 	assert.Contains(t, dom, "Live: refreshed every 5 s.", "the page's script did not run")
 	for _, want := range []string{"Pool browser-leak", "Pool browser-stalled", "1 of 1 connections in use",
 		"1 waiting now, the longest for at least ", "SLOW WAITS: 1 goroutine waiting for a connection now"} {

@@ -22,6 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 	"github.com/pgxleak/pgxleak/livepage"
 )
@@ -81,7 +82,7 @@ func TestHandlerLeakCulprit(t *testing.T) {
 
 	html, h := get(t, srv.URL)
 	assert.Equal(t, "text/html; charset=utf-8", h.Get("Content-Type"))
-	assert.Contains(t, html, at.short(), "the page shows the culprit")
+	assert.Contains(t, html, at.Short(), "the page shows the culprit")
 	assert.Contains(t, html, "Pool page-leak", "the page shows the pool's name")
 	assert.Contains(t, html, "<dt>idle-in-transaction timeout</dt><dd>1m30s</dd>", "the page's settings")
 	assert.Contains(t, html, "<dt>server view (pg_stat_activity)</dt><dd>true</dd>", "the page's settings")
@@ -89,7 +90,7 @@ func TestHandlerLeakCulprit(t *testing.T) {
 	p := getPage(t, srv.URL)
 	pp := poolNamed(t, p, "page-leak")
 	require.Len(t, pp.Checkouts, 1)
-	require.Equal(t, at.line, pp.Checkouts[0].Culprit.Line, "the checkout's culprit")
+	require.Equal(t, at.Line, pp.Checkouts[0].Culprit.Line, "the checkout's culprit")
 	require.True(t, strings.HasSuffix(pp.Checkouts[0].Culprit.File, "handler_test.go"), "the checkout's culprit: %+v", pp.Checkouts[0].Culprit)
 	assert.Equal(t, "SELECT 1", pp.Checkouts[0].LastStatement)
 	assert.EqualValues(t, 1, pp.Stats.CheckedOut)
@@ -389,7 +390,7 @@ func TestHandlerWaitsInProgress(t *testing.T) {
 	for _, want := range []string{
 		"3 waits for a connection so far (0s in all, counted as they end), 3 waiting now, the longest for at least ",
 		`class="alert">SLOW WAITS: 3 goroutines waiting for a connection now, the longest for at least `,
-		waitAt.short() + " (livepage_test.TestHandlerWaitsInProgress.func1) ×3.",
+		waitAt.Short() + " (livepage_test.TestHandlerWaitsInProgress.func1) ×3.",
 		"waiting now: 3</li>",
 	} {
 		assert.Truef(t, strings.Contains(html, want), "the page lacks %q", want)
@@ -408,23 +409,15 @@ func TestHandlerLockStuck(t *testing.T) {
 	pgtest.Exec(t, dsn, "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
 	srv := httptest.NewServer(livepage.Handler(db))
 	defer srv.Close()
-	type leaked struct {
+	var leak struct {
 		tx *sql.Tx
 		at site
 	}
-	got := make(chan leaked)
-	go func() { // leaks a transaction holding the row, and exits
-		var l leaked
-		var err error
-		l.at = lineBelow()
-		l.tx, err = db.Begin()
-		if err == nil {
-			_, err = l.tx.Exec("SELECT id FROM t WHERE id = 1 FOR UPDATE")
-		}
-		assert.NoError(t, err)
-		got <- l
-	}()
-	leak := <-got
+	// leaks a transaction holding the row, from a goroutine that exits
+	leak.tx = leaktest.LeakTx(t, "SELECT id FROM t WHERE id = 1 FOR UPDATE", func() (*sql.Tx, error) {
+		leak.at = lineBelow()
+		return db.Begin()
+	})
 	defer leak.tx.Rollback()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -445,9 +438,9 @@ func TestHandlerLockStuck(t *testing.T) {
 	var leakPID, blockedPID uint32
 	for _, c := range pp.Checkouts {
 		switch c.Culprit.Line {
-		case leak.at.line:
+		case leak.at.Line:
 			leakPID = c.BackendPID
-		case at.line:
+		case at.Line:
 			blockedPID = c.BackendPID
 		}
 	}
@@ -455,10 +448,10 @@ func TestHandlerLockStuck(t *testing.T) {
 	require.NotZero(t, blockedPID)
 	for _, want := range []string{
 		fmt.Sprintf(`class="alert">LOCK WAIT: the connection checked out at %s (livepage_test.TestHandlerLockStuck.func1) (PID %d, idle in transaction) holds locks that 1 other connection of this pool wait for (PID %d, checked out at %s`,
-			leak.at.short(), leakPID, blockedPID, at.short()),
-		fmt.Sprintf("fix %s (livepage_test.TestHandlerLockStuck.func1).", leak.at.short()),
-		fmt.Sprintf("idle in transaction, blocking PID %d (checked out at %s", blockedPID, at.short()),
-		fmt.Sprintf("blocked by PID %d (checked out at %s", leakPID, leak.at.short()),
+			leak.at.Short(), leakPID, blockedPID, at.Short()),
+		fmt.Sprintf("fix %s (livepage_test.TestHandlerLockStuck.func1).", leak.at.Short()),
+		fmt.Sprintf("idle in transaction, blocking PID %d (checked out at %s", blockedPID, at.Short()),
+		fmt.Sprintf("blocked by PID %d (checked out at %s", leakPID, leak.at.Short()),
 	} {
 		assert.Truef(t, strings.Contains(html, want), "the page lacks %q", want)
 	}

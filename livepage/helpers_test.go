@@ -1,22 +1,18 @@
 // Shared helpers for the live page's tests: pools on real PostgreSQL
-// databases (internal/pgtest), and the line a checkout is made at.
+// databases and the line a checkout is made at, internal/leaktest's.
 package livepage_test
 
 import (
-	"database/sql"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
 
-	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/pgxleak/pgxleak"
+	"github.com/pgxleak/pgxleak/internal/leaktest"
 	"github.com/pgxleak/pgxleak/internal/pgtest"
 )
 
@@ -42,37 +38,12 @@ func TestMain(m *testing.M) {
 
 // openTest opens a tracked pool on a fresh database of its own, and closes
 // it when t ends. Reports go to a quiet logger unless opts set one.
-func openTest(t testing.TB, opts ...pgxleak.Option) (*sql.DB, string) {
-	t.Helper()
-	dsn := pgtest.NewDatabase(t)
-	opts = append([]pgxleak.Option{pgxleak.WithLogger(quiet)}, opts...)
-	db, err := pgxleak.Open("pgx", dsn, opts...)
-	require.NoError(t, err, "pgxleak.Open")
-	t.Cleanup(func() { _ = db.Close() })
-	return db, dsn
-}
+var openTest = leaktest.Open
 
 // quiet is a logger that drops every record.
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-// site is a line of code.
-type site struct {
-	fn   string
-	file string
-	line int
-}
+// site is a line of code; lineBelow returns the line after its caller's.
+type site = leaktest.Site
 
-// lineBelow returns the site of the line after the caller's: put it right
-// above the call that checks a connection out.
-func lineBelow() site {
-	pc, file, line, _ := runtime.Caller(1)
-	return site{runtime.FuncForPC(pc).Name(), file, line + 1}
-}
-
-// String is the site as errors name it: file name and line.
-func (s site) String() string { return fmt.Sprintf("%s:%d", filepath.Base(s.file), s.line) }
-
-// short is the site as reports name it: directory, file name and line.
-func (s site) short() string {
-	return fmt.Sprintf("%s/%s:%d", filepath.Base(filepath.Dir(s.file)), filepath.Base(s.file), s.line)
-}
+var lineBelow = leaktest.LineBelow

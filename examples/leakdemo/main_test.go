@@ -56,7 +56,7 @@ func TestThrowawayCluster(t *testing.T) {
 			require.NoError(t, os.Chmod(tmp, 0o755))
 
 			cmd := exec.Command(bin, tc.args...)
-			cmd.Env = append(withoutEnv(os.Environ(), "DATABASE_URL", "TMPDIR", localAddrEnv),
+			cmd.Env = append(pgtest.WithoutEnv(os.Environ(), "DATABASE_URL", "TMPDIR", localAddrEnv),
 				localAddrEnv+"=127.0.0.1:1", // nothing listens on port 1
 				"TMPDIR="+tmp)
 			stdout, err := cmd.StdoutPipe()
@@ -106,21 +106,6 @@ func postgresRunsIn(t *testing.T, dir string) bool {
 		}
 	}
 	return false
-}
-
-func withoutEnv(env []string, names ...string) []string {
-	var out []string
-	for _, kv := range env {
-		name, _, _ := strings.Cut(kv, "=")
-		keep := true
-		for _, n := range names {
-			keep = keep && name != n
-		}
-		if keep {
-			out = append(out, kv)
-		}
-	}
-	return out
 }
 
 // lineOf returns the number of the first line of file that contains s, so

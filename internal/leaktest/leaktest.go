@@ -1,8 +1,11 @@
 // Package leaktest is the test support that needs pgxleak itself: the one
-// leak recorder, and the harness that compares the checkout stacks taken
-// with frame pointers and with runtime.Callers. The root package's
-// external tests (package pgxleak_test) and the integration module use it;
-// the root package's in-package tests cannot, since it imports pgxleak.
+// leak recorder, the harness that compares the checkout stacks taken with
+// frame pointers and with runtime.Callers, tracked pools on a fresh
+// PostgreSQL database (Open), a leaked transaction (LeakTx), the line a
+// checkout is made at (LineBelow) and TestMain's goroutine check. The root
+// package's external tests (package pgxleak_test), the live page's and
+// the integration module's use it; the root package's in-package tests
+// cannot, since it imports pgxleak.
 package leaktest
 
 import (

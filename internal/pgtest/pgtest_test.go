@@ -118,7 +118,7 @@ func TestMissingIsNotGreen(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			cmd := exec.Command(os.Args[0], "-test.run=^TestHelperNeeds$", "-test.v", "-test.count=1")
-			cmd.Env = append(withoutEnv(os.Environ(), "DATABASE_URL", SkipEnv, "PATH"),
+			cmd.Env = append(WithoutEnv(os.Environ(), "DATABASE_URL", SkipEnv, "PATH"),
 				append([]string{helperEnv + "=" + tc.need, "PATH=" + t.TempDir()}, tc.env...)...) // no initdb or pgbouncer on PATH
 			out, err := cmd.CombinedOutput()
 			require.Equal(t, tc.fail, err != nil, "run failed: %v; output:\n%s", err, out)
@@ -134,19 +134,4 @@ func TestMissingIsNotGreen(t *testing.T) {
 			}
 		})
 	}
-}
-
-func withoutEnv(env []string, names ...string) []string {
-	var out []string
-	for _, kv := range env {
-		name, _, _ := strings.Cut(kv, "=")
-		keep := true
-		for _, n := range names {
-			keep = keep && name != n
-		}
-		if keep {
-			out = append(out, kv)
-		}
-	}
-	return out
 }
