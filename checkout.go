@@ -161,13 +161,20 @@ func (c *connState) returnLocked(now int64, timed bool) {
 		if timed {
 			c.pool.tel.observeUse(now - c.checkoutAt)
 		}
-		if c.suspected {
+		switch {
+		case c.suspected:
 			// The follow-up report says how long it was out: worth a
 			// system clock read, once per leak.
 			s := c.snapshotLocked(c.pool.now())
 			if c.pool.tracker.enqueue(report{kind: Resolved, snap: s}) {
 				c.pool.tracker.resolvedLeaks.Add(1)
 			}
+		case c.heldBack == c.checkouts && !c.gcLeaked:
+			// Held past the threshold, back before the server's view
+			// came to judge it: the monitor judges it now, knowing how
+			// long it was out. As rare as the case above.
+			c.heldBack = 0
+			c.pool.tracker.enqueue(report{kind: LeakSuspected, snap: c.snapshotLocked(c.pool.now()), unjudged: true})
 		}
 	}
 	c.ctx = nil

@@ -90,6 +90,12 @@ const (
 	// mislead (a backend's state changes by the second).
 	serverViewStale = 5 * time.Second
 
+	// serverWait bounds how long a checkout past the leak threshold waits for
+	// the server's view before it is reported without it: half the side
+	// connection's timeout, so that a server that does not answer delays a
+	// report by that much, never by the timeout (a view takes milliseconds).
+	serverWait = serverTimeout / 2
+
 	// sideIdle: the side connection is closed after this long unused, so
 	// that a healthy pool keeps no extra connection to the server.
 	sideIdle = 30 * time.Second
@@ -138,6 +144,7 @@ type config struct {
 	warmUpTimeout  time.Duration
 	pgBouncer      bool
 	sideIdle       time.Duration // no option: sideIdle; tests shorten it
+	serverWait     time.Duration // no option: serverWait; tests lengthen it
 
 	// Leak detection.
 	leakThreshold  time.Duration
@@ -179,6 +186,7 @@ func defaultConfig() *config {
 		slowWaitThreshold: defaultSlowWaitThreshold,
 		waitInterval:      defaultWaitSampleInterval,
 		sideIdle:          sideIdle,
+		serverWait:        serverWait,
 	}
 }
 

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/pgxleak/pgxleak/internal/gdump"
 )
 
 // Seams for the external tests (package pgxleak_test): internals they check
@@ -177,4 +179,22 @@ func SetOpenTimeout(t testing.TB, d time.Duration) {
 	old := openTimeout
 	openTimeout = d
 	t.Cleanup(func() { openTimeout = old })
+}
+
+// ForgetDumps makes an idle pool forget its goroutine dumps: the last one
+// taken, the diagnosis made from it, and the one the pending count last
+// saw. Each is bounded (gdump.MaxBytes), but its size follows the
+// goroutines alive when it was taken, which a loaded machine raises, not
+// the number of checkouts: the memory tests forget them before each
+// measurement. The next report or inspection takes a new one.
+func ForgetDumps(db *sql.DB) {
+	p := poolOf(db)
+	st := &p.diagnosis
+	st.diagMu.Lock() // every Take is made under it
+	st.dumps = gdump.Limiter{Interval: st.dumps.Interval, MaxBytes: st.dumps.MaxBytes}
+	st.last, st.outBeforeDump, st.dumpOf = nil, nil, nil
+	st.diagMu.Unlock()
+	p.tel.pend.mu.Lock()
+	p.tel.pend.last = nil
+	p.tel.pend.mu.Unlock()
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unique"
 
 	"github.com/pgxleak/pgxleak/internal/gdump"
 	"github.com/pgxleak/pgxleak/internal/goid"
@@ -54,7 +55,7 @@ func (p *pool) holderOf(s snapshot, c Checkout, d *gdump.Snapshot) (*Goroutine, 
 }
 
 func (p *pool) holderFrom(g *gdump.Goroutine, matchedBy string) *Goroutine {
-	h := &Goroutine{ID: g.ID, State: g.State, Waiting: g.Wait, Stack: dumpFrames(g.Frames), MatchedBy: matchedBy}
+	h := &Goroutine{ID: g.ID, State: detach(g.State), Waiting: g.Wait, Stack: dumpFrames(g.Frames), MatchedBy: matchedBy}
 	h.At, _ = p.userFrame(g)
 	return h
 }
@@ -161,13 +162,26 @@ func (p *pool) userFrame(g *gdump.Goroutine) (Frame, bool) {
 	f, ok := g.UserFrame(func(f gdump.Frame) bool {
 		return !isUserFrame(stack.Frame{Function: f.Function, File: f.File, Line: f.Line}, p.cfg.libraryPrefix)
 	})
-	return Frame{Function: f.Function, File: f.File, Line: f.Line}, ok
+	return dumpFrame(f), ok
 }
 
 func dumpFrames(fs []gdump.Frame) []Frame {
 	out := make([]Frame, len(fs))
 	for i, f := range fs {
-		out[i] = Frame{Function: f.Function, File: f.File, Line: f.Line}
+		out[i] = dumpFrame(f)
 	}
 	return out
 }
+
+// dumpFrame is a frame of a goroutine dump, its strings detached.
+func dumpFrame(f gdump.Frame) Frame {
+	return Frame{Function: detach(f.Function), File: detach(f.File), Line: f.Line}
+}
+
+// detach copies a string out of a goroutine dump. A parsed dump's strings
+// are slices of its whole text (up to gdump.MaxBytes): one kept in a
+// report (the recent reports, an OnLeak callback's copy) or a wait site
+// would keep all of it alive, as long as that lives. unique.Make copies
+// each distinct string once, and the dump's goroutines share most of
+// theirs.
+func detach(s string) string { return unique.Make(s).Value() }

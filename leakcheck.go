@@ -87,6 +87,12 @@ type connState struct {
 	decided   uint64 // guarded by mu; 0: none
 	onPurpose bool   // guarded by mu
 
+	// heldBack is the checkout (checkouts) the last scan held back
+	// (scanAwait) until the server's view arrives; 0: none. If it comes
+	// back first, its return hands it to the monitor to judge (see
+	// returnLocked).
+	heldBack uint64 // guarded by mu
+
 	// cameBack, when set, is set to true when the connection comes back
 	// (database/sql closes it): a checkout still out when its pool
 	// closed, which VerifyTestMain keeps (see watchReturn).
@@ -287,9 +293,15 @@ func (t *tracker) outSnapshots(now int64) []snapshot {
 
 // report is a leak waiting to be symbolised and emitted.
 type report struct {
-	kind  Kind
-	snap  snapshot
-	stuck *stuckReport // a deadlock's holder and waiting line
+	kind   Kind
+	snap   snapshot
+	stuck  *stuckReport    // a deadlock's holder and waiting line
+	server *ServerActivity // for a checkout judged after it came back: the server's view it was judged on
+
+	// unjudged: held past the leak threshold, the checkout came back while
+	// the scan held it back for the server's view; the monitor judges it
+	// (see pool.judgeReturned).
+	unjudged bool
 }
 
 // enqueue hands a report to the monitor goroutine, and reports whether it
@@ -329,14 +341,20 @@ func (t *tracker) takeQueue(closing bool) []report {
 // checkout: those judge calls suspected leaks, marked suspected and
 // counted, and those it calls blocked on another backend's lock (not
 // leaks), marked blocked. judge runs under the connection's lock; a
-// checkout it holds back is judged again at the next scan. A connection
+// checkout it holds back is judged again at the next scan, and one it
+// holds back for the server's view (scanAwait) is marked heldBack, so
+// that it is judged at its return if it comes back first. A connection
 // already reported as garbage-collected is not reported again.
 func (t *tracker) scan(now, limit int64, judge func(c *connState) scanVerdict) (suspected, blocked []snapshot) {
 	t.each(func(c *connState) {
 		if c.state != stateOut || c.internal || c.suspected || c.blocked || c.gcLeaked || now-c.checkoutAt < limit {
 			return
 		}
-		switch judge(c) {
+		v := judge(c)
+		c.heldBack = 0
+		switch v {
+		case scanAwait:
+			c.heldBack = c.checkouts
 		case scanSuspected:
 			c.suspected, c.reportedAt[0] = true, now
 			suspected = append(suspected, c.snapshotLocked(now))
@@ -378,7 +396,8 @@ type scanVerdict uint8
 const (
 	scanSuspected scanVerdict = iota // a suspected leak
 	scanBlocked                      // its statement waits for another backend's lock: not a leak
-	scanHold                         // not now: already reported otherwise (a deadlock), or the server's view is due
+	scanHold                         // not now: already reported otherwise (a deadlock), or held on purpose
+	scanAwait                        // not yet: the server's view is due; judged at the next scan, or at its return
 )
 
 // ErrDraining is returned for new checkouts while [Drain] runs.

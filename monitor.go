@@ -3,6 +3,7 @@ package pgxleak
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -105,7 +106,7 @@ func (p *pool) run() {
 
 func (p *pool) flush() {
 	for _, r := range p.tracker.takeQueue(false) {
-		p.emit(r)
+		p.emitQueued(r)
 	}
 }
 
@@ -113,9 +114,19 @@ func (p *pool) flush() {
 // summary lines of every report still suppressed: nothing comes after it.
 func (p *pool) flushFinal() {
 	for _, r := range p.tracker.takeQueue(true) {
-		p.emit(r)
+		p.emitQueued(r)
 	}
 	p.summarize(true)
+}
+
+// emitQueued emits a report the tracker queued, judging it first if it
+// is a checkout that came back before it was judged.
+func (p *pool) emitQueued(r report) {
+	if r.unjudged {
+		p.judgeReturned(r.snap)
+		return
+	}
+	p.emit(r)
 }
 
 // scanLeaks reports the checkouts held past the leak threshold, each once:
@@ -124,10 +135,12 @@ func (p *pool) flushFinal() {
 // checkout reported as deadlocked is not reported again as a leak while
 // it stays deadlocked, and one whose backend the server's view does not
 // cover yet is held back until a view read after it became due arrives,
-// for at most serverWait (then it is a suspected leak). With
-// WithIgnoredFunction given to Open, a checkout's stack is symbolised once, when
-// it passes the threshold, to decide whether it is held on purpose; one
-// that is is never reported.
+// for at most serverWait (then it is a suspected leak). A held-back
+// checkout that comes back before then is judged at its return, with the
+// view if it has arrived (see judgeReturned): held past the threshold, it
+// is reported all the same. With WithIgnoredFunction given to Open, a
+// checkout's stack is symbolised once, when it passes the threshold, to
+// decide whether it is held on purpose; one that is is never reported.
 func (p *pool) scanLeaks() {
 	now, limit := p.now(), int64(p.cfg.leakThreshold)
 	decide := len(p.cfg.onPurpose) > 0
@@ -162,13 +175,13 @@ func (p *pool) scanLeaks() {
 			return scanSuspected
 		}
 		if view == nil || viewAt.Before(p.epoch.Add(time.Duration(c.checkoutAt+limit))) {
-			if now-c.checkoutAt < limit+int64(serverWait) {
+			if now-c.checkoutAt < limit+int64(p.cfg.serverWait) {
 				needView = true
-				return scanHold
+				return scanAwait
 			}
 			return scanSuspected
 		}
-		if a, ok := view[c.pid]; ok && a.WaitEventType == "Lock" && len(a.BlockedBy) > 0 {
+		if a, ok := view[c.pid]; ok && waitsOnLock(a) {
 			return scanBlocked
 		}
 		return scanSuspected
@@ -184,11 +197,67 @@ func (p *pool) scanLeaks() {
 	}
 }
 
-// serverWait bounds how long a checkout past the leak threshold waits for
-// the server's view before it is reported without it: half the side
-// connection's timeout, so that a server that does not answer delays a
-// report by that much, never by the timeout (a view takes milliseconds).
-const serverWait = serverTimeout / 2
+// waitsOnLock reports whether a backend's statement waits for a lock
+// another backend holds.
+func waitsOnLock(a ServerActivity) bool { return a.WaitEventType == "Lock" && len(a.BlockedBy) > 0 }
+
+// judgeReturned reports a checkout held past the leak threshold that came
+// back while scanLeaks held it back for the server's view: as Blocked if
+// a view read after it became due says its statement waited for another
+// backend's lock, else as what it would have been without the wait, a
+// suspected leak, followed at once by the Resolved of one that came back.
+// Held is the whole time it was out.
+func (p *pool) judgeReturned(s snapshot) {
+	if a, blocked := p.returnedLockWait(s); blocked {
+		p.emit(report{kind: Blocked, snap: s, server: a})
+		return
+	}
+	p.tracker.suspectedLeaks.Add(1)
+	p.emit(report{kind: LeakSuspected, snap: s})
+	s.suspected, s.reportedAt[0] = true, s.checkoutAt+s.held
+	p.tracker.resolvedLeaks.Add(1)
+	p.emit(report{kind: Resolved, snap: s})
+}
+
+// returnedLockWait reports whether a view read after a checkout that came
+// back before it was judged became due says its statement waited for
+// another backend's lock, and returns that view of it. The blockers are
+// named by the checkouts out now; when one is a connection of the pool
+// that is out no longer, it cannot be, and the view is left out (nil): the
+// report then says "another backend", not "not a connection of this pool".
+func (p *pool) returnedLockWait(s snapshot) (*ServerActivity, bool) {
+	if !p.cfg.serverView || p.cfg.pgBouncer || s.pid == 0 {
+		return nil, false
+	}
+	view, at, _ := p.diagnosis.side.viewOf([]uint32{s.pid})
+	a, ok := view[s.pid]
+	if !ok || !waitsOnLock(a) || at.Before(p.epoch.Add(time.Duration(s.checkoutAt+int64(p.cfg.leakThreshold)))) {
+		return nil, false
+	}
+	var blockers []snapshot
+	named := true
+	p.tracker.each(func(c *connState) {
+		if c.pid == 0 || !slices.Contains(a.BlockedBy, c.pid) {
+			return
+		}
+		if c.state != stateOut || c.internal {
+			named = false
+			return
+		}
+		blockers = append(blockers, c.snapshotLocked(s.checkoutAt+s.held))
+	})
+	if !named {
+		return nil, true
+	}
+	a.Culprits = nil
+	for _, b := range blockers {
+		if a.Culprits == nil {
+			a.Culprits = make(map[uint32]Frame, len(blockers))
+		}
+		a.Culprits[b.pid] = p.describe(b).Culprit
+	}
+	return &a, true
+}
 
 // outPIDs returns the backend PIDs of the user checkouts out now.
 func (p *pool) outPIDs() []uint32 {

@@ -125,24 +125,7 @@ func TestLoadManyGoroutines(t *testing.T) {
 	assert.Equal(t, st.Checkouts, st.Returns, "a return per checkout")
 	assert.Equal(t, poolSize, st.MaxOpenConnections, "the pool's limit")
 	assert.LessOrEqual(t, st.OpenConnections, poolSize, "connections open within the limit")
-	// On a loaded machine (2 cores, a CPU burner on each, 10,000
-	// goroutines) an operation can really hold its connection past the 1s
-	// threshold: such a report is true, and its connection comes back. A
-	// false one claims a hold no operation had, or never resolves.
-	assert.Zero(t, st.GarbageCollected, "false garbage-collection reports")
-	assert.Zero(t, st.StillOut, "false still-out reports")
-	assert.Equal(t, st.Suspected, st.Resolved, "every suspected leak resolves")
-	for _, l := range rec.All() {
-		held := l.Held
-		if !l.SeenAt.IsZero() {
-			held -= l.SeenAt.Sub(l.CheckedOutAt) // the bound of a checkout seen late
-		}
-		assert.True(t, l.Kind == pgxleak.LeakSuspected && held <= time.Duration(longest.Load()),
-			"false leak report (longest operation %v): %v", time.Duration(longest.Load()), l)
-	}
-	if st.Suspected > 0 {
-		t.Logf("%d checkouts really held past the threshold on this loaded machine (longest operation %v)", st.Suspected, time.Duration(longest.Load()))
-	}
+	relTrueReports(t, db, rec.All(), time.Duration(longest.Load())) // on a loaded machine (2 cores, a CPU burner on each, 10,000 goroutines)
 }
 
 // relHeap returns the live heap after two collections (the second frees
@@ -201,14 +184,27 @@ func relCheckouts(t *testing.T, db *sql.DB, n int) (longest time.Duration) {
 // and after large more, and fails if the growth between small and large is
 // more than limit: a per-checkout cost of even a few bytes would show as
 // (large-small) times that. It returns the longest operation it timed.
+//
+// The measurements leave out what grows with the load of the machine
+// rather than with the number of checkouts (issue 19: 82-86 KB on a
+// machine loaded 15 times over, with a real hold). The runtime's
+// high-water marks are raised first (relWarmRuntime): beside two CPU
+// burners, without that the steady pool grew by up to 21 KB, with it by
+// -7 to +9 KB. The pool's goroutine dumps, whose size follows the
+// goroutines alive when they were taken, are forgotten before each
+// measurement (pgxleak.ForgetDumps). A checkout a loaded machine really
+// holds past the threshold in a measured phase adds its reports, a few
+// KB (20 to 45 KB while a report's holder kept its dump's text alive).
 func relMemoryFlat(t *testing.T, db *sql.DB, small, large int, limit uint64) (longest time.Duration) {
 	t.Helper()
 	longest = relCheckouts(t, db, 1000) // warm: connections, statement caches, pools
-	base := relHeap()
+	relWarmRuntime()
+	heap := func() uint64 { pgxleak.ForgetDumps(db); return relHeap() }
+	base := heap()
 	longest = max(longest, relCheckouts(t, db, small))
-	atSmall := relHeap()
+	atSmall := heap()
 	longest = max(longest, relCheckouts(t, db, large-small))
-	atLarge := relHeap()
+	atLarge := heap()
 	st := relBalanced(t, db)
 	growth := int64(atLarge) - int64(atSmall)
 	t.Logf("live heap: %d B warm, %d B after %d checkouts, %d B after %d (growth %+d B, %.3f B per checkout)",
@@ -217,6 +213,35 @@ func relMemoryFlat(t *testing.T, db *sql.DB, small, large int, limit uint64) (lo
 	assert.Equal(t, st.Checkouts, st.Returns, "a return per checkout")
 	assert.Zero(t, st.CheckedOut, "checked out at the end")
 	return longest
+}
+
+// relWarmRuntime raises the runtime's high-water marks. The runtime never
+// frees a goroutine's descriptor nor an OS thread's (it reuses them), and
+// keeps a cache of wait records (sudogs) per P: they grow with the most
+// goroutines alive, threads needed and goroutines blocked at once, which a
+// loaded machine raises (starved goroutines pile up), not with the number
+// of checkouts. 256 goroutines blocked at once, 16 of them on threads of
+// their own, is well above what the measured phases reach (relCheckouts
+// keeps within 2*workers+5 goroutines of where it started; the pool's
+// monitor adds a few).
+func relWarmRuntime() {
+	const goroutines, threads = 256, 16
+	var started, done sync.WaitGroup
+	release := make(chan struct{})
+	for i := range goroutines {
+		started.Add(1)
+		done.Go(func() {
+			if i < threads { // blocked on its thread: the next one needs another
+				runtime.LockOSThread()
+				defer runtime.UnlockOSThread() // the thread is kept for reuse, not ended
+			}
+			started.Done()
+			<-release
+		})
+	}
+	started.Wait()
+	close(release)
+	done.Wait()
 }
 
 // TestLoadMemoryFlat checks that the tracker retains no memory per
@@ -247,21 +272,46 @@ func TestLoadMemoryFlat(t *testing.T) {
 			defer db.Close()
 			longest := relMemoryFlat(t, db, small, large, 64<<10)
 			t.Logf("%d connections opened; longest operation %v", fc.Opened.Load(), longest)
-			// On a loaded machine an operation can really hold its
-			// connection past the 1s threshold (a goroutine starved of
-			// CPU): that report is true. A false one claims a hold no
-			// operation had (a stale checkout time, say). Held of a
-			// checkout seen late includes its bound; SeenAt removes it.
-			for _, l := range rec.All() {
-				held := l.Held
-				if !l.SeenAt.IsZero() {
-					held -= l.SeenAt.Sub(l.CheckedOutAt)
-				}
-				assert.True(t, l.Kind == pgxleak.LeakSuspected && held <= longest, "false leak report (longest operation %v): %v", longest, l)
-			}
+			relTrueReports(t, db, rec.All(), longest)
 		})
 	}
 }
+
+// relTrueReports checks that the reports of a load test are true. On a
+// loaded machine an operation can really hold its connection past the 1s
+// threshold (a goroutine starved of CPU): that report is true, and so is
+// the Resolved that follows it when the connection comes back. A false one
+// claims a hold no operation had (a stale checkout time, say), or never
+// resolves. Held of a checkout seen late includes its bound; SeenAt
+// removes it. A checkout's time is the coarse clock's (clock.go), behind by
+// up to its resolution (10ms here) plus however late its goroutine was
+// scheduled: a Resolved's Held, the whole time out, can exceed the
+// operation's by that much (by 4 to 12 ms beside two CPU burners).
+// relClockSlack allows for it, and is still far below the threshold a
+// false report's hold must pass.
+func relTrueReports(t *testing.T, db *sql.DB, reports []pgxleak.Leak, longest time.Duration) {
+	t.Helper()
+	st := leaktest.Stats(t, db)
+	assert.Zero(t, st.GarbageCollected, "false garbage-collection reports")
+	assert.Zero(t, st.StillOut, "false still-out reports")
+	assert.Equal(t, st.Suspected, st.Resolved, "every suspected leak resolves")
+	for _, l := range reports {
+		held := l.Held
+		if !l.SeenAt.IsZero() {
+			held -= l.SeenAt.Sub(l.CheckedOutAt)
+		}
+		assert.True(t, (l.Kind == pgxleak.LeakSuspected || l.Kind == pgxleak.Resolved) && held <= longest+relClockSlack,
+			"false leak report (longest operation %v): %v", longest, l)
+	}
+	if len(reports) > 0 {
+		t.Logf("%d reports of checkouts really held past the threshold on this loaded machine (longest operation %v)", len(reports), longest)
+	}
+}
+
+// relClockSlack is how much longer than the operation a true report may
+// say its checkout was held (see relTrueReports): a quarter of the 1s
+// threshold, the monitor's scan period.
+const relClockSlack = 250 * time.Millisecond
 
 // TestLoadMemoryFlatPostgres is TestLoadMemoryFlat over pgx and the real
 // server: 5,000 against 30,000 checkouts (10,000 against 100,000 with
