@@ -117,8 +117,10 @@ func defaultMaxOpenConns() int { return max(4, 2*runtime.GOMAXPROCS(0)) }
 
 // The defaults that follow from other settings (see resolve):
 //   - MaxIdleConns is MaxOpenConns, so that load never churns connections:
-//     a connection returned under load is kept, not closed. No option sets
-//     it: db.SetMaxIdleConns after Open does, as on any *sql.DB.
+//     a connection returned under load is kept, not closed; with no limit
+//     on open connections, the default limit or MinIdleConns, whichever is
+//     more. No option sets it: db.SetMaxIdleConns after Open does, as on
+//     any *sql.DB.
 //   - The lifetime's jitter is a tenth of ConnMaxLifetime, so that
 //     connections opened together (at start-up, after a failover) do not all
 //     reconnect at the same moment. No option sets it (tests do, through
@@ -216,8 +218,8 @@ func newConfig(opts []Option) (*config, error) {
 func (c *config) resolve() {
 	if !c.maxIdleSet {
 		c.maxIdle = c.maxOpen
-		if c.maxOpen == 0 { // unlimited: keep what the default limit would
-			c.maxIdle = defaultMaxOpenConns()
+		if c.maxOpen == 0 { // unlimited: keep what the default limit would, and the min idle
+			c.maxIdle = max(defaultMaxOpenConns(), c.minIdle)
 		}
 	}
 	if !c.jitterSet {

@@ -21,6 +21,7 @@ func TestConfigResolve(t *testing.T) {
 		{"defaults", nil, defaultMaxOpenConns(), defaultConnMaxLifetime / 10, true},
 		{"idle follows max open", []Option{WithMaxOpenConns(7)}, 7, defaultConnMaxLifetime / 10, true},
 		{"unlimited keeps the default's idle", []Option{WithMaxOpenConns(0)}, defaultMaxOpenConns(), defaultConnMaxLifetime / 10, true},
+		{"unlimited keeps the min idle", []Option{WithMaxOpenConns(0), WithMinIdleConns(defaultMaxOpenConns() + 5)}, defaultMaxOpenConns() + 5, defaultConnMaxLifetime / 10, true},
 		{"jitter a tenth of the lifetime", []Option{WithConnMaxLifetime(time.Hour)}, defaultMaxOpenConns(), 6 * time.Minute, true},
 		{"no lifetime, no jitter", []Option{WithConnMaxLifetime(0)}, defaultMaxOpenConns(), 0, false},
 		{"a test's idle limit", []Option{WithMaxOpenConns(7), MaxIdleConnsForTest(2)}, 2, defaultConnMaxLifetime / 10, true},

@@ -334,7 +334,7 @@ func (p *pool) annotate(l *Leak, r report) {
 		l.Holder, l.Server, l.WaitingAt, l.PoolDeadlocked = r.stuck.holder, r.stuck.server, r.stuck.waitingAt, r.stuck.poolDeadlocked
 		return
 	}
-	if r.server != nil { // judged after it came back: no diagnosis of it now
+	if r.returned {
 		l.Server = r.server
 		return
 	}

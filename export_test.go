@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/pgxleak/pgxleak/internal/gdump"
 )
 
 // Seams for the external tests (package pgxleak_test): internals they check
@@ -191,7 +189,7 @@ func ForgetDumps(db *sql.DB) {
 	p := poolOf(db)
 	st := &p.diagnosis
 	st.diagMu.Lock() // every Take is made under it
-	st.dumps = gdump.Limiter{Interval: st.dumps.Interval, MaxBytes: st.dumps.MaxBytes}
+	st.dumps.Forget()
 	st.last, st.outBeforeDump, st.dumpOf = nil, nil, nil
 	st.diagMu.Unlock()
 	p.tel.pend.mu.Lock()

@@ -182,6 +182,7 @@ func dumpFrame(f gdump.Frame) Frame {
 // are slices of its whole text (up to gdump.MaxBytes): one kept in a
 // report (the recent reports, an OnLeak callback's copy) or a wait site
 // would keep all of it alive, as long as that lives. unique.Make copies
-// each distinct string once, and the dump's goroutines share most of
-// theirs.
+// each distinct string once while a copy of it is alive (its handle is
+// dropped at once, so a string may be copied again after a collection),
+// and the dump's goroutines share most of theirs.
 func detach(s string) string { return unique.Make(s).Value() }

@@ -293,10 +293,15 @@ func (t *tracker) outSnapshots(now int64) []snapshot {
 
 // report is a leak waiting to be symbolised and emitted.
 type report struct {
-	kind   Kind
-	snap   snapshot
-	stuck  *stuckReport    // a deadlock's holder and waiting line
-	server *ServerActivity // for a checkout judged after it came back: the server's view it was judged on
+	kind  Kind
+	snap  snapshot
+	stuck *stuckReport // a deadlock's holder and waiting line
+	// returned: judged after the checkout came back (see
+	// pool.judgeReturned); it is not diagnosed now, when its goroutine and
+	// backend have moved on, and server is the view it was judged on, if
+	// one was read while it was out.
+	returned bool
+	server   *ServerActivity
 
 	// unjudged: held past the leak threshold, the checkout came back while
 	// the scan held it back for the server's view; the monitor judges it
@@ -396,7 +401,7 @@ type scanVerdict uint8
 const (
 	scanSuspected scanVerdict = iota // a suspected leak
 	scanBlocked                      // its statement waits for another backend's lock: not a leak
-	scanHold                         // not now: already reported otherwise (a deadlock), or held on purpose
+	scanHold                         // not now: already reported otherwise (a deadlock), held on purpose, or not yet decided whether it is
 	scanAwait                        // not yet: the server's view is due; judged at the next scan, or at its return
 )
 

@@ -203,36 +203,46 @@ func waitsOnLock(a ServerActivity) bool { return a.WaitEventType == "Lock" && le
 
 // judgeReturned reports a checkout held past the leak threshold that came
 // back while scanLeaks held it back for the server's view: as Blocked if
-// a view read after it became due says its statement waited for another
-// backend's lock, else as what it would have been without the wait, a
-// suspected leak, followed at once by the Resolved of one that came back.
-// Held is the whole time it was out.
+// a view read while it was out, after it became due, says its statement
+// waited for another backend's lock, else as what it would have been
+// without the wait, a suspected leak, followed at once by the Resolved of
+// one that came back. Held is the whole time it was out. Neither is
+// diagnosed now: its goroutine and its backend have moved on.
 func (p *pool) judgeReturned(s snapshot) {
-	if a, blocked := p.returnedLockWait(s); blocked {
-		p.emit(report{kind: Blocked, snap: s, server: a})
+	a, blocked := p.returnedView(s)
+	if blocked {
+		p.emit(report{kind: Blocked, snap: s, returned: true, server: a})
 		return
 	}
 	p.tracker.suspectedLeaks.Add(1)
-	p.emit(report{kind: LeakSuspected, snap: s})
+	p.emit(report{kind: LeakSuspected, snap: s, returned: true, server: a})
 	s.suspected, s.reportedAt[0] = true, s.checkoutAt+s.held
 	p.tracker.resolvedLeaks.Add(1)
-	p.emit(report{kind: Resolved, snap: s})
+	p.emit(report{kind: Resolved, snap: s, returned: true})
 }
 
-// returnedLockWait reports whether a view read after a checkout that came
-// back before it was judged became due says its statement waited for
-// another backend's lock, and returns that view of it. The blockers are
-// named by the checkouts out now; when one is a connection of the pool
-// that is out no longer, it cannot be, and the view is left out (nil): the
-// report then says "another backend", not "not a connection of this pool".
-func (p *pool) returnedLockWait(s snapshot) (*ServerActivity, bool) {
+// returnedView returns the server's view of a checkout that came back
+// before it was judged, if one was read while it was out and after it
+// became due (nil otherwise: a view read later may show the backend
+// serving the next checkout), and whether its statement then waited for
+// another backend's lock. The blockers are named by the checkouts that
+// were out when the view was read and still are; when a blocker is a
+// connection of the pool that has come back since, the view is left out
+// (nil) on a blocked verdict: the report then says "another backend", not
+// a line that no longer holds it.
+func (p *pool) returnedView(s snapshot) (*ServerActivity, bool) {
 	if !p.cfg.serverView || p.cfg.pgBouncer || s.pid == 0 {
 		return nil, false
 	}
 	view, at, _ := p.diagnosis.side.viewOf([]uint32{s.pid})
 	a, ok := view[s.pid]
-	if !ok || !waitsOnLock(a) || at.Before(p.epoch.Add(time.Duration(s.checkoutAt+int64(p.cfg.leakThreshold)))) {
+	due := p.epoch.Add(time.Duration(s.checkoutAt + int64(p.cfg.leakThreshold)))
+	back := p.epoch.Add(time.Duration(s.checkoutAt + s.held))
+	if !ok || at.Before(due) || at.After(back) {
 		return nil, false
+	}
+	if !waitsOnLock(a) {
+		return &a, false
 	}
 	var blockers []snapshot
 	named := true
@@ -240,7 +250,7 @@ func (p *pool) returnedLockWait(s snapshot) (*ServerActivity, bool) {
 		if c.pid == 0 || !slices.Contains(a.BlockedBy, c.pid) {
 			return
 		}
-		if c.state != stateOut || c.internal {
+		if c.state != stateOut || c.internal || p.epoch.Add(time.Duration(c.checkoutAt)).After(at) {
 			named = false
 			return
 		}

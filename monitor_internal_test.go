@@ -45,6 +45,7 @@ func TestHeldBackThenReturned(t *testing.T) {
 			b.pid = 999
 			b.mu.Lock()
 			b.checkoutLocked(context.Background())
+			b.checkoutAt = p.now() - int64(threshold) // out before the view was read
 			b.mu.Unlock()
 			if !returned {
 				t.Cleanup(func() { b.checkin() }) // before the pool closes
@@ -68,6 +69,7 @@ func TestHeldBackThenReturned(t *testing.T) {
 			assert.Equal(t, named, ok, "the blocker named: %s", l)
 		}
 	}
+	noServer := func(t *testing.T, l Leak) { assert.Nil(t, l.Server, "a view read after the checkout came back") }
 	for _, tc := range []struct {
 		name      string
 		steps     []step
@@ -81,6 +83,11 @@ func TestHeldBackThenReturned(t *testing.T) {
 		{"the same, its blocker out", []step{blocker(false), view(lockWait, time.Millisecond), back}, []Kind{Blocked}, 0, server(true, true)},
 		{"the same, its blocker back", []step{blocker(true), view(lockWait, time.Millisecond), back}, []Kind{Blocked}, 0, server(false, false)},
 		{"back after a view read before it was due", []step{view(lockWait, -time.Millisecond), back}, []Kind{LeakSuspected, Resolved}, 1, nil},
+		{"back before a view read after its return (the backend's next checkout)", []step{view(lockWait, time.Hour), back}, []Kind{LeakSuspected, Resolved}, 1, noServer},
+		{"back after a view saying it was idle in a transaction", []step{view(idleInTx, time.Millisecond), back}, []Kind{LeakSuspected, Resolved}, 1, func(t *testing.T, l Leak) {
+			require.NotNil(t, l.Server, "the view read while it was out")
+			assert.Equal(t, "idle in transaction", l.Server.State)
+		}},
 		{"judged out, then back", []step{view(idleInTx, time.Millisecond), scan, back}, []Kind{LeakSuspected, Resolved}, 1, nil},
 		{"judged blocked, then back", []step{view(lockWait, time.Millisecond), scan, back}, []Kind{Blocked}, 0, nil},
 	} {
@@ -94,7 +101,9 @@ func TestHeldBackThenReturned(t *testing.T) {
 			c.pid = pid // as pgx's would have: the server's view covers it
 			c.mu.Lock()
 			c.checkoutLocked(context.Background())
-			c.checkoutAt = p.now() - int64(threshold) // past the threshold just now
+			// Past the threshold 10 ms ago: a view read a millisecond after
+			// it became due was read while it was out.
+			c.checkoutAt = p.now() - int64(threshold) - int64(10*time.Millisecond)
 			c.mu.Unlock()
 
 			p.scanLeaks()
@@ -113,7 +122,7 @@ func TestHeldBackThenReturned(t *testing.T) {
 			}
 			require.Equal(t, tc.want, kinds, "reports: %v", got)
 			if tc.check != nil {
-				tc.check(t, got[len(got)-1])
+				tc.check(t, got[0])
 			}
 			assert.Equal(t, tc.suspected, p.tracker.suspectedLeaks.Load(), "suspected leaks counted")
 			assert.Equal(t, tc.suspected, p.tracker.resolvedLeaks.Load(), "resolved leaks counted")

@@ -196,8 +196,8 @@ func FuzzOptions(f *testing.F) {
 			effOpen = maxOpen
 		}
 		effIdle := effOpen // MaxIdleConns is MaxOpenConns
-		if effOpen == 0 {  // unlimited
-			effIdle = pgxleak.DefaultMaxOpenConns
+		if effOpen == 0 {  // unlimited: the default limit or the min idle, whichever is more
+			effIdle = max(pgxleak.DefaultMaxOpenConns, minIdle)
 		}
 		if minIdle < 0 || minIdle > effIdle {
 			bad("WithMinIdleConns")

@@ -19,7 +19,7 @@ type PoolStats struct {
 	GarbageCollected uint64 `json:"garbage_collected"` // Rows garbage-collected without Close
 	StillOut         uint64 `json:"still_out"`         // connections still out at Drain or Close
 	// LifetimeDiscarded counts connections pgxleak discarded at their
-	// jittered end of life (a tenth of WithConnMaxLifetime), before
+	// jittered end of life (within the last tenth of WithConnMaxLifetime), before
 	// database/sql's lifetime; DBStats.MaxLifetimeClosed counts those
 	// database/sql closed at the full lifetime.
 	LifetimeDiscarded uint64 `json:"lifetime_discarded"`

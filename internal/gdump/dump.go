@@ -123,6 +123,14 @@ type Limiter struct {
 	now   func() time.Time // for tests
 }
 
+// Forget drops the last snapshot, so that it can be collected; the next
+// Take takes a new one.
+func (l *Limiter) Forget() {
+	l.mu.Lock()
+	l.last = nil
+	l.mu.Unlock()
+}
+
 // Take returns a snapshot no older than Interval, taking a new one only
 // when the previous one is older than that. fresh reports whether this
 // call took it.

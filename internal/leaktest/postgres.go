@@ -48,5 +48,7 @@ func LeakTx(t testing.TB, stmt string, begin func() (*sql.Tx, error)) *sql.Tx {
 		assert.NoError(t, err) // not require: this is not the test's goroutine
 		got <- tx
 	}()
-	return <-got
+	tx := <-got
+	require.NotNil(t, tx, "begin returned no transaction")
+	return tx
 }
