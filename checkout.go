@@ -174,7 +174,7 @@ func (c *connState) returnLocked(now int64, timed bool) {
 			// came to judge it: the monitor judges it now, knowing how
 			// long it was out. As rare as the case above.
 			c.heldBack = 0
-			c.pool.tracker.enqueue(report{kind: LeakSuspected, snap: c.snapshotLocked(c.pool.now()), unjudged: true})
+			c.pool.tracker.enqueue(report{snap: c.snapshotLocked(c.pool.now()), returned: true}) // no kind: to be judged
 		}
 	}
 	c.ctx = nil

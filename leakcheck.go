@@ -296,17 +296,14 @@ type report struct {
 	kind  Kind
 	snap  snapshot
 	stuck *stuckReport // a deadlock's holder and waiting line
-	// returned: judged after the checkout came back (see
-	// pool.judgeReturned); it is not diagnosed now, when its goroutine and
-	// backend have moved on, and server is the view it was judged on, if
-	// one was read while it was out.
+	// returned: about a checkout held past the leak threshold that came
+	// back while the scan held it back for the server's view. Queued
+	// without a kind, the monitor judges it (pool.judgeReturned); judged,
+	// it is not diagnosed, since its goroutine and backend have moved on,
+	// and server is the view it was judged on, if one was read while it
+	// was out.
 	returned bool
 	server   *ServerActivity
-
-	// unjudged: held past the leak threshold, the checkout came back while
-	// the scan held it back for the server's view; the monitor judges it
-	// (see pool.judgeReturned).
-	unjudged bool
 }
 
 // enqueue hands a report to the monitor goroutine, and reports whether it

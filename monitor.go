@@ -122,7 +122,7 @@ func (p *pool) flushFinal() {
 // emitQueued emits a report the tracker queued, judging it first if it
 // is a checkout that came back before it was judged.
 func (p *pool) emitQueued(r report) {
-	if r.unjudged {
+	if r.returned && r.kind == 0 {
 		p.judgeReturned(r.snap)
 		return
 	}
